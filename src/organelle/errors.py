@@ -1,0 +1,289 @@
+"""The organelle error hierarchy.
+
+Every error has a stable string ``code`` and survives the wire: ``to_wire()``
+gives a plain dict, ``from_wire()`` rebuilds the same class (or the nearest
+known ancestor for a code this process does not know)::
+
+    OrganelleError                      organelle.error
+    ├── ConfigError (ValueError)        organelle.config
+    │   └── DefinitionError             organelle.definition     module/handler misuse
+    │       └── DependencyError         organelle.dependency     graph: unknown, version, cycle
+    ├── NotFoundError (LookupError)     organelle.not_found
+    ├── ValidationError (ValueError)    organelle.validation     carries a field list
+    ├── TransportError                  organelle.transport
+    │   ├── CallTimeoutError            organelle.timeout        (also TimeoutError)
+    │   └── UnavailableError            organelle.unavailable    draining, disconnected
+    ├── LifecycleError                  organelle.lifecycle      a hook failed or timed out
+    ├── RemoteError                     organelle.remote         an unknown remote code
+    ├── AuthError                       organelle.auth
+    │   ├── UnauthenticatedError        organelle.unauthenticated
+    │   └── ForbiddenError              organelle.forbidden
+    └── InternalError                   organelle.internal       any non-organelle exception
+
+Handlers raise these (or subclasses with their own ``code``) and callers catch
+them by class, locally or across processes alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuthError",
+    "CallTimeoutError",
+    "ConfigError",
+    "DefinitionError",
+    "DependencyError",
+    "ForbiddenError",
+    "InternalError",
+    "LifecycleError",
+    "NotFoundError",
+    "OrganelleError",
+    "RemoteError",
+    "TransportError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "ValidationError",
+    "error_class",
+]
+
+_REGISTRY: dict[str, type[OrganelleError]] = {}
+
+
+class OrganelleError(Exception):
+    """Root of every error organelle raises or carries over the wire.
+
+    Subclasses set a class-level ``code``; it is the stable identity of the
+    error across versions and processes, so never reuse or rename one.
+
+    Args:
+        message: what went wrong, for a human.
+        details: JSON-able extra facts (field errors, names, limits).
+    """
+
+    code: ClassVar[str] = "organelle.error"
+
+    def __init__(self, message: str = "", *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # First class to claim a code keeps it: user subclasses that forget to
+        # set their own code must not shadow the built-in one on decode.
+        if "code" in cls.__dict__:
+            _REGISTRY.setdefault(cls.code, cls)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.to_wire(),))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the error as a JSON-able dict: code, type, message, details."""
+        return {
+            "code": self.code,
+            "type": type(self).__name__,
+            "message": self.message,
+            "details": self.details,
+        }
+
+    @staticmethod
+    def from_wire(data: dict[str, Any]) -> OrganelleError:
+        """Rebuild an error from ``to_wire()`` output.
+
+        A known code gives its class; an unknown one gives ``RemoteError`` that
+        keeps the remote code, type and message.
+        """
+        code = str(data.get("code", "organelle.error"))
+        message = str(data.get("message", ""))
+        details = data.get("details") or {}
+        if not isinstance(details, dict):
+            details = {"value": details}
+        cls = _REGISTRY.get(code)
+        if cls is None:
+            return RemoteError(
+                message,
+                remote_code=code,
+                remote_type=str(data.get("type", "")),
+                details=details,
+            )
+        err = cls.__new__(cls)
+        OrganelleError.__init__(err, message, details=details)
+        err._restore(data)
+        return err
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        """Set subclass attributes that ``from_wire`` bypassed ``__init__`` for."""
+
+
+def _rebuild(data: dict[str, Any]) -> OrganelleError:
+    return OrganelleError.from_wire(data)
+
+
+def error_class(code: str) -> type[OrganelleError] | None:
+    """Return the class registered for an error code, if any."""
+    return _REGISTRY.get(code)
+
+
+class ConfigError(OrganelleError, ValueError):
+    """Configuration is invalid: names the key and the reason."""
+
+    code = "organelle.config"
+
+
+class DefinitionError(ConfigError):
+    """A module or handler is declared wrongly; raised at registration."""
+
+    code = "organelle.definition"
+
+
+class DependencyError(DefinitionError):
+    """The module graph cannot start: unknown dependency, version mismatch or cycle."""
+
+    code = "organelle.dependency"
+
+
+class NotFoundError(OrganelleError, LookupError):
+    """No module, method or record by that name."""
+
+    code = "organelle.not_found"
+
+
+class ValidationError(OrganelleError, ValueError):
+    """Input does not match the contract; ``errors`` lists each bad field.
+
+    Each entry of ``errors`` is ``{"field": str, "message": str}``.
+    """
+
+    code = "organelle.validation"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        errors: list[dict[str, str]] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        merged = dict(details or {})
+        if errors is not None:
+            merged["errors"] = errors
+        super().__init__(message, details=merged)
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        """The per-field problems, in input order."""
+        value = self.details.get("errors", [])
+        return list(value) if isinstance(value, list) else []
+
+
+class TransportError(OrganelleError):
+    """The call did not get a reply: network, broker or deadline trouble."""
+
+    code = "organelle.transport"
+
+
+class CallTimeoutError(TransportError, TimeoutError):
+    """The call's deadline passed before a reply."""
+
+    code = "organelle.timeout"
+
+
+class UnavailableError(TransportError):
+    """Nobody can take the call now (draining, stopped, disconnected)."""
+
+    code = "organelle.unavailable"
+
+
+class LifecycleError(OrganelleError):
+    """A lifecycle hook failed or timed out; names the module and the hook."""
+
+    code = "organelle.lifecycle"
+
+
+class RemoteError(OrganelleError):
+    """An error from another process whose code this process does not know."""
+
+    code = "organelle.remote"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        remote_code: str = "organelle.remote",
+        remote_type: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.remote_code = remote_code
+        self.remote_type = remote_type
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        self.remote_code = str(data.get("code", self.code))
+        self.remote_type = str(data.get("type", ""))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Keep the remote identity, so relaying it does not rename it."""
+        return {
+            "code": self.remote_code,
+            "type": self.remote_type,
+            "message": self.message,
+            "details": self.details,
+        }
+
+
+class AuthError(OrganelleError):
+    """Identity or permission problem."""
+
+    code = "organelle.auth"
+
+
+class UnauthenticatedError(AuthError):
+    """No valid identity was presented."""
+
+    code = "organelle.unauthenticated"
+
+
+class ForbiddenError(AuthError):
+    """The identity is known but lacks the permission."""
+
+    code = "organelle.forbidden"
+
+
+class InternalError(OrganelleError):
+    """A handler raised something that is not an ``OrganelleError``.
+
+    Keeps the original type name and message so the caller can see what
+    happened without the server's traceback crossing the boundary.
+    """
+
+    code = "organelle.internal"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        error_type: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        merged = dict(details or {})
+        if error_type:
+            merged["error_type"] = error_type
+        super().__init__(message, details=merged)
+
+    @property
+    def error_type(self) -> str:
+        """The class name of the original exception."""
+        return str(self.details.get("error_type", ""))
+
+    @classmethod
+    def wrap(cls, exc: BaseException) -> InternalError:
+        """Wrap a foreign exception, keeping its type name and message."""
+        err = cls(f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+        err.__cause__ = exc
+        return err
