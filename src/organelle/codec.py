@@ -23,8 +23,10 @@ T = TypeVar("T")
 
 def _is_pydantic_model(obj_type: type) -> bool:
     pydantic = sys.modules.get("pydantic")
-    return pydantic is not None and isinstance(obj_type, type) and issubclass(
-        obj_type, pydantic.BaseModel
+    return (
+        pydantic is not None
+        and isinstance(obj_type, type)
+        and issubclass(obj_type, pydantic.BaseModel)
     )
 
 

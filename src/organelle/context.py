@@ -18,6 +18,8 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
+import msgspec
+
 __all__ = ["Context", "context", "current_context"]
 
 _PREFIX = os.urandom(6).hex() + "-"
@@ -35,54 +37,46 @@ def _fmt(ident: int | str | None) -> str | None:
     return f"{_PREFIX}{ident:x}"
 
 
-class Context:
+class Context(msgspec.Struct, gc=False):
     """What a handler knows about the request it is serving.
 
+    A msgspec Struct because one is made per call: construction is done in C.
+
     Attributes:
+        seq: the raw request id (a counter locally, a string from the wire).
         deadline: absolute ``time.monotonic()`` instant after which the work is
             abandoned, or ``None`` for no deadline.
+        corr: raw correlation id (``None``: this is the root).
+        cause: raw causation id (``None``: nothing caused this).
         principal: who made the request (``None`` when anonymous or internal).
-        meta: free-form string keys propagated to nested calls and events
-            (and, over a transport, in headers). Treat it as read-only; use
-            ``with_meta`` to add keys for your own nested calls.
+        meta: free-form keys propagated to nested calls and events (and, over a
+            transport, in headers). Treat it as read-only; pass ``meta=`` to
+            ``call_with`` / ``emit`` to add keys for your own nested work.
         topic: the event topic when serving an event, else ``None``.
     """
 
-    __slots__ = ("_cause", "_corr", "_rid", "deadline", "meta", "principal", "topic")
-
-    def __init__(
-        self,
-        *,
-        request_id: int | str | None = None,
-        correlation_id: int | str | None = None,
-        causation_id: int | str | None = None,
-        deadline: float | None = None,
-        principal: Any = None,
-        meta: dict[str, Any] | None = None,
-        topic: str | None = None,
-    ) -> None:
-        self._rid: int | str = _next_seq() if request_id is None else request_id
-        self._corr = correlation_id
-        self._cause = causation_id
-        self.deadline = deadline
-        self.principal = principal
-        self.meta: dict[str, Any] = _EMPTY_META if meta is None else meta
-        self.topic = topic
+    seq: int | str
+    deadline: float | None = None
+    corr: int | str | None = None
+    cause: int | str | None = None
+    principal: Any = None
+    meta: dict[str, Any] = msgspec.field(default_factory=dict)
+    topic: str | None = None
 
     @property
     def request_id(self) -> str:
         """Unique id of this call or event."""
-        return _fmt(self._rid)  # type: ignore[return-value]
+        return _fmt(self.seq)  # type: ignore[return-value]
 
     @property
     def correlation_id(self) -> str:
         """Id shared by every call and event that one outside request caused."""
-        return _fmt(self._rid if self._corr is None else self._corr)  # type: ignore[return-value]
+        return _fmt(self.seq if self.corr is None else self.corr)  # type: ignore[return-value]
 
     @property
     def causation_id(self) -> str | None:
         """Id of the call or event whose handler made this one, if any."""
-        return _fmt(self._cause)
+        return _fmt(self.cause)
 
     def remaining_s(self) -> float | None:
         """Seconds left before the deadline (may be negative), or ``None``."""
@@ -99,29 +93,14 @@ class Context:
         principal: Any = None,
     ) -> Context:
         """Return the context for a call or event made while serving this one."""
-        ctx = Context.__new__(Context)
-        ctx._rid = _next_seq()
-        ctx._corr = self._rid if self._corr is None else self._corr
-        ctx._cause = self._rid
-        ctx.deadline = deadline
-        ctx.principal = self.principal if principal is None else principal
-        ctx.meta = self.meta if meta is None else {**self.meta, **meta}
-        ctx.topic = topic
-        return ctx
-
-    def with_meta(self, **meta: Any) -> Context:
-        """Return a copy of this context with extra meta keys (same ids)."""
-        ctx = Context.__new__(Context)
-        ctx._rid, ctx._corr, ctx._cause = self._rid, self._corr, self._cause
-        ctx.deadline, ctx.principal, ctx.topic = self.deadline, self.principal, self.topic
-        ctx.meta = {**self.meta, **meta}
-        return ctx
-
-    def __repr__(self) -> str:
-        return (
-            f"Context(request_id={self.request_id!r}, correlation_id={self.correlation_id!r}, "
-            f"causation_id={self.causation_id!r}, remaining_s={self.remaining_s()!r}, "
-            f"principal={self.principal!r}, meta={self.meta!r}, topic={self.topic!r})"
+        return Context(
+            _next_seq(),
+            deadline,
+            self.seq if self.corr is None else self.corr,
+            self.seq,
+            self.principal if principal is None else principal,
+            self.meta if meta is None else {**self.meta, **meta},
+            topic,
         )
 
 
@@ -133,15 +112,9 @@ def root_context(
     topic: str | None = None,
 ) -> Context:
     """Return a fresh context with no parent (an outside request)."""
-    ctx = Context.__new__(Context)
-    ctx._rid = _next_seq()
-    ctx._corr = None
-    ctx._cause = None
-    ctx.deadline = deadline
-    ctx.principal = principal
-    ctx.meta = _EMPTY_META if meta is None else meta
-    ctx.topic = topic
-    return ctx
+    return Context(
+        _next_seq(), deadline, None, None, principal, _EMPTY_META if meta is None else meta, topic
+    )
 
 
 def current_context() -> Context | None:

@@ -1,0 +1,288 @@
+"""The local event bus: a bounded queue, one dispatcher task, isolated handlers.
+
+``publish`` appends to a bounded deque and returns; when the deque is full it
+waits for room (backpressure: no event is ever dropped). The dispatcher starts
+each matching handler by hand in a fresh ``contextvars`` copy; a handler that
+finishes without suspending costs no task, one that suspends goes on in its
+own task, up to ``max_concurrent`` at once (then the dispatcher waits, the
+queue fills, and emitters wait in turn). A failing handler is logged and
+counted on its subscription; it never reaches the emitter or other handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from types import CoroutineType
+from typing import Any
+
+from organelle._dispatch import CallNext, Invocation, Resume
+from organelle._topics import matches
+from organelle.context import Context, _current
+from organelle.errors import InternalError, OrganelleError
+from organelle.module import Subscription
+
+__all__ = ["EventBus", "SubscriptionStats"]
+
+log = logging.getLogger("organelle.events")
+
+_YIELD_EVERY = 256
+_MAX_CACHED_TOPICS = 4096
+
+
+@dataclass(slots=True)
+class SubscriptionStats:
+    """Counters of one subscription, readable from ``Kernel.subscriptions()``."""
+
+    module: str
+    handler: str
+    pattern: str
+    delivery: str
+    priority: int
+    delivered: int = 0
+    failed: int = 0
+    skipped: int = 0
+    last_error: dict[str, Any] | None = field(default=None)
+
+
+class _Sub:
+    __slots__ = ("contract", "filter", "fn", "order", "pattern", "stats", "validate")
+
+    def __init__(self, module: str, sub: Subscription, fn: Callable[..., Any], order: int) -> None:
+        spec = sub.spec
+        self.pattern = spec.pattern
+        self.fn = fn
+        self.contract = sub.contract if (spec.validate or not sub.contract.takes_payload) else None
+        self.validate = spec.validate
+        self.filter = spec.filter
+        self.order = (-spec.priority, order)
+        self.stats = SubscriptionStats(module, sub.attr, spec.pattern, spec.delivery, spec.priority)
+
+    def make_coro(self, payload: Any) -> Coroutine[Any, Any, Any]:
+        contract = self.contract
+        if contract is None:  # validation off, payload passed as is
+            arg = payload
+        elif not contract.takes_payload:
+            if self.filter is not None and not self.filter(payload):
+                raise _Skip
+            return self.fn()  # type: ignore[no-any-return]
+        else:
+            arg = contract.convert(payload)
+        if self.filter is not None and not self.filter(arg):
+            raise _Skip
+        return self.fn(arg)  # type: ignore[no-any-return]
+
+
+class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
+    pass
+
+
+class EventBus:
+    """Local publish/subscribe with backpressure and ``drain()``."""
+
+    def __init__(self, *, max_pending: int = 10_000, max_concurrent: int = 1_000) -> None:
+        self._subs: list[_Sub] = []
+        self._order = 0
+        self._cache: dict[str, tuple[_Sub, ...]] = {}
+        self._queue: deque[tuple[tuple[_Sub, ...], Any, Context]] = deque()
+        self._max_pending = max_pending
+        self._max_concurrent = max_concurrent
+        self._space: deque[asyncio.Future[None]] = deque()
+        self._idle: list[asyncio.Future[None]] = []
+        self._waker: asyncio.Future[None] | None = None
+        self._slot: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._busy = False
+        self.chain: CallNext | None = None
+
+    # subscriptions -------------------------------------------------------
+    def subscribe(self, module: str, sub: Subscription, fn: Callable[..., Any]) -> None:
+        """Add one subscription of a module's handler."""
+        self._order += 1
+        self._subs.append(_Sub(module, sub, fn, self._order))
+        self._cache.clear()
+
+    def unsubscribe(self, module: str) -> None:
+        """Remove every subscription of ``module``."""
+        self._subs = [s for s in self._subs if s.stats.module != module]
+        self._cache.clear()
+
+    def stats(self) -> list[SubscriptionStats]:
+        """Counters of every subscription."""
+        return [s.stats for s in self._subs]
+
+    def route(self, topic: str) -> tuple[_Sub, ...]:
+        """The subscriptions matching ``topic``, in priority order (cached)."""
+        subs = self._cache.get(topic)
+        if subs is None:
+            found = [s for s in self._subs if matches(s.pattern, topic)]
+            found.sort(key=lambda s: s.order)
+            subs = tuple(found)
+            if len(self._cache) > _MAX_CACHED_TOPICS:  # distinct topics must not leak
+                self._cache.clear()
+            self._cache[topic] = subs
+        return subs
+
+    # publishing ----------------------------------------------------------
+    async def publish(self, subs: tuple[_Sub, ...], payload: Any, ctx: Context) -> None:
+        """Queue one event for ``subs``; waits while the queue is full."""
+        queue = self._queue
+        while len(queue) >= self._max_pending:
+            fut = asyncio.get_running_loop().create_future()
+            self._space.append(fut)
+            await fut
+        queue.append((subs, payload, ctx))
+        waker = self._waker
+        if waker is not None:
+            self._waker = None
+            waker.set_result(None)
+
+    # lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        """Start the dispatcher task (idempotent)."""
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(
+                self._run(), name="organelle-event-dispatcher"
+            )
+
+    async def drain(self) -> None:
+        """Return once every queued event has been handled, also those emitted meanwhile."""
+        while self._queue or self._tasks or self._busy:
+            fut = asyncio.get_running_loop().create_future()
+            self._idle.append(fut)
+            await fut
+
+    async def stop(self) -> None:
+        """Cancel handlers still running and stop the dispatcher."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+        self._wake_idle()
+
+    @property
+    def pending(self) -> int:
+        """Events queued and handlers still running."""
+        return len(self._queue) + len(self._tasks)
+
+    # dispatcher ----------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while True:
+            self._busy = True
+            done = 0
+            while queue:
+                subs, payload, ctx = queue.popleft()
+                self._wake_space()
+                for sub in subs:
+                    self._deliver(loop, sub, payload, ctx)
+                done += 1
+                if len(self._tasks) >= self._max_concurrent:
+                    self._slot = loop.create_future()
+                    await self._slot
+                elif done % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            self._busy = False
+            if not self._tasks:
+                self._wake_idle()
+            waker = loop.create_future()
+            self._waker = waker
+            await waker
+
+    def _deliver(
+        self, loop: asyncio.AbstractEventLoop, sub: _Sub, payload: Any, ctx: Context
+    ) -> None:
+        cv = contextvars.copy_context()
+        cv.run(_current.set, ctx)
+        try:
+            if self.chain is None:
+                coro = cv.run(sub.make_coro, payload)
+            else:
+                coro = self._through_chain(sub, payload, ctx)
+            first = cv.run(coro.send, None)
+        except StopIteration:
+            sub.stats.delivered += 1
+            return
+        except _Skip:
+            sub.stats.skipped += 1
+            return
+        except Exception as exc:
+            self._failed(sub, ctx, exc)
+            return
+        task = loop.create_task(self._finish(sub, coro, first, ctx), context=cv)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _through_chain(self, sub: _Sub, payload: Any, ctx: Context) -> Coroutine[Any, Any, Any]:
+        async def handler(inv: Invocation) -> Any:
+            return await sub.make_coro(inv.payload)
+
+        inv = Invocation("event", ctx.topic or "", sub.stats.module, None, payload, ctx, handler)
+        assert self.chain is not None  # noqa: S101 - checked by the caller
+        aw = self.chain(inv)
+        if type(aw) is CoroutineType:
+            return aw
+
+        async def wrap() -> Any:
+            return await aw
+
+        return wrap()
+
+    async def _finish(
+        self, sub: _Sub, coro: Coroutine[Any, Any, Any], first: Any, ctx: Context
+    ) -> None:
+        try:
+            await Resume(coro, first)
+        except _Skip:
+            sub.stats.skipped += 1
+        except Exception as exc:
+            self._failed(sub, ctx, exc)
+        else:
+            sub.stats.delivered += 1
+
+    def _failed(self, sub: _Sub, ctx: Context, exc: Exception) -> None:
+        stats = sub.stats
+        stats.failed += 1
+        err = exc if isinstance(exc, OrganelleError) else InternalError.wrap(exc)
+        stats.last_error = {**err.to_wire(), "topic": ctx.topic, "request_id": ctx.request_id}
+        log.error(
+            "event handler %s.%s failed on %r: %s",
+            stats.module,
+            stats.handler,
+            ctx.topic,
+            err,
+            exc_info=exc,
+        )
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        slot = self._slot
+        if slot is not None and len(self._tasks) < self._max_concurrent:
+            self._slot = None
+            if not slot.done():
+                slot.set_result(None)
+        if not self._tasks and not self._queue and not self._busy:
+            self._wake_idle()
+
+    def _wake_space(self) -> None:
+        space = self._space
+        while space and len(self._queue) < self._max_pending:
+            fut = space.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    def _wake_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for fut in idle:
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,155 @@
+"""Local dispatch: running a handler as a direct await, with a deadline, through middleware.
+
+The hot path starts the handler coroutine by hand (``coro.send(None)``): most
+handlers finish without ever suspending, and then no timer, task or copy is
+made at all. Only a handler that really suspends gets its deadline armed, and
+it goes on running in the caller's task exactly as a plain ``await`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Literal, Protocol
+
+from organelle.errors import CallTimeoutError
+
+__all__ = ["CallNext", "Invocation", "Middleware", "Resume", "build_chain", "run_until"]
+
+_monotonic = time.monotonic
+
+
+class Resume:
+    """Awaitable that continues a coroutine already started with ``send(None)``.
+
+    ``first`` is what the coroutine yielded on its first step (a future, or
+    ``None`` for a bare yield); it is handed to the running task, which then
+    drives the coroutine exactly as ``await coro`` would have.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        value = self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def run_until(
+    coro: Coroutine[Any, Any, Any], first: Any, deadline: float | None, target: str
+) -> Any:
+    """Finish a suspended handler, raising ``CallTimeoutError`` at the deadline."""
+    if deadline is None:
+        return await Resume(coro, first)
+    remaining = deadline - _monotonic()
+    if remaining <= 0:
+        coro.close()
+        raise CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
+    timeout = asyncio.timeout(remaining)
+    try:
+        async with timeout:
+            return await Resume(coro, first)
+    except TimeoutError:
+        if timeout.expired():
+            raise CallTimeoutError(
+                f"call to {target!r} timed out", details={"target": target}
+            ) from None
+        raise
+
+
+class Invocation:
+    """What middleware sees: one RPC call or one event delivery.
+
+    Attributes:
+        kind: ``"rpc"`` or ``"event"``.
+        target: ``"module.method"`` for RPC, the topic for an event.
+        module: the name of the module whose handler runs.
+        params: RPC parameters as given by the caller (before validation).
+        payload: the event payload (``None`` for RPC).
+        context: the request context of this call or event.
+    """
+
+    __slots__ = ("context", "handler", "kind", "module", "params", "payload", "target")
+
+    def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
+        self,
+        kind: Literal["rpc", "event"],
+        target: str,
+        module: str,
+        params: dict[str, Any] | None,
+        payload: Any,
+        context: Any,
+        handler: Callable[[Invocation], Awaitable[Any]],
+    ) -> None:
+        self.kind = kind
+        self.target = target
+        self.module = module
+        self.params = params
+        self.payload = payload
+        self.context = context
+        self.handler = handler
+
+    def __repr__(self) -> str:
+        return f"Invocation({self.kind}, {self.target!r}, module={self.module!r})"
+
+
+CallNext = Callable[[Invocation], Awaitable[Any]]
+
+
+class Middleware(Protocol):
+    """Cross-cutting behaviour around every RPC call and event delivery.
+
+    The same onion shape for both kinds; check ``inv.kind`` to tell them apart::
+
+        async def timing(inv: Invocation, call_next: CallNext) -> Any:
+            started = time.perf_counter()
+            try:
+                return await call_next(inv)
+            finally:
+                record(inv.target, time.perf_counter() - started)
+    """
+
+    def __call__(self, inv: Invocation, call_next: CallNext, /) -> Awaitable[Any]:
+        """Run the rest of the chain (or not) and return its result."""
+        ...
+
+
+async def _terminal(inv: Invocation) -> Any:
+    return await inv.handler(inv)
+
+
+def build_chain(middlewares: list[Middleware]) -> CallNext | None:
+    """Compose middleware outermost-first; ``None`` when there is none (the fast path)."""
+    if not middlewares:
+        return None
+    chain: CallNext = _terminal
+    for mw in reversed(middlewares):
+        chain = _link(mw, chain)
+    return chain
+
+
+def _link(mw: Middleware, call_next: CallNext) -> CallNext:
+    def run(inv: Invocation) -> Awaitable[Any]:
+        return mw(inv, call_next)
+
+    return run

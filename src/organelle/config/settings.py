@@ -1,0 +1,75 @@
+"""Kernel settings: the ``[kernel]`` section, validated with a precise message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from organelle.errors import ConfigError
+
+__all__ = ["KernelSettings", "parse_settings"]
+
+
+class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The ``[kernel]`` section of an app config.
+
+    Attributes:
+        modules: ``"package.module:Class"`` references to load.
+        pythonpath: folders (relative to the config file) put on ``sys.path``
+            before the modules are imported.
+        transport: ``memory://`` (in-process) or, with the NATS extra, ``nats://…``.
+        storage: the Store URL (``sqlite:///path.db`` by default).
+        call_timeout_s: default deadline of an RPC call made from outside a handler.
+        hook_timeout_s: default timeout of each lifecycle hook.
+        drain_timeout_s: how long shutdown waits for in-flight calls and events.
+        max_pending_events: emitted events queued before ``emit`` waits.
+        max_concurrent_handlers: event handlers suspended at once before the
+            dispatcher waits.
+        validate: validate RPC params and event payloads from type hints.
+        log_level: root level of organelle's loggers.
+    """
+
+    modules: list[str] = msgspec.field(default_factory=list)
+    pythonpath: list[str] = msgspec.field(default_factory=list)
+    transport: str = "memory://"
+    storage: str = "sqlite:///organelle.db"
+    call_timeout_s: float = 30.0
+    hook_timeout_s: float = 30.0
+    drain_timeout_s: float = 30.0
+    max_pending_events: int = 10_000
+    max_concurrent_handlers: int = 1_000
+    validate: bool = True
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        for name in ("call_timeout_s", "hook_timeout_s", "drain_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("max_pending_events", "max_concurrent_handlers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+def parse_settings(section: Any) -> KernelSettings:
+    """Validate the ``[kernel]`` section.
+
+    Raises:
+        ConfigError: naming the key (``kernel.<key>``) and the reason.
+    """
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError("kernel: the [kernel] section must be a table")
+    try:
+        return msgspec.convert(section, KernelSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        reason, _, where = text.partition(" - at `$.")
+        key = where.rstrip("`").split(".")[0].split("[")[0] if where else ""
+        if not key and "unknown field" in reason:
+            key = reason.split("`")[1] if "`" in reason else ""
+        if not key and "missing required field" in reason:
+            key = reason.split("`")[1] if "`" in reason else ""
+        label = f"kernel.{key}" if key else "kernel"
+        raise ConfigError(f"{label}: {reason}", details={"key": label, "reason": reason}) from None

@@ -1,0 +1,742 @@
+"""The kernel: registers modules, checks their graph, runs their lifecycle, dispatches.
+
+It knows modules, their dependencies, lifecycle, the context and the bus;
+everything else is built on the same public API a user has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import CoroutineType, TracebackType
+from typing import Any, Self
+
+from organelle import _lifecycle as lc
+from organelle._bus import EventBus, SubscriptionStats
+from organelle._dispatch import Invocation, Middleware, build_chain, run_until
+from organelle._graph import Node, start_levels
+from organelle._lifecycle import ModuleInfo, ModuleState, Record
+from organelle._topics import check_topic, matches
+from organelle.config import apply_env, import_object, load_file, merge, parse_settings
+from organelle.config.loader import extend_path
+from organelle.context import _EMPTY_META, Context, _current, _next_seq, root_context
+from organelle.errors import (
+    CallTimeoutError,
+    DefinitionError,
+    DependencyError,
+    InternalError,
+    LifecycleError,
+    NotFoundError,
+    OrganelleError,
+    UnavailableError,
+    ValidationError,
+)
+from organelle.module import Module, ModuleSpec, describe
+
+__all__ = ["Kernel"]
+
+log = logging.getLogger("organelle.kernel")
+_monotonic = time.monotonic
+
+ModuleRef = type[Module] | Module | str
+
+
+class _Rpc:
+    __slots__ = ("contract", "fn", "module", "target", "timeout_s")
+
+    def __init__(self, rec: Record, method: str, validate: bool) -> None:
+        meta = rec.spec.rpcs[method]
+        self.fn = getattr(rec.instance, meta.attr)
+        self.contract = meta.contract if (validate and meta.spec.validate) else None
+        self.module = rec.name
+        self.target = f"{rec.name}.{method}"
+        self.timeout_s = meta.spec.timeout_s
+
+
+class Kernel:
+    """Runs a set of modules and connects them.
+
+    Args:
+        modules: module classes, instances, or ``"package.module:Class"`` strings.
+        config: the app config as a dict of sections: ``{"kernel": {...},
+            "modules": {"<name>": {...}}}``.
+        middleware: RPC/event middleware, outermost first.
+
+    Example::
+
+        async with Kernel(modules=[Pricing, Inventory]) as kernel:
+            total = await kernel.call("pricing.quote", sku="A1")
+    """
+
+    def __init__(
+        self,
+        modules: Iterable[ModuleRef] = (),
+        config: Mapping[str, Any] | None = None,
+        *,
+        middleware: Iterable[Middleware] = (),
+        base_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.config: dict[str, Any] = merge({}, config or {})
+        self.settings = parse_settings(self.config.get("kernel"))
+        modules_cfg = self.config.get("modules", {})
+        if not isinstance(modules_cfg, dict):
+            raise DefinitionError("modules: the [modules] section must be a table of tables")
+        if self.settings.pythonpath:
+            extend_path(self.settings.pythonpath, Path(base_path or "."))
+        refs: list[ModuleRef] = list(modules)
+        refs += [
+            import_object(ref, where=f"kernel.modules[{i}]")
+            for i, ref in enumerate(self.settings.modules)
+        ]
+        self._records: dict[str, Record] = {}
+        self._levels: list[list[str]] = []
+        for ref in refs:
+            rec = self._make_record(ref)
+            if rec.name in self._records:
+                raise DefinitionError(f"two modules are named {rec.name!r}")
+            self._records[rec.name] = rec
+        self._rpc: dict[str, _Rpc] = {}
+        self._bus = EventBus(
+            max_pending=self.settings.max_pending_events,
+            max_concurrent=self.settings.max_concurrent_handlers,
+        )
+        self._middleware: list[Middleware] = list(middleware)
+        self._chain = build_chain(self._middleware)
+        self._bus.chain = self._chain
+        self._taps: list[tuple[str, list[tuple[str, Any]]]] = []
+        self._call_timeout_s = self.settings.call_timeout_s
+        self._accepting = False
+        self._running = False
+        self._inflight = 0
+        self._lock = asyncio.Lock()
+
+    # construction ---------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        modules: Iterable[ModuleRef] = (),
+    ) -> Kernel:
+        """Build a kernel from a TOML/YAML file plus ``ORGANELLE__…`` environment overrides.
+
+        Raises:
+            ConfigError: unreadable file, invalid section or key, unimportable module.
+        """
+        config = apply_env(load_file(path), environ)
+        if overrides:
+            config = merge(config, overrides)
+        return cls(modules, config, base_path=Path(path).resolve().parent)
+
+    def _make_record(self, ref: ModuleRef) -> Record:
+        if isinstance(ref, str):
+            ref = import_object(ref)
+        if isinstance(ref, type) and issubclass(ref, Module):
+            spec = describe(ref)
+            instance = ref()
+        elif isinstance(ref, Module):
+            spec = describe(type(ref))
+            instance = ref
+        else:
+            raise DefinitionError(f"{ref!r} is not a Module subclass or instance")
+        section = self.config.get("modules", {}).get(spec.name, {})
+        config = lc.validate_config(spec, section)
+        instance._attach(self, config)
+        return Record(instance=instance, spec=spec, raw_config=section or {})
+
+    # RPC -------------------------------------------------------------------
+    async def call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912 - hot path inlined
+        """Call ``"<module>.<method>"`` with keyword params and return its result.
+
+        Inside a handler the call inherits the context and never gets more
+        time than the caller has left. For options (timeout, meta) use
+        ``call_with``, so option names never collide with parameter names.
+
+        Raises:
+            NotFoundError: no such module or method.
+            ValidationError: bad parameters, each bad field listed.
+            CallTimeoutError: the deadline passed.
+            InternalError: the handler raised a non-organelle exception.
+        """
+        entry = self._rpc.get(target)
+        if entry is None:
+            raise self._missing(target)
+        now = _monotonic()
+        deadline = now + self._call_timeout_s
+        parent = _current.get()
+        if parent is None:
+            if not self._accepting:
+                raise self._closed()
+            ctx = Context(_next_seq(), deadline, None, None, None, _EMPTY_META, None)
+        else:
+            pd = parent.deadline
+            if pd is not None and pd < deadline:
+                if pd <= now:
+                    raise CallTimeoutError(f"call to {target!r} timed out before it started")
+                deadline = pd
+            ctx = parent.child(deadline)
+        if entry.timeout_s is not None or self._chain is not None:
+            return await self._invoke(entry, params, ctx, deadline)
+        # The hot path, inlined: _invoke without middleware or per-method timeout.
+        # A handler that finishes in its first step cannot be seen half-done by
+        # shutdown, so only suspended calls are counted as in flight.
+        token = _current.set(ctx)
+        coro = None
+        try:
+            contract = entry.contract
+            if contract is None:
+                coro = entry.fn(**params)
+            else:
+                args = contract.validate(params)
+                coro = entry.fn(*args) if isinstance(args, tuple) else entry.fn(**args)
+            try:
+                first = coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+            self._inflight += 1
+            try:
+                return await run_until(coro, first, deadline, target)
+            finally:
+                self._inflight -= 1
+        except OrganelleError:
+            raise
+        except TypeError as exc:
+            if coro is None and contract is None:  # binding failed: the handler never ran
+                raise self._bad_params(entry, exc) from None
+            raise InternalError.wrap(exc) from exc
+        except Exception as exc:
+            raise InternalError.wrap(exc) from exc
+        finally:
+            _current.reset(token)
+
+    async def call_with(
+        self,
+        target: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        meta: dict[str, Any] | None = None,
+        principal: Any = None,
+    ) -> Any:
+        """Call with explicit options.
+
+        ``timeout_s`` is capped by the caller's deadline, ``meta`` is merged into
+        the context and ``principal`` replaces the caller's.
+        """
+        entry = self._rpc.get(target)
+        if entry is None:
+            raise self._missing(target)
+        if params is None:
+            params = {}
+        elif not isinstance(params, Mapping):
+            raise ValidationError(
+                f"params for {target!r} must be a mapping",
+                errors=[{"field": "$", "message": "parameters must be an object"}],
+            )
+        now = _monotonic()
+        deadline = now + (self._call_timeout_s if timeout_s is None else timeout_s)
+        parent = _current.get()
+        if parent is None:
+            if not self._accepting:
+                raise self._closed()
+            ctx = root_context(deadline, meta=meta, principal=principal)
+        else:
+            pd = parent.deadline
+            if pd is not None and pd < deadline:
+                deadline = pd
+            ctx = parent.child(deadline, meta=meta, principal=principal)
+        if deadline <= now:
+            raise CallTimeoutError(f"call to {target!r} timed out before it started")
+        return await self._invoke(entry, dict(params), ctx, deadline)
+
+    async def _invoke(
+        self, entry: _Rpc, params: dict[str, Any], ctx: Context, deadline: float
+    ) -> Any:
+        if entry.timeout_s is not None:
+            deadline = min(deadline, _monotonic() + entry.timeout_s)
+            ctx.deadline = deadline
+        token = _current.set(ctx)
+        self._inflight += 1
+        try:
+            if self._chain is None:
+                coro = self._start(entry, params)
+            else:
+                coro = self._through_chain(entry, params, ctx)
+            try:
+                first = coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+            return await run_until(coro, first, deadline, entry.target)
+        except OrganelleError:
+            raise
+        except Exception as exc:
+            raise InternalError.wrap(exc) from exc
+        finally:
+            self._inflight -= 1
+            _current.reset(token)
+
+    @staticmethod
+    def _bad_params(entry: _Rpc, exc: TypeError) -> ValidationError:
+        return ValidationError(
+            f"invalid parameters for {entry.target}: {exc}",
+            errors=[{"field": "$", "message": str(exc)}],
+        )
+
+    @classmethod
+    def _bind(cls, entry: _Rpc, params: dict[str, Any]) -> Any:
+        try:
+            return entry.fn(**params)
+        except TypeError as exc:  # binding failed: the coroutine never started
+            raise cls._bad_params(entry, exc) from None
+
+    @classmethod
+    def _start(cls, entry: _Rpc, params: dict[str, Any]) -> Any:
+        contract = entry.contract
+        if contract is None:
+            return cls._bind(entry, params)
+        args = contract.validate(params)
+        return entry.fn(*args) if isinstance(args, tuple) else entry.fn(**args)
+
+    def _through_chain(self, entry: _Rpc, params: dict[str, Any], ctx: Context) -> Any:
+        async def handler(inv: Invocation) -> Any:
+            return await self._start(entry, inv.params or {})
+
+        inv = Invocation("rpc", entry.target, entry.module, params, None, ctx, handler)
+        assert self._chain is not None  # noqa: S101 - checked by the caller
+        aw = self._chain(inv)
+        if type(aw) is CoroutineType:
+            return aw
+
+        async def wrap() -> Any:
+            return await aw
+
+        return wrap()
+
+    def _missing(self, target: object) -> OrganelleError:
+        if not isinstance(target, str) or "." not in target:
+            return ValidationError(
+                f"call target {target!r} must look like 'module.method'",
+                errors=[{"field": "target", "message": "expected 'module.method'"}],
+            )
+        module, _, method = target.partition(".")
+        rec = self._records.get(module)
+        if rec is None:
+            return NotFoundError(f"no module named {module!r}", details={"target": target})
+        if method in rec.spec.rpcs:
+            return UnavailableError(
+                f"module {module!r} is {rec.state.value}, not serving calls",
+                details={"target": target, "state": rec.state.value},
+            )
+        return NotFoundError(
+            f"module {module!r} has no RPC method {method!r}", details={"target": target}
+        )
+
+    def _closed(self) -> UnavailableError:
+        state = "draining" if self._running else "not running"
+        return UnavailableError(f"kernel is {state}; not taking new calls or events")
+
+    # events -------------------------------------------------------------
+    async def emit(
+        self, topic: str, payload: Any = None, *, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Emit an event to every subscription matching ``topic``.
+
+        Returns once the event is queued, not handled (``drain()`` waits for
+        that). When the queue is full (``max_pending_events``) it waits for
+        room — backpressure, never a silent drop. Handler failures never
+        reach the emitter.
+        """
+        bus = self._bus
+        subs = bus._cache.get(topic)
+        if subs is None:
+            check_topic(topic)
+            subs = bus.route(topic)
+        parent = _current.get()
+        if parent is None:
+            if not self._accepting:
+                raise self._closed()
+            ctx = root_context(None, meta=meta, topic=topic)
+        else:
+            ctx = parent.child(None, topic=topic, meta=meta)
+        if self._taps:
+            for pattern, sink in self._taps:
+                if matches(pattern, topic):
+                    sink.append((topic, payload))
+        if subs:
+            await bus.publish(subs, payload, ctx)
+
+    async def drain(self) -> None:
+        """Wait until every emitted event has been handled (also those emitted meanwhile)."""
+        await self._bus.drain()
+
+    def tap(self, pattern: str = ">") -> list[tuple[str, Any]]:
+        """Record every emitted event matching ``pattern`` as ``(topic, payload)`` (for tests)."""
+        sink: list[tuple[str, Any]] = []
+        self._taps.append((pattern, sink))
+        return sink
+
+    def untap(self, sink: list[tuple[str, Any]]) -> None:
+        """Stop recording into a sink returned by ``tap``."""
+        self._taps = [(p, s) for p, s in self._taps if s is not sink]
+
+    def subscriptions(self) -> list[SubscriptionStats]:
+        """Every subscription with its delivered / failed / skipped counters and last error."""
+        return self._bus.stats()
+
+    # middleware -----------------------------------------------------------
+    def use(self, middleware: Middleware) -> None:
+        """Add middleware (innermost so far) around every RPC call and event delivery."""
+        self._middleware.append(middleware)
+        self._chain = build_chain(self._middleware)
+        self._bus.chain = self._chain
+
+    # introspection ----------------------------------------------------------
+    def state(self, name: str) -> ModuleState:
+        """The lifecycle state of module ``name``."""
+        rec = self._records.get(name)
+        if rec is None:
+            raise NotFoundError(f"no module named {name!r}")
+        return rec.state
+
+    def modules(self) -> dict[str, ModuleInfo]:
+        """Every registered module with its version, state and handlers."""
+        return {name: lc.info(rec) for name, rec in self._records.items()}
+
+    def module(self, name: str) -> Module:
+        """The instance of module ``name``."""
+        rec = self._records.get(name)
+        if rec is None:
+            raise NotFoundError(f"no module named {name!r}")
+        return rec.instance
+
+    @property
+    def running(self) -> bool:
+        """Whether the kernel has started and not yet stopped."""
+        return self._running
+
+    def check(self) -> list[list[str]]:
+        """Check the whole dependency graph without starting anything; return start levels.
+
+        Raises:
+            DependencyError: unknown dependency, version mismatch or cycle.
+        """
+        return start_levels(
+            {n: Node(n, r.spec.version, r.spec.deps) for n, r in self._records.items()}
+        )
+
+    # lifecycle --------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Load every module, then start them in dependency order.
+
+        Raises:
+            DependencyError: the graph is invalid (nothing was run).
+            LifecycleError: a hook failed or timed out; what had started is stopped.
+        """
+        async with self._lock:
+            if self._running:
+                return
+            self._levels = self.check()
+            self._bus.start()
+            self._running = True
+            try:
+                await self._load(self._levels)
+                await self._start_levels(self._levels)
+            except BaseException:
+                self._running = False
+                await self._bus.stop()
+                raise
+            self._accepting = True
+            log.info("kernel started with %d modules", len(self._records))
+
+    async def stop(self) -> None:
+        """Shut down gracefully; never raises because of a module.
+
+        Refuses new outside calls and events, waits for in-flight work up to
+        ``drain_timeout_s``, then stops modules in reverse order.
+        """
+        async with self._lock:
+            if not self._running:
+                return
+            self._accepting = False
+            await self._wait_idle(self.settings.drain_timeout_s)
+            for level in reversed(self._levels):
+                await self._stop_many([n for n in level if self._is_active(n)])
+            await self._bus.stop()
+            self._running = False
+            log.info("kernel stopped")
+
+    async def _wait_idle(self, timeout_s: float) -> None:
+        deadline = _monotonic() + timeout_s
+        drain = asyncio.ensure_future(self._bus.drain())
+        try:
+            while _monotonic() < deadline:
+                if self._inflight == 0 and drain.done():
+                    return
+                await asyncio.sleep(0.005)
+            log.warning(
+                "drain timeout: %d calls and %d events still in flight",
+                self._inflight,
+                self._bus.pending,
+            )
+        finally:
+            drain.cancel()
+
+    def _is_active(self, name: str) -> bool:
+        rec = self._records.get(name)
+        return rec is not None and rec.state is ModuleState.ACTIVE
+
+    def _timeout(self, rec: Record) -> float:
+        own = type(rec.instance).hook_timeout_s
+        return self.settings.hook_timeout_s if own is None else own
+
+    async def _set_state(self, rec: Record, state: ModuleState) -> None:
+        rec.state = state
+        payload = {"module": rec.name, "version": str(rec.spec.version), "state": state.value}
+        if rec.error is not None and state is ModuleState.FAILED:
+            payload["error"] = rec.error
+        topic = lc.STATE_TOPICS[state]
+        subs = self._bus.route(topic)
+        for pattern, sink in self._taps:
+            if matches(pattern, topic):
+                sink.append((topic, payload))
+        if subs:
+            await self._bus.publish(subs, payload, root_context(None, topic=topic))
+
+    async def _load(self, levels: list[list[str]]) -> None:
+        for level in levels:
+            for name in level:
+                rec = self._records[name]
+                if rec.loaded:
+                    continue
+                try:
+                    await lc.run_hook(rec, "on_load", self._timeout(rec))
+                except LifecycleError as exc:
+                    await self._fail(rec, exc)
+                    raise
+                rec.loaded = True
+                await self._set_state(rec, ModuleState.LOADED)
+
+    async def _start_levels(self, levels: list[list[str]]) -> None:
+        started: list[str] = []
+        for level in levels:
+            names = [n for n in level if not self._is_active(n)]
+            results = await asyncio.gather(
+                *(self._start_one(self._records[n]) for n in names), return_exceptions=True
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
+            started += [n for n, r in zip(names, results, strict=True) if r is None]
+            if errors:
+                for level_names in reversed([*levels[: levels.index(level)], names]):
+                    await self._stop_many([n for n in level_names if n in started])
+                raise errors[0]
+
+    async def _start_one(self, rec: Record) -> None:
+        await self._set_state(rec, ModuleState.STARTING)
+        self._route(rec)
+        try:
+            await lc.run_hook(rec, "on_start", self._timeout(rec))
+        except LifecycleError as exc:
+            self._unroute(rec.name)
+            await self._fail(rec, exc)
+            raise
+        rec.error = None
+        await self._set_state(rec, ModuleState.ACTIVE)
+
+    async def _fail(self, rec: Record, exc: LifecycleError) -> None:
+        rec.error = str(exc)
+        await lc.quietly(rec, "on_abort", self._timeout(rec), exc)
+        await self._set_state(rec, ModuleState.FAILED)
+
+    async def _stop_many(self, names: list[str]) -> None:
+        await asyncio.gather(*(self._stop_one(self._records[n]) for n in names))
+
+    async def _stop_one(self, rec: Record) -> None:
+        await self._set_state(rec, ModuleState.STOPPING)
+        self._bus.unsubscribe(rec.name)
+        error = await lc.quietly(rec, "on_stop", self._timeout(rec))
+        self._unroute(rec.name)
+        rec.error = error
+        await self._set_state(rec, ModuleState.FAILED if error else ModuleState.STOPPED)
+
+    def _route(self, rec: Record) -> None:
+        validate = self.settings.validate
+        for method in rec.spec.rpcs:
+            entry = _Rpc(rec, method, validate)
+            self._rpc[entry.target] = entry
+        self._bus.unsubscribe(rec.name)
+        for sub in rec.spec.subscriptions:
+            self._bus.subscribe(rec.name, sub, getattr(rec.instance, sub.attr))
+
+    def _unroute(self, name: str) -> None:
+        prefix = name + "."
+        for target in [t for t in self._rpc if t.startswith(prefix)]:
+            del self._rpc[target]
+        self._bus.unsubscribe(name)
+
+    # runtime changes ----------------------------------------------------------
+    async def add_module(self, module: ModuleRef, config: Mapping[str, Any] | None = None) -> None:
+        """Register and start a module while the kernel runs.
+
+        Raises:
+            DefinitionError: a module of that name exists.
+            DependencyError: its dependencies are not active or do not match.
+            LifecycleError: its ``on_load``/``on_start`` failed (it is not kept).
+        """
+        async with self._lock:
+            if config is not None:
+                spec_name = self._spec_of(module).name
+                self.config.setdefault("modules", {})[spec_name] = dict(config)
+            rec = self._make_record(module)
+            if rec.name in self._records:
+                raise DefinitionError(f"a module named {rec.name!r} is already registered")
+            present = {n: r.spec.version for n, r in self._records.items() if self._is_active(n)}
+            for dep in rec.spec.deps:
+                if not dep.optional and dep.name in self._records and dep.name not in present:
+                    raise DependencyError(
+                        f"module {rec.name!r} requires {dep.name!r}, which is not active"
+                    )
+            start_levels(
+                {rec.name: Node(rec.name, rec.spec.version, rec.spec.deps)}, present=present
+            )
+            self._records[rec.name] = rec
+            self._levels.append([rec.name])
+            try:
+                if self._running:
+                    await self._load([[rec.name]])
+                    await self._start_levels([[rec.name]])
+            except BaseException:
+                del self._records[rec.name]
+                self._levels.pop()
+                raise
+
+    def _spec_of(self, module: ModuleRef) -> ModuleSpec:
+        if isinstance(module, str):
+            module = import_object(module)
+        cls = module if isinstance(module, type) else type(module)
+        return describe(cls)  # type: ignore[arg-type]
+
+    def dependents(self, name: str) -> list[str]:
+        """Active modules that require ``name``, directly or transitively, nearest last."""
+        found: list[str] = []
+        frontier = [name]
+        while frontier:
+            current = frontier.pop()
+            for other, rec in self._records.items():
+                if other in found or other == name or not self._is_active(other):
+                    continue
+                if any(d.name == current and not d.optional for d in rec.spec.deps):
+                    found.append(other)
+                    frontier.append(other)
+        order = [n for level in self._levels for n in level]
+        return sorted(found, key=order.index)
+
+    async def remove_module(self, name: str, *, cascade: bool = False) -> list[str]:
+        """Stop and unregister a module; return the names removed.
+
+        Refused while active modules require it, unless ``cascade``, which
+        stops and removes those dependents first (in reverse order).
+
+        Raises:
+            NotFoundError: no such module.
+            DependencyError: active dependents and no cascade (they are named).
+        """
+        async with self._lock:
+            if name not in self._records:
+                raise NotFoundError(f"no module named {name!r}")
+            dependents = self.dependents(name)
+            if dependents and not cascade:
+                raise DependencyError(
+                    f"cannot remove {name!r}: required by active modules {', '.join(dependents)}",
+                    details={"module": name, "dependents": dependents},
+                )
+            removed = [*reversed(dependents), name]
+            for victim in removed:
+                if self._is_active(victim):
+                    await self._stop_one(self._records[victim])
+                del self._records[victim]
+            self._levels = [[n for n in lvl if n not in removed] for lvl in self._levels]
+            self._levels = [lvl for lvl in self._levels if lvl]
+            return removed
+
+    async def reload_module(
+        self,
+        name: str,
+        module: ModuleRef | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Replace a running module by a new instance and/or config.
+
+        The new instance is loaded and started while the old one keeps
+        serving; only then are calls and events switched over and the old one
+        stopped. If the new one fails, it is aborted and the old one never
+        stopped serving.
+
+        Raises:
+            NotFoundError: no such module.
+            DefinitionError: the replacement has another name.
+            DependencyError: the new version breaks a dependent's requirement.
+            LifecycleError: the new instance failed to start (the old one serves on).
+        """
+        async with self._lock:
+            old = self._records.get(name)
+            if old is None:
+                raise NotFoundError(f"no module named {name!r}")
+            ref: ModuleRef = type(old.instance) if module is None else module
+            spec = self._spec_of(ref)
+            if spec.name != name:
+                raise DefinitionError(f"cannot reload {name!r} with module {spec.name!r}")
+            section = dict(config) if config is not None else old.raw_config
+            parsed = lc.validate_config(spec, section)
+            instance = ref() if isinstance(ref, type) else ref
+            if isinstance(instance, str):  # pragma: no cover - resolved by _spec_of
+                raise DefinitionError(f"cannot reload with {instance!r}")
+            if instance is old.instance:
+                instance = type(instance)()
+            instance._attach(self, parsed)
+            new = Record(instance=instance, spec=spec, raw_config=section)
+            nodes = {
+                n: Node(n, (spec.version if n == name else r.spec.version), r.spec.deps)
+                for n, r in self._records.items()
+            }
+            nodes[name] = Node(name, spec.version, spec.deps)
+            start_levels(nodes)
+            if not self._running or old.state is not ModuleState.ACTIVE:
+                self._records[name] = new
+                self.config.setdefault("modules", {})[name] = section
+                return
+            try:
+                await lc.run_hook(new, "on_load", self._timeout(new))
+                new.loaded = True
+                await lc.run_hook(new, "on_start", self._timeout(new))
+            except LifecycleError as exc:
+                await lc.quietly(new, "on_abort", self._timeout(new), exc)
+                raise
+            self._bus.unsubscribe(name)
+            self._unroute(name)
+            old.state = ModuleState.STOPPING
+            new.state = ModuleState.ACTIVE
+            self._records[name] = new
+            self._route(new)
+            self.config.setdefault("modules", {})[name] = section
+            await lc.quietly(old, "on_stop", self._timeout(old))
+            old.state = ModuleState.STOPPED
+            await self._set_state(new, ModuleState.ACTIVE)

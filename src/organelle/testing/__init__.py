@@ -1,0 +1,94 @@
+"""What users need to test their own modules.
+
+* ``running(...)`` — an ``async with`` that starts a kernel and always stops it.
+* ``capture(kernel, pattern)`` — record emitted events; ``await kernel.drain()``
+  first so tests never sleep.
+* ``fake_module(name, version, **handlers)`` — stand in for a dependency with
+  plain async functions.
+
+A pytest fixture is three lines with pytest-asyncio::
+
+    @pytest.fixture
+    async def kernel():
+        async with running(Orders, fake_module("pricing", "1.0.0", quote=quote)) as k:
+            yield k
+
+Real servers for integration tests (``NatsServer``, ``PostgresServer``) live in
+``organelle.testing.servers``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from organelle.errors import DefinitionError
+from organelle.kernel import Kernel, ModuleRef
+from organelle.module import Module, rpc
+
+__all__ = ["capture", "fake_module", "running"]
+
+
+@asynccontextmanager
+async def running(
+    *modules: ModuleRef,
+    config: Mapping[str, Any] | None = None,
+    **kernel_options: Any,
+) -> AsyncIterator[Kernel]:
+    """Start a kernel with ``modules``; stop it on exit, even after a failure."""
+    kernel = Kernel(modules, config, **kernel_options)
+    await kernel.start()
+    try:
+        yield kernel
+    finally:
+        await kernel.stop()
+
+
+def capture(kernel: Kernel, pattern: str = ">") -> list[tuple[str, Any]]:
+    """Return a list that fills with ``(topic, payload)`` of every matching emit.
+
+    Events are recorded when emitted (before handlers run), in emit order;
+    kernel lifecycle events (``kernel.module.*``) match ``>`` too.
+    """
+    return kernel.tap(pattern)
+
+
+def fake_module(
+    name: str,
+    version: str = "0.0.0",
+    /,
+    **handlers: Callable[..., Awaitable[Any]],
+) -> type[Module]:
+    """Build a module class whose RPC methods are the given async functions.
+
+    The functions take the RPC params (no ``self``); their type hints are the
+    contract, as for a real module::
+
+        async def quote(sku: str) -> float:
+            return 1.0
+
+        Pricing = fake_module("pricing", "1.2.0", quote=quote)
+    """
+    namespace: dict[str, Any] = {"name": name, "version": version, "__module__": __name__}
+    for method, fn in handlers.items():
+        if not inspect.iscoroutinefunction(fn):
+            raise DefinitionError(f"fake_module {name!r}: handler {method!r} must be async")
+        namespace[method] = rpc(_as_method(fn))
+    return type(f"Fake_{name}", (Module,), namespace)
+
+
+def _as_method(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def method(_self: Module, *args: Any, **kwargs: Any) -> Any:
+        return await fn(*args, **kwargs)
+
+    sig = inspect.signature(fn)
+    self_param = inspect.Parameter("_self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__signature__ = sig.replace(parameters=[self_param, *sig.parameters.values()])  # type: ignore[attr-defined]
+    method.__annotations__ = dict(getattr(fn, "__annotations__", {}))
+    method.__name__ = fn.__name__
+    method.__qualname__ = fn.__qualname__
+    method.__module__ = fn.__module__
+    method.__wrapped__ = fn  # type: ignore[attr-defined]
+    return method
