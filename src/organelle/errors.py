@@ -122,6 +122,9 @@ class OrganelleError(Exception):
         """Set subclass attributes that ``from_wire`` bypassed ``__init__`` for."""
 
 
+_REGISTRY[OrganelleError.code] = OrganelleError
+
+
 def _rebuild(data: dict[str, Any]) -> OrganelleError:
     return OrganelleError.from_wire(data)
 

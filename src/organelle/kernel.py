@@ -329,6 +329,8 @@ class Kernel:
         if rec is None:
             return NotFoundError(f"no module named {module!r}", details={"target": target})
         if method in rec.spec.rpcs:
+            if not self._running:
+                return self._closed()
             return UnavailableError(
                 f"module {module!r} is {rec.state.value}, not serving calls",
                 details={"target": target, "state": rec.state.value},

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import organelle
+
+
+def test_all_is_sorted_and_exported() -> None:
+    assert organelle.__all__ == sorted(organelle.__all__)
+    for name in organelle.__all__:
+        assert hasattr(organelle, name), name
+    assert len(organelle.__all__) <= 40
+
+
+def test_public_names() -> None:
+    assert {"Kernel", "Module", "rpc", "on", "context", "OrganelleError"} <= set(organelle.__all__)
+
+
+def test_import_is_fast_and_light() -> None:
+    code = (
+        "import time, sys; t = time.perf_counter(); import organelle; "
+        "print(time.perf_counter() - t); "
+        "print(','.join(m for m in ('pydantic', 'typer', 'rich', 'nats', 'asyncpg') if m in sys.modules))"
+    )
+    best = min(
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout.split()[0]
+        )
+        for _ in range(3)
+    )
+    heavy = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")[1]
+    assert heavy == ""
+    assert best < 0.2
