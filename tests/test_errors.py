@@ -63,7 +63,7 @@ def test_unknown_code_becomes_remote_error_and_relays_unchanged() -> None:
 
 def test_user_subclass_with_own_code_round_trips() -> None:
     class OutOfStockError(NotFoundError):
-        code = "test.out_of_stock"
+        code = "test.errors.out_of_stock"
 
     back = OrganelleError.from_wire(OutOfStockError("sku A").to_wire())
     assert type(back) is OutOfStockError
