@@ -53,12 +53,12 @@ def test_validation_error_keeps_field_list() -> None:
 
 
 def test_unknown_code_becomes_remote_error_and_relays_unchanged() -> None:
-    wire = {"code": "shop.out_of_stock", "type": "OutOfStock", "message": "none left"}
+    wire = {"code": "nobody.knows_this", "type": "OutOfStock", "message": "none left"}
     err = OrganelleError.from_wire(wire)
     assert isinstance(err, RemoteError)
-    assert err.remote_code == "shop.out_of_stock"
+    assert err.remote_code == "nobody.knows_this"
     assert err.remote_type == "OutOfStock"
-    assert err.to_wire()["code"] == "shop.out_of_stock"
+    assert err.to_wire()["code"] == "nobody.knows_this"
 
 
 def test_user_subclass_with_own_code_round_trips() -> None:

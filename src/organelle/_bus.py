@@ -70,6 +70,8 @@ class _Sub:
             if self.filter is not None and not self.filter(payload):
                 raise _Skip
             return self.fn()  # type: ignore[no-any-return]
+        elif type(payload) is contract.target:
+            arg = payload
         else:
             arg = contract.convert(payload)
         if self.filter is not None and not self.filter(arg):
@@ -129,6 +131,18 @@ class EventBus:
         return subs
 
     # publishing ----------------------------------------------------------
+    def offer(self, subs: tuple[_Sub, ...], payload: Any, ctx: Context) -> bool:
+        """Queue one event if there is room (no await: the common case); else ``False``."""
+        queue = self._queue
+        if len(queue) >= self._max_pending:
+            return False
+        queue.append((subs, payload, ctx))
+        waker = self._waker
+        if waker is not None:
+            self._waker = None
+            waker.set_result(None)
+        return True
+
     async def publish(self, subs: tuple[_Sub, ...], payload: Any, ctx: Context) -> None:
         """Queue one event for ``subs``; waits while the queue is full."""
         queue = self._queue
@@ -183,7 +197,8 @@ class EventBus:
             done = 0
             while queue:
                 subs, payload, ctx = queue.popleft()
-                self._wake_space()
+                if self._space:
+                    self._wake_space()
                 for sub in subs:
                     self._deliver(loop, sub, payload, ctx)
                 done += 1
@@ -202,14 +217,11 @@ class EventBus:
     def _deliver(
         self, loop: asyncio.AbstractEventLoop, sub: _Sub, payload: Any, ctx: Context
     ) -> None:
+        # Each delivery runs in its own copy of the contextvars, so nothing a
+        # handler sets leaks into the dispatcher or its siblings.
         cv = contextvars.copy_context()
-        cv.run(_current.set, ctx)
         try:
-            if self.chain is None:
-                coro = cv.run(sub.make_coro, payload)
-            else:
-                coro = self._through_chain(sub, payload, ctx)
-            first = cv.run(coro.send, None)
+            coro, first = cv.run(self._step, sub, payload, ctx)
         except StopIteration:
             sub.stats.delivered += 1
             return
@@ -222,6 +234,14 @@ class EventBus:
         task = loop.create_task(self._finish(sub, coro, first, ctx), context=cv)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    def _step(self, sub: _Sub, payload: Any, ctx: Context) -> tuple[Coroutine[Any, Any, Any], Any]:
+        """First step of a handler; raises StopIteration if it finished without suspending."""
+        _current.set(ctx)
+        coro = (
+            sub.make_coro(payload) if self.chain is None else self._through_chain(sub, payload, ctx)
+        )
+        return coro, coro.send(None)
 
     def _through_chain(self, sub: _Sub, payload: Any, ctx: Context) -> Coroutine[Any, Any, Any]:
         async def handler(inv: Invocation) -> Any:

@@ -363,14 +363,14 @@ class Kernel:
         if parent is None:
             if not self._accepting:
                 raise self._closed()
-            ctx = root_context(None, meta=meta, topic=topic)
+            ctx = Context(_next_seq(), None, None, None, None, meta or _EMPTY_META, topic)
         else:
             ctx = parent.child(None, topic=topic, meta=meta)
         if self._taps:
             for pattern, sink in self._taps:
                 if matches(pattern, topic):
                     sink.append((topic, payload))
-        if subs:
+        if subs and not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
 
     async def drain(self) -> None:

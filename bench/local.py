@@ -1,0 +1,285 @@
+"""Local (in-process) dispatch: kernel.call and emit beside Python's own floor.
+
+    python bench/local.py            # full run (about a minute)
+    python bench/local.py --quick    # a few seconds, for a smoke check
+
+Floors, measured in the same process and the same rounds:
+* ``await handlers[name](**{...})`` — a dict-dispatched await with a new params
+  dict per call (the floor a local call can never beat);
+* for events, the same floor per delivery.
+Peers measured on this machine (reference/peer-bench.md): Moleculer 0.14 local
+call 2.16 M/s, local emit to one subscriber 622 k/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from _common import Row, peak_rss_mb, publish  # noqa: E402
+
+from organelle import Kernel, Module, on, rpc  # noqa: E402
+
+MOLECULER_CALL = 2.16e6
+MOLECULER_EMIT = 622e3
+
+
+class Math(Module):
+    name = "math"
+    version = "1.0.0"
+
+    @rpc
+    async def add(self, a: int, b: int) -> int:
+        return a + b
+
+    @rpc(validate=False)
+    async def add_raw(self, a: int, b: int) -> int:
+        return a + b
+
+
+def make_listeners(n: int) -> type[Module]:
+    counter = [0]
+
+    def handler_factory() -> Any:
+        async def handler(self: Module, value: int) -> None:
+            counter[0] += 1
+
+        return on("bench.tick")(handler)
+
+    ns: dict[str, Any] = {"name": f"listen{n}", "counter": counter}
+    ns.update({f"h{i}": handler_factory() for i in range(n)})
+    return type(f"Listen{n}", (Module,), ns)
+
+
+async def best_rate(fn: Callable[[int], Awaitable[None]], n: int, rounds: int) -> float:
+    best = 0.0
+    for _ in range(rounds):
+        gc.collect()
+        t0 = time.perf_counter()
+        await fn(n)
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+async def rpc_rows(n: int, rounds: int) -> list[Row]:
+    async def handler(a: int, b: int) -> int:
+        return a + b
+
+    handlers = {"math.add": handler}
+
+    async def floor(count: int) -> None:
+        for _ in range(count):
+            await handlers["math.add"](**{"a": 1, "b": 2})
+
+    async with Kernel([Math]) as kernel:
+        call = kernel.call
+
+        async def raw(count: int) -> None:
+            for _ in range(count):
+                await call("math.add_raw", a=1, b=2)
+
+        async def validated(count: int) -> None:
+            for _ in range(count):
+                await call("math.add", a=1, b=2)
+
+        rates: dict[str, list[float]] = {"floor": [], "raw": [], "valid": []}
+        for _ in range(rounds):  # interleave so drift hits all three alike
+            rates["floor"].append(await best_rate(floor, n, 1))
+            rates["raw"].append(await best_rate(raw, n, 1))
+            rates["valid"].append(await best_rate(validated, n, 1))
+        rss = peak_rss_mb()
+    f, r, v = (max(rates[k]) for k in ("floor", "raw", "valid"))
+    floor_name = "await handlers[name](**{...})"
+    return [
+        Row("local call", floor_name, f, baseline="floor", ratio=1.0),
+        Row(
+            "local call, validation off",
+            "kernel.call",
+            r,
+            baseline=floor_name,
+            ratio=r / f,
+            target="≥ 0.5× floor",
+            extra={"vs_moleculer": r / MOLECULER_CALL, "peak_rss_mb": rss},
+        ),
+        Row(
+            "local call, validation on",
+            "kernel.call",
+            v,
+            baseline=floor_name,
+            ratio=v / f,
+            target="≥ 0.25× floor",
+            extra={"vs_moleculer": v / MOLECULER_CALL},
+        ),
+        Row(
+            "local call (peer)",
+            "Moleculer 0.14 (reference)",
+            MOLECULER_CALL,
+            baseline=floor_name,
+            ratio=MOLECULER_CALL / f,
+        ),
+    ]
+
+
+async def emit_rows(n: int, rounds: int) -> list[Row]:
+    rows: list[Row] = []
+    for listeners in (1, 10):
+        cls = make_listeners(listeners)
+
+        async def handler(value: int) -> None:
+            pass
+
+        handlers = [handler] * listeners
+
+        async def floor(count: int) -> None:
+            for _ in range(count):
+                for h in handlers:
+                    await h(1)
+
+        async with Kernel([cls]) as kernel:
+            emit = kernel.emit
+
+            async def emitting(count: int) -> None:
+                for i in range(count):
+                    await emit("bench.tick", i)
+                await kernel.drain()
+
+            count = max(1000, n // listeners)
+            f = max([await best_rate(floor, count, 1) for _ in range(rounds)]) * listeners
+            e = max([await best_rate(emitting, count, 1) for _ in range(rounds)]) * listeners
+            assert cls.counter[0] >= count * listeners * rounds  # type: ignore[attr-defined]
+        rows.append(
+            Row(
+                f"emit → {listeners} handler(s), deliveries/s",
+                "kernel.emit + drain",
+                e,
+                baseline="await handler(payload)",
+                ratio=e / f,
+                target="≥ 0.6 M/s (Moleculer)" if listeners == 1 else "",
+                extra={"floor": f, "vs_moleculer": e / MOLECULER_EMIT},
+            )
+        )
+    return rows
+
+
+async def lifecycle_rows(rounds: int) -> list[Row]:
+    mods: list[type[Module]] = []
+    for i in range(200):
+        requires = (f"m{i - 1}",) if i else ()
+        mods.append(type(f"M{i}", (Module,), {"name": f"m{i}", "requires": requires}))
+    best = float("inf")
+    for _ in range(rounds):
+        kernel = Kernel(mods)
+        t0 = time.perf_counter()
+        await kernel.start()
+        await kernel.stop()
+        best = min(best, time.perf_counter() - t0)
+    return [Row("start + stop, 200 modules in a chain", "Kernel", best * 1000, unit="ms")]
+
+
+def import_rows() -> list[Row]:
+    code = "import time; t = time.perf_counter(); import {m}; print(time.perf_counter() - t)"
+
+    def best(module: str) -> float:
+        return min(
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code.format(m=module)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env={**os.environ, "PYTHONPATH": "src"},
+                ).stdout
+            )
+            for _ in range(5)
+        )
+
+    org, aio = best("organelle"), best("asyncio")
+    return [
+        Row(
+            "import time",
+            "import organelle",
+            org * 1000,
+            unit="ms",
+            baseline="import asyncio",
+            ratio=org / aio,
+            target="< 200 ms",
+            extra={"asyncio_ms": aio * 1000},
+        ),
+    ]
+
+
+def example_rss_rows() -> list[Row]:
+    script = (
+        "import asyncio, resource\n"
+        "from organelle import Kernel\n"
+        "async def main():\n"
+        "    async with Kernel.from_config('examples/shop/app.toml', overrides={'modules': {'demo': {'interval_s': 3600}}}) as k:\n"
+        "        await asyncio.sleep(0.2)\n"
+        "        idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "        for _ in range(200000):\n"
+        "            await k.call('pricing.quote', sku='A1', qty=1)\n"
+        "        busy = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "        print(idle, busy)\n"
+        "asyncio.run(main())\n"
+    )
+    if not Path("examples/shop/app.toml").exists():
+        return []
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        print(out.stderr[-2000:])
+        return []
+    idle, busy = (float(x) for x in out.stdout.split()[-2:])
+    return [
+        Row("peak RSS, example app idle", "examples/shop", idle, unit="MiB"),
+        Row("peak RSS, example app after 200 k local calls", "examples/shop", busy, unit="MiB"),
+    ]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n, rounds = (20_000, 2) if args.quick else (200_000, 5)
+    try:
+        import uvloop  # noqa: PLC0415
+
+        loop_name = f"uvloop {uvloop.__version__}"
+    except ImportError:  # pragma: no cover
+        loop_name = "asyncio"
+    rows = await rpc_rows(n, rounds)
+    rows += await emit_rows(n, rounds)
+    rows += await lifecycle_rows(3 if args.quick else 5)
+    rows += import_rows()
+    rows += example_rss_rows()
+    publish(
+        "local",
+        "Local dispatch (one process)",
+        rows,
+        notes=(
+            f"Event loop: {loop_name}. Floors are measured in the same run and the same rounds; "
+            "Moleculer's figures come from reference/peer-bench.md on this machine. "
+            "`python bench/local.py` reproduces it.\n"
+        ),
+    )
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
