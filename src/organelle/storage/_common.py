@@ -1,0 +1,299 @@
+"""What every backend shares: input checks, value encoding, sweeper, local watch fan-out.
+
+Kept apart from ``base.py`` so the port stays a small readable contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import sys
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from organelle.codec import codec_for, convert
+from organelle.errors import ValidationError
+from organelle.storage.base import (
+    Change,
+    ConflictError,
+    StorageUnavailableError,
+    Store,
+    Subscription,
+    Watch,
+)
+from organelle.storage.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from organelle.storage.namespace import NamespacedStore
+
+KIND_BYTES = 0
+KIND_MSGPACK = 1
+KIND_JSON = 2
+_KIND_OF = {"msgpack": KIND_MSGPACK, "json": KIND_JSON}
+_CODEC_OF = {KIND_MSGPACK: "msgpack", KIND_JSON: "json"}
+_PLAIN: dict[int, Any] = {
+    KIND_MSGPACK: msgspec.msgpack.Decoder().decode,
+    KIND_JSON: msgspec.json.Decoder().decode,
+}
+
+WATCH_QUEUE_MAX = 10_000
+_SURROGATES = (0xD800, 0xDFFF)
+INCR_BUDGET_S = 10.0
+
+
+def bad(field: str, message: str) -> ValidationError:
+    """Build a ``ValidationError`` naming one field."""
+    return ValidationError(message, errors=[{"field": field, "message": message}])
+
+
+def prefix_upper(prefix: str) -> str | None:
+    """Smallest string greater than every string starting with ``prefix``.
+
+    ``None`` means no upper bound (empty prefix, or only U+10FFFF characters).
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < sys.maxunicode:
+            nxt = last + 1
+            if _SURROGATES[0] <= nxt <= _SURROGATES[1]:  # skip surrogates: they are not valid keys
+                nxt = 0xE000
+            return "".join(chars) + chr(nxt)
+    return None
+
+
+async def cas_incr(store: Store, key: str, by: int) -> int:
+    """Atomically add ``by`` to an int value with a compare-and-set loop.
+
+    For backends without a native atomic increment; keeps the key's expiry.
+    """
+    deadline = time.monotonic() + INCR_BUDGET_S
+    delay = 0.001
+    while True:
+        entry = await store.get(key)
+        current = 0 if entry is None else BaseStore._as_int(key, entry.value)
+        ttl_s = None
+        if entry is not None and entry.expires_at is not None:
+            ttl_s = max(entry.expires_at - time.time(), 1e-3)
+        try:
+            await store.compare_and_set(
+                key, current + by, revision=None if entry is None else entry.revision, ttl_s=ttl_s
+            )
+        except ConflictError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
+            delay = min(delay * 2, 0.05)
+        else:
+            return current + by
+
+
+class BaseStore:
+    """Shared machinery for the backends; not a port of its own.
+
+    Args:
+        codec: ``"msgpack"`` (default) or ``"json"`` for non-bytes values.
+        max_value_bytes: refuse encoded values larger than this.
+        max_key_bytes: refuse keys longer than this in UTF-8.
+        sweep_interval_s: how often the background sweeper reclaims expired keys.
+        retry: budget for transient backend errors.
+    """
+
+    def __init__(
+        self,
+        *,
+        codec: str = "msgpack",
+        max_value_bytes: int = 1 << 20,
+        max_key_bytes: int = 1024,
+        sweep_interval_s: float = 1.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if codec not in _KIND_OF:
+            raise bad("codec", f"unknown codec {codec!r}; expected 'msgpack' or 'json'")
+        self._codec = codec_for(codec)
+        self._kind = _KIND_OF[codec]
+        self.max_value_bytes = max_value_bytes
+        self.max_key_bytes = max_key_bytes
+        self.sweep_interval_s = sweep_interval_s
+        self.retry = retry or RetryPolicy()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._watchers: list[tuple[str, asyncio.Queue[Change | BaseException]]] = []
+        self._closed = False
+
+    # -- input checks and encoding -------------------------------------------------
+
+    def _key(self, key: object) -> str:
+        if not isinstance(key, str):
+            raise bad("key", f"key must be a str, not {type(key).__name__}")
+        if not key:
+            raise bad("key", "key must not be empty")
+        if "\x00" in key:
+            raise bad("key", "key must not contain NUL")
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError as exc:
+            raise bad("key", "key is not valid Unicode (lone surrogate)") from exc
+        if size > self.max_key_bytes:
+            raise bad("key", f"key is {size} bytes; the limit is {self.max_key_bytes}")
+        return key
+
+    def _keys(self, keys: Iterable[str]) -> list[str]:
+        if isinstance(keys, str):
+            raise bad("keys", "keys must be an iterable of str, not a str")
+        return list(dict.fromkeys(self._key(k) for k in keys))
+
+    def _prefix(self, prefix: object) -> str:
+        if not isinstance(prefix, str) or "\x00" in prefix:
+            raise bad("prefix", "prefix must be a str without NUL")
+        return prefix
+
+    @staticmethod
+    def _cursor(cursor: object) -> str | None:
+        if cursor is not None and not isinstance(cursor, str):
+            raise bad("cursor", "cursor must be None or the str from the previous page")
+        return cursor
+
+    @staticmethod
+    def _limit(limit: object) -> int:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise bad("limit", "limit must be a positive int")
+        return limit
+
+    @staticmethod
+    def _ttl(ttl_s: object) -> float | None:
+        if ttl_s is None:
+            return None
+        if (
+            isinstance(ttl_s, bool)
+            or not isinstance(ttl_s, int | float)
+            or not math.isfinite(ttl_s)
+            or ttl_s <= 0
+        ):
+            raise bad("ttl_s", "ttl_s must be a positive finite number of seconds")
+        return float(ttl_s)
+
+    def _deadline(self, ttl_s: object) -> float | None:
+        ttl = self._ttl(ttl_s)
+        return None if ttl is None else time.time() + ttl
+
+    @staticmethod
+    def _revision(revision: object) -> int:
+        if revision is None:
+            return 0
+        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+            raise bad("revision", "revision must be None or a non-negative int")
+        return revision
+
+    def _encode(self, value: Any) -> tuple[int, bytes]:
+        if isinstance(value, bytes | bytearray | memoryview):
+            kind, data = KIND_BYTES, bytes(value)
+        else:
+            kind, data = self._kind, self._codec.encode(value)
+        if len(data) > self.max_value_bytes:
+            raise bad(
+                "value", f"value is {len(data)} bytes encoded; the limit is {self.max_value_bytes}"
+            )
+        return kind, data
+
+    @staticmethod
+    def _decode(kind: int, data: bytes, type_: Any = None) -> Any:
+        if type_ is None and kind in _PLAIN:  # hot path: scans decode many values
+            try:
+                return _PLAIN[kind](data)
+            except msgspec.DecodeError as exc:
+                raise bad("value", f"stored value is not valid {_CODEC_OF[kind]}: {exc}") from exc
+        if kind == KIND_BYTES:
+            return data if type_ is None or type_ is bytes else convert(data, type_)
+        codec = codec_for(_CODEC_OF.get(kind, "msgpack"))
+        return codec.decode(data) if type_ is None else codec.decode(data, type_)
+
+    @staticmethod
+    def _as_int(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("value", f"incr needs an int value at {key!r}, found {type(value).__name__}")
+        return value
+
+    @staticmethod
+    def _conflict(key: str, expected: int, actual: int | None) -> ConflictError:
+        return ConflictError(
+            f"revision mismatch on {key!r}: expected {expected or 'absent'}, found "
+            f"{actual or 'absent'}",
+            details={"key": key, "expected": expected, "actual": actual},
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageUnavailableError("store is closed")
+
+    # -- sweeper ------------------------------------------------------------------
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is None and not self._closed:
+            with contextlib.suppress(RuntimeError):  # no running loop: try again later
+                self._sweeper = asyncio.get_running_loop().create_task(
+                    self._sweep_loop(), name=f"{type(self).__name__}.sweeper"
+                )
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            with contextlib.suppress(Exception):  # a failed sweep is retried next round
+                await self.sweep()
+
+    async def sweep(self) -> int:
+        """Delete expired keys now; return how many. The sweeper calls it periodically."""
+        return 0
+
+    async def _stop_sweeper(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- in-process watch fan-out -----------------------------------------------
+
+    def _publish(self, change: Change) -> None:
+        for prefix, queue in list(self._watchers):
+            if change.key.startswith(prefix):
+                try:
+                    queue.put_nowait(change)
+                except asyncio.QueueFull:
+                    self._drop_watcher(queue)
+                    queue.get_nowait()
+                    queue.put_nowait(StorageUnavailableError("watcher fell too far behind"))
+
+    def _drop_watcher(self, queue: asyncio.Queue[Change | BaseException]) -> None:
+        self._watchers = [(p, q) for p, q in self._watchers if q is not queue]
+
+    def _local_watch(self, prefix: str) -> Watch:
+        prefix = self._prefix(prefix)
+
+        async def opener() -> Subscription:
+            self._check_open()
+            queue: asyncio.Queue[Change | BaseException] = asyncio.Queue(WATCH_QUEUE_MAX)
+            self._watchers.append((prefix, queue))
+
+            async def close() -> None:
+                self._drop_watcher(queue)
+
+            return Subscription(queue=queue, close=close)
+
+        return Watch(opener)
+
+    def _end_watchers(self) -> None:
+        for _, queue in self._watchers:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(StopAsyncIteration())
+        self._watchers = []
+
+    def namespace(self, name: str) -> NamespacedStore:
+        """Return a view of this store whose keys live under ``name``."""
+        from organelle.storage.namespace import NamespacedStore
+
+        return NamespacedStore(self, name)  # type: ignore[arg-type]

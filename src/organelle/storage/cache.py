@@ -1,0 +1,159 @@
+"""``CachedStore``: an optional read-through cache in front of any ``Store``.
+
+For hot keys read far more often than written (config, feature flags). Writes
+made through the cache invalidate it at once; writes by other processes are
+seen after at most ``ttl_s``, which is the staleness you accept by using it.
+An entry's own expiry is always honoured: a cached key is never returned
+past its ``expires_at``. Wrap a ``NamespacedStore`` to cache one module only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from organelle.codec import convert
+from organelle.storage._common import bad
+from organelle.storage.base import Entry, Page, Store, Watch
+
+__all__ = ["CachedStore"]
+
+
+class CachedStore:
+    """A ``Store`` that caches ``get`` results (hits and misses) for ``ttl_s``.
+
+    Args:
+        store: the store to read through; closed by ``close()``.
+        ttl_s: how long a cached read is trusted.
+        max_entries: least recently used entries are evicted past this.
+    """
+
+    def __init__(self, store: Store, *, ttl_s: float = 1.0, max_entries: int = 10_000) -> None:
+        if ttl_s <= 0 or max_entries < 1:
+            raise bad("ttl_s", "ttl_s and max_entries must be positive")
+        self._store = store
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[float, Entry | None]] = OrderedDict()
+        self._gen = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def store(self) -> Store:
+        """The store underneath."""
+        return self._store
+
+    def invalidate(self, *keys: str) -> None:
+        """Forget ``keys`` (all keys when none are given)."""
+        self._gen += 1
+        if not keys:
+            self._cache.clear()
+        for key in keys:
+            self._cache.pop(key, None)
+
+    def _drop(self, key: str) -> None:
+        # Bumping the generation stops a read that started before this write
+        # from caching the value it saw.
+        self._gen += 1
+        self._cache.pop(key, None)
+
+    def _cached(self, key: str) -> tuple[bool, Entry | None]:
+        hit = self._cache.get(key)
+        if hit is None or hit[0] <= time.monotonic():
+            return False, None
+        entry = hit[1]
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.time():
+            return True, None
+        self._cache.move_to_end(key)
+        return True, entry
+
+    async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors codec.decode(target)
+        """Return the entry from the cache, or read it through and cache it."""
+        found, entry = self._cached(key) if isinstance(key, str) else (False, None)
+        if found:
+            self.hits += 1
+        else:
+            self.misses += 1
+            gen = self._gen
+            entry = await self._store.get(key)
+            if gen == self._gen:
+                self._cache[key] = (time.monotonic() + self.ttl_s, entry)
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+        if entry is None or type is None:
+            return entry
+        return Entry(
+            key=entry.key,
+            value=convert(entry.value, type),
+            revision=entry.revision,
+            expires_at=entry.expires_at,
+        )
+
+    async def put(self, key: str, value: Any, *, ttl_s: float | None = None) -> int:
+        """Write through and invalidate ``key``."""
+        try:
+            return await self._store.put(key, value, ttl_s=ttl_s)
+        finally:
+            self._drop(key)
+
+    async def delete(self, key: str) -> bool:
+        """Delete through and invalidate ``key``."""
+        try:
+            return await self._store.delete(key)
+        finally:
+            self._drop(key)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """Read through without caching (bulk reads are rarely hot)."""
+        return await self._store.get_many(keys)
+
+    async def put_many(
+        self, items: Mapping[str, Any], *, ttl_s: float | None = None
+    ) -> dict[str, int]:
+        """Write through and invalidate the keys."""
+        try:
+            return await self._store.put_many(items, ttl_s=ttl_s)
+        finally:
+            for key in items:
+                self._drop(key)
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete through and invalidate the keys."""
+        wanted = [keys] if isinstance(keys, str) else list(keys)
+        try:
+            return await self._store.delete_many(keys if isinstance(keys, str) else wanted)
+        finally:
+            for key in wanted:
+                self._drop(key)
+
+    async def scan(self, prefix: str = "", *, limit: int = 100, cursor: str | None = None) -> Page:
+        """Scan the store directly."""
+        return await self._store.scan(prefix, limit=limit, cursor=cursor)
+
+    async def compare_and_set(
+        self, key: str, value: Any, *, revision: int | None, ttl_s: float | None = None
+    ) -> int:
+        """Compare-and-set through the store (never against the cache)."""
+        try:
+            return await self._store.compare_and_set(key, value, revision=revision, ttl_s=ttl_s)
+        finally:
+            self._drop(key)
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """Increment through the store and invalidate ``key``."""
+        try:
+            return await self._store.incr(key, by)
+        finally:
+            self._drop(key)
+
+    def watch(self, prefix: str = "") -> Watch:
+        """Watch the store directly."""
+        return self._store.watch(prefix)
+
+    async def close(self) -> None:
+        """Drop the cache and close the store underneath."""
+        self._cache.clear()
+        await self._store.close()

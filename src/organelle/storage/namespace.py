@@ -1,0 +1,132 @@
+"""``NamespacedStore``: one module's view of a shared store.
+
+Each module gets keys under ``<namespace>.``, so two modules can both use
+``"config"`` as a key without seeing each other's. Reaching another module's
+state is explicit: ``store.namespace("other")``. The separator is a dot so
+that NATS KV can filter a namespace on the server (one subject token).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from organelle.storage._common import bad
+from organelle.storage.base import Change, Entry, Page, Store, Watch
+
+__all__ = ["NamespacedStore"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SEP = "."
+
+
+class NamespacedStore:
+    """A ``Store`` whose keys are transparently prefixed with ``namespace + "."``.
+
+    Args:
+        store: the shared store; the view never closes it.
+        namespace: letters, digits, ``_`` and ``-`` (1-64 characters).
+
+    Raises:
+        ValidationError: the namespace name is not allowed.
+    """
+
+    def __init__(self, store: Store, namespace: str) -> None:
+        if not isinstance(namespace, str) or not _NAME.match(namespace):
+            raise bad("namespace", f"bad namespace {namespace!r}: use [A-Za-z0-9_-], 1-64 chars")
+        self._store = store
+        self.name = namespace
+        self._pre = namespace + SEP
+
+    @property
+    def store(self) -> Store:
+        """The shared store underneath."""
+        return self._store
+
+    def namespace(self, name: str) -> NamespacedStore:
+        """Return the view of another namespace on the same store (a sibling, not a child)."""
+        return NamespacedStore(self._store, name)
+
+    def _k(self, key: object) -> str:
+        if not isinstance(key, str) or not key:
+            raise bad("key", "key must be a non-empty str")
+        return self._pre + key
+
+    def _strip(self, entry: Entry) -> Entry:
+        return dataclasses.replace(entry, key=entry.key[len(self._pre) :])
+
+    async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors codec.decode(target)
+        """Return the live entry for ``key`` in this namespace."""
+        entry = await self._store.get(self._k(key), type=type)
+        return None if entry is None else self._strip(entry)
+
+    async def put(self, key: str, value: Any, *, ttl_s: float | None = None) -> int:
+        """Write ``value`` under this namespace; return its revision."""
+        return await self._store.put(self._k(key), value, ttl_s=ttl_s)
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key`` from this namespace."""
+        return await self._store.delete(self._k(key))
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """Return the live entries among ``keys``."""
+        if isinstance(keys, str):
+            raise bad("keys", "keys must be an iterable of str, not a str")
+        found = await self._store.get_many([self._k(k) for k in keys])
+        return {e.key: e for e in map(self._strip, found.values())}
+
+    async def put_many(
+        self, items: Mapping[str, Any], *, ttl_s: float | None = None
+    ) -> dict[str, int]:
+        """Write all ``items`` under this namespace."""
+        revs = await self._store.put_many({self._k(k): v for k, v in items.items()}, ttl_s=ttl_s)
+        return {k[len(self._pre) :]: r for k, r in revs.items()}
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` from this namespace."""
+        if isinstance(keys, str):
+            raise bad("keys", "keys must be an iterable of str, not a str")
+        return await self._store.delete_many([self._k(k) for k in keys])
+
+    async def scan(self, prefix: str = "", *, limit: int = 100, cursor: str | None = None) -> Page:
+        """Scan this namespace only; cursors are namespace-relative keys."""
+        if not isinstance(prefix, str):
+            raise bad("prefix", "prefix must be a str")
+        if cursor is not None and not isinstance(cursor, str):
+            raise bad("cursor", "cursor must be None or the str from the previous page")
+        inner = await self._store.scan(
+            self._pre + prefix,
+            limit=limit,
+            cursor=None if cursor is None else self._pre + cursor,
+        )
+        items = [self._strip(e) for e in inner.items]
+        next_cursor = None if inner.cursor is None else inner.cursor[len(self._pre) :]
+        return Page(items=items, cursor=next_cursor)
+
+    async def compare_and_set(
+        self, key: str, value: Any, *, revision: int | None, ttl_s: float | None = None
+    ) -> int:
+        """Compare-and-set within this namespace."""
+        return await self._store.compare_and_set(
+            self._k(key), value, revision=revision, ttl_s=ttl_s
+        )
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """Atomically add ``by`` within this namespace."""
+        return await self._store.incr(self._k(key), by)
+
+    def watch(self, prefix: str = "") -> Watch:
+        """Watch this namespace; change keys are namespace-relative."""
+        if not isinstance(prefix, str):
+            raise bad("prefix", "prefix must be a str")
+        cut = len(self._pre)
+
+        def strip(change: Change) -> Change:
+            return dataclasses.replace(change, key=change.key[cut:])
+
+        return self._store.watch(self._pre + prefix).mapped(strip)
+
+    async def close(self) -> None:
+        """Do nothing: the shared store belongs to whoever opened it."""
