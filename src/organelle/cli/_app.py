@@ -1,0 +1,163 @@
+"""The typer app: ``organelle run``, ``organelle check`` and ``organelle --version``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated, NoReturn
+
+import typer
+from rich.text import Text
+
+import organelle
+from organelle.cli._output import EXIT_OK, out, plural, report
+from organelle.cli._serve import configure_logging, log_level, serve
+from organelle.cli._target import App, load_app
+from organelle.kernel import Kernel
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="organelle",
+    help="Run and check organelle apps.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+Target = Annotated[
+    str,
+    typer.Argument(
+        metavar="TARGET",
+        help="An app config file (app.toml, app.yaml) or 'package.module:attr' naming a "
+        "Kernel or a function returning one.",
+        show_default=False,
+    ),
+]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="SECTION.KEY=VALUE",
+        help="Override a config value (repeatable); VALUE is JSON when it parses, "
+        "e.g. --set modules.inventory.low_stock=3.",
+        show_default=False,
+    ),
+]
+Only = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--only",
+        metavar="NAME,NAME",
+        help="Run only these modules of the app (repeatable); the others are not loaded.",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(slots=True)
+class _Options:
+    traceback: bool = False
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(Text(f"organelle {organelle.__version__}"))
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: Annotated[  # noqa: ARG001 - handled eagerly by its callback
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version."),
+    ] = False,
+    traceback: Annotated[
+        bool, typer.Option("--traceback", help="Show the full traceback of an error.")
+    ] = False,
+) -> None:
+    ctx.obj = _Options(traceback=traceback)
+
+
+def _fail(ctx: typer.Context, exc: BaseException, *, building: bool) -> NoReturn:
+    options = ctx.obj if isinstance(ctx.obj, _Options) else _Options()
+    raise typer.Exit(report(exc, building=building, show_traceback=options.traceback)) from None
+
+
+def _build(ctx: typer.Context, target: str, sets: list[str] | None, only: list[str] | None) -> App:
+    try:
+        return load_app(target, sets=sets or [], only=only or [])
+    except Exception as exc:
+        _fail(ctx, exc, building=True)
+
+
+@app.command()
+def run(ctx: typer.Context, target: Target, set_: Sets = None, only: Only = None) -> None:
+    """Start an app and serve until SIGINT or SIGTERM, then stop it gracefully.
+
+    Exit codes: 0 after a graceful stop, 1 when the app fails to start or run,
+    2 when it cannot be built (config, definitions, dependencies, imports),
+    130 when a second signal cuts the shutdown short.
+    """
+    loaded = _build(ctx, target, set_, only)
+    try:
+        if not loaded.drop:
+            loaded.kernel.check()
+        level = log_level(loaded.kernel)
+    except Exception as exc:
+        _fail(ctx, exc, building=True)
+    configure_logging(level)
+    try:
+        code = serve(loaded)
+    except Exception as exc:
+        _fail(ctx, exc, building=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def check(ctx: typer.Context, target: Target, set_: Sets = None, only: Only = None) -> None:
+    """Validate the config and the dependency graph without starting anything.
+
+    Prints the start order (modules of one level start together) and every
+    module with its version. Exit code 0 when the app would start, 2 otherwise.
+    """
+    loaded = _build(ctx, target, set_, only)
+    try:
+        if loaded.drop:
+            asyncio.run(loaded.select())
+        levels = loaded.kernel.check()
+        log_level(loaded.kernel)
+    except Exception as exc:
+        _fail(ctx, exc, building=True)
+    _print_report(loaded.label, loaded.kernel, levels)
+
+
+def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
+    modules = kernel.modules()
+    order = [n for level in levels for n in level]
+    width = max((len(n) for n in order), default=0)
+    out.print(Text(f"app: {label}"))
+    out.print(Text(f"start order ({plural(len(levels), 'level')}; a level starts together):"))
+    for i, level in enumerate(levels, 1):
+        out.print(Text(f"  {i}. {', '.join(level)}"))
+    out.print(Text(f"modules ({len(modules)}):"))
+    for name in order:
+        info = modules[name]
+        line = Text(f"  {name:<{width}}  ", style="bold").append(f"{info.version:<8}", style="")
+        for label_, items in (
+            ("requires", info.requires),
+            ("rpc", info.rpc_methods),
+            ("events", info.subscriptions),
+        ):
+            if items:
+                line.append(f"  {label_}: {', '.join(items)}", style="")
+        out.print(line)
+    summary = f"ok: {plural(len(modules), 'module')} would start in {plural(len(levels), 'level')}"
+    out.print(Text(summary, "green"))
+
+
+def main() -> None:
+    """Entry point of the ``organelle`` script."""
+    app(prog_name="organelle")

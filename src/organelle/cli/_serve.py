@@ -1,0 +1,117 @@
+"""Running an app until a signal: logging, the event loop, graceful and forced shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from organelle.cli._output import EXIT_FORCED, EXIT_OK, plural, status
+from organelle.cli._target import App
+from organelle.errors import ConfigError
+from organelle.kernel import Kernel
+
+__all__ = ["configure_logging", "log_level", "serve"]
+
+_MODULE_LOGGER = "organelle.module."
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def log_level(kernel: Kernel) -> int:
+    """The numeric level of ``[kernel] log_level``.
+
+    Raises:
+        ConfigError: not a level name (checked before anything starts).
+    """
+    name = kernel.settings.log_level.upper()
+    level = logging.getLevelNamesMapping().get(name)
+    if level is None:
+        raise ConfigError(
+            f"kernel.log_level: unknown level {kernel.settings.log_level!r}; "
+            "use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
+    return level
+
+
+class _ShortNames(logging.Filter):
+    """Show ``demo`` rather than ``organelle.module.demo``: the module is what readers look for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.source = record.name.removeprefix(_MODULE_LOGGER)
+        return True
+
+
+def configure_logging(level: int) -> None:
+    """One readable line per record on stderr, for every logger (user modules too)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ShortNames())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s %(source)s: %(message)s", "%H:%M:%S")
+    )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def serve(app: App) -> int:
+    """Start the app, serve until SIGINT or SIGTERM, stop it gracefully; return the exit code.
+
+    Raises:
+        OrganelleError: the app did not start (what had started was stopped).
+    """
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_serve(app))
+
+
+async def _serve(app: App) -> int:
+    kernel = app.kernel
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        if len(received) == 1:
+            stop.set()
+        elif main is not None:  # a second signal: the person really wants out
+            main.cancel()
+
+    for sig in _SIGNALS:
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except NotImplementedError:  # pragma: no cover - Windows has no loop signal handlers
+            signal.signal(
+                sig, lambda s, _f: loop.call_soon_threadsafe(on_signal, signal.Signals(s))
+            )
+    try:
+        await app.select()
+        await kernel.start()
+        names = [n for level in kernel.check() for n in level]
+        status(f"{plural(len(names), 'module')} active ({', '.join(names)}); press Ctrl+C to stop")
+        await stop.wait()
+        status(f"stopping ({received[0]})")
+        began = time.monotonic()
+        await kernel.stop()
+        status(f"stopped in {time.monotonic() - began:.2f}s")
+    except asyncio.CancelledError:
+        if len(received) < 2:  # noqa: PLR2004 - only our own second-signal cancel is handled
+            raise
+        status(f"forced exit on a second {received[-1]}; some modules may not have stopped")
+        return EXIT_FORCED
+    finally:
+        for sig in _SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return EXIT_OK

@@ -1,0 +1,64 @@
+"""The transport port: how a kernel reaches modules on other nodes.
+
+In one process there is no transport at all: local calls are direct awaits.
+A transport is attached when ``[kernel] transport`` names a broker; the kernel
+then *exposes* every active module on it and routes calls to modules it does
+not run locally, and events, through it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from organelle.context import Context
+    from organelle.module import ModuleSpec
+
+__all__ = ["Inbound", "Transport"]
+
+
+class Inbound(Protocol):
+    """What a transport may ask of its kernel (implemented by ``Kernel``)."""
+
+    async def dispatch(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
+        """Serve an RPC that arrived from the wire, with the wire's context."""
+        ...
+
+    async def deliver(self, module: str, handler: str, payload: Any, ctx: Context) -> None:
+        """Queue an event that arrived from the wire for one local handler."""
+        ...
+
+
+class Transport(Protocol):
+    """A connection of this node to the others.
+
+    Implementations live beside this file (``nats.py``); one is chosen by URL.
+    """
+
+    async def connect(self, inbound: Inbound) -> None:
+        """Connect and start serving ``inbound``; raises ``TransportError`` if unreachable."""
+        ...
+
+    async def close(self) -> None:
+        """Stop serving, flush, disconnect. Never raises."""
+        ...
+
+    async def expose(self, spec: ModuleSpec) -> None:
+        """Serve a now-active local module's RPC methods and subscriptions."""
+        ...
+
+    async def withdraw(self, name: str) -> None:
+        """Stop serving a local module (before it stops)."""
+        ...
+
+    async def request(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
+        """Call a module on another node; same errors as a local call."""
+        ...
+
+    async def publish(self, topic: str, payload: Any, ctx: Context) -> None:
+        """Publish an event to every subscriber on every node (local ones included)."""
+        ...
+
+    async def wait_for(self, name: str, timeout_s: float) -> None:
+        """Return once some node serves module ``name``; ``CallTimeoutError`` otherwise."""
+        ...
