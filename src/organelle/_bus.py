@@ -114,6 +114,14 @@ class EventBus:
         self._subs = [s for s in self._subs if s.stats.module != module]
         self._cache.clear()
 
+    def handler_subs(self, module: str, handler: str, topic: str) -> tuple[_Sub, ...]:
+        """The subscriptions of one module's handler that match ``topic``."""
+        return tuple(
+            s
+            for s in self._subs
+            if s.stats.module == module and s.stats.handler == handler and matches(s.pattern, topic)
+        )
+
     def stats(self) -> list[SubscriptionStats]:
         """Counters of every subscription."""
         return [s.stats for s in self._subs]

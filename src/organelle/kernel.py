@@ -36,6 +36,7 @@ from organelle.errors import (
     ValidationError,
 )
 from organelle.module import Module, ModuleSpec, describe
+from organelle.transport import Transport, open_transport
 
 __all__ = ["Kernel"]
 
@@ -99,7 +100,9 @@ class Kernel:
             if rec.name in self._records:
                 raise DefinitionError(f"two modules are named {rec.name!r}")
             self._records[rec.name] = rec
-        self._rpc: dict[str, _Rpc] = {}
+        self._rpc: dict[str, _Rpc] = {}  # where calls go: local entries when local is preferred
+        self._serving: dict[str, _Rpc] = {}  # what this node serves (also to the wire)
+        self._transport: Transport | None = None
         self._bus = EventBus(
             max_pending=self.settings.max_pending_events,
             max_concurrent=self.settings.max_concurrent_handlers,
@@ -166,7 +169,7 @@ class Kernel:
         """
         entry = self._rpc.get(target)
         if entry is None:
-            raise self._missing(target)
+            return await self._call_remote(target, params, None, None, None)
         now = _monotonic()
         deadline = now + self._call_timeout_s
         parent = _current.get()
@@ -229,9 +232,6 @@ class Kernel:
         ``timeout_s`` is capped by the caller's deadline, ``meta`` is merged into
         the context and ``principal`` replaces the caller's.
         """
-        entry = self._rpc.get(target)
-        if entry is None:
-            raise self._missing(target)
         if params is None:
             params = {}
         elif not isinstance(params, Mapping):
@@ -239,6 +239,9 @@ class Kernel:
                 f"params for {target!r} must be a mapping",
                 errors=[{"field": "$", "message": "parameters must be an object"}],
             )
+        entry = self._rpc.get(target)
+        if entry is None:
+            return await self._call_remote(target, dict(params), timeout_s, meta, principal)
         now = _monotonic()
         deadline = now + (self._call_timeout_s if timeout_s is None else timeout_s)
         parent = _current.get()
@@ -254,6 +257,90 @@ class Kernel:
         if deadline <= now:
             raise CallTimeoutError(f"call to {target!r} timed out before it started")
         return await self._invoke(entry, dict(params), ctx, deadline)
+
+    async def _call_remote(
+        self,
+        target: str,
+        params: dict[str, Any],
+        timeout_s: float | None,
+        meta: dict[str, Any] | None,
+        principal: Any,
+    ) -> Any:
+        transport = self._transport
+        if transport is None or not isinstance(target, str) or "." not in target:
+            raise self._missing(target)
+        if self._remote_blocked(target):
+            raise self._missing(target)
+        now = _monotonic()
+        deadline = now + (self._call_timeout_s if timeout_s is None else timeout_s)
+        parent = _current.get()
+        if parent is None:
+            if not self._accepting:
+                raise self._closed()
+            ctx = root_context(deadline, meta=meta, principal=principal)
+        else:
+            pd = parent.deadline
+            if pd is not None and pd < deadline:
+                deadline = pd
+            ctx = parent.child(deadline, meta=meta, principal=principal)
+        if deadline <= now:
+            raise CallTimeoutError(f"call to {target!r} timed out before it started")
+        return await transport.request(target, params, ctx)
+
+    def _remote_blocked(self, target: str) -> bool:
+        """A local module that is not serving must not be shadowed by a remote one silently."""
+        module, _, method = target.partition(".")
+        rec = self._records.get(module)
+        return rec is not None and self.settings.prefer_local and method not in rec.spec.rpcs
+
+    async def dispatch(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
+        """Serve a call that arrived from a transport (or a gateway) with its context.
+
+        The wire's context (ids, deadline, principal, meta) is kept; the call
+        is refused while draining, so a balancer sends it elsewhere.
+
+        Raises:
+            NotFoundError, ValidationError, CallTimeoutError, InternalError,
+            UnavailableError: as for a local call.
+        """
+        entry = self._serving.get(target)
+        if entry is None:
+            raise self._missing(target)
+        if not self._accepting:
+            raise self._closed()
+        deadline = ctx.deadline
+        if deadline is None:
+            deadline = ctx.deadline = _monotonic() + self._call_timeout_s
+        elif deadline <= _monotonic():
+            raise CallTimeoutError(f"call to {target!r} arrived past its deadline")
+        return await self._invoke(entry, params, ctx, deadline)
+
+    async def deliver(self, module: str, handler: str, payload: Any, ctx: Context) -> None:
+        """Queue an event that arrived from a transport for one local handler.
+
+        Waits while the local queue is full, so the transport's flow control
+        (and not a drop) absorbs the pressure.
+        """
+        subs = self._bus.handler_subs(module, handler, ctx.topic or "")
+        if subs and not self._bus.offer(subs, payload, ctx):
+            await self._bus.publish(subs, payload, ctx)
+
+    async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:
+        """Return once module ``name`` serves, here or (with a transport) on any node.
+
+        Raises:
+            CallTimeoutError: it did not appear within ``timeout_s``.
+        """
+        deadline = _monotonic() + timeout_s
+        while not self._is_active(name):
+            if self._transport is not None:
+                await self._transport.wait_for(name, max(0.0, deadline - _monotonic()))
+                return
+            if _monotonic() >= deadline:
+                raise CallTimeoutError(
+                    f"module {name!r} did not become available in {timeout_s:g}s"
+                )
+            await asyncio.sleep(0.01)
 
     async def _invoke(
         self, entry: _Rpc, params: dict[str, Any], ctx: Context, deadline: float
@@ -370,7 +457,9 @@ class Kernel:
             for pattern, sink in self._taps:
                 if matches(pattern, topic):
                     sink.append((topic, payload))
-        if subs and not bus.offer(subs, payload, ctx):
+        if self._transport is not None:
+            await self._transport.publish(topic, payload, ctx)
+        elif subs and not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
 
     async def drain(self) -> None:
@@ -459,10 +548,14 @@ class Kernel:
             self._bus.start()
             self._running = True
             try:
+                self._transport = open_transport(self.settings)
+                if self._transport is not None:
+                    await self._transport.connect(self)
                 await self._load(self._levels)
                 await self._start_levels(self._levels)
             except BaseException:
                 self._running = False
+                await self._close_transport()
                 await self._bus.stop()
                 raise
             self._accepting = True
@@ -478,12 +571,22 @@ class Kernel:
             if not self._running:
                 return
             self._accepting = False
+            if self._transport is not None:  # stop being picked by balancers first
+                for name in self._records:
+                    if self._is_active(name):
+                        await self._transport.withdraw(name)
             await self._wait_idle(self.settings.drain_timeout_s)
             for level in reversed(self._levels):
                 await self._stop_many([n for n in level if self._is_active(n)])
+            await self._close_transport()
             await self._bus.stop()
             self._running = False
             log.info("kernel stopped")
+
+    async def _close_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.close()
 
     async def _wait_idle(self, timeout_s: float) -> None:
         deadline = _monotonic() + timeout_s
@@ -560,6 +663,8 @@ class Kernel:
             await self._fail(rec, exc)
             raise
         rec.error = None
+        if self._transport is not None:
+            await self._transport.expose(rec.spec)
         await self._set_state(rec, ModuleState.ACTIVE)
 
     async def _fail(self, rec: Record, exc: LifecycleError) -> None:
@@ -571,6 +676,8 @@ class Kernel:
         await asyncio.gather(*(self._stop_one(self._records[n]) for n in names))
 
     async def _stop_one(self, rec: Record) -> None:
+        if self._transport is not None:
+            await self._transport.withdraw(rec.name)
         await self._set_state(rec, ModuleState.STOPPING)
         self._bus.unsubscribe(rec.name)
         error = await lc.quietly(rec, "on_stop", self._timeout(rec))
@@ -580,17 +687,21 @@ class Kernel:
 
     def _route(self, rec: Record) -> None:
         validate = self.settings.validate
+        prefer_local = self.settings.prefer_local or self._transport is None
         for method in rec.spec.rpcs:
             entry = _Rpc(rec, method, validate)
-            self._rpc[entry.target] = entry
+            self._serving[entry.target] = entry
+            if prefer_local:
+                self._rpc[entry.target] = entry
         self._bus.unsubscribe(rec.name)
         for sub in rec.spec.subscriptions:
             self._bus.subscribe(rec.name, sub, getattr(rec.instance, sub.attr))
 
     def _unroute(self, name: str) -> None:
         prefix = name + "."
-        for target in [t for t in self._rpc if t.startswith(prefix)]:
-            del self._rpc[target]
+        for table in (self._rpc, self._serving):
+            for target in [t for t in table if t.startswith(prefix)]:
+                del table[target]
         self._bus.unsubscribe(name)
 
     # runtime changes ----------------------------------------------------------
@@ -738,6 +849,8 @@ class Kernel:
             new.state = ModuleState.ACTIVE
             self._records[name] = new
             self._route(new)
+            if self._transport is not None:
+                await self._transport.expose(new.spec)
             self.config.setdefault("modules", {})[name] = section
             await lc.quietly(old, "on_stop", self._timeout(old))
             old.state = ModuleState.STOPPED

@@ -18,7 +18,13 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
         modules: ``"package.module:Class"`` references to load.
         pythonpath: folders (relative to the config file) put on ``sys.path``
             before the modules are imported.
-        transport: ``memory://`` (in-process) or, with the NATS extra, ``nats://…``.
+        transport: ``memory://`` (in-process) or, with the NATS extra, ``nats://…``
+            (several servers separated by commas).
+        transport_options: backend-specific options (TLS, credentials, codec…),
+            validated by the transport itself.
+        node: this node's name in the cluster (default: host name and pid).
+        prefer_local: call a module running in this process directly even when
+            other nodes run it too (off: every call is balanced over the wire).
         storage: the Store URL (``sqlite:///path.db`` by default).
         call_timeout_s: default deadline of an RPC call made from outside a handler.
         hook_timeout_s: default timeout of each lifecycle hook.
@@ -33,6 +39,9 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     modules: list[str] = msgspec.field(default_factory=list)
     pythonpath: list[str] = msgspec.field(default_factory=list)
     transport: str = "memory://"
+    transport_options: dict[str, Any] = msgspec.field(default_factory=dict)
+    node: str = ""
+    prefer_local: bool = True
     storage: str = "sqlite:///organelle.db"
     call_timeout_s: float = 30.0
     hook_timeout_s: float = 30.0

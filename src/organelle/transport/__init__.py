@@ -1,5 +1,6 @@
 """Transports: how a kernel reaches other nodes (none is needed in one process)."""
 
 from organelle.transport.base import Inbound, Transport
+from organelle.transport.url import open_transport
 
-__all__ = ["Inbound", "Transport"]
+__all__ = ["Inbound", "Transport", "open_transport"]
