@@ -27,9 +27,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from _common import Row, peak_rss_mb, publish  # noqa: E402
+from _common import Row, peak_rss_mb, publish
 
-from organelle import Kernel, Module, on, rpc  # noqa: E402
+from organelle import Kernel, Module, on, rpc
 
 MOLECULER_CALL = 2.16e6
 MOLECULER_EMIT = 622e3
@@ -52,7 +52,7 @@ def make_listeners(n: int) -> type[Module]:
     counter = [0]
 
     def handler_factory() -> Any:
-        async def handler(self: Module, value: int) -> None:
+        async def handler(_self: Module, _value: int) -> None:
             counter[0] += 1
 
         return on("bench.tick")(handler)
@@ -80,7 +80,7 @@ async def rpc_rows(n: int, rounds: int) -> list[Row]:
 
     async def floor(count: int) -> None:
         for _ in range(count):
-            await handlers["math.add"](**{"a": 1, "b": 2})
+            await handlers["math.add"](a=1, b=2)
 
     async with Kernel([Math]) as kernel:
         call = kernel.call
@@ -141,15 +141,16 @@ async def emit_rows(n: int, rounds: int) -> list[Row]:
 
         handlers = [handler] * listeners
 
-        async def floor(count: int) -> None:
+        async def floor(count: int, handlers: list[Any] = handlers) -> None:
             for _ in range(count):
                 for h in handlers:
                     await h(1)
 
         async with Kernel([cls]) as kernel:
-            emit = kernel.emit
 
-            async def emitting(count: int) -> None:
+            async def emitting(
+                count: int, emit: Any = kernel.emit, kernel: Kernel = kernel
+            ) -> None:
                 for i in range(count):
                     await emit("bench.tick", i)
                 await kernel.drain()
@@ -254,7 +255,7 @@ async def main() -> None:
     args = parser.parse_args()
     n, rounds = (20_000, 2) if args.quick else (200_000, 5)
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         loop_name = f"uvloop {uvloop.__version__}"
     except ImportError:  # pragma: no cover

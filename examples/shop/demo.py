@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from pydantic import BaseModel, Field
 
@@ -33,15 +32,13 @@ class Demo(Module):
     config: Config
 
     async def on_start(self) -> None:
-        """Start ordering in the background; on_start must return for the app to come up."""
-        self._placed = 0
-        self._task = asyncio.create_task(self._loop(), name="shop-demo")
+        """Start ordering in the background; on_start must return for the app to come up.
 
-    async def on_stop(self) -> None:
-        """Stop ordering before orders and inventory stop (the kernel stops us first)."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        ``spawn`` gives the loop a fresh context and cancels it when the module
+        stops (the kernel stops us before orders and inventory).
+        """
+        self._placed = 0
+        self.spawn(self._loop(), name="shop-demo")
 
     async def _loop(self) -> None:
         n = 0

@@ -70,6 +70,7 @@ class ModuleInfo:
     version: str
     state: ModuleState
     requires: tuple[str, ...]
+    optional: tuple[str, ...]
     rpc_methods: tuple[str, ...]
     subscriptions: tuple[str, ...]
     error: str | None
@@ -84,6 +85,7 @@ def info(rec: Record) -> ModuleInfo:
         version=str(spec.version),
         state=rec.state,
         requires=tuple(str(d) for d in spec.deps if not d.optional),
+        optional=tuple(str(d) for d in spec.deps if d.optional),
         rpc_methods=tuple(sorted(spec.rpcs)),
         subscriptions=tuple(s.spec.pattern for s in spec.subscriptions),
         error=rec.error,
@@ -143,7 +145,7 @@ async def run_hook(
     fn: Callable[..., Awaitable[Any]] | None = getattr(rec.instance, hook, None)
     if fn is None:
         return
-    token = _current.set(root_context(meta={"lifecycle": hook}))
+    token = _current.set(root_context())
     try:
         async with asyncio.timeout(timeout_s):
             await fn(*args)

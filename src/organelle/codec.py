@@ -43,8 +43,23 @@ def _dec_hook(obj_type: type, obj: Any) -> Any:
     if _is_pydantic_model(obj_type):
         if isinstance(obj, obj_type):
             return obj
-        return cast("Any", obj_type).model_validate(obj)
+        try:
+            return cast("Any", obj_type).model_validate(obj)
+        except ValueError as exc:
+            raise ValueError(_pydantic_summary(exc)) from None
     raise NotImplementedError(f"cannot decode into {obj_type!r}")
+
+
+def _pydantic_summary(exc: ValueError) -> str:
+    """One line per problem, ``loc: msg; …``, instead of pydantic's multi-line report."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for err in errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts)
 
 
 def to_builtins(obj: Any) -> Any:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import CoroutineType, TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from organelle import _lifecycle as lc
 from organelle._bus import EventBus, SubscriptionStats
@@ -37,6 +37,9 @@ from organelle.errors import (
 )
 from organelle.module import Module, ModuleSpec, describe
 from organelle.transport import Transport, open_transport
+
+if TYPE_CHECKING:
+    from organelle.storage import NamespacedStore, Store
 
 __all__ = ["Kernel"]
 
@@ -80,6 +83,7 @@ class Kernel:
         *,
         middleware: Iterable[Middleware] = (),
         base_path: str | os.PathLike[str] | None = None,
+        only: Iterable[str] | None = None,
     ) -> None:
         self.config: dict[str, Any] = merge({}, config or {})
         self.settings = parse_settings(self.config.get("kernel"))
@@ -93,6 +97,8 @@ class Kernel:
             import_object(ref, where=f"kernel.modules[{i}]")
             for i, ref in enumerate(self.settings.modules)
         ]
+        if only is not None:
+            refs = self._select(refs, only)
         self._records: dict[str, Record] = {}
         self._levels: list[list[str]] = []
         for ref in refs:
@@ -100,6 +106,9 @@ class Kernel:
             if rec.name in self._records:
                 raise DefinitionError(f"two modules are named {rec.name!r}")
             self._records[rec.name] = rec
+        for section in modules_cfg:
+            if section not in self._records and only is None:
+                log.warning("config section [modules.%s] names no loaded module", section)
         self._rpc: dict[str, _Rpc] = {}  # where calls go: local entries when local is preferred
         self._serving: dict[str, _Rpc] = {}  # what this node serves (also to the wire)
         self._transport: Transport | None = None
@@ -111,6 +120,8 @@ class Kernel:
         self._chain = build_chain(self._middleware)
         self._bus.chain = self._chain
         self._taps: list[tuple[str, list[tuple[str, Any]]]] = []
+        self._store: Store | None = None
+        self._views: dict[str, NamespacedStore] = {}
         self._call_timeout_s = self.settings.call_timeout_s
         self._accepting = False
         self._running = False
@@ -126,6 +137,7 @@ class Kernel:
         overrides: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
         modules: Iterable[ModuleRef] = (),
+        only: Iterable[str] | None = None,
     ) -> Kernel:
         """Build a kernel from a TOML/YAML file plus ``ORGANELLE__…`` environment overrides.
 
@@ -135,7 +147,22 @@ class Kernel:
         config = apply_env(load_file(path), environ)
         if overrides:
             config = merge(config, overrides)
-        return cls(modules, config, base_path=Path(path).resolve().parent)
+        return cls(modules, config, base_path=Path(path).resolve().parent, only=only)
+
+    @staticmethod
+    def _select(refs: list[ModuleRef], only: Iterable[str]) -> list[ModuleRef]:
+        """Keep the modules named in ``only`` (for running a subset of an app per process)."""
+        wanted = set(only)
+        kept: list[ModuleRef] = []
+        for ref in refs:
+            obj = import_object(ref) if isinstance(ref, str) else ref
+            cls = obj if isinstance(obj, type) else type(obj)
+            if describe(cls).name in wanted:
+                kept.append(obj)
+                wanted.discard(describe(cls).name)
+        if wanted:
+            raise DefinitionError(f"--only names unknown modules: {', '.join(sorted(wanted))}")
+        return kept
 
     def _make_record(self, ref: ModuleRef) -> Record:
         if isinstance(ref, str):
@@ -487,6 +514,37 @@ class Kernel:
         self._chain = build_chain(self._middleware)
         self._bus.chain = self._chain
 
+    # storage -------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The shared Store chosen by ``[kernel] storage`` (opened on first use).
+
+        Modules normally use ``self.store``, their own namespace of it.
+        """
+        if self._store is None:
+            from organelle.storage import open_store
+
+            self._store = open_store(self.settings.storage)
+        return self._store
+
+    def store_for(self, namespace: str) -> NamespacedStore:
+        """The view of the shared store under ``namespace`` (a module's name)."""
+        view = self._views.get(namespace)
+        if view is None:
+            from organelle.storage import NamespacedStore
+
+            view = self._views[namespace] = NamespacedStore(self.store, namespace)
+        return view
+
+    async def _close_store(self) -> None:
+        store, self._store = self._store, None
+        self._views.clear()
+        if store is not None:
+            try:
+                await store.close()
+            except Exception:
+                log.exception("closing the store failed")
+
     # introspection ----------------------------------------------------------
     def state(self, name: str) -> ModuleState:
         """The lifecycle state of module ``name``."""
@@ -580,6 +638,7 @@ class Kernel:
                 await self._stop_many([n for n in level if self._is_active(n)])
             await self._close_transport()
             await self._bus.stop()
+            await self._close_store()
             self._running = False
             log.info("kernel stopped")
 
@@ -670,6 +729,7 @@ class Kernel:
     async def _fail(self, rec: Record, exc: LifecycleError) -> None:
         rec.error = str(exc)
         await lc.quietly(rec, "on_abort", self._timeout(rec), exc)
+        await rec.instance._cancel_background()
         await self._set_state(rec, ModuleState.FAILED)
 
     async def _stop_many(self, names: list[str]) -> None:
@@ -681,6 +741,7 @@ class Kernel:
         await self._set_state(rec, ModuleState.STOPPING)
         self._bus.unsubscribe(rec.name)
         error = await lc.quietly(rec, "on_stop", self._timeout(rec))
+        await rec.instance._cancel_background()
         self._unroute(rec.name)
         rec.error = error
         await self._set_state(rec, ModuleState.FAILED if error else ModuleState.STOPPED)

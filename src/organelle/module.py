@@ -8,21 +8,25 @@ before anything starts, with a message naming the module and the method.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 from organelle._graph import Dependency, parse_dependency, parse_version, valid_name
 from organelle._signature import ParamsContract, PayloadContract
 from organelle._topics import pattern_error
+from organelle.context import _current, root_context
 from organelle.errors import DefinitionError
 
 if TYPE_CHECKING:
     from packaging.version import Version
 
     from organelle.kernel import Kernel
+    from organelle.storage import NamespacedStore
 
 __all__ = ["Module", "ModuleSpec", "RpcSpec", "SubscriptionSpec", "describe", "on", "rpc"]
 
@@ -303,6 +307,42 @@ class Module(metaclass=ModuleMeta):
     kernel: Kernel
     config: Any
     log: logging.Logger
+
+    @property
+    def store(self) -> NamespacedStore:
+        """This module's namespace of the kernel's Store; ``store.namespace(x)`` reaches another."""
+        return self.kernel.store_for(self.name)
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
+        """Run background work owned by this module; cancelled after ``on_stop``.
+
+        The task gets a fresh root context, so its calls and events are not
+        tied to the hook that started it; it counts as internal work (not
+        refused while the kernel drains). Failures are logged.
+        """
+        ctx = contextvars.copy_context()
+        ctx.run(_current.set, root_context(None))
+        task = asyncio.get_running_loop().create_task(
+            coro, name=name or f"{self.name}-background", context=ctx
+        )
+        tasks: set[asyncio.Task[Any]] = self.__dict__.setdefault("_organelle_tasks", set())
+        tasks.add(task)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self.__dict__.get("_organelle_tasks", set()).discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _cancel_background(self) -> None:
+        tasks: set[asyncio.Task[Any]] = self.__dict__.get("_organelle_tasks", set())
+        for task in list(tasks):
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _attach(self, kernel: Kernel, config: Any) -> None:
         self.kernel = kernel

@@ -112,6 +112,10 @@ def import_object(ref: str, *, where: str = "") -> Any:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{label}cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # a broken module: SyntaxError, an error at import time
+        raise ConfigError(
+            f"{label}importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

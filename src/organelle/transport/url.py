@@ -25,10 +25,11 @@ def open_transport(settings: KernelSettings) -> Transport | None:
         return None
     if scheme in ("nats", "tls"):
         try:
-            from organelle.transport.nats import NatsTransport  # noqa: PLC0415 - optional extra
+            from organelle.transport.nats import NatsTransport
         except ImportError as exc:
             raise ConfigError(
-                f"kernel.transport: {url!r} needs the NATS extra: pip install 'organelle[nats]' ({exc})"
+                f"kernel.transport: {url!r} needs the NATS extra: "
+                f"pip install 'organelle[nats]' ({exc})"
             ) from None
         return NatsTransport.from_settings(settings)
     raise ConfigError(

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+from organelle import ConfigError, DefinitionError, Kernel, Module, ValidationError, context, rpc
+
+
+class Counter(Module):
+    name = "counter"
+
+    @rpc
+    async def bump(self) -> int:
+        return await self.store.incr("hits")
+
+    @rpc
+    async def peek_other(self) -> Any:
+        entry = await self.store.namespace("other").get("hits")
+        return None if entry is None else entry.value
+
+
+async def test_module_store_is_namespaced_and_durable(tmp_path: Path) -> None:
+    config = {"kernel": {"storage": f"sqlite:///{tmp_path / 'app.db'}"}}
+    async with Kernel([Counter], config) as k:
+        assert await k.call("counter.bump") == 1
+        assert await k.call("counter.bump") == 2
+        assert await k.call("counter.peek_other") is None
+        entry = await k.store.get("counter.hits")
+        assert entry is not None
+    async with Kernel([Counter], config) as k:
+        assert await k.call("counter.bump") == 3
+
+
+async def test_store_is_not_opened_unless_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with Kernel([Counter]):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_memory_store_url() -> None:
+    async with Kernel([Counter], {"kernel": {"storage": "memory://"}}) as k:
+        assert await k.call("counter.bump") == 1
+
+
+async def test_spawn_runs_in_fresh_context_and_is_cancelled_on_stop() -> None:
+    ticks: list[str] = []
+    cancelled = asyncio.Event()
+
+    class Ticker(Module):
+        name = "ticker"
+
+        async def on_start(self) -> None:
+            self.spawn(self.loop())
+
+        async def loop(self) -> None:
+            try:
+                while True:
+                    ticks.append(await self.call("ticker.ping"))
+                    await asyncio.sleep(0.001)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        @rpc
+        async def ping(self) -> str:
+            return context().correlation_id
+
+    k = Kernel([Ticker])
+    await k.start()
+    while len(ticks) < 3:
+        await asyncio.sleep(0.005)
+    await k.stop()
+    assert cancelled.is_set()
+    assert len(set(ticks)) == 1  # one background root, one correlation
+
+
+async def test_from_config_only_selects_modules(tmp_path: Path) -> None:
+    app = tmp_path / "app.toml"
+    app.write_text(
+        '[kernel]\nmodules = ["tests.test_kernel_features:Counter", "tests.test_kernel_features:Other"]\n'
+        "[modules.other]\nx = 1\n"
+    )
+    k = Kernel.from_config(app, environ={}, only=["counter"])
+    assert list(k.modules()) == ["counter"]
+    with pytest.raises(DefinitionError, match="unknown modules: nope"):
+        Kernel.from_config(app, environ={}, only=["nope"])
+
+
+class Other(Module):
+    name = "other"
+
+    class Config(pydantic.BaseModel):
+        x: int = 0
+
+
+def test_unknown_config_section_warns(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="organelle.kernel")
+    Kernel([Counter], {"modules": {"countr": {"x": 1}}})
+    assert "[modules.countr] names no loaded module" in caplog.text
+
+
+def test_broken_module_import_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_mod_xyz.py").write_text("raise RuntimeError('import-time failure')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match="importing 'broken_mod_xyz' failed: RuntimeError"):
+        Kernel([], {"kernel": {"modules": ["broken_mod_xyz:X"]}})
+
+
+class Line(pydantic.BaseModel):
+    sku: str
+    qty: int = pydantic.Field(gt=0)
+
+
+class Shop(Module):
+    name = "shop"
+
+    @rpc
+    async def order(self, lines: list[Line]) -> int:
+        return len(lines)
+
+
+async def test_pydantic_errors_are_one_line() -> None:
+    async with Kernel([Shop]) as k:
+        with pytest.raises(ValidationError) as info:
+            await k.call("shop.order", lines=[{"sku": "A", "qty": 0}])
+    assert "\n" not in str(info.value)
+    assert "qty: Input should be greater than 0" in str(info.value)
