@@ -90,7 +90,7 @@ async def test_from_config_only_selects_modules(tmp_path: Path) -> None:
     )
     k = Kernel.from_config(app, environ={}, only=["counter"])
     assert list(k.modules()) == ["counter"]
-    with pytest.raises(DefinitionError, match="unknown modules: nope"):
+    with pytest.raises(DefinitionError, match="no module named .nope. in this app"):
         Kernel.from_config(app, environ={}, only=["nope"])
 
 

@@ -161,7 +161,8 @@ class Kernel:
                 kept.append(obj)
                 wanted.discard(describe(cls).name)
         if wanted:
-            raise DefinitionError(f"--only names unknown modules: {', '.join(sorted(wanted))}")
+            unknown = ", ".join(repr(n) for n in sorted(wanted))
+            raise DefinitionError(f"--only: no module named {unknown} in this app")
         return kept
 
     def _make_record(self, ref: ModuleRef) -> Record:

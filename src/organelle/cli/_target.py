@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from organelle.config import apply_env, import_object, load_file, merge, parse_settings
-from organelle.config.loader import extend_path
+from organelle.config import import_object, merge
 from organelle.errors import ConfigError
 from organelle.kernel import Kernel
-from organelle.module import Module, describe
 
 __all__ = ["App", "load_app", "parse_only", "parse_sets"]
 
@@ -109,25 +107,8 @@ def load_app(target: str, *, sets: list[str], only: list[str]) -> App:
 
 
 def _from_file(target: str, overrides: dict[str, Any], selected: list[str]) -> App:
-    if selected:
-        config = merge(apply_env(load_file(target)), overrides)
-        settings = parse_settings(config.get("kernel"))
-        # The kernel would do this itself; we need the names before building it.
-        extend_path(settings.pythonpath, Path(target).resolve().parent)
-        refs = settings.modules
-        names = [_module_name(ref, i) for i, ref in enumerate(refs)]
-        drop = set(_left_out(selected, names))
-        kept = [ref for ref, name in zip(refs, names, strict=True) if name not in drop]
-        overrides = merge(overrides, {"kernel": {"modules": kept}})
-    return App(kernel=Kernel.from_config(target, overrides=overrides), label=target)
-
-
-def _module_name(ref: str, index: int) -> str:
-    obj = import_object(ref, where=f"kernel.modules[{index}]")
-    cls = obj if isinstance(obj, type) else type(obj)
-    if not issubclass(cls, Module):
-        raise ConfigError(f"kernel.modules[{index}]: {ref!r} is not a Module subclass")
-    return describe(cls).name
+    kernel = Kernel.from_config(target, overrides=overrides, only=selected or None)
+    return App(kernel=kernel, label=target)
 
 
 def _left_out(selected: list[str], names: list[str]) -> list[str]:
