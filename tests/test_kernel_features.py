@@ -135,3 +135,45 @@ async def test_pydantic_errors_are_one_line() -> None:
             await k.call("shop.order", lines=[{"sku": "A", "qty": 0}])
     assert "\n" not in str(info.value)
     assert "qty: Input should be greater than 0" in str(info.value)
+
+
+class Vault(Module):
+    name = "vault"
+
+    @rpc(roles=["admin", "auditor"])
+    async def secrets(self) -> str:
+        return "s3cr3t"
+
+    @rpc(permissions=["vault.read"])
+    async def by_permission(self) -> str:
+        return "never without RBAC"
+
+    @rpc
+    async def relay(self) -> str:
+        return str(await self.call("vault.secrets"))
+
+
+async def test_roles_enforced_on_direct_and_nested_calls() -> None:
+    from organelle import ForbiddenError, Principal, UnauthenticatedError
+
+    admin = Principal(id="ann", roles=frozenset({"admin"}))
+    guest = Principal(id="bob", roles=frozenset({"guest"}))
+    async with Kernel([Vault]) as k:
+        assert await k.call_with("vault.secrets", principal=admin) == "s3cr3t"
+        assert await k.call_with("vault.relay", principal=admin) == "s3cr3t"
+        with pytest.raises(ForbiddenError, match="needs one of the roles admin, auditor"):
+            await k.call_with("vault.secrets", principal=guest)
+        with pytest.raises(ForbiddenError):
+            await k.call_with("vault.relay", principal=guest)  # no bypass through a module
+        with pytest.raises(UnauthenticatedError):
+            await k.call("vault.secrets")
+        with pytest.raises(ForbiddenError, match="permission 'vault.read'"):
+            await k.call_with("vault.by_permission", principal=admin)
+
+
+def test_rpc_roles_must_be_names() -> None:
+    with pytest.raises(DefinitionError, match="roles"):
+
+        @rpc(roles=[""])
+        async def f(self: Module) -> None:
+            pass

@@ -7,6 +7,7 @@ lifecycle and connects them through RPC and events.
 from organelle._bus import SubscriptionStats
 from organelle._dispatch import CallNext, Invocation, Middleware
 from organelle._lifecycle import ModuleInfo, ModuleState
+from organelle.auth import Principal
 from organelle.codec import Codec, JsonCodec, MsgpackCodec
 from organelle.context import Context, context
 from organelle.errors import (
@@ -51,6 +52,7 @@ __all__ = [
     "MsgpackCodec",
     "NotFoundError",
     "OrganelleError",
+    "Principal",
     "RemoteError",
     "SubscriptionStats",
     "TransportError",

@@ -21,6 +21,7 @@ from organelle._dispatch import Invocation, Middleware, build_chain, run_until
 from organelle._graph import Node, start_levels
 from organelle._lifecycle import ModuleInfo, ModuleState, Record
 from organelle._topics import check_topic, matches
+from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
 from organelle.config.loader import extend_path
 from organelle.context import _EMPTY_META, Context, _current, _next_seq, root_context
@@ -50,15 +51,18 @@ ModuleRef = type[Module] | Module | str
 
 
 class _Rpc:
-    __slots__ = ("contract", "fn", "module", "target", "timeout_s")
+    __slots__ = ("contract", "fn", "guard", "module", "slow", "target", "timeout_s")
 
-    def __init__(self, rec: Record, method: str, validate: bool) -> None:
+    def __init__(self, rec: Record, method: str, validate: bool, authorizer: Authorizer) -> None:
         meta = rec.spec.rpcs[method]
         self.fn = getattr(rec.instance, meta.attr)
         self.contract = meta.contract if (validate and meta.spec.validate) else None
         self.module = rec.name
         self.target = f"{rec.name}.{method}"
         self.timeout_s = meta.spec.timeout_s
+        self.guard = authorizer.guard_for(self.target, meta.spec.roles, meta.spec.permissions)
+        # Anything beyond a plain call takes _invoke, keeping the inline path lean.
+        self.slow = self.timeout_s is not None or self.guard is not None
 
 
 class Kernel:
@@ -69,6 +73,10 @@ class Kernel:
         config: the app config as a dict of sections: ``{"kernel": {...},
             "modules": {"<name>": {...}}}``.
         middleware: RPC/event middleware, outermost first.
+        base_path: folder that ``[kernel] pythonpath`` is relative to.
+        only: load just these modules of the config (one process of a split app).
+        authorizer: builds the guard of each ``@rpc(roles=…, permissions=…)``
+            (default: ``RoleAuthorizer``).
 
     Example::
 
@@ -84,7 +92,9 @@ class Kernel:
         middleware: Iterable[Middleware] = (),
         base_path: str | os.PathLike[str] | None = None,
         only: Iterable[str] | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
+        self.authorizer: Authorizer = authorizer or RoleAuthorizer()
         self.config: dict[str, Any] = merge({}, config or {})
         self.settings = parse_settings(self.config.get("kernel"))
         modules_cfg = self.config.get("modules", {})
@@ -212,7 +222,7 @@ class Kernel:
                     raise CallTimeoutError(f"call to {target!r} timed out before it started")
                 deadline = pd
             ctx = parent.child(deadline)
-        if entry.timeout_s is not None or self._chain is not None:
+        if entry.slow or self._chain is not None:
             return await self._invoke(entry, params, ctx, deadline)
         # The hot path, inlined: _invoke without middleware or per-method timeout.
         # A handler that finishes in its first step cannot be seen half-done by
@@ -373,6 +383,8 @@ class Kernel:
     async def _invoke(
         self, entry: _Rpc, params: dict[str, Any], ctx: Context, deadline: float
     ) -> Any:
+        if entry.guard is not None:
+            entry.guard(ctx)
         if entry.timeout_s is not None:
             deadline = min(deadline, _monotonic() + entry.timeout_s)
             ctx.deadline = deadline
@@ -751,7 +763,7 @@ class Kernel:
         validate = self.settings.validate
         prefer_local = self.settings.prefer_local or self._transport is None
         for method in rec.spec.rpcs:
-            entry = _Rpc(rec, method, validate)
+            entry = _Rpc(rec, method, validate, self.authorizer)
             self._serving[entry.target] = entry
             if prefer_local:
                 self._rpc[entry.target] = entry

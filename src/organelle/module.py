@@ -43,6 +43,8 @@ class RpcSpec:
     name: str | None = None
     validate: bool = True
     timeout_s: float | None = None
+    roles: tuple[str, ...] = ()
+    permissions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +58,14 @@ class SubscriptionSpec:
     validate: bool = True
 
 
+def _names(value: object, what: str, fn: Callable[..., Any]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) and v for v in value):
+        raise DefinitionError(f"@rpc {what} on {fn.__qualname__} must be a list of names")
+    return tuple(value)
+
+
 def _require_async(fn: object, decorator: str) -> None:
     if not inspect.iscoroutinefunction(fn):
         name = getattr(fn, "__qualname__", repr(fn))
@@ -66,7 +76,12 @@ def _require_async(fn: object, decorator: str) -> None:
 def rpc(fn: F, /) -> F: ...
 @overload
 def rpc(
-    *, name: str | None = None, validate: bool = True, timeout_s: float | None = None
+    *,
+    name: str | None = None,
+    validate: bool = True,
+    timeout_s: float | None = None,
+    roles: tuple[str, ...] | list[str] = (),
+    permissions: tuple[str, ...] | list[str] = (),
 ) -> Callable[[F], F]: ...
 def rpc(
     fn: F | None = None,
@@ -75,6 +90,8 @@ def rpc(
     name: str | None = None,
     validate: bool = True,
     timeout_s: float | None = None,
+    roles: tuple[str, ...] | list[str] = (),
+    permissions: tuple[str, ...] | list[str] = (),
 ) -> F | Callable[[F], F]:
     """Expose a module method as ``"<module>.<name>"``.
 
@@ -84,6 +101,9 @@ def rpc(
         validate: convert and validate params from the type hints (off skips
             the cost for trusted, hot internal calls).
         timeout_s: the longest this method may run; callers' deadlines still apply.
+        roles: the caller's principal needs one of these roles, on every call
+            path (HTTP, remote, a direct kernel call).
+        permissions: the caller's roles must grant each permission (RBAC).
 
     Example::
 
@@ -96,7 +116,13 @@ def rpc(
         _require_async(f, "rpc")
         if name is not None and not (isinstance(name, str) and name.isidentifier()):
             raise DefinitionError(f"@rpc name {name!r} on {f.__qualname__} must be an identifier")
-        f.__organelle_rpc__ = RpcSpec(name=name, validate=validate, timeout_s=timeout_s)  # type: ignore[attr-defined]
+        f.__organelle_rpc__ = RpcSpec(  # type: ignore[attr-defined]
+            name=name,
+            validate=validate,
+            timeout_s=timeout_s,
+            roles=_names(roles, "roles", f),
+            permissions=_names(permissions, "permissions", f),
+        )
         return f
 
     return mark if fn is None else mark(fn)
