@@ -8,7 +8,16 @@ from typing import Any
 import pydantic
 import pytest
 
-from organelle import ConfigError, DefinitionError, Kernel, Module, ValidationError, context, rpc
+from organelle import (
+    ConfigError,
+    DefinitionError,
+    Kernel,
+    Module,
+    ValidationError,
+    context,
+    on,
+    rpc,
+)
 
 
 class Counter(Module):
@@ -177,3 +186,23 @@ def test_rpc_roles_must_be_names() -> None:
         @rpc(roles=[""])
         async def f(self: Module) -> None:
             pass
+
+
+async def test_states_emit_and_persist(tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    class Watch(Module):
+        name = "watch"
+
+        @on("state.changed.>")
+        async def changed(self, change: dict[str, Any]) -> None:
+            seen.append((context().topic, change["value"]))
+
+    config = {"kernel": {"storage": f"sqlite:///{tmp_path / 's.db'}", "persist_state": True}}
+    async with Kernel([Watch], config) as k:
+        await k.states.set("feeds.btc.price", 42.5)
+        assert k.states.get("feeds.btc.price") == 42.5
+        await k.drain()
+    assert seen == [("state.changed.feeds.btc.price", 42.5)]
+    async with Kernel([Watch], config) as k:
+        assert k.states.get("feeds.btc.price") == 42.5

@@ -40,7 +40,7 @@ from organelle.module import Module, ModuleSpec, describe
 from organelle.transport import Transport, open_transport
 
 if TYPE_CHECKING:
-    from organelle.storage import NamespacedStore, Store
+    from organelle.storage import NamespacedStore, StateEngine, Store
 
 __all__ = ["Kernel"]
 
@@ -131,6 +131,7 @@ class Kernel:
         self._bus.chain = self._chain
         self._taps: list[tuple[str, list[tuple[str, Any]]]] = []
         self._store: Store | None = None
+        self._states: StateEngine | None = None
         self._views: dict[str, NamespacedStore] = {}
         self._call_timeout_s = self.settings.call_timeout_s
         self._accepting = False
@@ -549,7 +550,25 @@ class Kernel:
             view = self._views[namespace] = NamespacedStore(self.store, namespace)
         return view
 
+    @property
+    def states(self) -> StateEngine:
+        """Live values shared by modules (``get``/``set``/``subscribe``).
+
+        Every change is also emitted as ``state.changed.<key>``; with
+        ``[kernel] persist_state = true`` values live in the Store and are
+        restored when the kernel starts.
+        """
+        if self._states is None:
+            from organelle.storage import StateEngine
+
+            store = self.store_for("_state") if self.settings.persist_state else None
+            self._states = StateEngine(store=store, emit=self.emit)
+        return self._states
+
     async def _close_store(self) -> None:
+        states, self._states = self._states, None
+        if states is not None:
+            await states.close()
         store, self._store = self._store, None
         self._views.clear()
         if store is not None:
@@ -622,6 +641,8 @@ class Kernel:
                 self._transport = open_transport(self.settings)
                 if self._transport is not None:
                     await self._transport.connect(self)
+                if self.settings.persist_state:
+                    await self.states.load()
                 await self._load(self._levels)
                 await self._start_levels(self._levels)
             except BaseException:

@@ -26,6 +26,8 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
         prefer_local: call a module running in this process directly even when
             other nodes run it too (off: every call is balanced over the wire).
         storage: the Store URL (``sqlite:///path.db`` by default).
+        persist_state: keep ``kernel.states`` values in the Store (namespace
+            ``_state``) and restore them when the kernel starts.
         call_timeout_s: default deadline of an RPC call made from outside a handler.
         hook_timeout_s: default timeout of each lifecycle hook.
         drain_timeout_s: how long shutdown waits for in-flight calls and events.
@@ -43,6 +45,7 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     node: str = ""
     prefer_local: bool = True
     storage: str = "sqlite:///organelle.db"
+    persist_state: bool = False
     call_timeout_s: float = 30.0
     hook_timeout_s: float = 30.0
     drain_timeout_s: float = 30.0
