@@ -17,10 +17,9 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from types import CoroutineType
 from typing import Any
 
-from organelle._dispatch import CallNext, Invocation, Resume
+from organelle._dispatch import CallNext, Invocation, Resume, run_chain
 from organelle._topics import matches
 from organelle.context import Context, _current
 from organelle.errors import InternalError, OrganelleError
@@ -255,16 +254,11 @@ class EventBus:
         async def handler(inv: Invocation) -> Any:
             return await sub.make_coro(inv.payload)
 
-        inv = Invocation("event", ctx.topic or "", sub.stats.module, None, payload, ctx, handler)
         assert self.chain is not None  # noqa: S101 - checked by the caller
-        aw = self.chain(inv)
-        if type(aw) is CoroutineType:
-            return aw
-
-        async def wrap() -> Any:
-            return await aw
-
-        return wrap()
+        return run_chain(
+            self.chain,
+            Invocation("event", ctx.topic or "", sub.stats.module, None, payload, ctx, handler),
+        )
 
     async def _finish(
         self, sub: _Sub, coro: Coroutine[Any, Any, Any], first: Any, ctx: Context

@@ -11,11 +11,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any, Literal, Protocol
 
 from organelle.errors import CallTimeoutError
 
-__all__ = ["CallNext", "Invocation", "Middleware", "Resume", "build_chain", "run_until"]
+__all__ = [
+    "CallNext",
+    "Invocation",
+    "Middleware",
+    "Resume",
+    "build_chain",
+    "run_chain",
+    "run_until",
+]
 
 _monotonic = time.monotonic
 
@@ -146,6 +155,18 @@ def build_chain(middlewares: list[Middleware]) -> CallNext | None:
     for mw in reversed(middlewares):
         chain = _link(mw, chain)
     return chain
+
+
+def run_chain(chain: CallNext, inv: Invocation) -> Coroutine[Any, Any, Any]:
+    """Start ``chain`` on ``inv`` as a coroutine (the kernel steps it by hand)."""
+    aw = chain(inv)
+    if type(aw) is CoroutineType:
+        return aw
+
+    async def wrap() -> Any:
+        return await aw
+
+    return wrap()
 
 
 def _link(mw: Middleware, call_next: CallNext) -> CallNext:

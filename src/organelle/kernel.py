@@ -12,12 +12,12 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import CoroutineType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from organelle import _lifecycle as lc
 from organelle._bus import EventBus, SubscriptionStats
-from organelle._dispatch import Invocation, Middleware, build_chain, run_until
+from organelle._dispatch import Invocation, Middleware, build_chain, run_chain, run_until
 from organelle._graph import Node, start_levels
 from organelle._lifecycle import ModuleInfo, ModuleState, Record
 from organelle._topics import check_topic, matches
@@ -281,21 +281,8 @@ class Kernel:
         entry = self._rpc.get(target)
         if entry is None:
             return await self._call_remote(target, dict(params), timeout_s, meta, principal)
-        now = _monotonic()
-        deadline = now + (self._call_timeout_s if timeout_s is None else timeout_s)
-        parent = _current.get()
-        if parent is None:
-            if not self._accepting:
-                raise self._closed()
-            ctx = root_context(deadline, meta=meta, principal=principal)
-        else:
-            pd = parent.deadline
-            if pd is not None and pd < deadline:
-                deadline = pd
-            ctx = parent.child(deadline, meta=meta, principal=principal)
-        if deadline <= now:
-            raise CallTimeoutError(f"call to {target!r} timed out before it started")
-        return await self._invoke(entry, dict(params), ctx, deadline)
+        ctx = self._outgoing(target, timeout_s, meta, principal)
+        return await self._invoke(entry, dict(params), ctx, ctx.deadline)  # type: ignore[arg-type]
 
     async def _call_remote(
         self,
@@ -310,6 +297,13 @@ class Kernel:
             raise self._missing(target)
         if self._remote_blocked(target):
             raise self._missing(target)
+        ctx = self._outgoing(target, timeout_s, meta, principal)
+        return await transport.request(target, params, ctx)
+
+    def _outgoing(
+        self, target: str, timeout_s: float | None, meta: dict[str, Any] | None, principal: Any
+    ) -> Context:
+        """The context of a call made with options (the slow path of ``call``)."""
         now = _monotonic()
         deadline = now + (self._call_timeout_s if timeout_s is None else timeout_s)
         parent = _current.get()
@@ -324,7 +318,7 @@ class Kernel:
             ctx = parent.child(deadline, meta=meta, principal=principal)
         if deadline <= now:
             raise CallTimeoutError(f"call to {target!r} timed out before it started")
-        return await transport.request(target, params, ctx)
+        return ctx
 
     def _remote_blocked(self, target: str) -> bool:
         """A local module that is not serving must not be shadowed by a remote one silently."""
@@ -435,16 +429,10 @@ class Kernel:
         async def handler(inv: Invocation) -> Any:
             return await self._start(entry, inv.params or {})
 
-        inv = Invocation("rpc", entry.target, entry.module, params, None, ctx, handler)
         assert self._chain is not None  # noqa: S101 - checked by the caller
-        aw = self._chain(inv)
-        if type(aw) is CoroutineType:
-            return aw
-
-        async def wrap() -> Any:
-            return await aw
-
-        return wrap()
+        return run_chain(
+            self._chain, Invocation("rpc", entry.target, entry.module, params, None, ctx, handler)
+        )
 
     def _missing(self, target: object) -> OrganelleError:
         if not isinstance(target, str) or "." not in target:
