@@ -153,3 +153,49 @@ def test_config_must_be_pydantic() -> None:
 
     with pytest.raises(DefinitionError, match="Config must be a pydantic"):
         describe(Bad)
+
+
+def test_jobs_and_crons_described() -> None:
+    from organelle import cron, job
+
+    class Worker(Module):
+        name = "worker"
+
+        @job(max_attempts=5, timeout_s=2)
+        async def reindex(self, sku: str) -> None:
+            pass
+
+        @cron("*/5 * * * *", misfire="catch_up")
+        async def sweep(self) -> None:
+            pass
+
+    spec = describe(Worker)
+    assert spec.jobs["reindex"].options.max_attempts == 5
+    assert spec.jobs["reindex"].contract.names == ("sku",)
+    assert spec.jobs["reindex"].cron is None
+    sweep = spec.jobs["sweep"].cron
+    assert sweep is not None
+    assert sweep.expr == "*/5 * * * *"
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: __import__("organelle").job(max_attempts=0), "max_attempts"),
+        (lambda: __import__("organelle").cron("every minute"), "not a cron expression"),
+        (lambda: __import__("organelle").cron("* * * * *", misfire="later"), "misfire"),
+    ],
+)
+def test_job_and_cron_misuse(make: Any, match: str) -> None:
+    with pytest.raises(DefinitionError, match=match):
+        make()
+
+
+def test_cron_takes_no_params() -> None:
+    from organelle import cron
+
+    with pytest.raises(DefinitionError, match="must take no parameters"):
+
+        @cron("* * * * *")
+        async def tick(self: Module, n: int) -> None:
+            pass

@@ -27,7 +27,7 @@ from organelle.errors import (
     ValidationError,
 )
 from organelle.kernel import Kernel
-from organelle.module import Module, on, rpc
+from organelle.module import Module, cron, job, on, rpc
 
 __version__ = "0.1.0"
 
@@ -61,6 +61,8 @@ __all__ = [
     "ValidationError",
     "__version__",
     "context",
+    "cron",
+    "job",
     "on",
     "rpc",
 ]

@@ -36,6 +36,20 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             dispatcher waits.
         validate: validate RPC params and event payloads from type hints.
         log_level: root level of organelle's loggers.
+        log_levels: per-module levels, e.g. ``{"inventory": "DEBUG"}``.
+        log_format: ``console`` (readable, development) or ``json`` (one JSON
+            object per line, production).
+        log_file: also write to this file, rotated at ``log_file_max_bytes``
+            keeping ``log_file_backups`` old files (empty: stderr only).
+        ops_port: port of the ops HTTP server (``/health/live``,
+            ``/health/ready``, ``/metrics``); ``None`` keeps it off, 0 picks one.
+        ops_host: address it binds (loopback by default).
+        metrics: collect Prometheus metrics when run with ``organelle run``.
+        tracing: OpenTelemetry spans (needs the ``otel`` extra).
+        tracing_endpoint: OTLP/HTTP endpoint spans are exported to (empty:
+            the globally configured tracer provider, if any).
+        health_timeout_s: timeout of each health check.
+        config_watch: reload the config file when it changes.
     """
 
     modules: list[str] = msgspec.field(default_factory=list)
@@ -53,8 +67,26 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     max_concurrent_handlers: int = 1_000
     validate: bool = True
     log_level: str = "INFO"
+    log_levels: dict[str, str] = msgspec.field(default_factory=dict)
+    log_format: str = "console"
+    log_file: str = ""
+    log_file_max_bytes: int = 10 * 1024 * 1024
+    log_file_backups: int = 5
+    ops_port: int | None = None
+    ops_host: str = "127.0.0.1"
+    metrics: bool = True
+    tracing: bool = False
+    tracing_endpoint: str = ""
+    health_timeout_s: float = 2.0
+    config_watch: bool = False
 
     def __post_init__(self) -> None:
+        if self.log_format not in ("console", "json"):
+            raise ValueError("log_format must be 'console' or 'json'")
+        if self.ops_port is not None and not 0 <= self.ops_port <= 65535:  # noqa: PLR2004
+            raise ValueError("ops_port must be between 0 and 65535")
+        if self.health_timeout_s <= 0:
+            raise ValueError("health_timeout_s must be > 0")
         for name in ("call_timeout_s", "hook_timeout_s", "drain_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")

@@ -1,0 +1,292 @@
+"""The decorators that declare a module's handlers: ``@rpc``, ``@on``, ``@job``, ``@cron``.
+
+They only record options on the function (checked at once, so a mistake is
+reported at the line that makes it); the kernel reads them when the module is
+registered.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, overload
+
+from organelle._topics import pattern_error
+from organelle.errors import DefinitionError
+
+__all__ = [
+    "CronOptions",
+    "Delivery",
+    "JobOptions",
+    "RpcSpec",
+    "SubscriptionSpec",
+    "cron",
+    "is_handler",
+    "job",
+    "on",
+    "rpc",
+]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+Delivery = Literal["balanced", "broadcast"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcSpec:
+    """Options of an ``@rpc`` method."""
+
+    name: str | None = None
+    validate: bool = True
+    timeout_s: float | None = None
+    roles: tuple[str, ...] = ()
+    permissions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionSpec:
+    """Options of one ``@on`` subscription."""
+
+    pattern: str
+    delivery: Delivery = "balanced"
+    filter: Callable[[Any], bool] | None = None
+    priority: int = 0
+    validate: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobOptions:
+    """Options of a ``@job`` method (and of the job a ``@cron`` schedule enqueues)."""
+
+    name: str | None = None
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+    backoff_max_s: float = 300.0
+    timeout_s: float | None = None
+    concurrency: int | None = None
+    rate: float | None = None
+    lease_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CronOptions:
+    """A ``@cron`` schedule: fires once per tick per cluster, as a durable job."""
+
+    expr: str
+    tz: str = "UTC"
+    misfire: Literal["skip", "catch_up"] = "skip"
+    misfire_window_s: float = 60.0
+
+
+def job(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    max_attempts: int = 3,
+    backoff_s: float = 1.0,
+    backoff_max_s: float = 300.0,
+    timeout_s: float | None = None,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    lease_s: float = 30.0,
+) -> Any:
+    """Make a module method a durable job, enqueued with ``self.enqueue("<module>.<name>", …)``.
+
+    Params are validated from the type hints when the job is *enqueued*, so a
+    bad call is refused then, not discovered by a worker later.
+
+    Args:
+        fn: the method, when used as a bare ``@job``.
+        name: the job name (defaults to the function name).
+        max_attempts: runs before the job goes to the dead letters.
+        backoff_s: first retry delay; doubles each attempt, with jitter.
+        backoff_max_s: the longest retry delay.
+        timeout_s: one attempt's time limit.
+        concurrency: at most this many run at once per worker (per job type).
+        rate: at most this many start per second per worker.
+        lease_s: how long a worker holds a running job between heartbeats.
+    """
+    options = JobOptions(
+        name=name,
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+        backoff_max_s=backoff_max_s,
+        timeout_s=timeout_s,
+        concurrency=concurrency,
+        rate=rate,
+        lease_s=lease_s,
+    )
+    if max_attempts < 1:
+        raise DefinitionError("@job max_attempts must be >= 1")
+    if name is not None and not (isinstance(name, str) and name.isidentifier()):
+        raise DefinitionError(f"@job name {name!r} must be an identifier")
+
+    def mark(f: F) -> F:
+        _require_async(f, "job")
+        f.__organelle_job__ = options  # type: ignore[attr-defined]
+        return f
+
+    return mark if fn is None else mark(fn)
+
+
+def cron(
+    expr: str,
+    *,
+    tz: str = "UTC",
+    misfire: Literal["skip", "catch_up"] = "skip",
+    misfire_window_s: float = 60.0,
+    max_attempts: int = 3,
+    timeout_s: float | None = None,
+) -> Callable[[F], F]:
+    """Run a parameterless module method on a cron schedule, once per tick per cluster.
+
+    Each tick enqueues a durable job whose id is derived from the schedule and
+    the tick time, so several nodes running the scheduler fire it once.
+
+    Args:
+        expr: a cron expression (``"*/5 * * * *"``; croniter syntax).
+        tz: the time zone the expression is read in.
+        misfire: after downtime, ``"skip"`` missed ticks or ``"catch_up"`` on
+            those within ``misfire_window_s``.
+        misfire_window_s: how far back ``catch_up`` reaches.
+        max_attempts: as for ``@job``.
+        timeout_s: as for ``@job``.
+    """
+    if not isinstance(expr, str) or len(expr.split()) not in (5, 6):
+        raise DefinitionError(f"@cron: {expr!r} is not a cron expression")
+    if misfire not in ("skip", "catch_up"):
+        raise DefinitionError("@cron misfire must be 'skip' or 'catch_up'")
+    schedule = CronOptions(expr=expr, tz=tz, misfire=misfire, misfire_window_s=misfire_window_s)
+
+    def mark(f: F) -> F:
+        _require_async(f, "cron")
+        if len(inspect.signature(f).parameters) > 1:
+            raise DefinitionError(f"@cron method {f.__qualname__} must take no parameters")
+        f.__organelle_job__ = JobOptions(max_attempts=max_attempts, timeout_s=timeout_s)  # type: ignore[attr-defined]
+        f.__organelle_cron__ = schedule  # type: ignore[attr-defined]
+        return f
+
+    return mark
+
+
+def _names(value: object, what: str, fn: Callable[..., Any]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) and v for v in value):
+        raise DefinitionError(f"@rpc {what} on {fn.__qualname__} must be a list of names")
+    return tuple(value)
+
+
+def _require_async(fn: object, decorator: str) -> None:
+    if not inspect.iscoroutinefunction(fn):
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise DefinitionError(f"@{decorator} handler {name} must be an 'async def' function")
+
+
+@overload
+def rpc(fn: F, /) -> F: ...
+@overload
+def rpc(
+    *,
+    name: str | None = None,
+    validate: bool = True,
+    timeout_s: float | None = None,
+    roles: tuple[str, ...] | list[str] = (),
+    permissions: tuple[str, ...] | list[str] = (),
+) -> Callable[[F], F]: ...
+def rpc(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    validate: bool = True,
+    timeout_s: float | None = None,
+    roles: tuple[str, ...] | list[str] = (),
+    permissions: tuple[str, ...] | list[str] = (),
+) -> F | Callable[[F], F]:
+    """Expose a module method as ``"<module>.<name>"``.
+
+    Args:
+        fn: the method, when used as a bare ``@rpc``.
+        name: the method name callers use (defaults to the function name).
+        validate: convert and validate params from the type hints (off skips
+            the cost for trusted, hot internal calls).
+        timeout_s: the longest this method may run; callers' deadlines still apply.
+        roles: the caller's principal needs one of these roles, on every call
+            path (HTTP, remote, a direct kernel call).
+        permissions: the caller's roles must grant each permission (RBAC).
+
+    Example::
+
+        @rpc
+        async def add(self, a: int, b: int) -> int:
+            return a + b
+    """
+
+    def mark(f: F) -> F:
+        _require_async(f, "rpc")
+        if name is not None and not (isinstance(name, str) and name.isidentifier()):
+            raise DefinitionError(f"@rpc name {name!r} on {f.__qualname__} must be an identifier")
+        f.__organelle_rpc__ = RpcSpec(  # type: ignore[attr-defined]
+            name=name,
+            validate=validate,
+            timeout_s=timeout_s,
+            roles=_names(roles, "roles", f),
+            permissions=_names(permissions, "permissions", f),
+        )
+        return f
+
+    return mark if fn is None else mark(fn)
+
+
+def on(
+    pattern: str,
+    *,
+    delivery: Delivery = "balanced",
+    filter: Callable[[Any], bool] | None = None,  # noqa: A002 - the natural name here
+    priority: int = 0,
+    validate: bool = True,
+) -> Callable[[F], F]:
+    """Handle events whose topic matches ``pattern`` (NATS wildcards ``*`` and ``>``).
+
+    Args:
+        pattern: the topic pattern, e.g. ``"order.created"`` or ``"order.>"``.
+        delivery: ``"balanced"`` (one instance of the module gets each event; the
+            default) or ``"broadcast"`` (every instance on every node gets it).
+        filter: a predicate on the converted payload; ``False`` skips the event.
+        priority: handlers of higher priority are started first.
+        validate: convert the payload to the parameter's type hint.
+    """
+    reason = pattern_error(pattern)
+    if reason is not None:
+        raise DefinitionError(f"@on: {reason}")
+    if delivery not in ("balanced", "broadcast"):
+        raise DefinitionError(f"@on({pattern!r}): delivery must be 'balanced' or 'broadcast'")
+    if filter is not None and not callable(filter):
+        raise DefinitionError(f"@on({pattern!r}): filter must be callable")
+
+    def mark(f: F) -> F:
+        _require_async(f, "on")
+        specs: list[SubscriptionSpec] = list(getattr(f, "__organelle_on__", ()))
+        specs.append(
+            SubscriptionSpec(
+                pattern=pattern,
+                delivery=delivery,
+                filter=filter,
+                priority=priority,
+                validate=validate,
+            )
+        )
+        f.__organelle_on__ = tuple(specs)  # type: ignore[attr-defined]
+        return f
+
+    return mark
+
+
+def is_handler(value: object) -> bool:
+    """Whether a class attribute was made a handler by one of these decorators."""
+    return any(
+        hasattr(value, attr)
+        for attr in ("__organelle_rpc__", "__organelle_on__", "__organelle_job__")
+    )
