@@ -78,6 +78,20 @@ class CronOptions:
     misfire_window_s: float = 60.0
 
 
+@overload
+def job(fn: F, /) -> F: ...
+@overload
+def job(
+    *,
+    name: str | None = None,
+    max_attempts: int = 3,
+    backoff_s: float = 1.0,
+    backoff_max_s: float = 300.0,
+    timeout_s: float | None = None,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    lease_s: float = 30.0,
+) -> Callable[[F], F]: ...
 def job(
     fn: F | None = None,
     /,
@@ -90,7 +104,7 @@ def job(
     concurrency: int | None = None,
     rate: float | None = None,
     lease_s: float = 30.0,
-) -> Any:
+) -> F | Callable[[F], F]:
     """Make a module method a durable job, enqueued with ``self.enqueue("<module>.<name>", …)``.
 
     Params are validated from the type hints when the job is *enqueued*, so a
