@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -20,6 +20,8 @@ from organelle._bus import EventBus, SubscriptionStats
 from organelle._dispatch import Invocation, Middleware, build_chain, run_chain, run_until
 from organelle._graph import Node, start_levels
 from organelle._lifecycle import ModuleInfo, ModuleState, Record
+from organelle._phases import RpcEntry
+from organelle._runtime import ModuleRef, Runtime
 from organelle._topics import check_topic, matches
 from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
@@ -28,44 +30,26 @@ from organelle.context import _EMPTY_META, Context, _current, _next_seq, root_co
 from organelle.errors import (
     CallTimeoutError,
     DefinitionError,
-    DependencyError,
     InternalError,
-    LifecycleError,
     NotFoundError,
     OrganelleError,
     UnavailableError,
     ValidationError,
 )
-from organelle.module import Module, ModuleSpec, describe
+from organelle.module import Module, describe
 from organelle.transport import Transport, open_transport
 
 if TYPE_CHECKING:
+    from organelle.config.reload import ReloadResult
     from organelle.storage import NamespacedStore, StateEngine, Store
 
-__all__ = ["Kernel"]
+__all__ = ["Kernel", "ModuleRef"]
 
 log = logging.getLogger("organelle.kernel")
 _monotonic = time.monotonic
 
-ModuleRef = type[Module] | Module | str
 
-
-class _Rpc:
-    __slots__ = ("contract", "fn", "guard", "module", "slow", "target", "timeout_s")
-
-    def __init__(self, rec: Record, method: str, validate: bool, authorizer: Authorizer) -> None:
-        meta = rec.spec.rpcs[method]
-        self.fn = getattr(rec.instance, meta.attr)
-        self.contract = meta.contract if (validate and meta.spec.validate) else None
-        self.module = rec.name
-        self.target = f"{rec.name}.{method}"
-        self.timeout_s = meta.spec.timeout_s
-        self.guard = authorizer.guard_for(self.target, meta.spec.roles, meta.spec.permissions)
-        # Anything beyond a plain call takes _invoke, keeping the inline path lean.
-        self.slow = self.timeout_s is not None or self.guard is not None
-
-
-class Kernel:
+class Kernel(Runtime):
     """Runs a set of modules and connects them.
 
     Args:
@@ -119,8 +103,8 @@ class Kernel:
         for section in modules_cfg:
             if section not in self._records and only is None:
                 log.warning("config section [modules.%s] names no loaded module", section)
-        self._rpc: dict[str, _Rpc] = {}  # where calls go: local entries when local is preferred
-        self._serving: dict[str, _Rpc] = {}  # what this node serves (also to the wire)
+        self._rpc: dict[str, RpcEntry] = {}  # where calls go: local entries when local is preferred
+        self._serving: dict[str, RpcEntry] = {}  # what this node serves (also to the wire)
         self._transport: Transport | None = None
         self._bus = EventBus(
             max_pending=self.settings.max_pending_events,
@@ -134,6 +118,9 @@ class Kernel:
         self._states: StateEngine | None = None
         self._views: dict[str, NamespacedStore] = {}
         self._call_timeout_s = self.settings.call_timeout_s
+        # Seams for the ops layer (config reload, storage metrics); the kernel never needs them.
+        self.config_loader: Callable[[], dict[str, Any]] | None = None
+        self.wrap_store: Callable[[Store], Store] | None = None
         self._accepting = False
         self._running = False
         self._inflight = 0
@@ -155,10 +142,14 @@ class Kernel:
         Raises:
             ConfigError: unreadable file, invalid section or key, unimportable module.
         """
-        config = apply_env(load_file(path), environ)
-        if overrides:
-            config = merge(config, overrides)
-        return cls(modules, config, base_path=Path(path).resolve().parent, only=only)
+
+        def load() -> dict[str, Any]:
+            config = apply_env(load_file(path), environ)
+            return merge(config, overrides) if overrides else config
+
+        kernel = cls(modules, load(), base_path=Path(path).resolve().parent, only=only)
+        kernel.config_loader = load  # what reload_config() re-reads
+        return kernel
 
     @staticmethod
     def _select(refs: list[ModuleRef], only: Iterable[str]) -> list[ModuleRef]:
@@ -376,7 +367,7 @@ class Kernel:
             await asyncio.sleep(0.01)
 
     async def _invoke(
-        self, entry: _Rpc, params: dict[str, Any], ctx: Context, deadline: float
+        self, entry: RpcEntry, params: dict[str, Any], ctx: Context, deadline: float
     ) -> Any:
         if entry.guard is not None:
             entry.guard(ctx)
@@ -404,28 +395,28 @@ class Kernel:
             _current.reset(token)
 
     @staticmethod
-    def _bad_params(entry: _Rpc, exc: TypeError) -> ValidationError:
+    def _bad_params(entry: RpcEntry, exc: TypeError) -> ValidationError:
         return ValidationError(
             f"invalid parameters for {entry.target}: {exc}",
             errors=[{"field": "$", "message": str(exc)}],
         )
 
     @classmethod
-    def _bind(cls, entry: _Rpc, params: dict[str, Any]) -> Any:
+    def _bind(cls, entry: RpcEntry, params: dict[str, Any]) -> Any:
         try:
             return entry.fn(**params)
         except TypeError as exc:  # binding failed: the coroutine never started
             raise cls._bad_params(entry, exc) from None
 
     @classmethod
-    def _start(cls, entry: _Rpc, params: dict[str, Any]) -> Any:
+    def _start(cls, entry: RpcEntry, params: dict[str, Any]) -> Any:
         contract = entry.contract
         if contract is None:
             return cls._bind(entry, params)
         args = contract.validate(params)
         return entry.fn(*args) if isinstance(args, tuple) else entry.fn(**args)
 
-    def _through_chain(self, entry: _Rpc, params: dict[str, Any], ctx: Context) -> Any:
+    def _through_chain(self, entry: RpcEntry, params: dict[str, Any], ctx: Context) -> Any:
         async def handler(inv: Invocation) -> Any:
             return await self._start(entry, inv.params or {})
 
@@ -526,7 +517,8 @@ class Kernel:
         if self._store is None:
             from organelle.storage import open_store
 
-            self._store = open_store(self.settings.storage)
+            store = open_store(self.settings.storage)
+            self._store = store if self.wrap_store is None else self.wrap_store(store)
         return self._store
 
     def store_for(self, namespace: str) -> NamespacedStore:
@@ -564,6 +556,24 @@ class Kernel:
                 await store.close()
             except Exception:
                 log.exception("closing the store failed")
+
+    # config -----------------------------------------------------------------
+    async def reload_config(self, config: Mapping[str, Any] | None = None) -> ReloadResult:
+        """Apply a new app config (default: re-read the file) without a restart, or roll back.
+
+        Raises:
+            ConfigError: the new config is invalid or a module's
+                ``on_config_changed`` failed; the old config keeps running.
+        """
+        from organelle.config.reload import reload_config  # an edge concern, loaded on use
+
+        return await reload_config(self, config)
+
+    def config_dump(self) -> dict[str, Any]:
+        """The effective config with every secret masked: safe to log or serve."""
+        from organelle.config.secrets import config_dump
+
+        return config_dump(self)
 
     # introspection ----------------------------------------------------------
     def state(self, name: str) -> ModuleState:
@@ -684,257 +694,3 @@ class Kernel:
             )
         finally:
             drain.cancel()
-
-    def _is_active(self, name: str) -> bool:
-        rec = self._records.get(name)
-        return rec is not None and rec.state is ModuleState.ACTIVE
-
-    def _timeout(self, rec: Record) -> float:
-        own = type(rec.instance).hook_timeout_s
-        return self.settings.hook_timeout_s if own is None else own
-
-    async def _set_state(self, rec: Record, state: ModuleState) -> None:
-        rec.state = state
-        payload = {"module": rec.name, "version": str(rec.spec.version), "state": state.value}
-        if rec.error is not None and state is ModuleState.FAILED:
-            payload["error"] = rec.error
-        topic = lc.STATE_TOPICS[state]
-        subs = self._bus.route(topic)
-        for pattern, sink in self._taps:
-            if matches(pattern, topic):
-                sink.append((topic, payload))
-        if subs:
-            await self._bus.publish(subs, payload, root_context(None, topic=topic))
-
-    async def _load(self, levels: list[list[str]]) -> None:
-        for level in levels:
-            for name in level:
-                rec = self._records[name]
-                if rec.loaded:
-                    continue
-                try:
-                    await lc.run_hook(rec, "on_load", self._timeout(rec))
-                except LifecycleError as exc:
-                    await self._fail(rec, exc)
-                    raise
-                rec.loaded = True
-                await self._set_state(rec, ModuleState.LOADED)
-
-    async def _start_levels(self, levels: list[list[str]]) -> None:
-        started: list[str] = []
-        for level in levels:
-            names = [n for n in level if not self._is_active(n)]
-            results = await asyncio.gather(
-                *(self._start_one(self._records[n]) for n in names), return_exceptions=True
-            )
-            errors = [r for r in results if isinstance(r, BaseException)]
-            started += [n for n, r in zip(names, results, strict=True) if r is None]
-            if errors:
-                for level_names in reversed([*levels[: levels.index(level)], names]):
-                    await self._stop_many([n for n in level_names if n in started])
-                raise errors[0]
-
-    async def _start_one(self, rec: Record) -> None:
-        await self._set_state(rec, ModuleState.STARTING)
-        self._route(rec)
-        try:
-            await lc.run_hook(rec, "on_start", self._timeout(rec))
-        except LifecycleError as exc:
-            self._unroute(rec.name)
-            await self._fail(rec, exc)
-            raise
-        rec.error = None
-        if self._transport is not None:
-            await self._transport.expose(rec.spec)
-        await self._set_state(rec, ModuleState.ACTIVE)
-
-    async def _fail(self, rec: Record, exc: LifecycleError) -> None:
-        rec.error = str(exc)
-        await lc.quietly(rec, "on_abort", self._timeout(rec), exc)
-        await rec.instance._cancel_background()
-        await self._set_state(rec, ModuleState.FAILED)
-
-    async def _stop_many(self, names: list[str]) -> None:
-        await asyncio.gather(*(self._stop_one(self._records[n]) for n in names))
-
-    async def _stop_one(self, rec: Record) -> None:
-        if self._transport is not None:
-            await self._transport.withdraw(rec.name)
-        await self._set_state(rec, ModuleState.STOPPING)
-        self._bus.unsubscribe(rec.name)
-        error = await lc.quietly(rec, "on_stop", self._timeout(rec))
-        await rec.instance._cancel_background()
-        self._unroute(rec.name)
-        rec.error = error
-        await self._set_state(rec, ModuleState.FAILED if error else ModuleState.STOPPED)
-
-    def _route(self, rec: Record) -> None:
-        validate = self.settings.validate
-        prefer_local = self.settings.prefer_local or self._transport is None
-        for method in rec.spec.rpcs:
-            entry = _Rpc(rec, method, validate, self.authorizer)
-            self._serving[entry.target] = entry
-            if prefer_local:
-                self._rpc[entry.target] = entry
-        self._bus.unsubscribe(rec.name)
-        for sub in rec.spec.subscriptions:
-            self._bus.subscribe(rec.name, sub, getattr(rec.instance, sub.attr))
-
-    def _unroute(self, name: str) -> None:
-        prefix = name + "."
-        for table in (self._rpc, self._serving):
-            for target in [t for t in table if t.startswith(prefix)]:
-                del table[target]
-        self._bus.unsubscribe(name)
-
-    # runtime changes ----------------------------------------------------------
-    async def add_module(self, module: ModuleRef, config: Mapping[str, Any] | None = None) -> None:
-        """Register and start a module while the kernel runs.
-
-        Raises:
-            DefinitionError: a module of that name exists.
-            DependencyError: its dependencies are not active or do not match.
-            LifecycleError: its ``on_load``/``on_start`` failed (it is not kept).
-        """
-        async with self._lock:
-            if config is not None:
-                spec_name = self._spec_of(module).name
-                self.config.setdefault("modules", {})[spec_name] = dict(config)
-            rec = self._make_record(module)
-            if rec.name in self._records:
-                raise DefinitionError(f"a module named {rec.name!r} is already registered")
-            present = {n: r.spec.version for n, r in self._records.items() if self._is_active(n)}
-            for dep in rec.spec.deps:
-                if not dep.optional and dep.name in self._records and dep.name not in present:
-                    raise DependencyError(
-                        f"module {rec.name!r} requires {dep.name!r}, which is not active"
-                    )
-            start_levels(
-                {rec.name: Node(rec.name, rec.spec.version, rec.spec.deps)}, present=present
-            )
-            self._records[rec.name] = rec
-            self._levels.append([rec.name])
-            try:
-                if self._running:
-                    await self._load([[rec.name]])
-                    await self._start_levels([[rec.name]])
-            except BaseException:
-                del self._records[rec.name]
-                self._levels.pop()
-                raise
-
-    def _spec_of(self, module: ModuleRef) -> ModuleSpec:
-        if isinstance(module, str):
-            module = import_object(module)
-        cls = module if isinstance(module, type) else type(module)
-        return describe(cls)  # type: ignore[arg-type]
-
-    def dependents(self, name: str) -> list[str]:
-        """Active modules that require ``name``, directly or transitively, nearest last."""
-        found: list[str] = []
-        frontier = [name]
-        while frontier:
-            current = frontier.pop()
-            for other, rec in self._records.items():
-                if other in found or other == name or not self._is_active(other):
-                    continue
-                if any(d.name == current and not d.optional for d in rec.spec.deps):
-                    found.append(other)
-                    frontier.append(other)
-        order = [n for level in self._levels for n in level]
-        return sorted(found, key=order.index)
-
-    async def remove_module(self, name: str, *, cascade: bool = False) -> list[str]:
-        """Stop and unregister a module; return the names removed.
-
-        Refused while active modules require it, unless ``cascade``, which
-        stops and removes those dependents first (in reverse order).
-
-        Raises:
-            NotFoundError: no such module.
-            DependencyError: active dependents and no cascade (they are named).
-        """
-        async with self._lock:
-            if name not in self._records:
-                raise NotFoundError(f"no module named {name!r}")
-            dependents = self.dependents(name)
-            if dependents and not cascade:
-                raise DependencyError(
-                    f"cannot remove {name!r}: required by active modules {', '.join(dependents)}",
-                    details={"module": name, "dependents": dependents},
-                )
-            removed = [*reversed(dependents), name]
-            for victim in removed:
-                if self._is_active(victim):
-                    await self._stop_one(self._records[victim])
-                del self._records[victim]
-            self._levels = [[n for n in lvl if n not in removed] for lvl in self._levels]
-            self._levels = [lvl for lvl in self._levels if lvl]
-            return removed
-
-    async def reload_module(
-        self,
-        name: str,
-        module: ModuleRef | None = None,
-        *,
-        config: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Replace a running module by a new instance and/or config.
-
-        The new instance is loaded and started while the old one keeps
-        serving; only then are calls and events switched over and the old one
-        stopped. If the new one fails, it is aborted and the old one never
-        stopped serving.
-
-        Raises:
-            NotFoundError: no such module.
-            DefinitionError: the replacement has another name.
-            DependencyError: the new version breaks a dependent's requirement.
-            LifecycleError: the new instance failed to start (the old one serves on).
-        """
-        async with self._lock:
-            old = self._records.get(name)
-            if old is None:
-                raise NotFoundError(f"no module named {name!r}")
-            ref: ModuleRef = type(old.instance) if module is None else module
-            spec = self._spec_of(ref)
-            if spec.name != name:
-                raise DefinitionError(f"cannot reload {name!r} with module {spec.name!r}")
-            section = dict(config) if config is not None else old.raw_config
-            parsed = lc.validate_config(spec, section)
-            instance = ref() if isinstance(ref, type) else ref
-            if isinstance(instance, str):  # pragma: no cover - resolved by _spec_of
-                raise DefinitionError(f"cannot reload with {instance!r}")
-            if instance is old.instance:
-                instance = type(instance)()
-            instance._attach(self, parsed)
-            new = Record(instance=instance, spec=spec, raw_config=section)
-            nodes = {
-                n: Node(n, (spec.version if n == name else r.spec.version), r.spec.deps)
-                for n, r in self._records.items()
-            }
-            nodes[name] = Node(name, spec.version, spec.deps)
-            start_levels(nodes)
-            if not self._running or old.state is not ModuleState.ACTIVE:
-                self._records[name] = new
-                self.config.setdefault("modules", {})[name] = section
-                return
-            try:
-                await lc.run_hook(new, "on_load", self._timeout(new))
-                new.loaded = True
-                await lc.run_hook(new, "on_start", self._timeout(new))
-            except LifecycleError as exc:
-                await lc.quietly(new, "on_abort", self._timeout(new), exc)
-                raise
-            self._bus.unsubscribe(name)
-            self._unroute(name)
-            old.state = ModuleState.STOPPING
-            new.state = ModuleState.ACTIVE
-            self._records[name] = new
-            self._route(new)
-            if self._transport is not None:
-                await self._transport.expose(new.spec)
-            self.config.setdefault("modules", {})[name] = section
-            await lc.quietly(old, "on_stop", self._timeout(old))
-            old.state = ModuleState.STOPPED
-            await self._set_state(new, ModuleState.ACTIVE)
