@@ -21,7 +21,8 @@ from organelle._dispatch import Invocation, Middleware, build_chain, run_chain, 
 from organelle._graph import Node, start_levels
 from organelle._lifecycle import ModuleInfo, ModuleState, Record
 from organelle._phases import RpcEntry
-from organelle._runtime import ModuleRef, Runtime
+from organelle._runtime import ModuleRef
+from organelle._supervise import Supervision
 from organelle._topics import check_topic, matches
 from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
@@ -49,7 +50,7 @@ log = logging.getLogger("organelle.kernel")
 _monotonic = time.monotonic
 
 
-class Kernel(Runtime):
+class Kernel(Supervision):
     """Runs a set of modules and connects them.
 
     Args:
@@ -125,6 +126,8 @@ class Kernel(Runtime):
         self._running = False
         self._inflight = 0
         self._lock = asyncio.Lock()
+        self._restarting: dict[str, asyncio.Task[None]] = {}
+        self._crashes: dict[str, tuple[int, float]] = {}
 
     # construction ---------------------------------------------------------
     @classmethod
@@ -661,6 +664,7 @@ class Kernel(Runtime):
             if not self._running:
                 return
             self._accepting = False
+            await self._stop_supervision()
             if self._transport is not None:  # stop being picked by balancers first
                 for name in self._records:
                     if self._is_active(name):

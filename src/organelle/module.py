@@ -122,7 +122,9 @@ class Module(metaclass=ModuleMeta):
 
         The task gets a fresh root context, so its calls and events are not
         tied to the hook that started it; it counts as internal work (not
-        refused while the kernel drains). Failures are logged.
+        refused while the kernel drains). If it dies with an exception, the
+        module is stopped and a fresh instance restarted with backoff
+        (``[kernel] restart_on_crash``) while the other modules keep serving.
         """
         ctx = contextvars.copy_context()
         ctx.run(_current.set, root_context(None))
@@ -136,8 +138,10 @@ class Module(metaclass=ModuleMeta):
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self.__dict__.get("_organelle_tasks", set()).discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self.log.error("background task %s failed", task.get_name(), exc_info=error)
+            self.kernel.module_crashed(self, error)
 
     async def _cancel_background(self) -> None:
         tasks: set[asyncio.Task[Any]] = self.__dict__.get("_organelle_tasks", set())

@@ -36,6 +36,11 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             dispatcher waits.
         validate: validate RPC params and event payloads from type hints.
         log_level: root level of organelle's loggers.
+        restart_on_crash: restart a module whose ``spawn``ed work crashes.
+        restart_backoff_s: first restart delay; doubles while it keeps crashing.
+        restart_backoff_max_s: the longest restart delay.
+        restart_reset_s: a module that ran this long before crashing restarts
+            at the shortest delay again.
         log_levels: per-module levels, e.g. ``{"inventory": "DEBUG"}``.
         log_format: ``console`` (readable, development) or ``json`` (one JSON
             object per line, production).
@@ -67,6 +72,10 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     max_concurrent_handlers: int = 1_000
     validate: bool = True
     log_level: str = "INFO"
+    restart_on_crash: bool = True
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+    restart_reset_s: float = 60.0
     log_levels: dict[str, str] = msgspec.field(default_factory=dict)
     log_format: str = "console"
     log_file: str = ""
