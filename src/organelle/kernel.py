@@ -608,9 +608,22 @@ class Kernel(Supervision):
         Raises:
             DependencyError: unknown dependency, version mismatch or cycle.
         """
-        return start_levels(
+        levels = start_levels(
             {n: Node(n, r.spec.version, r.spec.deps) for n, r in self._records.items()}
         )
+        # Edge modules (``starts_last = True``: the HTTP gateway) start after all
+        # others and stop first, unless another module depends on them.
+        needed = {d.name for r in self._records.values() for d in r.spec.deps}
+        last = [
+            n
+            for lvl in levels
+            for n in lvl
+            if getattr(self._records[n].instance, "starts_last", False) and n not in needed
+        ]
+        if not last:
+            return levels
+        rest = [[n for n in lvl if n not in last] for lvl in levels]
+        return [*(lvl for lvl in rest if lvl), last]
 
     # lifecycle --------------------------------------------------------------
     async def __aenter__(self) -> Self:

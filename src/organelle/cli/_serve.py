@@ -9,16 +9,21 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from organelle.cli._output import EXIT_FORCED, EXIT_OK, plural, status
-from organelle.cli._target import App
+from organelle.cli._target import App, is_config_file
 from organelle.errors import ConfigError
 from organelle.kernel import Kernel
+
+if TYPE_CHECKING:
+    from organelle.ops import Ops
 
 __all__ = ["configure_logging", "log_level", "serve"]
 
 _MODULE_LOGGER = "organelle.module."
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_RELOAD_SIGNAL: signal.Signals | None = getattr(signal, "SIGHUP", None)
 
 
 def log_level(kernel: Kernel) -> int:
@@ -95,8 +100,10 @@ async def _serve(app: App) -> int:
             signal.signal(
                 sig, lambda s, _f: loop.call_soon_threadsafe(on_signal, signal.Signals(s))
             )
+    ops = _operations(app)
     try:
         await app.select()
+        await _start_ops(ops, loop)  # before start: probes say "starting", startup is measured
         await kernel.start()
         names = [n for level in kernel.check() for n in level]
         status(f"{plural(len(names), 'module')} active ({', '.join(names)}); press Ctrl+C to stop")
@@ -114,4 +121,43 @@ async def _serve(app: App) -> int:
         for sig in _SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+        await _stop_ops(ops, loop)  # after stop: probes said "draining" meanwhile
     return EXIT_OK
+
+
+async def _start_ops(ops: Ops | None, loop: asyncio.AbstractEventLoop) -> None:
+    if ops is None:
+        return
+    if _RELOAD_SIGNAL is not None:  # SIGHUP reloads the config, as for nginx
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(_RELOAD_SIGNAL, ops.request_reload)
+    await ops.start()
+
+
+async def _stop_ops(ops: Ops | None, loop: asyncio.AbstractEventLoop) -> None:
+    if ops is None:
+        return
+    if _RELOAD_SIGNAL is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(_RELOAD_SIGNAL)
+    await ops.stop()
+
+
+def _operations(app: App) -> Ops | None:
+    """Structured logs, metrics, tracing, probes and reload for ``organelle run``.
+
+    ``None`` (plain logging, no ops) when the ops libraries are not installed.
+    """
+    try:
+        from organelle.observability.logging import configure_logging as structured
+        from organelle.ops import Ops
+    except ImportError as exc:  # pragma: no cover - the ops dependencies are missing
+        logging.getLogger("organelle.ops").warning("operations are off: %s", exc)
+        return None
+    structured(app.kernel.settings)
+    path = app.label if is_config_file(app.label) else None
+    try:
+        return Ops(app.kernel, config_path=path)
+    except ImportError as exc:  # pragma: no cover
+        logging.getLogger("organelle.ops").warning("operations are off: %s", exc)
+        return None

@@ -1,0 +1,109 @@
+"""Built-in checks: each module, the transport, the store, the job backlog.
+
+They read what the kernel and the blocks already know; none of them touches
+a remote service except the store check (one read), which runs only once
+the store has been opened: a node that never used storage does not depend on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from organelle._lifecycle import ModuleState
+from organelle.health.base import CheckResult, Status, as_result
+from organelle.observability.hooks import hooks_for
+
+if TYPE_CHECKING:
+    from organelle.kernel import Kernel
+
+__all__ = ["JobBacklogCheck", "ModuleCheck", "StorageCheck", "TransportCheck"]
+
+_PROBE_KEY = "__organelle__/health"
+
+
+@dataclass(slots=True)
+class ModuleCheck:
+    """A module is active, and its own ``health()`` (if any) says how it is."""
+
+    kernel: Kernel
+    module: str
+    required: bool = True
+
+    @property
+    def name(self) -> str:
+        """``module:<name>``."""
+        return f"module:{self.module}"
+
+    async def check(self) -> CheckResult:
+        """Unhealthy unless active; then whatever ``health()`` says."""
+        rec = self.kernel._records.get(self.module)
+        if rec is None:
+            return CheckResult(status=Status.UNHEALTHY, detail="not registered")
+        if rec.state is not ModuleState.ACTIVE:
+            detail = rec.state.value + (f": {rec.error}" if rec.error else "")
+            return CheckResult(status=Status.UNHEALTHY, detail=detail)
+        hook = getattr(rec.instance, "health", None)
+        if hook is None:
+            return CheckResult(status=Status.HEALTHY)
+        return as_result(await hook())
+
+
+@dataclass(slots=True)
+class TransportCheck:
+    """The transport is connected (a transport reports it with a ``connected`` property)."""
+
+    kernel: Kernel
+    name: str = "transport"
+    required: bool = True
+
+    async def check(self) -> CheckResult:
+        """Healthy in-process; unhealthy when the transport says it is disconnected."""
+        transport = self.kernel._transport
+        if transport is None:
+            return CheckResult(status=Status.HEALTHY, detail="in-process")
+        connected = getattr(transport, "connected", None)
+        if connected is False:
+            return CheckResult(status=Status.UNHEALTHY, detail="disconnected")
+        return CheckResult(status=Status.HEALTHY)
+
+
+@dataclass(slots=True)
+class StorageCheck:
+    """The store answers a read, once it has been opened."""
+
+    kernel: Kernel
+    name: str = "storage"
+    required: bool = True
+
+    async def check(self) -> CheckResult:
+        """One read of an absent key; an error or a timeout is unhealthy."""
+        store = self.kernel._store
+        if store is None:
+            return CheckResult(status=Status.HEALTHY, detail="not opened")
+        await store.get(_PROBE_KEY)
+        return CheckResult(status=Status.HEALTHY)
+
+
+@dataclass(slots=True)
+class JobBacklogCheck:
+    """Jobs waiting stay under ``limit``; over it the node is degraded (still ready)."""
+
+    kernel: Kernel
+    limit: int = 10_000
+    name: str = "jobs"
+    required: bool = False
+
+    async def check(self) -> CheckResult:
+        """Sum of the queue depths the jobs engine reports."""
+        probe = hooks_for(self.kernel).backlog
+        if probe is None:
+            return CheckResult(status=Status.HEALTHY, detail="no jobs engine")
+        depths = dict(await probe())
+        total = sum(depths.values())
+        data = {"backlog": total, "limit": self.limit}
+        if total > self.limit:
+            return CheckResult(
+                status=Status.DEGRADED, detail=f"backlog {total} over {self.limit}", data=data
+            )
+        return CheckResult(status=Status.HEALTHY, data=data)

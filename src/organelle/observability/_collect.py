@@ -1,0 +1,122 @@
+"""Turning the accumulators and the kernel's own counters into metric families at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from organelle._lifecycle import ModuleState
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from organelle.observability.metrics import Histogram, Metrics
+
+__all__ = ["MetricsCollector"]
+
+
+class MetricsCollector(Collector):
+    """Builds metric families from the accumulators and the kernel's own counters."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        yield from self._rpc()
+        yield from self._events()
+        states = GaugeMetricFamily(
+            "organelle_module_state",
+            "1 for the state each module is in.",
+            labels=["module", "state"],
+        )
+        for name, info in m.kernel.modules().items():
+            for state in ModuleState:
+                states.add_metric([name, state.value], 1.0 if info.state is state else 0.0)
+        yield states
+        yield self._hist(
+            "organelle_storage_op_duration_seconds", "Store operation latency.", "op", m.storage
+        )
+        yield self._counter(
+            "organelle_storage_errors_total",
+            "Store operations that raised.",
+            ["op"],
+            (((k,), v) for k, v in m.storage_errors.items()),
+        )
+        for event in ("disconnects", "reconnects"):
+            yield CounterMetricFamily(
+                f"organelle_transport_{event}_total",
+                f"Transport {event}.",
+                value=m.transport[event],
+            )
+        yield self._counter(
+            "organelle_jobs_total", "Job events by outcome.", ["job", "event"], m.jobs.items()
+        )
+        yield self._hist("organelle_job_duration_seconds", "Job run time.", "job", m.job_durations)
+        depth = GaugeMetricFamily("organelle_job_queue_depth", "Jobs waiting.", labels=["queue"])
+        for queue, value in m.queue_depth.items():
+            depth.add_metric([queue], value)
+        yield depth
+
+    def _rpc(self) -> Iterator[Metric]:
+        m = self.m
+        calls = CounterMetricFamily(
+            "organelle_rpc_calls_total", "RPC calls served.", labels=["method"]
+        )
+        for method, hist in m.rpc.items():
+            calls.add_metric([method], sum(hist.counts))
+        yield calls
+        yield self._counter(
+            "organelle_rpc_errors_total",
+            "RPC calls that raised, by error code.",
+            ["method", "code"],
+            m.rpc_errors.items(),
+        )
+        yield self._hist("organelle_rpc_duration_seconds", "RPC latency.", "method", m.rpc)
+
+    def _events(self) -> Iterator[Metric]:
+        m = self.m
+        yield self._counter(
+            "organelle_events_emitted_total",
+            "Events emitted, by the subscription pattern they route to.",
+            ["pattern"],
+            (((k,), v) for k, v in m.emitted.items()),
+        )
+        deliveries = CounterMetricFamily(
+            "organelle_event_deliveries_total",
+            "Event deliveries by subscription and outcome.",
+            labels=["module", "handler", "pattern", "outcome"],
+        )
+        for s in m.kernel.subscriptions():
+            for outcome, value in (
+                ("handled", s.delivered),
+                ("failed", s.failed),
+                ("skipped", s.skipped),
+            ):
+                deliveries.add_metric([s.module, s.handler, s.pattern, outcome], value)
+        yield deliveries
+        yield GaugeMetricFamily(
+            "organelle_events_pending",
+            "Events queued or being handled.",
+            value=m.kernel._bus.pending,
+        )
+
+    def _counter(
+        self, name: str, doc: str, labels: list[str], values: Iterable[tuple[Sequence[str], int]]
+    ) -> Metric:
+        family = CounterMetricFamily(name, doc, labels=labels)
+        for key, value in values:
+            family.add_metric(list(key), value)
+        return family
+
+    def _hist(self, name: str, doc: str, label: str, table: Mapping[str, Histogram]) -> Metric:
+        family = HistogramMetricFamily(name, doc, labels=[label])
+        for key, hist in table.items():
+            family.add_metric([key], hist.cumulative(self.m.bounds), hist.sum)
+        return family

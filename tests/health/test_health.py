@@ -1,0 +1,195 @@
+"""Aggregated health with per-check timeouts; readiness apart from liveness."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from organelle import Kernel, Module, rpc
+from organelle.health import CheckResult, Health, Status, as_result
+from organelle.observability.hooks import hooks_for
+from organelle.testing import running
+
+
+class Good(Module):
+    name = "good"
+
+    @rpc
+    async def ping(self) -> str:
+        return "pong"
+
+
+class Moody(Module):
+    name = "moody"
+    mood: Any = None
+
+    async def health(self) -> Any:
+        if isinstance(self.mood, Exception):
+            raise self.mood
+        if self.mood == "hang":
+            await asyncio.sleep(10)
+        return self.mood
+
+
+@dataclass
+class Flag:
+    name: str = "flag"
+    required: bool = True
+    ok: bool = True
+
+    async def check(self) -> CheckResult:
+        return CheckResult(status=Status.HEALTHY if self.ok else Status.UNHEALTHY, detail="flag")
+
+
+def test_as_result_normalises_what_health_returns() -> None:
+    assert as_result(None).status is Status.HEALTHY
+    assert as_result(True).status is Status.HEALTHY  # noqa: FBT003
+    assert as_result(False).status is Status.UNHEALTHY  # noqa: FBT003
+    assert as_result("degraded").status is Status.DEGRADED
+    assert as_result("weird").status is Status.UNHEALTHY
+    got = as_result({"status": "degraded", "detail": "slow", "lag_ms": 40})
+    assert (got.status, got.detail, dict(got.data)) == (Status.DEGRADED, "slow", {"lag_ms": 40})
+    assert as_result(3).status is Status.UNHEALTHY
+
+
+async def test_all_healthy_is_ready() -> None:
+    async with running(Good, Moody) as kernel:
+        report = await Health(kernel, cache_s=0).report()
+        assert report.status is Status.HEALTHY
+        assert report.ready
+        assert set(report.checks) == {"module:good", "module:moody", "transport", "storage", "jobs"}
+
+
+async def test_degraded_module_stays_ready_failing_one_is_not() -> None:
+    async with running(Good, Moody) as kernel:
+        health = Health(kernel, cache_s=0)
+        moody = kernel.module("moody")
+        assert isinstance(moody, Moody)
+        moody.mood = {"status": "degraded", "detail": "slow disk"}
+        report = await health.report()
+        assert (report.status, report.ready) == (Status.DEGRADED, True)
+        assert report.checks["module:moody"]["detail"] == "slow disk"
+        moody.mood = False
+        report = await health.report()
+        assert (report.status, report.ready) == (Status.UNHEALTHY, False)
+        assert report.reason == "required check failing: module:moody"
+
+
+async def test_a_hanging_or_raising_check_is_unhealthy_within_its_timeout() -> None:
+    async with running(Good, Moody) as kernel:
+        health = Health(kernel, timeout_s=0.05, cache_s=0)
+        moody = kernel.module("moody")
+        assert isinstance(moody, Moody)
+        moody.mood = "hang"
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        report = await health.report()
+        assert loop.time() - began < 1
+        assert report.checks["module:moody"]["detail"] == "timed out after 0.05s"
+        assert report.checks["module:good"]["status"] == "healthy"  # others unaffected
+        moody.mood = RuntimeError("boom")
+        report = await health.report()
+        assert report.checks["module:moody"]["detail"] == "RuntimeError: boom"
+
+
+async def test_optional_check_unhealthy_only_degrades() -> None:
+    async with running(Good) as kernel:
+        health = Health(kernel, cache_s=0)
+        health.add(Flag(name="cache", required=False, ok=False))
+        report = await health.report()
+        assert (report.status, report.ready) == (Status.DEGRADED, True)
+        with pytest.raises(ValueError, match="exists"):
+            health.add(Flag(name="cache"))
+
+
+async def test_not_ready_while_starting_and_draining() -> None:
+    gate = asyncio.Event()
+    release = asyncio.Event()
+
+    class Slow(Module):
+        name = "slow"
+
+        async def on_start(self) -> None:
+            await gate.wait()
+
+        @rpc
+        async def work(self) -> None:
+            await release.wait()
+
+    kernel = Kernel([Slow])
+    health = Health(kernel, cache_s=0)
+    assert (await health.report()).reason == "not started"
+    starting = asyncio.create_task(kernel.start())
+    await asyncio.sleep(0.01)
+    report = await health.report()
+    assert (report.ready, report.reason) == (False, "starting")
+    gate.set()
+    await starting
+    assert (await health.report()).ready
+    call = asyncio.create_task(kernel.call("slow.work"))
+    await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(kernel.stop())
+    await asyncio.sleep(0.01)
+    report = await health.report()
+    assert (report.ready, report.reason) == (False, "draining")
+    release.set()
+    await call
+    await stopping
+    assert (await health.report()).reason == "stopped"
+    assert health.live()["status"] == "alive"
+
+
+async def test_concurrent_probes_share_one_round_and_cache() -> None:
+    runs = 0
+
+    @dataclass
+    class Counting:
+        name: str = "counting"
+        required: bool = True
+
+        async def check(self) -> CheckResult:
+            nonlocal runs
+            runs += 1
+            await asyncio.sleep(0.01)
+            return CheckResult(status=Status.HEALTHY)
+
+    async with running(Good) as kernel:
+        health = Health(kernel, cache_s=10)
+        health.add(Counting())
+        await asyncio.gather(*(health.report() for _ in range(10)))
+        await health.report()
+        assert runs == 1
+
+
+async def test_builtin_transport_storage_and_backlog_checks() -> None:
+    async with running(Good, config={"kernel": {"storage": "memory://"}}) as kernel:
+        health = Health(kernel, cache_s=0, backlog_limit=10)
+        assert (await health.report()).checks["storage"]["detail"] == "not opened"
+        await kernel.store.put("x", 1)
+        assert (await health.report()).checks["storage"]["status"] == "healthy"
+
+        depth = {"default": 3}
+
+        async def backlog() -> dict[str, int]:
+            return depth
+
+        hooks_for(kernel).backlog = backlog
+        report = await health.report()
+        assert report.checks["jobs"]["data"] == {"backlog": 3, "limit": 10}
+        depth["default"] = 11
+        report = await health.report()
+        assert (report.checks["jobs"]["status"], report.ready) == ("degraded", True)
+
+        class Disconnected:
+            connected = False
+
+        kernel._transport = Disconnected()  # type: ignore[assignment]
+        try:
+            report = await health.report()
+            assert report.checks["transport"]["status"] == "unhealthy"
+            assert not report.ready
+        finally:
+            kernel._transport = None

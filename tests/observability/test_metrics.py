@@ -1,0 +1,137 @@
+"""Metrics: lean accumulators exported through a per-kernel registry, bounded labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from organelle import Kernel, Module, NotFoundError, on, rpc
+from organelle.observability.hooks import hooks_for
+from organelle.observability.metrics import Metrics
+
+
+class Svc(Module):
+    name = "svc"
+
+    @rpc
+    async def ok(self, n: int) -> int:
+        await self.store.put(f"k{n}", n)
+        await self.emit(f"item.{n}.seen", n)
+        return n
+
+    @rpc
+    async def missing(self) -> None:
+        raise NotFoundError("nothing here")
+
+    @rpc
+    async def crash(self) -> None:
+        raise RuntimeError("bug")
+
+    @on("item.*.seen")
+    async def seen(self, n: int) -> None:
+        if n == 2:
+            raise ValueError("bad item")
+
+
+def samples(metrics: Metrics) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+async def run_calls(kernel: Kernel) -> None:
+    for n in range(4):
+        await kernel.call("svc.ok", n=n)
+    for target in ("svc.missing", "svc.crash"):
+        with pytest.raises(Exception):  # noqa: B017
+            await kernel.call(target)
+    await kernel.drain()
+
+
+async def test_rpc_events_storage_and_states() -> None:
+    kernel = Kernel([Svc], {"kernel": {"storage": "memory://"}})
+    metrics = Metrics(kernel)
+    metrics.install()
+    async with kernel:
+        await run_calls(kernel)
+        got = samples(metrics)
+    assert ({"method": "svc.ok"}, 4.0) in got["organelle_rpc_calls_total"]
+    errors = got["organelle_rpc_errors_total"]
+    assert ({"method": "svc.missing", "code": "organelle.not_found"}, 1.0) in errors
+    assert ({"method": "svc.crash", "code": "organelle.internal"}, 1.0) in errors
+    buckets = [
+        v
+        for labels, v in got["organelle_rpc_duration_seconds_bucket"]
+        if labels["method"] == "svc.ok"
+    ]
+    assert buckets == sorted(buckets)
+    assert buckets[-1] == 4.0
+    assert got["organelle_events_emitted_total"] == [({"pattern": "item.*.seen"}, 4.0)]
+    deliveries = {lab["outcome"]: v for lab, v in got["organelle_event_deliveries_total"]}
+    assert deliveries == {"handled": 3.0, "failed": 1.0, "skipped": 0.0}
+    puts = [
+        v for lab, v in got["organelle_storage_op_duration_seconds_count"] if lab["op"] == "put"
+    ]
+    assert puts == [4.0]
+    states = {lab["state"]: v for lab, v in got["organelle_module_state"] if lab["module"] == "svc"}
+    assert states["active"] == 1.0
+    # no id ever becomes a label: no key, no raw topic
+    values = {v for rows in got.values() for labels, _ in rows for v in labels.values()}
+    assert not values & {"k0", "k1", "item.0.seen", "item.1.seen"}
+
+
+async def test_each_kernel_has_its_own_registry() -> None:
+    k1, k2 = Kernel([Svc]), Kernel([Svc])
+    m1, m2 = Metrics(k1), Metrics(k2)
+    m1.install()
+    m2.install()
+    assert m1.registry is not m2.registry
+    async with k1, k2:
+        with pytest.raises(NotFoundError):
+            await k1.call("svc.missing")
+    assert "svc.missing" in m1.render().decode()
+    assert "svc.missing" not in m2.render().decode()
+
+
+async def test_job_and_transport_hooks_and_queue_depth() -> None:
+    kernel = Kernel([Svc])
+    hooks = hooks_for(kernel)
+    hooks.jobs.enqueued("svc.reindex")  # before metrics: a no-op, never an error
+    metrics = Metrics(kernel)
+    metrics.install()
+    jobs = hooks_for(kernel).jobs
+    jobs.enqueued("svc.reindex")
+    jobs.enqueued("svc.reindex")
+    jobs.succeeded("svc.reindex", 0.02)
+    jobs.failed("svc.reindex", 0.5)
+    jobs.retried("svc.reindex")
+    jobs.dead("svc.reindex")
+    hooks.transport.disconnected()
+    hooks.transport.reconnected()
+
+    async def depths() -> dict[str, Any]:
+        return {"default": 7}
+
+    hooks.backlog = depths
+    await metrics.refresh()
+    got = samples(metrics)
+    events = {lab["event"]: v for lab, v in got["organelle_jobs_total"]}
+    assert events == {"enqueued": 2.0, "succeeded": 1.0, "failed": 1.0, "retried": 1.0, "dead": 1.0}
+    assert got["organelle_job_duration_seconds_count"] == [({"job": "svc.reindex"}, 2.0)]
+    assert got["organelle_job_queue_depth"] == [({"queue": "default"}, 7.0)]
+    assert got["organelle_transport_reconnects_total"] == [({}, 1.0)]
+    assert got["organelle_transport_disconnects_total"] == [({}, 1.0)]
+
+
+async def test_unrouted_topics_share_one_label() -> None:
+    kernel = Kernel([Svc])
+    metrics = Metrics(kernel)
+    metrics.install()
+    async with kernel:
+        for i in range(5):
+            await kernel.emit(f"nobody.listens.{i}", i)
+    assert samples(metrics)["organelle_events_emitted_total"] == [({"pattern": "(unrouted)"}, 5.0)]
