@@ -61,6 +61,10 @@ class _Sub:
         self.order = (-spec.priority, order)
         self.stats = SubscriptionStats(module, sub.attr, spec.pattern, spec.delivery, spec.priority)
 
+    def invoke(self, inv: Invocation) -> Coroutine[Any, Any, Any]:
+        """The innermost step of the middleware chain."""
+        return self.make_coro(inv.payload)
+
     def make_coro(self, payload: Any) -> Coroutine[Any, Any, Any]:
         contract = self.contract
         if contract is None:  # validation off, payload passed as is
@@ -251,13 +255,10 @@ class EventBus:
         return coro, coro.send(None)
 
     def _through_chain(self, sub: _Sub, payload: Any, ctx: Context) -> Coroutine[Any, Any, Any]:
-        async def handler(inv: Invocation) -> Any:
-            return await sub.make_coro(inv.payload)
-
         assert self.chain is not None  # noqa: S101 - checked by the caller
         return run_chain(
             self.chain,
-            Invocation("event", ctx.topic or "", sub.stats.module, None, payload, ctx, handler),
+            Invocation("event", ctx.topic or "", sub.stats.module, None, payload, ctx, sub.invoke),
         )
 
     async def _finish(

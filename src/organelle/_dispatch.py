@@ -143,8 +143,9 @@ class Middleware(Protocol):
         ...
 
 
-async def _terminal(inv: Invocation) -> Any:
-    return await inv.handler(inv)
+def _terminal(inv: Invocation) -> Awaitable[Any]:
+    # A plain function: the handler's own coroutine is what middleware awaits.
+    return inv.handler(inv)
 
 
 def build_chain(middlewares: list[Middleware]) -> CallNext | None:

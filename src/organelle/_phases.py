@@ -13,10 +13,13 @@ from organelle import _lifecycle as lc
 from organelle._lifecycle import ModuleState, Record
 from organelle._topics import matches
 from organelle.context import root_context
-from organelle.errors import LifecycleError
+from organelle.errors import LifecycleError, ValidationError
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from organelle._bus import EventBus
+    from organelle._dispatch import Invocation
     from organelle.auth.base import Authorizer
     from organelle.config.settings import KernelSettings
     from organelle.transport import Transport
@@ -39,6 +42,28 @@ class RpcEntry:
         self.guard = authorizer.guard_for(self.target, meta.spec.roles, meta.spec.permissions)
         # Anything beyond a plain call takes _invoke, keeping the inline path lean.
         self.slow = self.timeout_s is not None or self.guard is not None
+
+    def bad_params(self, exc: TypeError) -> ValidationError:
+        """The error for params that do not bind to an unvalidated handler."""
+        return ValidationError(
+            f"invalid parameters for {self.target}: {exc}",
+            errors=[{"field": "$", "message": str(exc)}],
+        )
+
+    def start(self, params: dict[str, Any]) -> Coroutine[Any, Any, Any]:
+        """Validate ``params`` and create (not start) the handler's coroutine."""
+        contract = self.contract
+        if contract is None:
+            try:
+                return self.fn(**params)  # type: ignore[no-any-return]
+            except TypeError as exc:  # binding failed: the coroutine never started
+                raise self.bad_params(exc) from None
+        args = contract.validate(params)
+        return self.fn(*args) if isinstance(args, tuple) else self.fn(**args)  # type: ignore[no-any-return]
+
+    def invoke(self, inv: Invocation) -> Coroutine[Any, Any, Any]:
+        """The innermost step of the middleware chain."""
+        return self.start(inv.params or {})
 
 
 class Phases:

@@ -244,7 +244,7 @@ class Kernel(Supervision):
             raise
         except TypeError as exc:
             if coro is None and contract is None:  # binding failed: the handler never ran
-                raise self._bad_params(entry, exc) from None
+                raise entry.bad_params(exc) from None
             raise InternalError.wrap(exc) from exc
         except Exception as exc:
             raise InternalError.wrap(exc) from exc
@@ -381,7 +381,7 @@ class Kernel(Supervision):
         self._inflight += 1
         try:
             if self._chain is None:
-                coro = self._start(entry, params)
+                coro = entry.start(params)
             else:
                 coro = self._through_chain(entry, params, ctx)
             try:
@@ -397,35 +397,11 @@ class Kernel(Supervision):
             self._inflight -= 1
             _current.reset(token)
 
-    @staticmethod
-    def _bad_params(entry: RpcEntry, exc: TypeError) -> ValidationError:
-        return ValidationError(
-            f"invalid parameters for {entry.target}: {exc}",
-            errors=[{"field": "$", "message": str(exc)}],
-        )
-
-    @classmethod
-    def _bind(cls, entry: RpcEntry, params: dict[str, Any]) -> Any:
-        try:
-            return entry.fn(**params)
-        except TypeError as exc:  # binding failed: the coroutine never started
-            raise cls._bad_params(entry, exc) from None
-
-    @classmethod
-    def _start(cls, entry: RpcEntry, params: dict[str, Any]) -> Any:
-        contract = entry.contract
-        if contract is None:
-            return cls._bind(entry, params)
-        args = contract.validate(params)
-        return entry.fn(*args) if isinstance(args, tuple) else entry.fn(**args)
-
     def _through_chain(self, entry: RpcEntry, params: dict[str, Any], ctx: Context) -> Any:
-        async def handler(inv: Invocation) -> Any:
-            return await self._start(entry, inv.params or {})
-
         assert self._chain is not None  # noqa: S101 - checked by the caller
         return run_chain(
-            self._chain, Invocation("rpc", entry.target, entry.module, params, None, ctx, handler)
+            self._chain,
+            Invocation("rpc", entry.target, entry.module, params, None, ctx, entry.invoke),
         )
 
     def _missing(self, target: object) -> OrganelleError:
