@@ -9,6 +9,7 @@ import msgspec
 from pydantic import BaseModel, Field
 
 from organelle import Module, NotFoundError, OrganelleError, rpc
+from organelle.gateway import route
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 
@@ -17,6 +18,7 @@ class OutOfStockError(OrganelleError):
     """Not enough stock to reserve; callers catch it by class, locally or remotely."""
 
     code = "shop.out_of_stock"
+    http_status = 409  # a conflict with the current stock, not a server fault
 
 
 class Reservation(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +56,7 @@ class Inventory(Module):
         self._stock: dict[str, int] = dict(self.config.stock)
         self._reservations: dict[str, Reservation] = {}
 
+    @route.get("/inventory/{sku}")
     @rpc
     async def stock(self, sku: str) -> int:
         """Units of ``sku`` available (not reserved).
@@ -98,6 +101,7 @@ class Inventory(Module):
         self._stock[reservation.sku] += reservation.qty
         return True
 
+    @route.post("/inventory/{sku}/restock")
     @rpc
     async def restock(self, sku: str, qty: Positive) -> int:
         """Add ``qty`` units of ``sku`` (a new SKU is fine); return the units now available."""

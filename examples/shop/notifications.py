@@ -9,6 +9,7 @@ import msgspec
 from pydantic import BaseModel, Field
 
 from organelle import Module, context, on, rpc
+from organelle.gateway import route
 from shop.inventory import LowStock
 from shop.orders import OrderEvent
 
@@ -58,6 +59,7 @@ class Notifications(Module):
             f"reorder {event.sku}: {event.available} left (threshold {event.threshold})",
         )
 
+    @route.get("/notifications")
     @rpc
     async def list_notifications(self, limit: int = 50) -> list[Notification]:
         """The latest ``limit`` notifications, oldest first."""

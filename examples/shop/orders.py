@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from organelle import Module, NotFoundError, OrganelleError, ValidationError, rpc
 from organelle.codec import convert
+from organelle.gateway import route
 from shop.inventory import Reservation
 from shop.pricing import Quote
 
@@ -73,6 +74,7 @@ class Orders(Module):
         """Start with no orders (memory only; a storage-backed version comes with storage)."""
         self._orders: dict[str, Order] = {}
 
+    @route.post("/orders", status_code=201)
     @rpc
     async def place_order(self, customer: Customer, lines: list[OrderLine]) -> Order:
         """Price every line, then reserve every line; on any failure release what was reserved.
@@ -116,6 +118,7 @@ class Orders(Module):
         await self.emit("order.placed", self._event(order))
         return order
 
+    @route.get("/orders/{order_id}")
     @rpc
     async def get_order(self, order_id: str) -> Order:
         """The order with this id.
@@ -128,6 +131,7 @@ class Orders(Module):
             raise NotFoundError(f"no order {order_id!r}", details={"order_id": order_id})
         return order
 
+    @route.post("/orders/{order_id}/cancel")
     @rpc
     async def cancel_order(self, order_id: str) -> Order:
         """Cancel a placed order and give its stock back; cancelling twice changes nothing."""

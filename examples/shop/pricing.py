@@ -9,6 +9,7 @@ import msgspec
 from pydantic import BaseModel, Field
 
 from organelle import Module, NotFoundError, rpc
+from organelle.gateway import route
 
 CENT = Decimal("0.01")
 Positive = Annotated[int, msgspec.Meta(gt=0)]
@@ -48,6 +49,7 @@ class Pricing(Module):
 
     config: Config
 
+    @route.get("/prices/{sku}")
     @rpc
     async def quote(self, sku: str, qty: Positive = 1) -> Quote:
         """Price ``qty`` units of ``sku``: subtotal, bulk discount, then tax.
@@ -72,6 +74,7 @@ class Pricing(Module):
             total=subtotal - discount + tax,
         )
 
+    @route.get("/prices", cache_ttl_s=5)
     @rpc
     async def price_list(self) -> dict[str, Decimal]:
         """Every SKU with its unit price before tax."""

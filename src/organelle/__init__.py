@@ -26,6 +26,7 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
+from organelle.gateway._route import Header, Query, route
 from organelle.kernel import Kernel
 from organelle.module import Module, cron, job, on, rpc
 
@@ -40,6 +41,7 @@ __all__ = [
     "DefinitionError",
     "DependencyError",
     "ForbiddenError",
+    "Header",
     "InternalError",
     "Invocation",
     "JsonCodec",
@@ -53,6 +55,7 @@ __all__ = [
     "NotFoundError",
     "OrganelleError",
     "Principal",
+    "Query",
     "RemoteError",
     "SubscriptionStats",
     "TransportError",
@@ -64,5 +67,6 @@ __all__ = [
     "cron",
     "job",
     "on",
+    "route",
     "rpc",
 ]

@@ -104,6 +104,8 @@ class Module(metaclass=ModuleMeta):
     requires: ClassVar[tuple[str, ...]] = ()
     optional: ClassVar[tuple[str, ...]] = ()
     hook_timeout_s: ClassVar[float | None] = None
+    starts_last: ClassVar[bool] = False
+    """Start after every module that does not depend on it, stop before them (edges: a gateway)."""
     """Per-module timeout of each lifecycle hook; ``None`` takes the kernel default."""
 
     kernel: Kernel

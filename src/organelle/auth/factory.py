@@ -21,7 +21,7 @@ from organelle.auth.api_keys import ApiKeys
 from organelle.auth.base import Principal
 from organelle.auth.rbac import Rbac
 from organelle.config import import_object
-from organelle.errors import ConfigError
+from organelle.errors import ConfigError, UnauthenticatedError
 
 __all__ = [
     "ApiKeyPrincipals",
@@ -78,8 +78,6 @@ class JwtPrincipals:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer":
             return None
-        from organelle.errors import UnauthenticatedError
-
         claims = self.verifier.verify(token.strip())
         ident = claims.get(self.id_claim)
         if not isinstance(ident, str) or not ident:
@@ -114,8 +112,6 @@ class ApiKeyPrincipals:
             return None
         principal = self.keys.lookup(key)
         if principal is None:
-            from organelle.errors import UnauthenticatedError
-
             raise UnauthenticatedError("invalid API key")
         return principal
 

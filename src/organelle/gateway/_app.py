@@ -1,0 +1,127 @@
+"""The Starlette application: routes, aggregates, the event stream, OpenAPI and docs.
+
+Starlette provides routing (path templates, 405 with ``Allow``), CORS and
+the middleware stack; each route's endpoint is our plain ASGI callable.
+Unknown paths and methods answer with the same JSON error shape as the rest.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from organelle.gateway._aggregate import AggregateEndpoint
+from organelle.gateway._endpoint import Endpoint
+from organelle.gateway._openapi import build_openapi
+from organelle.gateway._stream import EventHub, StreamEndpoint
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from organelle.auth.rbac import Rbac
+    from organelle.gateway._runtime import Runtime
+    from organelle.gateway._table import RouteEntry
+
+__all__ = ["build_app"]
+
+_CODES = {404: "organelle.not_found", 405: "organelle.method_not_allowed"}
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    code = _CODES.get(exc.status_code, "organelle.http")
+    body = msgspec.json.encode({"error": {"code": code, "message": exc.detail}})
+    return Response(body, exc.status_code, headers=exc.headers, media_type="application/json")
+
+
+def _endpoint(rt: Runtime, entry: RouteEntry) -> Endpoint:
+    spec = entry.spec
+    limit = (
+        spec.rate_limit if spec is not None and spec.rate_limit else rt.config.rate_limit.default
+    )
+    rate = rt.limiter.item(limit) if limit and rt.limiter is not None else None
+    rate_key = spec.rate_key if spec is not None and spec.rate_limit else rt.config.rate_limit.key
+    cache_ttl = spec.cache_ttl_s if spec is not None and entry.method == "GET" else None
+    timeout = spec.timeout_s if spec is not None and spec.timeout_s else rt.config.timeout_s
+    return Endpoint(
+        rt,
+        target=entry.target,
+        binder=entry.binder,
+        spec=spec,
+        status=spec.status_code if spec is not None else 200,
+        timeout_s=timeout,
+        rate=rate,
+        rate_key=rate_key,
+        cache_ttl_s=cache_ttl,
+        middleware=tuple(spec.middleware) if spec is not None else (),
+    )
+
+
+def build_app(
+    rt: Runtime,
+    entries: list[RouteEntry],
+    *,
+    hub: EventHub | None,
+    rbac: Rbac | None,
+    asgi_middleware: Sequence[Middleware] = (),
+) -> Starlette:
+    """The ASGI app serving ``entries`` plus the gateway's own endpoints."""
+    cfg = rt.config
+    routes: list[BaseRoute] = [
+        Route(e.path, _endpoint(rt, e), methods=[e.method], name=f"{e.target}.{e.method.lower()}")
+        for e in entries
+    ]
+    routes += [
+        Route(agg.path, AggregateEndpoint(rt, agg, rbac), methods=["GET"]) for agg in cfg.aggregates
+    ]
+    stream_path = None
+    if hub is not None and cfg.stream.enabled:
+        stream_path = cfg.stream.path
+        routes.append(
+            Route(stream_path, StreamEndpoint(rt, hub, cfg.stream, rbac), methods=["GET"])
+        )
+    if cfg.docs:
+        spec = msgspec.json.encode(build_openapi(entries, cfg, stream_path=stream_path))
+        page = resources.files("organelle.gateway").joinpath("static/docs.html").read_text()
+
+        async def openapi(_: Request) -> Response:
+            return Response(spec, media_type="application/json")
+
+        async def docs(_: Request) -> Response:
+            return HTMLResponse(page, headers={"content-security-policy": _CSP})
+
+        routes += [
+            Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+            Route("/docs", docs, methods=["GET"], include_in_schema=False),
+        ]
+    middleware = list(asgi_middleware)
+    if cfg.cors.allow_origins:
+        c = cfg.cors
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=c.allow_origins,
+                allow_methods=c.allow_methods,
+                allow_headers=c.allow_headers,
+                allow_credentials=c.allow_credentials,
+                max_age=c.max_age_s,
+            ),
+        )
+    handlers: dict[Any, Any] = {HTTPException: _http_error}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+# The docs page ships its script inline and loads nothing from elsewhere.
+_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+)

@@ -1,0 +1,214 @@
+"""What every endpoint shares: authentication, the call path, encoding, HTTP middleware.
+
+HTTP middleware has the kernel's onion shape, one level up: it sees an
+``HttpCall`` (route, params already bound, principal already known) and
+returns the result object, which the endpoint then encodes::
+
+    async def tenant(call: HttpCall, call_next: HttpNext) -> Any:
+        call.params["tenant"] = call.headers.get("x-tenant", "public")
+        return await call_next(call)
+
+Global middleware (``Gateway(middleware=[...])`` or config) wraps per-route
+middleware (``@route.get(..., middleware=[...])``). For raw ASGI concerns
+(compression, headers on every response) pass Starlette ``Middleware``
+objects as ``asgi_middleware`` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from organelle.auth.base import Principal
+from organelle.auth.factory import Credentials, PrincipalFactory
+from organelle.codec import _enc_hook
+from organelle.errors import ForbiddenError, InternalError, NotFoundError, UnauthenticatedError
+from organelle.gateway._resilience import RemoteCaller
+
+if TYPE_CHECKING:
+    from organelle.gateway._cache import ResponseCache
+    from organelle.gateway._ratelimit import Limiter
+    from organelle.gateway._route import RouteSpec
+    from organelle.gateway.config import GatewayConfig
+    from organelle.kernel import Kernel
+
+__all__ = ["HttpCall", "HttpMiddleware", "HttpNext", "Runtime", "require_roles"]
+
+
+def require_roles(principal: Principal | None, roles: frozenset[str], rbac: Any, what: str) -> None:
+    """Check a gateway-level role list (aggregates, the event stream); RBAC inheritance counts."""
+    if not roles:
+        return
+    if principal is None:
+        raise UnauthenticatedError(f"{what} needs an authenticated caller")
+    have = principal.roles if rbac is None else rbac.expand(principal.roles)
+    if not have & roles:
+        raise ForbiddenError(f"{what} needs one of the roles {', '.join(sorted(roles))}")
+
+
+class HttpCall:
+    """One HTTP request on its way to an RPC call, as middleware sees it.
+
+    Attributes:
+        method: the HTTP method.
+        path: the request path.
+        target: the RPC it calls (``"module.method"``).
+        params: the bound params (mutable: middleware may add or change some).
+        principal: who is calling (``None``: anonymous).
+        headers: request headers, lowercase names.
+        client: the client address.
+        route: the route's spec (``None`` for exposed RPC methods).
+        state: free space for middleware to pass things along.
+    """
+
+    __slots__ = (
+        "client",
+        "headers",
+        "method",
+        "params",
+        "path",
+        "principal",
+        "route",
+        "state",
+        "target",
+    )
+
+    def __init__(  # noqa: PLR0917 - built once per request, positional on purpose
+        self,
+        method: str,
+        path: str,
+        target: str,
+        params: dict[str, Any],
+        principal: Principal | None,
+        headers: Mapping[str, str],
+        client: str,
+        route: RouteSpec | None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.target = target
+        self.params = params
+        self.principal = principal
+        self.headers = headers
+        self.client = client
+        self.route = route
+        self.state: dict[str, Any] = {}
+
+
+HttpNext = Callable[[HttpCall], Awaitable[Any]]
+
+
+class HttpMiddleware(Protocol):
+    """``async def mw(call, call_next) -> result`` around every routed call."""
+
+    def __call__(self, call: HttpCall, call_next: HttpNext, /) -> Awaitable[Any]:
+        """Run the rest of the chain (or not) and return the result."""
+        ...
+
+
+class Runtime:
+    """The gateway's shared services, built once at start."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        config: GatewayConfig,
+        *,
+        factory: PrincipalFactory | None,
+        middleware: Sequence[HttpMiddleware] = (),
+        limiter: Limiter | None = None,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.config = config
+        self.factory = factory
+        self.middleware = tuple(middleware)
+        self.limiter = limiter
+        self.cache = cache
+        self.api_key_header = config.auth.api_key_header.lower()
+        self.trust_forwarded = config.trust_forwarded
+        self._encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
+        r = config.resilience
+        self.remote = RemoteCaller(
+            kernel.call_with,
+            retries=r.retries,
+            backoff_s=r.backoff_s,
+            max_backoff_s=r.max_backoff_s,
+            breaker_failures=r.breaker_failures,
+            breaker_reset_s=r.breaker_reset_s,
+        )
+
+    def client_of(self, scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
+        """The client address (from ``X-Forwarded-For`` only when trusted)."""
+        if self.trust_forwarded:
+            forwarded = headers.get("x-forwarded-for")
+            if forwarded:
+                return forwarded.split(",", 1)[0].strip()
+        client = scope.get("client")
+        return str(client[0]) if client else "unknown"
+
+    async def authenticate(
+        self, scope: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> Principal | None:
+        """The caller's principal; ``UnauthenticatedError`` for bad credentials."""
+        factory = self.factory
+        if factory is None:
+            return None
+        return await factory(
+            Credentials(
+                authorization=headers.get("authorization"),
+                api_key=headers.get(self.api_key_header),
+                headers=headers,
+                client=self.client_of(scope, headers),
+            )
+        )
+
+    def is_local(self, module: str) -> bool:
+        """Whether ``module`` is registered in this process (else the call is remote)."""
+        try:
+            self.kernel.state(module)
+        except NotFoundError:
+            return False
+        return True
+
+    async def invoke(
+        self, target: str, params: dict[str, Any], principal: Principal | None, timeout_s: float
+    ) -> Any:
+        """Call through the kernel with the principal; remote calls get retries and a breaker."""
+        if self.is_local(target.partition(".")[0]):
+            return await self.kernel.call_with(
+                target, params, timeout_s=timeout_s, principal=principal
+            )
+        return await self.remote.call(target, params, timeout_s=timeout_s, principal=principal)
+
+    def encode(self, result: Any) -> bytes:
+        """JSON bytes of a result; a result that cannot be encoded is our bug (500)."""
+        try:
+            return self._encode(result)
+        except (TypeError, ValueError, NotImplementedError, OverflowError) as exc:
+            raise InternalError.wrap(exc) from exc
+
+    def chain(
+        self, route_middleware: Sequence[HttpMiddleware], timeout_s: float
+    ) -> HttpNext | None:
+        """The composed middleware for a route, or ``None`` when there is none (fast path)."""
+        layers = (*self.middleware, *route_middleware)
+        if not layers:
+            return None
+
+        async def terminal(call: HttpCall) -> Any:
+            return await self.invoke(call.target, call.params, call.principal, timeout_s)
+
+        chain: HttpNext = terminal
+        for mw in reversed(layers):
+            chain = _link(mw, chain)
+        return chain
+
+
+def _link(mw: HttpMiddleware, call_next: HttpNext) -> HttpNext:
+    def run(call: HttpCall) -> Awaitable[Any]:
+        return mw(call, call_next)
+
+    return run

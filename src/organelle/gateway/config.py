@@ -1,0 +1,123 @@
+"""``[modules.gateway]``: every knob of the HTTP edge, validated before anything starts."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from organelle.auth.factory import AuthConfig, RbacConfig
+
+__all__ = [
+    "AggregateConfig",
+    "CacheConfig",
+    "CorsConfig",
+    "GatewayConfig",
+    "PartConfig",
+    "RateLimitConfig",
+    "ResilienceConfig",
+    "StreamConfig",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CorsConfig(_Strict):
+    """Cross-origin access; off unless origins are listed."""
+
+    allow_origins: list[str] = Field(default_factory=list)
+    allow_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    )
+    allow_headers: list[str] = Field(default_factory=lambda: ["authorization", "content-type"])
+    allow_credentials: bool = False
+    max_age_s: int = 600
+
+
+class RateLimitConfig(_Strict):
+    """A default limit for every route (routes may set their own) and where counters live."""
+
+    default: str | None = None
+    key: Literal["principal", "client", "global"] = "client"
+    storage: Literal["memory", "store"] = "memory"
+    """``memory``: per gateway node; ``store``: the kernel's Store, shared by every node."""
+
+
+class CacheConfig(_Strict):
+    """GET response cache; entries live in the kernel's Store under the gateway namespace."""
+
+    enabled: bool = True
+    max_body_bytes: int = Field(default=256 * 1024, gt=0)
+
+
+class ResilienceConfig(_Strict):
+    """Retries and a circuit breaker for calls to modules on other nodes."""
+
+    retries: int = Field(default=2, ge=0, le=10)
+    backoff_s: float = Field(default=0.05, ge=0)
+    max_backoff_s: float = Field(default=1.0, ge=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
+
+
+class StreamConfig(_Strict):
+    """Server-sent events: ``GET <path>?topics=a.*,b.>`` streams matching events."""
+
+    enabled: bool = True
+    path: str = "/events"
+    roles: list[str] = Field(default_factory=list)
+    topics: list[str] = Field(default_factory=list)
+    """Allow-list of topic patterns a client may receive (empty: nothing is streamed)."""
+    queue_size: int = Field(default=1000, gt=0)
+    heartbeat_s: float = Field(default=15.0, gt=0)
+
+
+class PartConfig(_Strict):
+    """One RPC call of an aggregation route; ``"{name}"`` values come from the path or query."""
+
+    call: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AggregateConfig(_Strict):
+    """``GET path`` fans out to several RPC calls at once and merges their results."""
+
+    path: str
+    parts: dict[str, PartConfig] = Field(min_length=1)
+    roles: list[str] = Field(default_factory=list)
+    summary: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+class GatewayConfig(_Strict):
+    """The gateway's whole config section."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    expose: list[str] = Field(default_factory=list)
+    """RPC patterns served as ``POST <rpc_prefix>/<module>/<method>`` (``inventory.*``, ``*.*``)."""
+    rpc_prefix: str = "/api"
+    route_modules: list[str] = Field(default_factory=list)
+    """Module classes (``"pkg.mod:Class"``) whose routes are served though they run elsewhere."""
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rbac: RbacConfig | None = None
+    cors: CorsConfig = Field(default_factory=CorsConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    aggregates: list[AggregateConfig] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Default per-request deadline (a route's ``timeout_s`` overrides it)."""
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    trust_forwarded: bool = False
+    """Take the client address from ``X-Forwarded-For`` (only behind a trusted proxy)."""
+    docs: bool = True
+    title: str = "organelle API"
+    version: str = "0.1.0"
+    middleware: list[str] = Field(default_factory=list)
+    """HTTP middleware as ``"pkg.mod:callable"``, outermost first."""
+    log_level: str = "warning"
