@@ -100,6 +100,13 @@ class StoreContract:
         assert 0 < r1 < r2 < r3
         assert (await store.get("k")).revision == r2  # type: ignore[union-attr]
 
+    async def test_concurrent_puts_leave_the_latest_revision(self, store: Store) -> None:
+        revs = await asyncio.gather(*(store.put("race", i) for i in range(40)))
+        entry = await store.get("race")
+        assert entry is not None
+        assert entry.revision == max(revs)
+        assert entry.value == revs.index(max(revs))
+
     async def test_delete(self, store: Store) -> None:
         await store.put("k", 1)
         assert await store.delete("k") is True
@@ -350,6 +357,13 @@ class TestPostgresStore(StoreContract):
 
     def make(self, **opts: Any) -> Store:
         return PostgresStore(self.dsn, table=self.table, max_size=4, **opts)
+
+
+class TestPostgresNotifyStore(TestPostgresStore):
+    """The same contract with ``pg_notify`` on every write (cross-process watch)."""
+
+    def make(self, **opts: Any) -> Store:
+        return super().make(notify=True, **opts)
 
 
 class TestNatsKvStore(StoreContract):

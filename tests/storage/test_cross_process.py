@@ -1,4 +1,4 @@
-"""Compare-and-set increments from two processes at once lose no update."""
+"""Across processes: CAS increments lose no update; PostgreSQL watch with notify on."""
 
 from __future__ import annotations
 
@@ -85,3 +85,38 @@ async def test_nats_kv_cas_across_processes(nats_server: NatsServer) -> None:
 
 async def test_sqlite_cas_across_processes(tmp_path: Path) -> None:
     await two_process_cas(f"sqlite:///{tmp_path / 'cas.db'}")
+
+
+WRITER = """
+import asyncio, sys
+from organelle.storage import open_store
+
+async def main(url, table):
+    store = open_store(url, table=table)
+    await store.put("x.1", {"from": "child"})
+    await store.delete("x.1")
+    await store.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_postgres_watch_across_processes_with_notify(
+    postgres_server: PostgresServer,
+) -> None:
+    table = f"wx_{uuid.uuid4().hex[:8]}"
+    store = open_store(f"{postgres_server.dsn}?notify=true", table=table)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    try:
+        async with store.watch("x.") as changes:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", WRITER, f"{postgres_server.dsn}?notify=true", table, env=env
+            )
+            assert await asyncio.wait_for(child.wait(), 45) == 0
+            got = [await asyncio.wait_for(anext(changes), 10) for _ in range(2)]
+        assert [(c.key, c.value, c.op) for c in got] == [
+            ("x.1", {"from": "child"}, "put"),
+            ("x.1", None, "delete"),
+        ]
+    finally:
+        await store.close()

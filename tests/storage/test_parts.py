@@ -14,8 +14,11 @@ import pytest
 from organelle.errors import ConfigError
 from organelle.storage import (
     CachedStore,
+    Change,
+    Entry,
     MemoryStore,
     NatsKvStore,
+    Page,
     PostgresStore,
     RetryPolicy,
     SqliteStore,
@@ -57,6 +60,25 @@ def test_key_escaping_is_a_bijection() -> None:
     assert subject_filter("orders.") == "orders.>"
     assert subject_filter("orders.12") == "orders.>"
     assert subject_filter("ord") == ">"
+
+
+def test_value_types_are_immutable_keyword_only_values() -> None:
+    entry = Entry(key="k", value={"a": 1}, revision=3)
+    assert entry == Entry(key="k", value={"a": 1}, revision=3, expires_at=None)
+    assert entry != Entry(key="k", value={"a": 1}, revision=4)
+    assert repr(entry) == "Entry(key='k', value={'a': 1}, revision=3, expires_at=None)"
+    with pytest.raises(AttributeError):
+        entry.key = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Entry("k", 1, 3)  # type: ignore[call-arg]
+    assert hash(Entry(key="k", value=1, revision=3)) == hash(Entry(key="k", value=1, revision=3))
+    change = Change(key="k", value=None, revision=4, op="delete")
+    assert repr(change) == "Change(key='k', value=None, revision=4, op='delete')"
+    assert Change(key="k", value=1, revision=5).op == "put"
+    page = Page(items=[entry])
+    assert (page.items, page.cursor) == ([entry], None)
+    with pytest.raises(AttributeError):
+        page.cursor = "k"  # type: ignore[misc]
 
 
 def test_prefix_upper() -> None:

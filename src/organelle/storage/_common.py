@@ -11,7 +11,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,6 +21,7 @@ from organelle.errors import ValidationError
 from organelle.storage.base import (
     Change,
     ConflictError,
+    Entry,
     StorageUnavailableError,
     Store,
     Subscription,
@@ -211,6 +212,25 @@ class BaseStore:
             return data if type_ is None or type_ is bytes else convert(data, type_)
         codec = codec_for(_CODEC_OF.get(kind, "msgpack"))
         return codec.decode(data) if type_ is None else codec.decode(data, type_)
+
+    @classmethod
+    def _entries(cls, rows: Iterable[Sequence[Any]]) -> list[Entry]:
+        """Build entries from ``(key, kind, data, revision, expires_at)`` rows.
+
+        The scan hot path: one dict lookup per row picks the plain decoder,
+        with no per-row call through ``_decode`` unless the kind needs it.
+        """
+        plain = _PLAIN.get
+        out: list[Entry] = []
+        append = out.append
+        for key, kind, data, rev, exp in rows:
+            decode = plain(kind)
+            try:
+                value = cls._decode(kind, data) if decode is None else decode(data)
+            except msgspec.DecodeError:
+                value = cls._decode(kind, data)  # raises the ValidationError naming the codec
+            append(Entry(key=key, value=value, revision=rev, expires_at=exp))
+        return out
 
     @staticmethod
     def _as_int(key: str, value: Any) -> int:

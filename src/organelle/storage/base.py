@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
+import msgspec
+
 from organelle.errors import OrganelleError, UnavailableError
 
 __all__ = [
@@ -52,8 +54,16 @@ class StorageUnavailableError(UnavailableError):
     code = "organelle.storage.unavailable"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Entry:
+# Entry, Page and Change are frozen msgspec Structs rather than the house
+# frozen dataclasses: a scan builds one Entry per row, and a frozen dataclass
+# sets each field through object.__setattr__ (~0.9 µs an Entry against ~0.07 µs).
+# Same fields, keyword-only construction, equality, repr and immutability
+# (assignment raises AttributeError); copy with ``msgspec.structs.replace``.
+# gc=False (Entry, Change): their fields hold decoded values, which never point
+# back at them, so the cycle collector need not track them.
+
+
+class Entry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """A stored value with its revision.
 
     Attributes:
@@ -69,8 +79,7 @@ class Entry:
     expires_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Page:
+class Page(msgspec.Struct, frozen=True, kw_only=True):
     """One page of a ``scan``.
 
     Attributes:
@@ -82,8 +91,7 @@ class Page:
     cursor: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Change:
+class Change(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """A write seen by ``watch``: ``value`` is ``None`` for delete and expire."""
 
     key: str

@@ -8,10 +8,11 @@ that NATS KV can filter a namespace on the server (one subject token).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import msgspec
 
 from organelle.storage._common import bad
 from organelle.storage.base import Change, Entry, Page, Store, Watch
@@ -55,7 +56,7 @@ class NamespacedStore:
         return self._pre + key
 
     def _strip(self, entry: Entry) -> Entry:
-        return dataclasses.replace(entry, key=entry.key[len(self._pre) :])
+        return msgspec.structs.replace(entry, key=entry.key[len(self._pre) :])
 
     async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors codec.decode(target)
         """Return the live entry for ``key`` in this namespace."""
@@ -124,7 +125,7 @@ class NamespacedStore:
         cut = len(self._pre)
 
         def strip(change: Change) -> Change:
-            return dataclasses.replace(change, key=change.key[cut:])
+            return msgspec.structs.replace(change, key=change.key[cut:])
 
         return self._store.watch(self._pre + prefix).mapped(strip)
 

@@ -4,9 +4,14 @@ One table per store (``key text COLLATE "C"`` so ordering is by code point,
 as on every backend), revisions from one sequence, expiry computed with the
 server's clock so clients with skewed clocks agree. Every write is a single
 statement (``incr`` is one short transaction), atomic across processes.
-Writes also ``pg_notify`` (key, revision, op) in the same transaction, which
-``watch`` turns into changes: a watcher reads the value back, so fast
-successive puts of one key may be seen once, at the latest value.
+
+``watch`` has two reaches. By default (``notify=False``) it sees the writes
+made through this store object, published after they commit, like SQLite.
+With ``notify=True`` (``?notify=true`` in the URL) every write also
+``pg_notify``s (key, revision, op, small values) in its own transaction and
+``watch`` LISTENs, so it sees every process that writes with notify on. That
+is opt-in because PostgreSQL serializes the commits of notifying transactions
+on one global lock: concurrent writers then commit one at a time.
 """
 
 # Table names are interpolated into SQL only after matching _IDENT; values are
@@ -23,10 +28,19 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from organelle.errors import ConfigError
 from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, prefix_upper
-from organelle.storage.base import Change, Entry, Page, StorageUnavailableError, Subscription, Watch
+from organelle.storage.base import (
+    Change,
+    ChangeOp,
+    Entry,
+    Page,
+    StorageUnavailableError,
+    Subscription,
+    Watch,
+)
 from organelle.storage.retry import retrying
 
 __all__ = ["PostgresStore"]
@@ -36,6 +50,27 @@ _NOW = "extract(epoch from clock_timestamp())::float8"
 _LIVE = f"(expires_at IS NULL OR expires_at > {_NOW})"
 _SEEN_MAX = 100_000  # per-key dedup memory of a watcher; reset past this
 _TRANSIENT_STATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"}
+_BOOL = {"true": True, "1": True, "yes": True, "on": True}
+_BOOL |= {"false": False, "0": False, "no": False, "off": False}
+
+
+def split_notify(dsn: str) -> tuple[str, bool | None]:
+    """Take ``notify=`` out of a URL's query: asyncpg would send it as a server setting.
+
+    Returns the DSN without it and its value (``None`` when absent).
+
+    Raises:
+        ConfigError: the value is not a boolean word.
+    """
+    parts = urlsplit(dsn)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    found = [v for k, v in pairs if k == "notify"]
+    if "://" not in dsn or not found:
+        return dsn, None
+    if found[-1].lower() not in _BOOL:
+        raise ConfigError(f"notify must be true or false in the PostgreSQL URL, got {found[-1]!r}")
+    query = urlencode([(k, v) for k, v in pairs if k != "notify"])
+    return urlunsplit(parts._replace(query=query)), _BOOL[found[-1].lower()]
 
 
 def _transient(exc: BaseException) -> bool:
@@ -58,7 +93,14 @@ class PostgresStore(BaseStore):
         schema: schema holding the table.
         min_size: pool minimum connections.
         max_size: pool maximum connections.
+        notify: ``pg_notify`` every write so ``watch`` sees all processes (off
+            by default: it serializes concurrent commits; see the module
+            docstring). Also ``?notify=true`` in the URL.
         **opts: see ``BaseStore``.
+
+    Raises:
+        ConfigError: bad table or schema name, or ``notify`` given twice with
+            different values.
     """
 
     def __init__(
@@ -69,12 +111,16 @@ class PostgresStore(BaseStore):
         schema: str = "public",
         min_size: int = 1,
         max_size: int = 10,
+        notify: bool | None = None,
         **opts: Any,
     ) -> None:
         super().__init__(**opts)
         if not _IDENT.match(table) or not _IDENT.match(schema):
             raise ConfigError(f"bad PostgreSQL table or schema name: {schema}.{table}")
-        self.dsn = dsn
+        self.dsn, in_url = split_notify(dsn)
+        if notify is not None and in_url is not None and notify != in_url:
+            raise ConfigError(f"notify={notify} contradicts notify={in_url} in the PostgreSQL URL")
+        self.notify = bool(notify if notify is not None else in_url)
         self._t = f'"{schema}"."{table}"'
         self._seq = f'\'"{schema}"."{table}_rev"\''
         self.channel = "organelle_kv_" + hashlib.sha1(f"{schema}.{table}".encode()).hexdigest()[:20]  # noqa: S324 - a name, not security
@@ -86,9 +132,11 @@ class PostgresStore(BaseStore):
     def _statements(self) -> dict[str, str]:
         t, seq, ch = self._t, self._seq, f"'{self.channel}'"
         exp = f"CASE WHEN $4::float8 IS NULL THEN NULL ELSE {_NOW} + $4::float8 END"
+        # The revision is drawn again under the row lock: EXCLUDED.rev was drawn
+        # before it, so two racing puts could otherwise leave the older one last.
         upsert = (
             "ON CONFLICT (key) DO UPDATE SET kind = EXCLUDED.kind, value = EXCLUDED.value, "
-            "rev = EXCLUDED.rev, expires_at = EXCLUDED.expires_at"
+            f"rev = nextval({seq}), expires_at = EXCLUDED.expires_at"
         )
         # Small values ride in the notification (8000-byte payload limit, with
         # room for a JSON-escaped key), so watchers see every put; bigger ones
@@ -98,31 +146,55 @@ class PostgresStore(BaseStore):
             f"pg_notify({ch}, json_build_array(key, rev, 'put', kind, CASE WHEN {small} "
             "THEN encode(value, 'base64') END)::text)"
         )
-        gone = f"pg_notify({ch}, json_build_array(key, nextval({seq}), CASE WHEN live THEN 'delete' ELSE 'expire' END)::text)"  # noqa: E501
+        gone = f"pg_notify({ch}, json_build_array(key, rev, CASE WHEN live THEN 'delete' ELSE 'expire' END)::text)"  # noqa: E501
+
+        def wrote(sql: str, out: str) -> str:  # a write returning ``out`` (+ its notification)
+            if not self.notify:
+                return f"{sql} RETURNING {out}"
+            return f"WITH w AS ({sql} RETURNING key, rev, kind, value) SELECT {out}, {note} FROM w"
+
+        def removed(where: str, live: str) -> str:  # a delete: key, live, rev (its own revision)
+            sql = (
+                f"WITH d AS (DELETE FROM {t} WHERE {where} RETURNING key, {live} AS live), "
+                f"r AS (SELECT key, live, nextval({seq}) AS rev FROM d) SELECT key, live, rev"
+            )
+            return f"{sql}, {gone} FROM r" if self.notify else f"{sql} FROM r"
+
         cols = "kind, value, rev, expires_at"
-        ret = "RETURNING key, rev, kind, value"
         return {
             "get": f"SELECT {cols} FROM {t} WHERE key = $1 AND {_LIVE}",
             "get_many": f"SELECT key, {cols} FROM {t} WHERE key = ANY($1::text[]) AND {_LIVE}",
-            "put": f"WITH w AS (INSERT INTO {t} (key, {cols}) VALUES ($1, $2, $3, nextval({seq}), "
-            f"{exp}) {upsert} RETURNING key, rev, kind, value) SELECT rev, {note} FROM w",
-            "put_many": f"WITH w AS (INSERT INTO {t} (key, {cols}) SELECT k, d, v, nextval({seq}), "
-            f"{exp} FROM unnest($1::text[], $2::int2[], $3::bytea[]) AS u(k, d, v) {upsert} "
-            f"RETURNING key, rev, kind, value) SELECT key, rev, {note} FROM w",
-            "create": f"WITH w AS (INSERT INTO {t} (key, {cols}) VALUES ($1, $2, $3, "
-            f"nextval({seq}), {exp}) {upsert} WHERE {t}.expires_at <= {_NOW} {ret}) "
-            f"SELECT rev, {note} FROM w",
-            "update": f"WITH w AS (UPDATE {t} SET kind = $2, value = $3, rev = nextval({seq}), "
-            f"expires_at = {exp} WHERE key = $1 AND rev = $5 AND {_LIVE} {ret}) "
-            f"SELECT rev, {note} FROM w",
-            "delete": f"WITH d AS (DELETE FROM {t} WHERE key = ANY($1::text[]) RETURNING key, "
-            f"(expires_at IS NULL OR expires_at > {_NOW}) AS live) SELECT live, {gone} FROM d",
-            "sweep": f"WITH d AS (DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE "
-            f"expires_at <= {_NOW} LIMIT 5000) RETURNING key, false AS live) SELECT {gone} FROM d",
+            "put": wrote(
+                f"INSERT INTO {t} (key, {cols}) VALUES ($1, $2, $3, nextval({seq}), {exp}) "
+                f"{upsert}",
+                "rev",
+            ),
+            "put_many": wrote(
+                f"INSERT INTO {t} (key, {cols}) SELECT k, d, v, nextval({seq}), {exp} "
+                f"FROM unnest($1::text[], $2::int2[], $3::bytea[]) AS u(k, d, v) {upsert}",
+                "key, rev",
+            ),
+            "create": wrote(
+                f"INSERT INTO {t} (key, {cols}) VALUES ($1, $2, $3, nextval({seq}), {exp}) "
+                f"{upsert} WHERE {t}.expires_at <= {_NOW}",
+                "rev",
+            ),
+            "update": wrote(
+                f"UPDATE {t} SET kind = $2, value = $3, rev = nextval({seq}), expires_at = {exp} "
+                f"WHERE key = $1 AND rev = $5 AND {_LIVE}",
+                "rev",
+            ),
+            "delete": removed("key = ANY($1::text[])", _LIVE),
+            "sweep": removed(
+                f"key IN (SELECT key FROM {t} WHERE expires_at <= {_NOW} LIMIT 5000)", "false"
+            ),
             "lock": f"SELECT kind, value, rev, CASE WHEN {_LIVE} THEN expires_at END AS exp, "
             f"{_LIVE} AS live FROM {t} WHERE key = $1 FOR UPDATE",
-            "set": f"WITH w AS (UPDATE {t} SET kind = $2, value = $3, rev = nextval({seq}), "
-            f"expires_at = $4 WHERE key = $1 {ret}) SELECT rev, {note} FROM w",
+            "set": wrote(
+                f"UPDATE {t} SET kind = $2, value = $3, rev = nextval({seq}), expires_at = $4 "
+                "WHERE key = $1",
+                "rev",
+            ),
             "ensure": f"INSERT INTO {t} (key, {cols}) VALUES ($1, $2, $3, nextval({seq}), NULL) "
             "ON CONFLICT (key) DO NOTHING",
         }
@@ -175,6 +247,18 @@ class PostgresStore(BaseStore):
         value = self._decode(row["kind"], bytes(row["value"]), type_)
         return Entry(key=key, value=value, revision=row["rev"], expires_at=row["expires_at"])
 
+    def _changed(
+        self, key: str, rev: int, kind: int | None = None, data: bytes | None = None
+    ) -> None:
+        """Hand a committed put to this process's watchers (there are none if notify is on)."""
+        value = None if kind is None or data is None else self._decode(kind, data)
+        self._publish(Change(key=key, value=value, revision=rev))
+
+    def _removed(self, rows: list[Any]) -> None:
+        for r in rows:
+            op: ChangeOp = "delete" if r["live"] else "expire"
+            self._publish(Change(key=r["key"], value=None, revision=r["rev"], op=op))
+
     # -- the port -------------------------------------------------------------------
 
     async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors codec.decode(target)
@@ -190,7 +274,10 @@ class PostgresStore(BaseStore):
         ttl = self._ttl(ttl_s)
         if ttl is not None:
             self._start_sweeper()
-        return int(await self._call("fetchval", self._sql["put"], key, kind, data, ttl))
+        rev = int(await self._call("fetchval", self._sql["put"], key, kind, data, ttl))
+        if self._watchers:
+            self._changed(key, rev, kind, data)
+        return rev
 
     async def put_many(
         self, items: Mapping[str, Any], *, ttl_s: float | None = None
@@ -204,7 +291,11 @@ class PostgresStore(BaseStore):
             return {}
         keys, kinds, datas = (list(col) for col in zip(*rows, strict=True))
         result = await self._call("fetch", self._sql["put_many"], keys, kinds, datas, ttl)
-        return {r["key"]: r["rev"] for r in result}
+        revs: dict[str, int] = {r["key"]: r["rev"] for r in result}
+        if self._watchers:
+            for key, kind, data in rows:
+                self._changed(key, revs[key], kind, data)
+        return revs
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; ``True`` if it was live."""
@@ -216,13 +307,15 @@ class PostgresStore(BaseStore):
         if not wanted:
             return 0
         rows = await self._call("fetch", self._sql["delete"], wanted)
+        if self._watchers:
+            self._removed(rows)
         return sum(1 for r in rows if r["live"])
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
         """Return the live entries among ``keys``."""
         wanted = self._keys(keys)
         rows = await self._call("fetch", self._sql["get_many"], wanted) if wanted else []
-        return {r["key"]: self._entry(r["key"], r) for r in rows}
+        return {e.key: e for e in self._entries(rows)}
 
     async def scan(self, prefix: str = "", *, limit: int = 100, cursor: str | None = None) -> Page:
         """Return up to ``limit`` live entries under ``prefix`` after ``cursor``, in key order."""
@@ -238,7 +331,7 @@ class PostgresStore(BaseStore):
             sql += f" AND key > ${len(args)}"
         sql += f" AND {_LIVE} ORDER BY key LIMIT $2"
         rows = await self._call("fetch", sql, *args)
-        items = [self._entry(r["key"], r) for r in rows[:limit]]
+        items = self._entries(rows[:limit])
         return Page(items=items, cursor=items[-1].key if len(rows) > limit else None)
 
     async def compare_and_set(
@@ -257,6 +350,8 @@ class PostgresStore(BaseStore):
         if rev is None:
             current = await self.get(key)
             raise self._conflict(key, expected, None if current is None else current.revision)
+        if self._watchers:
+            self._changed(key, rev, kind, data)
         return int(rev)
 
     async def incr(self, key: str, by: int = 1) -> int:
@@ -267,22 +362,32 @@ class PostgresStore(BaseStore):
             await self.open()
         self._check_open()
 
-        async def attempt() -> int:
+        async def attempt() -> tuple[int, int]:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(self._sql["ensure"], key, zero_kind, zero)
                 row = await conn.fetchrow(self._sql["lock"], key)
                 current = self._as_int(key, self._decode(row["kind"], bytes(row["value"])))
                 new = by + (current if row["live"] else 0)
                 kind, data = self._encode(new)
-                await conn.fetchval(self._sql["set"], key, kind, data, row["exp"])
-                return new
+                rev = await conn.fetchval(self._sql["set"], key, kind, data, row["exp"])
+                return new, int(rev)
 
-        return await retrying(
+        new, rev = await retrying(
             attempt, policy=self.retry, is_transient=_transient, what="PostgreSQL"
         )
+        if self._watchers:
+            self._publish(Change(key=key, value=new, revision=rev))
+        return new
 
     def watch(self, prefix: str = "") -> Watch:
-        """Yield changes under ``prefix`` from every process (LISTEN/NOTIFY)."""
+        """Yield changes under ``prefix`` made after the watch starts.
+
+        With ``notify`` off (the default): writes through this store object,
+        published once committed. With ``notify`` on: writes from every process
+        that has notify on too (LISTEN on a connection of its own).
+        """
+        if not self.notify:
+            return self._local_watch(prefix)
         prefix = self._prefix(prefix)
 
         async def opener() -> Subscription:
@@ -344,7 +449,10 @@ class PostgresStore(BaseStore):
 
     async def sweep(self) -> int:
         """Delete expired rows now; return how many."""
-        return len(await self._call("fetch", self._sql["sweep"]))
+        rows = await self._call("fetch", self._sql["sweep"])
+        if self._watchers:
+            self._removed(rows)
+        return len(rows)
 
     async def close(self) -> None:
         """Stop the sweeper and close the pool."""
@@ -352,6 +460,7 @@ class PostgresStore(BaseStore):
             return
         self._closed = True
         await self._stop_sweeper()
+        self._end_watchers()
         pool, self._pool = self._pool, None
         if pool is not None:
             with contextlib.suppress(Exception):

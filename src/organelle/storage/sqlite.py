@@ -256,7 +256,7 @@ class SqliteStore(BaseStore):
             return rows
 
         rows: list[_Row] = await self._run(op, write=False) if wanted else []
-        return {r[0]: self._entry(r) for r in rows}
+        return {e.key: e for e in self._entries(rows)}
 
     async def scan(self, prefix: str = "", *, limit: int = 100, cursor: str | None = None) -> Page:
         """Return up to ``limit`` live entries under ``prefix`` after ``cursor``, in key order."""
@@ -276,7 +276,7 @@ class SqliteStore(BaseStore):
             return c.execute(sql, (*args, time.time(), limit + 1)).fetchall()
 
         rows: list[_Row] = await self._run(op, write=False)
-        items = [self._entry(r) for r in rows[:limit]]
+        items = self._entries(rows[:limit])
         return Page(items=items, cursor=items[-1].key if len(rows) > limit else None)
 
     async def compare_and_set(
