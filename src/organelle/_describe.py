@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JobMethod", "ModuleSpec", "RpcMethod", "Subscription", "describe"]
 
+_ENQUEUE_OPTIONS = frozenset({"delay_s", "at", "priority", "idempotency_key"})
 _HOOKS = ("on_load", "on_start", "on_stop", "on_abort", "on_config_changed", "health")
 
 
@@ -121,6 +122,12 @@ def describe(cls: type[Module]) -> ModuleSpec:  # noqa: C901, PLR0912 - a flat l
             if jname in jobs:
                 raise DefinitionError(f"module {name!r}: two jobs are named {jname!r}")
             contract = ParamsContract(f"{name}.{jname}", value)
+            clash = _ENQUEUE_OPTIONS.intersection(contract.names)
+            if clash:
+                raise DefinitionError(
+                    f"module {name!r}: job {jname!r} has parameters named like enqueue "
+                    f"options ({', '.join(sorted(clash))}); rename them"
+                )
             jobs[jname] = JobMethod(
                 attr, joptions, contract, getattr(value, "__organelle_cron__", None)
             )

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Self
 from organelle import _lifecycle as lc
 from organelle._bus import EventBus, SubscriptionStats
 from organelle._dispatch import Invocation, Middleware, build_chain, run_chain, run_until
-from organelle._graph import Node, start_levels
+from organelle._graph import Dependency, Node, start_levels
+from organelle._jobhost import JobHost
 from organelle._lifecycle import ModuleInfo, ModuleState, Record
 from organelle._phases import RpcEntry
 from organelle._runtime import ModuleRef
@@ -32,6 +33,7 @@ from organelle.errors import (
     CallTimeoutError,
     DefinitionError,
     InternalError,
+    LifecycleError,
     NotFoundError,
     OrganelleError,
     UnavailableError,
@@ -41,7 +43,10 @@ from organelle.module import Module, describe
 from organelle.transport import Transport, open_transport
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from organelle.config.reload import ReloadResult
+    from organelle.jobs import JobsService
     from organelle.storage import NamespacedStore, StateEngine, Store
 
 __all__ = ["Kernel", "ModuleRef"]
@@ -126,6 +131,7 @@ class Kernel(Supervision):
         self._running = False
         self._inflight = 0
         self._lock = asyncio.Lock()
+        self._jobhost = JobHost(self)
         self._restarting: dict[str, asyncio.Task[None]] = {}
         self._crashes: dict[str, tuple[int, float]] = {}
 
@@ -486,6 +492,54 @@ class Kernel(Supervision):
         self._chain = build_chain(self._middleware)
         self._bus.chain = self._chain
 
+    # jobs ------------------------------------------------------------------
+    @property
+    def jobs(self) -> JobsService:
+        """Durable jobs: ``get(job_id)``, ``dead_letters``, ``enqueue`` (see docs/jobs.md).
+
+        Raises:
+            ConfigError: no queue (no module declares a job and ``[kernel] jobs``
+                is not set), or the kernel has not started.
+        """
+        return self._jobhost.jobs()
+
+    async def enqueue(
+        self,
+        job: str,
+        /,
+        *,
+        delay_s: float | None = None,
+        at: datetime | float | None = None,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> str:
+        """Enqueue the durable job ``"<module>.<job>"`` and return its id.
+
+        Params are validated from the handler's type hints now, so a bad call
+        is refused here, not found by a worker later. A second enqueue with the
+        same ``idempotency_key`` returns the first job's id.
+
+        Raises:
+            ValidationError: bad params (each field listed) or options.
+            ConfigError: this node has no job queue.
+        """
+        return await self._jobhost.jobs().enqueue(
+            job,
+            params,
+            delay_s=delay_s,
+            at=at,
+            priority=priority,
+            idempotency_key=idempotency_key,
+        )
+
+    async def drain_jobs(self, timeout_s: float = 30.0, horizon_s: float = 1.0) -> None:
+        """Wait until this node's worker runs nothing and nothing is due within ``horizon_s``.
+
+        For tests: no sleeps. Raises ``TimeoutError`` after ``timeout_s``.
+        """
+        await self._jobhost.idle(timeout_s, horizon_s)
+
     # storage -------------------------------------------------------------
     @property
     def store(self) -> Store:
@@ -585,7 +639,7 @@ class Kernel(Supervision):
             DependencyError: unknown dependency, version mismatch or cycle.
         """
         levels = start_levels(
-            {n: Node(n, r.spec.version, r.spec.deps) for n, r in self._records.items()}
+            {n: Node(n, r.spec.version, self._local_deps(r)) for n, r in self._records.items()}
         )
         # Edge modules (``starts_last = True``: the HTTP gateway) start after all
         # others and stop first, unless another module depends on them.
@@ -631,12 +685,19 @@ class Kernel(Supervision):
                 self._transport = open_transport(self.settings)
                 if self._transport is not None:
                     await self._transport.connect(self)
+                    await self._await_remote_deps()
                 if self.settings.persist_state:
                     await self.states.load()
+                await self._jobhost.open()
                 await self._load(self._levels)
                 await self._start_levels(self._levels)
+                await self._jobhost.start()
             except BaseException:
                 self._running = False
+                await self._jobhost.stop_work(0)
+                for level in reversed(self._levels):
+                    await self._stop_many([n for n in level if self._is_active(n)])
+                await self._jobhost.close()
                 await self._close_transport()
                 await self._bus.stop()
                 raise
@@ -658,14 +719,43 @@ class Kernel(Supervision):
                 for name in self._records:
                     if self._is_active(name):
                         await self._transport.withdraw(name)
+            await self._jobhost.stop_work(self.settings.drain_timeout_s)
             await self._wait_idle(self.settings.drain_timeout_s)
             for level in reversed(self._levels):
                 await self._stop_many([n for n in level if self._is_active(n)])
+            await self._jobhost.close()
             await self._close_transport()
             await self._bus.stop()
             await self._close_store()
             self._running = False
             log.info("kernel stopped")
+
+    def _local_deps(self, rec: Record) -> tuple[Dependency, ...]:
+        """With a transport, a dependency this node does not run is served by another node."""
+        if self.settings.transport.startswith("memory:"):
+            return rec.spec.deps
+        return tuple(d for d in rec.spec.deps if d.name in self._records)
+
+    async def _await_remote_deps(self) -> None:
+        """Wait (``hook_timeout_s`` in all) until some node serves each required remote module."""
+        assert self._transport is not None  # noqa: S101 - called right after connect
+        remote = sorted(
+            {
+                d.name
+                for r in self._records.values()
+                for d in r.spec.deps
+                if not d.optional and d.name not in self._records
+            }
+        )
+        deadline = _monotonic() + self.settings.hook_timeout_s
+        for name in remote:
+            try:
+                await self._transport.wait_for(name, max(0.0, deadline - _monotonic()))
+            except CallTimeoutError as exc:
+                raise LifecycleError(
+                    f"required module {name!r} is not served by any node: {exc}",
+                    details={"requires": name},
+                ) from None
 
     async def _close_transport(self) -> None:
         transport, self._transport = self._transport, None

@@ -30,6 +30,8 @@ from organelle.context import _current, root_context
 from organelle.errors import DefinitionError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from organelle.kernel import Kernel
     from organelle.storage import NamespacedStore
 
@@ -161,6 +163,7 @@ class Module(metaclass=ModuleMeta):
         self.call = kernel.call  # type: ignore[method-assign]
         self.call_with = kernel.call_with  # type: ignore[method-assign]
         self.emit = kernel.emit  # type: ignore[method-assign]
+        self.enqueue = kernel.enqueue  # type: ignore[method-assign]
 
     async def call(self, target: str, /, **params: Any) -> Any:
         """Call ``"<module>.<method>"`` with ``params``; see ``Kernel.call``."""
@@ -182,6 +185,27 @@ class Module(metaclass=ModuleMeta):
     ) -> None:
         """Emit an event; see ``Kernel.emit``."""
         await self.kernel.emit(topic, payload, meta=meta)
+
+    async def enqueue(
+        self,
+        job: str,
+        /,
+        *,
+        delay_s: float | None = None,
+        at: datetime | float | None = None,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> str:
+        """Enqueue a durable job; see ``Kernel.enqueue``."""
+        return await self.kernel.enqueue(
+            job,
+            delay_s=delay_s,
+            at=at,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            **params,
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} module {self.name!r} v{self.version}>"

@@ -26,6 +26,12 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
         prefer_local: call a module running in this process directly even when
             other nodes run it too (off: every call is balanced over the wire).
         storage: the Store URL (``sqlite:///path.db`` by default).
+        jobs: the job queue URL (``sqlite:///…``, ``postgresql://…``, ``nats://…``);
+            empty means ``sqlite:///organelle-jobs.db`` once a module declares a job.
+        job_worker: run a worker for this node's ``@job`` methods.
+        job_scheduler: run this node's ``@cron`` schedules (each tick fires once
+            per cluster however many nodes run them).
+        job_slots: jobs the worker runs at once.
         persist_state: keep ``kernel.states`` values in the Store (namespace
             ``_state``) and restore them when the kernel starts.
         call_timeout_s: default deadline of an RPC call made from outside a handler.
@@ -65,6 +71,10 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     prefer_local: bool = True
     storage: str = "sqlite:///organelle.db"
     persist_state: bool = False
+    jobs: str = ""
+    job_worker: bool = True
+    job_scheduler: bool = True
+    job_slots: int = 10
     call_timeout_s: float = 30.0
     hook_timeout_s: float = 30.0
     drain_timeout_s: float = 30.0

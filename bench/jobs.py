@@ -1,0 +1,393 @@
+"""Durable jobs: organelle's queues beside arq and Dramatiq on Redis, measured in the same run.
+
+Method (as in the shared job-queue baseline): ONE worker process with 10
+concurrent slots runs no-op jobs; the producer is a separate process (this
+one) that sends a warm-up job, waits for it, then enqueues one API call per
+job while the worker is already consuming. The producer keeps 32 enqueue
+calls in flight for every async API (organelle, arq) — what a busy service
+does, and what lets organelle's SQLite group commit share one fsync between
+concurrent enqueues; Dramatiq's ``send`` is synchronous and runs in a loop.
+
+- enqueue/s = jobs / duration of the enqueue loop;
+- end-to-end = first enqueue → last job function returned;
+- burst latency = job start - enqueue call (mostly time in the backlog);
+- light-load latency = the same with jobs paced at 200/s.
+
+organelle runs with durability on: SQLite WAL + ``synchronous=FULL`` (an
+acknowledged enqueue is fsynced), PostgreSQL defaults (WAL flush per commit),
+NATS JetStream file storage (the server's default sync). Redis runs with no
+persistence, the peers' fastest setting. Run: ``python bench/jobs.py`` (a few
+minutes) or ``--quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+from _common import Row, percentile, publish  # noqa: E402
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+from organelle.testing.servers import NatsServer, PostgresServer, free_port  # noqa: E402
+
+SLOTS = 10
+WIDTH = 32
+
+
+# -- worker side (a subprocess) ------------------------------------------------
+
+
+class Tally:
+    """Counts job starts/ends in the worker; writes the result file at the n-th job."""
+
+    def __init__(self, n: int, out: str) -> None:
+        self.n, self.out = n, out
+        self.done = 0
+        self.lat: list[float] = []
+        self.first = 0.0
+
+    def start(self, t: float) -> None:
+        now = time.time()
+        if t > 0:  # the warm-up job sends t=0
+            self.lat.append(now - t)
+            if not self.first:
+                self.first = now
+
+    def end(self) -> None:
+        self.done += 1
+        if self.done == self.n + 1:  # + the warm-up job
+            tmp = self.out + ".tmp"
+            Path(tmp).write_text(json.dumps({"last": time.time(), "lat": self.lat}))
+            os.replace(tmp, self.out)
+
+
+async def organelle_worker(url: str, n: int, out: str) -> None:
+    from organelle.jobs import Worker, open_queue
+
+    tally = Tally(n, out)
+
+    async def noop(t: float) -> None:
+        tally.start(t)
+        tally.end()
+
+    queue = await open_queue(url)
+    worker = Worker(queue, {"noop": noop}, slots=SLOTS, poll_s=0.5)
+    await worker.start()
+    await asyncio.Event().wait()
+
+
+def arq_worker(redis_port: int, n: int, out: str) -> None:
+    from arq.connections import RedisSettings
+    from arq.worker import Worker as ArqWorker
+
+    tally = Tally(n, out)
+
+    async def noop(_ctx: dict[str, Any], t: float) -> None:
+        tally.start(t)
+        tally.end()
+
+    from arq import func
+
+    ArqWorker(
+        functions=[func(noop, name="noop")],
+        redis_settings=RedisSettings(port=redis_port),
+        max_jobs=SLOTS,
+        poll_delay=0.01,
+        keep_result=0,
+    ).run()
+
+
+def dramatiq_setup(redis_port: int) -> Any:
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+    broker = RedisBroker(port=redis_port)
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def dramatiq_worker(redis_port: int, n: int, out: str) -> None:
+    import dramatiq
+    from dramatiq import Worker as DqWorker
+
+    broker = dramatiq_setup(redis_port)
+    tally = Tally(n, out)
+
+    @dramatiq.actor(queue_name="bench", max_retries=0)
+    def noop(t: float) -> None:
+        tally.start(t)
+        tally.end()
+
+    w = DqWorker(broker, worker_threads=SLOTS)
+    w.start()
+    while True:
+        time.sleep(1)
+
+
+# -- producer side ------------------------------------------------------------
+
+
+def spawn_worker(system: str, target: str, n: int, out: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__)),
+            "--role",
+            system,
+            "--target",
+            target,
+            "--n",
+            str(n),
+            "--out",
+            out,
+        ],
+        start_new_session=True,
+    )
+
+
+async def produce(send: Any, n: int, paced: float | None) -> tuple[float, float]:
+    """Send n jobs (32 in flight, or paced at ``paced``/s); return (t0, t_end)."""
+    t0 = time.time()
+    if paced:
+        for i in range(n):
+            await send(time.time())
+            delay = t0 + (i + 1) / paced - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return t0, time.time()
+    it = iter(range(n))
+
+    async def lane() -> None:
+        for _ in it:
+            await send(time.time())
+
+    await asyncio.gather(*(lane() for _ in range(WIDTH)))
+    return t0, time.time()
+
+
+async def wait_file(path: Path, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker did not finish within {timeout_s}s")
+        await asyncio.sleep(0.01)
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+async def run_case(system: str, target: str, n: int, paced: float | None) -> dict[str, Any]:
+    out = Path(tempfile.mkdtemp(prefix="jb-")) / "out.json"
+    proc = spawn_worker(system, target, n, str(out))
+    send, close = await make_sender(system, target)
+    try:
+        await send(0.0)  # warm-up: the worker is up and consuming
+        await asyncio.sleep(1.0 if system != "organelle" else 0.3)
+        t0, t_enq = await produce(send, n, paced)
+        res = await wait_file(out, 120 + n / 200)
+    finally:
+        await close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(out.parent, ignore_errors=True)
+    lat = res["lat"]
+    return {
+        "enqueue": n / (t_enq - t0),
+        "e2e": n / (res["last"] - t0),
+        "p50_us": percentile(lat, 50) * 1e6,
+        "p99_us": percentile(lat, 99) * 1e6,
+    }
+
+
+async def make_sender(system: str, target: str) -> tuple[Any, Any]:
+    if system == "organelle":
+        from organelle.jobs import JobsService, open_queue
+
+        queue = await open_queue(target)
+        jobs = JobsService(queue)
+
+        async def send(t: float) -> None:
+            await jobs.enqueue("noop", {"t": t})
+
+        return send, queue.close
+    if system == "arq":
+        from arq import create_pool
+        from arq.connections import RedisSettings
+
+        pool = await create_pool(RedisSettings(port=int(target)))
+
+        async def send_arq(t: float) -> None:
+            await pool.enqueue_job("noop", t)
+
+        return send_arq, pool.aclose
+    broker = dramatiq_setup(int(target))
+    import dramatiq
+
+    @dramatiq.actor(queue_name="bench", max_retries=0)
+    def noop(t: float) -> None: ...
+
+    async def send_dq(t: float) -> None:
+        noop.send(t)
+
+    async def close_dq() -> None:
+        broker.close()
+
+    return send_dq, close_dq
+
+
+class Redis:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="jb-redis-")
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                import socket
+
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            time.sleep(0.05)
+
+    def flush(self) -> None:
+        subprocess.run(
+            ["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True, capture_output=True
+        )
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def main(quick: bool, only: str | None = None) -> None:
+    n_burst = 3_000 if quick else 20_000
+    n_light = 300 if quick else 1_000
+    tmp = Path(tempfile.mkdtemp(prefix="jb-sqlite-"))
+    subjects: list[tuple[str, str, Any]] = []
+    subjects.append(
+        ("organelle SQLite (FULL)", "organelle", lambda i: f"sqlite:///{tmp}/jobs{i}.db")
+    )
+    pg = PostgresServer().start()
+    nats = NatsServer().start()
+    redis = Redis()
+    subjects.append(("organelle PostgreSQL", "organelle", lambda i: f"{pg.dsn}?table=jobs{i}"))
+    subjects.append(("organelle NATS JetStream", "organelle", lambda i: f"{nats.url}?stream=JB{i}"))
+    subjects.append(("arq 0.28 (poll 0.01 s)", "arq", lambda _i: str(redis.port)))
+    subjects.append(("Dramatiq 2.2 (Redis)", "dramatiq", lambda _i: str(redis.port)))
+    if only:
+        subjects = [s for s in subjects if only.lower() in s[0].lower()]
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for k, (label, system, target) in enumerate(subjects):
+            if system != "organelle":
+                redis.flush()
+            n = n_burst if "NATS" not in label and "Postgre" not in label else n_burst // 2
+            burst = await run_case(system, target(2 * k), n, None)
+            if system != "organelle":
+                redis.flush()
+            light = await run_case(system, target(2 * k + 1), n_light, 200.0)
+            results[label] = {"burst": burst, "light": light, "n": n}
+            print(label, json.dumps(results[label]))
+    finally:
+        pg.close()
+        nats.close()
+        redis.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if only:
+        return
+    peers = [v["burst"]["e2e"] for k, v in results.items() if not k.startswith("organelle")]
+    best_peer = max(peers)
+    best_name = next(k for k, v in results.items() if v["burst"]["e2e"] == best_peer)
+    rows = []
+    for label, r in results.items():
+        org = label.startswith("organelle")
+        rows.append(
+            Row(
+                case=f"enqueue ({r['n']:,} no-op)",
+                subject=label,
+                value=r["burst"]["enqueue"],
+                unit="jobs/s",
+            )
+        )
+        rows.append(
+            Row(
+                case=f"end-to-end ({r['n']:,} no-op, 1 worker × {SLOTS})",
+                subject=label,
+                value=r["burst"]["e2e"],
+                unit="jobs/s",
+                baseline=best_name if org else "",
+                ratio=r["burst"]["e2e"] / best_peer if org else None,
+                p50_us=r["burst"]["p50_us"],
+                p99_us=r["burst"]["p99_us"],
+                target="≥ 2× fastest peer" if label == "organelle SQLite (FULL)" else "",
+            )
+        )
+        rows.append(
+            Row(
+                case=f"pickup latency ({n_light} @ 200/s)",
+                subject=label,
+                value=r["light"]["p50_us"] / 1000,
+                unit="ms p50",
+                p50_us=r["light"]["p50_us"],
+                p99_us=r["light"]["p99_us"],
+                target="p50 ≤ 1.5 ms" if label == "organelle SQLite (FULL)" else "",
+            )
+        )
+    notes = (
+        "One worker process (10 slots) and a separate producer process (32 enqueue calls in flight for "
+        "organelle and arq; Dramatiq's synchronous `send` in a loop). organelle durable: SQLite WAL + "
+        "synchronous=FULL with group commit, PostgreSQL defaults, JetStream file storage; Redis without "
+        "persistence. PostgreSQL and NATS rows use half the jobs to keep the run short. "
+        f"{'Quick run (--quick): small counts, noisy.' if quick else ''}\n"
+    )
+    publish("jobs", "Durable jobs vs arq / Dramatiq", rows, notes)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--role")
+    ap.add_argument("--target")
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--out")
+    ap.add_argument("--only")
+    args = ap.parse_args()
+    if args.role == "organelle":
+        asyncio.run(organelle_worker(args.target, args.n, args.out))
+    elif args.role == "arq":
+        arq_worker(int(args.target), args.n, args.out)
+    elif args.role == "dramatiq":
+        dramatiq_worker(int(args.target), args.n, args.out)
+    else:
+        asyncio.run(main(args.quick, args.only))

@@ -1,0 +1,177 @@
+"""The kernel's side of durable jobs: the queue, a worker for local ``@job``s, cron.
+
+The queue is opened when the kernel starts if any module declares a ``@job``
+or ``@cron``, or ``[kernel] jobs`` names a queue (a node that only enqueues).
+Each local job type is registered with its options and a validator built from
+the handler's type hints, so bad params are refused at enqueue. The worker
+runs a job by calling the *current* instance's method (it survives reloads)
+in a fresh root context; cron ticks are enqueued with ids derived from the
+tick, so several nodes fire each tick once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from organelle.codec import to_builtins
+from organelle.context import _current, root_context
+from organelle.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from organelle._describe import JobMethod
+    from organelle.jobs import JobQueue, JobsService, Scheduler, Worker
+    from organelle.kernel import Kernel
+
+__all__ = ["JobHost"]
+
+DEFAULT_URL = "sqlite:///organelle-jobs.db"
+
+
+class JobHost:
+    """Owns the job queue, worker and scheduler of one kernel."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.service: JobsService | None = None
+        self.worker: Worker | None = None
+        self.scheduler: Scheduler | None = None
+        self._queue: JobQueue | None = None
+
+    def _local_jobs(self) -> list[tuple[str, str, JobMethod]]:
+        return [
+            (name, f"{name}.{job}", method)
+            for name, rec in self.kernel._records.items()
+            for job, method in rec.spec.jobs.items()
+        ]
+
+    async def open(self) -> None:
+        """Open the queue if this node has jobs or names a queue; register the job types."""
+        settings = self.kernel.settings
+        local = self._local_jobs()
+        if not local and not settings.jobs:
+            return
+        from organelle.jobs import (
+            Backoff,
+            JobSpec,
+            JobsService,
+            Schedule,
+            Scheduler,
+            open_queue,
+        )
+
+        self._queue = await open_queue(settings.jobs or DEFAULT_URL)
+        self.service = JobsService(self._queue)
+        handlers: dict[str, Callable[..., Awaitable[Any]]] = {}
+        schedules: list[Schedule] = []
+        for module, job_name, method in local:
+            o = method.options
+            spec = JobSpec(
+                max_attempts=o.max_attempts,
+                backoff=Backoff(base_s=o.backoff_s, max_s=o.backoff_max_s, jitter=0.2),
+                timeout_s=o.timeout_s,
+                concurrency=o.concurrency,
+                rate=o.rate,
+                lease_s=o.lease_s,
+            )
+            self.service.register(job_name, spec, validator=_validator(method))
+            handlers[job_name] = self._handler(module, method)
+            if method.cron is not None:
+                c = method.cron
+                schedules.append(
+                    Schedule(
+                        job=job_name,
+                        expr=c.expr,
+                        tz=c.tz,
+                        misfire=c.misfire,
+                        misfire_window_s=c.misfire_window_s,
+                        max_attempts=o.max_attempts,
+                        lease_s=o.lease_s,
+                    )
+                )
+        if handlers and settings.job_worker:
+            self.worker = self.service.worker(handlers, slots=settings.job_slots)
+        if schedules and settings.job_scheduler:
+            self.scheduler = Scheduler(self._queue, schedules)
+
+    async def start(self) -> None:
+        """Start the worker and the scheduler (once every module is active)."""
+        if self.worker is not None:
+            await self.worker.start()
+        if self.scheduler is not None:
+            await self.scheduler.start()
+
+    def _handler(self, module: str, method: JobMethod) -> Callable[..., Awaitable[Any]]:
+        kernel = self.kernel
+
+        async def run(**params: Any) -> Any:
+            # The current instance, so a reloaded module runs its new code.
+            fn = getattr(kernel.module(module), method.attr)
+            args = method.contract.validate(params)
+            token = _current.set(root_context(None))
+            try:
+                if isinstance(args, tuple):
+                    return await fn(*args)
+                return await fn(**args)
+            finally:
+                _current.reset(token)
+
+        return run
+
+    def jobs(self) -> JobsService:
+        """The service behind ``kernel.jobs``."""
+        if self.service is None:
+            raise ConfigError(
+                "no job queue: no module declares @job or @cron and [kernel] jobs is not set"
+                if self.kernel.running
+                else "the job queue opens when the kernel starts"
+            )
+        return self.service
+
+    async def idle(self, timeout_s: float = 30.0, horizon_s: float = 1.0) -> None:
+        """Wait until the local worker has nothing in flight and nothing due within ``horizon_s``.
+
+        Jobs due later (long delays, backoff) are left for later, so a test of
+        a retry with a short backoff still sees it run.
+        """
+        worker, queue = self.worker, self._queue
+        if worker is None or queue is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        names = list(worker.handlers)
+        while time.monotonic() < deadline:
+            if worker.in_flight == 0:
+                due = await queue.next_due(names)
+                if due is None or due > time.time() + horizon_s:
+                    return
+            await asyncio.sleep(0.005)
+        raise TimeoutError(f"jobs still running after {timeout_s:g}s")
+
+    async def stop_work(self, drain_timeout_s: float) -> None:
+        """Stop the scheduler, then let the worker finish in-flight jobs (before modules stop)."""
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            await worker.stop(drain_timeout_s=drain_timeout_s)
+
+    async def close(self) -> None:
+        """Close the queue (after modules stopped)."""
+        queue, self._queue = self._queue, None
+        self.service = None
+        if queue is not None:
+            await queue.close()
+
+
+def _validator(method: JobMethod) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    contract = method.contract
+
+    def check(params: dict[str, Any]) -> dict[str, Any]:
+        contract.validate(params)  # raises ValidationError listing each bad field
+        return to_builtins(params)  # type: ignore[no-any-return]
+
+    return check

@@ -1,0 +1,221 @@
+"""The one thread that owns a jobs database connection and commits in groups.
+
+Everything queued since the last round (enqueues from many coroutines, a
+claim, a batch of completes) runs in ONE ``BEGIN IMMEDIATE`` transaction with
+a savepoint per item and a single ``COMMIT``: with ``synchronous=FULL`` that
+is one fsync for the whole group, and no future resolves before its commit,
+so an acknowledged enqueue is on disk. While idle and asked to, the thread
+polls ``PRAGMA data_version`` (a shared-memory read, no I/O) to notice commits
+by other processes and wake the workers of this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["SqliteThread"]
+
+Op = Callable[[sqlite3.Connection], Any]
+_Item = tuple[Op, int, asyncio.Future[Any]]  # mode: READ, WRITE or DURABLE
+_Result = tuple[asyncio.Future[Any], Any, BaseException | None]
+MAX_ROUND = 512
+READ, WRITE, DURABLE = 0, 1, 2
+BUSY_TIMEOUT_S = 10.0
+_NUDGE: Any = ("nudge",)
+
+
+class SqliteThread:
+    """Runs ``Op`` callables on a private connection, grouped into transactions.
+
+    Args:
+        connect: opens the connection (called in the thread).
+        name: thread name.
+        on_external: called in the event loop when another process committed.
+        poll_s: how often an idle, watching thread checks for foreign commits.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        name: str,
+        on_external: Callable[[], None],
+        poll_s: float,
+        full_sync: bool,
+    ) -> None:
+        self._full_sync = full_sync
+        self._sync_full = full_sync
+        self._connect = connect
+        self._on_external = on_external
+        self._poll_s = poll_s
+        self._watching = False
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def watch(self, *, on: bool) -> None:
+        """Poll for other processes' commits while ``on`` (an idle worker is waiting)."""
+        self._watching = on
+        if on:  # the thread may sleep without a timeout: nudge it into polling mode
+            self._queue.put(_NUDGE)
+
+    async def started(self) -> None:
+        """Wait until the connection is open (or raise why it could not be)."""
+        await self._ready
+
+    def submit(self, op: Op, *, mode: int) -> asyncio.Future[Any]:
+        """Queue ``op``; its future resolves after the round that ran it committed.
+
+        A round holding a ``DURABLE`` op commits with ``synchronous=FULL`` (if the
+        queue is in full mode); other write rounds skip their fsync: they become
+        durable with the next full commit, and losing them to power loss only
+        makes a job run again.
+        """
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((op, mode, fut))
+        return fut
+
+    async def stop(self) -> None:
+        """Finish what is queued, close the connection, end the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` in the event loop (from the thread)."""
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self.post(_fail, self._ready, exc)
+            return
+        self.post(_done, [(self._ready, None, None)])
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=self._poll_s if self._watching else None)
+                except queue.Empty:
+                    now = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if now != version:
+                        version = now
+                        self.post(self._on_external)
+                    continue
+                if item is None:
+                    return
+                if item is _NUDGE:
+                    continue
+                batch, stop = self._gather(item)
+                self._set_sync(conn, batch)
+                self.post(_done, _round(conn, batch))
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _set_sync(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        if not self._full_sync:
+            return
+        want = any(mode == DURABLE for _, mode, _ in batch)
+        if want != self._sync_full:
+            conn.execute(f"PRAGMA synchronous = {'FULL' if want else 'NORMAL'}")
+            self._sync_full = want
+
+    def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
+        batch = [first]
+        while len(batch) < MAX_ROUND:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return batch, True
+            if nxt is not _NUDGE:
+                batch.append(nxt)
+        return batch, False
+
+
+def _round(conn: sqlite3.Connection, batch: list[_Item]) -> list[_Result]:
+    if not any(mode != READ for _, mode, _ in batch):
+        out: list[_Result] = []
+        for op, _, fut in batch:
+            try:
+                out.append((fut, op(conn), None))
+            except Exception as exc:
+                out.append((fut, None, exc))
+        return out
+    try:
+        _begin(conn)
+    except Exception as exc:
+        return [(fut, None, exc) for _, _, fut in batch]
+    results: list[_Result] = []
+    single = len(batch) == 1
+    for op, _, fut in batch:
+        if single:  # no neighbour to protect: skip the savepoint
+            try:
+                results.append((fut, op(conn), None))
+            except Exception as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                return [(fut, None, exc)]
+            continue
+        conn.execute("SAVEPOINT op")
+        try:
+            results.append((fut, op(conn), None))
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            results.append((fut, None, exc))
+        conn.execute("RELEASE op")
+    try:
+        conn.execute("COMMIT")
+    except Exception as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        return [(fut, None, err or exc) for fut, _, err in results]
+    return results
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, retried every 0.2 ms while another process writes.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10… ms between tries, which is
+    most of the time lost when a producer and a worker process share a file.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.0002)
+        else:
+            return
+
+
+def _done(results: list[_Result]) -> None:
+    for fut, value, exc in results:
+        if fut.done():  # the caller was cancelled
+            continue
+        if exc is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(exc)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

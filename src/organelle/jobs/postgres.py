@@ -1,0 +1,375 @@
+"""``PostgresJobQueue``: jobs in one PostgreSQL table, claimed with ``FOR UPDATE SKIP LOCKED``.
+
+Workers on many machines claim concurrently without blocking each other: the
+claim locks the rows it takes and skips those locked by a neighbour, and in
+the same statement moves them to ``running`` with a lease and a new fencing
+token. An enqueue commits with a ``pg_notify`` so idle workers wake at once
+(``LISTEN``) instead of polling. Expired leases are reaped by whichever
+worker claims next. Durability is PostgreSQL's: a commit is WAL-flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, ClassVar, Self
+
+from organelle.errors import ConfigError
+from organelle.jobs._records import (
+    encode_errors,
+    encode_params,
+    encode_result,
+    lease_lost,
+    lost_lease_error,
+    make_record,
+    new_id,
+    params_of,
+)
+from organelle.jobs.base import (
+    AttemptError,
+    JobNotFoundError,
+    JobRecord,
+    JobState,
+    Lease,
+    NewJob,
+)
+
+__all__ = ["PostgresJobQueue"]
+
+_COLS = (
+    "id, name, params, state, attempts, max_attempts, priority, run_at, created_at,"
+    " updated_at, idem, result, errors"
+)
+_READY = "state IN ('queued', 'failed')"
+REAP_EVERY_S = 0.1
+
+
+class PostgresJobQueue:
+    """A durable job queue in table ``table`` of the database at ``dsn``.
+
+    Args:
+        dsn: ``postgresql://user@host:port/db``.
+        table: table name (an identifier); one table per queue.
+        pool_size: connections for claims, acks and enqueues.
+        clock: wall-clock seconds (keep clocks of all nodes in sync: leases use them).
+    """
+
+    supports_priority: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        table: str = "organelle_jobs",
+        pool_size: int = 10,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,50}", table):
+            raise ConfigError(f"job table name {table!r} must be a lowercase identifier")
+        self.dsn = dsn
+        self.table = table
+        self.channel = f"{table}_wake"
+        self.pool_size = pool_size
+        self.clock = clock
+        self._pool: Any = None
+        self._listener: Any = None
+        self._wake = asyncio.Event()
+        self._last_reap = 0.0
+        t = table
+        self._sql_claim = (
+            f"UPDATE {t} SET state = 'running', attempts = attempts + 1, token = token + 1,"  # noqa: S608 - identifier checked
+            " lease_until = $1 + lease_s, started_at = $1, updated_at = $1"
+            f" WHERE seq IN (SELECT seq FROM {t} WHERE {_READY} AND run_at <= $1"
+            " AND name = ANY($2::text[]) ORDER BY priority DESC, run_at, seq LIMIT $3"
+            " FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, name, params, attempts, token, max_attempts, lease_s, created_at,"
+            " priority, run_at"
+        )
+
+    async def open(self) -> Self:
+        """Create the table if needed, open the pool and the LISTEN connection."""
+        if self._pool is not None:
+            return self
+        import asyncpg
+
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+        t = self.table
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", t)
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {t} ("
+                " seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,"
+                " params BYTEA NOT NULL, state TEXT NOT NULL, priority INT NOT NULL,"
+                " run_at DOUBLE PRECISION NOT NULL, attempts INT NOT NULL DEFAULT 0,"
+                " max_attempts INT NOT NULL, lease_s DOUBLE PRECISION NOT NULL,"
+                " token BIGINT NOT NULL DEFAULT 0, lease_until DOUBLE PRECISION,"
+                " started_at DOUBLE PRECISION, idem TEXT UNIQUE, result BYTEA,"
+                " errors JSONB NOT NULL DEFAULT '[]'::jsonb,"
+                " created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL);"
+                f" CREATE INDEX IF NOT EXISTS {t}_ready ON {t} (priority DESC, run_at, seq)"
+                f" WHERE {_READY};"
+                f" CREATE INDEX IF NOT EXISTS {t}_lease ON {t} (lease_until)"
+                " WHERE state = 'running';"
+                f" CREATE INDEX IF NOT EXISTS {t}_state ON {t} (state, updated_at);"
+            )
+        self._listener = await asyncpg.connect(self.dsn)
+        await self._listener.add_listener(self.channel, self._on_notify)
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    def _p(self) -> Any:
+        if self._pool is None:
+            raise ConfigError("PostgresJobQueue is not open: await queue.open() first")
+        return self._pool
+
+    # -- worker path -------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Insert the jobs in one transaction and notify listeners on commit."""
+        rows = [(job, encode_params(job.params)) for job in jobs]
+        t = self.table
+        ids: list[str] = []
+        async with self._p().acquire() as conn, conn.transaction():
+            now = self.clock()
+            for job, params in rows:
+                jid = job.id or new_id()
+                got = await conn.fetchval(
+                    f"INSERT INTO {t} (id, name, params, state, priority, run_at, max_attempts,"  # noqa: S608
+                    " lease_s, idem, created_at, updated_at)"
+                    " VALUES ($1,$2,$3,'queued',$4,$5,$6,$7,$8,$9,$9)"
+                    " ON CONFLICT DO NOTHING RETURNING id",
+                    jid,
+                    job.name,
+                    params,
+                    job.priority,
+                    job.run_at or now,
+                    job.max_attempts,
+                    job.lease_s,
+                    job.idempotency_key,
+                    now,
+                )
+                if got is None:
+                    got = await conn.fetchval(
+                        f"SELECT id FROM {t} WHERE id = $1 OR idem = $2",  # noqa: S608
+                        jid,
+                        job.idempotency_key,
+                    )
+                ids.append(got)
+            await conn.execute("SELECT pg_notify($1, '')", self.channel)
+        return ids
+
+    async def claim(self, *, names: Collection[str], limit: int) -> list[Lease]:
+        """Reap expired leases (at most every 0.1 s), then lease due jobs among ``names``."""
+        if limit <= 0 or not names:
+            return []
+        self._wake.clear()
+        now = self.clock()
+        if now - self._last_reap >= REAP_EVERY_S:
+            self._last_reap = now
+            await self._reap(now)
+        rows = await self._p().fetch(self._sql_claim, now, list(names), limit)
+        rows.sort(key=lambda r: (-r["priority"], r["run_at"]))
+        return [
+            Lease(
+                job_id=r["id"],
+                name=r["name"],
+                params=params_of(r["params"]),
+                attempt=r["attempts"],
+                token=r["token"],
+                max_attempts=r["max_attempts"],
+                lease_s=r["lease_s"],
+                enqueued_at=r["created_at"],
+                claimed_at=now,
+            )
+            for r in rows
+        ]
+
+    async def _reap(self, now: float) -> None:
+        t = self.table
+        async with self._p().acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT seq, attempts, max_attempts, started_at FROM {t}"  # noqa: S608
+                " WHERE state = 'running' AND lease_until <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED",
+                now,
+            )
+            for r in rows:
+                error = lost_lease_error(r["attempts"], r["started_at"], now)
+                state = "dead" if r["attempts"] >= r["max_attempts"] else "failed"
+                await conn.execute(
+                    f"UPDATE {t} SET state = $1, run_at = $2, lease_until = NULL,"  # noqa: S608
+                    " errors = errors || $3::jsonb, updated_at = $2 WHERE seq = $4",
+                    state,
+                    now,
+                    encode_errors([error]).decode(),
+                    r["seq"],
+                )
+
+    async def heartbeat(self, leases: Sequence[Lease]) -> list[Lease]:
+        """Extend every lease still held; return the lost ones."""
+        if not leases:
+            return []
+        kept = await self._p().fetch(
+            f"UPDATE {self.table} AS j SET lease_until = $1 + j.lease_s"  # noqa: S608
+            " FROM unnest($2::text[], $3::bigint[]) AS l(id, token)"
+            " WHERE j.id = l.id AND j.token = l.token AND j.state = 'running' RETURNING j.id",
+            self.clock(),
+            [lease.job_id for lease in leases],
+            [lease.token for lease in leases],
+        )
+        alive = {r["id"] for r in kept}
+        return [lease for lease in leases if lease.job_id not in alive]
+
+    async def complete(self, lease: Lease, result: Any = None) -> None:
+        """Mark succeeded under a live lease; else ``LeaseLostError``."""
+        status = await self._p().execute(
+            f"UPDATE {self.table} SET state = 'succeeded', result = $1, lease_until = NULL,"  # noqa: S608
+            " updated_at = $2 WHERE id = $3 AND token = $4 AND state = 'running'",
+            encode_result(result),
+            self.clock(),
+            lease.job_id,
+            lease.token,
+        )
+        if status.endswith(" 0"):
+            raise lease_lost(lease)
+
+    async def fail(self, lease: Lease, error: AttemptError, *, retry_at: float | None) -> JobState:
+        """Record the error; schedule the retry or dead-letter the job."""
+        state: JobState = "dead" if retry_at is None else "failed"
+        now = self.clock()
+        status = await self._p().execute(
+            f"UPDATE {self.table} SET state = $1, run_at = $2, lease_until = NULL,"  # noqa: S608
+            " errors = errors || $3::jsonb, updated_at = $4"
+            " WHERE id = $5 AND token = $6 AND state = 'running'",
+            state,
+            retry_at or now,
+            encode_errors([error]).decode(),
+            now,
+            lease.job_id,
+            lease.token,
+        )
+        if status.endswith(" 0"):
+            raise lease_lost(lease)
+        if retry_at is not None:
+            await self._p().execute("SELECT pg_notify($1, '')", self.channel)
+        return state
+
+    async def release(self, leases: Sequence[Lease]) -> None:
+        """Back to queued now, attempt not counted."""
+        if not leases:
+            return
+        async with self._p().acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"UPDATE {self.table} AS j SET state = 'queued', attempts = j.attempts - 1,"  # noqa: S608
+                " lease_until = NULL, updated_at = $1"
+                " FROM unnest($2::text[], $3::bigint[]) AS l(id, token)"
+                " WHERE j.id = l.id AND j.token = l.token AND j.state = 'running'",
+                self.clock(),
+                [lease.job_id for lease in leases],
+                [lease.token for lease in leases],
+            )
+            await conn.execute("SELECT pg_notify($1, '')", self.channel)
+
+    async def wait(self, timeout_s: float) -> None:
+        """Sleep until a NOTIFY arrives or ``timeout_s`` passes."""
+        if not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
+        self._wake.clear()
+
+    async def next_due(self, names: Collection[str]) -> float | None:
+        """Earliest ``run_at`` of a waiting job among ``names``, or lease expiry."""
+        t = self.table
+        value = await self._p().fetchval(
+            f"SELECT least((SELECT min(run_at) FROM {t} WHERE {_READY} AND name = ANY($1::text[])),"  # noqa: S608
+            f" (SELECT min(lease_until) FROM {t} WHERE state = 'running'))",
+            list(names),
+        )
+        return None if value is None else float(value)
+
+    # -- admin path --------------------------------------------------------
+
+    def _record(self, r: Any) -> JobRecord:
+        return make_record(
+            id=r["id"],
+            name=r["name"],
+            params=r["params"],
+            state=r["state"],
+            attempts=r["attempts"],
+            max_attempts=r["max_attempts"],
+            priority=r["priority"],
+            run_at=r["run_at"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+            idempotency_key=r["idem"],
+            result=r["result"],
+            errors=r["errors"],
+            now=self.clock(),
+        )
+
+    async def get(self, job_id: str) -> JobRecord:
+        """The job's record; ``JobNotFoundError`` if none."""
+        row = await self._p().fetchrow(
+            f"SELECT {_COLS} FROM {self.table} WHERE id = $1",  # noqa: S608
+            job_id,
+        )
+        if row is None:
+            raise JobNotFoundError(f"no job {job_id!r}", details={"job_id": job_id})
+        return self._record(row)
+
+    async def scan(self, state: JobState, *, limit: int = 100, offset: int = 0) -> list[JobRecord]:
+        """Jobs in ``state``, in enqueue order."""
+        arg: Any
+        if state in ("queued", "scheduled"):
+            cmp = "<=" if state == "queued" else ">"
+            where, arg = f"state = 'queued' AND run_at {cmp} $1", self.clock()
+        else:
+            where, arg = "state = $1", state
+        rows = await self._p().fetch(
+            f"SELECT {_COLS} FROM {self.table} WHERE {where} ORDER BY seq LIMIT $2 OFFSET $3",  # noqa: S608
+            arg,
+            limit,
+            offset,
+        )
+        return [self._record(r) for r in rows]
+
+    async def requeue(self, job_id: str) -> None:
+        """Run a finished job again from attempt 0."""
+        now = self.clock()
+        status = await self._p().execute(
+            f"UPDATE {self.table} SET state = 'queued', attempts = 0, run_at = $1,"  # noqa: S608
+            " updated_at = $1 WHERE id = $2 AND state != 'running'",
+            now,
+            job_id,
+        )
+        if status.endswith(" 0"):
+            raise JobNotFoundError(f"no finished job {job_id!r}", details={"job_id": job_id})
+        await self._p().execute("SELECT pg_notify($1, '')", self.channel)
+
+    async def purge(self, job_ids: Sequence[str]) -> int:
+        """Delete the jobs unless running; return how many went."""
+        status = await self._p().execute(
+            f"DELETE FROM {self.table} WHERE id = ANY($1::text[]) AND state != 'running'",  # noqa: S608
+            list(job_ids),
+        )
+        return int(status.split()[-1])
+
+    async def close(self) -> None:
+        """Close the LISTEN connection and the pool."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=5)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()

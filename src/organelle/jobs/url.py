@@ -1,0 +1,59 @@
+"""``open_queue(url)``: pick and open a ``JobQueue`` backend from a URL.
+
+``memory://`` · ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``
+(``?synchronous=normal`` to trade power-loss durability for speed) ·
+``postgresql://user@host:port/db`` (``?table=…``) · ``nats://host:port``
+(``?stream=…``; several servers comma-separated). Heavy drivers load only
+for the backend asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from organelle.errors import ConfigError
+from organelle.jobs.base import JobQueue
+
+__all__ = ["open_queue"]
+
+
+async def open_queue(url: str, **options: Any) -> JobQueue:
+    """Open the queue ``url`` names; ``options`` go to the backend's constructor.
+
+    Raises:
+        ConfigError: unknown scheme or malformed URL.
+    """
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        from organelle.jobs.memory import MemoryJobQueue
+
+        return await MemoryJobQueue(**options).open()
+    if scheme == "sqlite":
+        from organelle.jobs.sqlite import SqliteJobQueue
+
+        path = parts.path.removeprefix("/")
+        if not path:
+            raise ConfigError(f"sqlite job queue URL needs a path: {url!r}")
+        if "synchronous" in query:
+            options.setdefault("synchronous", query["synchronous"].lower())
+        return await SqliteJobQueue(path, **options).open()
+    if scheme in ("postgres", "postgresql"):
+        from organelle.jobs.postgres import PostgresJobQueue
+
+        if "table" in query:
+            options.setdefault("table", query["table"])
+        dsn = parts._replace(query="").geturl()
+        return await PostgresJobQueue(dsn, **options).open()
+    if scheme in ("nats", "tls"):
+        from organelle.jobs.nats import NatsJobQueue
+
+        if "stream" in query:
+            options.setdefault("stream", query["stream"])
+        servers = [f"{scheme}://{host}" for host in parts.netloc.split(",") if host]
+        return await NatsJobQueue(servers, **options).open()
+    raise ConfigError(
+        f"unknown job queue URL {url!r}: expected memory://, sqlite://, postgresql:// or nats://"
+    )

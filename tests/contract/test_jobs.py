@@ -1,0 +1,292 @@
+"""One behaviour suite for every ``JobQueue`` backend: memory, SQLite, PostgreSQL, NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.contract.jobs_fixtures import make_nats_queue, make_postgres_queue, make_sqlite_queue
+
+from organelle.errors import ValidationError
+from organelle.jobs import (
+    AttemptError,
+    Backoff,
+    JobNotFoundError,
+    JobQueue,
+    JobSpec,
+    JobsService,
+    LeaseLostError,
+    NewJob,
+    Retry,
+)
+from organelle.testing.servers import NatsServer, PostgresServer
+
+pytestmark = pytest.mark.timeout(30)
+
+LEASE = 0.5  # the short lease every lease test uses (NATS: the consumer's ack_wait)
+
+
+def job(name: str = "work", **kw: Any) -> NewJob:
+    kw.setdefault("lease_s", LEASE)
+    return NewJob(name=name, **kw)
+
+
+def err(attempt: int, message: str = "boom") -> AttemptError:
+    return AttemptError(attempt=attempt, type="RuntimeError", message=message, traceback="tb")
+
+
+async def claim_one(q: JobQueue, names: tuple[str, ...] = ("work",), wait_s: float = 5.0) -> Any:
+    """Claim until one lease comes back (NATS redelivery and delays need a moment)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        got = await q.claim(names=names, limit=1)
+        if got:
+            return got[0]
+        await q.wait(0.05)
+    raise AssertionError("nothing to claim")
+
+
+class JobQueueContract:
+    """The contract; subclasses only say how to open a fresh, isolated queue."""
+
+    async def open(self) -> JobQueue:
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def queue(self) -> AsyncIterator[JobQueue]:
+        q = await self.open()
+        yield q
+        await q.close()
+
+    async def test_enqueue_get_roundtrip(self, queue: JobQueue) -> None:
+        (jid,) = await queue.enqueue([job(params={"a": [1, "x"], "b": None})])
+        rec = await queue.get(jid)
+        assert rec.name == "work"
+        assert rec.params == {"a": [1, "x"], "b": None}
+        assert rec.state == "queued"
+        assert rec.attempts == 0
+        with pytest.raises(JobNotFoundError) as info:
+            await queue.get("nope")
+        assert info.value.code == "organelle.jobs.not_found"
+
+    async def test_idempotency_key_and_id_dedup(self, queue: JobQueue) -> None:
+        a = await queue.enqueue([job(idempotency_key="k1", params={"n": 1})])
+        b = await queue.enqueue([job(idempotency_key="k1", params={"n": 2})])
+        assert a == b
+        c = await queue.enqueue([job(id="fixed-1"), job(id="fixed-1")])
+        assert c == ["fixed-1", "fixed-1"]
+        claimed = []
+        while lease := await queue.claim(names=["work"], limit=10):
+            claimed += lease
+            if len(claimed) >= 3:
+                break
+        await asyncio.sleep(0.2)
+        claimed += await queue.claim(names=["work"], limit=10)
+        assert sorted(lease.job_id for lease in claimed) == sorted([a[0], "fixed-1"])
+
+    async def test_claim_complete(self, queue: JobQueue) -> None:
+        (jid,) = await queue.enqueue([job(params={"x": 1})])
+        lease = await claim_one(queue)
+        assert (lease.job_id, lease.attempt, lease.params) == (jid, 1, {"x": 1})
+        assert (await queue.get(jid)).state == "running"
+        await queue.complete(lease, {"ok": True})
+        rec = await queue.get(jid)
+        assert rec.state == "succeeded"
+        assert rec.result == {"ok": True}
+        assert await queue.claim(names=["work"], limit=5) == []
+
+    async def test_names_filter(self, queue: JobQueue) -> None:
+        await queue.enqueue([job("other")])
+        assert await queue.claim(names=["work"], limit=5) == []
+        lease = await claim_one(queue, ("other",))
+        assert lease.name == "other"
+
+    async def test_priority_first(self, queue: JobQueue) -> None:
+        if not queue.supports_priority:
+            pytest.skip("backend without priorities")
+        await queue.enqueue([job(params={"p": 0}), job(params={"p": -5}, priority=-5)])
+        await queue.enqueue([job(params={"p": 9}, priority=9)])
+        order = [(await claim_one(queue)).params["p"] for _ in range(3)]
+        assert order == [9, 0, -5]
+
+    async def test_delayed_job_waits(self, queue: JobQueue) -> None:
+        (jid,) = await queue.enqueue([job(run_at=time.time() + 0.6)])
+        assert (await queue.get(jid)).state == "scheduled"
+        assert await queue.claim(names=["work"], limit=1) == []
+        due = await queue.next_due(["work"])
+        assert due is not None
+        assert due <= time.time() + 0.7
+        t0 = time.time()
+        lease = await claim_one(queue)
+        assert lease.job_id == jid
+        assert time.time() - t0 >= 0.3
+
+    async def test_fail_retry_then_dead_keeps_every_error(self, queue: JobQueue) -> None:
+        (jid,) = await queue.enqueue([job(max_attempts=2)])
+        lease = await claim_one(queue)
+        state = await queue.fail(lease, err(1, "first"), retry_at=time.time())
+        assert state == "failed"
+        lease2 = await claim_one(queue)
+        assert (lease2.job_id, lease2.attempt) == (jid, 2)
+        assert await queue.fail(lease2, err(2, "second"), retry_at=None) == "dead"
+        rec = await queue.get(jid)
+        assert rec.state == "dead"
+        assert [e.message for e in rec.errors] == ["first", "second"]
+        assert [r.id for r in await queue.scan("dead")] == [jid]
+        await queue.requeue(jid)
+        lease3 = await claim_one(queue)
+        assert (lease3.job_id, lease3.attempt) == (jid, 1)
+        await queue.complete(lease3)
+        assert await queue.purge([jid]) == 1
+        with pytest.raises(JobNotFoundError):
+            await queue.get(jid)
+
+    async def test_stale_lease_is_fenced(self, queue: JobQueue) -> None:
+        (jid,) = await queue.enqueue([job(max_attempts=5)])
+        zombie = await claim_one(queue)
+        await asyncio.sleep(LEASE + 0.3)
+        live = await claim_one(queue)
+        assert live.job_id == jid
+        assert live.attempt == 2
+        assert live.token != zombie.token
+        with pytest.raises(LeaseLostError) as info:
+            await queue.complete(zombie, "late")
+        assert info.value.code == "organelle.jobs.lease_lost"
+        with pytest.raises(LeaseLostError):
+            await queue.fail(zombie, err(1), retry_at=None)
+        assert await queue.heartbeat([zombie]) == [zombie]
+        await queue.complete(live, "live")
+        rec = await queue.get(jid)
+        assert (rec.state, rec.result) == ("succeeded", "live")
+        assert rec.errors[0].type == "LeaseExpired"
+
+    async def test_heartbeat_keeps_the_lease(self, queue: JobQueue) -> None:
+        await queue.enqueue([job()])
+        lease = await claim_one(queue)
+        for _ in range(4):
+            await asyncio.sleep(LEASE / 3)
+            assert await queue.heartbeat([lease]) == []
+        assert await queue.claim(names=["work"], limit=1) == []
+        await queue.complete(lease)
+
+    async def test_release_returns_at_once_without_counting(self, queue: JobQueue) -> None:
+        (jid,) = await queue.enqueue([job()])
+        lease = await claim_one(queue)
+        await queue.release([lease])
+        again = await claim_one(queue, wait_s=1.0)
+        assert again.job_id == jid
+        assert again.attempt == 1
+        with pytest.raises(LeaseLostError):
+            await queue.complete(lease)
+        await queue.complete(again)
+
+    async def test_lost_lease_on_last_attempt_is_dead(self, queue: JobQueue) -> None:
+        (jid,) = await queue.enqueue([job(max_attempts=1)])
+        await claim_one(queue)
+        await asyncio.sleep(LEASE + 0.3)
+        deadline = time.monotonic() + 5
+        while (await queue.get(jid)).state != "dead" and time.monotonic() < deadline:
+            assert await queue.claim(names=["work"], limit=1) == []
+            await asyncio.sleep(0.05)
+        rec = await queue.get(jid)
+        assert rec.state == "dead"
+        assert rec.attempts == 1
+        assert [e.type for e in rec.errors] == ["LeaseExpired"]
+
+    # -- through the service and a worker ------------------------------------
+
+    async def test_service_worker_retry_and_dead_letters(self, queue: JobQueue) -> None:
+        jobs = JobsService(queue)
+        fast = Backoff(base_s=0.0, jitter=0.0)
+        jobs.register("ok", JobSpec(lease_s=LEASE))
+        jobs.register("flaky", JobSpec(max_attempts=3, backoff=fast, lease_s=LEASE))
+        jobs.register("bad", JobSpec(max_attempts=2, backoff=fast, lease_s=LEASE))
+        calls: dict[str, int] = {"flaky": 0, "bad": 0}
+
+        async def ok(n: int) -> int:
+            return n * 2
+
+        async def flaky() -> str:
+            calls["flaky"] += 1
+            if calls["flaky"] < 3:
+                raise Retry(delay_s=0)
+            return "done"
+
+        async def bad() -> None:
+            calls["bad"] += 1
+            raise ValueError("always")
+
+        ids = [await jobs.enqueue("ok", {"n": i}) for i in range(5)]
+        fid = await jobs.enqueue("flaky")
+        bid = await jobs.enqueue("bad")
+        worker = jobs.worker({"ok": ok, "flaky": flaky, "bad": bad}, slots=4)
+        await worker.drain(timeout_s=20)
+        assert [(await jobs.get(i)).result for i in ids] == [0, 2, 4, 6, 8]
+        assert (await jobs.get(fid)).state == "succeeded"
+        assert calls == {"flaky": 3, "bad": 2}
+        dead = await jobs.dead_letters.list()
+        assert [d.id for d in dead] == [bid]
+        rec = await jobs.dead_letters.get(bid)
+        assert [e.type for e in rec.errors] == ["ValueError", "ValueError"]
+        assert "always" in rec.errors[-1].traceback
+        await jobs.dead_letters.retry(bid)
+        await worker.drain(timeout_s=20)
+        assert calls["bad"] == 4
+        assert [d.state for d in await jobs.dead_letters.list()] == ["dead"], await jobs.get(bid)
+        assert await jobs.dead_letters.purge() == 1
+        assert await jobs.dead_letters.list() == []
+
+    async def test_enqueue_validation(self, queue: JobQueue) -> None:
+        jobs = JobsService(queue)
+
+        def check(params: dict[str, Any]) -> dict[str, Any]:
+            if not isinstance(params.get("n"), int):
+                raise ValidationError("n must be an int", errors=[{"field": "n", "message": "int"}])
+            return params
+
+        jobs.register("typed", validator=check)
+        with pytest.raises(ValidationError):
+            await jobs.enqueue("typed", {"n": "x"})
+        with pytest.raises(ValidationError):
+            await jobs.enqueue("untyped", {"x": object()})
+        assert await jobs.enqueue("typed", {"n": 1}, idempotency_key="i") == await jobs.enqueue(
+            "typed", {"n": 1}, idempotency_key="i"
+        )
+
+
+class TestMemory(JobQueueContract):
+    async def open(self) -> JobQueue:
+        from organelle.jobs.memory import MemoryJobQueue
+
+        return await MemoryJobQueue().open()
+
+
+class TestSqlite(JobQueueContract):
+    @pytest.fixture(autouse=True)
+    def _dir(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+
+    async def open(self) -> JobQueue:
+        return await make_sqlite_queue(self.tmp_path / "jobs.db")
+
+
+class TestPostgres(JobQueueContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, postgres_server: PostgresServer) -> None:
+        self.server = postgres_server
+
+    async def open(self) -> JobQueue:
+        return await make_postgres_queue(self.server)
+
+
+class TestNats(JobQueueContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, nats_server: NatsServer) -> None:
+        self.server = nats_server
+
+    async def open(self) -> JobQueue:
+        return await make_nats_queue(self.server, ack_wait_s=LEASE)
