@@ -354,9 +354,13 @@ class Kernel(Supervision):
         Waits while the local queue is full, so the transport's flow control
         (and not a drop) absorbs the pressure.
         """
-        subs = self._bus.handler_subs(module, handler, ctx.topic or "")
-        if subs and not self._bus.offer(subs, payload, ctx):
-            await self._bus.publish(subs, payload, ctx)
+        bus = self._bus
+        key = f"{module} {handler} {ctx.topic}"  # never a topic (no spaces): shares route()'s cache
+        subs = bus._cache.get(key)
+        if subs is None:
+            subs = bus._cache[key] = bus.handler_subs(module, handler, ctx.topic or "")
+        if subs and not bus.offer(subs, payload, ctx):
+            await bus.publish(subs, payload, ctx)
 
     async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:
         """Return once module ``name`` serves, here or (with a transport) on any node.

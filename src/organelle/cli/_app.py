@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 import organelle
+from organelle.cli._nodes import nodes
 from organelle.cli._output import EXIT_OK, out, plural, report
 from organelle.cli._serve import configure_logging, log_level, serve
 from organelle.cli._target import App, load_app
@@ -156,6 +157,9 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
         out.print(line)
     summary = f"ok: {plural(len(modules), 'module')} would start in {plural(len(levels), 'level')}"
     out.print(Text(summary, "green"))
+
+
+app.command(name="nodes")(nodes)
 
 
 def main() -> None:

@@ -1,0 +1,376 @@
+"""RPC and events over NATS between two processes: organelle beside raw nats-py and FastStream.
+
+    python bench/rpc_nats.py            # full run (a couple of minutes)
+    python bench/rpc_nats.py --quick    # a few seconds per case
+
+One nats-server (from ``organelle.testing.servers``) on loopback; for each
+subject a server process is started, then the client in this process runs
+request/reply at 1 and at 100 in flight, and events publish -> handler.
+Every peer moves the same JSON object ``{"n": int, "text": str}``:
+* raw nats-py: ``nc.request`` + ``json.loads`` / ``json.dumps`` on both sides;
+* FastStream (if installed): ``@broker.subscriber`` typed ``dict`` handler,
+  ``broker.request`` on the client;
+* organelle: ``kernel.call("echo.echo", n=…, text=…)`` to a validated
+  ``@rpc`` (params checked, a msgspec Struct returned) on another node.
+uvloop is used on both sides when installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from _common import Row, percentile, publish
+
+from organelle import Kernel, Module, on, rpc
+from organelle.testing.servers import NatsServer
+
+PAYLOAD = {"n": 1, "text": "hello organelle"}
+PREFIX = "bench"
+
+
+class Echoed(msgspec.Struct):
+    n: int
+    text: str
+
+
+class Echo(Module):
+    name = "echo"
+    version = "1.0.0"
+
+    async def on_start(self) -> None:
+        self.seen = 0
+
+    @rpc
+    async def echo(self, n: int, text: str) -> Echoed:
+        return Echoed(n=n, text=text)
+
+    @rpc
+    async def count(self) -> int:
+        return self.seen
+
+    @on("bench.evt")
+    async def evt(self, event: Echoed) -> None:  # noqa: ARG002 - validated, then counted
+        self.seen += 1
+
+
+def _loop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _config(url: str) -> dict[str, Any]:
+    return {"kernel": {"transport": url, "transport_options": {"prefix": PREFIX}}}
+
+
+# -- server side (a child process) --------------------------------------------------------
+async def serve(kind: str, url: str) -> None:
+    if kind == "organelle":
+        async with Kernel([Echo], _config(url)):
+            print("ready", flush=True)
+            await asyncio.Event().wait()
+    elif kind == "raw":
+        import nats
+
+        nc = await nats.connect(url)
+        seen = 0
+
+        async def echo(msg: Any) -> None:
+            data = json.loads(msg.data)
+            await msg.respond(json.dumps({"n": data["n"], "text": data["text"]}).encode())
+
+        async def evt(msg: Any) -> None:
+            nonlocal seen
+            json.loads(msg.data)
+            seen += 1
+
+        async def count(msg: Any) -> None:
+            await msg.respond(str(seen).encode())
+
+        await nc.subscribe("raw.echo", cb=echo)
+        await nc.subscribe("raw.evt", cb=evt, pending_msgs_limit=1_000_000)
+        await nc.subscribe("raw.count", cb=count)
+        await nc.flush()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+    else:
+        from faststream.nats import NatsBroker
+
+        broker = NatsBroker(url, logger=None)
+        fs_seen = 0
+
+        @broker.subscriber("fs.echo")
+        async def fs_echo(msg: dict[str, Any]) -> dict[str, Any]:
+            return {"n": msg["n"], "text": msg["text"]}
+
+        @broker.subscriber("fs.evt")
+        async def fs_evt(msg: dict[str, Any]) -> None:  # noqa: ARG001
+            nonlocal fs_seen
+            fs_seen += 1
+
+        @broker.subscriber("fs.count")
+        async def fs_count(msg: str) -> int:  # noqa: ARG001
+            return fs_seen
+
+        await broker.start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+
+# -- client side ----------------------------------------------------------------------------
+async def measure(
+    call: Callable[[], Awaitable[Any]], n: int, conc: int
+) -> tuple[float, list[float]]:
+    lat: list[float] = []
+    per = n // conc
+
+    async def worker() -> None:
+        clock = time.perf_counter
+        for _ in range(per):
+            t = clock()
+            await call()
+            lat.append(clock() - t)
+
+    for _ in range(min(200, per)):  # warm up
+        await call()
+    lat.clear()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    return per * conc / (time.perf_counter() - t0), lat
+
+
+async def drain_events(
+    send: Callable[[], Awaitable[None]], count: Callable[[], Awaitable[int]], n: int
+) -> float:
+    base = await count()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await send()
+    deadline = time.perf_counter() + 120
+    while await count() - base < n:
+        if time.perf_counter() > deadline:
+            raise TimeoutError("events were lost or too slow")
+        await asyncio.sleep(0.002)
+    return n / (time.perf_counter() - t0)
+
+
+class Client:
+    """The client of one subject: ``call()``, ``emit()``, ``count()``."""
+
+    async def open(self, url: str) -> None: ...
+    async def call(self) -> Any: ...
+    async def emit(self) -> None: ...
+    async def count(self) -> int: ...
+    async def close(self) -> None: ...
+
+
+class RawClient(Client):
+    async def open(self, url: str) -> None:
+        import nats
+
+        self.nc = await nats.connect(url)
+
+    async def call(self) -> Any:
+        msg = await self.nc.request("raw.echo", json.dumps(PAYLOAD).encode(), timeout=10)
+        return json.loads(msg.data)
+
+    async def emit(self) -> None:
+        await self.nc.publish("raw.evt", json.dumps(PAYLOAD).encode())
+
+    async def count(self) -> int:
+        return int((await self.nc.request("raw.count", b"", timeout=10)).data)
+
+    async def close(self) -> None:
+        await self.nc.close()
+
+
+class FsClient(Client):
+    async def open(self, url: str) -> None:
+        from faststream.nats import NatsBroker
+
+        self.broker = NatsBroker(url, logger=None)
+        await self.broker.connect()
+
+    async def call(self) -> Any:
+        msg = await self.broker.request(PAYLOAD, "fs.echo", timeout=10)
+        return await msg.decode()
+
+    async def emit(self) -> None:
+        await self.broker.publish(PAYLOAD, "fs.evt")
+
+    async def count(self) -> int:
+        msg = await self.broker.request("", "fs.count", timeout=10)
+        return int(await msg.decode())  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.broker.stop()
+
+
+class OrgClient(Client):
+    async def open(self, url: str) -> None:
+        self.kernel = Kernel([], _config(url))
+        await self.kernel.start()
+        await self.kernel.wait_for("echo", 10)
+        self._call = self.kernel.call
+
+    async def call(self) -> Any:
+        return await self._call("echo.echo", n=1, text="hello organelle")
+
+    async def emit(self) -> None:
+        await self.kernel.emit("bench.evt", PAYLOAD)
+
+    async def count(self) -> int:
+        return int(await self._call("echo.count"))
+
+    async def close(self) -> None:
+        await self.kernel.stop()
+
+
+def start_server(kind: str, url: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--url", url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "ready" not in line:
+        proc.kill()
+        raise RuntimeError(f"{kind} server did not start")
+    return proc
+
+
+async def run_subject(kind: str, url: str, client: Client, sizes: dict[str, int]) -> dict[str, Any]:
+    proc = start_server(kind, url)
+    try:
+        await client.open(url)
+        r1, l1 = await measure(client.call, sizes["c1"], 1)
+        r100, l100 = await measure(client.call, sizes["c100"], 100)
+        ev = await drain_events(client.emit, client.count, sizes["events"])
+        await client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return {"c1": (r1, l1), "c100": (r100, l100), "events": ev}
+
+
+def _row(  # noqa: PLR0917
+    case: str,
+    subject: str,
+    rate: float,
+    lat: list[float] | None,
+    base: float | None,
+    target: str = "",
+) -> Row:
+    return Row(
+        case=case,
+        subject=subject,
+        value=rate,
+        unit="req/s" if lat is not None else "events/s",
+        baseline="raw nats-py" if base else "",
+        ratio=rate / base if base else None,
+        p50_us=percentile(lat, 50) * 1e6 if lat else None,
+        p99_us=percentile(lat, 99) * 1e6 if lat else None,
+        target=target,
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--serve")
+    parser.add_argument("--url")
+    parser.add_argument("--only", help="comma-separated subjects: raw,faststream,organelle")
+    args = parser.parse_args()
+    if args.serve:
+        await serve(args.serve, args.url)
+        return
+    sizes = (
+        {"c1": 2_000, "c100": 20_000, "events": 50_000}
+        if args.quick
+        else {"c1": 10_000, "c100": 100_000, "events": 200_000}
+    )
+    subjects: dict[str, Client] = {"raw": RawClient(), "organelle": OrgClient()}
+    try:
+        import faststream  # noqa: F401
+
+        subjects["faststream"] = FsClient()
+    except ImportError:
+        print("FastStream not installed: pip install 'faststream[nats]' to compare")
+    if args.only:
+        subjects = {k: v for k, v in subjects.items() if k in args.only.split(",") or k == "raw"}
+    results: dict[str, dict[str, Any]] = {}
+    async with NatsServer() as server:
+        for kind, client in subjects.items():
+            results[kind] = await run_subject(kind, server.url, client, sizes)
+            print(
+                kind,
+                {k: (v[0] if isinstance(v, tuple) else v) for k, v in results[kind].items()},
+                flush=True,
+            )
+    raw = results["raw"]
+    rows: list[Row] = []
+    names = {"raw": "raw nats-py", "faststream": "FastStream 0.7 (NATS)", "organelle": "organelle"}
+    targets = {
+        "c1": "≥ 1.0× raw, p99 < 800 µs",
+        "c100": "≥ 1.0× raw (goal 39 k/s)",
+        "events": "≥ 0.8× raw",
+    }
+    for case, label in (("c1", "RPC, 1 in flight"), ("c100", "RPC, 100 in flight")):
+        for kind, res in results.items():
+            rate, lat = res[case]
+            base = None if kind == "raw" else raw[case][0]
+            rows.append(
+                _row(
+                    label,
+                    names[kind],
+                    rate,
+                    lat,
+                    base,
+                    targets[case] if kind == "organelle" else "",
+                )
+            )
+    for kind, res in results.items():
+        base = None if kind == "raw" else raw["events"]
+        rows.append(
+            _row(
+                "event publish → handler",
+                names[kind],
+                res["events"],
+                None,
+                base,
+                targets["events"] if kind == "organelle" else "",
+            )
+        )
+    publish(
+        "rpc_nats",
+        "RPC and events over NATS, two processes",
+        rows,
+        notes=(
+            "Client in one process, server in another, one nats-server, all on this machine "
+            "(2 vCPUs shared by the three). JSON `{n, text}` in and out, decoded on both sides; "
+            "organelle validates the params and returns a msgspec Struct. Events: the publisher "
+            "sends N events, then polls the subscriber's count until all arrived. "
+            f"{'Quick run. ' if args.quick else ''}uvloop on both sides when installed.\n"
+        ),
+    )
+
+
+if __name__ == "__main__":
+    _loop()
+    asyncio.run(main())

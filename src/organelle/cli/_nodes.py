@@ -1,0 +1,98 @@
+"""``organelle nodes TARGET``: the cluster as its registry sees it, then exit.
+
+Reads ``[kernel] transport`` (and its options) from the app's config,
+connects, reads every live node's registry entry and prints one line per
+node: name, host, pid, uptime, last heartbeat and the modules it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.text import Text
+
+from organelle.cli._output import EXIT_OK, out, plural, report
+from organelle.cli._target import load_app
+from organelle.errors import ConfigError
+
+if TYPE_CHECKING:
+    from organelle.transport._nats_options import NatsOptions
+    from organelle.transport.registry import NodeInfo
+
+__all__ = ["nodes"]
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:  # noqa: PLR2004 - seconds read best up to two minutes
+        return f"{seconds:.1f}s"
+    if seconds < 7200:  # noqa: PLR2004
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _read(target: str, sets: list[str]) -> tuple[NatsOptions, list[NodeInfo]]:
+    from organelle.transport._nats_options import parse_options
+    from organelle.transport.registry import read_cluster
+
+    settings = load_app(target, sets=sets, only=[]).kernel.settings
+    if not settings.transport.startswith(("nats:", "tls:")):
+        raise ConfigError(
+            f"kernel.transport is {settings.transport!r}: an in-process app has no cluster; "
+            "set it to nats://host:port"
+        )
+    options = parse_options(settings)
+    return options, asyncio.run(read_cluster(options))
+
+
+def nodes(
+    target: Annotated[
+        str, typer.Argument(metavar="TARGET", help="An app config file or 'package.module:attr'.")
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE", help="Override a config value."),
+    ] = None,
+) -> None:
+    """List the nodes of the app's cluster with their modules, then exit.
+
+    Exit codes: 0 listed (even when empty), 1 NATS unreachable, 2 the app is
+    not configured for a cluster (``[kernel] transport`` is ``memory://``).
+    """
+    try:
+        options, found = _read(target, set_ or [])
+    except Exception as exc:
+        raise typer.Exit(report(exc, building=isinstance(exc, ConfigError))) from None
+    now = time.time()
+    out.print(
+        Text(
+            f"cluster {', '.join(options.urls)} (prefix {options.prefix!r}): "
+            f"{plural(len(found), 'node')}"
+        )
+    )
+    if not found:
+        raise typer.Exit(EXIT_OK)
+    width = max(len(n.node) for n in found)
+    host_width = max(len(n.host) for n in found)
+    out.print(
+        Text(
+            f"  {'NODE':<{width}}  {'HOST':<{host_width}}  {'PID':>7}  {'UP':>6}  "
+            f"{'BEAT':>6}  MODULES",
+            style="bold",
+        )
+    )
+    for node in found:
+        modules = ", ".join(
+            f"{name}@{entry.version} ({plural(len(entry.methods), 'method')})"
+            for name, entry in sorted(node.modules.items())
+        )
+        out.print(
+            Text(
+                f"  {node.node:<{width}}  {node.host:<{host_width}}  {node.pid:>7}  "
+                f"{_age(now - node.started):>6}  {_age(max(0.0, now - node.ts)):>6}  "
+                f"{modules or '-'}"
+            )
+        )
+    raise typer.Exit(EXIT_OK)

@@ -1,0 +1,229 @@
+"""The context in NATS headers, both ways; see ``docs/nats.md`` for the table.
+
+Header names are matched case-insensitively on the way in (any NATS client
+may write them) and written in one canonical spelling on the way out. A
+request carries only what is set: a root call with no meta costs two headers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from organelle.codec import Codec, codec_for
+from organelle.context import Context, _next_seq
+from organelle.errors import OrganelleError, RemoteError, ValidationError
+
+__all__ = [
+    "H_CODEC",
+    "H_ERROR",
+    "H_RETRY",
+    "context_from",
+    "decode_error",
+    "headers_for",
+    "parse_headers",
+    "reply_headers",
+]
+
+H_ID = "Organelle-Id"
+H_CORR = "Organelle-Correlation-Id"
+H_CAUSE = "Organelle-Causation-Id"
+H_TIMEOUT = "Organelle-Timeout-Ms"
+H_CODEC = "Organelle-Codec"
+H_PRINCIPAL = "Organelle-Principal"
+H_PTYPE = "Organelle-Principal-Type"
+H_ROLES = "Organelle-Roles"
+H_META = "Organelle-Meta"
+H_ERROR = "Organelle-Error"
+H_RETRY = "Organelle-Retry"
+_TRACE = ("traceparent", "tracestate")
+_STATUS_AT = 9  # "NATS/1.0 503": the status code starts here
+_STATUS_END = 12
+
+_meta_encoder = msgspec.json.Encoder()
+_meta_decoder = msgspec.json.Decoder(dict[str, Any])
+_monotonic = time.monotonic
+
+
+def _clean(value: object) -> str:
+    """A header value on one line (CR/LF would end the header block)."""
+    text = value if isinstance(value, str) else str(value)
+    if "\r" in text or "\n" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    return text
+
+
+def _principal_fields(principal: Any) -> tuple[str, str, str] | None:
+    """``(id, type, roles)`` of a principal object, mapping or plain id; ``None`` if anonymous."""
+    if principal is None:
+        return None
+    if isinstance(principal, str):
+        return principal, "", ""
+    get = principal.get if isinstance(principal, Mapping) else None
+    pid = get("id") if get else getattr(principal, "id", None)
+    if pid is None:
+        return None
+    ptype = (get("type") if get else getattr(principal, "type", "")) or ""
+    roles = (get("roles") if get else getattr(principal, "roles", ())) or ()
+    return str(pid), str(ptype), ",".join(sorted(str(r) for r in roles))
+
+
+def headers_for(ctx: Context, codec: str, *, timeout: bool) -> bytes:
+    """The header block of an outgoing request (``timeout``) or event.
+
+    Raises:
+        ValidationError: ``meta`` holds a value that cannot be encoded as JSON.
+    """
+    parts = ["NATS/1.0\r\n", H_ID, ": ", ctx.request_id, "\r\n"]
+    if ctx.corr is not None:
+        parts += [H_CORR, ": ", ctx.correlation_id, "\r\n"]
+    if ctx.cause is not None:
+        parts += [H_CAUSE, ": ", ctx.causation_id or "", "\r\n"]
+    if timeout and ctx.deadline is not None:
+        ms = max(1, int((ctx.deadline - _monotonic()) * 1000))
+        parts += [H_TIMEOUT, ": ", str(ms), "\r\n"]
+    if codec != "json":
+        parts += [H_CODEC, ": ", codec, "\r\n"]
+    who = _principal_fields(ctx.principal)
+    if who is not None:
+        _principal_part(parts, who)
+    if ctx.meta:
+        _meta_part(parts, ctx.meta)
+    parts.append("\r\n")
+    return "".join(parts).encode()
+
+
+def _principal_part(parts: list[str], who: tuple[str, str, str]) -> None:
+    parts += [H_PRINCIPAL, ": ", _clean(who[0]), "\r\n"]
+    if who[1]:
+        parts += [H_PTYPE, ": ", _clean(who[1]), "\r\n"]
+    if who[2]:
+        parts += [H_ROLES, ": ", _clean(who[2]), "\r\n"]
+
+
+def _meta_part(parts: list[str], meta: dict[str, Any]) -> None:
+    """Trace keys as their W3C headers, the rest as one JSON header."""
+    rest = {k: v for k, v in meta.items() if k not in _TRACE}
+    for key in _TRACE:
+        if key in meta:
+            parts += [key, ": ", _clean(meta[key]), "\r\n"]
+    if rest:
+        try:
+            encoded = _meta_encoder.encode(rest).decode()
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"context meta cannot cross the wire: {exc}",
+                errors=[{"field": "meta", "message": str(exc)}],
+            ) from None
+        parts += [H_META, ": ", encoded, "\r\n"]
+
+
+def reply_headers(codec: str, error: str | None = None, *, retry: bool = False) -> bytes:
+    """The header block of a reply; empty for a JSON success (plain clients read the body)."""
+    if error is None and codec == "json":
+        return b""
+    parts = ["NATS/1.0\r\n"]
+    if codec != "json":
+        parts += [H_CODEC, ": ", codec, "\r\n"]
+    if error is not None:
+        parts += [H_ERROR, ": ", error, "\r\n"]
+    if retry:
+        parts += [H_RETRY, ": 1\r\n"]
+    parts.append("\r\n")
+    return "".join(parts).encode()
+
+
+def parse_headers(block: bytes | None) -> tuple[int, dict[str, str]]:
+    """``(status, headers)`` of a header block; names lower-cased, status 0 when absent."""
+    if not block:
+        return 0, {}
+    first, _, rest = block.decode(errors="replace").partition("\r\n")
+    status = 0
+    if len(first) > _STATUS_AT:
+        code = first[_STATUS_AT:_STATUS_END]
+        status = int(code) if code.isdigit() else 0
+    out: dict[str, str] = {}
+    for line in rest.split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return status, out
+
+
+def codec_of(headers: Mapping[str, str]) -> Codec:
+    """The codec a message announces (JSON when it says nothing).
+
+    Raises:
+        ValidationError: an unknown codec name.
+    """
+    return codec_for(headers.get("organelle-codec", "json") or "json")
+
+
+def context_from(headers: Mapping[str, str], topic: str | None = None) -> Context:
+    """Rebuild the sender's context: ids, remaining time as a local deadline, principal, meta.
+
+    Raises:
+        ValidationError: a malformed timeout or meta header.
+    """
+    if not headers:
+        return Context(_next_seq(), None, None, None, None, {}, topic)
+    deadline = None
+    timeout = headers.get("organelle-timeout-ms")
+    if timeout is not None:
+        try:
+            deadline = _monotonic() + float(timeout) / 1000
+        except ValueError:
+            raise ValidationError(
+                f"header {H_TIMEOUT} must be a number of milliseconds, got {timeout!r}",
+                errors=[{"field": H_TIMEOUT, "message": "not a number"}],
+            ) from None
+        if deadline != deadline:  # NaN  # noqa: PLR0124
+            raise ValidationError(f"header {H_TIMEOUT} is not a number")
+    meta: dict[str, Any] = {}
+    raw_meta = headers.get("organelle-meta")
+    if raw_meta:
+        try:
+            meta = _meta_decoder.decode(raw_meta)
+        except msgspec.DecodeError as exc:
+            raise ValidationError(
+                f"header {H_META} must be a JSON object: {exc}",
+                errors=[{"field": H_META, "message": str(exc)}],
+            ) from None
+    for key in _TRACE:
+        if key in headers:
+            meta[key] = headers[key]
+    principal = None
+    pid = headers.get("organelle-principal")
+    if pid:
+        from organelle.auth.base import Principal
+
+        roles = headers.get("organelle-roles", "")
+        principal = Principal(
+            id=pid,
+            type=headers.get("organelle-principal-type") or "user",
+            roles=frozenset(r for r in roles.split(",") if r),
+        )
+    return Context(
+        headers.get("organelle-id") or _next_seq(),
+        deadline,
+        headers.get("organelle-correlation-id"),
+        headers.get("organelle-causation-id"),
+        principal,
+        meta,
+        topic,
+    )
+
+
+def decode_error(codec: Codec, data: bytes, code: str) -> OrganelleError:
+    """The error of an error reply; a reply that cannot be read still keeps its code."""
+    try:
+        body = codec.decode(data)
+    except ValidationError:
+        body = None
+    if not isinstance(body, dict):
+        return RemoteError(f"unreadable error reply ({code})", remote_code=code)
+    body.setdefault("code", code)
+    return OrganelleError.from_wire(body)

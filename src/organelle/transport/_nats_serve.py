@@ -1,0 +1,257 @@
+"""The serving half of the NATS transport: exposed modules, inbound calls and events.
+
+A module's RPC methods share one queue subscription ``<prefix>.rpc.<module>.*``
+(queue group ``<prefix>.rpc.<module>``), so every instance of a module on any
+node takes a share and a withdrawn or dead one takes none. Each ``@on``
+handler gets ``<prefix>.evt.<pattern>``: in queue group
+``<prefix>.evt.<module>.<handler>`` when balanced, plain when broadcast.
+Whatever the wire sends, the sender gets a typed error reply and the node
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from organelle.codec import Codec, codec_for
+from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
+from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
+from organelle.transport.registry import ModuleEntry
+
+if TYPE_CHECKING:
+    from organelle.context import Context
+    from organelle.module import ModuleSpec
+    from organelle.transport._nats_options import NatsOptions
+    from organelle.transport._nats_wire import NatsWire
+    from organelle.transport.base import Inbound
+
+__all__ = ["Exposer"]
+
+log = logging.getLogger("organelle.transport.nats")
+
+_JSON = codec_for("json")
+
+
+def _too_large(what: str, size: int, limit: int) -> ValidationError:
+    message = f"{what} of {size} bytes exceeds the limit of {limit} bytes"
+    return ValidationError(message, errors=[{"field": "$", "message": message}])
+
+
+class Exposer:
+    """Subscribes exposed modules and serves what arrives for them."""
+
+    def __init__(self, wire: NatsWire, options: NatsOptions) -> None:
+        self.wire = wire
+        self.options = options
+        self.inbound: Inbound | None = None
+        self.exposed: dict[str, tuple[ModuleSpec, list[int]]] = {}
+        self._rpc_prefix = f"{options.prefix}.rpc."
+        self._rpc_plen = len(self._rpc_prefix)
+        self._evt_plen = len(options.prefix) + len(".evt.")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._backlog: deque[tuple[str, str, Any, Context]] | None = None
+
+    @property
+    def max_in(self) -> int:
+        """The largest request or event accepted."""
+        return self.options.max_payload_bytes or self.wire.max_payload
+
+    def modules(self) -> dict[str, ModuleEntry]:
+        """What this node serves, for the registry."""
+        return {
+            name: ModuleEntry(
+                version=str(spec.version),
+                methods=sorted(spec.rpcs),
+                events=[s.spec.pattern for s in spec.subscriptions],
+            )
+            for name, (spec, _) in self.exposed.items()
+        }
+
+    # -- subscriptions -------------------------------------------------------------------
+    async def expose(self, spec: ModuleSpec) -> None:
+        """Subscribe the module; return once the server has the subscriptions."""
+        if spec.name in self.exposed:
+            return
+        wire, prefix, name = self.wire, self.options.prefix, spec.name
+        sids = []
+        if spec.rpcs:
+            sids.append(
+                wire.subscribe(f"{self._rpc_prefix}{name}.*", self._on_rpc, f"{prefix}.rpc.{name}")
+            )
+        for sub in spec.subscriptions:
+            queue = f"{prefix}.evt.{name}.{sub.attr}" if sub.spec.delivery != "broadcast" else None
+            handler = self._event_handler(name, sub.attr)
+            sids.append(wire.subscribe(f"{prefix}.evt.{sub.spec.pattern}", handler, queue))
+        self.exposed[name] = (spec, sids)
+        if wire.connected:
+            await wire.flush()
+
+    async def withdraw(self, name: str) -> None:
+        """Unsubscribe the module; calls already on their way get a retryable refusal."""
+        entry = self.exposed.pop(name, None)
+        if entry is None:
+            return
+        for sid in entry[1]:
+            self.wire.unsubscribe(sid)
+        if self.wire.connected:
+            try:
+                await self.wire.flush(2.0)
+            except (OrganelleError, TimeoutError):
+                log.debug("flush after withdrawing %s failed", name)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for replies still being computed."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    # -- RPC -----------------------------------------------------------------------------
+    def _on_rpc(self, subject: bytes, reply: bytes | None, hdr: bytes | None, data: bytes) -> None:
+        if reply is None:
+            log.debug("dropping a request on %r without a reply subject", subject)
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(subject, reply, hdr, data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _decode_headers(hdr: bytes | None) -> tuple[Codec, dict[str, str]]:
+        """``(codec, headers)`` of a message; an unknown codec raises (the reply stays JSON)."""
+        headers = parse_headers(hdr)[1] if hdr else {}
+        return (codec_of(headers) if headers else _JSON), headers
+
+    def _params(self, codec: Codec, data: bytes) -> dict[str, Any]:
+        if len(data) > self.max_in:
+            raise _too_large("request", len(data), self.max_in)
+        params = codec.decode(data) if data else {}
+        if not isinstance(params, dict):
+            raise ValidationError(
+                "RPC parameters must be an object",
+                errors=[{"field": "$", "message": "expected an object of parameters"}],
+            )
+        return params
+
+    async def _serve(self, subject: bytes, reply: bytes, hdr: bytes | None, data: bytes) -> None:
+        codec: Codec = _JSON
+        target = subject[self._rpc_plen :].decode()
+        inbound = self.inbound
+        if inbound is None or target.partition(".")[0] not in self.exposed:
+            err = UnavailableError(f"{target!r} is no longer served by this node")
+            self._reply_error(reply, codec, err, retry=True)
+            return
+        try:
+            codec, headers = self._decode_headers(hdr)
+            params = self._params(codec, data)
+            result = await inbound.dispatch(target, params, context_from(headers))
+            body = codec.encode(result)
+            if len(body) > self.wire.max_payload:
+                raise _too_large("reply", len(body), self.wire.max_payload)  # noqa: TRY301
+            self.wire.publish(reply, body, None, reply_headers(codec.name))
+        except OrganelleError as err:
+            self._reply_error(reply, codec, err)
+        except Exception as exc:
+            self._reply_error(reply, codec, InternalError.wrap(exc))
+
+    def _reply_error(
+        self, reply: bytes, codec: Codec, err: OrganelleError, *, retry: bool = False
+    ) -> None:
+        try:
+            body = codec.encode(err.to_wire())
+        except ValidationError:  # details that cannot be encoded: send the rest
+            body = codec.encode({**err.to_wire(), "details": {}})
+        if len(body) > self.wire.max_payload:
+            body = codec.encode({**err.to_wire(), "details": {}})
+        try:
+            self.wire.publish(reply, body, None, reply_headers(codec.name, err.code, retry=retry))
+        except UnavailableError:
+            log.debug("could not reply %s: disconnected", err.code)
+
+    # -- events --------------------------------------------------------------------------
+    def _event_handler(
+        self, module: str, attr: str
+    ) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
+        def on_event(subject: bytes, _reply: bytes | None, hdr: bytes | None, data: bytes) -> None:
+            self._on_event(module, attr, subject, hdr, data)
+
+        return on_event
+
+    def _on_event(
+        self, module: str, attr: str, subject: bytes, hdr: bytes | None, data: bytes
+    ) -> None:
+        inbound = self.inbound
+        if inbound is None or module not in self.exposed:
+            return
+        topic = subject[self._evt_plen :].decode()
+        try:
+            codec, headers = self._decode_headers(hdr)
+            if len(data) > self.max_in:
+                raise _too_large("event", len(data), self.max_in)
+            payload = codec.decode(data) if data else None
+            ctx = context_from(headers, topic)
+        except OrganelleError as err:
+            log.warning("dropping a malformed event on %r: %s", topic, err)
+            return
+        if self._backlog is not None:  # the local queue is full: keep order behind it
+            self._backlog.append((module, attr, payload, ctx))
+            return
+        coro = inbound.deliver(module, attr, payload, ctx)
+        try:
+            first = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            log.exception("delivering %r to %s.%s failed", topic, module, attr)
+            return
+        # The local queue is full: stop reading until it has room (backpressure,
+        # never a drop); NATS holds what follows, the rest of this read waits here.
+        self._backlog = deque()
+        self.wire.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._drain(inbound, coro, first))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, inbound: Inbound, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        backlog = self._backlog
+        try:
+            await _finish(coro, first)
+            while backlog:
+                module, attr, payload, ctx = backlog.popleft()
+                await inbound.deliver(module, attr, payload, ctx)
+        except Exception:
+            log.exception("event delivery failed")
+        finally:
+            self._backlog = None
+            self.wire.resume_reading()
+
+
+async def _finish(coro: Coroutine[Any, Any, Any], first: Any) -> Any:
+    """Drive a coroutine already started with ``send(None)`` to its end."""
+    value = first
+    while True:
+        try:
+            sent = await _Yield(value)
+        except BaseException as exc:  # handed to the coroutine, as await would
+            try:
+                value = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                value = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+class _Yield:
+    """Yields one value to the running task and returns what it sends back."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        return (yield self.value)

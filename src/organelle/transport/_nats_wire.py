@@ -1,0 +1,469 @@
+"""A lean NATS client protocol for the data path: PUB/HPUB, SUB/UNSUB, MSG/HMSG.
+
+Why not nats-py here: its per-message machinery (a ``Msg`` object, a queue
+and a task hop per subscription, a flusher task) costs more than the whole
+organelle dispatch. This layer parses the socket buffer in ``data_received``
+and hands each message to a plain callback synchronously; writes go to one
+buffer flushed once per loop iteration, so a burst of replies or requests
+costs one syscall. Reconnects walk the server pool with backoff and replay
+every subscription; the owner is told on loss and on return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from organelle.errors import TransportError, UnavailableError
+from organelle.transport._nats_auth import connect_fields
+from organelle.transport._nats_options import NatsOptions, Server
+
+__all__ = ["Handler", "NatsWire"]
+
+log = logging.getLogger("organelle.transport.nats")
+
+Handler = Callable[[bytes, bytes | None, bytes | None, bytes], None]
+"""``(subject, reply, headers, payload)``: called synchronously for each message."""
+
+_CRLF = b"\r\n"
+_MAX_CONTROL = 4096  # a control line longer than this is a protocol error
+_FLUSH_BYTES = 1 << 18  # write at once past this much pending output
+
+
+class _Proto(asyncio.Protocol):
+    def __init__(self, wire: NatsWire) -> None:
+        self.wire = wire
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.wire._feed(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.wire._lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.wire._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.wire._writable.set()
+
+
+class NatsWire:
+    """One connection to a NATS server pool, kept alive until ``close()``.
+
+    Args:
+        options: servers, credentials, TLS and timing.
+        on_lost: called (synchronously) when the connection drops.
+        on_back: called once a reconnect has replayed every subscription.
+    """
+
+    def __init__(
+        self,
+        options: NatsOptions,
+        *,
+        on_lost: Callable[[], None] = lambda: None,
+        on_back: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.options = options
+        self.on_lost = on_lost
+        self.on_back = on_back
+        self.pool: list[Server] = list(options.servers)
+        self.info: dict[str, Any] = {}
+        self.max_payload = 1 << 20
+        self._proto: _Proto | None = None
+        self._buf = bytearray()
+        self._need = 0
+        self._subs: dict[int, tuple[bytes, Handler]] = {}
+        self._next_sid = 0
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self._pongs: deque[asyncio.Future[None]] = deque()
+        self._info_wait: asyncio.Future[None] | None = None
+        self._connected = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._closing = False
+        self._reconnector: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._outstanding = 0
+        self._current = 0
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up (subscriptions replayed)."""
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a connection; return whether there is one."""
+        if self._connected.is_set():
+            return True
+        if timeout_s <= 0 or self._closing:
+            return False
+        waiter = asyncio.ensure_future(self._connected.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=timeout_s)
+        finally:
+            waiter.cancel()
+        return self._connected.is_set()
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (the consumer is full); NATS buffers what follows."""
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            proto.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read again after ``pause_reading``."""
+        proto = self._proto
+        if proto is not None and proto.transport is not None and not proto.transport.is_closing():
+            proto.transport.resume_reading()
+
+    async def writable(self) -> None:
+        """Wait while the socket's write buffer is over its high-water mark."""
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    # -- connect / reconnect -------------------------------------------------------------
+    async def connect(self) -> None:
+        """Connect to the first server of the pool that answers.
+
+        Raises:
+            TransportError: no server could be reached (each one's reason listed).
+        """
+        reasons = []
+        for i, server in enumerate(self.pool):
+            try:
+                await self._handshake(server)
+            except (OSError, TimeoutError, TransportError) as exc:
+                reasons.append(f"{server.url}: {exc or type(exc).__name__}")
+                continue
+            self._current = i
+            self._pinger = asyncio.get_running_loop().create_task(self._ping_loop())
+            return
+        raise TransportError("cannot connect to NATS: " + "; ".join(reasons))
+
+    async def _handshake(self, server: Server) -> None:
+        loop = asyncio.get_running_loop()
+        opts = self.options
+        self._buf.clear()
+        self._info_wait = loop.create_future()
+        proto = _Proto(self)
+        self._proto = proto
+        try:
+            async with asyncio.timeout(opts.connect_timeout_s):
+                await loop.create_connection(lambda: proto, server.host, server.port)
+                await self._info_wait
+                tls = opts.tls_context()
+                if self.info.get("tls_required") or server.tls:
+                    if tls is None:  # the server asks for TLS: verify it with the system CAs
+                        tls = ssl.create_default_context()
+                    assert proto.transport is not None  # noqa: S101 - set by connection_made
+                    proto.transport = await loop.start_tls(
+                        proto.transport,
+                        proto,
+                        tls,
+                        server_hostname=opts.tls_hostname or server.host,
+                    )
+                pong = loop.create_future()
+                self._pongs.append(pong)
+                lines = [
+                    b"CONNECT "
+                    + json.dumps(connect_fields(self.options, self.info)).encode()
+                    + _CRLF
+                ]
+                lines += [self._sub_line(sid, spec) for sid, (spec, _) in self._subs.items()]
+                lines.append(b"PING\r\n")
+                self._raw_write(proto, b"".join(lines))
+                await pong
+        except BaseException:
+            if proto.transport is not None:
+                proto.transport.abort()
+            self._proto = None
+            self._fail_pongs(UnavailableError("connection attempt failed"))
+            raise
+        self._outstanding = 0
+        self._writable.set()
+        self._connected.set()
+
+    def _lost(self, proto: _Proto, exc: Exception | None) -> None:
+        if proto is not self._proto:
+            return  # an abandoned attempt
+        self._proto = None
+        was_up = self._connected.is_set()
+        self._connected.clear()
+        self._writable.set()
+        self._out.clear()
+        self._out_bytes = 0
+        self._fail_pongs(UnavailableError("NATS connection lost"))
+        if self._info_wait is not None and not self._info_wait.done():
+            self._info_wait.set_exception(UnavailableError("connection closed during handshake"))
+        if not was_up or self._closing:
+            return
+        log.warning("NATS connection lost (%s); reconnecting", exc or "closed by server")
+        self.on_lost()
+        self._reconnector = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        opts = self.options
+        rounds = 0
+        while not self._closing:
+            n = len(self.pool)
+            for k in range(1, n + 1):  # the next server first: the current one just failed
+                i = (self._current + k) % n
+                try:
+                    await self._handshake(self.pool[i])
+                except (OSError, TimeoutError, TransportError) as exc:
+                    log.debug("reconnect to %s failed: %s", self.pool[i].url, exc)
+                    continue
+                self._current = i
+                log.warning("NATS reconnected to %s", self.pool[i].url)
+                self.on_back()
+                return
+            rounds += 1
+            wait = min(opts.reconnect_max_wait_s, opts.reconnect_wait_s * 2**rounds)
+            await asyncio.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+
+    async def _ping_loop(self) -> None:
+        opts = self.options
+        while not self._closing:
+            await asyncio.sleep(opts.ping_interval_s)
+            proto = self._proto
+            if proto is None or not self._connected.is_set():
+                continue
+            if self._outstanding >= opts.max_outstanding_pings:
+                log.warning("NATS server stopped answering pings; reconnecting")
+                if proto.transport is not None:
+                    proto.transport.abort()
+                continue
+            self._outstanding += 1
+            self._raw_write(proto, b"PING\r\n")
+
+    async def close(self) -> None:
+        """Flush what is pending and disconnect; never raises."""
+        self._closing = True
+        tasks = {t for t in (self._reconnector, self._pinger) if t is not None}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
+        proto = self._proto
+        if proto is not None and self._connected.is_set():
+            with contextlib.suppress(Exception):
+                await self.flush(1.0)
+        self._connected.clear()
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
+        self._proto = None
+        self._fail_pongs(UnavailableError("NATS connection closed"))
+
+    # -- subscriptions ---------------------------------------------------------------------
+    def subscribe(self, subject: str, handler: Handler, queue: str | None = None) -> int:
+        """Subscribe; returns the sid. Replayed after every reconnect."""
+        self._next_sid += 1
+        sid = self._next_sid
+        spec = f"{subject} {queue}".encode() if queue else subject.encode()
+        self._subs[sid] = (spec, handler)
+        if self._connected.is_set():
+            self._write(self._sub_line(sid, spec))
+        return sid
+
+    def unsubscribe(self, sid: int) -> None:
+        """Stop a subscription; messages already in our buffer still reach no handler."""
+        if self._subs.pop(sid, None) is not None and self._connected.is_set():
+            self._write(b"UNSUB %d\r\n" % sid)
+
+    @staticmethod
+    def _sub_line(sid: int, spec: bytes) -> bytes:
+        return b"SUB %s %d\r\n" % (spec, sid)
+
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """Round trip to the server: everything written before is processed after this.
+
+        Raises:
+            UnavailableError: not connected, or the connection dropped meanwhile.
+            CallTimeoutError: no answer within ``timeout_s`` (as ``TimeoutError``).
+        """
+        if not self._connected.is_set():
+            raise UnavailableError("not connected to NATS")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs.append(fut)
+        self._write(b"PING\r\n")
+        async with asyncio.timeout(timeout_s):
+            await fut
+
+    # -- writing ------------------------------------------------------------------------
+    def publish(
+        self, subject: bytes, payload: bytes, reply: bytes | None = None, headers: bytes = b""
+    ) -> None:
+        """Queue one message; written with everything else queued in this loop iteration.
+
+        Raises:
+            UnavailableError: not connected (the caller waits for ``connected`` first).
+        """
+        if not self._connected.is_set():
+            raise UnavailableError("not connected to NATS")
+        if headers:
+            hl = len(headers)
+            if reply is None:
+                line = b"HPUB %s %d %d\r\n" % (subject, hl, hl + len(payload))
+            else:
+                line = b"HPUB %s %s %d %d\r\n" % (subject, reply, hl, hl + len(payload))
+            self._write(line + headers + payload + _CRLF)
+        elif reply is None:
+            self._write(b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload))
+        else:
+            self._write(b"PUB %s %s %d\r\n%s\r\n" % (subject, reply, len(payload), payload))
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_bytes += len(data)
+        if self._out_bytes > _FLUSH_BYTES:
+            self._flush_out()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_out)
+
+    def _flush_out(self) -> None:
+        handle, self._flush_handle = self._flush_handle, None
+        if handle is not None:
+            handle.cancel()
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._out_bytes = 0
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            proto.transport.write(data)
+
+    @staticmethod
+    def _raw_write(proto: _Proto, data: bytes) -> None:
+        if proto.transport is not None:
+            proto.transport.write(data)
+
+    def _fail_pongs(self, exc: Exception) -> None:
+        while self._pongs:
+            fut = self._pongs.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: nobody may be waiting any more
+
+    # -- reading ------------------------------------------------------------------------
+    def _feed(self, proto: _Proto, data: bytes) -> None:
+        if proto is not self._proto:
+            return
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < self._need:  # a large message still arriving: no re-parse
+                return
+            data = bytes(self._buf)
+            self._buf.clear()
+        try:
+            pos = self._parse(data)
+        except (ValueError, IndexError) as exc:
+            log.error("NATS protocol error (%s); dropping the connection", exc)  # noqa: TRY400
+            if proto.transport is not None:
+                proto.transport.abort()
+            return
+        if pos < len(data):
+            self._buf += data[pos:]
+
+    def _parse(self, buf: bytes) -> int:  # noqa: C901, PLR0912, PLR0915 - one flat dispatch on the op
+        """Handle every complete message in ``buf``; return where the incomplete rest starts."""
+        pos = 0
+        end_all = len(buf)
+        subs = self._subs
+        self._need = 0
+        while pos < end_all:
+            eol = buf.find(_CRLF, pos)
+            if eol < 0:
+                if end_all - pos > _MAX_CONTROL:
+                    raise ValueError("control line too long")
+                return pos
+            op = buf[pos : pos + 4]
+            if op == b"MSG ":
+                args = buf[pos + 4 : eol].split()
+                start = eol + 2
+                nxt = start + int(args[-1]) + 2
+                if nxt > end_all:
+                    self._need = nxt - pos
+                    return pos
+                entry = subs.get(int(args[1]))
+                pos = nxt
+                if entry is not None:
+                    reply = args[2] if len(args) == 4 else None  # noqa: PLR2004
+                    self._call(entry[1], args[0], reply, None, buf[start : nxt - 2])
+            elif op == b"HMSG":
+                args = buf[pos + 5 : eol].split()
+                start = eol + 2
+                hend = start + int(args[-2])
+                nxt = start + int(args[-1]) + 2
+                if nxt > end_all:
+                    self._need = nxt - pos
+                    return pos
+                entry = subs.get(int(args[1]))
+                pos = nxt
+                if entry is not None:
+                    reply = args[2] if len(args) == 5 else None  # noqa: PLR2004
+                    self._call(entry[1], args[0], reply, buf[start:hend], buf[hend : nxt - 2])
+            elif op == b"PING":
+                self._write(b"PONG\r\n")
+                pos = eol + 2
+            elif op == b"PONG":
+                self._outstanding = 0
+                if self._pongs:
+                    fut = self._pongs.popleft()
+                    if not fut.done():
+                        fut.set_result(None)
+                pos = eol + 2
+            elif op == b"INFO":
+                self._on_info(buf[pos + 5 : eol])
+                pos = eol + 2
+            elif op == b"-ERR":
+                self._on_error(buf[pos + 5 : eol].decode(errors="replace"))
+                pos = eol + 2
+            else:  # +OK and anything unknown
+                pos = eol + 2
+        return pos
+
+    @staticmethod
+    def _call(
+        handler: Handler, subject: bytes, reply: bytes | None, hdr: bytes | None, data: bytes
+    ) -> None:
+        try:
+            handler(subject, reply, hdr, data)
+        except Exception:  # a handler bug must not kill the connection
+            log.exception("NATS message handler failed on %r", subject)
+
+    def _on_info(self, raw: bytes) -> None:
+        info = json.loads(raw)
+        self.info = info
+        self.max_payload = int(info.get("max_payload", self.max_payload))
+        if self.options.discover:
+            for url in info.get("connect_urls", ()):
+                host, _, port = str(url).rpartition(":")
+                server = Server(host.strip("[]"), int(port), self.pool[0].tls)
+                if host and server not in self.pool:
+                    self.pool.append(server)
+        if self._info_wait is not None and not self._info_wait.done():
+            self._info_wait.set_result(None)
+
+    def _on_error(self, text: str) -> None:
+        message = text.strip().strip("'")
+        log.error("NATS server error: %s", message)
+        if self._pongs and not self._connected.is_set():  # refused during the handshake
+            fut = self._pongs.popleft()
+            if not fut.done():
+                fut.set_exception(TransportError(f"NATS refused the connection: {message}"))

@@ -1,0 +1,344 @@
+"""``NatsTransport``: distributed mode over NATS core (RPC, events) and KV (registry).
+
+One config line — ``[kernel] transport = "nats://127.0.0.1:4222"`` — makes a
+process a node: its active modules are exposed on queue groups, calls to
+modules it does not run go out as NATS requests, and every event is
+published on a subject (local subscribers receive it through NATS too, so
+nothing is delivered twice). The subject scheme, headers and payloads are in
+``docs/nats.md``: any NATS client can call an RPC or publish an event.
+
+Semantics match local calls: the serving node validates, errors come back
+as the same class, the remaining time travels and is enforced there, the
+context (ids, principal, meta, trace) rides in headers. A call never waits
+past its deadline; calls in flight when the connection drops fail at once
+with ``UnavailableError``; new calls wait (within their deadline) for the
+reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from organelle.codec import codec_for
+from organelle.errors import (
+    CallTimeoutError,
+    NotFoundError,
+    OrganelleError,
+    TransportError,
+    UnavailableError,
+    ValidationError,
+)
+from organelle.transport._nats_headers import (
+    codec_of,
+    decode_error,
+    headers_for,
+    parse_headers,
+)
+from organelle.transport._nats_options import NatsOptions, parse_options
+from organelle.transport._nats_serve import Exposer
+from organelle.transport._nats_wire import NatsWire
+from organelle.transport.registry import Announcer, NatsRegistry, NodeInfo
+
+if TYPE_CHECKING:
+    from organelle.config.settings import KernelSettings
+    from organelle.context import Context
+    from organelle.module import ModuleSpec
+    from organelle.transport.base import Inbound
+
+__all__ = ["NatsOptions", "NatsTransport"]
+
+log = logging.getLogger("organelle.transport.nats")
+
+_TARGET = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
+_NO_RESPONDERS = 503
+_MAX_CACHED_SUBJECTS = 4096
+_monotonic = time.monotonic
+_JSON = codec_for("json")
+_Reply = tuple[bytes | None, bytes]
+
+
+class NatsTransport:
+    """The NATS transport of one kernel (see the module docstring).
+
+    Args:
+        options: parsed options (``from_settings`` builds them from the config).
+        call_timeout_s: deadline of a call whose context has none.
+    """
+
+    def __init__(self, options: NatsOptions, *, call_timeout_s: float = 30.0) -> None:
+        self.options = options
+        self.call_timeout_s = call_timeout_s
+        self._codec = codec_for(options.codec)
+        self._codec_name = options.codec
+        self._wire = NatsWire(options, on_lost=self._on_lost, on_back=self._on_back)
+        self._exposer = Exposer(self._wire, options)
+        self._inbox = f"_INBOX.{os.urandom(8).hex()}."
+        self._inbox_b = self._inbox.encode()
+        self._inbox_len = len(self._inbox_b)
+        self._tokens = itertools.count(1)
+        self._pending: dict[bytes, asyncio.Future[_Reply]] = {}
+        self._subjects: dict[str, bytes] = {}
+        self._evt_prefix = f"{options.prefix}.evt."
+        self._registry: NatsRegistry | None = None
+        self._announcer: Announcer | None = None
+
+    @classmethod
+    def from_settings(cls, settings: KernelSettings) -> NatsTransport:
+        """Build from ``[kernel] transport``, ``transport_options`` and ``node``.
+
+        Raises:
+            ConfigError: a bad URL or option.
+        """
+        return cls(parse_options(settings), call_timeout_s=settings.call_timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the data connection is up (read by the health check)."""
+        return self._wire.connected
+
+    @property
+    def node(self) -> str:
+        """This node's name in the registry."""
+        return self.options.node
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def connect(self, inbound: Inbound) -> None:
+        """Connect, listen for replies, and start heartbeating in the registry.
+
+        Raises:
+            TransportError: no server of the pool answered.
+        """
+        self._exposer.inbound = inbound
+        await self._wire.connect()
+        self._wire.subscribe(f"{self._inbox}*", self._on_reply)
+        await self._wire.flush()
+        registry = NatsRegistry(self.options)
+        try:
+            await registry.open()
+        except TransportError as exc:
+            log.warning("cluster registry off (%s); calls and events still work", exc)
+            return
+        self._registry = registry
+        self._announcer = Announcer(registry, self._exposer.modules)
+        self._announcer.start()
+
+    async def close(self) -> None:
+        """Leave the registry, finish replies in progress, disconnect. Never raises."""
+        try:
+            for name in list(self._exposer.exposed):
+                await self._exposer.withdraw(name)
+            if self._announcer is not None:
+                await self._announcer.stop()
+            if self._registry is not None:
+                await self._registry.close()
+            await self._exposer.close()
+        except Exception:
+            log.exception("closing the NATS transport")
+        finally:
+            self._fail_pending(UnavailableError("the NATS transport was closed"))
+            await self._wire.close()
+
+    async def expose(self, spec: ModuleSpec) -> None:
+        """Serve a now-active local module's RPC methods and subscriptions."""
+        await self._exposer.expose(spec)
+        if self._announcer is not None:
+            self._announcer.touch()
+
+    async def withdraw(self, name: str) -> None:
+        """Stop serving a local module (before it stops); idempotent."""
+        await self._exposer.withdraw(name)
+        if self._announcer is not None:
+            self._announcer.touch()
+
+    async def wait_for(self, name: str, timeout_s: float) -> None:
+        """Return once some node announces module ``name`` in the registry.
+
+        Raises:
+            CallTimeoutError: nobody did within ``timeout_s`` (or the registry is off).
+        """
+        if name in self._exposer.exposed:
+            return
+        if self._announcer is None:
+            raise CallTimeoutError(f"module {name!r}: the cluster registry is unavailable")
+        await self._announcer.wait_for(name, timeout_s)
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every live node of the cluster, read now."""
+        if self._announcer is None:
+            return []
+        return sorted((await self._announcer.refresh()).values(), key=lambda n: n.node)
+
+    # -- connection events ---------------------------------------------------------------
+    def _on_lost(self) -> None:
+        self._fail_pending(
+            UnavailableError("the connection to NATS was lost while the call was in flight")
+        )
+        try:
+            from organelle.observability.hooks import hooks_for
+
+            hooks_for(self._exposer.inbound).transport.disconnected()
+        except TypeError:  # no inbound yet, or one that cannot be weakly referenced
+            pass
+
+    def _on_back(self) -> None:
+        if self._announcer is not None:
+            self._announcer.touch()
+        try:
+            from organelle.observability.hooks import hooks_for
+
+            hooks_for(self._exposer.inbound).transport.reconnected()
+        except TypeError:
+            pass
+
+    def _fail_pending(self, exc: OrganelleError) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    # -- RPC -----------------------------------------------------------------------------
+    def _subject(self, target: str) -> bytes:
+        subject = self._subjects.get(target)
+        if subject is None:
+            if not _TARGET.match(target):
+                raise ValidationError(
+                    f"call target {target!r} must look like 'module.method'",
+                    errors=[{"field": "target", "message": "expected 'module.method'"}],
+                )
+            if len(self._subjects) > _MAX_CACHED_SUBJECTS:
+                self._subjects.clear()
+            subject = self._subjects[target] = f"{self.options.prefix}.rpc.{target}".encode()
+        return subject
+
+    def _on_reply(
+        self, subject: bytes, _reply: bytes | None, hdr: bytes | None, data: bytes
+    ) -> None:
+        fut = self._pending.pop(subject[self._inbox_len :], None)
+        if fut is not None and not fut.done():
+            fut.set_result((hdr, data))
+
+    @staticmethod
+    def _expire(fut: asyncio.Future[_Reply], target: str) -> None:
+        if not fut.done():
+            fut.set_exception(
+                CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
+            )
+
+    async def request(self, target: str, params: dict[str, Any], ctx: Context) -> Any:  # noqa: C901
+        """Call a module on another node; the same errors as a local call.
+
+        Raises:
+            NotFoundError: no live node announces the module.
+            ValidationError: bad params (checked by the serving node) or too large.
+            CallTimeoutError: the deadline passed.
+            UnavailableError: disconnected past the deadline, or nobody answers.
+        """
+        subject = self._subject(target)
+        if ctx.deadline is None:
+            ctx.deadline = _monotonic() + self.call_timeout_s
+        deadline = ctx.deadline
+        body = self._codec.encode(params)
+        if len(body) > self._wire.max_payload:
+            message = (
+                f"parameters of {len(body)} bytes exceed the server's {self._wire.max_payload}"
+            )
+            raise ValidationError(message, errors=[{"field": "$", "message": message}])
+        quiet_since = 0.0
+        pause = 0.005
+        while True:
+            hdr, data = await self._roundtrip(subject, body, ctx, deadline, target)
+            if hdr is None:  # a JSON success: the common case
+                return _JSON.decode(data) if data else None
+            status, headers = parse_headers(hdr)
+            if status == _NO_RESPONDERS:
+                # Nobody subscribed right now: a node may be reconnecting. Unknown
+                # modules fail at once; known ones are retried for a short while.
+                if not quiet_since:
+                    quiet_since = _monotonic()
+                    await self._check_known(target, deadline)
+                elif _monotonic() - quiet_since > self.options.no_responders_wait_s:
+                    raise UnavailableError(
+                        f"no node answers calls to {target!r}", details={"target": target}
+                    )
+                await asyncio.sleep(min(pause, max(0.0, deadline - _monotonic())))
+                pause = min(pause * 2, 0.1)
+                continue
+            try:
+                codec = codec_of(headers)
+            except ValidationError as exc:
+                raise TransportError(f"reply from {target!r}: {exc}") from None
+            code = headers.get("organelle-error")
+            if code is None:
+                return codec.decode(data) if data else None
+            if not headers.get("organelle-retry"):
+                raise decode_error(codec, data, code)
+            # Refused unrun by a node that is leaving: another instance takes it.
+
+    async def _roundtrip(
+        self, subject: bytes, body: bytes, ctx: Context, deadline: float, target: str
+    ) -> _Reply:
+        """Send one request and wait for its reply, never past ``deadline``."""
+        wire = self._wire
+        left = deadline - _monotonic()
+        if left <= 0:
+            raise CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
+        if not wire.connected and not await wire.wait_connected(left):
+            raise UnavailableError(f"call to {target!r}: not connected to NATS")
+        loop = asyncio.get_running_loop()
+        token = b"%d" % next(self._tokens)
+        fut: asyncio.Future[_Reply] = loop.create_future()
+        self._pending[token] = fut
+        wire.publish(
+            subject, body, self._inbox_b + token, headers_for(ctx, self._codec_name, timeout=True)
+        )
+        # A timer, not asyncio.timeout: one handle per call and no cancellation games.
+        timer = loop.call_later(deadline - _monotonic(), self._expire, fut, target)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            self._pending.pop(token, None)
+
+    async def _check_known(self, target: str, deadline: float) -> None:
+        """Raise ``NotFoundError`` when the registry (read now) knows nobody serving the module."""
+        announcer = self._announcer
+        if announcer is None:
+            return
+        module = target.partition(".")[0]
+        try:
+            async with asyncio.timeout(max(0.01, min(1.0, deadline - _monotonic()))):
+                await announcer.refresh()
+        except Exception as exc:  # registry away: cannot tell, keep retrying
+            log.debug("registry read failed: %s", exc)
+            return
+        if announcer.serving(module) is False:
+            raise NotFoundError(f"no node serves module {module!r}", details={"target": target})
+
+    # -- events --------------------------------------------------------------------------
+    async def publish(self, topic: str, payload: Any, ctx: Context) -> None:
+        """Publish an event to every subscriber on every node (local ones included).
+
+        Raises:
+            ValidationError: the payload cannot be encoded or is too large.
+            UnavailableError: disconnected for longer than ``call_timeout_s``.
+        """
+        body = self._codec.encode(payload)
+        wire = self._wire
+        if len(body) > wire.max_payload:
+            message = f"event of {len(body)} bytes exceeds the server's {wire.max_payload}"
+            raise ValidationError(message, errors=[{"field": "$", "message": message}])
+        if not wire.connected and not await wire.wait_connected(self.call_timeout_s):
+            raise UnavailableError(f"cannot publish {topic!r}: not connected to NATS")
+        await wire.writable()
+        wire.publish(
+            (self._evt_prefix + topic).encode(),
+            body,
+            None,
+            headers_for(ctx, self._codec_name, timeout=False),
+        )

@@ -1,0 +1,309 @@
+"""The cluster registry: every node, its modules, versions and methods, in NATS KV.
+
+Each node writes one key (its name) of a JetStream KV bucket every
+``heartbeat_s``; the bucket's TTL (``registry_ttl_s``) removes the key of a
+node that stops, and readers also ignore an entry whose last heartbeat is
+older than its TTL, so a dead node disappears within ``registry_ttl_s`` even
+when the bucket was created with another TTL. A clean stop deletes the key at
+once. The registry is advisory (``wait_for``, ``organelle nodes``, telling
+"unknown module" from "nobody answers"); calls never wait on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from organelle.errors import CallTimeoutError, TransportError
+from organelle.transport._nats_options import NatsOptions
+
+__all__ = ["Announcer", "ModuleEntry", "NatsRegistry", "NodeInfo", "read_cluster"]
+
+log = logging.getLogger("organelle.transport.registry")
+_KEY_BAD = re.compile(r"[^-_=A-Za-z0-9]")
+
+
+class ModuleEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One module a node serves."""
+
+    version: str
+    methods: list[str] = msgspec.field(default_factory=list)
+    events: list[str] = msgspec.field(default_factory=list)
+
+
+class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One node as it announces itself (times are wall-clock seconds)."""
+
+    node: str
+    host: str = ""
+    pid: int = 0
+    started: float = 0.0
+    ts: float = 0.0
+    ttl_s: float = 6.0
+    modules: dict[str, ModuleEntry] = msgspec.field(default_factory=dict)
+
+    def alive(self, now: float | None = None) -> bool:
+        """Whether the last heartbeat is younger than the TTL."""
+        return (time.time() if now is None else now) - self.ts < self.ttl_s
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(NodeInfo).decode
+
+
+def node_key(node: str) -> str:
+    """The KV key of a node name (KV keys allow fewer characters than names)."""
+    return _KEY_BAD.sub("_", node) or "_"
+
+
+class NatsRegistry:
+    """Reads and writes node entries in the registry bucket (a nats-py connection of its own).
+
+    The data path uses organelle's lean client; the registry needs JetStream
+    KV, which nats-py already speaks well, and is off the hot path.
+    """
+
+    def __init__(self, options: NatsOptions) -> None:
+        self.options = options
+        self._nc: Any = None
+        self._kv: Any = None
+
+    async def open(self) -> None:
+        """Connect and open (or create) the bucket.
+
+        Raises:
+            TransportError: NATS or JetStream is unreachable.
+        """
+        import nats
+        import nats.errors
+
+        opts = self.options
+
+        async def quiet(_exc: Exception) -> None:
+            """Connection trouble is reported by the data path; keep the log clean."""
+
+        nc = None
+        try:
+            async with asyncio.timeout(opts.connect_timeout_s * len(opts.servers) + 1):
+                nc = await nats.connect(
+                    servers=opts.urls,
+                    name=f"organelle-registry:{opts.node}",
+                    user=opts.user,
+                    password=opts.password,
+                    token=opts.token,
+                    user_credentials=opts.creds,
+                    tls=opts.tls_context(),
+                    tls_hostname=opts.tls_hostname,
+                    connect_timeout=opts.connect_timeout_s,
+                    reconnect_time_wait=opts.reconnect_wait_s,
+                    max_reconnect_attempts=-1,
+                    error_cb=quiet,
+                )
+                self._nc = nc
+                await self.ensure()
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+            self._nc = None
+            raise TransportError(f"NATS registry unavailable: {exc or type(exc).__name__}") from exc
+
+    async def ensure(self) -> None:
+        """Open the bucket, creating it when missing (also after a broker lost it)."""
+        import nats.js.errors
+        from nats.js.api import KeyValueConfig, StorageType
+
+        opts = self.options
+        js = self._nc.jetstream(timeout=max(opts.heartbeat_s, 2.0))
+        try:
+            self._kv = await js.key_value(opts.bucket)
+        except nats.js.errors.BucketNotFoundError:
+            config = KeyValueConfig(
+                bucket=opts.bucket,
+                history=1,
+                ttl=opts.registry_ttl_s,
+                replicas=opts.registry_replicas or 1,
+                storage=StorageType.FILE,
+            )
+            try:
+                self._kv = await js.create_key_value(config)
+            except nats.js.errors.BadRequestError:  # another node created it meanwhile
+                self._kv = await js.key_value(opts.bucket)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the registry connection is up."""
+        return self._nc is not None and bool(self._nc.is_connected)
+
+    async def put(self, info: NodeInfo) -> None:
+        """Write this node's entry (a heartbeat)."""
+        await self._kv.put(node_key(info.node), _encode(info))
+
+    async def remove(self, node: str) -> None:
+        """Delete a node's entry (on a clean stop)."""
+        await self._kv.purge(node_key(node))
+
+    async def read(self) -> dict[str, NodeInfo]:
+        """Every live node's entry, by node name."""
+        import nats.js.errors
+
+        try:
+            keys = await self._kv.keys()
+        except nats.js.errors.NoKeysError:
+            return {}
+        now = time.time()
+        nodes: dict[str, NodeInfo] = {}
+        for key in keys:
+            try:
+                entry = await self._kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                continue
+            if not entry.value:
+                continue
+            try:
+                info = _decode(entry.value)
+            except msgspec.DecodeError:
+                log.warning("ignoring a malformed registry entry %r", key)
+                continue
+            if info.alive(now):
+                nodes[info.node] = info
+        return nodes
+
+    async def close(self) -> None:
+        """Disconnect; never raises."""
+        nc, self._nc, self._kv = self._nc, None, None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+
+class Announcer:
+    """Heartbeats this node's entry and keeps a recent view of the cluster.
+
+    Args:
+        registry: an opened registry.
+        modules: returns what this node serves now.
+    """
+
+    def __init__(
+        self, registry: NatsRegistry, modules: Callable[[], dict[str, ModuleEntry]]
+    ) -> None:
+        self.registry = registry
+        self.modules = modules
+        self.view: dict[str, NodeInfo] = {}
+        self.read_once = False
+        self._started = time.time()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start heartbeating."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="organelle-registry")
+
+    def touch(self) -> None:
+        """Announce now (the set of served modules changed)."""
+        self._wake.set()
+
+    def info(self) -> NodeInfo:
+        """This node's entry as of now."""
+        opts = self.registry.options
+        return NodeInfo(
+            node=opts.node,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=self._started,
+            ts=time.time(),
+            ttl_s=opts.registry_ttl_s,
+            modules=self.modules(),
+        )
+
+    async def _run(self) -> None:
+        period = self.registry.options.heartbeat_s
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.registry.put(self.info())
+                await self.refresh()
+            except Exception as exc:  # the broker may be away; the next beat retries
+                log.debug("registry heartbeat failed: %s", exc)
+                with contextlib.suppress(Exception):
+                    await self.registry.ensure()
+            # A timer, not asyncio.timeout: a stop() racing a timeout must never be swallowed.
+            timer = loop.call_later(period, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
+
+    async def refresh(self) -> dict[str, NodeInfo]:
+        """Read the registry now and keep the result as ``view``."""
+        self.view = await self.registry.read()
+        self.read_once = True
+        return self.view
+
+    def serving(self, module: str) -> bool | None:
+        """Whether a live node announces ``module``; ``None`` when the registry was never read."""
+        if not self.read_once:
+            return None
+        now = time.time()
+        return any(module in n.modules and n.alive(now) for n in self.view.values())
+
+    async def wait_for(self, module: str, timeout_s: float) -> None:
+        """Return once some live node announces ``module``.
+
+        Raises:
+            CallTimeoutError: none did within ``timeout_s``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        pause = 0.02
+        while True:
+            with contextlib.suppress(Exception):
+                await self.refresh()
+            if self.serving(module):
+                return
+            left = deadline - loop.time()
+            if left <= 0:
+                raise CallTimeoutError(
+                    f"module {module!r} did not become available in {timeout_s:g}s",
+                    details={"module": module},
+                )
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.25)
+
+    async def stop(self) -> None:
+        """Stop heartbeating and delete this node's entry; never raises."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=2)
+        if not self.registry.connected:
+            return  # the entry expires by itself; do not wait for a broker that is away
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self.registry.remove(self.registry.options.node)
+
+
+async def read_cluster(options: NatsOptions) -> list[NodeInfo]:
+    """Connect, read every live node's entry, disconnect (for ``organelle nodes``).
+
+    Raises:
+        TransportError: NATS unreachable.
+    """
+    registry = NatsRegistry(options)
+    await registry.open()
+    try:
+        nodes = await registry.read()
+    finally:
+        await registry.close()
+    return sorted(nodes.values(), key=lambda n: n.node)

@@ -1,0 +1,46 @@
+"""Events over NATS: wildcards, balanced vs broadcast delivery, never twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+from organelle import Kernel
+
+from .conftest import Config
+from .helpers import eventually
+from .nodes import Peer, Server
+
+
+async def test_wildcards_and_local_subscribers_get_each_event_once(config: Config) -> None:
+    async with Kernel([Server], config()) as kernel:
+        server = kernel.module("server")
+        await kernel.emit("shop.tea.created", {"n": 1})
+        await kernel.emit("shop.tea.deleted", {"n": 2})  # does not match shop.*.created
+        await kernel.emit("shop.created", {"n": 3})  # '*' is exactly one token
+        await kernel.emit("shop.cake.created", {"n": 4})
+        await eventually(lambda: len(server.seen) == 2)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)
+        assert server.seen == [{"n": 1}, {"n": 4}]  # type: ignore[attr-defined]
+
+
+async def test_balanced_goes_to_one_instance_broadcast_to_all(config: Config) -> None:
+    async with (
+        Kernel([Peer], config()) as one,
+        Kernel([Peer], config()) as two,
+        Kernel([Server], config()) as emitter,
+    ):
+        peers = [one.module("peer"), two.module("peer")]
+        for i in range(100):
+            await emitter.emit("peer.work", {"i": i})
+            await emitter.emit("peer.news", {"i": i})
+
+        def total(attr: str) -> list[int]:
+            return [len(getattr(p, attr)) for p in peers]
+
+        await eventually(lambda: sum(total("balanced")) == 100 and total("broadcast") == [100, 100])
+        await asyncio.sleep(0.1)
+        assert sum(total("balanced")) == 100
+        assert min(total("balanced")) > 10  # both instances took a share
+        assert total("broadcast") == [100, 100]
+        got = sorted(e["i"] for p in peers for e in p.balanced)  # type: ignore[attr-defined]
+        assert got == list(range(100))
