@@ -229,7 +229,7 @@ def example_rss_rows() -> list[Row]:
         "        await asyncio.sleep(0.2)\n"
         "        idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "        for _ in range(200000):\n"
-        "            await k.call('pricing.quote', sku='A1', qty=1)\n"
+        "            await k.call('pricing.quote', sku='apple', qty=1)\n"
         "        busy = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "        print(idle, busy)\n"
         "asyncio.run(main())\n"
