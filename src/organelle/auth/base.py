@@ -52,7 +52,7 @@ def _roles_of(principal: Any) -> frozenset[str]:
     roles = getattr(principal, "roles", None)
     if roles is None and isinstance(principal, Mapping):
         roles = principal.get("roles")
-    return frozenset(roles or ())
+    return roles if isinstance(roles, frozenset) else frozenset(roles or ())
 
 
 class RoleAuthorizer:
@@ -64,8 +64,14 @@ class RoleAuthorizer:
     getting in.
     """
 
-    def __init__(self, grants: Callable[[frozenset[str], str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        grants: Callable[[frozenset[str], str], bool] | None = None,
+        *,
+        expand: Callable[[frozenset[str]], frozenset[str]] | None = None,
+    ) -> None:
         self._grants = grants
+        self._expand = expand
 
     def guard_for(
         self, target: str, roles: tuple[str, ...], permissions: tuple[str, ...]
@@ -74,14 +80,14 @@ class RoleAuthorizer:
         if not roles and not permissions:
             return None
         wanted = frozenset(roles)
-        grants = self._grants
+        grants, expand = self._grants, self._expand
 
         def guard(ctx: Any) -> None:
             principal = getattr(ctx, "principal", None)
             if principal is None:
                 raise UnauthenticatedError(f"{target} needs an authenticated caller")
             have = _roles_of(principal)
-            if wanted and not (have & wanted):
+            if wanted and not ((expand(have) if expand else have) & wanted):
                 raise ForbiddenError(
                     f"{target} needs one of the roles {', '.join(sorted(wanted))}",
                     details={"target": target, "roles": sorted(wanted)},

@@ -11,10 +11,9 @@ an admin too.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
-from organelle.auth.base import Guard
-from organelle.errors import ConfigError, ForbiddenError, UnauthenticatedError
+from organelle.auth.base import RoleAuthorizer
+from organelle.errors import ConfigError
 
 __all__ = ["Rbac", "RbacAuthorizer", "permission_matches"]
 
@@ -99,43 +98,9 @@ class Rbac:
         return RbacAuthorizer(self)
 
 
-def _roles_of(principal: Any) -> frozenset[str]:
-    roles = getattr(principal, "roles", None)
-    if roles is None and isinstance(principal, Mapping):
-        roles = principal.get("roles")
-    return roles if isinstance(roles, frozenset) else frozenset(roles or ())
-
-
-class RbacAuthorizer:
+class RbacAuthorizer(RoleAuthorizer):
     """An ``Authorizer``: ``roles`` needs one of them (inheritance counts), ``permissions`` all."""
 
     def __init__(self, rbac: Rbac) -> None:
+        super().__init__(rbac.grants, expand=rbac.expand)
         self.rbac = rbac
-
-    def guard_for(
-        self, target: str, roles: tuple[str, ...], permissions: tuple[str, ...]
-    ) -> Guard | None:
-        """Return the check for ``target``, or ``None`` if it declares nothing."""
-        if not roles and not permissions:
-            return None
-        wanted = frozenset(roles)
-        rbac = self.rbac
-
-        def guard(ctx: Any) -> None:
-            principal = getattr(ctx, "principal", None)
-            if principal is None:
-                raise UnauthenticatedError(f"{target} needs an authenticated caller")
-            have = _roles_of(principal)
-            if wanted and not (rbac.expand(have) & wanted):
-                raise ForbiddenError(
-                    f"{target} needs one of the roles {', '.join(sorted(wanted))}",
-                    details={"target": target, "roles": sorted(wanted)},
-                )
-            for perm in permissions:
-                if not rbac.grants(have, perm):
-                    raise ForbiddenError(
-                        f"{target} needs the permission {perm!r}",
-                        details={"target": target, "permission": perm},
-                    )
-
-        return guard
