@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
 from typing import Any, Literal, Protocol
 
+from organelle._coro import Resume
 from organelle.errors import CallTimeoutError
 
 __all__ = [
@@ -27,41 +28,6 @@ __all__ = [
 ]
 
 _monotonic = time.monotonic
-
-
-class Resume:
-    """Awaitable that continues a coroutine already started with ``send(None)``.
-
-    ``first`` is what the coroutine yielded on its first step (a future, or
-    ``None`` for a bare yield); it is handed to the running task, which then
-    drives the coroutine exactly as ``await coro`` would have.
-    """
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self.coro
-        value = self.first
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
 
 
 async def run_until(

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from organelle._coro import Resume
 from organelle.codec import Codec, codec_for
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
 from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
@@ -216,7 +217,7 @@ class Exposer:
     async def _drain(self, inbound: Inbound, coro: Coroutine[Any, Any, Any], first: Any) -> None:
         backlog = self._backlog
         try:
-            await _finish(coro, first)
+            await Resume(coro, first)
             while backlog:
                 module, attr, payload, ctx = backlog.popleft()
                 await inbound.deliver(module, attr, payload, ctx)
@@ -225,33 +226,3 @@ class Exposer:
         finally:
             self._backlog = None
             self.wire.resume_reading()
-
-
-async def _finish(coro: Coroutine[Any, Any, Any], first: Any) -> Any:
-    """Drive a coroutine already started with ``send(None)`` to its end."""
-    value = first
-    while True:
-        try:
-            sent = await _Yield(value)
-        except BaseException as exc:  # handed to the coroutine, as await would
-            try:
-                value = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                value = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
-
-
-class _Yield:
-    """Yields one value to the running task and returns what it sends back."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self) -> Any:
-        return (yield self.value)
