@@ -79,8 +79,10 @@ async def rpc_rows(n: int, rounds: int) -> list[Row]:
     handlers = {"math.add": handler}
 
     async def floor(count: int) -> None:
+        # A new params dict per call, dispatched by name: what a local call must do.
         for _ in range(count):
-            await handlers["math.add"](a=1, b=2)
+            params = {"a": 1, "b": 2}
+            await handlers["math.add"](**params)
 
     async with Kernel([Math]) as kernel:
         call = kernel.call

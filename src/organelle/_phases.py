@@ -30,12 +30,14 @@ __all__ = ["Phases", "RpcEntry"]
 class RpcEntry:
     """A routable RPC method: the bound handler and everything checked before it runs."""
 
-    __slots__ = ("contract", "fn", "guard", "module", "slow", "target", "timeout_s")
+    __slots__ = ("contract", "exact", "fn", "guard", "module", "slow", "target", "timeout_s")
 
     def __init__(self, rec: Record, method: str, validate: bool, authorizer: Authorizer) -> None:
         meta = rec.spec.rpcs[method]
         self.fn = getattr(rec.instance, meta.attr)
         self.contract = meta.contract if (validate and meta.spec.validate) else None
+        # The generated check that params already have exactly the declared simple types.
+        self.exact = None if self.contract is None else self.contract.fast
         self.module = rec.name
         self.target = f"{rec.name}.{method}"
         self.timeout_s = meta.spec.timeout_s

@@ -234,6 +234,8 @@ class Kernel(Supervision):
             contract = entry.contract
             if contract is None:
                 coro = entry.fn(**params)
+            elif entry.exact is not None and entry.exact(params):  # already the declared types
+                coro = entry.fn(**params)
             else:
                 args = contract.validate(params)
                 coro = entry.fn(*args) if isinstance(args, tuple) else entry.fn(**args)
