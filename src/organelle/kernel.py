@@ -232,9 +232,8 @@ class Kernel(Supervision):
         coro = None
         try:
             contract = entry.contract
-            if contract is None:
-                coro = entry.fn(**params)
-            elif entry.exact is not None and entry.exact(params):  # already the declared types
+            exact = entry.exact  # params already of exactly the declared simple types
+            if contract is None or (exact is not None and exact(params)):
                 coro = entry.fn(**params)
             else:
                 args = contract.validate(params)
