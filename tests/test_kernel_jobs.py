@@ -6,10 +6,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client.parser import text_string_to_metric_families
 
 from organelle import ConfigError, DefinitionError, Kernel, Module, ValidationError, cron, job, rpc
 from organelle.jobs import Retry
 from organelle.module import describe
+from organelle.observability.metrics import Metrics
+from organelle.observability.tracing import Tracing
 
 
 class Mailer(Module):
@@ -115,3 +122,79 @@ def test_job_params_must_not_shadow_enqueue_options() -> None:
 
     with pytest.raises(DefinitionError, match="named like enqueue options"):
         describe(Bad)
+
+
+def job_metrics(metrics: Metrics) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == "organelle_jobs_total":
+                out[sample.labels["job"], sample.labels["event"]] = sample.value
+            if sample.name == "organelle_job_queue_depth":
+                out[sample.labels["queue"], "depth"] = sample.value
+    return out
+
+
+async def test_metrics_count_job_outcomes_and_queue_depth(config: dict[str, Any]) -> None:
+    kernel = Kernel([Mailer], config)
+    metrics = Metrics(kernel)
+    metrics.install()
+    async with kernel:
+        await kernel.enqueue("mailer.send", to="a@b.c")
+        await kernel.enqueue("mailer.always_fails")
+        await kernel.enqueue("mailer.flaky")
+        await kernel.jobs.enqueue("mailer.send", {"to": "later@b.c"}, delay_s=60)
+        await kernel.drain_jobs()
+        assert kernel._jobhost.worker is not None
+        await kernel._jobhost.worker.stop()  # freeze the queue: one job due, unrun
+        await kernel.enqueue("mailer.send", to="waiting@b.c")
+        await metrics.refresh()
+        got = job_metrics(metrics)
+    assert got[("mailer.send", "enqueued")] == 3
+    assert got[("mailer.send", "succeeded")] == 1
+    assert got[("mailer.always_fails", "failed")] == 2
+    assert got[("mailer.always_fails", "retried")] == 1
+    assert got[("mailer.always_fails", "dead")] == 1
+    assert got[("mailer.flaky", "retried")] == 2  # Retry is a retry, not a failure
+    assert ("mailer.flaky", "failed") not in got
+    assert got[("mailer.flaky", "succeeded")] == 1
+    assert got[("mailer.send", "depth")] == 1  # due and waiting; the delayed one is not
+    assert all(len(labels) == 2 for labels in got)  # job name and event only: no ids
+
+
+class Traced(Module):
+    name = "traced"
+
+    @rpc
+    async def start(self) -> str:
+        return await self.enqueue("traced.work")
+
+    @rpc
+    async def inner(self) -> None:
+        pass
+
+    @job
+    async def work(self) -> None:
+        await self.call("traced.inner")
+
+
+async def test_job_span_is_a_child_of_the_enqueuing_span(config: dict[str, Any]) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    kernel = Kernel([Traced], config)
+    Tracing(kernel, provider.get_tracer("test")).install()
+    async with kernel:
+        job_id = await kernel.call("traced.start")
+        await kernel.drain_jobs()
+        assert (await kernel.jobs.get(job_id)).meta["traceparent"].startswith("00-")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    start, run, inner = spans["traced.start"], spans["traced.work process"], spans["traced.inner"]
+    assert run.kind == SpanKind.CONSUMER
+    assert run.parent is not None
+    assert start.context is not None
+    assert run.parent.span_id == start.context.span_id
+    assert run.context is not None
+    assert run.context.trace_id == start.context.trace_id
+    assert inner.parent is not None
+    assert inner.parent.span_id == run.context.span_id  # work the job does is its child

@@ -56,7 +56,7 @@ class Invocation:
     """What middleware sees: one RPC call or one event delivery.
 
     Attributes:
-        kind: ``"rpc"`` or ``"event"``.
+        kind: ``"rpc"``, ``"event"`` or ``"job"`` (a durable job being run).
         target: ``"module.method"`` for RPC, the topic for an event.
         module: the name of the module whose handler runs.
         params: RPC parameters as given by the caller (before validation).
@@ -68,7 +68,7 @@ class Invocation:
 
     def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
         self,
-        kind: Literal["rpc", "event"],
+        kind: Literal["rpc", "event", "job"],
         target: str,
         module: str,
         params: dict[str, Any] | None,

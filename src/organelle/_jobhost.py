@@ -7,17 +7,29 @@ the handler's type hints, so bad params are refused at enqueue. The worker
 runs a job by calling the *current* instance's method (it survives reloads)
 in a fresh root context; cron ticks are enqueued with ids derived from the
 tick, so several nodes fire each tick once.
+
+Observability is wired here, not in the engine (which imports neither the
+kernel nor ``observability``): the service and worker get an observer that
+forwards to ``hooks_for(kernel).jobs`` (looked up at each event, so metrics
+installed at any time count), ``hooks.backlog`` reads the queue's due jobs per
+name, and each enqueue stores the enqueuer's ``traceparent`` in the job's
+meta. A run goes through the kernel's middleware onion as a ``"job"``
+invocation in a root context whose meta carries that ``traceparent``, so a
+tracing middleware makes the run's span a child of the enqueuing span.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from organelle._dispatch import Invocation
 from organelle.codec import to_builtins
-from organelle.context import _current, root_context
+from organelle.context import _current, current_context, root_context
 from organelle.errors import ConfigError
+from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -29,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["JobHost"]
 
 DEFAULT_URL = "sqlite:///organelle-jobs.db"
+TRACEPARENT = "traceparent"
 
 
 class JobHost:
@@ -64,7 +77,8 @@ class JobHost:
         )
 
         self._queue = await open_queue(settings.jobs or DEFAULT_URL)
-        self.service = JobsService(self._queue)
+        self.service = JobsService(self._queue, meta=_trace_meta, observer=_Events(self.kernel))
+        hooks_for(self.kernel).backlog = self._backlog
         handlers: dict[str, Callable[..., Awaitable[Any]]] = {}
         schedules: list[Schedule] = []
         for module, job_name, method in local:
@@ -78,7 +92,7 @@ class JobHost:
                 lease_s=o.lease_s,
             )
             self.service.register(job_name, spec, validator=_validator(method))
-            handlers[job_name] = self._handler(module, method)
+            handlers[job_name] = self._handler(module, job_name, method)
             if method.cron is not None:
                 c = method.cron
                 schedules.append(
@@ -104,18 +118,37 @@ class JobHost:
         if self.scheduler is not None:
             await self.scheduler.start()
 
-    def _handler(self, module: str, method: JobMethod) -> Callable[..., Awaitable[Any]]:
+    async def _backlog(self) -> dict[str, int]:
+        queue = self._queue
+        return {} if queue is None else await queue.backlog()
+
+    def _handler(
+        self, module: str, job_name: str, method: JobMethod
+    ) -> Callable[..., Awaitable[Any]]:
+        from organelle.jobs import current_job
+
         kernel = self.kernel
 
         async def run(**params: Any) -> Any:
             # The current instance, so a reloaded module runs its new code.
             fn = getattr(kernel.module(module), method.attr)
             args = method.contract.validate(params)
-            token = _current.set(root_context(None))
-            try:
+            lease = current_job.get()
+            ctx = root_context(None, meta=dict(lease.meta) if lease and lease.meta else None)
+
+            async def call(_: Invocation | None = None) -> Any:
                 if isinstance(args, tuple):
                     return await fn(*args)
                 return await fn(**args)
+
+            token = _current.set(ctx)
+            try:
+                chain = kernel._chain
+                if chain is None:
+                    return await call()
+                # "job" is a third kind beside "rpc" and "event" (tracing: a CONSUMER span).
+                inv = Invocation("job", job_name, module, params, None, ctx, call)
+                return await chain(inv)
             finally:
                 _current.reset(token)
 
@@ -163,8 +196,46 @@ class JobHost:
         """Close the queue (after modules stopped)."""
         queue, self._queue = self._queue, None
         self.service = None
+        hooks = hooks_for(self.kernel)
+        if hooks.backlog == self._backlog:
+            hooks.backlog = None
         if queue is not None:
             await queue.close()
+
+
+class _Events:
+    """The jobs engine's observer: forwards to the kernel's metrics hooks of the moment."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+
+    def enqueued(self, job: str) -> None:
+        hooks_for(self._kernel).jobs.enqueued(job)
+
+    def succeeded(self, job: str, duration_s: float) -> None:
+        hooks_for(self._kernel).jobs.succeeded(job, duration_s)
+
+    def failed(self, job: str, duration_s: float) -> None:
+        hooks_for(self._kernel).jobs.failed(job, duration_s)
+
+    def retried(self, job: str) -> None:
+        hooks_for(self._kernel).jobs.retried(job)
+
+    def dead(self, job: str) -> None:
+        hooks_for(self._kernel).jobs.dead(job)
+
+
+def _trace_meta() -> dict[str, str]:
+    """The enqueuer's trace context: its ``traceparent``, else the ambient OpenTelemetry span."""
+    ctx = current_context()
+    value = ctx.meta.get(TRACEPARENT) if ctx is not None else None
+    if value is None and "opentelemetry.trace" in sys.modules:  # tracing on: otel is loaded
+        from opentelemetry import trace
+
+        sc = trace.get_current_span().get_span_context()
+        if sc.is_valid:
+            value = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
+    return {TRACEPARENT: value} if isinstance(value, str) else {}
 
 
 def _validator(method: JobMethod) -> Callable[[dict[str, Any]], dict[str, Any]]:

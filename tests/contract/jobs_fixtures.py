@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 from organelle.jobs import JobQueue
 from organelle.testing.servers import NatsServer, PostgresServer
 
 
-async def make_sqlite_queue(path: Path) -> JobQueue:
+async def make_sqlite_queue(path: Path, **options: Any) -> JobQueue:
     from organelle.jobs.sqlite import SqliteJobQueue
 
-    return await SqliteJobQueue(path).open()
+    return await SqliteJobQueue(path, **options).open()
 
 
-async def make_postgres_queue(server: PostgresServer) -> JobQueue:
+async def make_postgres_queue(server: PostgresServer, **options: Any) -> JobQueue:
     from organelle.jobs.postgres import PostgresJobQueue
 
-    table = f"jobs_{uuid.uuid4().hex[:10]}"
-    return await PostgresJobQueue(server.dsn, table=table).open()
+    options.setdefault("table", f"jobs_{uuid.uuid4().hex[:10]}")
+    return await PostgresJobQueue(server.dsn, **options).open()
 
 
-async def make_nats_queue(server: NatsServer, *, ack_wait_s: float = 30.0) -> JobQueue:
+async def make_nats_queue(server: NatsServer, **options: Any) -> JobQueue:
     from organelle.jobs.nats import NatsJobQueue
 
-    stream = f"JOBS_{uuid.uuid4().hex[:10].upper()}"
-    return await NatsJobQueue([server.url], stream=stream, ack_wait_s=ack_wait_s).open()
+    options.setdefault("stream", f"JOBS_{uuid.uuid4().hex[:10].upper()}")
+    return await NatsJobQueue([server.url], **options).open()

@@ -53,7 +53,7 @@ async def claim_one(q: JobQueue, names: tuple[str, ...] = ("work",), wait_s: flo
 class JobQueueContract:
     """The contract; subclasses only say how to open a fresh, isolated queue."""
 
-    async def open(self) -> JobQueue:
+    async def open(self, **options: Any) -> JobQueue:
         raise NotImplementedError
 
     @pytest.fixture
@@ -112,6 +112,78 @@ class JobQueueContract:
         await queue.enqueue([job(params={"p": 9}, priority=9)])
         order = [(await claim_one(queue)).params["p"] for _ in range(3)]
         assert order == [9, 0, -5]
+
+    async def test_priority_bands_interleave_names(self, queue: JobQueue) -> None:
+        await queue.enqueue([job("other", params={"p": 0}), job(params={"p": -20}, priority=-20)])
+        await queue.enqueue(
+            [job("other", params={"p": 50}, priority=50), job(params={"p": 3}, priority=3)]
+        )
+        got = [await queue.claim(names=["work", "other"], limit=1) for _ in range(4)]
+        assert [lease[0].params["p"] for lease in got] == [50, 3, 0, -20]
+
+    async def test_lease_follows_each_job(self, queue: JobQueue) -> None:
+        (short,) = await queue.enqueue([job("short", lease_s=0.3, max_attempts=5)])
+        await queue.enqueue([job("long", lease_s=5.0)])
+        first = await claim_one(queue, ("short",))
+        long = await claim_one(queue, ("long",))
+        assert first.lease_s <= 0.3
+        assert long.lease_s <= 5.0  # NATS: capped by the consumer's ack_wait
+        t0 = time.monotonic()
+        again = await claim_one(queue, ("short",), wait_s=3.0)
+        assert again.job_id == short
+        assert again.attempt == 2
+        assert time.monotonic() - t0 < 2.0  # back after its own lease, not a queue-wide one
+        assert await queue.heartbeat([long]) == []
+        await queue.complete(again)
+
+    async def test_meta_travels_with_the_job(self, queue: JobQueue) -> None:
+        tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        (jid,) = await queue.enqueue([job(meta={"traceparent": tp})])
+        assert (await queue.get(jid)).meta == {"traceparent": tp}
+        lease = await claim_one(queue)
+        assert lease.meta == {"traceparent": tp}
+        await queue.complete(lease)
+
+    async def test_backlog_counts_due_jobs_per_name(self, queue: JobQueue) -> None:
+        await queue.enqueue([job(), job(), job("other"), job(run_at=time.time() + 60)])
+        deadline = time.monotonic() + 5
+        while (depth := await queue.backlog()) != {"work": 2, "other": 1}:
+            if not queue.supports_priority or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert depth.get("work", 0) >= 2  # NATS also counts the delayed one until first seen
+        assert depth["other"] == 1
+        assert (await queue.backlog(["other"])) == {"other": 1}
+        lease = await claim_one(queue, ("other",))
+        assert (await queue.backlog(["other"])).get("other", 0) == 0
+        await queue.complete(lease)
+
+    async def test_retention_deletes_succeeded_keeps_dead(self) -> None:
+        queue = await self.open(retention_s=1.0)
+        try:
+            (done,) = await queue.enqueue([job(idempotency_key="once")])
+            (dead,) = await queue.enqueue([job(max_attempts=1)])
+            for _ in range(2):
+                lease = await claim_one(queue)
+                if lease.job_id == done:
+                    await queue.complete(lease)
+                else:
+                    await queue.fail(lease, err(1), retry_at=None)
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                await queue.claim(names=["work"], limit=1)  # SQL backends sweep on claims
+                try:
+                    await queue.get(done)
+                except JobNotFoundError:
+                    break
+                await asyncio.sleep(0.1)
+            with pytest.raises(JobNotFoundError):
+                await queue.get(done)
+            assert (await queue.get(dead)).state == "dead"
+            # the idempotency key went with the record: the key enqueues anew
+            assert await queue.enqueue([job(idempotency_key="once")]) != [done]
+        finally:
+            await queue.close()
 
     async def test_delayed_job_waits(self, queue: JobQueue) -> None:
         (jid,) = await queue.enqueue([job(run_at=time.time() + 0.6)])
@@ -259,10 +331,10 @@ class JobQueueContract:
 
 
 class TestMemory(JobQueueContract):
-    async def open(self) -> JobQueue:
+    async def open(self, **options: Any) -> JobQueue:
         from organelle.jobs.memory import MemoryJobQueue
 
-        return await MemoryJobQueue().open()
+        return await MemoryJobQueue(**options).open()
 
 
 class TestSqlite(JobQueueContract):
@@ -270,8 +342,8 @@ class TestSqlite(JobQueueContract):
     def _dir(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
 
-    async def open(self) -> JobQueue:
-        return await make_sqlite_queue(self.tmp_path / "jobs.db")
+    async def open(self, **options: Any) -> JobQueue:
+        return await make_sqlite_queue(self.tmp_path / "jobs.db", **options)
 
 
 class TestPostgres(JobQueueContract):
@@ -279,8 +351,8 @@ class TestPostgres(JobQueueContract):
     def _server(self, postgres_server: PostgresServer) -> None:
         self.server = postgres_server
 
-    async def open(self) -> JobQueue:
-        return await make_postgres_queue(self.server)
+    async def open(self, **options: Any) -> JobQueue:
+        return await make_postgres_queue(self.server, **options)
 
 
 class TestNats(JobQueueContract):
@@ -288,5 +360,6 @@ class TestNats(JobQueueContract):
     def _server(self, nats_server: NatsServer) -> None:
         self.server = nats_server
 
-    async def open(self) -> JobQueue:
-        return await make_nats_queue(self.server, ack_wait_s=LEASE)
+    async def open(self, **options: Any) -> JobQueue:
+        options.setdefault("ack_wait_s", LEASE)
+        return await make_nats_queue(self.server, **options)

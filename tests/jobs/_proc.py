@@ -1,4 +1,4 @@
-"""A worker process for the reliability tests: ``python _proc.py DB LEDGER SLOTS``.
+"""A worker process for the reliability tests: ``python _proc.py QUEUE_URL LEDGER SLOTS``.
 
 Handlers append ``start|end <job_id> <attempt> <pid>`` lines to the ledger
 (``O_APPEND``: the ledger survives the process being killed). SIGTERM stops
@@ -12,8 +12,7 @@ import os
 import signal
 import sys
 
-from organelle.jobs import JobsService, Worker, current_job
-from organelle.jobs.sqlite import SqliteJobQueue
+from organelle.jobs import JobsService, Worker, current_job, open_queue
 
 
 def note(fd: int, what: str) -> None:
@@ -22,9 +21,9 @@ def note(fd: int, what: str) -> None:
     os.write(fd, f"{what} {lease.job_id} {lease.attempt} {os.getpid()}\n".encode())
 
 
-async def main(db: str, ledger: str, slots: int) -> None:
+async def main(url: str, ledger: str, slots: int) -> None:
     fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    queue = await SqliteJobQueue(db).open()
+    queue = await open_queue(url)
 
     async def work(ms: int = 0, poison: bool = False) -> int:
         note(fd, "start")

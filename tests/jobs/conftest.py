@@ -1,4 +1,4 @@
-"""Fixtures for the jobs tests: worker processes we start and kill, and their ledger."""
+"""Fixtures for the jobs tests: worker processes we start and kill, their ledger, servers."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from organelle.testing.servers import PostgresServer, shared_postgres
 
 PROC = Path(__file__).with_name("_proc.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -42,10 +44,11 @@ class Ledger:
 
 @dataclass
 class Procs:
-    """Worker processes on one SQLite file; kills only what it started."""
+    """Worker processes on one queue (``url``); kills only what it started."""
 
     db: Path
     ledger: Ledger
+    url: str = ""
     slots: int = 10
     env: dict[str, str] = field(default_factory=dict)
     live: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -54,7 +57,7 @@ class Procs:
         ready_before = self.ledger.count("ready")
         env = {**os.environ, "PYTHONPATH": str(SRC), **self.env}
         proc = subprocess.Popen(
-            [sys.executable, str(PROC), str(self.db), str(self.ledger.path), str(self.slots)],
+            [sys.executable, str(PROC), self.url, str(self.ledger.path), str(self.slots)],
             env=env,
         )
         self.live.append(proc)
@@ -97,6 +100,13 @@ class Procs:
 
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Procs]:
-    p = Procs(db=tmp_path / "jobs.db", ledger=Ledger(tmp_path / "ledger.txt"))
+    db = tmp_path / "jobs.db"
+    p = Procs(db=db, ledger=Ledger(tmp_path / "ledger.txt"), url=f"sqlite:///{db}")
     yield p
     p.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with shared_postgres() as server:
+        yield server

@@ -23,7 +23,7 @@ from organelle.jobs.base import (
 from organelle.jobs.dead import DeadLetters
 from organelle.jobs.scheduler import Schedule, Scheduler, tick_job_id
 from organelle.jobs.url import open_queue
-from organelle.jobs.worker import JobHandler, Worker, WorkerStats, current_job
+from organelle.jobs.worker import JobHandler, JobObserver, Worker, WorkerStats, current_job
 
 __all__ = [
     "AttemptError",
@@ -31,6 +31,7 @@ __all__ = [
     "DeadLetters",
     "JobHandler",
     "JobNotFoundError",
+    "JobObserver",
     "JobQueue",
     "JobRecord",
     "JobSpec",

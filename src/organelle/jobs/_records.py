@@ -16,13 +16,16 @@ __all__ = [
     "decode_errors",
     "decode_json",
     "encode_errors",
+    "encode_meta",
     "encode_params",
     "encode_result",
     "lease_lost",
     "lost_lease_error",
     "make_record",
+    "meta_of",
     "new_id",
     "params_of",
+    "sweep_every_s",
 ]
 
 _enc = msgspec.json.Encoder()
@@ -123,6 +126,7 @@ def make_record(
     result: bytes | str | None,
     errors: bytes | str | None,
     now: float,
+    meta: bytes | str | None = None,
 ) -> JobRecord:
     """Build a ``JobRecord``; a queued job not yet due reads as ``scheduled``."""
     shown = "scheduled" if state == "queued" and run_at > now else state
@@ -140,7 +144,24 @@ def make_record(
         idempotency_key=idempotency_key,
         result=decode_json(result),
         errors=tuple(decode_errors(errors)),
+        meta=meta_of(meta),
     )
+
+
+def encode_meta(meta: dict[str, str]) -> bytes | None:
+    """A job's meta as JSON (``None`` when empty: nothing stored)."""
+    return _enc.encode(meta) if meta else None
+
+
+def meta_of(data: bytes | str | None) -> dict[str, str]:
+    """Stored meta back to a dict (empty when none)."""
+    value = decode_json(data) if data else None
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def sweep_every_s(retention_s: float) -> float:
+    """How often a backend deletes succeeded jobs past ``retention_s``: a minute at most."""
+    return max(0.05, min(60.0, retention_s / 2))
 
 
 def params_of(data: bytes | str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ enqueue (``ValidationError``) and stores the job through the ``JobQueue``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from organelle.errors import ValidationError
 from organelle.jobs.base import JobQueue, JobRecord, JobSpec, NewJob
 from organelle.jobs.dead import DeadLetters
-from organelle.jobs.worker import JobHandler, Worker
+from organelle.jobs.worker import JobHandler, JobObserver, Worker, notify
 
 __all__ = ["JobsService", "Validator"]
 
@@ -37,6 +37,10 @@ class JobsService:
         queue: the backend.
         strict: refuse names that were never ``register``-ed.
         clock: wall-clock seconds (shared with the queue in tests).
+        meta: called at each enqueue; what it returns is stored with the job and
+            handed to the handler's run in ``Lease.meta`` (the kernel passes the
+            enqueuer's ``traceparent`` this way).
+        observer: told of enqueues here and of outcomes by this service's workers.
 
     Example::
 
@@ -46,11 +50,19 @@ class JobsService:
     """
 
     def __init__(
-        self, queue: JobQueue, *, strict: bool = False, clock: Callable[[], float] = time.time
+        self,
+        queue: JobQueue,
+        *,
+        strict: bool = False,
+        clock: Callable[[], float] = time.time,
+        meta: Callable[[], dict[str, str]] | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
         self.queue = queue
         self.strict = strict
         self.clock = clock
+        self.meta = meta
+        self.observer = observer
         self.dead_letters = DeadLetters(queue)
         self._types: dict[str, _JobType] = {}
 
@@ -116,6 +128,7 @@ class JobsService:
             idempotency_key=idempotency_key,
             max_attempts=spec.max_attempts,
             lease_s=spec.lease_s,
+            meta=self.meta() if self.meta is not None else {},
         )
 
     async def enqueue(
@@ -153,10 +166,11 @@ class JobsService:
             job_id=job_id,
         )
         (jid,) = await self.queue.enqueue([job])
+        notify(self.observer, "enqueued", name)
         return jid
 
     async def enqueue_many(
-        self, name: str, params_list: list[Mapping[str, Any]], *, priority: int = 0
+        self, name: str, params_list: Sequence[Mapping[str, Any]], *, priority: int = 0
     ) -> list[str]:
         """Enqueue many jobs of one type in one transaction."""
         jobs = [
@@ -165,7 +179,10 @@ class JobsService:
             )
             for p in params_list
         ]
-        return await self.queue.enqueue(jobs)
+        ids = await self.queue.enqueue(jobs)
+        for _ in ids:
+            notify(self.observer, "enqueued", name)
+        return ids
 
     async def get(self, job_id: str) -> JobRecord:
         """The job's record. Raises ``JobNotFoundError``."""
@@ -175,4 +192,5 @@ class JobsService:
         """A ``Worker`` for ``handlers`` on this queue, with the registered specs."""
         specs = {name: self.spec(name) for name in handlers}
         options.setdefault("clock", self.clock)
+        options.setdefault("observer", self.observer)
         return Worker(self.queue, handlers, specs=specs, **options)

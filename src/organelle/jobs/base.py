@@ -106,7 +106,8 @@ class NewJob:
 
     ``id`` given: a second enqueue of the same id is a no-op that returns it
     (what the cron scheduler relies on). ``idempotency_key`` given: a second
-    enqueue with the key returns the first job's id.
+    enqueue with the key returns the first job's id. ``meta`` is carried to the
+    lease untouched (the kernel puts the enqueuer's ``traceparent`` there).
     """
 
     name: str
@@ -117,6 +118,7 @@ class NewJob:
     idempotency_key: str | None = None
     max_attempts: int = 3
     lease_s: float = 30.0
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +134,7 @@ class Lease:
     lease_s: float
     enqueued_at: float
     claimed_at: float
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +154,7 @@ class JobRecord:
     idempotency_key: str | None = None
     result: Any = None
     errors: tuple[AttemptError, ...] = ()
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 class Retry(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -185,7 +189,9 @@ class JobQueue(Protocol):
     The worker path is ``claim`` → ``heartbeat``* → ``complete`` | ``fail`` |
     ``release``; ``wait`` and ``next_due`` let it sleep without polling hard.
     The admin path (``get``, ``scan``, ``requeue``, ``purge``) backs the jobs
-    API and the dead letters. Delivery is at-least-once.
+    API and the dead letters. Delivery is at-least-once. Every backend keeps a
+    succeeded job ``retention_s`` (24 h by default) and then deletes it; dead
+    jobs stay until purged.
     """
 
     supports_priority: ClassVar[bool]
@@ -220,6 +226,10 @@ class JobQueue(Protocol):
 
     async def next_due(self, names: Collection[str]) -> float | None:
         """Earliest time a waiting job of ``names`` becomes claimable (or a lease ends)."""
+        ...
+
+    async def backlog(self, names: Collection[str] | None = None) -> dict[str, int]:
+        """Jobs due and waiting for a worker, per job name (``names``: only those)."""
         ...
 
     async def get(self, job_id: str) -> JobRecord:

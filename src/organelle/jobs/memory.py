@@ -18,8 +18,13 @@ class MemoryJobQueue(SqliteJobQueue):
     """A job queue that lives and dies with the process.
 
     Args:
+        retention_s: how long succeeded jobs stay.
         clock: wall-clock seconds; inject a fake one in tests.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(":memory:", synchronous="off", poll_s=3600.0, clock=clock)
+    def __init__(
+        self, *, retention_s: float = 86_400.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(
+            ":memory:", synchronous="off", retention_s=retention_s, poll_s=3600.0, clock=clock
+        )

@@ -20,13 +20,16 @@ from typing import Any, ClassVar, Self
 from organelle.errors import ConfigError
 from organelle.jobs._records import (
     encode_errors,
+    encode_meta,
     encode_params,
     encode_result,
     lease_lost,
     lost_lease_error,
     make_record,
+    meta_of,
     new_id,
     params_of,
+    sweep_every_s,
 )
 from organelle.jobs.base import (
     AttemptError,
@@ -41,7 +44,7 @@ __all__ = ["PostgresJobQueue"]
 
 _COLS = (
     "id, name, params, state, attempts, max_attempts, priority, run_at, created_at,"
-    " updated_at, idem, result, errors"
+    " updated_at, idem, result, errors, meta"
 )
 _READY = "state IN ('queued', 'failed')"
 REAP_EVERY_S = 0.1
@@ -54,6 +57,8 @@ class PostgresJobQueue:
         dsn: ``postgresql://user@host:port/db``.
         table: table name (an identifier); one table per queue.
         pool_size: connections for claims, acks and enqueues.
+        retention_s: how long succeeded jobs (and their idempotency keys) stay;
+            claims delete older ones every ``min(60, retention_s / 2)`` seconds.
         clock: wall-clock seconds (keep clocks of all nodes in sync: leases use them).
     """
 
@@ -65,6 +70,7 @@ class PostgresJobQueue:
         *,
         table: str = "organelle_jobs",
         pool_size: int = 10,
+        retention_s: float = 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,50}", table):
@@ -73,11 +79,13 @@ class PostgresJobQueue:
         self.table = table
         self.channel = f"{table}_wake"
         self.pool_size = pool_size
+        self.retention_s = retention_s
         self.clock = clock
         self._pool: Any = None
         self._listener: Any = None
         self._wake = asyncio.Event()
         self._last_reap = 0.0
+        self._last_sweep = 0.0
         t = table
         self._sql_claim = (
             f"UPDATE {t} SET state = 'running', attempts = attempts + 1, token = token + 1,"  # noqa: S608 - identifier checked
@@ -86,7 +94,7 @@ class PostgresJobQueue:
             " AND name = ANY($2::text[]) ORDER BY priority DESC, run_at, seq LIMIT $3"
             " FOR UPDATE SKIP LOCKED)"
             " RETURNING id, name, params, attempts, token, max_attempts, lease_s, created_at,"
-            " priority, run_at"
+            " priority, run_at, meta"
         )
 
     async def open(self) -> Self:
@@ -114,6 +122,7 @@ class PostgresJobQueue:
                 f" CREATE INDEX IF NOT EXISTS {t}_lease ON {t} (lease_until)"
                 " WHERE state = 'running';"
                 f" CREATE INDEX IF NOT EXISTS {t}_state ON {t} (state, updated_at);"
+                f" ALTER TABLE {t} ADD COLUMN IF NOT EXISTS meta BYTEA;"
             )
         self._listener = await asyncpg.connect(self.dsn)
         await self._listener.add_listener(self.channel, self._on_notify)
@@ -146,8 +155,8 @@ class PostgresJobQueue:
                 jid = job.id or new_id()
                 got = await conn.fetchval(
                     f"INSERT INTO {t} (id, name, params, state, priority, run_at, max_attempts,"  # noqa: S608
-                    " lease_s, idem, created_at, updated_at)"
-                    " VALUES ($1,$2,$3,'queued',$4,$5,$6,$7,$8,$9,$9)"
+                    " lease_s, idem, created_at, updated_at, meta)"
+                    " VALUES ($1,$2,$3,'queued',$4,$5,$6,$7,$8,$9,$9,$10)"
                     " ON CONFLICT DO NOTHING RETURNING id",
                     jid,
                     job.name,
@@ -158,6 +167,7 @@ class PostgresJobQueue:
                     job.lease_s,
                     job.idempotency_key,
                     now,
+                    encode_meta(job.meta),
                 )
                 if got is None:
                     got = await conn.fetchval(
@@ -178,6 +188,9 @@ class PostgresJobQueue:
         if now - self._last_reap >= REAP_EVERY_S:
             self._last_reap = now
             await self._reap(now)
+        if now - self._last_sweep >= sweep_every_s(self.retention_s):
+            self._last_sweep = now
+            await self._sweep(now)
         rows = await self._p().fetch(self._sql_claim, now, list(names), limit)
         rows.sort(key=lambda r: (-r["priority"], r["run_at"]))
         return [
@@ -191,6 +204,7 @@ class PostgresJobQueue:
                 lease_s=r["lease_s"],
                 enqueued_at=r["created_at"],
                 claimed_at=now,
+                meta=meta_of(r["meta"]),
             )
             for r in rows
         ]
@@ -214,6 +228,14 @@ class PostgresJobQueue:
                     encode_errors([error]).decode(),
                     r["seq"],
                 )
+
+    async def _sweep(self, now: float) -> None:
+        t = self.table
+        await self._p().execute(
+            f"DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t} WHERE state = 'succeeded'"  # noqa: S608
+            " AND updated_at < $1 LIMIT 5000 FOR UPDATE SKIP LOCKED)",
+            now - self.retention_s,
+        )
 
     async def heartbeat(self, leases: Sequence[Lease]) -> list[Lease]:
         """Extend every lease still held; return the lost ones."""
@@ -297,6 +319,17 @@ class PostgresJobQueue:
         )
         return None if value is None else float(value)
 
+    async def backlog(self, names: Collection[str] | None = None) -> dict[str, int]:
+        """Due jobs waiting for a worker, per name."""
+        t = self.table
+        rows = await self._p().fetch(
+            f"SELECT name, count(*) AS n FROM {t} WHERE {_READY} AND run_at <= $1"  # noqa: S608
+            " AND ($2::text[] IS NULL OR name = ANY($2::text[])) GROUP BY name",
+            self.clock(),
+            None if names is None else list(names),
+        )
+        return {r["name"]: r["n"] for r in rows}
+
     # -- admin path --------------------------------------------------------
 
     def _record(self, r: Any) -> JobRecord:
@@ -315,6 +348,7 @@ class PostgresJobQueue:
             result=r["result"],
             errors=r["errors"],
             now=self.clock(),
+            meta=r["meta"],
         )
 
     async def get(self, job_id: str) -> JobRecord:

@@ -22,13 +22,16 @@ from typing import Any, ClassVar, Literal, Self
 
 from organelle.jobs._records import (
     append_error,
+    encode_meta,
     encode_params,
     encode_result,
     lease_lost,
     lost_lease_error,
     make_record,
+    meta_of,
     new_id,
     params_of,
+    sweep_every_s,
 )
 from organelle.jobs._sqlite_thread import DURABLE, READ, WRITE, SqliteThread
 from organelle.jobs.base import (
@@ -60,6 +63,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   idem TEXT UNIQUE,
   result BLOB,
   errors BLOB,
+  meta BLOB,
   created_at REAL NOT NULL,
   updated_at REAL NOT NULL
 );
@@ -70,10 +74,9 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
 """
 _COLS = (
     "id, name, params, state, attempts, max_attempts, priority, run_at, created_at,"
-    " updated_at, idem, result, errors"
+    " updated_at, idem, result, errors, meta"
 )
 _READY = "state IN ('queued', 'failed')"
-SWEEP_EVERY_S = 60.0
 
 Sync = Literal["full", "normal", "off"]
 
@@ -85,7 +88,8 @@ class SqliteJobQueue:
         path: database file (created with its directory), or ``":memory:"``.
         synchronous: ``"full"`` (default: acknowledged = fsynced), ``"normal"``
             (survives process crashes, not power loss) or ``"off"``.
-        retention_s: how long succeeded jobs (and their idempotency keys) stay.
+        retention_s: how long succeeded jobs (and their idempotency keys) stay;
+            claims delete older ones every ``min(60, retention_s / 2)`` seconds.
         poll_s: how often an idle queue looks for other processes' commits.
         clock: wall-clock seconds; inject a fake one in tests.
     """
@@ -142,6 +146,9 @@ class SqliteJobQueue:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        if "meta" not in columns:  # a database made before jobs carried meta
+            conn.execute("ALTER TABLE jobs ADD COLUMN meta BLOB")
         return conn
 
     def _notify(self) -> None:
@@ -166,8 +173,8 @@ class SqliteJobQueue:
                 jid = job.id or new_id()
                 cur = c.execute(
                     "INSERT INTO jobs (id, name, params, state, priority, run_at, max_attempts,"
-                    " lease_s, idem, created_at, updated_at) VALUES (?,?,?,'queued',?,?,?,?,?,?,?)"
-                    " ON CONFLICT DO NOTHING",
+                    " lease_s, idem, meta, created_at, updated_at)"
+                    " VALUES (?,?,?,'queued',?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (
                         jid,
                         job.name,
@@ -177,6 +184,7 @@ class SqliteJobQueue:
                         job.max_attempts,
                         job.lease_s,
                         job.idempotency_key,
+                        encode_meta(job.meta),
                         now,
                         now,
                     ),
@@ -204,7 +212,7 @@ class SqliteJobQueue:
                 " AND run_at <= ?"
                 f" AND name IN ({marks}) ORDER BY priority DESC, run_at, seq LIMIT ?)"
                 " RETURNING id, name, params, attempts, token, max_attempts, lease_s,"
-                " created_at, priority, run_at"
+                " created_at, priority, run_at, meta"
             )
             self._claim_sql[n_names] = sql
         return sql
@@ -220,7 +228,7 @@ class SqliteJobQueue:
         def op(c: sqlite3.Connection) -> list[Lease]:
             now = self.clock()
             self._reap(c, now)
-            if now - self._last_sweep > SWEEP_EVERY_S:
+            if now - self._last_sweep > sweep_every_s(self.retention_s):
                 self._sweep(c, now)
             rows = c.execute(sql, (now, now, now, now, *names, limit)).fetchall()
             rows.sort(key=lambda r: (-r[8], r[9]))
@@ -235,6 +243,7 @@ class SqliteJobQueue:
                     lease_s=r[6],
                     enqueued_at=r[7],
                     claimed_at=now,
+                    meta=meta_of(r[10]),
                 )
                 for r in rows
             ]
@@ -382,6 +391,21 @@ class SqliteJobQueue:
         due: float | None = await self._run(op, mode=READ)
         return due
 
+    async def backlog(self, names: Collection[str] | None = None) -> dict[str, int]:
+        """Due jobs waiting for a worker, per name."""
+        wanted = None if names is None else list(names)
+
+        def op(c: sqlite3.Connection) -> dict[str, int]:
+            sql = f"SELECT name, count(*) FROM jobs WHERE {_READY} AND run_at <= ?"  # noqa: S608
+            args: list[Any] = [self.clock()]
+            if wanted is not None:
+                sql += f" AND name IN ({','.join('?' * len(wanted))})"
+                args += wanted
+            return dict(c.execute(sql + " GROUP BY name", args).fetchall())
+
+        depths: dict[str, int] = await self._run(op, mode=READ)
+        return depths
+
     # -- admin path --------------------------------------------------------
 
     async def get(self, job_id: str) -> JobRecord:
@@ -413,6 +437,7 @@ class SqliteJobQueue:
             result=row[11],
             errors=row[12],
             now=self.clock(),
+            meta=row[13],
         )
 
     async def scan(self, state: JobState, *, limit: int = 100, offset: int = 0) -> list[JobRecord]:

@@ -4,7 +4,8 @@
 (``?synchronous=normal`` to trade power-loss durability for speed) ·
 ``postgresql://user@host:port/db`` (``?table=…``) · ``nats://host:port``
 (``?stream=…``; several servers comma-separated). Heavy drivers load only
-for the backend asked for.
+for the backend asked for. ``?retention_s=…`` (any backend) sets how long
+succeeded jobs are kept.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from organelle.jobs.base import JobQueue
 __all__ = ["open_queue"]
 
 
+def _retention(url: str, query: dict[str, str], options: dict[str, Any]) -> None:
+    """``?retention_s=`` (every backend): how long succeeded jobs stay."""
+    if "retention_s" in query:
+        try:
+            options.setdefault("retention_s", float(query.pop("retention_s")))
+        except ValueError as exc:
+            raise ConfigError(f"bad retention_s in job queue URL {url!r}") from exc
+
+
 async def open_queue(url: str, **options: Any) -> JobQueue:
     """Open the queue ``url`` names; ``options`` go to the backend's constructor.
 
@@ -27,6 +37,7 @@ async def open_queue(url: str, **options: Any) -> JobQueue:
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     scheme = parts.scheme.lower()
+    _retention(url, query, options)
     if scheme == "memory":
         from organelle.jobs.memory import MemoryJobQueue
 

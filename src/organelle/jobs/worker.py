@@ -22,11 +22,11 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from organelle.jobs.base import AttemptError, JobQueue, JobSpec, Lease, LeaseLostError, Retry
 
-__all__ = ["JobHandler", "Worker", "WorkerStats", "current_job"]
+__all__ = ["JobHandler", "JobObserver", "Worker", "WorkerStats", "current_job"]
 
 log = logging.getLogger("organelle.jobs")
 
@@ -35,6 +35,43 @@ current_job: ContextVar[Lease | None] = ContextVar("organelle_current_job", defa
 """The lease of the job the current task runs (id, attempt): use it for idempotency keys."""
 
 CLAIM_ERROR_PAUSE_S = 0.2
+
+
+class JobObserver(Protocol):
+    """Told about each job's outcome (metrics); ``job`` is the job name, never an id.
+
+    The kernel passes one that forwards to its metrics hooks; a raising
+    observer is logged and never affects the job.
+    """
+
+    def enqueued(self, job: str) -> None:
+        """A job was stored durably."""
+        ...
+
+    def succeeded(self, job: str, duration_s: float) -> None:
+        """An attempt finished and was acked."""
+        ...
+
+    def failed(self, job: str, duration_s: float) -> None:
+        """An attempt raised or timed out (a retry or dead letter follows)."""
+        ...
+
+    def retried(self, job: str) -> None:
+        """A failed attempt (or ``Retry``) was scheduled again."""
+        ...
+
+    def dead(self, job: str) -> None:
+        """The job used up its attempts."""
+        ...
+
+
+def notify(observer: JobObserver | None, event: str, *args: Any) -> None:
+    """Call ``observer.<event>(*args)``; an observer's error is logged, never raised."""
+    if observer is not None:
+        try:
+            getattr(observer, event)(*args)
+        except Exception:
+            log.exception("job observer failed on %s", event)
 
 
 @dataclass(slots=True)
@@ -86,6 +123,7 @@ class Worker:
         slots: how many handlers run at once in total.
         poll_s: the longest idle sleep between looks at the queue.
         clock: wall-clock seconds, shared with the queue in tests.
+        observer: told of every outcome (succeeded / failed / retried / dead).
     """
 
     def __init__(
@@ -98,6 +136,7 @@ class Worker:
         poll_s: float = 1.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -108,6 +147,7 @@ class Worker:
         self.poll_s = poll_s
         self.clock = clock
         self.stats = WorkerStats()
+        self.observer = observer
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._default = JobSpec()
         now = clock()
@@ -273,6 +313,7 @@ class Worker:
     async def _run(self, lease: Lease) -> None:
         spec = self._spec(lease.name)
         started = self.clock()
+        began = time.perf_counter()
         token = current_job.set(lease)
         outcome: tuple[str, Any] = ("ok", None)
         try:
@@ -293,6 +334,7 @@ class Worker:
             current_job.reset(token)
             self._finish_slot(lease)
         kind, value = outcome
+        took = time.perf_counter() - began
         if kind == "cancelled":
             if lease.job_id in self._lost:
                 self._lost.discard(lease.job_id)
@@ -303,7 +345,7 @@ class Worker:
         assert task is not None  # noqa: S101 - always inside a task
         self._acking.add(task)
         try:
-            await self._settle(lease, spec, kind, value, started)
+            await self._settle(lease, spec, kind, value, started, took)
         except LeaseLostError:
             self.stats.lost += 1
             log.warning(
@@ -323,12 +365,13 @@ class Worker:
             limiter.running -= 1
         self._slot.set()
 
-    async def _settle(
-        self, lease: Lease, spec: JobSpec, kind: str, value: Any, started: float
+    async def _settle(  # noqa: PLR0917 - one attempt's whole outcome
+        self, lease: Lease, spec: JobSpec, kind: str, value: Any, started: float, took: float
     ) -> None:
         if kind == "ok":
             await self.queue.complete(lease, value)
             self.stats.succeeded += 1
+            notify(self.observer, "succeeded", lease.name, took)
             return
         now = self.clock()
         if kind == "retry":
@@ -357,11 +400,15 @@ class Worker:
                 delay = spec.backoff.delay_s(lease.attempt, self._rng)
             retry_at = now + max(0.0, delay)
         state = await self.queue.fail(lease, error, retry_at=retry_at)
+        if kind != "retry":
+            notify(self.observer, "failed", lease.name, took)
         if state == "dead":
             self.stats.dead += 1
+            notify(self.observer, "dead", lease.name)
             log.error("job %s (%s) dead after %d attempts", lease.job_id, lease.name, lease.attempt)
         else:
             self.stats.retried += 1
+            notify(self.observer, "retried", lease.name)
 
     async def _release(self, leases: list[Lease]) -> None:
         if not leases:
