@@ -17,7 +17,7 @@ import msgspec
 
 from organelle.errors import ValidationError
 from organelle.gateway._errors import BodyTimeoutError, PayloadTooLargeError, error_response
-from organelle.gateway._runtime import HttpCall
+from organelle.gateway._runtime import HttpCall, trace_meta
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -168,7 +168,9 @@ class Endpoint:
                 scope.get("path_params", {}), scope["query_string"], headers, body
             )
             if self.chain is None:
-                result = await rt.invoke(self.target, params, principal, self.timeout_s)
+                result = await rt.invoke(
+                    self.target, params, principal, self.timeout_s, trace_meta(headers)
+                )
             else:
                 call = HttpCall(
                     scope["method"],

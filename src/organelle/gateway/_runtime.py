@@ -174,14 +174,24 @@ class Runtime:
         return True
 
     async def invoke(
-        self, target: str, params: dict[str, Any], principal: Principal | None, timeout_s: float
+        self,
+        target: str,
+        params: dict[str, Any],
+        principal: Principal | None,
+        timeout_s: float,
+        meta: dict[str, Any] | None = None,
     ) -> Any:
-        """Call through the kernel with the principal; remote calls get retries and a breaker."""
+        """Call through the kernel with the principal; remote calls get retries and a breaker.
+
+        ``meta`` carries what the request says about the trace (``traceparent``).
+        """
         if self.is_local(target.partition(".")[0]):
             return await self.kernel.call_with(
-                target, params, timeout_s=timeout_s, principal=principal
+                target, params, timeout_s=timeout_s, principal=principal, meta=meta
             )
-        return await self.remote.call(target, params, timeout_s=timeout_s, principal=principal)
+        return await self.remote.call(
+            target, params, timeout_s=timeout_s, principal=principal, meta=meta
+        )
 
     def encode(self, result: Any) -> bytes:
         """JSON bytes of a result; a result that cannot be encoded is our bug (500)."""
@@ -199,7 +209,9 @@ class Runtime:
             return None
 
         async def terminal(call: HttpCall) -> Any:
-            return await self.invoke(call.target, call.params, call.principal, timeout_s)
+            return await self.invoke(
+                call.target, call.params, call.principal, timeout_s, trace_meta(call.headers)
+            )
 
         chain: HttpNext = terminal
         for mw in reversed(layers):
@@ -212,3 +224,19 @@ def _link(mw: HttpMiddleware, call_next: HttpNext) -> HttpNext:
         return mw(call, call_next)
 
     return run
+
+
+def trace_meta(headers: Mapping[str, str]) -> dict[str, Any] | None:
+    """The W3C ``traceparent`` of a request as call meta, so the call joins the caller's trace.
+
+    Only a well-formed value (55 characters, four dash-separated fields) is
+    passed on; tracing itself parses and validates it again.
+    """
+    value = headers.get("traceparent")
+    if value is None or len(value) != _TRACEPARENT_LEN or value.count("-") != _TRACEPARENT_DASHES:
+        return None
+    return {"traceparent": value}
+
+
+_TRACEPARENT_LEN = 55
+_TRACEPARENT_DASHES = 3
