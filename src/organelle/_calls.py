@@ -1,0 +1,290 @@
+"""The call path: local RPC as a direct await, remote RPC through a transport, inbound calls.
+
+A mixin of ``Kernel``. ``call`` is the hot path and is written out inline;
+everything with options, middleware, guards or a transport takes the slower,
+shared paths below it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from organelle._dispatch import CallNext, Invocation, run_chain, run_until
+from organelle._phases import Phases, RpcEntry
+from organelle.context import _EMPTY_META, Context, _current, _next_seq, root_context
+from organelle.errors import (
+    CallTimeoutError,
+    InternalError,
+    NotFoundError,
+    OrganelleError,
+    UnavailableError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from organelle._lifecycle import Record
+
+__all__ = ["Calls"]
+
+_monotonic = time.monotonic
+
+
+class Calls(Phases):
+    """``call``, ``call_with``, ``dispatch``, ``deliver``, ``wait_for`` (state on ``Kernel``)."""
+
+    _records: dict[str, Record]
+    _chain: CallNext | None
+    _call_timeout_s: float
+    _accepting: bool
+    _running: bool
+    _inflight: int
+
+    async def call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912 - hot path inlined
+        """Call ``"<module>.<method>"`` with keyword params and return its result.
+
+        Inside a handler the call inherits the context and never gets more
+        time than the caller has left. For options (timeout, meta) use
+        ``call_with``, so option names never collide with parameter names.
+
+        Raises:
+            NotFoundError: no such module or method.
+            ValidationError: bad parameters, each bad field listed.
+            CallTimeoutError: the deadline passed.
+            InternalError: the handler raised a non-organelle exception.
+        """
+        entry = self._rpc.get(target)
+        if entry is None:
+            return await self._call_remote(target, params, None, None, None)
+        now = _monotonic()
+        deadline = now + self._call_timeout_s
+        parent = _current.get()
+        if parent is None:
+            if not self._accepting:
+                raise self._closed()
+            ctx = Context(_next_seq(), deadline, None, None, None, _EMPTY_META, None)
+        else:
+            pd = parent.deadline
+            if pd is not None and pd < deadline:
+                if pd <= now:
+                    raise CallTimeoutError(f"call to {target!r} timed out before it started")
+                deadline = pd
+            ctx = parent.child(deadline)
+        if entry.slow or self._chain is not None:
+            return await self._invoke(entry, params, ctx, deadline)
+        # The hot path, inlined: _invoke without middleware or per-method timeout.
+        # A handler that finishes in its first step cannot be seen half-done by
+        # shutdown, so only suspended calls are counted as in flight.
+        token = _current.set(ctx)
+        coro = None
+        try:
+            contract = entry.contract
+            exact = entry.exact  # params already of exactly the declared simple types
+            if contract is None or (exact is not None and exact(params)):
+                coro = entry.fn(**params)
+            else:
+                args = contract.validate(params)
+                coro = entry.fn(*args) if isinstance(args, tuple) else entry.fn(**args)
+            try:
+                first = coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+            self._inflight += 1
+            try:
+                return await run_until(coro, first, deadline, target)
+            finally:
+                self._inflight -= 1
+        except OrganelleError:
+            raise
+        except TypeError as exc:
+            if coro is None and contract is None:  # binding failed: the handler never ran
+                raise entry.bad_params(exc) from None
+            raise InternalError.wrap(exc) from exc
+        except Exception as exc:
+            raise InternalError.wrap(exc) from exc
+        finally:
+            _current.reset(token)
+
+    async def call_with(
+        self,
+        target: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        meta: dict[str, Any] | None = None,
+        principal: Any = None,
+    ) -> Any:
+        """Call with explicit options.
+
+        ``timeout_s`` is capped by the caller's deadline, ``meta`` is merged into
+        the context and ``principal`` replaces the caller's.
+        """
+        if params is None:
+            params = {}
+        elif not isinstance(params, Mapping):
+            raise ValidationError(
+                f"params for {target!r} must be a mapping",
+                errors=[{"field": "$", "message": "parameters must be an object"}],
+            )
+        entry = self._rpc.get(target)
+        if entry is None:
+            return await self._call_remote(target, dict(params), timeout_s, meta, principal)
+        ctx = self._outgoing(target, timeout_s, meta, principal)
+        return await self._invoke(entry, dict(params), ctx, ctx.deadline)  # type: ignore[arg-type]
+
+    async def _call_remote(
+        self,
+        target: str,
+        params: dict[str, Any],
+        timeout_s: float | None,
+        meta: dict[str, Any] | None,
+        principal: Any,
+    ) -> Any:
+        transport = self._transport
+        if transport is None or not isinstance(target, str) or "." not in target:
+            raise self._missing(target)
+        if self._remote_blocked(target):
+            raise self._missing(target)
+        ctx = self._outgoing(target, timeout_s, meta, principal)
+        return await transport.request(target, params, ctx)
+
+    def _outgoing(
+        self, target: str, timeout_s: float | None, meta: dict[str, Any] | None, principal: Any
+    ) -> Context:
+        """The context of a call made with options (the slow path of ``call``)."""
+        now = _monotonic()
+        deadline = now + (self._call_timeout_s if timeout_s is None else timeout_s)
+        parent = _current.get()
+        if parent is None:
+            if not self._accepting:
+                raise self._closed()
+            ctx = root_context(deadline, meta=meta, principal=principal)
+        else:
+            pd = parent.deadline
+            if pd is not None and pd < deadline:
+                deadline = pd
+            ctx = parent.child(deadline, meta=meta, principal=principal)
+        if deadline <= now:
+            raise CallTimeoutError(f"call to {target!r} timed out before it started")
+        return ctx
+
+    def _remote_blocked(self, target: str) -> bool:
+        """A local module that is not serving must not be shadowed by a remote one silently."""
+        module, _, method = target.partition(".")
+        rec = self._records.get(module)
+        return rec is not None and self.settings.prefer_local and method not in rec.spec.rpcs
+
+    async def dispatch(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
+        """Serve a call that arrived from a transport (or a gateway) with its context.
+
+        The wire's context (ids, deadline, principal, meta) is kept; the call
+        is refused while draining, so a balancer sends it elsewhere.
+
+        Raises:
+            NotFoundError, ValidationError, CallTimeoutError, InternalError,
+            UnavailableError: as for a local call.
+        """
+        entry = self._serving.get(target)
+        if entry is None:
+            raise self._missing(target)
+        if not self._accepting:
+            raise self._closed()
+        deadline = ctx.deadline
+        if deadline is None:
+            deadline = ctx.deadline = _monotonic() + self._call_timeout_s
+        elif deadline <= _monotonic():
+            raise CallTimeoutError(f"call to {target!r} arrived past its deadline")
+        return await self._invoke(entry, params, ctx, deadline)
+
+    async def deliver(self, module: str, handler: str, payload: Any, ctx: Context) -> None:
+        """Queue an event that arrived from a transport for one local handler.
+
+        Waits while the local queue is full, so the transport's flow control
+        (and not a drop) absorbs the pressure.
+        """
+        bus = self._bus
+        key = f"{module} {handler} {ctx.topic}"  # never a topic (no spaces): shares route()'s cache
+        subs = bus._cache.get(key)
+        if subs is None:
+            subs = bus._cache[key] = bus.handler_subs(module, handler, ctx.topic or "")
+        if subs and not bus.offer(subs, payload, ctx):
+            await bus.publish(subs, payload, ctx)
+
+    async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:
+        """Return once module ``name`` serves, here or (with a transport) on any node.
+
+        Raises:
+            CallTimeoutError: it did not appear within ``timeout_s``.
+        """
+        deadline = _monotonic() + timeout_s
+        while not self._is_active(name):
+            if self._transport is not None:
+                await self._transport.wait_for(name, max(0.0, deadline - _monotonic()))
+                return
+            if _monotonic() >= deadline:
+                raise CallTimeoutError(
+                    f"module {name!r} did not become available in {timeout_s:g}s"
+                )
+            await asyncio.sleep(0.01)
+
+    async def _invoke(
+        self, entry: RpcEntry, params: dict[str, Any], ctx: Context, deadline: float
+    ) -> Any:
+        if entry.guard is not None:
+            entry.guard(ctx)
+        if entry.timeout_s is not None:
+            deadline = min(deadline, _monotonic() + entry.timeout_s)
+            ctx.deadline = deadline
+        token = _current.set(ctx)
+        self._inflight += 1
+        try:
+            if self._chain is None:
+                coro = entry.start(params)
+            else:
+                coro = self._through_chain(entry, params, ctx)
+            try:
+                first = coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+            return await run_until(coro, first, deadline, entry.target)
+        except OrganelleError:
+            raise
+        except Exception as exc:
+            raise InternalError.wrap(exc) from exc
+        finally:
+            self._inflight -= 1
+            _current.reset(token)
+
+    def _through_chain(self, entry: RpcEntry, params: dict[str, Any], ctx: Context) -> Any:
+        assert self._chain is not None  # noqa: S101 - checked by the caller
+        return run_chain(
+            self._chain,
+            Invocation("rpc", entry.target, entry.module, params, None, ctx, entry.invoke),
+        )
+
+    def _missing(self, target: object) -> OrganelleError:
+        if not isinstance(target, str) or "." not in target:
+            return ValidationError(
+                f"call target {target!r} must look like 'module.method'",
+                errors=[{"field": "target", "message": "expected 'module.method'"}],
+            )
+        module, _, method = target.partition(".")
+        rec = self._records.get(module)
+        if rec is None:
+            return NotFoundError(f"no module named {module!r}", details={"target": target})
+        if method in rec.spec.rpcs:
+            if not self._running:
+                return self._closed()
+            return UnavailableError(
+                f"module {module!r} is {rec.state.value}, not serving calls",
+                details={"target": target, "state": rec.state.value},
+            )
+        return NotFoundError(
+            f"module {module!r} has no RPC method {method!r}", details={"target": target}
+        )
+
+    def _closed(self) -> UnavailableError:
+        state = "draining" if self._running else "not running"
+        return UnavailableError(f"kernel is {state}; not taking new calls or events")
