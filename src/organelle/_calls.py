@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from organelle._dispatch import CallNext, Invocation, run_chain, run_until
-from organelle._phases import Phases, RpcEntry
+from organelle._phases import CallStats, Phases, RpcEntry
 from organelle.context import _EMPTY_META, Context, _current, _next_seq, root_context
 from organelle.errors import (
     CallTimeoutError,
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["Calls"]
 
 _monotonic = time.monotonic
+_perf = time.perf_counter
 
 
 class Calls(Phases):
@@ -42,7 +43,7 @@ class Calls(Phases):
     _running: bool
     _inflight: int
 
-    async def call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912 - hot path inlined
+    async def call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912, PLR0915 - hot path inlined
         """Call ``"<module>.<method>"`` with keyword params and return its result.
 
         Inside a handler the call inherits the context and never gets more
@@ -79,6 +80,9 @@ class Calls(Phases):
         # shutdown, so only suspended calls are counted as in flight.
         token = _current.set(ctx)
         coro = None
+        stats = entry.stats
+        if stats is not None:
+            stats.calls += 1
         try:
             contract = entry.contract
             exact = entry.exact  # params already of exactly the declared simple types
@@ -91,18 +95,23 @@ class Calls(Phases):
                 first = coro.send(None)
             except StopIteration as stop:
                 return stop.value
-            self._inflight += 1
-            try:
-                return await run_until(coro, first, deadline, target)
-            finally:
-                self._inflight -= 1
-        except OrganelleError:
+            return await self._suspended(coro, first, deadline, target, stats)
+        except OrganelleError as exc:
+            if stats is not None:
+                stats.error(exc.code)
             raise
         except TypeError as exc:
-            if coro is None and contract is None:  # binding failed: the handler never ran
-                raise entry.bad_params(exc) from None
-            raise InternalError.wrap(exc) from exc
+            err = (
+                entry.bad_params(exc)
+                if coro is None and contract is None  # binding failed: the handler never ran
+                else InternalError.wrap(exc)
+            )
+            if stats is not None:
+                stats.error(err.code)
+            raise err from (None if coro is None and contract is None else exc)
         except Exception as exc:
+            if stats is not None:
+                stats.error(InternalError.code)
             raise InternalError.wrap(exc) from exc
         finally:
             _current.reset(token)
@@ -232,30 +241,58 @@ class Calls(Phases):
     async def _invoke(
         self, entry: RpcEntry, params: dict[str, Any], ctx: Context, deadline: float
     ) -> Any:
-        if entry.guard is not None:
-            entry.guard(ctx)
-        if entry.timeout_s is not None:
-            deadline = min(deadline, _monotonic() + entry.timeout_s)
-            ctx.deadline = deadline
-        token = _current.set(ctx)
-        self._inflight += 1
+        stats = entry.stats
+        if stats is not None:
+            stats.calls += 1
         try:
-            if self._chain is None:
-                coro = entry.start(params)
-            else:
-                coro = self._through_chain(entry, params, ctx)
+            if entry.guard is not None:
+                entry.guard(ctx)
+            if entry.timeout_s is not None:
+                deadline = min(deadline, _monotonic() + entry.timeout_s)
+                ctx.deadline = deadline
+            token = _current.set(ctx)
             try:
-                first = coro.send(None)
-            except StopIteration as stop:
-                return stop.value
-            return await run_until(coro, first, deadline, entry.target)
-        except OrganelleError:
+                if self._chain is None:
+                    coro = entry.start(params)
+                else:
+                    coro = self._through_chain(entry, params, ctx)
+                try:
+                    first = coro.send(None)
+                except StopIteration as stop:
+                    return stop.value
+                return await self._suspended(coro, first, deadline, entry.target, stats)
+            finally:
+                _current.reset(token)
+        except OrganelleError as exc:
+            if stats is not None:
+                stats.error(exc.code)
             raise
         except Exception as exc:
+            if stats is not None:
+                stats.error(InternalError.code)
             raise InternalError.wrap(exc) from exc
+
+    async def _suspended(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        first: Any,
+        deadline: float,
+        target: str,
+        stats: CallStats | None,
+    ) -> Any:
+        """Finish a handler that suspended: counted in flight, timed when stats are on."""
+        self._inflight += 1
+        started = 0.0
+        if stats is not None:
+            stats.pending += 1
+            started = _perf()
+        try:
+            return await run_until(coro, first, deadline, target)
         finally:
             self._inflight -= 1
-            _current.reset(token)
+            if stats is not None:
+                stats.pending -= 1
+                stats.timed(_perf() - started)
 
     def _through_chain(self, entry: RpcEntry, params: dict[str, Any], ctx: Context) -> Any:
         assert self._chain is not None  # noqa: S101 - checked by the caller

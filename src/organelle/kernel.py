@@ -22,7 +22,7 @@ from organelle._dispatch import Middleware, build_chain
 from organelle._graph import Dependency, Node, start_levels
 from organelle._jobhost import JobHost
 from organelle._lifecycle import ModuleInfo, ModuleState, Record
-from organelle._phases import RpcEntry
+from organelle._phases import CallStats, RpcEntry
 from organelle._runtime import ModuleRef
 from organelle._supervise import Supervision
 from organelle._topics import check_topic, matches
@@ -108,6 +108,8 @@ class Kernel(Supervision, Calls):
                 log.warning("config section [modules.%s] names no loaded module", section)
         self._rpc: dict[str, RpcEntry] = {}  # where calls go: local entries when local is preferred
         self._serving: dict[str, RpcEntry] = {}  # what this node serves (also to the wire)
+        self.call_stats: dict[str, CallStats] | None = None  # set by enable_call_stats()
+        self._bounds: tuple[float, ...] = ()
         self._transport: Transport | None = None
         self._bus = EventBus(
             max_pending=self.settings.max_pending_events,

@@ -93,8 +93,9 @@ async def test_each_kernel_has_its_own_registry() -> None:
     async with k1, k2:
         with pytest.raises(NotFoundError):
             await k1.call("svc.missing")
-    assert "svc.missing" in m1.render().decode()
-    assert "svc.missing" not in m2.render().decode()
+    # Every served method is listed (zeros included); only k1's counters moved.
+    assert 'organelle_rpc_calls_total{method="svc.missing"} 1.0' in m1.render().decode()
+    assert 'organelle_rpc_calls_total{method="svc.missing"} 0.0' in m2.render().decode()
 
 
 async def test_job_and_transport_hooks_and_queue_depth() -> None:

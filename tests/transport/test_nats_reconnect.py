@@ -73,7 +73,9 @@ async def test_deadline_bounds_a_call_while_nobody_answers(
         start = time.monotonic()
         with pytest.raises((UnavailableError, CallTimeoutError)):
             await client.call_with("server.echo", {"sku": "x"}, timeout_s=0.4)
-        assert time.monotonic() - start < 1.5  # bounded by the deadline, with slack for 2 busy cores
+        assert (
+            time.monotonic() - start < 1.5
+        )  # bounded by the deadline, with slack for 2 busy cores
         # Withdrawn: the registry no longer lists it, so the module is unknown.
         await server._transport.withdraw("server")  # type: ignore[union-attr]
         with pytest.raises(NotFoundError):

@@ -24,8 +24,15 @@ import msgspec
 from organelle.auth.base import Principal
 from organelle.auth.factory import Credentials, PrincipalFactory
 from organelle.codec import _enc_hook
-from organelle.errors import ForbiddenError, InternalError, NotFoundError, UnauthenticatedError
+from organelle.errors import (
+    ForbiddenError,
+    InternalError,
+    NotFoundError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from organelle.gateway._resilience import RemoteCaller
+from organelle.transport.base import NotServedError
 
 if TYPE_CHECKING:
     from organelle.gateway._cache import ResponseCache
@@ -132,7 +139,7 @@ class Runtime:
         self._encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
         r = config.resilience
         self.remote = RemoteCaller(
-            kernel.call_with,
+            self._call_remote,
             retries=r.retries,
             backoff_s=r.backoff_s,
             max_backoff_s=r.max_backoff_s,
@@ -172,6 +179,14 @@ class Runtime:
         except NotFoundError:
             return False
         return True
+
+    async def _call_remote(self, target: str, params: dict[str, Any], **options: Any) -> Any:
+        try:
+            return await self.kernel.call_with(target, params, **options)
+        except NotServedError as exc:
+            # The route table names this module, so it exists: nobody runs it right
+            # now. That is 503 (retried, counted by the breaker), not 404.
+            raise UnavailableError(exc.message, details=exc.details) from None
 
     async def invoke(
         self,

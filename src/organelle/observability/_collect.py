@@ -66,6 +66,7 @@ class MetricsCollector(Collector):
 
     def _rpc(self) -> Iterator[Metric]:
         m = self.m
+        m.sync_rpc()
         calls = CounterMetricFamily(
             "organelle_rpc_calls_total", "RPC calls served.", labels=["method"]
         )

@@ -108,7 +108,9 @@ class Metrics:
         from organelle.observability._store import TimedStore
 
         kernel = self.kernel
-        kernel.use(self)
+        # The kernel counts RPC itself (one increment for a call that does not
+        # suspend); timing middleware would take every call off the inline path.
+        kernel.enable_call_stats(self.bounds)
         kernel._taps.append((">", _Tap(self)))
         hooks = hooks_for(kernel)
         hooks.jobs = _JobEvents(self)
@@ -161,6 +163,19 @@ class Metrics:
                 self._labels.clear()
             self._labels[topic] = label
         return label
+
+    def sync_rpc(self) -> None:
+        """Copy the kernel's RPC counters into the histogram tables (at scrape time)."""
+        for target, st in (self.kernel.call_stats or {}).items():
+            hist = self.rpc.get(target)
+            if hist is None:
+                hist = self.rpc[target] = Histogram(len(self.bounds))
+            hist.counts = list(st.counts)
+            # Calls that finished without suspending took ~1 µs: the first bucket.
+            hist.counts[0] += st.calls - sum(st.counts) - st.pending
+            hist.sum = st.sum
+            for code, count in st.errors.items():
+                self.rpc_errors[target, code] = count
 
     # export ----------------------------------------------------------------------
     async def refresh(self) -> None:

@@ -167,6 +167,9 @@ class NatsServer(_Managed):
         store_dir: JetStream directory; a temporary one by default.
         extra_args: more command-line options (used by ``NatsCluster``).
         binary: the executable, ``nats-server`` on PATH by default.
+        config: text of a server config file (``authorization { ... }``, ``tls { ... }``,
+            an operator setup), written to ``<store_dir>/nats.conf`` and passed with
+            ``-c``; the command-line options above still win over it.
     """
 
     name = "nats-server"
@@ -179,6 +182,7 @@ class NatsServer(_Managed):
         extra_args: list[str] | None = None,
         binary: str = "nats-server",
         ready_timeout_s: float = 20.0,
+        config: str | None = None,
     ) -> None:
         super().__init__()
         self.port = port or free_port()
@@ -190,6 +194,7 @@ class NatsServer(_Managed):
         self.extra_args = list(extra_args or [])
         self.binary = shutil.which(binary) or binary
         self.ready_timeout_s = ready_timeout_s
+        self.config = config
 
     @property
     def url(self) -> str:
@@ -201,8 +206,14 @@ class NatsServer(_Managed):
         if self.pid is not None:
             return
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        config: list[str] = []
+        if self.config is not None:
+            path = self.store_dir / "nats.conf"
+            path.write_text(self.config)
+            config = ["-c", str(path)]
         argv = [
             self.binary,
+            *config,
             "-js",
             "-a",
             HOST,

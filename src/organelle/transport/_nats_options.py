@@ -194,6 +194,24 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+def _check_tls(values: dict[str, Any]) -> None:
+    """Load the TLS files once now: a bad file is a ``ConfigError``, not a refused connect."""
+    ca, cert, key = values.get("tls_ca"), values.get("tls_cert"), values.get("tls_key")
+    if key is not None and cert is None:
+        raise _bad("tls_key", "a key needs its certificate in tls_cert")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    try:
+        if ca is not None:
+            ctx.load_verify_locations(cafile=ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise _bad("tls_ca", f"cannot load CA bundle {ca!r}: {exc}") from None
+    try:
+        if cert is not None:
+            ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise _bad("tls_cert", f"cannot load {cert!r} with key {key or cert!r}: {exc}") from None
+
+
 def parse_options(settings: KernelSettings) -> NatsOptions:
     """Build the options from ``[kernel] transport``, ``transport_options`` and ``node``.
 
@@ -218,6 +236,7 @@ def parse_options(settings: KernelSettings) -> NatsOptions:
         path = values.get(path_key)
         if path is not None and not os.path.exists(path):  # noqa: PTH110 - a plain check
             raise _bad(path_key, f"no such file {path!r}")
+    _check_tls(values)
     # pid plus a random suffix: two kernels in one process are two nodes
     node = settings.node or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
     return NatsOptions(servers=tuple(pool), node=node, **values)

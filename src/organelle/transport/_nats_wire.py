@@ -165,10 +165,8 @@ class NatsWire:
             async with asyncio.timeout(opts.connect_timeout_s):
                 await loop.create_connection(lambda: proto, server.host, server.port)
                 await self._info_wait
-                tls = opts.tls_context()
-                if self.info.get("tls_required") or server.tls:
-                    if tls is None:  # the server asks for TLS: verify it with the system CAs
-                        tls = ssl.create_default_context()
+                tls = self._tls_for_info()
+                if tls is not None:
                     assert proto.transport is not None  # noqa: S101 - set by connection_made
                     proto.transport = await loop.start_tls(
                         proto.transport,
@@ -197,6 +195,20 @@ class NatsWire:
         self._writable.set()
         self._connected.set()
 
+    def _tls_for_info(self) -> ssl.SSLContext | None:
+        """The TLS context to upgrade with, decided on the server's INFO; ``None``: plain.
+
+        TLS when the server requires it (verified with the system CAs unless
+        ``tls_ca`` is set) or when this client asks for it (a ``tls://`` URL or
+        any TLS file): asked for but not offered is refused, never downgraded.
+        """
+        tls = self.options.tls_context()
+        if tls is None:
+            return ssl.create_default_context() if self.info.get("tls_required") else None
+        if not (self.info.get("tls_required") or self.info.get("tls_available")):
+            raise TransportError("the server does not offer TLS, but TLS is configured")
+        return tls
+
     def _lost(self, proto: _Proto, exc: Exception | None) -> None:
         if proto is not self._proto:
             return  # an abandoned attempt
@@ -206,7 +218,9 @@ class NatsWire:
         self._writable.set()
         self._out.clear()
         self._out_bytes = 0
-        self._fail_pongs(UnavailableError("NATS connection lost"))
+        # The reason matters during a handshake: a TLS alert (say, a client certificate
+        # the server refused) arrives here, not as an -ERR.
+        self._fail_pongs(UnavailableError(f"NATS connection lost ({exc or 'closed by server'})"))
         if self._info_wait is not None and not self._info_wait.done():
             self._info_wait.set_exception(UnavailableError("connection closed during handshake"))
         if not was_up or self._closing:

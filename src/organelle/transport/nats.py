@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from organelle.codec import codec_for
 from organelle.errors import (
     CallTimeoutError,
-    NotFoundError,
     OrganelleError,
     TransportError,
     UnavailableError,
@@ -43,6 +42,7 @@ from organelle.transport._nats_headers import (
 from organelle.transport._nats_options import NatsOptions, parse_options
 from organelle.transport._nats_serve import Exposer
 from organelle.transport._nats_wire import NatsWire
+from organelle.transport.base import NotServedError
 from organelle.transport.registry import Announcer, NatsRegistry, NodeInfo
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class NatsTransport:
         """Call a module on another node; the same errors as a local call.
 
         Raises:
-            NotFoundError: no live node announces the module.
+            NotServedError: no live node announces the module (a ``NotFoundError``).
             ValidationError: bad params (checked by the serving node) or too large.
             CallTimeoutError: the deadline passed.
             UnavailableError: disconnected past the deadline, or nobody answers.
@@ -306,7 +306,7 @@ class NatsTransport:
             self._pending.pop(token, None)
 
     async def _check_known(self, target: str, deadline: float) -> None:
-        """Raise ``NotFoundError`` when the registry (read now) knows nobody serving the module."""
+        """Raise ``NotServedError`` when the registry (read now) knows nobody serving the module."""
         announcer = self._announcer
         if announcer is None:
             return
@@ -318,7 +318,7 @@ class NatsTransport:
             log.debug("registry read failed: %s", exc)
             return
         if announcer.serving(module) is False:
-            raise NotFoundError(f"no node serves module {module!r}", details={"target": target})
+            raise NotServedError(f"no node serves module {module!r}", details={"target": target})
 
     # -- events --------------------------------------------------------------------------
     async def publish(self, topic: str, payload: Any, ctx: Context) -> None:
