@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from organelle._dispatch import CallNext, Invocation, run_chain, run_until
@@ -27,7 +27,14 @@ from organelle.errors import (
 if TYPE_CHECKING:
     from organelle._lifecycle import Record
 
-__all__ = ["Calls"]
+__all__ = ["Calls", "Outbound"]
+
+Outbound = Callable[
+    [str, dict[str, Any], Context, Callable[[str, dict[str, Any], Context], Awaitable[Any]]],
+    Awaitable[Any],
+]
+"""Wraps every remote call on the calling side (tracing's ``CLIENT`` span):
+``outbound(target, params, ctx, send)`` must ``await send(target, params, ctx)``."""
 
 _monotonic = time.monotonic
 _perf = time.perf_counter
@@ -42,6 +49,7 @@ class Calls(Phases):
     _accepting: bool
     _running: bool
     _inflight: int
+    outbound: Outbound | None
 
     async def call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912, PLR0915 - hot path inlined
         """Call ``"<module>.<method>"`` with keyword params and return its result.
@@ -157,6 +165,9 @@ class Calls(Phases):
         if self._remote_blocked(target):
             raise self._missing(target)
         ctx = self._outgoing(target, timeout_s, meta, principal)
+        outbound = self.outbound
+        if outbound is not None:
+            return await outbound(target, params, ctx, transport.request)
         return await transport.request(target, params, ctx)
 
     def _outgoing(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from organelle import _lifecycle as lc
 from organelle._bus import EventBus, SubscriptionStats
-from organelle._calls import Calls
+from organelle._calls import Calls, Outbound
 from organelle._dispatch import Middleware, build_chain
 from organelle._graph import Dependency, Node, start_levels
 from organelle._jobhost import JobHost
@@ -109,6 +109,7 @@ class Kernel(Supervision, Calls):
         self._rpc: dict[str, RpcEntry] = {}  # where calls go: local entries when local is preferred
         self._serving: dict[str, RpcEntry] = {}  # what this node serves (also to the wire)
         self.call_stats: dict[str, CallStats] | None = None  # set by enable_call_stats()
+        self.outbound: Outbound | None = None  # wraps remote calls (tracing's client spans)
         self._bounds: tuple[float, ...] = ()
         self._transport: Transport | None = None
         self._bus = EventBus(

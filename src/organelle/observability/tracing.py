@@ -13,7 +13,7 @@ installed and nothing costs anything.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -115,9 +115,34 @@ class Tracing:
         self._hooks: dict[str, Span] = {}
 
     def install(self) -> None:
-        """Add the middleware and a tap for publish and lifecycle spans."""
+        """Add the middleware, client spans on remote calls, publish and lifecycle spans."""
         self.kernel.use(self)
+        self.kernel.outbound = self._client
         self.kernel._taps.append((">", _Tap(self)))
+
+    async def _client(
+        self,
+        target: str,
+        params: dict[str, Any],
+        ctx: Context,
+        send: Callable[[str, dict[str, Any], Context], Awaitable[Any]],
+    ) -> Any:
+        """A ``CLIENT`` span around a remote call; the remote ``SERVER`` span is its child."""
+        span = self.tracer.start_span(
+            target,
+            context=_parent(ctx),
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "organelle", "rpc.method": target},
+        )
+        ctx.meta = {**ctx.meta, TRACEPARENT: format_traceparent(span.get_span_context())}
+        try:
+            return await send(target, params, ctx)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            span.end()
 
     def __call__(self, inv: Invocation, call_next: CallNext, /) -> Awaitable[Any]:
         """Run the rest of the chain inside a span that is the parent of all it causes."""
