@@ -190,10 +190,15 @@ async def test_job_span_is_a_child_of_the_enqueuing_span(config: dict[str, Any])
         assert (await kernel.jobs.get(job_id)).meta["traceparent"].startswith("00-")
     spans = {s.name: s for s in exporter.get_finished_spans()}
     start, run, inner = spans["traced.start"], spans["traced.work process"], spans["traced.inner"]
+    enqueue = spans["traced.work enqueue"]
+    assert enqueue.kind == SpanKind.PRODUCER
     assert run.kind == SpanKind.CONSUMER
-    assert run.parent is not None
     assert start.context is not None
-    assert run.parent.span_id == start.context.span_id
+    assert enqueue.parent is not None
+    assert enqueue.parent.span_id == start.context.span_id  # the enqueue is part of the call
+    assert enqueue.context is not None
+    assert run.parent is not None
+    assert run.parent.span_id == enqueue.context.span_id  # the run follows from the enqueue
     assert run.context is not None
     assert run.context.trace_id == start.context.trace_id
     assert inner.parent is not None

@@ -77,7 +77,9 @@ class JobHost:
         )
 
         self._queue = await open_queue(settings.jobs or DEFAULT_URL)
-        self.service = JobsService(self._queue, meta=_trace_meta, observer=_Events(self.kernel))
+        self.service = JobsService(
+            self._queue, meta=self._trace_meta, observer=_Events(self.kernel)
+        )
         hooks_for(self.kernel).backlog = self._backlog
         handlers: dict[str, Callable[..., Awaitable[Any]]] = {}
         schedules: list[Schedule] = []
@@ -192,6 +194,16 @@ class JobHost:
         if worker is not None:
             await worker.stop(drain_timeout_s=drain_timeout_s)
 
+    def _trace_meta(self, job: str) -> dict[str, str]:
+        """What the job carries of the enqueuer's trace; with tracing on, a PRODUCER span's."""
+        meta = _enqueuer_trace()
+        span = self.kernel.job_span
+        if span is not None:
+            traceparent = span(job, meta.get(TRACEPARENT))
+            if traceparent is not None:
+                meta[TRACEPARENT] = traceparent
+        return meta
+
     async def close(self) -> None:
         """Close the queue (after modules stopped)."""
         queue, self._queue = self._queue, None
@@ -225,7 +237,7 @@ class _Events:
         hooks_for(self._kernel).jobs.dead(job)
 
 
-def _trace_meta() -> dict[str, str]:
+def _enqueuer_trace() -> dict[str, str]:
     """The enqueuer's trace context: its ``traceparent``, else the ambient OpenTelemetry span."""
     ctx = current_context()
     value = ctx.meta.get(TRACEPARENT) if ctx is not None else None

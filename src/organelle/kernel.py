@@ -110,6 +110,8 @@ class Kernel(Supervision, Calls):
         self._serving: dict[str, RpcEntry] = {}  # what this node serves (also to the wire)
         self.call_stats: dict[str, CallStats] | None = None  # set by enable_call_stats()
         self.outbound: Outbound | None = None  # wraps remote calls (tracing's client spans)
+        # (job, parent traceparent) -> the enqueue span's traceparent (tracing's job spans)
+        self.job_span: Callable[[str, str | None], str | None] | None = None
         self._bounds: tuple[float, ...] = ()
         self._transport: Transport | None = None
         self._bus = EventBus(

@@ -87,8 +87,10 @@ async def test_rpc_event_job_one_trace_across_processes(tmp_path: Path) -> None:
     trace_id = go.context.trace_id
     child_spans = json.loads(out.read_text())
     consumer = next(s for s in child_spans if s["name"] == "trace.hop process")
-    job_run = next(s for s in child_spans if s["name"].startswith("back.work"))
-    assert consumer["trace_id"] == trace_id == job_run["trace_id"]
+    enqueue = next(s for s in child_spans if s["name"] == "back.work enqueue")
+    job_run = next(s for s in child_spans if s["name"] == "back.work process")
+    assert consumer["trace_id"] == trace_id == enqueue["trace_id"] == job_run["trace_id"]
     assert consumer["parent"] == go.context.span_id  # the event's handler is a child of the RPC
-    assert job_run["parent"] == consumer["span_id"]  # the job run is a child of the handler
+    assert enqueue["parent"] == consumer["span_id"]  # the handler enqueued the job
+    assert job_run["parent"] == enqueue["span_id"]  # the job run follows from the enqueue
     assert consumer["kind"] == "CONSUMER"

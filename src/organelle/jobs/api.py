@@ -37,7 +37,7 @@ class JobsService:
         queue: the backend.
         strict: refuse names that were never ``register``-ed.
         clock: wall-clock seconds (shared with the queue in tests).
-        meta: called at each enqueue; what it returns is stored with the job and
+        meta: called with the job name at each enqueue; what it returns is stored with the job and
             handed to the handler's run in ``Lease.meta`` (the kernel passes the
             enqueuer's ``traceparent`` this way).
         observer: told of enqueues here and of outcomes by this service's workers.
@@ -55,7 +55,7 @@ class JobsService:
         *,
         strict: bool = False,
         clock: Callable[[], float] = time.time,
-        meta: Callable[[], dict[str, str]] | None = None,
+        meta: Callable[[str], dict[str, str]] | None = None,
         observer: JobObserver | None = None,
     ) -> None:
         self.queue = queue
@@ -128,7 +128,7 @@ class JobsService:
             idempotency_key=idempotency_key,
             max_attempts=spec.max_attempts,
             lease_s=spec.lease_s,
-            meta=self.meta() if self.meta is not None else {},
+            meta=self.meta(name) if self.meta is not None else {},
         )
 
     async def enqueue(

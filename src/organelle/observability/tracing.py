@@ -118,7 +118,20 @@ class Tracing:
         """Add the middleware, client spans on remote calls, publish and lifecycle spans."""
         self.kernel.use(self)
         self.kernel.outbound = self._client
+        self.kernel.job_span = self._enqueued
         self.kernel._taps.append((">", _Tap(self)))
+
+    def _enqueued(self, job: str, parent: str | None) -> str | None:
+        """A ``PRODUCER`` span for a job enqueue; the job's run becomes its child."""
+        remote = parse_traceparent(parent)
+        span = self.tracer.start_span(
+            f"{job} enqueue",
+            context=trace.set_span_in_context(NonRecordingSpan(remote)) if remote else None,
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "organelle", "messaging.destination.name": job},
+        )
+        span.end()
+        return format_traceparent(span.get_span_context())
 
     async def _client(
         self,
