@@ -242,7 +242,7 @@ async def test_creds_file_with_an_operator_setup(prefix: str, tmp_path: Path) ->
 
 
 async def test_a_bare_nkey_seed_is_not_a_creds_file(prefix: str, tmp_path: Path) -> None:
-    """Plain nkey users (no JWT) are not supported: a seed-only file is a ConfigError."""
+    """A seed-only file given as ``creds`` is a ConfigError (it belongs in ``nkey_seed``)."""
     user = new_nkey("user")
     seed_only = write(
         tmp_path / "user.nk",
@@ -251,3 +251,18 @@ async def test_a_bare_nkey_seed_is_not_a_creds_file(prefix: str, tmp_path: Path)
     async with NatsServer(config=nkey_config(user)) as nats:
         cfg = node_config(nats.url, prefix, creds=seed_only, connect_timeout_s=1)
         assert "no NATS USER JWT" in await _refused(cfg, ConfigError)
+
+
+async def test_plain_nkey_user(prefix: str, tmp_path: Path) -> None:
+    """A plain nkey user (``nkey_seed``) connects and serves; another key is refused."""
+    user, stranger = new_nkey("user"), new_nkey("user")
+    seed = write(tmp_path / "user.nk", user.seed + "\n")
+    other = write(tmp_path / "other.nk", stranger.seed + "\n")
+    async with NatsServer(config=nkey_config(user)) as nats:
+        cfg = node_config(nats.url, prefix, nkey_seed=seed)
+        async with Kernel([Server], cfg) as server, Kernel([Peer], cfg) as client:
+            await client.wait_for("server", 5)
+            assert await client.call("server.echo", sku="nk") == {"sku": "nk", "qty": 1}
+            assert server.running
+        bad = node_config(nats.url, prefix, nkey_seed=other, connect_timeout_s=1)
+        assert "Authorization Violation" in await _refused(bad)

@@ -38,6 +38,8 @@ def connect_fields(opts: NatsOptions, info: dict[str, Any]) -> dict[str, Any]:
         fields["auth_token"] = opts.token
     if opts.creds is not None:
         fields.update(_sign_creds(opts.creds, str(info.get("nonce", ""))))
+    if opts.nkey_seed is not None:
+        fields.update(_sign_nkey(opts.nkey_seed, str(info.get("nonce", ""))))
     return fields
 
 
@@ -49,16 +51,34 @@ def _section(text: str, name: str) -> str:
     return match.group(1)
 
 
-def _sign_creds(path: str, nonce: str) -> dict[str, str]:
-    """The ``jwt`` and ``sig`` fields of CONNECT from a ``.creds`` file (needs ``nkeys``)."""
+def _nkeys(option: str) -> Any:
     try:
-        nkeys: Any = importlib.import_module("nkeys")
+        return importlib.import_module("nkeys")
     except ImportError:
         raise ConfigError(
-            "kernel.transport_options.creds: a creds file needs the 'nkeys' package"
+            f"kernel.transport_options.{option}: needs the 'nkeys' package "
+            "(pip install 'organelle[nats]')"
         ) from None
+
+
+def _signature(keypair: Any, nonce: str) -> str:
+    return base64.urlsafe_b64encode(keypair.sign(nonce.encode())).decode().rstrip("=")
+
+
+def _sign_creds(path: str, nonce: str) -> dict[str, str]:
+    """The ``jwt`` and ``sig`` fields of CONNECT from a ``.creds`` file (needs ``nkeys``)."""
+    nkeys = _nkeys("creds")
     text = Path(path).read_text()
     jwt, seed = _section(text, "NATS USER JWT"), _section(text, "USER NKEY SEED")
-    keypair = nkeys.from_seed(seed.encode())
-    sig = base64.urlsafe_b64encode(keypair.sign(nonce.encode())).decode().rstrip("=")
-    return {"jwt": jwt, "sig": sig}
+    return {"jwt": jwt, "sig": _signature(nkeys.from_seed(seed.encode()), nonce)}
+
+
+def _sign_nkey(path: str, nonce: str) -> dict[str, str]:
+    """The ``nkey`` and ``sig`` fields of CONNECT for a plain nkey user (no JWT)."""
+    nkeys = _nkeys("nkey_seed")
+    text = Path(path).read_text()
+    match = re.search(r"\bSU[A-Z2-7]{50,}\b", text)
+    if match is None:
+        raise ConfigError("kernel.transport_options.nkey_seed: no user seed (SU…) in the file")
+    keypair = nkeys.from_seed(match.group(0).encode())
+    return {"nkey": keypair.public_key.decode(), "sig": _signature(keypair, nonce)}

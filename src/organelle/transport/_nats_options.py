@@ -49,6 +49,8 @@ class NatsOptions:
         prefix: first token of every subject (isolates apps sharing a server).
         codec: ``json`` (default, any client can read it) or ``msgpack``.
         user, password, token, creds: credentials (URL ones win when given there).
+        nkey_seed: a file holding a plain nkey user's seed (``S…``), for servers
+            with ``authorization { users = [{nkey: U…}] }``.
         tls_ca, tls_cert, tls_key, tls_hostname: TLS files and expected host name.
         connect_timeout_s: one connection attempt.
         reconnect_wait_s, reconnect_max_wait_s: backoff between rounds of the pool.
@@ -70,6 +72,7 @@ class NatsOptions:
     password: str | None = None
     token: str | None = None
     creds: str | None = None
+    nkey_seed: str | None = None
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -125,6 +128,7 @@ _STRS = {
     "password",
     "token",
     "creds",
+    "nkey_seed",
     "tls_ca",
     "tls_cert",
     "tls_key",

@@ -101,6 +101,7 @@ class NatsRegistry:
                     password=opts.password,
                     token=opts.token,
                     user_credentials=opts.creds,
+                    nkeys_seed=opts.nkey_seed,
                     tls=opts.tls_context(),
                     tls_hostname=opts.tls_hostname,
                     connect_timeout=opts.connect_timeout_s,
