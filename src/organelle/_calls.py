@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from organelle._dispatch import CallNext, Invocation, run_chain, run_until
 from organelle._phases import CallStats, Phases, RpcEntry
@@ -23,6 +23,7 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
+from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:
     from organelle._lifecycle import Record
@@ -231,6 +232,14 @@ class Calls(Phases):
             subs = bus._cache[key] = bus.handler_subs(module, handler, ctx.topic or "")
         if subs and not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
+
+    def connection_event(self, event: Literal["disconnected", "reconnected"]) -> None:
+        """A transport reports its connection going down or coming back (for metrics)."""
+        transport = hooks_for(self).transport
+        if event == "disconnected":
+            transport.disconnected()
+        else:
+            transport.reconnected()
 
     async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:
         """Return once module ``name`` serves, here or (with a transport) on any node.

@@ -8,7 +8,7 @@ not run locally, and events, through it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from organelle.errors import NotFoundError
 
@@ -39,6 +39,10 @@ class Inbound(Protocol):
 
     async def deliver(self, module: str, handler: str, payload: Any, ctx: Context) -> None:
         """Queue an event that arrived from the wire for one local handler."""
+        ...
+
+    def connection_event(self, event: Literal["disconnected", "reconnected"]) -> None:
+        """Report the connection going down or coming back (for metrics)."""
         ...
 
 

@@ -179,22 +179,16 @@ class NatsTransport:
         self._fail_pending(
             UnavailableError("the connection to NATS was lost while the call was in flight")
         )
-        try:
-            from organelle.observability.hooks import hooks_for
-
-            hooks_for(self._exposer.inbound).transport.disconnected()
-        except TypeError:  # no inbound yet, or one that cannot be weakly referenced
-            pass
+        inbound = self._exposer.inbound
+        if inbound is not None:
+            inbound.connection_event("disconnected")
 
     def _on_back(self) -> None:
         if self._announcer is not None:
             self._announcer.touch()
-        try:
-            from organelle.observability.hooks import hooks_for
-
-            hooks_for(self._exposer.inbound).transport.reconnected()
-        except TypeError:
-            pass
+        inbound = self._exposer.inbound
+        if inbound is not None:
+            inbound.connection_event("reconnected")
 
     def _fail_pending(self, exc: OrganelleError) -> None:
         pending, self._pending = self._pending, {}
