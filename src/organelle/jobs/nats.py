@@ -254,7 +254,17 @@ class NatsJobQueue:
             try:
                 await self._kv.create(key, jid.encode())
             except KeyWrongLastSequenceError:
-                jid = (await self._kv.get(key)).value.decode()
+                entry = await self._kv.get(key)
+                first = str(entry.value.decode())
+                if await self._load(first) is not None:
+                    return first
+                # The key outlived its record (retention removes both, not at
+                # the same instant): it is stale, so this enqueue is a new job.
+                # A racing enqueue that took the key first wins.
+                try:
+                    await self._kv.update(key, jid.encode(), last=entry.revision)
+                except KeyWrongLastSequenceError:
+                    return str((await self._kv.get(key)).value.decode())
         if await self._load(jid) is not None:
             return jid
         now = self.clock()
