@@ -178,6 +178,13 @@ class BaseStore:
             raise bad("ttl_s", "ttl_s must be a positive finite number of seconds")
         return float(ttl_s)
 
+    def _write_ttl(self, ttl_s: object) -> float | None:
+        """Validate a write's ``ttl_s``; a key that will expire needs the sweeper running."""
+        ttl = self._ttl(ttl_s)
+        if ttl is not None:
+            self._start_sweeper()
+        return ttl
+
     def _deadline(self, ttl_s: object) -> float | None:
         ttl = self._ttl(ttl_s)
         return None if ttl is None else time.time() + ttl

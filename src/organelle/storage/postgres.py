@@ -271,9 +271,7 @@ class PostgresStore(BaseStore):
         """Write ``value``; return its revision."""
         key = self._key(key)
         kind, data = self._encode(value)
-        ttl = self._ttl(ttl_s)
-        if ttl is not None:
-            self._start_sweeper()
+        ttl = self._write_ttl(ttl_s)
         rev = int(await self._call("fetchval", self._sql["put"], key, kind, data, ttl))
         if self._watchers:
             self._changed(key, rev, kind, data)
@@ -284,9 +282,7 @@ class PostgresStore(BaseStore):
     ) -> dict[str, int]:
         """Write all ``items`` in one statement (one transaction)."""
         rows = [(self._key(k), *self._encode(v)) for k, v in items.items()]
-        ttl = self._ttl(ttl_s)
-        if ttl is not None:
-            self._start_sweeper()
+        ttl = self._write_ttl(ttl_s)
         if not rows:
             return {}
         keys, kinds, datas = (list(col) for col in zip(*rows, strict=True))
@@ -340,9 +336,7 @@ class PostgresStore(BaseStore):
         """Write only if ``key`` is at ``revision`` (``None``/``0``: absent)."""
         key, expected = self._key(key), self._revision(revision)
         kind, data = self._encode(value)
-        ttl = self._ttl(ttl_s)
-        if ttl is not None:
-            self._start_sweeper()
+        ttl = self._write_ttl(ttl_s)
         if expected == 0:
             rev = await self._call("fetchval", self._sql["create"], key, kind, data, ttl)
         else:

@@ -182,9 +182,7 @@ class SqliteStore(BaseStore):
         """Write ``value`` durably; return its revision."""
         key = self._key(key)
         kind, data = self._encode(value)
-        ttl = self._ttl(ttl_s)
-        if ttl is not None:
-            self._start_sweeper()
+        ttl = self._write_ttl(ttl_s)
 
         def op(c: sqlite3.Connection) -> tuple[int, list[_Chg]]:
             rev = self._next_rev(c)
@@ -198,9 +196,7 @@ class SqliteStore(BaseStore):
     ) -> dict[str, int]:
         """Write all ``items`` in one durable transaction."""
         encoded = [(self._key(k), *self._encode(v)) for k, v in items.items()]
-        ttl = self._ttl(ttl_s)
-        if ttl is not None:
-            self._start_sweeper()
+        ttl = self._write_ttl(ttl_s)
         if not encoded:
             return {}
 
@@ -285,9 +281,7 @@ class SqliteStore(BaseStore):
         """Write only if ``key`` is at ``revision`` (``None``/``0``: absent)."""
         key, expected = self._key(key), self._revision(revision)
         kind, data = self._encode(value)
-        ttl = self._ttl(ttl_s)
-        if ttl is not None:
-            self._start_sweeper()
+        ttl = self._write_ttl(ttl_s)
 
         def op(c: sqlite3.Connection) -> tuple[int, list[_Chg]]:
             live = self._live(c, key)

@@ -64,7 +64,39 @@ def _wait(check: Any, timeout_s: float, what: str, proc: subprocess.Popen[bytes]
     raise TimeoutError(f"{what} not ready after {timeout_s}s")
 
 
-class _Managed:
+class _ContextManaged:
+    """``with`` and ``async with`` for anything with a blocking ``start``/``close``."""
+
+    def start(self) -> Self:
+        """Start and wait until ready; returns ``self``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop and release everything."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        import asyncio
+
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.close)
+
+
+class _Managed(_ContextManaged):
     """A process we started, in its own process group so SIGKILL reaches its children."""
 
     name = "server"
@@ -129,34 +161,10 @@ class _Managed:
             shutil.rmtree(path, ignore_errors=True)
         self._owned_dirs = []
 
-    def start(self) -> Self:
-        """Start and wait until ready; returns ``self``."""
-        raise NotImplementedError
-
     def close(self) -> None:
         """Stop and delete the temporary directories this object created."""
         self.stop()
         self._cleanup_dirs()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        import asyncio
-
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        import asyncio
-
-        await asyncio.to_thread(self.close)
 
 
 class NatsServer(_Managed):
@@ -249,7 +257,7 @@ class NatsServer(_Managed):
         return self.start()
 
 
-class NatsCluster:
+class NatsCluster(_ContextManaged):
     """``n`` routed ``nats-server`` nodes with clustered JetStream (default 3).
 
     ``kill(i)`` / ``stop(i)`` / ``restart(i)`` act on one node; ``urls`` lists
@@ -314,26 +322,6 @@ class NatsCluster:
         """Stop every node and delete their directories."""
         for node in self.nodes:
             node.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        import asyncio
-
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        import asyncio
-
-        await asyncio.to_thread(self.close)
 
 
 def _pg_binaries() -> Path:
