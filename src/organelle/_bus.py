@@ -49,7 +49,7 @@ class SubscriptionStats:
 
 
 class _Sub:
-    __slots__ = ("contract", "filter", "fn", "order", "pattern", "stats", "validate")
+    __slots__ = ("contract", "fast", "filter", "fn", "order", "pattern", "stats", "validate")
 
     def __init__(self, module: str, sub: Subscription, fn: Callable[..., Any], order: int) -> None:
         spec = sub.spec
@@ -60,6 +60,14 @@ class _Sub:
         self.filter = spec.filter
         self.order = (-spec.priority, order)
         self.stats = SubscriptionStats(module, sub.attr, spec.pattern, spec.delivery, spec.priority)
+        # For the C dispatcher: (handler, payload type it takes as is or None for any),
+        # or None when a delivery needs the Python path (filter, conversion, no payload).
+        self.fast: tuple[Callable[..., Any], type | None] | None = None
+        contract = self.contract
+        if self.filter is None and (contract is None or contract.takes_payload):
+            target = None if contract is None else contract.target
+            if target is None or isinstance(target, type):
+                self.fast = (fn, target)
 
     def invoke(self, inv: Invocation) -> Coroutine[Any, Any, Any]:
         """The innermost step of the middleware chain."""
@@ -98,7 +106,12 @@ class EventBus:
         self._max_concurrent = max_concurrent
         self._space: deque[asyncio.Future[None]] = deque()
         self._idle: list[asyncio.Future[None]] = []
-        self._waker: asyncio.Future[None] | None = None
+        # The idle dispatcher's waker, in a one-item list shared with the C emit path.
+        self._wake: list[asyncio.Future[None] | None] = [None]
+        # The C first step of a delivery (organelle._speedups), set by the kernel.
+        self.deliver: (
+            Callable[[tuple[_Sub, ...], Any, Context], list[tuple[Any, ...]] | None] | None
+        ) = None
         self._slot: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -148,9 +161,9 @@ class EventBus:
         if len(queue) >= self._max_pending:
             return False
         queue.append((subs, payload, ctx))
-        waker = self._waker
+        waker = self._wake[0]
         if waker is not None:
-            self._waker = None
+            self._wake[0] = None
             waker.set_result(None)
         return True
 
@@ -162,9 +175,9 @@ class EventBus:
             self._space.append(fut)
             await fut
         queue.append((subs, payload, ctx))
-        waker = self._waker
+        waker = self._wake[0]
         if waker is not None:
-            self._waker = None
+            self._wake[0] = None
             waker.set_result(None)
 
     # lifecycle -----------------------------------------------------------
@@ -210,8 +223,14 @@ class EventBus:
                 subs, payload, ctx = queue.popleft()
                 if self._space:
                     self._wake_space()
-                for sub in subs:
-                    self._deliver(loop, sub, payload, ctx)
+                deliver = self.deliver
+                if deliver is not None and self.chain is None:
+                    left = deliver(subs, payload, ctx)
+                    if left is not None:
+                        self._finish_left(loop, left, payload, ctx)
+                else:
+                    for sub in subs:
+                        self._deliver(loop, sub, payload, ctx)
                 done += 1
                 if len(self._tasks) >= self._max_concurrent:
                     self._slot = loop.create_future()
@@ -222,7 +241,7 @@ class EventBus:
             if not self._tasks:
                 self._wake_idle()
             waker = loop.create_future()
-            self._waker = waker
+            self._wake[0] = waker
             await waker
 
     def _deliver(
@@ -245,6 +264,29 @@ class EventBus:
         task = loop.create_task(self._finish(sub, coro, first, ctx), context=cv)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    def _finish_left(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        left: list[tuple[Any, ...]],
+        payload: Any,
+        ctx: Context,
+    ) -> None:
+        """What the C first step left: slow deliveries, suspended handlers, failures."""
+        for item in left:
+            sub = item[0]
+            if len(item) == 1:
+                self._deliver(loop, sub, payload, ctx)
+            elif len(item) == 2:  # noqa: PLR2004 - (sub, exception)
+                exc = item[1]
+                if not isinstance(exc, Exception):
+                    raise exc
+                self._failed(sub, ctx, exc)
+            else:
+                _, coro, first, cv = item
+                task = loop.create_task(self._finish(sub, coro, first, ctx), context=cv)
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
 
     def _step(self, sub: _Sub, payload: Any, ctx: Context) -> tuple[Coroutine[Any, Any, Any], Any]:
         """First step of a handler; raises StopIteration if it finished without suspending."""

@@ -2,7 +2,9 @@
 
 A mixin of ``Kernel``. ``call`` is the hot path and is written out inline;
 everything with options, middleware, guards or a transport takes the slower,
-shared paths below it.
+shared paths below it. Where the C extension is built, ``kernel.call`` is its
+``Caller.call``: the same hot path in C, which hands everything else back to
+the Python ``call`` below and a suspended handler to ``_resume``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from organelle._dispatch import CallNext, Invocation, run_chain, run_until
+from organelle._native import speedups
 from organelle._phases import CallStats, Phases, RpcEntry
-from organelle.context import _EMPTY_META, Context, _current, _next_seq, root_context
+from organelle.context import _EMPTY_META, Context, _counter, _current, _next_seq, root_context
 from organelle.errors import (
     CallTimeoutError,
     InternalError,
@@ -45,12 +48,80 @@ class Calls(Phases):
     """``call``, ``call_with``, ``dispatch``, ``deliver``, ``wait_for`` (state on ``Kernel``)."""
 
     _records: dict[str, Record]
-    _chain: CallNext | None
-    _call_timeout_s: float
-    _accepting: bool
     _running: bool
     _inflight: int
     outbound: Outbound | None
+    _caller: Any = None  # speedups.Caller, when the C path serves kernel.call
+    _chain_now: CallNext | None = None
+    _timeout_now: float = 10.0
+    _accepting_now: bool = False
+
+    def _use_speedups(self) -> None:
+        """Serve ``kernel.call`` from C (unless a subclass overrides ``call``)."""
+        if speedups is None or type(self).call is not Calls.call:
+            return
+        caller = speedups.Caller(
+            self._rpc,
+            _current,
+            Context,
+            _counter,
+            _EMPTY_META,
+            Calls.call.__get__(self),
+            self._resume,
+            self._call_failed,
+            self._timeout_now,
+        )
+        bus = self._bus
+        caller.bind_events(
+            type(self).emit.__get__(self),  # type: ignore[attr-defined]
+            bus._cache,
+            bus._queue,
+            bus._wake,
+            bus._max_pending,
+        )
+        bus.deliver = caller.deliver
+        self._caller = caller
+        self.call = caller.call  # type: ignore[method-assign]
+        self._sync_caller()
+
+    def _sync_caller(self) -> None:
+        """Keep the C path's flags in step (it only serves the plain cases)."""
+        caller = self._caller
+        if caller is not None:
+            caller.enabled = self._accepting_now and self._chain_now is None
+            caller.timeout = self._timeout_now
+            caller.emit_enabled = (
+                self._accepting_now
+                and not getattr(self, "_taps", None)
+                and getattr(self, "_transport", None) is None
+            )
+
+    @property
+    def _chain(self) -> CallNext | None:
+        return self._chain_now
+
+    @_chain.setter
+    def _chain(self, chain: CallNext | None) -> None:
+        self._chain_now = chain
+        self._sync_caller()
+
+    @property
+    def _call_timeout_s(self) -> float:
+        return self._timeout_now
+
+    @_call_timeout_s.setter
+    def _call_timeout_s(self, seconds: float) -> None:
+        self._timeout_now = seconds
+        self._sync_caller()
+
+    @property
+    def _accepting(self) -> bool:
+        return self._accepting_now
+
+    @_accepting.setter
+    def _accepting(self, accepting: bool) -> None:
+        self._accepting_now = accepting
+        self._sync_caller()
 
     async def call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912, PLR0915 - hot path inlined
         """Call ``"<module>.<method>"`` with keyword params and return its result.
@@ -124,6 +195,46 @@ class Calls(Phases):
             raise InternalError.wrap(exc) from exc
         finally:
             _current.reset(token)
+
+    async def _resume(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        first: Any,
+        ctx: Context,
+        deadline: float,
+        entry: RpcEntry,
+    ) -> Any:
+        """Finish a handler the C path started and that suspended (in the awaiting task)."""
+        token = _current.set(ctx)
+        stats = entry.stats
+        try:
+            return await self._suspended(coro, first, deadline, entry.target, stats)
+        except OrganelleError as exc:
+            if stats is not None:
+                stats.error(exc.code)
+            raise
+        except Exception as exc:
+            if stats is not None:
+                stats.error(InternalError.code)
+            raise InternalError.wrap(exc) from exc
+        finally:
+            _current.reset(token)
+
+    def _call_failed(self, entry: RpcEntry, exc: BaseException, ran: bool) -> BaseException:
+        """The error the C path hands to the caller (counted), as ``call`` would raise it."""
+        if not isinstance(exc, Exception):  # cancellation, exit: passed on untouched
+            return exc
+        err: OrganelleError
+        if isinstance(exc, OrganelleError):
+            err = exc
+        elif isinstance(exc, TypeError) and not ran and entry.contract is None:
+            err = entry.bad_params(exc)  # binding failed: the handler never ran
+            err.__suppress_context__ = True
+        else:
+            err = InternalError.wrap(exc)
+        if entry.stats is not None:
+            entry.stats.error(err.code)
+        return err
 
     async def call_with(
         self,

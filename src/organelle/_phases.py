@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from organelle import _lifecycle as lc
 from organelle._lifecycle import ModuleState, Record
+from organelle._native import speedups
 from organelle._topics import matches
 from organelle.context import root_context
 from organelle.errors import LifecycleError, ValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
 
     from organelle._bus import EventBus
     from organelle._dispatch import Invocation
+    from organelle._signature import ParamsContract
     from organelle.auth.base import Authorizer
     from organelle.config.settings import KernelSettings
     from organelle.transport import Transport
@@ -57,20 +59,30 @@ class CallStats:
         self.errors[code] = self.errors.get(code, 0) + 1
 
 
-class RpcEntry:
+if TYPE_CHECKING or speedups is None:
+
+    class _RouteBase:
+        """The fields the call path reads (in C when the extension is built)."""
+
+        __slots__ = ("checks", "contract", "exact", "fn", "nrequired", "slow", "stats", "target")
+
+        fn: Any
+        contract: ParamsContract | None
+        exact: Callable[[dict[str, Any]], bool] | None
+        stats: CallStats | None
+        checks: tuple[tuple[str, type | None, bool, bool], ...] | None
+        target: str
+        nrequired: int
+        slow: bool
+
+else:
+    _RouteBase = speedups.RouteBase
+
+
+class RpcEntry(_RouteBase):
     """A routable RPC method: the bound handler and everything checked before it runs."""
 
-    __slots__ = (
-        "contract",
-        "exact",
-        "fn",
-        "guard",
-        "module",
-        "slow",
-        "stats",
-        "target",
-        "timeout_s",
-    )
+    __slots__ = ("guard", "module", "timeout_s")
 
     def __init__(self, rec: Record, method: str, validate: bool, authorizer: Authorizer) -> None:
         meta = rec.spec.rpcs[method]
@@ -78,6 +90,8 @@ class RpcEntry:
         self.contract = meta.contract if (validate and meta.spec.validate) else None
         # The generated check that params already have exactly the declared simple types.
         self.exact = None if self.contract is None else self.contract.fast
+        self.checks = None if self.contract is None else self.contract.checks
+        self.nrequired = sum(1 for c in self.checks or () if c[3])
         self.module = rec.name
         self.target = f"{rec.name}.{method}"
         self.timeout_s = meta.spec.timeout_s

@@ -9,6 +9,7 @@ field, not just the first.
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -40,7 +41,7 @@ def _short(exc: Exception) -> str:
 class ParamsContract:
     """The parameters of an RPC handler: names, types, defaults, and a validator."""
 
-    __slots__ = ("fast", "fields", "names", "owner", "positional", "struct", "types")
+    __slots__ = ("checks", "fast", "fields", "names", "owner", "positional", "struct", "types")
 
     def __init__(self, owner: str, fn: Callable[..., Any]) -> None:
         self.owner = owner
@@ -75,6 +76,7 @@ class ParamsContract:
         except (TypeError, ValueError) as exc:
             raise DefinitionError(f"{owner}: unsupported parameter type: {exc}") from exc
         self.fast = _fast_checker(fields)
+        self.checks = _checks(fields)
 
     def validate(self, params: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """Return converted args (a tuple if all positional, else a dict).
@@ -183,6 +185,37 @@ def _simple_check(hint: Any, var: str) -> str | None:
         if inner in _SIMPLE:
             return f"({var} is None or type({var}) is {_SIMPLE[inner]})"
     return None
+
+
+def _simple_type(hint: Any) -> tuple[type | None, bool] | None:
+    """``(exact type or None for Any, None allowed)`` for a simple hint, else None."""
+    if hint is Any:
+        return None, True
+    if hint in _SIMPLE:
+        return hint, False
+    args = typing.get_args(hint)
+    if (
+        len(args) == 2  # noqa: PLR2004 - X | None
+        and type(None) in args
+        and typing.get_origin(hint) in (typing.Union, types.UnionType)
+    ):
+        inner = args[0] if args[1] is type(None) else args[1]
+        if inner in _SIMPLE:
+            return inner, True
+    return None
+
+
+def _checks(
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]],
+) -> tuple[tuple[str, type | None, bool, bool], ...] | None:
+    """The C call path's form of the exact-type check: ``(name, type, nullable, required)``."""
+    out: list[tuple[str, type | None, bool, bool]] = []
+    for field in fields:
+        simple = _simple_type(field[1])
+        if simple is None:
+            return None
+        out.append((sys.intern(field[0]), simple[0], simple[1], len(field) == 2))  # noqa: PLR2004
+    return tuple(out)
 
 
 def _fast_checker(

@@ -7,7 +7,9 @@ passed by hand. A call or emit made inside a handler gets a child context: a new
 ``correlation_id``, and a deadline never later than the parent's.
 
 Ids are a per-process random prefix plus a counter, formatted only when read:
-making a context on the hot path costs an object, not a uuid.
+making a context on the hot path costs an object, not a uuid. The fields live
+in C (``organelle._speedups.ContextBase``) when the extension is built, else in
+a msgspec Struct; both are built in C, and the methods below serve both.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ import itertools
 import os
 import time
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from organelle._native import speedups
 
 __all__ = ["Context", "context", "current_context"]
 
 _PREFIX = os.urandom(6).hex() + "-"
-_next_seq = itertools.count(1).__next__
+_counter = itertools.count(1)  # shared with the C call path
+_next_seq = _counter.__next__
 _monotonic = time.monotonic
 
 _current: ContextVar[Context | None] = ContextVar("organelle_context", default=None)
@@ -37,10 +42,10 @@ def _fmt(ident: int | str | None) -> str | None:
     return f"{_PREFIX}{ident:x}"
 
 
-class Context(msgspec.Struct, gc=False):
+class _ContextAPI:
     """What a handler knows about the request it is serving.
 
-    A msgspec Struct because one is made per call: construction is done in C.
+    One is made per call and per event, so its fields are stored in C.
 
     Attributes:
         seq: the raw request id (a counter locally, a string from the wire).
@@ -55,13 +60,15 @@ class Context(msgspec.Struct, gc=False):
         topic: the event topic when serving an event, else ``None``.
     """
 
+    __slots__ = ()
+
     seq: int | str
-    deadline: float | None = None
-    corr: int | str | None = None
-    cause: int | str | None = None
-    principal: Any = None
-    meta: dict[str, Any] = msgspec.field(default_factory=dict)
-    topic: str | None = None
+    deadline: float | None
+    corr: int | str | None
+    cause: int | str | None
+    principal: Any
+    meta: dict[str, Any]
+    topic: str | None
 
     @property
     def request_id(self) -> str:
@@ -102,6 +109,50 @@ class Context(msgspec.Struct, gc=False):
             self.meta if meta is None else {**self.meta, **meta},
             topic,
         )
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.seq,
+            self.deadline,
+            self.corr,
+            self.cause,
+            self.principal,
+            self.meta,
+            self.topic,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _ContextAPI):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass
+
+    def __repr__(self) -> str:
+        names = ("seq", "deadline", "corr", "cause", "principal", "meta", "topic")
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
+        return f"Context({inner})"
+
+
+if TYPE_CHECKING or speedups is None:
+
+    class Context(_ContextAPI, msgspec.Struct, gc=False):
+        """The request context (fields in a msgspec Struct: the pure Python build)."""
+
+        seq: int | str
+        deadline: float | None = None
+        corr: int | str | None = None
+        cause: int | str | None = None
+        principal: Any = None
+        meta: dict[str, Any] = msgspec.field(default_factory=dict)
+        topic: str | None = None
+
+else:
+
+    class Context(_ContextAPI, speedups.ContextBase):
+        """The request context (fields stored in C)."""
+
+        __slots__ = ()
 
 
 def root_context(

@@ -98,14 +98,6 @@ class Kernel(Supervision, Calls):
             refs = self._select(refs, only)
         self._records: dict[str, Record] = {}
         self._levels: list[list[str]] = []
-        for ref in refs:
-            rec = self._make_record(ref)
-            if rec.name in self._records:
-                raise DefinitionError(f"two modules are named {rec.name!r}")
-            self._records[rec.name] = rec
-        for section in modules_cfg:
-            if section not in self._records and only is None:
-                log.warning("config section [modules.%s] names no loaded module", section)
         self._rpc: dict[str, RpcEntry] = {}  # where calls go: local entries when local is preferred
         self._serving: dict[str, RpcEntry] = {}  # what this node serves (also to the wire)
         self.call_stats: dict[str, CallStats] | None = None  # set by enable_call_stats()
@@ -134,8 +126,20 @@ class Kernel(Supervision, Calls):
         self._inflight = 0
         self._lock = asyncio.Lock()
         self._jobhost = JobHost(self)
+        self._use_speedups()
+        if self._caller is not None and type(self).emit is Kernel.emit:
+            self.emit = self._caller.emit  # type: ignore[method-assign]
         self._restarting: dict[str, asyncio.Task[None]] = {}
         self._crashes: dict[str, tuple[int, float]] = {}
+        # Modules last: each binds the kernel's entry points (the C ones, when built).
+        for ref in refs:
+            rec = self._make_record(ref)
+            if rec.name in self._records:
+                raise DefinitionError(f"two modules are named {rec.name!r}")
+            self._records[rec.name] = rec
+        for section in modules_cfg:
+            if section not in self._records and only is None:
+                log.warning("config section [modules.%s] names no loaded module", section)
 
     # construction ---------------------------------------------------------
     @classmethod
@@ -234,11 +238,13 @@ class Kernel(Supervision, Calls):
         """Record every emitted event matching ``pattern`` as ``(topic, payload)`` (for tests)."""
         sink: list[tuple[str, Any]] = []
         self._taps.append((pattern, sink))
+        self._sync_caller()
         return sink
 
     def untap(self, sink: list[tuple[str, Any]]) -> None:
         """Stop recording into a sink returned by ``tap``."""
         self._taps = [(p, s) for p, s in self._taps if s is not sink]
+        self._sync_caller()
 
     def subscriptions(self) -> list[SubscriptionStats]:
         """Every subscription with its delivered / failed / skipped counters and last error."""
@@ -442,6 +448,7 @@ class Kernel(Supervision, Calls):
             self._running = True
             try:
                 self._transport = open_transport(self.settings)
+                self._sync_caller()
                 if self._transport is not None:
                     await self._transport.connect(self)
                     await self._await_remote_deps()
@@ -518,6 +525,7 @@ class Kernel(Supervision, Calls):
 
     async def _close_transport(self) -> None:
         transport, self._transport = self._transport, None
+        self._sync_caller()
         if transport is not None:
             await transport.close()
 

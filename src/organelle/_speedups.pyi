@@ -1,0 +1,57 @@
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+SOURCE_HASH: str
+
+class ContextBase:
+    seq: int | str
+    deadline: float | None
+    corr: int | str | None
+    cause: int | str | None
+    principal: Any
+    meta: dict[str, Any]
+    topic: str | None
+    def __init__(
+        self,
+        seq: int | str,
+        deadline: float | None = None,
+        corr: int | str | None = None,
+        cause: int | str | None = None,
+        principal: Any = None,
+        meta: dict[str, Any] | None = None,
+        topic: str | None = None,
+    ) -> None: ...
+
+class Done:
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = ..., tb: Any = ..., /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> Any: ...
+
+class RouteBase:
+    fn: Any
+    contract: Any
+    exact: Any
+    stats: Any
+    checks: tuple[tuple[str, type | None, bool, bool], ...] | None
+    target: str
+    nrequired: int
+    slow: bool
+
+class Caller:
+    enabled: bool
+    timeout: float
+    def __init__(
+        self,
+        routes: dict[str, Any],
+        var: ContextVar[Any],
+        ctx_type: type[ContextBase],
+        counter: Any,
+        empty_meta: dict[str, Any],
+        fallback: Callable[..., Any],
+        resume: Callable[..., Any],
+        failed: Callable[..., BaseException],
+        timeout: float,
+    ) -> None: ...
+    def call(self, target: str, /, **params: Any) -> Any: ...

@@ -1,0 +1,419 @@
+"""The optional C hot path (organelle._speedups) against the pure Python path.
+
+Every case runs the same call or emit through both paths of one kernel and
+compares what the caller sees: result, error type, code and message, context
+links, counters. The pure path also runs the core suite in a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from organelle import (
+    CallTimeoutError,
+    Context,
+    InternalError,
+    Kernel,
+    Module,
+    NotFoundError,
+    OrganelleError,
+    ValidationError,
+    context,
+    on,
+    rpc,
+)
+from organelle._calls import Calls
+from organelle._native import speedups
+
+ROOT = Path(__file__).resolve().parent.parent
+PURE = os.environ.get("ORGANELLE_PURE", "") not in ("", "0")
+needs_c = pytest.mark.skipif(speedups is None, reason="C extension not in use")
+
+
+class Denied(OrganelleError):
+    code = "test.denied"
+
+
+class Calc(Module):
+    name = "calc"
+    seen: list[Context]
+
+    async def on_load(self) -> None:
+        self.seen = []
+
+    @rpc
+    async def add(self, a: int, b: int = 0) -> int:
+        self.seen.append(context())
+        return a + b
+
+    @rpc
+    async def maybe(self, a: float, b: str | None = None) -> str:
+        return f"{a}:{b}"
+
+    @rpc(validate=False)
+    async def raw(self, a: int) -> int:
+        return a * 2
+
+    @rpc
+    async def nested(self, a: int) -> tuple[float | None, str, str | None]:
+        inner = await self.call("calc.who")
+        ctx = context()
+        return ctx.deadline, inner, ctx.request_id
+
+    @rpc
+    async def who(self) -> str:
+        return context().causation_id or ""
+
+    @rpc
+    async def sleepy(self, s: float) -> str:
+        await asyncio.sleep(s)
+        return context().request_id
+
+    @rpc
+    async def denied(self) -> None:
+        raise Denied("no")
+
+    @rpc
+    async def broken(self) -> None:
+        raise KeyError("k")
+
+    @rpc
+    async def typed(self, items: list[int]) -> int:
+        return sum(items)
+
+
+class Listener(Module):
+    name = "listener"
+    got: list[tuple[Any, str | None, str | None]]
+
+    async def on_load(self) -> None:
+        self.got = []
+
+    @on("t.plain")
+    async def plain(self, payload: Any) -> None:
+        self.got.append((payload, context().topic, context().causation_id))
+
+    @on("t.typed")
+    async def typed(self, payload: float) -> None:
+        self.got.append((repr(payload), context().topic, None))
+
+    @on("t.slow")
+    async def slow(self, payload: Any) -> None:
+        await asyncio.sleep(0.001)
+        self.got.append((payload, context().topic, None))
+
+    @on("t.bad")
+    async def bad(self, payload: Any) -> None:
+        raise ValueError("boom")
+
+    @on("t.filtered", filter=lambda p: p > 1)
+    async def filtered(self, payload: int) -> None:
+        self.got.append((payload, context().topic, None))
+
+
+Path_ = Callable[[Kernel], Callable[..., Awaitable[Any]]]
+
+
+def c_call(kernel: Kernel) -> Callable[..., Awaitable[Any]]:
+    return kernel.call
+
+
+def py_call(kernel: Kernel) -> Callable[..., Awaitable[Any]]:
+    call: Callable[..., Awaitable[Any]] = Calls.call.__get__(kernel)
+    return call
+
+
+PATHS = [pytest.param(c_call, id="c", marks=needs_c), pytest.param(py_call, id="python")]
+
+
+async def outcome(aw: Awaitable[Any]) -> tuple[str, Any]:
+    try:
+        return "ok", await aw
+    except OrganelleError as exc:
+        return exc.code, str(exc)
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_results_and_errors_match(path: Path_) -> None:
+    async with Kernel([Calc]) as kernel:
+        call = path(kernel)
+        assert await outcome(call("calc.add", a=1, b=2)) == ("ok", 3)
+        assert await outcome(call("calc.add", a=1)) == ("ok", 1)
+        assert await outcome(call("calc.maybe", a=1.5, b=None)) == ("ok", "1.5:None")
+        assert await outcome(call("calc.maybe", a=2)) == ("ok", "2.0:None")  # int → float
+        assert await outcome(call("calc.typed", items=[1, 2])) == ("ok", 3)
+        assert await outcome(call("calc.raw", a=4)) == ("ok", 8)
+        code, msg = await outcome(call("calc.add", a="x"))
+        assert code == ValidationError.code and "a: Expected `int`" in msg
+        code, msg = await outcome(call("calc.add", b=1, c=2))
+        assert "c: unexpected parameter" in msg and "a: missing required parameter" in msg
+        code, msg = await outcome(call("calc.raw", b=1))
+        assert code == ValidationError.code and "unexpected keyword argument 'b'" in msg
+        assert await outcome(call("calc.denied")) == ("test.denied", "no")
+        code, msg = await outcome(call("calc.broken"))
+        assert code == InternalError.code and msg == "KeyError: 'k'"
+        code, _ = await outcome(call("calc.nope"))
+        assert code == NotFoundError.code
+        code, _ = await outcome(call("nodot"))
+        assert code == ValidationError.code
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_context_links_and_deadlines(path: Path_) -> None:
+    async with Kernel([Calc], {"kernel": {"call_timeout_s": 5}}) as kernel:
+        call = path(kernel)
+        before = time.monotonic()
+        deadline, cause, rid = await call("calc.nested", a=1)
+        assert before + 4 < deadline <= time.monotonic() + 5
+        assert cause == rid  # the nested call names its caller as its cause
+        mod = kernel.module("calc")
+        assert isinstance(mod, Calc)
+        await call("calc.add", a=1)
+        assert mod.seen[-1].causation_id is None
+        assert mod.seen[-1].topic is None
+        assert isinstance(mod.seen[-1], Context)
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_suspending_handler_keeps_its_context_and_deadline(path: Path_) -> None:
+    async with Kernel([Calc], {"kernel": {"call_timeout_s": 0.05}}) as kernel:
+        call = path(kernel)
+        rid = await call("calc.sleepy", s=0.001)
+        assert isinstance(rid, str)
+        with pytest.raises(CallTimeoutError):
+            await call("calc.sleepy", s=1)
+        a, b = await asyncio.gather(call("calc.sleepy", s=0.001), call("calc.sleepy", s=0.001))
+        assert a != b
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_call_stats_count_both_paths(path: Path_) -> None:
+    async with Kernel([Calc]) as kernel:
+        stats = kernel.enable_call_stats((0.001, 1.0))
+        call = path(kernel)
+        await call("calc.add", a=1)
+        await call("calc.sleepy", s=0.001)
+        with pytest.raises(Denied):
+            await call("calc.denied")
+        with pytest.raises(InternalError):
+            await call("calc.broken")
+        assert stats["calc.add"].calls == 1
+        assert stats["calc.sleepy"].calls == 1
+        assert sum(stats["calc.sleepy"].counts) == 1  # suspended calls are timed
+        assert stats["calc.denied"].errors == {"test.denied": 1}
+        assert stats["calc.broken"].errors == {InternalError.code: 1}
+
+
+@needs_c
+async def test_kernel_call_and_emit_are_the_c_path() -> None:
+    async with Kernel([Calc]) as kernel:
+        assert speedups is not None
+        caller = speedups.Caller
+        mod = kernel.module("calc")  # modules bind the same entry points
+        for fn in (kernel.call, kernel.emit, mod.call, mod.emit):
+            assert type(getattr(fn, "__self__", None)) is caller
+
+
+@needs_c
+async def test_finished_call_behaves_like_a_coroutine() -> None:
+    async with Kernel([Calc]) as kernel:
+        pending = kernel.call("calc.add", a=2)
+        assert await asyncio.create_task(pending) == 2  # create_task takes it
+        assert await asyncio.wait_for(kernel.call("calc.add", a=3), 1) == 3
+        results = await asyncio.gather(
+            kernel.call("calc.denied"), kernel.call("calc.add", a=1), return_exceptions=True
+        )
+        assert isinstance(results[0], Denied)
+        assert results[1] == 1
+        once = kernel.call("calc.add", a=1)
+        assert await once == 1
+        with pytest.raises(RuntimeError, match="already awaited"):
+            await once
+        thrown = kernel.call("calc.add", a=1)
+        with pytest.raises(KeyError):
+            thrown.throw(KeyError("x"))
+        kernel.call("calc.add", a=1).close()
+
+
+@needs_c
+async def test_a_call_starts_eagerly() -> None:
+    async with Kernel([Calc]) as kernel:
+        mod = kernel.module("calc")
+        assert isinstance(mod, Calc)
+        pending = kernel.call("calc.add", a=7)
+        assert len(mod.seen) == 1  # ran already; the result waits for the await
+        assert await pending == 7
+
+
+@needs_c
+async def test_draining_and_middleware_take_the_python_path() -> None:
+    seen: list[str] = []
+
+    async def mw(inv: Any, call_next: Any) -> Any:
+        seen.append(inv.target)
+        return await call_next(inv)
+
+    async with Kernel([Calc]) as kernel:
+        assert kernel._caller.enabled
+        kernel.use(mw)
+        assert not kernel._caller.enabled
+        assert await kernel.call("calc.add", a=1) == 1
+        assert seen == ["calc.add"]
+    assert not kernel._caller.enabled  # stopped: nothing is accepted
+
+
+E_PATHS = [pytest.param(True, id="c", marks=needs_c), pytest.param(False, id="python")]
+
+
+def event_path(kernel: Kernel, c: bool) -> Callable[..., Awaitable[Any]]:
+    if not c:
+        kernel._bus.deliver = None
+        emit: Callable[..., Awaitable[Any]] = Kernel.emit.__get__(kernel)
+        return emit
+    return kernel.emit
+
+
+@pytest.mark.parametrize("c", E_PATHS)
+async def test_events_match(c: bool) -> None:
+    async with Kernel([Listener]) as kernel:
+        emit = event_path(kernel, c)
+        lis = kernel.module("listener")
+        assert isinstance(lis, Listener)
+        for i in range(3):
+            await emit("t.plain", i)
+        await emit("t.typed", 5.5)
+        await emit("t.typed", 5)  # converted to 5.0 by the Python path
+        await emit("t.slow", "s")
+        await emit("t.bad", 1)
+        await emit("t.filtered", 1)
+        await emit("t.filtered", 2)
+        await emit("t.nobody", 2)
+        await kernel.drain()
+        got = sorted(lis.got, key=repr)
+        assert got == sorted(
+            [
+                (0, "t.plain", None),
+                (1, "t.plain", None),
+                (2, "t.plain", None),
+                ("5.5", "t.typed", None),
+                ("5.0", "t.typed", None),
+                ("s", "t.slow", None),
+                (2, "t.filtered", None),
+            ],
+            key=repr,
+        )
+        stats = {s.handler: s for s in kernel.subscriptions()}
+        assert stats["plain"].delivered == 3
+        assert stats["bad"].failed == 1
+        assert stats["bad"].last_error is not None
+        assert stats["bad"].last_error["code"] == InternalError.code
+        assert stats["filtered"].skipped == 1
+        assert stats["slow"].delivered == 1
+
+
+class Relay(Module):
+    name = "relay"
+    got: list[tuple[str | None, str | None]]
+
+    async def on_load(self) -> None:
+        self.got = []
+
+    @rpc
+    async def start(self) -> str:
+        await self.emit("r.one", 1)
+        return context().request_id
+
+    @on("r.one")
+    async def one(self, payload: int) -> None:
+        self.got.append((context().causation_id, context().correlation_id))
+
+
+@pytest.mark.parametrize("c", E_PATHS)
+async def test_emit_inside_a_call_links_to_it(c: bool) -> None:
+    async with Kernel([Relay]) as kernel:
+        event_path(kernel, c)
+        rid = await kernel.call("relay.start")
+        await kernel.drain()
+        mod = kernel.module("relay")
+        assert isinstance(mod, Relay)
+        assert mod.got == [(rid, rid)]
+
+
+@needs_c
+async def test_emit_waits_for_room_when_the_queue_is_full() -> None:
+    cfg = {"kernel": {"max_pending_events": 4}}
+    async with Kernel([Listener], cfg) as kernel:
+        lis = kernel.module("listener")
+        assert isinstance(lis, Listener)
+        for i in range(50):  # the C path hands a full queue to Python, which waits
+            await kernel.emit("t.plain", i)
+        await kernel.drain()
+        assert [g[0] for g in lis.got] == list(range(50))
+
+
+@needs_c
+def test_context_fields_live_in_c() -> None:
+    ctx = Context(1)
+    assert (ctx.deadline, ctx.corr, ctx.cause, ctx.principal, ctx.topic) == (None,) * 5
+    assert ctx.meta == {}
+    assert Context(2).meta is not ctx.meta
+    ctx.deadline = 5.0
+    assert ctx == Context(1, 5.0)
+    assert "deadline=5.0" in repr(ctx)
+    with pytest.raises(TypeError):
+        Context()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        hash(ctx)
+
+
+@pytest.mark.skipif(PURE or bool(os.environ.get("ORGANELLE_NO_EXTENSIONS")), reason="pure run")
+def test_extension_is_built_from_the_current_source() -> None:
+    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    assert speedups is not None, "organelle._speedups is missing: reinstall (pip install -e .)"
+    assert speedups.SOURCE_HASH == hook.source_hash(), (
+        "organelle._speedups is stale: run `python hatch_build.py`"
+    )
+
+
+CORE = [
+    "tests/test_bad_input.py",
+    "tests/test_context.py",
+    "tests/test_kernel_events.py",
+    "tests/test_kernel_features.py",
+    "tests/test_kernel_rpc.py",
+    "tests/test_kernel_runtime.py",
+    "tests/test_kernel_lifecycle.py",
+    "tests/test_supervision.py",
+    "tests/test_testing.py",
+    "tests/test_speedups.py",
+    "tests/examples",
+]
+
+
+@pytest.mark.skipif(PURE, reason="already the pure run")
+@pytest.mark.timeout(180)
+def test_core_suite_passes_on_the_pure_python_path() -> None:
+    env = {**os.environ, "ORGANELLE_PURE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *CORE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
