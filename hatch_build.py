@@ -3,7 +3,7 @@
 Where no compiler is found the build goes on and organelle runs its pure
 Python path, which behaves the same, only slower. ``ORGANELLE_NO_EXTENSIONS=1``
 skips the compile. ``python hatch_build.py`` rebuilds the extension in place
-(``src/organelle/``) after editing the C source.
+(``src/organelle/``) after editing the C sources in ``src/organelle/_csrc/``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
-SOURCE = ROOT / "src" / "organelle" / "_speedups.c"
+PACKAGE = ROOT / "src" / "organelle"
+SOURCES = PACKAGE / "_csrc"
 NAME = "organelle._speedups"
 
 
 def source_hash() -> str:
     """What the built module reports as ``SOURCE_HASH`` (a test checks it is current)."""
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in sorted(SOURCES.glob("*.[ch]")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def compile_extension(out_dir: Path) -> Path:
@@ -33,7 +38,9 @@ def compile_extension(out_dir: Path) -> Path:
 
     ext = Extension(
         NAME,
-        [str(SOURCE.relative_to(ROOT))],
+        [str(path.relative_to(ROOT)) for path in sorted(SOURCES.glob("*.c"))],
+        include_dirs=[str(SOURCES.relative_to(ROOT))],
+        depends=[str(path.relative_to(ROOT)) for path in sorted(SOURCES.glob("*.h"))],
         define_macros=[("ORGANELLE_SOURCE_HASH", f'"{source_hash()}"')],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-parameter"],
     )
@@ -55,7 +62,7 @@ def build_in_place() -> Path:
     """Compile into ``src/organelle/`` (editable installs and development)."""
     with tempfile.TemporaryDirectory() as tmp:
         built = compile_extension(Path(tmp))
-        target = SOURCE.parent / built.name
+        target = PACKAGE / built.name
         shutil.copyfile(built, target)
     return target
 

@@ -154,14 +154,18 @@ async def test_results_and_errors_match(path: Path_) -> None:
         assert await outcome(call("calc.typed", items=[1, 2])) == ("ok", 3)
         assert await outcome(call("calc.raw", a=4)) == ("ok", 8)
         code, msg = await outcome(call("calc.add", a="x"))
-        assert code == ValidationError.code and "a: Expected `int`" in msg
+        assert code == ValidationError.code
+        assert "a: Expected `int`" in msg
         code, msg = await outcome(call("calc.add", b=1, c=2))
-        assert "c: unexpected parameter" in msg and "a: missing required parameter" in msg
+        assert "c: unexpected parameter" in msg
+        assert "a: missing required parameter" in msg
         code, msg = await outcome(call("calc.raw", b=1))
-        assert code == ValidationError.code and "unexpected keyword argument 'b'" in msg
+        assert code == ValidationError.code
+        assert "unexpected keyword argument 'b'" in msg
         assert await outcome(call("calc.denied")) == ("test.denied", "no")
         code, msg = await outcome(call("calc.broken"))
-        assert code == InternalError.code and msg == "KeyError: 'k'"
+        assert code == InternalError.code
+        assert msg == "KeyError: 'k'"
         code, _ = await outcome(call("calc.nope"))
         assert code == NotFoundError.code
         code, _ = await outcome(call("nodot"))
@@ -379,11 +383,12 @@ def test_context_fields_live_in_c() -> None:
 @pytest.mark.skipif(PURE or bool(os.environ.get("ORGANELLE_NO_EXTENSIONS")), reason="pure run")
 def test_extension_is_built_from_the_current_source() -> None:
     spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     hook = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hook)
     assert speedups is not None, "organelle._speedups is missing: reinstall (pip install -e .)"
-    assert speedups.SOURCE_HASH == hook.source_hash(), (
+    assert hook.source_hash() == speedups.SOURCE_HASH, (
         "organelle._speedups is stale: run `python hatch_build.py`"
     )
 

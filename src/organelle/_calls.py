@@ -143,7 +143,7 @@ class Calls(Phases):
         deadline = now + self._call_timeout_s
         parent = _current.get()
         if parent is None:
-            if not self._accepting:
+            if not self._accepting_now:
                 raise self._closed()
             ctx = Context(_next_seq(), deadline, None, None, None, _EMPTY_META, None)
         else:
@@ -290,7 +290,7 @@ class Calls(Phases):
         deadline = now + (self._call_timeout_s if timeout_s is None else timeout_s)
         parent = _current.get()
         if parent is None:
-            if not self._accepting:
+            if not self._accepting_now:
                 raise self._closed()
             ctx = root_context(deadline, meta=meta, principal=principal)
         else:
@@ -321,7 +321,7 @@ class Calls(Phases):
         entry = self._serving.get(target)
         if entry is None:
             raise self._missing(target)
-        if not self._accepting:
+        if not self._accepting_now:
             raise self._closed()
         deadline = ctx.deadline
         if deadline is None:

@@ -216,7 +216,7 @@ class Kernel(Supervision, Calls):
             subs = bus.route(topic)
         parent = _current.get()
         if parent is None:
-            if not self._accepting:
+            if not self._accepting_now:
                 raise self._closed()
             ctx = Context(_next_seq(), None, None, None, None, meta or _EMPTY_META, topic)
         else:

@@ -52,6 +52,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies count as gone; Linux /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")"
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":  # noqa: PLR2004
+            return True
+    return False
+
+
 def _wait(check: Any, timeout_s: float, what: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -150,11 +169,17 @@ class _Managed(_ContextManaged):
 
     def _reap_group(self) -> None:
         # Children (PostgreSQL backends) die with their postmaster; this only
-        # makes sure nothing of the group we created lingers.
+        # makes sure nothing of the group we created lingers. SIGKILL lands
+        # asynchronously, and a backend still alive keeps the old shared memory
+        # attached, which makes a restarted postgres refuse to start: wait
+        # (bounded) until no live member of the group is left.
         pid = None if self._proc is None else self._proc.pid
         if pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _group_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     def _cleanup_dirs(self) -> None:
         for path in self._owned_dirs:

@@ -1,0 +1,73 @@
+/* organelle._speedups: the local dispatch hot path in C.
+ *
+ * Optional: organelle runs the same logic in pure Python when this module is
+ * absent (no compiler) or disabled (ORGANELLE_PURE=1). Everything here mirrors
+ * the Python code it replaces (Calls.call, Kernel.emit, EventBus._deliver) and
+ * hands anything unusual back to it, so this code only has to be right about
+ * the common case. Files: context.c (Context fields), done.c (the finished
+ * awaitable), route.c (RPC route fields, exact-type check), call.c (the call
+ * path), events.c (emit and the dispatcher's first step). */
+#include "speedups.h"
+
+#ifndef ORGANELLE_SOURCE_HASH
+#define ORGANELLE_SOURCE_HASH "unknown"
+#endif
+
+PyObject *org_str_calls;
+PyObject *org_str_delivered;
+PyObject *org_str_stats;
+PyObject *org_str_fast;
+PyObject *org_str_set_result;
+PyObject *org_int_one;
+PyObject *org_empty_tuple;
+PyObject *org_done_none;
+
+/* ----------------------------------------------------------------- module */
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "organelle._speedups",
+    .m_doc = "C hot path of local calls (optional; see docs/benchmarks.md).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    org_str_calls = PyUnicode_InternFromString("calls");
+    org_str_delivered = PyUnicode_InternFromString("delivered");
+    org_str_stats = PyUnicode_InternFromString("stats");
+    org_str_fast = PyUnicode_InternFromString("fast");
+    org_str_set_result = PyUnicode_InternFromString("set_result");
+    org_int_one = PyLong_FromLong(1);
+    org_empty_tuple = PyTuple_New(0);
+    if (org_str_calls == NULL || org_str_delivered == NULL || org_str_stats == NULL || org_str_fast == NULL ||
+        org_str_set_result == NULL || org_int_one == NULL || org_empty_tuple == NULL) {
+        return NULL;
+    }
+    PyTypeObject *types[] = {&ContextBase_Type, &Done_Type, &RouteBase_Type, &Caller_Type};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0) {
+            return NULL;
+        }
+    }
+    org_done_none = org_done_new(Py_NewRef(Py_None), NULL);
+    if (org_done_none == NULL) {
+        return NULL;
+    }
+    ((DoneObject *)org_done_none)->sticky = 1;
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "ContextBase", (PyObject *)&ContextBase_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Done", (PyObject *)&Done_Type) < 0 ||
+        PyModule_AddObjectRef(m, "RouteBase", (PyObject *)&RouteBase_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Caller", (PyObject *)&Caller_Type) < 0 ||
+        PyModule_AddStringConstant(m, "SOURCE_HASH", ORGANELLE_SOURCE_HASH) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
+

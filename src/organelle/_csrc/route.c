@@ -1,0 +1,105 @@
+/* RouteBase: the fields of an RPC route the call path reads (RpcEntry subclasses it). */
+#include "speedups.h"
+
+
+static int
+route_traverse(RouteObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fn);
+    Py_VISIT(self->contract);
+    Py_VISIT(self->exact);
+    Py_VISIT(self->stats);
+    Py_VISIT(self->checks);
+    Py_VISIT(self->target);
+    return 0;
+}
+
+static int
+route_clear(RouteObject *self)
+{
+    Py_CLEAR(self->fn);
+    Py_CLEAR(self->contract);
+    Py_CLEAR(self->exact);
+    Py_CLEAR(self->stats);
+    Py_CLEAR(self->checks);
+    Py_CLEAR(self->target);
+    return 0;
+}
+
+static void
+route_dealloc(RouteObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    route_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef route_members[] = {
+    {"fn", T_OBJECT, offsetof(RouteObject, fn), 0, NULL},
+    {"contract", T_OBJECT, offsetof(RouteObject, contract), 0, NULL},
+    {"exact", T_OBJECT, offsetof(RouteObject, exact), 0, NULL},
+    {"stats", T_OBJECT, offsetof(RouteObject, stats), 0, NULL},
+    {"checks", T_OBJECT, offsetof(RouteObject, checks), 0, NULL},
+    {"target", T_OBJECT, offsetof(RouteObject, target), 0, NULL},
+    {"nrequired", T_PYSSIZET, offsetof(RouteObject, nrequired), 0, NULL},
+    {"slow", T_BOOL, offsetof(RouteObject, slow), 0, NULL},
+    {NULL},
+};
+
+PyTypeObject RouteBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "organelle._speedups.RouteBase",
+    .tp_basicsize = sizeof(RouteObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The fields of an RPC route that the C call path reads.",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)route_dealloc,
+    .tp_traverse = (traverseproc)route_traverse,
+    .tp_clear = (inquiry)route_clear,
+    .tp_members = route_members,
+};
+
+/* Do the keyword values already have exactly the declared simple types? */
+int
+org_route_exact(RouteObject *r, PyObject *const *values, PyObject *kwnames)
+{
+    PyObject *checks = r->checks;
+    Py_ssize_t nfields = PyTuple_GET_SIZE(checks);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t required = 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        PyObject *field = NULL;
+        for (Py_ssize_t j = 0; j < nfields; j++) {
+            PyObject *f = PyTuple_GET_ITEM(checks, j);
+            if (PyTuple_GET_ITEM(f, 0) == name) {
+                field = f;
+                break;
+            }
+        }
+        if (field == NULL) { /* not interned alike: compare by value */
+            for (Py_ssize_t j = 0; j < nfields; j++) {
+                PyObject *f = PyTuple_GET_ITEM(checks, j);
+                if (PyUnicode_Compare(PyTuple_GET_ITEM(f, 0), name) == 0) {
+                    field = f;
+                    break;
+                }
+            }
+            if (field == NULL) {
+                PyErr_Clear();
+                return 0; /* unknown parameter: the Python path explains it */
+            }
+        }
+        PyObject *type = PyTuple_GET_ITEM(field, 1);
+        PyObject *value = values[i];
+        if (type != Py_None && (PyObject *)Py_TYPE(value) != type &&
+            !(value == Py_None && PyTuple_GET_ITEM(field, 2) == Py_True)) {
+            return 0;
+        }
+        if (PyTuple_GET_ITEM(field, 3) == Py_True) {
+            required++;
+        }
+    }
+    return required == r->nrequired;
+}
+
