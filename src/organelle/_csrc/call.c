@@ -286,6 +286,7 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
         Py_DECREF(ctx);
         return NULL;
     }
+    Py_INCREF(entry); /* the handler may unroute it while it runs */
     PyObject *out = NULL;
     if (r->stats != NULL && r->stats != Py_None && count_call(r->stats) < 0) {
         goto done;
@@ -317,10 +318,10 @@ done:
     Py_DECREF(token);
     Py_DECREF(dl);
     Py_DECREF(ctx);
+    Py_DECREF(entry);
     return out;
 }
 
-/* The local hot path of Kernel.emit: queue (subs, payload, ctx) and wake the dispatcher. */
 static PyMethodDef caller_methods[] = {
     {"call", (PyCFunction)(void (*)(void))caller_call, METH_FASTCALL | METH_KEYWORDS,
      "call(target, /, **params): the local hot path of Kernel.call."},

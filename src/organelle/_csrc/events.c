@@ -6,6 +6,9 @@
  * handlers, failures) to the Python bus. */
 #include "speedups.h"
 
+/* The local hot path of Kernel.emit: queue (subs, payload, ctx) and wake the dispatcher.
+ * Anything else (meta, an unrouted topic, a full queue, taps, a transport) is
+ * the Python emit's. */
 PyObject *
 org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
 {
