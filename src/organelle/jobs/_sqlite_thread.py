@@ -6,7 +6,11 @@ a savepoint per item and a single ``COMMIT``: with ``synchronous=FULL`` that
 is one fsync for the whole group, and no future resolves before its commit,
 so an acknowledged enqueue is on disk. While idle and asked to, the thread
 polls ``PRAGMA data_version`` (a shared-memory read, no I/O) to notice commits
-by other processes and wake the workers of this one.
+by other processes and wake the workers of this one: every ``poll_s`` while
+other processes keep committing, backing off to ``IDLE_POLL_MAX_S`` after
+``HOT_S`` without a foreign commit, so an idle worker costs a few dozen
+wakeups a second, not thousands. (Work from this process wakes its workers
+directly and needs no poll.)
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 MAX_ROUND = 512
 READ, WRITE, DURABLE = 0, 1, 2
 BUSY_TIMEOUT_S = 10.0
+HOT_S = 1.0  # poll at full speed for this long after another process last committed
+IDLE_POLL_MAX_S = 0.025  # the slowest poll of a quiet queue
 _NUDGE: Any = ("nudge",)
 
 
@@ -102,15 +108,20 @@ class SqliteThread:
             return
         self.post(_done, [(self._ready, None, None)])
         version = conn.execute("PRAGMA data_version").fetchone()[0]
+        interval = self._poll_s
+        active = time.monotonic()
         try:
             while True:
                 try:
-                    item = self._queue.get(timeout=self._poll_s if self._watching else None)
+                    item = self._queue.get(timeout=interval if self._watching else None)
                 except queue.Empty:
                     now = conn.execute("PRAGMA data_version").fetchone()[0]
                     if now != version:
                         version = now
                         self.post(self._on_external)
+                        interval, active = self._poll_s, time.monotonic()
+                    elif time.monotonic() - active > HOT_S:
+                        interval = min(interval * 2, max(self._poll_s, IDLE_POLL_MAX_S))
                     continue
                 if item is None:
                     return
