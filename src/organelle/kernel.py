@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from packaging.version import InvalidVersion, Version
+
 from organelle import _lifecycle as lc
 from organelle._bus import EventBus, SubscriptionStats
 from organelle._calls import Calls, Outbound
@@ -33,6 +35,7 @@ from organelle.context import _EMPTY_META, Context, _current, _next_seq
 from organelle.errors import (
     CallTimeoutError,
     DefinitionError,
+    DependencyError,
     LifecycleError,
     NotFoundError,
 )
@@ -231,8 +234,20 @@ class Kernel(Supervision, Calls):
             await bus.publish(subs, payload, ctx)
 
     async def drain(self) -> None:
-        """Wait until every emitted event has been handled (also those emitted meanwhile)."""
-        await self._bus.drain()
+        """Wait until every emitted event has been handled (also those emitted meanwhile).
+
+        With a transport this includes the events this node published that
+        come back to its own subscribers; events from other nodes are not
+        waited for.
+        """
+        transport = self._transport
+        while True:
+            mark = 0 if transport is None else transport.published
+            if transport is not None:
+                await transport.settle()
+            await self._bus.drain()
+            if transport is None or transport.published == mark:
+                return
 
     def tap(self, pattern: str = ">") -> list[tuple[str, Any]]:
         """Record every emitted event matching ``pattern`` as ``(topic, payload)`` (for tests)."""
@@ -503,21 +518,44 @@ class Kernel(Supervision, Calls):
         return tuple(d for d in rec.spec.deps if d.name in self._records)
 
     async def _await_remote_deps(self) -> None:
-        """Wait (``hook_timeout_s`` in all) until some node serves each required remote module."""
+        """Wait (``hook_timeout_s`` in all) for each required remote module.
+
+        Some node must serve it in a version every local module requiring it accepts.
+
+        Raises:
+            DependencyError: only versions outside a required range are served.
+            LifecycleError: nobody serves a required module.
+        """
         assert self._transport is not None  # noqa: S101 - called right after connect
-        remote = sorted(
-            {
-                d.name
-                for r in self._records.values()
-                for d in r.spec.deps
-                if not d.optional and d.name not in self._records
-            }
-        )
+        wanted: dict[str, list[tuple[str, Dependency]]] = {}
+        for rec in self._records.values():
+            for dep in rec.spec.deps:
+                if not dep.optional and dep.name not in self._records:
+                    wanted.setdefault(dep.name, []).append((rec.name, dep))
         deadline = _monotonic() + self.settings.hook_timeout_s
-        for name in remote:
+        for name in sorted(wanted):
+            users = wanted[name]
+
+            def accept(version: str, users: list[tuple[str, Dependency]] = users) -> bool:
+                return all(_satisfies(dep, version) for _, dep in users)
+
             try:
-                await self._transport.wait_for(name, max(0.0, deadline - _monotonic()))
+                await self._transport.wait_for(name, max(0.0, deadline - _monotonic()), accept)
             except CallTimeoutError as exc:
+                served: dict[str, str] = (exc.details or {}).get("versions") or {}
+                if served:
+                    blocking = [
+                        (u, d)
+                        for u, d in users
+                        if not any(_satisfies(d, v) for v in served.values())
+                    ]
+                    user, dep = (blocking or users)[0]
+                    listed = ", ".join(f"{v} on {n}" for n, v in sorted(served.items()))
+                    raise DependencyError(
+                        f"module {user!r} requires {dep}, but the cluster serves {name!r} "
+                        f"only as {listed}",
+                        details={"module": user, "requires": str(dep), "found": served},
+                    ) from None
                 raise LifecycleError(
                     f"required module {name!r} is not served by any node: {exc}",
                     details={"requires": name},
@@ -544,3 +582,13 @@ class Kernel(Supervision, Calls):
             )
         finally:
             drain.cancel()
+
+
+def _satisfies(dep: Dependency, version: str) -> bool:
+    """Whether a version announced by another node is in ``dep``'s range."""
+    if not dep.specifier:
+        return True
+    try:
+        return dep.specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from organelle import Kernel
+from organelle import Kernel, Module, on
 
 from .conftest import Config
 from .helpers import eventually
@@ -44,3 +44,31 @@ async def test_balanced_goes_to_one_instance_broadcast_to_all(config: Config) ->
         assert total("broadcast") == [100, 100]
         got = sorted(e["i"] for p in peers for e in p.balanced)  # type: ignore[attr-defined]
         assert got == list(range(100))
+
+
+class Chain(Module):
+    """Each event on chain.step emits the next one, over NATS, until n reaches 0."""
+
+    name = "chain"
+
+    async def on_start(self) -> None:
+        self.steps: list[int] = []
+
+    @on("chain.step")
+    async def step(self, n: int) -> None:
+        self.steps.append(n)
+        if n > 0:
+            await self.emit("chain.step", n - 1)
+
+
+async def test_drain_waits_for_own_events_over_nats_and_what_they_cause(config: Config) -> None:
+    async with Kernel([Server, Chain], config()) as kernel:
+        server = kernel.module("server")
+        chain = kernel.module("chain")
+        assert isinstance(chain, Chain)
+        for i in range(50):
+            await kernel.emit("shop.tea.created", {"n": i})
+        await kernel.emit("chain.step", 5)
+        await kernel.drain()  # no sleeping, no polling: every event came back and ran
+        assert [e["n"] for e in server.seen] == list(range(50))  # type: ignore[attr-defined]
+        assert chain.steps == [5, 4, 3, 2, 1, 0]

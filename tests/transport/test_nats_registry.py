@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from organelle import Kernel
+from organelle import DependencyError, Kernel
 from organelle.errors import CallTimeoutError, LifecycleError
 from organelle.testing.servers import NatsServer
 from organelle.transport.nats import NatsTransport
@@ -103,3 +103,24 @@ async def test_organelle_nodes_command(
     code, _, err = await run_once("nodes", str(empty))
     assert code == 2
     assert "transport" in err
+
+
+async def test_a_remote_dependency_must_be_served_in_a_required_version(config: Config) -> None:
+    class WantsNew(Peer):
+        name = "wants-new"
+        requires = ("server>=2",)
+
+    class WantsOne(Peer):
+        name = "wants-one"
+        requires = ("server>=1.2,<2",)
+
+    cfg = config(kernel={"hook_timeout_s": 0.6})
+    async with Kernel([Server], config(kernel={"node": "old"})):  # serves server 1.2.3
+        with pytest.raises(DependencyError) as caught:
+            await Kernel([WantsNew], cfg).start()
+        err = caught.value
+        assert "'wants-new' requires server>=2" in str(err)
+        assert "1.2.3 on old" in str(err)
+        assert err.details["found"] == {"old": "1.2.3"}
+        async with Kernel([WantsOne], cfg) as ok:
+            assert ok.state("wants-one").value == "active"

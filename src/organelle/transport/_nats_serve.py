@@ -55,6 +55,7 @@ class Exposer:
         self._evt_plen = len(options.prefix) + len(".evt.")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._backlog: deque[tuple[str, str, Any, Context]] | None = None
+        self._draining: asyncio.Task[None] | None = None
 
     @property
     def max_in(self) -> int:
@@ -213,6 +214,7 @@ class Exposer:
         task = asyncio.get_running_loop().create_task(self._drain(inbound, coro, first))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._draining = task
 
     async def _drain(self, inbound: Inbound, coro: Coroutine[Any, Any, Any], first: Any) -> None:
         backlog = self._backlog
@@ -225,4 +227,10 @@ class Exposer:
             log.exception("event delivery failed")
         finally:
             self._backlog = None
+            self._draining = None
             self.wire.resume_reading()
+
+    async def events_settled(self) -> None:
+        """Wait until every event read so far has been handed to the local queue."""
+        while (task := self._draining) is not None:
+            await asyncio.wait({task})

@@ -8,6 +8,7 @@ not run locally, and events, through it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from organelle.errors import NotFoundError
@@ -76,6 +77,27 @@ class Transport(Protocol):
         """Publish an event to every subscriber on every node (local ones included)."""
         ...
 
-    async def wait_for(self, name: str, timeout_s: float) -> None:
-        """Return once some node serves module ``name``; ``CallTimeoutError`` otherwise."""
+    @property
+    def published(self) -> int:
+        """How many events this node has published so far (``drain`` compares it)."""
+        ...
+
+    async def settle(self) -> None:
+        """Return once this node's published events are back on its local queue.
+
+        ``Kernel.drain`` runs it before draining the local queue, so a test can
+        emit over the transport and drain without sleeping. Events published by
+        other nodes are not covered: nothing here can know about them.
+        """
+        ...
+
+    async def wait_for(
+        self, name: str, timeout_s: float, accept: Callable[[str], bool] | None = None
+    ) -> None:
+        """Return once some node serves module ``name`` in a version ``accept`` takes.
+
+        Raises:
+            CallTimeoutError: none did in time; ``details["versions"]`` maps the
+                nodes that serve it in another version to that version.
+        """
         ...

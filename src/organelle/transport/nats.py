@@ -18,11 +18,13 @@ reconnect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import codec_for
@@ -87,6 +89,7 @@ class NatsTransport:
         self._evt_prefix = f"{options.prefix}.evt."
         self._registry: NatsRegistry | None = None
         self._announcer: Announcer | None = None
+        self._published = 0
 
     @classmethod
     def from_settings(cls, settings: KernelSettings) -> NatsTransport:
@@ -156,17 +159,20 @@ class NatsTransport:
         if self._announcer is not None:
             self._announcer.touch()
 
-    async def wait_for(self, name: str, timeout_s: float) -> None:
-        """Return once some node announces module ``name`` in the registry.
+    async def wait_for(
+        self, name: str, timeout_s: float, accept: Callable[[str], bool] | None = None
+    ) -> None:
+        """Return once some node announces module ``name`` (in a version ``accept`` takes).
 
         Raises:
-            CallTimeoutError: nobody did within ``timeout_s`` (or the registry is off).
+            CallTimeoutError: nobody did within ``timeout_s`` (or the registry is off);
+                ``details["versions"]`` lists the versions served instead.
         """
         if name in self._exposer.exposed:
             return
         if self._announcer is None:
             raise CallTimeoutError(f"module {name!r}: the cluster registry is unavailable")
-        await self._announcer.wait_for(name, timeout_s)
+        await self._announcer.wait_for(name, timeout_s, accept)
 
     async def nodes(self) -> list[NodeInfo]:
         """Every live node of the cluster, read now."""
@@ -336,3 +342,20 @@ class NatsTransport:
             None,
             headers_for(ctx, self._codec_name, timeout=False),
         )
+        self._published += 1
+
+    @property
+    def published(self) -> int:
+        """How many events this node has published so far."""
+        return self._published
+
+    async def settle(self) -> None:
+        """PING/PONG on the publishing connection, then wait until reads are queued.
+
+        The server answers the PING only after routing what was published
+        before it, so this node's own events have arrived when PONG does.
+        """
+        if self._wire.connected:
+            with contextlib.suppress(OrganelleError, TimeoutError):  # gone: nothing comes back
+                await self._wire.flush()
+        await self._exposer.events_settled()

@@ -258,11 +258,23 @@ class Announcer:
         now = time.time()
         return any(module in n.modules and n.alive(now) for n in self.view.values())
 
-    async def wait_for(self, module: str, timeout_s: float) -> None:
-        """Return once some live node announces ``module``.
+    def versions(self, module: str) -> dict[str, str]:
+        """The version of ``module`` each live node announces, by node name."""
+        now = time.time()
+        return {
+            n.node: n.modules[module].version
+            for n in self.view.values()
+            if module in n.modules and n.alive(now)
+        }
+
+    async def wait_for(
+        self, module: str, timeout_s: float, accept: Callable[[str], bool] | None = None
+    ) -> None:
+        """Return once some live node announces ``module`` (in a version ``accept`` takes).
 
         Raises:
-            CallTimeoutError: none did within ``timeout_s``.
+            CallTimeoutError: none did within ``timeout_s``; ``details["versions"]``
+                lists what the cluster served instead (node -> version).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -270,13 +282,14 @@ class Announcer:
         while True:
             with contextlib.suppress(Exception):
                 await self.refresh()
-            if self.serving(module):
+            found = self.versions(module) if self.read_once else {}
+            if any(accept is None or accept(v) for v in found.values()):
                 return
             left = deadline - loop.time()
             if left <= 0:
                 raise CallTimeoutError(
                     f"module {module!r} did not become available in {timeout_s:g}s",
-                    details={"module": module},
+                    details={"module": module, "versions": found},
                 )
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 0.25)
