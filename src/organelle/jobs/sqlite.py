@@ -1,7 +1,7 @@
 """``SqliteJobQueue``: the embedded default, one table in a WAL database.
 
 Durable by default: ``synchronous=FULL`` and group commit (see
-``_sqlite_thread``), so an acknowledged enqueue survives power loss while
+``storage/_sqlite_thread``), so an acknowledged enqueue survives power loss while
 concurrent enqueues, claims and acks share one fsync. A claim is one atomic
 ``UPDATE … RETURNING`` that moves rows to ``running`` with a lease expiry and
 bumps ``attempts`` and the fencing ``token``; the same transaction first
@@ -33,7 +33,6 @@ from organelle.jobs._records import (
     params_of,
     sweep_every_s,
 )
-from organelle.jobs._sqlite_thread import DURABLE, READ, WRITE, SqliteThread
 from organelle.jobs.base import (
     AttemptError,
     JobNotFoundError,
@@ -42,6 +41,7 @@ from organelle.jobs.base import (
     Lease,
     NewJob,
 )
+from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread
 
 __all__ = ["SqliteJobQueue"]
 
@@ -124,8 +124,8 @@ class SqliteJobQueue:
             self._thread = SqliteThread(
                 self._connect,
                 "organelle-jobs",
-                self._notify,
-                self.poll_s,
+                on_external=self._notify,
+                poll_s=self.poll_s,
                 full_sync=self.synchronous == "full",
             )
             await self._thread.started()

@@ -3,7 +3,7 @@
 WAL journal with ``synchronous=FULL``: a write is acknowledged only after its
 transaction's WAL frames were fsynced, so it survives ``kill -9`` and power
 loss. sqlite3 runs in two private threads (one writer with group commit, one
-reader, see ``_sqlite_worker``), so the event loop never blocks on disk.
+reader, see ``_sqlite_thread``), so the event loop never blocks on disk.
 Revisions come from a counter row updated in the same transaction, so they
 stay monotonic across restarts and across processes sharing the file.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 from organelle.errors import ConfigError
 from organelle.storage._common import BaseStore, prefix_upper
-from organelle.storage._sqlite_worker import Op, SqliteWorker
+from organelle.storage._sqlite_thread import READ, WRITE, Op, SqliteThread
 from organelle.storage.base import Change, ChangeOp, Entry, Page, StorageUnavailableError, Watch
 from organelle.storage.retry import retrying
 
@@ -70,8 +70,8 @@ class SqliteStore(BaseStore):
         self._t = table
         self._sync = synchronous.upper()
         self._busy_ms = int(busy_timeout_s * 1000)
-        self._writer: SqliteWorker | None = None
-        self._reader: SqliteWorker | None = None
+        self._writer: SqliteThread | None = None
+        self._reader: SqliteThread | None = None
         self._open_lock = asyncio.Lock()
 
     # -- plumbing -------------------------------------------------------------------
@@ -103,12 +103,17 @@ class SqliteStore(BaseStore):
                 await self._start_workers()
 
     async def _start_workers(self) -> None:
-        writer = SqliteWorker(lambda: self._connect(write=True), f"sqlite-w:{self.path}")
-        reader: SqliteWorker | None = None
+        busy = self._busy_ms / 1000
+        writer = SqliteThread(
+            lambda: self._connect(write=True), f"sqlite-w:{self.path}", busy_timeout_s=busy
+        )
+        reader: SqliteThread | None = None
         try:
             await writer.started()
             if self.path != ":memory:":
-                reader = SqliteWorker(lambda: self._connect(write=False), f"sqlite-r:{self.path}")
+                reader = SqliteThread(
+                    lambda: self._connect(write=False), f"sqlite-r:{self.path}", busy_timeout_s=busy
+                )
                 await reader.started()
         except Exception as exc:
             for worker in (reader, writer):
@@ -126,7 +131,7 @@ class SqliteStore(BaseStore):
         worker = (self._writer if write else self._reader) or self._writer
         assert worker is not None  # noqa: S101 - set by open()
         return await retrying(
-            lambda: worker.submit(op, write=write),
+            lambda: worker.submit(op, mode=WRITE if write else READ),
             policy=self.retry,
             is_transient=_transient,
             what="SQLite",

@@ -1,10 +1,13 @@
-"""The one thread that owns a jobs database connection and commits in groups.
+"""The thread that owns one SQLite connection and commits in groups.
 
-Everything queued since the last round (enqueues from many coroutines, a
-claim, a batch of completes) runs in ONE ``BEGIN IMMEDIATE`` transaction with
-a savepoint per item and a single ``COMMIT``: with ``synchronous=FULL`` that
-is one fsync for the whole group, and no future resolves before its commit,
-so an acknowledged enqueue is on disk. While idle and asked to, the thread
+Used by the SQLite Store and the SQLite job queue alike: the event loop never
+touches sqlite3, it queues a function and awaits a future. Everything queued
+since the last round (writes from many coroutines; for jobs, enqueues, a claim
+and a batch of completes) runs in ONE ``BEGIN IMMEDIATE`` transaction with a
+savepoint per item (one failing item does not undo the others) and a single
+``COMMIT``: with ``synchronous=FULL`` that is one fsync for the whole group,
+and no future resolves before its commit, so an acknowledged write is on
+disk. While idle and asked to, the thread
 polls ``PRAGMA data_version`` (a shared-memory read, no I/O) to notice commits
 by other processes and wake the workers of this one: every ``poll_s`` while
 other processes keep committing, backing off to ``IDLE_POLL_MAX_S`` after
@@ -24,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SqliteThread"]
+__all__ = ["DURABLE", "READ", "WRITE", "Op", "SqliteThread"]
 
 Op = Callable[[sqlite3.Connection], Any]
 _Item = tuple[Op, int, asyncio.Future[Any]]  # mode: READ, WRITE or DURABLE
@@ -43,18 +46,26 @@ class SqliteThread:
     Args:
         connect: opens the connection (called in the thread).
         name: thread name.
-        on_external: called in the event loop when another process committed.
-        poll_s: how often an idle, watching thread checks for foreign commits.
+        on_external: called in the event loop when another process committed
+            (only while ``watch(on=True)``; jobs use it, the Store does not).
+        poll_s: how often a busy, watching thread checks for foreign commits.
+        full_sync: switch ``synchronous`` between FULL (rounds holding a
+            ``DURABLE`` op) and NORMAL (the rest); else leave it as connected.
+        busy_timeout_s: how long ``BEGIN IMMEDIATE`` retries while another
+            process holds the write lock.
     """
 
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
         name: str,
-        on_external: Callable[[], None],
-        poll_s: float,
-        full_sync: bool,
+        *,
+        on_external: Callable[[], None] | None = None,
+        poll_s: float = 0.00025,
+        full_sync: bool = False,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
     ) -> None:
+        self._busy_timeout_s = busy_timeout_s
         self._full_sync = full_sync
         self._sync_full = full_sync
         self._connect = connect
@@ -118,7 +129,8 @@ class SqliteThread:
                     now = conn.execute("PRAGMA data_version").fetchone()[0]
                     if now != version:
                         version = now
-                        self.post(self._on_external)
+                        if self._on_external is not None:
+                            self.post(self._on_external)
                         interval, active = self._poll_s, time.monotonic()
                     elif time.monotonic() - active > HOT_S:
                         interval = min(interval * 2, max(self._poll_s, IDLE_POLL_MAX_S))
@@ -129,7 +141,7 @@ class SqliteThread:
                     continue
                 batch, stop = self._gather(item)
                 self._set_sync(conn, batch)
-                self.post(_done, _round(conn, batch))
+                self.post(_done, _round(conn, batch, self._busy_timeout_s))
                 if stop:
                     return
         finally:
@@ -157,7 +169,7 @@ class SqliteThread:
         return batch, False
 
 
-def _round(conn: sqlite3.Connection, batch: list[_Item]) -> list[_Result]:
+def _round(conn: sqlite3.Connection, batch: list[_Item], busy_timeout_s: float) -> list[_Result]:
     if not any(mode != READ for _, mode, _ in batch):
         out: list[_Result] = []
         for op, _, fut in batch:
@@ -167,7 +179,7 @@ def _round(conn: sqlite3.Connection, batch: list[_Item]) -> list[_Result]:
                 out.append((fut, None, exc))
         return out
     try:
-        _begin(conn)
+        _begin(conn, busy_timeout_s)
     except Exception as exc:
         return [(fut, None, exc) for _, _, fut in batch]
     results: list[_Result] = []
@@ -197,13 +209,13 @@ def _round(conn: sqlite3.Connection, batch: list[_Item]) -> list[_Result]:
     return results
 
 
-def _begin(conn: sqlite3.Connection) -> None:
+def _begin(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
     """``BEGIN IMMEDIATE``, retried every 0.2 ms while another process writes.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10… ms between tries, which is
     most of the time lost when a producer and a worker process share a file.
     """
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    deadline = time.monotonic() + busy_timeout_s
     while True:
         try:
             conn.execute("BEGIN IMMEDIATE")
