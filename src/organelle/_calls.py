@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
 from organelle._dispatch import CallNext, Invocation, run_chain, run_until
 from organelle._native import speedups
@@ -42,6 +42,25 @@ Outbound = Callable[
 
 _monotonic = time.monotonic
 _perf = time.perf_counter
+T = TypeVar("T")
+
+
+class _Synced(Generic[T]):
+    """An attribute whose every assignment re-syncs the C call path's flags."""
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Synced[T]: ...
+    @overload
+    def __get__(self, obj: Calls, owner: type) -> T: ...
+    def __get__(self, obj: Calls | None, owner: type) -> T | _Synced[T]:
+        return self if obj is None else cast("T", getattr(obj, self.store))
+
+    def __set__(self, obj: Calls, value: T) -> None:
+        setattr(obj, self.store, value)
+        obj._sync_caller()
 
 
 class Calls(Phases):
@@ -54,7 +73,10 @@ class Calls(Phases):
     _caller: Any = None  # speedups.Caller, when the C path serves kernel.call
     _chain_now: CallNext | None = None
     _timeout_now: float = 10.0
-    _accepting_now: bool = False
+    _accepting_now: bool = False  # read directly on the Python hot path
+    _chain = _Synced[CallNext | None]("_chain_now")
+    _call_timeout_s = _Synced[float]("_timeout_now")
+    _accepting = _Synced[bool]("_accepting_now")
 
     def _use_speedups(self) -> None:
         """Serve ``kernel.call`` from C (unless a subclass overrides ``call``)."""
@@ -95,33 +117,6 @@ class Calls(Phases):
                 and not getattr(self, "_taps", None)
                 and getattr(self, "_transport", None) is None
             )
-
-    @property
-    def _chain(self) -> CallNext | None:
-        return self._chain_now
-
-    @_chain.setter
-    def _chain(self, chain: CallNext | None) -> None:
-        self._chain_now = chain
-        self._sync_caller()
-
-    @property
-    def _call_timeout_s(self) -> float:
-        return self._timeout_now
-
-    @_call_timeout_s.setter
-    def _call_timeout_s(self, seconds: float) -> None:
-        self._timeout_now = seconds
-        self._sync_caller()
-
-    @property
-    def _accepting(self) -> bool:
-        return self._accepting_now
-
-    @_accepting.setter
-    def _accepting(self, accepting: bool) -> None:
-        self._accepting_now = accepting
-        self._sync_caller()
 
     async def call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912, PLR0915 - hot path inlined
         """Call ``"<module>.<method>"`` with keyword params and return its result.

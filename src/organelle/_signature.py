@@ -169,24 +169,6 @@ _SIMPLE = {int: "int", float: "float", str: "str", bytes: "bytes", bool: "bool"}
 _MISSING = object()
 
 
-def _simple_check(hint: Any, var: str) -> str | None:
-    """Source of a test that ``var`` already has type ``hint`` exactly, or None."""
-    if hint is Any:
-        return "True"
-    if hint in _SIMPLE:
-        return f"type({var}) is {_SIMPLE[hint]}"
-    args = typing.get_args(hint)
-    if (
-        len(args) == 2  # noqa: PLR2004 - X | None
-        and type(None) in args
-        and typing.get_origin(hint) in (typing.Union, types.UnionType)
-    ):
-        inner = args[0] if args[1] is type(None) else args[1]
-        if inner in _SIMPLE:
-            return f"({var} is None or type({var}) is {_SIMPLE[inner]})"
-    return None
-
-
 def _simple_type(hint: Any) -> tuple[type | None, bool] | None:
     """``(exact type or None for Any, None allowed)`` for a simple hint, else None."""
     if hint is Any:
@@ -203,6 +185,18 @@ def _simple_type(hint: Any) -> tuple[type | None, bool] | None:
         if inner in _SIMPLE:
             return inner, True
     return None
+
+
+def _simple_check(hint: Any, var: str) -> str | None:
+    """Source of a test that ``var`` already has type ``hint`` exactly, or None."""
+    simple = _simple_type(hint)
+    if simple is None:
+        return None
+    exact, nullable = simple
+    if exact is None:
+        return "True"
+    test = f"type({var}) is {_SIMPLE[exact]}"
+    return f"({var} is None or {test})" if nullable else test
 
 
 def _checks(

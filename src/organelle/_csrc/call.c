@@ -150,23 +150,6 @@ call_failed(CallerObject *self, PyObject *entry, int started)
     return org_done_new(NULL, err);
 }
 
-static int
-count_call(PyObject *stats)
-{
-    PyObject *calls = PyObject_GetAttr(stats, org_str_calls);
-    if (calls == NULL) {
-        return -1;
-    }
-    PyObject *more = PyNumber_Add(calls, org_int_one);
-    Py_DECREF(calls);
-    if (more == NULL) {
-        return -1;
-    }
-    int rc = PyObject_SetAttr(stats, org_str_calls, more);
-    Py_DECREF(more);
-    return rc;
-}
-
 /* Build the handler's coroutine (validated when the route has a contract). */
 static PyObject *
 start_handler(RouteObject *r, PyObject *const *values, PyObject *kwnames, int *bound)
@@ -288,7 +271,7 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
     }
     Py_INCREF(entry); /* the handler may unroute it while it runs */
     PyObject *out = NULL;
-    if (r->stats != NULL && r->stats != Py_None && count_call(r->stats) < 0) {
+    if (r->stats != NULL && r->stats != Py_None && org_incr_attr(r->stats, org_str_calls) < 0) {
         goto done;
     }
     int bound;

@@ -108,19 +108,7 @@ count_delivered(PyObject *sub)
     if (stats == NULL) {
         return -1;
     }
-    PyObject *n = PyObject_GetAttr(stats, org_str_delivered);
-    if (n == NULL) {
-        Py_DECREF(stats);
-        return -1;
-    }
-    PyObject *more = PyNumber_Add(n, org_int_one);
-    Py_DECREF(n);
-    if (more == NULL) {
-        Py_DECREF(stats);
-        return -1;
-    }
-    int rc = PyObject_SetAttr(stats, org_str_delivered, more);
-    Py_DECREF(more);
+    int rc = org_incr_attr(stats, org_str_delivered);
     Py_DECREF(stats);
     return rc;
 }

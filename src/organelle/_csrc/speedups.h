@@ -31,6 +31,24 @@ monotonic(void)
 #endif
 }
 
+/* obj.<name> += 1 (the Python counters of CallStats / SubscriptionStats). */
+static inline int
+org_incr_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *n = PyObject_GetAttr(obj, name);
+    if (n == NULL) {
+        return -1;
+    }
+    PyObject *more = PyNumber_Add(n, org_int_one);
+    Py_DECREF(n);
+    if (more == NULL) {
+        return -1;
+    }
+    int rc = PyObject_SetAttr(obj, name, more);
+    Py_DECREF(more);
+    return rc;
+}
+
 /* context.c: the fields of organelle.Context. */
 typedef struct {
     PyObject_HEAD
