@@ -197,8 +197,7 @@ class JobHost:
     def _trace_meta(self, job: str) -> dict[str, str]:
         """What the job carries of the enqueuer's trace; with tracing on, a PRODUCER span's."""
         meta = _enqueuer_trace()
-        span = self.kernel.job_span
-        if span is not None:
+        for span in self.kernel.job_spans:
             traceparent = span(job, meta.get(TRACEPARENT))
             if traceparent is not None:
                 meta[TRACEPARENT] = traceparent

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -104,9 +104,9 @@ class Kernel(Supervision, Calls):
         self._rpc: dict[str, RpcEntry] = {}  # where calls go: local entries when local is preferred
         self._serving: dict[str, RpcEntry] = {}  # what this node serves (also to the wire)
         self.call_stats: dict[str, CallStats] | None = None  # set by enable_call_stats()
-        self.outbound: Outbound | None = None  # wraps remote calls (tracing's client spans)
-        # (job, parent traceparent) -> the enqueue span's traceparent (tracing's job spans)
-        self.job_span: Callable[[str, str | None], str | None] | None = None
+        self.outbound: Outbound | None = None  # wraps remote calls: see wrap_remote()
+        # (job, parent traceparent) -> new traceparent, in order: see on_job_enqueue()
+        self.job_spans: list[Callable[[str, str | None], str | None]] = []
         self._bounds: tuple[float, ...] = ()
         self._transport: Transport | None = None
         self._bus = EventBus(
@@ -249,12 +249,53 @@ class Kernel(Supervision, Calls):
             if transport is None or transport.published == mark:
                 return
 
-    def tap(self, pattern: str = ">") -> list[tuple[str, Any]]:
-        """Record every emitted event matching ``pattern`` as ``(topic, payload)`` (for tests)."""
-        sink: list[tuple[str, Any]] = []
+    def tap(
+        self, pattern: str = ">", sink: list[tuple[str, Any]] | None = None
+    ) -> list[tuple[str, Any]]:
+        """Record every emitted event matching ``pattern`` as ``(topic, payload)`` (for tests).
+
+        ``sink`` may be a list subclass whose ``append`` acts on each event
+        (tracing turns them into spans); by default a new list is returned.
+        """
+        if sink is None:
+            sink = []
         self._taps.append((pattern, sink))
         self._sync_caller()
         return sink
+
+    def wrap_remote(self, outbound: Outbound) -> None:
+        """Wrap every call that leaves this node (outermost so far).
+
+        ``outbound(target, params, ctx, send)`` must ``await send(target, params, ctx)``;
+        tracing's ``CLIENT`` spans are one such wrapper.
+        """
+        if self.outbound is None:
+            self.outbound = outbound
+            return
+        inner: Outbound = self.outbound
+
+        def send_through_inner(send: Any) -> Any:
+            def through(target: str, params: dict[str, Any], ctx: Context) -> Awaitable[Any]:
+                return inner(target, params, ctx, send)
+
+            return through
+
+        def both(
+            target: str,
+            params: dict[str, Any],
+            ctx: Context,
+            send: Callable[[str, dict[str, Any], Context], Awaitable[Any]],
+        ) -> Awaitable[Any]:
+            return outbound(target, params, ctx, send_through_inner(send))
+
+        self.outbound = both
+
+    def on_job_enqueue(self, span: Callable[[str, str | None], str | None]) -> None:
+        """Add a hook run at each job enqueue: ``(job, traceparent) -> traceparent``.
+
+        The job carries what the last hook returns (tracing's ``PRODUCER`` span).
+        """
+        self.job_spans.append(span)
 
     def untap(self, sink: list[tuple[str, Any]]) -> None:
         """Stop recording into a sink returned by ``tap``."""

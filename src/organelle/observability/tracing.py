@@ -117,9 +117,9 @@ class Tracing:
     def install(self) -> None:
         """Add the middleware, client spans on remote calls, publish and lifecycle spans."""
         self.kernel.use(self)
-        self.kernel.outbound = self._client
-        self.kernel.job_span = self._enqueued
-        self.kernel._taps.append((">", _Tap(self)))
+        self.kernel.wrap_remote(self._client)
+        self.kernel.on_job_enqueue(self._enqueued)
+        self.kernel.tap(">", _Tap(self))
 
     def _enqueued(self, job: str, parent: str | None) -> str | None:
         """A ``PRODUCER`` span for a job enqueue; the job's run becomes its child."""
