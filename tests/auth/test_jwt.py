@@ -170,3 +170,16 @@ def test_jwks_picks_the_key_by_kid_and_binds_its_algorithm(tmp_path: Any) -> Non
 def test_unsafe_configuration_is_refused(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         JwtVerifier(**options)
+
+
+def test_the_jwt_secret_is_masked_in_config_dumps() -> None:
+    from organelle import Kernel
+    from organelle.gateway import Gateway
+
+    cfg = {
+        "modules": {
+            "gateway": {"port": 0, "auth": {"jwt": {"algorithms": ["HS256"], "secret": SECRET}}}
+        }
+    }
+    kernel = Kernel([Gateway], cfg)
+    assert SECRET not in json.dumps(kernel.config_dump(), default=str)

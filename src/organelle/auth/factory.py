@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from organelle.auth.api_keys import ApiKeys
 from organelle.auth.base import Principal
@@ -152,7 +152,8 @@ class JwtConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     algorithms: list[str] = Field(min_length=1)
-    secret: str | None = None
+    secret: SecretStr | None = None
+    """HMAC key; a ``SecretStr`` so config dumps, logs and the dashboard mask it."""
     public_key: str | None = None
     public_key_file: str | None = None
     jwks_file: str | None = None
@@ -231,5 +232,6 @@ def _jwt(cfg: JwtConfig, base: Path) -> JwtPrincipals:
                 public_key = (base / cfg.public_key_file).read_text()
             except OSError as exc:
                 raise ConfigError(f"auth.jwt.public_key_file: {exc}") from None
-        verifier = JwtVerifier(secret=cfg.secret, public_key=public_key, **options)
+        secret = None if cfg.secret is None else cfg.secret.get_secret_value()
+        verifier = JwtVerifier(secret=secret, public_key=public_key, **options)
     return JwtPrincipals(verifier, id_claim=cfg.id_claim, roles_claim=cfg.roles_claim)

@@ -1,4 +1,4 @@
-"""The Starlette application: routes, aggregates, the event stream, OpenAPI and docs.
+"""The Starlette application: routes, aggregates, the event stream, OpenAPI, docs, dashboard.
 
 Starlette provides routing (path templates, 405 with ``Allow``), CORS and
 the middleware stack; each route's endpoint is our plain ASGI callable.
@@ -83,6 +83,10 @@ def build_app(
     routes += [
         Route(agg.path, AggregateEndpoint(rt, agg, rbac), methods=["GET"]) for agg in cfg.aggregates
     ]
+    if cfg.dashboard.enabled:  # first, so no catch-all route shadows it
+        from organelle.dashboard import dashboard_routes
+
+        routes[:0] = dashboard_routes(rt, cfg.dashboard, rbac)
     stream_path = None
     if hub is not None and cfg.stream.enabled:
         stream_path = cfg.stream.path

@@ -12,6 +12,7 @@ __all__ = [
     "AggregateConfig",
     "CacheConfig",
     "CorsConfig",
+    "DashboardConfig",
     "GatewayConfig",
     "PartConfig",
     "RateLimitConfig",
@@ -74,6 +75,20 @@ class StreamConfig(_Strict):
     heartbeat_s: float = Field(default=15.0, gt=0)
 
 
+class DashboardConfig(_Strict):
+    """The read-only operator dashboard: a page at ``<path>``, its JSON under ``<path>/api``.
+
+    Off unless enabled: it shows module errors, job params and the (masked)
+    config, so give it ``roles`` wherever the gateway is reachable by others.
+    """
+
+    enabled: bool = False
+    path: str = Field(default="/_dashboard", pattern=r"^(/[A-Za-z0-9._~-]+)+$")
+    roles: list[str] = Field(default_factory=list)
+    refresh_s: float = Field(default=2.0, ge=0.25)
+    """How often the page polls the API."""
+
+
 class PartConfig(_Strict):
     """One RPC call of an aggregation route; ``"{name}"`` values come from the path or query."""
 
@@ -109,6 +124,7 @@ class GatewayConfig(_Strict):
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     aggregates: list[AggregateConfig] = Field(default_factory=list)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
     """Default per-request deadline (a route's ``timeout_s`` overrides it)."""
