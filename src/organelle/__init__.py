@@ -28,7 +28,7 @@ from organelle.errors import (
 )
 from organelle.gateway._route import Header, Query, route
 from organelle.kernel import Kernel
-from organelle.module import Module, cron, job, on, rpc
+from organelle.module import Module, consume, cron, job, on, rpc
 
 __version__ = "0.1.0"
 
@@ -63,6 +63,7 @@ __all__ = [
     "UnavailableError",
     "ValidationError",
     "__version__",
+    "consume",
     "context",
     "cron",
     "job",

@@ -1,4 +1,6 @@
-"""The decorators that declare a module's handlers: ``@rpc``, ``@on``, ``@job``, ``@cron``.
+"""The decorators that declare a module's handlers: ``@rpc``, ``@on``, ``@job``, ``@consume``.
+
+``@cron`` schedules a job.
 
 They only record options on the function (checked at once, so a mistake is
 reported at the line that makes it); the kernel reads them when the module is
@@ -16,11 +18,13 @@ from organelle._topics import pattern_error
 from organelle.errors import DefinitionError
 
 __all__ = [
+    "ConsumeOptions",
     "CronOptions",
     "Delivery",
     "JobOptions",
     "RpcSpec",
     "SubscriptionSpec",
+    "consume",
     "cron",
     "is_handler",
     "job",
@@ -179,6 +183,80 @@ def cron(
             raise DefinitionError(f"@cron method {f.__qualname__} must take no parameters")
         f.__organelle_job__ = JobOptions(max_attempts=max_attempts, timeout_s=timeout_s)  # type: ignore[attr-defined]
         f.__organelle_cron__ = schedule  # type: ignore[attr-defined]
+        return f
+
+    return mark
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumeOptions:
+    """Options of a ``@consume`` handler: one consumer group of one durable stream."""
+
+    stream: str
+    group: str | None = None
+    start: Literal["earliest", "latest"] = "earliest"
+    max_attempts: int = 5
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    lease_s: float = 30.0
+    validate: bool = True
+
+
+def consume(
+    stream: str,
+    *,
+    group: str | None = None,
+    start: Literal["earliest", "latest"] = "earliest",
+    max_attempts: int = 5,
+    backoff_s: float = 0.5,
+    backoff_max_s: float = 30.0,
+    lease_s: float = 30.0,
+    validate: bool = True,
+) -> Callable[[F], F]:
+    """Consume a durable stream as a member of a consumer group.
+
+    Every group sees every record; within a group each record goes to one
+    member, in order per partition, at least once: the group moves past a
+    record only after the handler returns. A failing record is retried with
+    backoff, then kept as a dead letter after ``max_attempts`` and skipped.
+
+    Args:
+        stream: the stream's name (created on first use; see docs/streams.md).
+        group: the consumer group (default: the module's name), so every
+            instance of a module shares the work and other modules get their own copy.
+        start: where a new group begins: the first retained record or new ones only.
+        max_attempts: deliveries of one record before it becomes a dead letter.
+        backoff_s: first retry delay; doubles each attempt up to ``backoff_max_s``.
+        backoff_max_s: the longest retry delay.
+        lease_s: how long a member holds a partition per record (the handler's time limit).
+        validate: convert the payload to the handler's declared type.
+    """
+    from organelle.streams.base import check_name
+
+    try:
+        check_name("stream", stream)
+        if group is not None:
+            check_name("group", group)
+    except Exception as exc:
+        raise DefinitionError(f"@consume: {exc}") from None
+    if start not in ("earliest", "latest"):
+        raise DefinitionError("@consume start must be 'earliest' or 'latest'")
+    if max_attempts < 1 or lease_s <= 0 or backoff_s < 0:
+        raise DefinitionError("@consume needs max_attempts >= 1, lease_s > 0, backoff_s >= 0")
+    options = ConsumeOptions(
+        stream=stream,
+        group=group,
+        start=start,
+        max_attempts=max_attempts,
+        backoff_s=backoff_s,
+        backoff_max_s=backoff_max_s,
+        lease_s=lease_s,
+        validate=validate,
+    )
+
+    def mark(f: F) -> F:
+        _require_async(f, "consume")
+        f.__organelle_consume__ = options  # type: ignore[attr-defined]
         return f
 
     return mark

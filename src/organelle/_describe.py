@@ -6,7 +6,13 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from organelle._decorators import CronOptions, JobOptions, RpcSpec, SubscriptionSpec
+from organelle._decorators import (
+    ConsumeOptions,
+    CronOptions,
+    JobOptions,
+    RpcSpec,
+    SubscriptionSpec,
+)
 from organelle._graph import Dependency, parse_dependency, parse_version, valid_name
 from organelle._signature import ParamsContract, PayloadContract
 from organelle.errors import DefinitionError
@@ -16,7 +22,7 @@ if TYPE_CHECKING:
 
     from organelle.module import Module
 
-__all__ = ["JobMethod", "ModuleSpec", "RpcMethod", "Subscription", "describe"]
+__all__ = ["Consumer", "JobMethod", "ModuleSpec", "RpcMethod", "Subscription", "describe"]
 
 _ENQUEUE_OPTIONS = frozenset({"delay_s", "at", "priority", "idempotency_key"})
 _HOOKS = ("on_load", "on_start", "on_stop", "on_abort", "on_config_changed", "health")
@@ -51,6 +57,15 @@ class JobMethod:
 
 
 @dataclass(frozen=True, slots=True)
+class Consumer:
+    """A described ``@consume`` handler: attribute, options and payload contract."""
+
+    attr: str
+    options: ConsumeOptions
+    contract: PayloadContract
+
+
+@dataclass(frozen=True, slots=True)
 class ModuleSpec:
     """Everything the kernel needs to know about a module class, checked."""
 
@@ -62,9 +77,10 @@ class ModuleSpec:
     subscriptions: tuple[Subscription, ...]
     config_model: Any
     jobs: dict[str, JobMethod]
+    consumers: tuple[Consumer, ...] = ()
 
 
-def describe(cls: type[Module]) -> ModuleSpec:  # noqa: C901, PLR0912 - a flat list of checks
+def describe(cls: type[Module]) -> ModuleSpec:  # noqa: C901, PLR0912, PLR0915 - a flat list of checks
     """Check a module class and return its spec (cached on the class).
 
     Raises:
@@ -100,6 +116,7 @@ def describe(cls: type[Module]) -> ModuleSpec:  # noqa: C901, PLR0912 - a flat l
     rpcs: dict[str, RpcMethod] = {}
     subs: list[Subscription] = []
     jobs: dict[str, JobMethod] = {}
+    consumers: list[Consumer] = []
     for attr in dir(cls):
         value = inspect.getattr_static(cls, attr, None)
         rspec = getattr(value, "__organelle_rpc__", None)
@@ -131,10 +148,21 @@ def describe(cls: type[Module]) -> ModuleSpec:  # noqa: C901, PLR0912 - a flat l
             jobs[jname] = JobMethod(
                 attr, joptions, contract, getattr(value, "__organelle_cron__", None)
             )
+        coptions = getattr(value, "__organelle_consume__", None)
+        if isinstance(coptions, ConsumeOptions):
+            key = (coptions.stream, coptions.group or name)
+            if any((c.options.stream, c.options.group or name) == key for c in consumers):
+                raise DefinitionError(
+                    f"module {name!r}: two @consume handlers read stream {key[0]!r} "
+                    f"as group {key[1]!r}"
+                )
+            consumers.append(Consumer(attr, coptions, PayloadContract(f"{name}.{attr}", value)))
     config_model = cls.__dict__.get("Config", getattr(cls, "Config", None))
     if config_model is not None and not hasattr(config_model, "model_validate"):
         raise DefinitionError(f"module {name!r}: Config must be a pydantic BaseModel subclass")
-    spec = ModuleSpec(cls, name, version, deps, rpcs, tuple(subs), config_model, jobs)
+    spec = ModuleSpec(
+        cls, name, version, deps, rpcs, tuple(subs), config_model, jobs, tuple(consumers)
+    )
     type.__setattr__(cls, "__organelle_spec__", spec)
     return spec
 

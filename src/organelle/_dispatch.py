@@ -56,7 +56,8 @@ class Invocation:
     """What middleware sees: one RPC call or one event delivery.
 
     Attributes:
-        kind: ``"rpc"``, ``"event"`` or ``"job"`` (a durable job being run).
+        kind: ``"rpc"``, ``"event"``, ``"job"`` (a durable job being run) or
+            ``"stream"`` (a durable stream record being consumed).
         target: ``"module.method"`` for RPC, the topic for an event.
         module: the name of the module whose handler runs.
         params: RPC parameters as given by the caller (before validation).
@@ -68,7 +69,7 @@ class Invocation:
 
     def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
         self,
-        kind: Literal["rpc", "event", "job"],
+        kind: Literal["rpc", "event", "job", "stream"],
         target: str,
         module: str,
         params: dict[str, Any] | None,

@@ -26,6 +26,7 @@ from organelle._jobhost import JobHost
 from organelle._lifecycle import ModuleInfo, ModuleState, Record
 from organelle._phases import CallStats, RpcEntry
 from organelle._runtime import ModuleRef
+from organelle._streamhost import StreamHost
 from organelle._supervise import Supervision
 from organelle._topics import check_topic, matches
 from organelle.auth.base import Authorizer, RoleAuthorizer
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from organelle.config.reload import ReloadResult
     from organelle.jobs import JobsService
     from organelle.storage import NamespacedStore, StateEngine, Store
+    from organelle.streams.base import StreamLog
+    from organelle.streams.consumer import ConsumerStats
 
 __all__ = ["Kernel", "ModuleRef"]
 
@@ -129,6 +132,7 @@ class Kernel(Supervision, Calls):
         self._inflight = 0
         self._lock = asyncio.Lock()
         self._jobhost = JobHost(self)
+        self._streamhost = StreamHost(self)
         self._use_speedups()
         if self._caller is not None and type(self).emit is Kernel.emit:
             self.emit = self._caller.emit  # type: ignore[method-assign]
@@ -361,6 +365,44 @@ class Kernel(Supervision, Calls):
         """
         await self._jobhost.idle(timeout_s, horizon_s)
 
+    # streams ---------------------------------------------------------------
+    async def append(
+        self,
+        stream: str,
+        payload: Any = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, int]:
+        """Append a record to the durable ``stream``; return ``(partition, offset)``.
+
+        Returns once the record is stored durably (the log's commit / PubAck).
+        Records with one ``key`` share a partition and keep their order; the
+        stream is created on first use with its ``[kernel.stream_specs]`` layout.
+
+        Raises:
+            ConfigError: no stream log (no ``@consume`` here and ``[kernel] streams`` unset).
+            ValidationError: a bad stream name or a payload that cannot be encoded.
+        """
+        return await self._streamhost.append(stream, payload, key, headers)
+
+    @property
+    def streams(self) -> StreamLog:
+        """The stream log: ``read``, ``seek``, ``info``, ``dead_letters`` (see docs/streams.md)."""
+        return self._streamhost._require()
+
+    def consumers(self) -> list[ConsumerStats]:
+        """Counters of this node's ``@consume`` group members (done, failed, dead, …)."""
+        return self._streamhost.stats()
+
+    async def drain_streams(self, timeout_s: float = 30.0) -> None:
+        """Wait until every local consumer group has caught up and nothing runs (for tests).
+
+        Raises:
+            TimeoutError: still busy after ``timeout_s``.
+        """
+        await self._streamhost.idle(timeout_s)
+
     # storage -------------------------------------------------------------
     @property
     def store(self) -> Store:
@@ -511,15 +553,19 @@ class Kernel(Supervision, Calls):
                 if self.settings.persist_state:
                     await self.states.load()
                 await self._jobhost.open()
+                await self._streamhost.open()
                 await self._load(self._levels)
                 await self._start_levels(self._levels)
                 await self._jobhost.start()
+                await self._streamhost.start()
             except BaseException:
                 self._running = False
+                await self._streamhost.stop_work(0)
                 await self._jobhost.stop_work(0)
                 for level in reversed(self._levels):
                     await self._stop_many([n for n in level if self._is_active(n)])
                 await self._jobhost.close()
+                await self._streamhost.close()
                 await self._close_transport()
                 await self._bus.stop()
                 raise
@@ -541,11 +587,13 @@ class Kernel(Supervision, Calls):
                 for name in self._records:
                     if self._is_active(name):
                         await self._transport.withdraw(name)
+            await self._streamhost.stop_work(self.settings.drain_timeout_s)
             await self._jobhost.stop_work(self.settings.drain_timeout_s)
             await self._wait_idle(self.settings.drain_timeout_s)
             for level in reversed(self._levels):
                 await self._stop_many([n for n in level if self._is_active(n)])
             await self._jobhost.close()
+            await self._streamhost.close()
             await self._close_transport()
             await self._bus.stop()
             await self._close_store()

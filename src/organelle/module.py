@@ -11,21 +11,30 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from organelle._decorators import (
+    ConsumeOptions,
     CronOptions,
     JobOptions,
     RpcSpec,
     SubscriptionSpec,
+    consume,
     cron,
     is_handler,
     job,
     on,
     rpc,
 )
-from organelle._describe import JobMethod, ModuleSpec, RpcMethod, Subscription, describe
+from organelle._describe import (
+    Consumer,
+    JobMethod,
+    ModuleSpec,
+    RpcMethod,
+    Subscription,
+    describe,
+)
 from organelle.context import _current, root_context
 from organelle.errors import DefinitionError
 
@@ -36,6 +45,8 @@ if TYPE_CHECKING:
     from organelle.storage import NamespacedStore
 
 __all__ = [
+    "ConsumeOptions",
+    "Consumer",
     "CronOptions",
     "JobMethod",
     "JobOptions",
@@ -45,6 +56,7 @@ __all__ = [
     "RpcSpec",
     "Subscription",
     "SubscriptionSpec",
+    "consume",
     "cron",
     "describe",
     "job",
@@ -164,6 +176,7 @@ class Module(metaclass=ModuleMeta):
         self.call_with = kernel.call_with  # type: ignore[method-assign]
         self.emit = kernel.emit  # type: ignore[method-assign]
         self.enqueue = kernel.enqueue  # type: ignore[method-assign]
+        self.append = kernel.append  # type: ignore[method-assign]
 
     async def call(self, target: str, /, **params: Any) -> Any:
         """Call ``"<module>.<method>"`` with ``params``; see ``Kernel.call``."""
@@ -206,6 +219,17 @@ class Module(metaclass=ModuleMeta):
             idempotency_key=idempotency_key,
             **params,
         )
+
+    async def append(
+        self,
+        stream: str,
+        payload: Any = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, int]:
+        """Append a record to a durable stream; see ``Kernel.append``."""
+        return await self.kernel.append(stream, payload, key=key, headers=headers)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} module {self.name!r} v{self.version}>"

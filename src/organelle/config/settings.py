@@ -28,6 +28,9 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
         storage: the Store URL (``sqlite:///path.db`` by default).
         jobs: the job queue URL (``sqlite:///…``, ``postgresql://…``, ``nats://…``);
             empty means ``sqlite:///organelle-jobs.db`` once a module declares a job.
+        streams: the stream log URL (``sqlite:///…`` or ``nats://…``; default
+            ``sqlite:///organelle-streams.db`` when a module uses ``@consume``).
+        stream_specs: per stream, ``partitions``, ``max_age_s``, ``max_records``.
         job_worker: run a worker for this node's ``@job`` methods.
         job_scheduler: run this node's ``@cron`` schedules (each tick fires once
             per cluster however many nodes run them).
@@ -72,6 +75,8 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     storage: str = "sqlite:///organelle.db"
     persist_state: bool = False
     jobs: str = ""
+    streams: str = ""
+    stream_specs: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     job_worker: bool = True
     job_scheduler: bool = True
     job_slots: int = 10

@@ -1,0 +1,217 @@
+"""The kernel's side of durable streams: the log, ``append``, and the ``@consume`` members.
+
+Opened with the job queue (before modules load), consumers start once every
+module is active and stop before modules stop, like the job worker. Payloads
+are encoded with the JSON codec; a consumer's payload is converted to its
+handler's declared type. Each record carries the appender's ids and trace
+headers, so the consumer's context links to the request that appended it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from organelle._dispatch import Invocation
+from organelle.codec import JsonCodec
+from organelle.context import _current, context, root_context
+from organelle.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from organelle._describe import Consumer
+    from organelle.kernel import Kernel
+    from organelle.streams.base import Delivery, StreamLog, StreamSpec
+    from organelle.streams.consumer import ConsumerStats, GroupConsumer
+
+__all__ = ["DEFAULT_URL", "StreamHost"]
+
+DEFAULT_URL = "sqlite:///organelle-streams.db"
+_codec = JsonCodec()
+_H_CORR = "organelle-correlation-id"
+_H_CAUSE = "organelle-causation-id"
+_TRACE = ("traceparent", "tracestate")
+
+
+class StreamHost:
+    """Owns the stream log and this node's consumer group members."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.log: StreamLog | None = None
+        self.consumers: list[GroupConsumer] = []
+        self._ensured: dict[str, StreamSpec] = {}
+        self._lock = asyncio.Lock()
+
+    def _local(self) -> list[tuple[str, Consumer]]:
+        return [(name, c) for name, rec in self.kernel._records.items() for c in rec.spec.consumers]
+
+    def spec_for(self, stream: str) -> StreamSpec:
+        """The layout ``[kernel.stream_specs.<name>]`` configures for ``stream``, or the default."""
+        from organelle.streams.base import StreamSpec
+
+        raw = self.kernel.settings.stream_specs.get(stream, {})
+        try:
+            return StreamSpec(**raw)
+        except (TypeError, ValidationError) as exc:
+            raise ConfigError(f"kernel.stream_specs.{stream}: {exc}") from None
+
+    async def open(self) -> None:
+        """Open the log if a module consumes a stream or ``[kernel] streams`` names one."""
+        settings = self.kernel.settings
+        if not self._local() and not settings.streams:
+            return
+        from organelle.streams.url import open_log
+
+        for stream in settings.stream_specs:
+            self.spec_for(stream)  # a bad section fails the start, before anything runs
+        self.log = await open_log(settings.streams or DEFAULT_URL)
+
+    async def ensure(self, stream: str) -> StreamSpec:
+        """Create ``stream`` with its configured spec once per kernel."""
+        spec = self._ensured.get(stream)
+        if spec is None:
+            log = self._require()
+            async with self._lock:
+                spec = self._ensured.get(stream)
+                if spec is None:
+                    spec = await log.ensure(stream, self.spec_for(stream))
+                    self._ensured[stream] = spec
+        return spec
+
+    def _require(self) -> StreamLog:
+        if self.log is None:
+            raise ConfigError(
+                "no stream log: no module declares @consume and [kernel] streams is not set"
+                if self.kernel.running
+                else "the stream log opens when the kernel starts"
+            )
+        return self.log
+
+    async def append(
+        self, stream: str, payload: Any, key: str | None, headers: Mapping[str, str] | None
+    ) -> tuple[int, int]:
+        """Encode and store one record durably; wake local members of its groups."""
+        log = self._require()
+        await self.ensure(stream)
+        ctx = context()
+        meta = {k: str(ctx.meta[k]) for k in _TRACE if k in ctx.meta}
+        meta[_H_CORR] = ctx.correlation_id
+        meta[_H_CAUSE] = ctx.request_id
+        placed = await log.append(
+            stream, _codec.encode(payload), key=key, headers={**meta, **(headers or {})}
+        )
+        for member in self.consumers:
+            if member.stream == stream:
+                member.wake()
+        return placed
+
+    async def start(self) -> None:
+        """Start a group member for every local ``@consume`` handler."""
+        if self.log is None:
+            return
+        from organelle.streams.consumer import ConsumerStats, GroupConsumer
+
+        for module, consumer in self._local():
+            o = consumer.options
+            spec = await self.ensure(o.stream)
+            group = o.group or module
+            stats = ConsumerStats(o.stream, group, module, consumer.attr)
+            member = GroupConsumer(
+                self.log,
+                stream=o.stream,
+                group=group,
+                partitions=spec.partitions,
+                handler=self._handler(module, consumer),
+                stats=stats,
+                start=o.start,
+                max_attempts=o.max_attempts,
+                backoff_s=o.backoff_s,
+                backoff_max_s=o.backoff_max_s,
+                lease_s=o.lease_s,
+            )
+            member.start()
+            self.consumers.append(member)
+
+    def stats(self) -> list[ConsumerStats]:
+        """Counters of every local group member."""
+        return [c.stats for c in self.consumers]
+
+    def _handler(self, module: str, consumer: Consumer) -> Any:
+        kernel = self.kernel
+        contract = consumer.contract
+        attr = consumer.attr
+        validate = consumer.options.validate
+
+        async def run(delivery: Delivery) -> None:
+            rec = delivery.record
+            payload = _codec.decode(rec.data)
+            if validate:
+                payload = contract.convert(payload)
+            fn = getattr(kernel.module(module), attr)  # the live instance, after reloads too
+            meta = {k: rec.headers[k] for k in _TRACE if k in rec.headers}
+            ctx = root_context(None, meta=meta or None, topic=rec.stream)
+            ctx.corr = rec.headers.get(_H_CORR)
+            ctx.cause = rec.headers.get(_H_CAUSE)
+            token = _current.set(ctx)
+            try:
+
+                async def call(_: Invocation | None = None) -> Any:
+                    return await (fn(payload) if contract.takes_payload else fn())
+
+                chain = kernel._chain
+                if chain is None:
+                    await call()
+                else:
+                    inv = Invocation("stream", rec.stream, module, None, payload, ctx, call)
+                    await chain(inv)
+            finally:
+                _current.reset(token)
+
+        return run
+
+    async def idle(self, timeout_s: float = 30.0) -> None:
+        """Wait until every local group has consumed all it can see and nothing runs."""
+        if self.log is None or not self.consumers:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            busy = any(c.stats.in_flight for c in self.consumers)
+            if not busy:
+                lagging = False
+                for member in self.consumers:
+                    if await self._lagging(member):
+                        lagging = True
+                        member.wake()
+                        break
+                if not lagging:
+                    return
+            await asyncio.sleep(0.005)
+        raise TimeoutError(f"stream consumers still busy after {timeout_s:g}s")
+
+    async def _lagging(self, member: GroupConsumer) -> bool:
+        assert self.log is not None  # noqa: S101 - checked by the caller
+        info = await self.log.info(member.stream)
+        rows = {g.partition: g for g in info.groups if g.group == member.group}
+        for part in info.partitions:
+            row = rows.get(part.partition)
+            if row is not None:
+                if row.lag:
+                    return True
+            elif member.start_at == "earliest" and part.last >= part.first:
+                return True  # the group has not looked at this partition yet
+        return False
+
+    async def stop_work(self, timeout_s: float) -> None:
+        """Stop the members, letting records in flight finish (before modules stop)."""
+        members, self.consumers = self.consumers, []
+        for member in members:
+            await member.stop(timeout_s)
+
+    async def close(self) -> None:
+        """Close the log (after modules stopped)."""
+        log, self.log = self.log, None
+        self._ensured.clear()
+        if log is not None:
+            await log.close()

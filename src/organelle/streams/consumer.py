@@ -1,0 +1,198 @@
+"""One member of a consumer group: a task per partition, one record in flight per partition.
+
+Each task claims the group's next record of its partition, runs the handler
+(within the lease), and commits; a failure is retried with backoff while the
+record keeps its place, and becomes a dead letter after ``max_attempts``, so
+one bad record cannot stall its partition forever. Several members (other
+processes, other nodes on a shared log) split the partitions by lease: a
+member whose lease lapsed is refused on commit and simply claims again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from organelle.errors import OrganelleError
+from organelle.streams.base import Delivery, LeaseLostError, Start, StreamLog
+
+__all__ = ["ConsumerStats", "GroupConsumer"]
+
+log = logging.getLogger("organelle.streams")
+
+Handler = Callable[[Delivery], Awaitable[None]]
+IDLE_MIN_S = 0.005
+IDLE_MAX_S = 0.25
+ERROR_PAUSE_S = 0.5
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    """Counters of one group member, readable from ``Kernel.consumers()``."""
+
+    stream: str
+    group: str
+    module: str
+    handler: str
+    done: int = 0
+    failed: int = 0
+    dead: int = 0
+    lost: int = 0
+    in_flight: int = 0
+    last_error: dict[str, object] | None = field(default=None)
+
+
+class GroupConsumer:
+    """Runs ``handler`` for one group of one stream, in order per partition."""
+
+    def __init__(
+        self,
+        log_: StreamLog,
+        *,
+        stream: str,
+        group: str,
+        partitions: int,
+        handler: Handler,
+        stats: ConsumerStats,
+        start: Start = "earliest",
+        max_attempts: int = 5,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        lease_s: float = 30.0,
+    ) -> None:
+        self.log = log_
+        self.stream = stream
+        self.group = group
+        self.partitions = partitions
+        self.handler = handler
+        self.stats = stats
+        self.start_at = start
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.lease_s = lease_s
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def start(self) -> None:
+        """Start one task per partition."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(p), name=f"organelle-consume-{self.group}-{self.stream}-{p}")
+            for p in range(self.partitions)
+        ]
+
+    def wake(self) -> None:
+        """Something was appended here: look now instead of after the idle pause."""
+        self._wake.set()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Let records in flight finish (up to ``timeout_s``), then cancel; never raises."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _run(self, partition: int) -> None:
+        idle = IDLE_MIN_S
+        while not self._stopping:
+            try:
+                delivery = await self.log.claim(
+                    self.group,
+                    self.stream,
+                    partition,
+                    self.owner,
+                    lease_s=self.lease_s,
+                    start=self.start_at,
+                )
+            except Exception as exc:  # the log is away: say so, pause, try again
+                log.warning("claim on %s/%s failed: %s", self.stream, self.group, exc)
+                await self._pause(ERROR_PAUSE_S)
+                continue
+            if delivery is None:
+                await self._pause(idle)
+                idle = min(idle * 2, IDLE_MAX_S)
+                continue
+            idle = IDLE_MIN_S
+            await self._handle(delivery)
+
+    async def _pause(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        stats = self.stats
+        stats.in_flight += 1
+        try:
+            async with asyncio.timeout(self.lease_s):
+                await self.handler(delivery)
+        except asyncio.CancelledError:
+            await self.log.release(delivery, self.owner)
+            raise
+        except Exception as exc:
+            await self._failed(delivery, exc)
+            return
+        finally:
+            stats.in_flight -= 1
+        try:
+            await self.log.commit(delivery, self.owner)
+            stats.done += 1
+        except LeaseLostError:
+            stats.lost += 1  # another member took over; it runs the record again
+        except Exception as exc:
+            log.warning("commit on %s/%s failed: %s", self.stream, self.group, exc)
+
+    async def _failed(self, delivery: Delivery, exc: BaseException) -> None:
+        stats = self.stats
+        stats.failed += 1
+        error = exc.code if isinstance(exc, OrganelleError) else type(exc).__name__
+        message = f"{error}: {exc}"
+        rec = delivery.record
+        stats.last_error = {
+            "error": message,
+            "partition": rec.partition,
+            "offset": rec.offset,
+            "attempt": delivery.attempt,
+            "ts": time.time(),
+        }
+        if delivery.attempt >= self.max_attempts:
+            log.error(
+                "stream %s group %s: record %d/%d is a dead letter after %d attempts: %s",
+                self.stream,
+                self.group,
+                rec.partition,
+                rec.offset,
+                delivery.attempt,
+                message,
+            )
+            try:
+                await self.log.dead(delivery, self.owner, message)
+                stats.dead += 1
+            except LeaseLostError:
+                stats.lost += 1
+            return
+        log.warning(
+            "stream %s group %s: record %d/%d failed (attempt %d of %d): %s",
+            self.stream,
+            self.group,
+            rec.partition,
+            rec.offset,
+            delivery.attempt,
+            self.max_attempts,
+            message,
+        )
+        delay = min(self.backoff_max_s, self.backoff_s * 2 ** (delivery.attempt - 1))
+        await asyncio.sleep(delay)  # holding the lease keeps the record's place
+        await self.log.release(delivery, self.owner)

@@ -1,0 +1,458 @@
+"""``JetStreamLog``: streams on NATS JetStream, group positions in a KV bucket.
+
+Each organelle stream is a JetStream stream ``<prefix>_<name>`` (file storage)
+with one subject per partition, ``<prefix>.st.<name>.<partition>``; the
+partition count is fixed in its metadata and retention maps onto the limits
+the server enforces itself (``max_age``, ``max_msgs_per_subject``). An offset
+is the record's stream sequence: it grows within a partition and skips the
+others' numbers. An append returns after the PubAck (stored; to survive power
+loss, run R3 or the server with ``sync_interval: always``).
+
+Groups mirror the SQLite backend instead of using JetStream consumers: the
+lease varies per claim and a stalled holder must be refused, which a
+consumer's fixed ``ack_wait`` cannot express. Each (stream, group, partition)
+keeps next offset, owner, lease end and attempts in the KV bucket
+``<prefix>_groups``, changed by compare-and-set, so leases fence across
+processes (lease times use the local clock). A claim fetches "the next message
+on this subject from sequence N", skipping what retention removed. Dead
+letters go to the stream ``<prefix>_DEAD``, one subject per (group, stream,
+partition, offset), so a record dead-lettered twice keeps one letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+
+import msgspec
+from nats.aio.client import Client
+from nats.js import api
+from nats.js.errors import APIError, NoStreamResponseError
+
+from organelle.errors import ConfigError, UnavailableError, ValidationError
+from organelle.streams._jetstream import (
+    IN_USE,
+    META_PARTITIONS,
+    NO_STREAM,
+    Pos,
+    Positions,
+    get_msg,
+    headers_out,
+    letter_in,
+    letter_out,
+    mapped,
+    partition_count,
+    pending,
+    retention,
+    spec_of,
+    to_record,
+)
+from organelle.streams.base import (
+    Delivery,
+    GroupInfo,
+    LeaseLostError,
+    PartitionInfo,
+    Record,
+    Start,
+    StreamInfo,
+    StreamNotFoundError,
+    StreamSpec,
+    check_name,
+    partition_for,
+)
+
+__all__ = ["JetStreamLog"]
+
+_CAS_TRIES = 5
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as ``check_name`` allows
+
+
+class JetStreamLog:
+    """A ``StreamLog`` on NATS JetStream.
+
+    Args:
+        servers: NATS URLs (give every cluster node).
+        prefix: names this log's streams, subjects and bucket; logs with the same
+            prefix on the same server share their data.
+        replicas: JetStream replicas of what this log creates (3 on a cluster).
+        connect_timeout_s: bound on the first connection.
+        op_timeout_s: bound on each JetStream request.
+        clock: wall-clock seconds for leases and dead-letter times.
+        **connect: more ``nats.connect`` options (credentials, TLS, ...).
+    """
+
+    def __init__(
+        self,
+        servers: list[str] | str,
+        *,
+        prefix: str = "ORGANELLE",
+        replicas: int = 1,
+        connect_timeout_s: float = 5.0,
+        op_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        **connect: Any,
+    ) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", prefix):
+            raise ConfigError(f"stream log prefix {prefix!r}: 1-32 letters, digits, '-' or '_'")
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.prefix = prefix
+        self.replicas = replicas
+        self.connect_timeout_s = connect_timeout_s
+        self.op_timeout_s = op_timeout_s
+        self.clock = clock
+        self._connect = connect
+        self._nc: Any = None
+        self._js: Any = None
+        self._pos: Any = None  # Positions, once open
+        self._dead = f"{prefix}_DEAD"
+        self._parts: dict[str, int] = {}  # partition counts never change: cache them
+        self._round_robin = itertools.count()
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> Self:
+        """Connect and create the groups bucket and dead-letter stream if missing."""
+        async with self._lock:
+            if self._nc is None:
+                with mapped():
+                    await self._open()
+        return self
+
+    async def _open(self) -> None:
+        async def quiet(_exc: Exception) -> None:
+            """Failures surface as UnavailableError on the calls they hit."""
+
+        options = {"max_reconnect_attempts": -1, "error_cb": quiet, **self._connect}
+        nc = Client()
+        try:
+            try:  # nats-py keeps trying forever when no server answers the first connect
+                async with asyncio.timeout(self.connect_timeout_s):
+                    await nc.connect(servers=self.servers, **options)
+            except TimeoutError:
+                raise UnavailableError(f"no NATS server answered at {self.servers}") from None
+            js = nc.jetstream(timeout=self.op_timeout_s)
+            self._pos = await Positions.open(js, f"{self.prefix}_groups", self.replicas)
+            dead = api.StreamConfig(
+                name=self._dead,
+                subjects=[f"{self.prefix}.dead.>"],
+                storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
+                max_msgs_per_subject=1,  # one letter per (group, stream, partition, offset)
+            )
+            try:
+                await js.add_stream(dead)
+            except APIError as exc:  # exists, configured otherwise: use it as it is
+                if exc.err_code != IN_USE:
+                    raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
+        self._nc, self._js = nc, js
+
+    async def close(self) -> None:
+        """Close the connection; never raises."""
+        nc, self._nc, self._js, self._pos = self._nc, None, None, None
+        self._parts.clear()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _ready(self) -> Any:
+        if self._js is None:
+            await self.open()
+        return self._js
+
+    # -- names and raw access -----------------------------------------------------------
+    def _name(self, stream: str) -> str:
+        return f"{self.prefix}_{stream}"
+
+    def _subject(self, stream: str, partition: int | str) -> str:
+        return f"{self.prefix}.st.{stream}.{partition}"
+
+    async def _stream_info(self, stream: str, subjects: str | None = None) -> Any:
+        try:
+            check_name("stream", stream)
+        except ValidationError:
+            raise StreamNotFoundError(f"no stream named {stream!r}") from None
+        js = await self._ready()
+        try:
+            return await js.stream_info(self._name(stream), subjects_filter=subjects)
+        except APIError as exc:
+            if exc.err_code == NO_STREAM:
+                self._parts.pop(stream, None)
+                raise StreamNotFoundError(
+                    f"no stream named {stream!r}", details={"stream": stream}
+                ) from exc
+            raise
+
+    async def _partitions(self, stream: str) -> int:
+        parts = self._parts.get(stream)
+        if parts is None:
+            parts = partition_count(stream, (await self._stream_info(stream)).config)
+            self._parts[stream] = parts
+        return parts
+
+    async def _next(self, js_stream: str, seq: int, subject: str) -> Any:
+        """The first message on ``subject`` (wildcards allowed) with sequence >= ``seq``."""
+        await self._ready()
+        ask = {"seq": max(seq, 1), "next_by_subj": subject}
+        return await get_msg(self._nc, js_stream, ask, self.op_timeout_s)
+
+    async def _record(self, stream: str, partition: int, seq: int) -> Record | None:
+        msg = await self._next(self._name(stream), seq, self._subject(stream, partition))
+        return None if msg is None else to_record(stream, partition, msg)
+
+    # -- streams -----------------------------------------------------------------------
+    async def ensure(self, stream: str, spec: StreamSpec) -> StreamSpec:
+        """Create ``stream`` or update its retention; the partition count is fixed."""
+        check_name("stream", stream)
+        with mapped():
+            js = await self._ready()
+            try:
+                config = (await self._stream_info(stream)).config
+            except StreamNotFoundError:
+                config = api.StreamConfig(
+                    name=self._name(stream),
+                    description=f"organelle stream {stream}",
+                    subjects=[self._subject(stream, "*")],
+                    storage=api.StorageType.FILE,
+                    num_replicas=self.replicas,
+                    metadata={META_PARTITIONS: str(spec.partitions)},
+                    **retention(spec),
+                )
+                try:
+                    await js.add_stream(config)
+                except APIError as exc:  # created meanwhile by another process
+                    if exc.err_code != IN_USE:
+                        raise
+                    config = (await self._stream_info(stream)).config
+            have = partition_count(stream, config)
+            if have != spec.partitions:
+                raise ValidationError(
+                    f"stream {stream!r} has {have} partitions, not {spec.partitions}",
+                    errors=[{"field": "partitions", "message": "cannot change"}],
+                )
+            wanted = retention(spec)
+            if any(getattr(config, k) != v for k, v in wanted.items()):
+                await js.update_stream(config.evolve(**wanted))
+            self._parts[stream] = have
+        return spec
+
+    async def append(
+        self,
+        stream: str,
+        data: bytes,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, int]:
+        """Publish one record; return ``(partition, offset)`` once JetStream has stored it."""
+        turn = next(self._round_robin)
+        with mapped():
+            part = partition_for(key, await self._partitions(stream), turn)
+            try:
+                ack = await self._js.publish(
+                    self._subject(stream, part),
+                    data,
+                    headers=headers_out(key, headers),
+                    stream=self._name(stream),
+                )
+            except NoStreamResponseError as exc:  # deleted behind our back
+                self._parts.pop(stream, None)
+                raise StreamNotFoundError(f"no stream named {stream!r}") from exc
+        return part, int(ack.seq)
+
+    async def read(
+        self, stream: str, partition: int, from_offset: int = 0, limit: int = 100
+    ) -> list[Record]:
+        """Retained records of one partition from ``from_offset`` on, in order."""
+        out: list[Record] = []
+        with mapped():
+            await self._partitions(stream)
+            seq = from_offset
+            while len(out) < limit:
+                record = await self._record(stream, partition, seq)
+                if record is None:
+                    break
+                out.append(record)
+                seq = record.offset + 1
+        return out
+
+    # -- groups ------------------------------------------------------------------------
+    async def _position(self, stream: str, partition: int, start: Start) -> int:
+        """Where a new group starts: the first retained record, or after the last."""
+        if start == "earliest":
+            first = await self._record(stream, partition, 1)
+            if first is not None:
+                return first.offset
+        return int((await self._stream_info(stream)).state.last_seq) + 1
+
+    async def claim(
+        self,
+        group: str,
+        stream: str,
+        partition: int,
+        owner: str,
+        *,
+        lease_s: float,
+        start: Start = "earliest",
+    ) -> Delivery | None:
+        """Lease the group's next record of ``partition`` to ``owner`` (or ``None``)."""
+        check_name("group", group)
+        key = Positions.key(group, stream, partition)
+        with mapped():
+            await self._partitions(stream)
+            for _ in range(_CAS_TRIES):  # a lost compare-and-set: look again
+                now = self.clock()
+                loaded = await self._pos.load(key)
+                if loaded is None:
+                    pos, rev = Pos(next=await self._position(stream, partition, start)), None
+                else:
+                    pos, rev = loaded
+                    if pos.owner is not None and pos.owner != owner and pos.until > now:
+                        return None
+                record = await self._record(stream, partition, pos.next)
+                if record is None:
+                    if rev is None and not await self._pos.save(key, pos, None):
+                        continue
+                    return None
+                # What the group pointed at was trimmed away: a new record, a first attempt.
+                attempts = pos.attempts if record.offset == pos.next else 0
+                taken = Pos(
+                    next=record.offset, owner=owner, until=now + lease_s, attempts=attempts + 1
+                )
+                if await self._pos.save(key, taken, rev):
+                    return Delivery(record=record, group=group, attempt=attempts + 1)
+        return None
+
+    async def _held(self, delivery: Delivery, owner: str) -> tuple[str, Pos, int]:
+        rec = delivery.record
+        key = Positions.key(delivery.group, rec.stream, rec.partition)
+        loaded = await self._pos.load(key)
+        if loaded is None or loaded[0].owner != owner or loaded[0].next != rec.offset:
+            raise LeaseLostError(
+                f"group {delivery.group!r} lost partition {rec.partition} of {rec.stream!r}",
+                details={"group": delivery.group, "stream": rec.stream, "offset": rec.offset},
+            )
+        return key, *loaded
+
+    async def _move_past(self, delivery: Delivery, owner: str, letter: bytes | None = None) -> None:
+        """Advance the group past ``delivery`` under ``owner``'s lease, filing ``letter`` first."""
+        rec = delivery.record
+        filed = None
+        await self._ready()
+        try:
+            for _ in range(_CAS_TRIES):
+                key, pos, rev = await self._held(delivery, owner)
+                if letter is not None and filed is None:
+                    subject = f"{self.prefix}.dead.{delivery.group}.{rec.stream}"
+                    filed = await self._js.publish(
+                        f"{subject}.{rec.partition}.{rec.offset}", letter, stream=self._dead
+                    )
+                moved = msgspec.structs.replace(pos, next=rec.offset + 1, attempts=0)
+                if await self._pos.save(key, moved, rev):
+                    return
+            await self._held(delivery, owner)  # raises if someone else took over
+            raise UnavailableError(f"group {delivery.group!r}: position kept changing; retry")
+        except LeaseLostError:
+            if filed is not None:  # the new holder decides about this record
+                with contextlib.suppress(Exception):
+                    await self._js.delete_msg(self._dead, filed.seq)
+            raise
+
+    async def commit(self, delivery: Delivery, owner: str) -> None:
+        """Move the group past ``delivery`` (refused if another owner took over)."""
+        with mapped():
+            await self._move_past(delivery, owner)
+
+    async def release(self, delivery: Delivery, owner: str) -> None:
+        """Drop the lease so the record is claimed again; never raises."""
+        with contextlib.suppress(Exception):  # the lease expires on its own anyway
+            key, pos, rev = await self._held(delivery, owner)
+            await self._pos.save(key, msgspec.structs.replace(pos, owner=None, until=0.0), rev)
+
+    async def dead(self, delivery: Delivery, owner: str, error: str) -> None:
+        """Keep ``delivery`` as a dead letter and move the group past it."""
+        letter = letter_out(delivery.record, error, self.clock())
+        with mapped():
+            await self._move_past(delivery, owner, letter)
+
+    async def dead_letters(
+        self, group: str, stream: str, limit: int = 100
+    ) -> list[dict[str, object]]:
+        """Dead letters of ``group`` on ``stream``, oldest first."""
+        out: list[dict[str, object]] = []
+        if not all(_NAME.fullmatch(n) for n in (group, stream)):
+            return out  # never made: no letters
+        with mapped():
+            seq = 1
+            while len(out) < limit:
+                msg = await self._next(self._dead, seq, f"{self.prefix}.dead.{group}.{stream}.>")
+                if msg is None:
+                    break
+                seq = int(msg["seq"]) + 1
+                out.append(letter_in(msg))
+        return out
+
+    async def seek(self, group: str, stream: str, to: Start | int) -> None:
+        """Set the group's position in every partition (``earliest``/``latest``/an offset)."""
+        check_name("group", group)
+        with mapped():
+            for part in range(await self._partitions(stream)):
+                nxt = to if isinstance(to, int) else await self._position(stream, part, to)
+                await self._pos.put(Positions.key(group, stream, part), Pos(next=nxt))
+
+    async def info(self, stream: str) -> StreamInfo:
+        """Retained range per partition and each group's position and lag."""
+        with mapped():
+            si = await self._stream_info(stream, self._subject(stream, "*"))
+            counts: dict[str, int] = si.state.subjects or {}
+            end = int(si.state.last_seq)
+            parts: list[PartitionInfo] = []
+            for p in range(partition_count(stream, si.config)):
+                first = last = None
+                if counts.get(self._subject(stream, p)):
+                    first = await self._record(stream, p, 1)
+                    ask = {"last_by_subj": self._subject(stream, p)}
+                    last = await get_msg(self._nc, self._name(stream), ask, self.op_timeout_s)
+                parts.append(
+                    PartitionInfo(
+                        partition=p,
+                        first=end + 1 if first is None else first.offset,
+                        last=end if last is None else int(last["seq"]),
+                    )
+                )
+            groups = await self._groups(stream, parts, counts)
+        return StreamInfo(
+            name=stream, spec=spec_of(stream, si.config), partitions=parts, groups=groups
+        )
+
+    async def _groups(
+        self, stream: str, parts: list[PartitionInfo], counts: dict[str, int]
+    ) -> list[GroupInfo]:
+        out = []
+        for group, part, pos in await self._pos.of_stream(stream):
+            rng = next((p for p in parts if p.partition == part), None)
+            if rng is None or pos.next > rng.last:
+                lag = 0
+            elif pos.next <= rng.first:
+                lag = counts.get(self._subject(stream, part), 0)
+            else:
+                lag = await pending(
+                    self._js, self._name(stream), self._subject(stream, part), pos.next
+                )
+            out.append(
+                GroupInfo(
+                    group=group, partition=part, next_offset=pos.next, lag=lag, owner=pos.owner
+                )
+            )
+        return out
+
+    async def trim(self) -> int:
+        """Nothing to do: JetStream applies ``max_records`` on append and ``max_age`` itself."""
+        return 0
