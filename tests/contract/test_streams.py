@@ -257,3 +257,25 @@ async def test_info_reports_ranges_and_lag(factory: Factory) -> None:
     assert (part.first, part.last) == (offs[0], offs[-1])
     (grp,) = [g for g in info.groups if g.group == "g"]
     assert grp.lag == 4
+
+
+async def test_a_batch_is_leased_whole_and_committed_one_by_one(factory: Factory) -> None:
+    log = await factory()
+    await log.ensure("s", StreamSpec())
+    for i in range(5):
+        await log.append("s", str(i).encode())
+    batch = await log.claim_batch("g", "s", 0, "a", lease_s=5, limit=3)
+    assert [d.record.data for d in batch] == [b"0", b"1", b"2"]
+    assert [d.attempt for d in batch] == [1, 1, 1]
+    assert await log.claim_batch("g", "s", 0, "b", lease_s=5, limit=3) == []  # leased
+    await log.commit(batch[0], "a")
+    await log.commit(batch[1], "a")
+    await log.release(batch[2], "a")  # the rest goes back
+    again = await log.claim_batch("g", "s", 0, "b", lease_s=5, limit=10)
+    assert [d.record.data for d in again] == [b"2", b"3", b"4"]
+    assert again[0].attempt == 2  # the released record was delivered before
+    with pytest.raises(LeaseLostError):
+        await log.commit(batch[2], "a")
+    for d in again:
+        await log.commit(d, "b")
+    assert await log.claim_batch("g", "s", 0, "b", lease_s=5, limit=10) == []

@@ -190,10 +190,14 @@ class Positions:
     """Group positions in a KV bucket, one key per (stream, group, partition).
 
     Every change but ``put`` is a compare-and-set on the entry's revision.
+    The last entry read or written is remembered, so a holder committing
+    record after record tries its compare-and-set without reading first; a
+    stale memory only costs a failed set and a fresh read.
     """
 
     def __init__(self, js: Any, kv: Any, bucket: str) -> None:
         self._js, self._kv, self._bucket = js, kv, bucket
+        self._known: dict[str, tuple[Pos, int]] = {}
 
     @classmethod
     async def open(cls, js: Any, bucket: str, replicas: int) -> Positions:
@@ -213,23 +217,32 @@ class Positions:
         """The entry of a group's partition (names hold no dots)."""
         return f"{stream}.{group}.{partition}"
 
+    def known(self, key: str) -> tuple[Pos, int] | None:
+        """The entry as this process last read or wrote it (may be stale)."""
+        return self._known.get(key)
+
     async def load(self, key: str) -> tuple[Pos, int] | None:
         """The entry and its revision, or ``None``."""
         try:
             entry = await self._kv.get(key)
         except KeyNotFoundError:
+            self._known.pop(key, None)
             return None
-        return _pos_dec.decode(entry.value), int(entry.revision)
+        loaded = _pos_dec.decode(entry.value), int(entry.revision)
+        self._known[key] = loaded
+        return loaded
 
     async def save(self, key: str, pos: Pos, rev: int | None) -> bool:
         """Write ``pos`` unless the entry changed since ``rev`` (``None``: absent)."""
         try:
             if rev is None:
-                await self._kv.create(key, _pos_enc.encode(pos))
+                new = await self._kv.create(key, _pos_enc.encode(pos))
             else:
-                await self._kv.update(key, _pos_enc.encode(pos), last=rev)
+                new = await self._kv.update(key, _pos_enc.encode(pos), last=rev)
         except KeyWrongLastSequenceError:
+            self._known.pop(key, None)
             return False
+        self._known[key] = (pos, int(new))
         return True
 
     async def put(self, key: str, pos: Pos) -> None:

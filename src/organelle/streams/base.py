@@ -98,11 +98,16 @@ class Record:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Delivery:
-    """A record handed to a group's consumer; ``attempt`` counts its deliveries (1-based)."""
+    """A record handed to a group's consumer; ``attempt`` counts its deliveries (1-based).
+
+    ``lease_s`` is the lease it was claimed under: each commit renews it, so a
+    member working through a claimed batch keeps the partition.
+    """
 
     record: Record
     group: str
     attempt: int
+    lease_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,16 +211,40 @@ class StreamLog(Protocol):
         """
         ...
 
+    async def claim_batch(
+        self,
+        group: str,
+        stream: str,
+        partition: int,
+        owner: str,
+        *,
+        lease_s: float,
+        start: Start = "earliest",
+        limit: int = 1,
+    ) -> list[Delivery]:
+        """Like ``claim``, but up to ``limit`` consecutive records under one lease.
+
+        Commit them one by one, in order; releasing gives back the rest. Only
+        the first can be a redelivery (its ``attempt`` counts); the others
+        come with ``attempt`` 1.
+        """
+        ...
+
     async def commit(self, delivery: Delivery, owner: str) -> None:
-        """Done with ``delivery``: the group moves past it.
+        """Done with ``delivery``: the group moves past it (and the lease is renewed).
 
         Raises:
             LeaseLostError: another owner holds the partition now.
         """
         ...
 
-    async def release(self, delivery: Delivery, owner: str) -> None:
-        """Give the lease back without moving (the record comes again); never raises."""
+    async def release(self, delivery: Delivery, owner: str, *, attempted: bool = True) -> None:
+        """Give the lease back without moving (the record comes again); never raises.
+
+        The record counts as delivered ``delivery.attempt`` times, or one less
+        when it was handed back unstarted (``attempted=False``, e.g. the rest
+        of a batch at shutdown), so the next ``attempt`` is right either way.
+        """
         ...
 
     async def dead(self, delivery: Delivery, owner: str, error: str) -> None:

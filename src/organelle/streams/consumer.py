@@ -1,9 +1,11 @@
 """One member of a consumer group: a task per partition, one record in flight per partition.
 
-Each task claims the group's next record of its partition, runs the handler
-(within the lease), and commits; a failure is retried with backoff while the
-record keeps its place, and becomes a dead letter after ``max_attempts``, so
-one bad record cannot stall its partition forever. Several members (other
+Each task claims the group's next records of its partition (a batch under one
+lease, so a busy partition costs one claim per batch, not per record), runs
+the handler on each in order (within the lease), and commits each; a failure
+is retried with backoff while the record keeps its place, and becomes a dead
+letter after ``max_attempts``, so one bad record cannot stall its partition
+forever. Several members (other
 processes, other nodes on a shared log) split the partitions by lease: a
 member whose lease lapsed is refused on commit and simply claims again.
 """
@@ -64,8 +66,10 @@ class GroupConsumer:
         backoff_s: float = 0.5,
         backoff_max_s: float = 30.0,
         lease_s: float = 30.0,
+        batch: int = 32,
     ) -> None:
         self.log = log_
+        self.batch = batch
         self.stream = stream
         self.group = group
         self.partitions = partitions
@@ -89,6 +93,11 @@ class GroupConsumer:
             for p in range(self.partitions)
         ]
 
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called (records not started yet are given back)."""
+        return self._stopping
+
     def wake(self) -> None:
         """Something was appended here: look now instead of after the idle pause."""
         self._wake.set()
@@ -108,31 +117,38 @@ class GroupConsumer:
         idle = IDLE_MIN_S
         while not self._stopping:
             try:
-                delivery = await self.log.claim(
+                batch = await self.log.claim_batch(
                     self.group,
                     self.stream,
                     partition,
                     self.owner,
                     lease_s=self.lease_s,
                     start=self.start_at,
+                    limit=self.batch,
                 )
-            except Exception as exc:  # the log is away: say so, pause, try again
+            except Exception as exc:  # the log is away: say so, pause, retry
                 log.warning("claim on %s/%s failed: %s", self.stream, self.group, exc)
                 await self._pause(ERROR_PAUSE_S)
                 continue
-            if delivery is None:
+            if not batch:
                 await self._pause(idle)
                 idle = min(idle * 2, IDLE_MAX_S)
                 continue
             idle = IDLE_MIN_S
-            await self._handle(delivery)
+            for i, delivery in enumerate(batch):
+                if self.stopping:  # give the rest back for another member
+                    await self.log.release(delivery, self.owner, attempted=False)
+                    break
+                if not await self._handle(delivery) and i + 1 < len(batch):
+                    break  # released for a retry, or the lease is gone: claim afresh
 
     async def _pause(self, seconds: float) -> None:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _handle(self, delivery: Delivery) -> None:
+    async def _handle(self, delivery: Delivery) -> bool:
+        """Run one record; ``True`` when the group moved past it under our lease."""
         stats = self.stats
         stats.in_flight += 1
         try:
@@ -141,20 +157,22 @@ class GroupConsumer:
         except asyncio.CancelledError:
             await self.log.release(delivery, self.owner)
             raise
-        except Exception as exc:
-            await self._failed(delivery, exc)
-            return
+        except Exception as exc:  # any failure: retried, then dead
+            return await self._failed(delivery, exc)
         finally:
             stats.in_flight -= 1
         try:
             await self.log.commit(delivery, self.owner)
-            stats.done += 1
         except LeaseLostError:
             stats.lost += 1  # another member took over; it runs the record again
-        except Exception as exc:
+            return False
+        except Exception as exc:  # not committed: the record comes again
             log.warning("commit on %s/%s failed: %s", self.stream, self.group, exc)
+            return False
+        stats.done += 1
+        return True
 
-    async def _failed(self, delivery: Delivery, exc: BaseException) -> None:
+    async def _failed(self, delivery: Delivery, exc: BaseException) -> bool:
         stats = self.stats
         stats.failed += 1
         error = exc.code if isinstance(exc, OrganelleError) else type(exc).__name__
@@ -179,10 +197,11 @@ class GroupConsumer:
             )
             try:
                 await self.log.dead(delivery, self.owner, message)
-                stats.dead += 1
             except LeaseLostError:
                 stats.lost += 1
-            return
+                return False
+            stats.dead += 1
+            return True
         log.warning(
             "stream %s group %s: record %d/%d failed (attempt %d of %d): %s",
             self.stream,
@@ -196,3 +215,4 @@ class GroupConsumer:
         delay = min(self.backoff_max_s, self.backoff_s * 2 ** (delivery.attempt - 1))
         await asyncio.sleep(delay)  # holding the lease keeps the record's place
         await self.log.release(delivery, self.owner)
+        return False

@@ -303,6 +303,23 @@ class JetStreamLog:
         start: Start = "earliest",
     ) -> Delivery | None:
         """Lease the group's next record of ``partition`` to ``owner`` (or ``None``)."""
+        got = await self.claim_batch(
+            group, stream, partition, owner, lease_s=lease_s, start=start, limit=1
+        )
+        return got[0] if got else None
+
+    async def claim_batch(
+        self,
+        group: str,
+        stream: str,
+        partition: int,
+        owner: str,
+        *,
+        lease_s: float,
+        start: Start = "earliest",
+        limit: int = 1,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` of the group's next records of ``partition`` to ``owner``."""
         check_name("group", group)
         key = Positions.key(group, stream, partition)
         with mapped():
@@ -315,26 +332,45 @@ class JetStreamLog:
                 else:
                     pos, rev = loaded
                     if pos.owner is not None and pos.owner != owner and pos.until > now:
-                        return None
-                record = await self._record(stream, partition, pos.next)
-                if record is None:
+                        return []
+                records: list[Record] = []
+                seq = pos.next
+                while len(records) < max(1, limit):
+                    record = await self._record(stream, partition, seq)
+                    if record is None:
+                        break
+                    records.append(record)
+                    seq = record.offset + 1
+                if not records:
                     if rev is None and not await self._pos.save(key, pos, None):
                         continue
-                    return None
+                    return []
                 # What the group pointed at was trimmed away: a new record, a first attempt.
-                attempts = pos.attempts if record.offset == pos.next else 0
+                attempts = pos.attempts if records[0].offset == pos.next else 0
                 taken = Pos(
-                    next=record.offset, owner=owner, until=now + lease_s, attempts=attempts + 1
+                    next=records[0].offset, owner=owner, until=now + lease_s, attempts=attempts + 1
                 )
                 if await self._pos.save(key, taken, rev):
-                    return Delivery(record=record, group=group, attempt=attempts + 1)
-        return None
+                    return [
+                        Delivery(
+                            record=r,
+                            group=group,
+                            attempt=attempts + 1 if i == 0 else 1,
+                            lease_s=lease_s,
+                        )
+                        for i, r in enumerate(records)
+                    ]
+        return []
 
-    async def _held(self, delivery: Delivery, owner: str) -> tuple[str, Pos, int]:
+    async def _held(
+        self, delivery: Delivery, owner: str, *, fresh: bool = True
+    ) -> tuple[str, Pos, int]:
         rec = delivery.record
         key = Positions.key(delivery.group, rec.stream, rec.partition)
-        loaded = await self._pos.load(key)
-        if loaded is None or loaded[0].owner != owner or loaded[0].next != rec.offset:
+        loaded = None if fresh else self._pos.known(key)
+        if loaded is None or loaded[0].owner != owner or loaded[0].next > rec.offset:
+            loaded = await self._pos.load(key)
+        if loaded is None or loaded[0].owner != owner or loaded[0].next > rec.offset:
             raise LeaseLostError(
                 f"group {delivery.group!r} lost partition {rec.partition} of {rec.stream!r}",
                 details={"group": delivery.group, "stream": rec.stream, "offset": rec.offset},
@@ -347,14 +383,20 @@ class JetStreamLog:
         filed = None
         await self._ready()
         try:
-            for _ in range(_CAS_TRIES):
-                key, pos, rev = await self._held(delivery, owner)
+            for attempt in range(_CAS_TRIES):
+                # First with what we last wrote (no read); a lost set reads afresh.
+                key, pos, rev = await self._held(delivery, owner, fresh=attempt > 0)
                 if letter is not None and filed is None:
                     subject = f"{self.prefix}.dead.{delivery.group}.{rec.stream}"
                     filed = await self._js.publish(
                         f"{subject}.{rec.partition}.{rec.offset}", letter, stream=self._dead
                     )
-                moved = msgspec.structs.replace(pos, next=rec.offset + 1, attempts=0)
+                moved = msgspec.structs.replace(
+                    pos,
+                    next=rec.offset + 1,
+                    attempts=0,
+                    until=self.clock() + delivery.lease_s,
+                )
                 if await self._pos.save(key, moved, rev):
                     return
             await self._held(delivery, owner)  # raises if someone else took over
@@ -370,11 +412,17 @@ class JetStreamLog:
         with mapped():
             await self._move_past(delivery, owner)
 
-    async def release(self, delivery: Delivery, owner: str) -> None:
+    async def release(self, delivery: Delivery, owner: str, *, attempted: bool = True) -> None:
         """Drop the lease so the record is claimed again; never raises."""
+        count = delivery.attempt if attempted else delivery.attempt - 1
         with contextlib.suppress(Exception):  # the lease expires on its own anyway
             key, pos, rev = await self._held(delivery, owner)
-            await self._pos.save(key, msgspec.structs.replace(pos, owner=None, until=0.0), rev)
+            attempts = count if pos.next == delivery.record.offset else pos.attempts
+            await self._pos.save(
+                key,
+                msgspec.structs.replace(pos, owner=None, until=0.0, attempts=attempts),
+                rev,
+            )
 
     async def dead(self, delivery: Delivery, owner: str, error: str) -> None:
         """Keep ``delivery`` as a dead letter and move the group past it."""

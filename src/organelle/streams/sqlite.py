@@ -229,9 +229,26 @@ class SqliteStreamLog:
         start: Start = "earliest",
     ) -> Delivery | None:
         """Lease the group's next record of ``partition`` to ``owner`` (or ``None``)."""
+        got = await self.claim_batch(
+            group, stream, partition, owner, lease_s=lease_s, start=start, limit=1
+        )
+        return got[0] if got else None
+
+    async def claim_batch(
+        self,
+        group: str,
+        stream: str,
+        partition: int,
+        owner: str,
+        *,
+        lease_s: float,
+        start: Start = "earliest",
+        limit: int = 1,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` of the group's next records of ``partition`` to ``owner``."""
         check_name("group", group)
 
-        def op(c: sqlite3.Connection) -> Delivery | None:
+        def op(c: sqlite3.Connection) -> list[Delivery]:
             now = self.clock()
             g = c.execute(
                 "SELECT next_off, owner, lease_until, attempts FROM org_stream_groups"
@@ -250,33 +267,46 @@ class SqliteStreamLog:
             else:
                 nxt, holder, until, attempts = g
                 if holder is not None and holder != owner and until > now:
-                    return None
-            row = c.execute(
+                    return []
+            rows = c.execute(
                 f"SELECT {_REC_COLS} FROM org_stream_records"  # noqa: S608 - constant columns
-                " WHERE stream = ? AND part = ? AND off >= ? ORDER BY off LIMIT 1",
-                (stream, partition, nxt),
-            ).fetchone()
-            if row is None:
-                return None
-            record = _record(stream, row)
-            if record.offset != nxt:  # what it pointed at was trimmed away
+                " WHERE stream = ? AND part = ? AND off >= ? ORDER BY off LIMIT ?",
+                (stream, partition, nxt, max(1, limit)),
+            ).fetchall()
+            if not rows:
+                return []
+            records = [_record(stream, r) for r in rows]
+            if records[0].offset != nxt:  # what it pointed at was trimmed away
                 attempts = 0
             c.execute(
                 "UPDATE org_stream_groups SET next_off = ?, owner = ?, lease_until = ?,"
                 " attempts = ? WHERE grp = ? AND stream = ? AND part = ?",
-                (record.offset, owner, now + lease_s, attempts + 1, group, stream, partition),
+                (records[0].offset, owner, now + lease_s, attempts + 1, group, stream, partition),
             )
-            return Delivery(record=record, group=group, attempt=attempts + 1)
+            return [
+                Delivery(
+                    record=r, group=group, attempt=attempts + 1 if i == 0 else 1, lease_s=lease_s
+                )
+                for i, r in enumerate(records)
+            ]
 
-        result: Delivery | None = await self._run(op, WRITE)
+        result: list[Delivery] = await self._run(op, WRITE)
         return result
 
     def _move_past(self, c: sqlite3.Connection, delivery: Delivery, owner: str) -> None:
         rec = delivery.record
         done = c.execute(
-            "UPDATE org_stream_groups SET next_off = ?, attempts = 0"
-            " WHERE grp = ? AND stream = ? AND part = ? AND owner = ? AND next_off = ?",
-            (rec.offset + 1, delivery.group, rec.stream, rec.partition, owner, rec.offset),
+            "UPDATE org_stream_groups SET next_off = ?, attempts = 0, lease_until = ?"
+            " WHERE grp = ? AND stream = ? AND part = ? AND owner = ? AND next_off <= ?",
+            (
+                rec.offset + 1,
+                self.clock() + delivery.lease_s,
+                delivery.group,
+                rec.stream,
+                rec.partition,
+                owner,
+                rec.offset,
+            ),
         ).rowcount
         if not done:
             raise LeaseLostError(
@@ -288,15 +318,17 @@ class SqliteStreamLog:
         """Move the group past ``delivery`` (refused if another owner took over)."""
         await self._run(lambda c: self._move_past(c, delivery, owner), WRITE)
 
-    async def release(self, delivery: Delivery, owner: str) -> None:
+    async def release(self, delivery: Delivery, owner: str, *, attempted: bool = True) -> None:
         """Drop the lease so the record is claimed again; never raises."""
         rec = delivery.record
+        count = delivery.attempt if attempted else delivery.attempt - 1
 
         def op(c: sqlite3.Connection) -> None:
             c.execute(
-                "UPDATE org_stream_groups SET lease_until = 0, owner = NULL"
+                "UPDATE org_stream_groups SET lease_until = 0, owner = NULL,"
+                " attempts = CASE WHEN next_off = ? THEN ? ELSE attempts END"
                 " WHERE grp = ? AND stream = ? AND part = ? AND owner = ?",
-                (delivery.group, rec.stream, rec.partition, owner),
+                (rec.offset, count, delivery.group, rec.stream, rec.partition, owner),
             )
 
         with contextlib.suppress(Exception):  # the lease expires on its own anyway
