@@ -17,12 +17,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from organelle.gateway._aggregate import AggregateEndpoint
 from organelle.gateway._endpoint import Endpoint
 from organelle.gateway._openapi import build_openapi
 from organelle.gateway._stream import EventHub, StreamEndpoint
+from organelle.gateway._websocket import WebSocketEndpoint
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -93,6 +94,12 @@ def build_app(
         routes.append(
             Route(stream_path, StreamEndpoint(rt, hub, cfg.stream, rbac), methods=["GET"])
         )
+        if cfg.stream.websocket_path:
+            routes.append(
+                WebSocketRoute(
+                    cfg.stream.websocket_path, WebSocketEndpoint(rt, hub, cfg.stream, rbac)
+                )
+            )
     if cfg.docs:
         spec = msgspec.json.encode(build_openapi(entries, cfg, stream_path=stream_path))
         page = resources.files("organelle.gateway").joinpath("static/docs.html").read_text()

@@ -6,9 +6,10 @@ connected clients whose patterns match it *and* the configured allow-list.
 A client that falls ``queue_size`` events behind is disconnected rather than
 slowing the event bus down: the bus never waits for a browser.
 
-SSE rather than WebSocket: it is plain HTTP, so it goes through the same
-authentication (``Authorization`` header), rate limits and proxies as every
-route, needs no extra server dependency, and the stream is one-way anyway.
+SSE is plain HTTP, so it goes through the same authentication
+(``Authorization`` header), rate limits and proxies as every route. The same
+hub also feeds WebSocket clients (``_websocket.py``), who can change their
+topics while connected.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ if TYPE_CHECKING:
     from organelle.gateway._runtime import Runtime
     from organelle.gateway.config import StreamConfig
 
-__all__ = ["EventHub", "StreamEndpoint"]
+__all__ = ["END", "MAX_PATTERNS", "Client", "EventHub", "StreamEndpoint", "check_patterns"]
 
-_END = object()
+END = object()
 MAX_PATTERNS = 32
 
 
-class _Client:
+class Client:
+    """One connected stream: its topic patterns and its bounded queue of ``(topic, json)``."""
+
     __slots__ = ("patterns", "queue")
 
     def __init__(self, patterns: tuple[str, ...], size: int) -> None:
@@ -52,14 +55,14 @@ class EventHub:
     def __init__(self, allowed: list[str], queue_size: int) -> None:
         self.allowed = tuple(allowed)
         self.queue_size = queue_size
-        self.clients: set[_Client] = set()
+        self.clients: set[Client] = set()
         self._encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
 
     def publish(self, topic: str, payload: Any) -> None:
         """Queue ``(topic, payload)`` for every client that may and wants to see it."""
         if not self.clients or not any(matches(p, topic) for p in self.allowed):
             return
-        frame: bytes | None = None
+        frame: tuple[str, bytes] | None = None
         for client in list(self.clients):
             if any(matches(p, topic) for p in client.patterns):
                 if frame is None:
@@ -67,17 +70,17 @@ class EventHub:
                         data = self._encode(payload)
                     except (TypeError, ValueError, NotImplementedError):
                         data = b"null"
-                    frame = b"event: " + topic.encode() + b"\ndata: " + data + b"\n\n"
+                    frame = (topic, data)
                 try:
                     client.queue.put_nowait(frame)
                 except asyncio.QueueFull:
                     self._drop(client)
 
-    def _drop(self, client: _Client) -> None:
+    def _drop(self, client: Client) -> None:
         self.clients.discard(client)
         while not client.queue.empty():
             client.queue.get_nowait()
-        client.queue.put_nowait(_END)
+        client.queue.put_nowait(END)
 
     def close(self) -> None:
         """End every stream (the gateway is stopping)."""
@@ -100,30 +103,26 @@ class StreamEndpoint:
             raise ForbiddenError("no topics are open for streaming")
         raw = [v for k, v in parse_qsl(query_string.decode("latin-1")) if k == "topics"]
         patterns = tuple(p for value in raw for p in value.split(",") if p)
-        if not patterns or len(patterns) > MAX_PATTERNS:
+        if not patterns:
             raise ValidationError(
                 "give 1 to 32 topic patterns as ?topics=a.*,b.>",
                 errors=[{"field": "topics", "message": "1 to 32 patterns"}],
             )
-        for pattern in patterns:
-            reason = pattern_error(pattern)
-            if reason is not None:
-                raise ValidationError(reason, errors=[{"field": "topics", "message": reason}])
-        return patterns
+        return check_patterns(patterns)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             principal = await self.rt.authenticate(scope, headers)
             require_roles(principal, self.roles, self.rbac, "the event stream")
-            client = _Client(self._patterns(scope["query_string"]), self.hub.queue_size)
+            client = Client(self._patterns(scope["query_string"]), self.hub.queue_size)
         except Exception as exc:
             status, extra, body = error_response(exc)
             await send_json(send, status, body, extra)
             return
         await self._stream(client, receive, send)
 
-    async def _stream(self, client: _Client, receive: Receive, send: Send) -> None:
+    async def _stream(self, client: Client, receive: Receive, send: Send) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -156,9 +155,11 @@ class StreamEndpoint:
                         )
                     continue
                 frame = getter.result()
-                if frame is _END:
+                if frame is END:
                     break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                topic, data = frame
+                body = b"event: " + topic.encode() + b"\ndata: " + data + b"\n\n"
+                await send({"type": "http.response.body", "body": body, "more_body": True})
             if not gone.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
@@ -168,6 +169,20 @@ class StreamEndpoint:
             gone.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await gone
+
+
+def check_patterns(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """At most ``MAX_PATTERNS`` valid topic patterns, else ``ValidationError``."""
+    if len(patterns) > MAX_PATTERNS:
+        raise ValidationError(
+            f"at most {MAX_PATTERNS} topic patterns per stream",
+            errors=[{"field": "topics", "message": f"1 to {MAX_PATTERNS} patterns"}],
+        )
+    for pattern in patterns:
+        reason = pattern_error(pattern) if isinstance(pattern, str) else "not a string"
+        if reason is not None:
+            raise ValidationError(reason, errors=[{"field": "topics", "message": reason}])
+    return patterns
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -64,10 +64,12 @@ class ResilienceConfig(_Strict):
 
 
 class StreamConfig(_Strict):
-    """Server-sent events: ``GET <path>?topics=a.*,b.>`` streams matching events."""
+    """Events to clients: SSE at ``GET <path>?topics=a.*,b.>``, WebSocket at ``websocket_path``."""
 
     enabled: bool = True
     path: str = "/events"
+    websocket_path: str | None = "/events/ws"
+    """The WebSocket endpoint (subscribe / unsubscribe while connected); empty: off."""
     roles: list[str] = Field(default_factory=list)
     topics: list[str] = Field(default_factory=list)
     """Allow-list of topic patterns a client may receive (empty: nothing is streamed)."""
