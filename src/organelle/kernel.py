@@ -129,6 +129,7 @@ class Kernel(Supervision, Calls):
         self.wrap_store: Callable[[Store], Store] | None = None
         self._accepting = False
         self._running = False
+        self.started_at: float | None = None  # wall clock when start() finished; None when stopped
         self._inflight = 0
         self._lock = asyncio.Lock()
         self._jobhost = JobHost(self)
@@ -570,6 +571,7 @@ class Kernel(Supervision, Calls):
                 await self._bus.stop()
                 raise
             self._accepting = True
+            self.started_at = time.time()
             log.info("kernel started with %d modules", len(self._records))
 
     async def stop(self) -> None:
@@ -598,6 +600,7 @@ class Kernel(Supervision, Calls):
             await self._bus.stop()
             await self._close_store()
             self._running = False
+            self.started_at = None
             log.info("kernel stopped")
 
     def _local_deps(self, rec: Record) -> tuple[Dependency, ...]:

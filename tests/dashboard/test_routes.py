@@ -44,7 +44,7 @@ async def test_page_and_assets_have_their_content_types_and_no_outside_sources()
     assert 'href="/_dashboard/dashboard.css"' in page.text
     assert 'data-base="/_dashboard" data-refresh-ms="2000"' in page.text
     assert "innerHTML" not in script.text.replace("(never innerHTML)", "")
-    for section in ("overview", "modules", "rpc", "events", "jobs", "nodes", "config"):
+    for section in ("overview", "modules", "rpc", "events", "jobs", "streams", "nodes", "config"):
         assert f'<section id="{section}">' in page.text
 
 

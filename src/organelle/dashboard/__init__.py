@@ -9,7 +9,7 @@ Switched on in the gateway's config, never by itself::
     refresh_s = 2.0
 
 Everything it shows comes from the kernel's introspection API — modules,
-subscriptions, RPC call stats, jobs, the cluster registry, health, and the
+subscriptions, RPC call stats, jobs, streams, the cluster registry, health, and the
 config with secrets masked. It changes nothing. See docs/dashboard.md.
 """
 

@@ -53,8 +53,6 @@ class KernelViews:
     def __init__(self, kernel: Kernel, *, refresh_s: float) -> None:
         self.kernel = kernel
         self.refresh_s = refresh_s
-        self.started_at = time.time()
-        self._t0 = time.monotonic()
         self._was_accepting = False
         self._host = socket.gethostname()
         kernel.enable_call_stats(BOUNDS_S)
@@ -69,10 +67,16 @@ class KernelViews:
         return "draining" if self._was_accepting else "starting"
 
     def overview(self) -> Overview:
-        """``/api/overview``: node, uptime, whether it takes work, what it runs."""
+        """``/api/overview``: node, uptime, whether it takes work, what it runs.
+
+        Uptime counts from ``kernel.started_at`` (the end of ``Kernel.start()``),
+        not from the gateway's start, so it is the node's; ``None`` until then.
+        """
         kernel = self.kernel
         infos = kernel.modules().values()
         state = self._state()
+        now = time.time()
+        started = kernel.started_at
         return Overview(
             node=this_node(kernel),
             host=self._host,
@@ -81,9 +85,9 @@ class KernelViews:
             python=platform.python_version(),
             state=state,
             accepting=state == "serving",
-            started_at=self.started_at,
-            uptime_s=round(time.monotonic() - self._t0, 3),
-            now=time.time(),
+            started_at=started,
+            uptime_s=None if started is None else round(max(0.0, now - started), 3),
+            now=now,
             transport=mask_url(kernel.settings.transport),
             storage=mask_url(kernel.settings.storage),
             modules=len(infos),

@@ -32,13 +32,13 @@ def this_node(kernel: Kernel) -> str:
     return kernel.settings.node or f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _local(kernel: Kernel, name: str, started_at: float) -> NodeView:
+def _local(kernel: Kernel, name: str) -> NodeView:
     now = time.time()
     return NodeView(
         node=name,
         host=socket.gethostname(),
         pid=os.getpid(),
-        started=started_at,
+        started=now if kernel.started_at is None else kernel.started_at,
         last_seen=now,
         alive=kernel.running,
         local=True,
@@ -68,12 +68,12 @@ def _view(info: Any, me: str, now: float) -> NodeView:
     )
 
 
-async def list_nodes(kernel: Kernel, started_at: float) -> NodesView:
+async def list_nodes(kernel: Kernel) -> NodesView:
     """``/api/nodes``: every live node with its modules, this one marked ``local``."""
     me = this_node(kernel)
     lister = getattr(kernel._transport, "nodes", None)
     if lister is None:
-        return NodesView(clustered=False, this=me, nodes=[_local(kernel, me, started_at)])
+        return NodesView(clustered=False, this=me, nodes=[_local(kernel, me)])
     try:
         async with asyncio.timeout(REGISTRY_TIMEOUT_S):
             found = await lister()
@@ -82,9 +82,9 @@ async def list_nodes(kernel: Kernel, started_at: float) -> NodesView:
         return NodesView(
             clustered=True,
             this=me,
-            nodes=[_local(kernel, me, started_at)],
+            nodes=[_local(kernel, me)],
             error=f"the cluster registry could not be read: {reason}",
         )
     now = time.time()
-    views = [_view(n, me, now) for n in found] or [_local(kernel, me, started_at)]
+    views = [_view(n, me, now) for n in found] or [_local(kernel, me)]
     return NodesView(clustered=True, this=me, nodes=views)

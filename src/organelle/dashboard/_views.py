@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "DeadCountView",
     "DeadLetterView",
     "DeadLettersView",
     "EventsView",
@@ -26,6 +27,13 @@ __all__ = [
     "Overview",
     "RpcTable",
     "RpcView",
+    "StreamGroupView",
+    "StreamMemberView",
+    "StreamPartitionView",
+    "StreamPositionView",
+    "StreamSpecView",
+    "StreamView",
+    "StreamsView",
     "SubscriptionView",
     "WorkerView",
 ]
@@ -42,9 +50,9 @@ class Overview(msgspec.Struct, kw_only=True, frozen=True):
     state: str
     """``starting``, ``serving``, ``draining`` or ``stopped``."""
     accepting: bool
-    started_at: float
-    """Wall-clock seconds when the gateway (the last module to start) started."""
-    uptime_s: float
+    started_at: float | None
+    """Wall-clock seconds when ``Kernel.start()`` finished; ``None`` until it has."""
+    uptime_s: float | None
     now: float
     transport: str
     storage: str
@@ -206,3 +214,78 @@ class NodesView(msgspec.Struct, kw_only=True, frozen=True):
     this: str
     nodes: list[NodeView]
     error: str | None = None
+
+
+class StreamSpecView(msgspec.Struct, kw_only=True, frozen=True):
+    """A stream's layout and retention (``None``: unbounded)."""
+
+    partitions: int
+    max_age_s: float | None
+    max_records: int | None
+
+
+class StreamPartitionView(msgspec.Struct, kw_only=True, frozen=True):
+    """A partition's retained offsets (``first > last``: empty)."""
+
+    partition: int
+    first: int
+    last: int
+
+
+class StreamPositionView(msgspec.Struct, kw_only=True, frozen=True):
+    """Where a group stands in one partition; ``owner`` holds (or last held) its lease."""
+
+    partition: int
+    next_offset: int
+    lag: int
+    owner: str | None
+
+
+class StreamMemberView(msgspec.Struct, kw_only=True, frozen=True):
+    """One ``@consume`` member on this node, counted since it started."""
+
+    module: str
+    handler: str
+    done: int
+    failed: int
+    dead: int
+    lost: int
+    in_flight: int
+    last_error: dict[str, Any] | None
+
+
+class DeadCountView(msgspec.Struct, kw_only=True, frozen=True):
+    """Dead letters counted up to a cap; ``more``: the cap was passed."""
+
+    count: int
+    more: bool
+
+
+class StreamGroupView(msgspec.Struct, kw_only=True, frozen=True):
+    """A consumer group of a stream: its positions, this node's members, its dead letters."""
+
+    group: str
+    lag: int | None
+    """Summed over the partitions the group has positions in; ``None``: the log was not read."""
+    positions: list[StreamPositionView]
+    members: list[StreamMemberView]
+    """Empty when the group runs on other nodes only."""
+    dead_letters: DeadCountView | None
+    """``None`` when the log could not be read."""
+
+
+class StreamView(msgspec.Struct, kw_only=True, frozen=True):
+    """One stream a local ``@consume`` member reads; ``error`` says why the log was not read."""
+
+    stream: str
+    spec: StreamSpecView | None
+    partitions: list[StreamPartitionView]
+    groups: list[StreamGroupView]
+    error: str | None = None
+
+
+class StreamsView(msgspec.Struct, kw_only=True, frozen=True):
+    """``GET <path>/api/streams``; ``enabled`` is false when this node has no stream log."""
+
+    enabled: bool
+    streams: list[StreamView]

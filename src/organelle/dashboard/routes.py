@@ -19,6 +19,7 @@ from organelle.dashboard._http import ApiEndpoint, Query, StaticFile, View, int_
 from organelle.dashboard._jobs import MAX_PAGE, dead_letters, jobs_summary
 from organelle.dashboard._kernel import KernelViews
 from organelle.dashboard._nodes import list_nodes
+from organelle.dashboard._streams import streams_summary
 from organelle.health import Health
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ API_VIEWS = (
     "events",
     "jobs",
     "jobs/dead",
+    "streams",
     "nodes",
     "config",
 )
@@ -83,6 +85,7 @@ class _Api:
             "events": self.events,
             "jobs": self.jobs,
             "jobs/dead": self.dead,
+            "streams": self.streams,
             "nodes": self.nodes,
             "config": self.config,
             "": self.index,
@@ -114,8 +117,11 @@ class _Api:
         offset = int_param(query, "offset", default=0, low=0, high=10**9)
         return await dead_letters(self.kernel, limit=limit, offset=offset)
 
+    async def streams(self, _: Query) -> Any:
+        return await streams_summary(self.kernel)
+
     async def nodes(self, _: Query) -> Any:
-        return await list_nodes(self.kernel, self.views.started_at)
+        return await list_nodes(self.kernel)
 
     async def config(self, _: Query) -> Any:
         return self.views.config()

@@ -6,7 +6,7 @@
   const BASE = document.body.dataset.base || "";
   const REFRESH_MS = Math.max(250, Number(document.body.dataset.refreshMs) || 2000);
   const KEY = "organelle.dashboard.authorization";
-  const VIEWS = ["overview", "health", "modules", "rpc", "events", "jobs", "nodes", "config"];
+  const VIEWS = ["overview", "health", "modules", "rpc", "events", "jobs", "streams", "nodes", "config"];
   const STATES = new Set([
     "loaded", "starting", "active", "stopping", "stopped", "failed", "healthy", "degraded",
     "unhealthy", "serving", "draining", "alive", "dead",
@@ -38,9 +38,9 @@
       return box;
     }));
   }
-  // columns: [title, (row) => string | number | Node, "num" | "wrap" | undefined]
+  // host: an element or its id; columns: [title, (row) => string | number | Node, "num" | "wrap" | undefined]
   function table(id, columns, rows, empty, isBad) {
-    const host = $(id);
+    const host = typeof id === "string" ? $(id) : id;
     if (!rows.length) {
       host.replaceChildren(el("p", empty, "empty"));
       return;
@@ -78,6 +78,56 @@
   const ago = (t, now) => (t ? `${duration(now - t)} ago` : "–");
   const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "–");
   const codes = (map) => Object.entries(map || {}).map(([c, n]) => `${c} ×${n}`).join(", ");
+  const total = (items, f) => items.reduce((sum, x) => sum + (f(x) || 0), 0);
+  const lagged = (n) => (n === null || n === undefined ? "–" : el("span", num(n), n > 0 ? "lag" : ""));
+
+  // -- streams: one block per stream, its partitions with each group's position, then its groups
+  function retention(spec) {
+    const limits = [];
+    if (spec.max_age_s !== null) limits.push(`max age ${duration(spec.max_age_s)}`);
+    if (spec.max_records !== null) limits.push(`max ${num(spec.max_records)} records per partition`);
+    return limits.join(", ") || "no retention limit";
+  }
+  function streamBlock(x) {
+    const box = el("div");
+    const head = el("h3", x.stream);
+    if (x.spec) {
+      const n = x.spec.partitions;
+      head.append(el("span", ` ${n} partition${n === 1 ? "" : "s"}; ${retention(x.spec)}`, "muted"));
+    }
+    const parts = el("div");
+    const groups = el("div");
+    box.append(head);
+    if (x.error) box.append(el("p", x.error, "problem"));
+    box.append(parts, groups);
+    const positions = x.partitions.flatMap((p) => {
+      const at = x.groups.flatMap((g) => g.positions
+        .filter((q) => q.partition === p.partition).map((q) => ({ ...p, ...q, group: g.group })));
+      return at.length ? at : [{ ...p, group: null }];
+    });
+    table(parts, [
+      ["partition", (r) => r.partition, "num"],
+      ["retained", (r) => (r.first > r.last ? "none" : `${num(r.first)} – ${num(r.last)}`), "num"],
+      ["group", (r) => r.group ?? "–"], ["next offset", (r) => (r.group ? num(r.next_offset) : "–"), "num"],
+      ["lag", (r) => (r.group ? lagged(r.lag) : "–"), "num"], ["owner", (r) => r.owner || "", "wrap"],
+    ], positions, "partitions not read");
+    const lastError = (m) => {
+      const err = m && m.last_error;
+      if (!err) return "";
+      return el("span", `${err.error} (record ${err.partition}/${err.offset}, attempt ${err.attempt})`, "err");
+    };
+    const dead = (d) => (d ? `${num(d.count)}${d.more ? "+" : ""}` : "–");
+    const count = (key) => (r) => (r.m ? num(r.m[key]) : "–");
+    const rows = x.groups.flatMap((g) => (g.members.length ? g.members : [null]).map((m) => ({ g, m })));
+    table(groups, [
+      ["group", (r) => r.g.group], ["member", (r) => (r.m ? `${r.m.module}.${r.m.handler}` : "other nodes")],
+      ["lag", (r) => lagged(r.g.lag), "num"], ["done", count("done"), "num"],
+      ["failed", count("failed"), "num"], ["dead-lettered", count("dead"), "num"],
+      ["leases lost", count("lost"), "num"], ["in flight", count("in_flight"), "num"],
+      ["dead letters", (r) => dead(r.g.dead_letters), "num"], ["last error", (r) => lastError(r.m), "wrap"],
+    ], rows, "no groups", (r) => (r.g.dead_letters && r.g.dead_letters.count > 0) || (r.m && r.m.failed > 0));
+    return box;
+  }
 
   // -- sections --------------------------------------------------------------------
   let now = Date.now() / 1000;
@@ -89,7 +139,7 @@
       const active = (o.modules_by_state || {}).active || 0;
       facts("overview-list", [
         ["node", o.node], ["host / pid", `${o.host} / ${o.pid}`], ["state", badge(o.state)],
-        ["uptime", duration(o.uptime_s)], ["modules active", `${active} of ${o.modules}`],
+        ["uptime", o.uptime_s === null ? "starting" : duration(o.uptime_s)], ["modules active", `${active} of ${o.modules}`],
         ["RPC methods", num(o.rpc_methods)], ["subscriptions", num(o.subscriptions)],
         ["transport", o.transport], ["storage", o.storage],
         ["versions", `organelle ${o.organelle}, Python ${o.python}`],
@@ -158,6 +208,27 @@
         ["concurrency", (t) => num(t.concurrency), "num"], ["rate", (t) => (t.rate === null ? "–" : `${t.rate}/s`), "num"],
         ["cron", (t) => t.cron || ""],
       ], j.types, "no job types registered here");
+    },
+    streams(s) {
+      const list = $("streams-list");
+      if (!s.enabled) {
+        facts("streams-summary", [["stream log", "none on this node"]]);
+        list.replaceChildren(el("p", "no stream log", "empty"));
+        return;
+      }
+      const groups = s.streams.flatMap((x) => x.groups);
+      const members = groups.flatMap((g) => g.members);
+      const dead = total(groups, (g) => g.dead_letters && g.dead_letters.count);
+      const more = groups.some((g) => g.dead_letters && g.dead_letters.more);
+      facts("streams-summary", [
+        ["streams", num(s.streams.length)], ["groups", num(groups.length)],
+        ["lag", lagged(groups.some((g) => g.lag === null) ? null : total(groups, (g) => g.lag))], ["dead letters", `${num(dead)}${more ? "+" : ""}`],
+        ["running here", num(total(members, (m) => m.in_flight))],
+        ["done", num(total(members, (m) => m.done))], ["failed", num(total(members, (m) => m.failed))],
+        ["dead-lettered", num(total(members, (m) => m.dead))], ["leases lost", num(total(members, (m) => m.lost))],
+      ]);
+      if (!s.streams.length) list.replaceChildren(el("p", "no @consume members on this node", "empty"));
+      else list.replaceChildren(...s.streams.map(streamBlock));
     },
     dead(d) {
       table("jobs-dead", [
