@@ -15,8 +15,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from packaging.version import InvalidVersion, Version
-
 from organelle import _lifecycle as lc
 from organelle._bus import EventBus, SubscriptionStats
 from organelle._calls import Calls, Outbound
@@ -25,7 +23,9 @@ from organelle._graph import Dependency, Node, start_levels
 from organelle._jobhost import JobHost
 from organelle._lifecycle import ModuleInfo, ModuleState, Record
 from organelle._phases import CallStats, RpcEntry
+from organelle._remote_deps import RemoteDeps
 from organelle._runtime import ModuleRef
+from organelle._services import Services
 from organelle._streamhost import StreamHost
 from organelle._supervise import Supervision
 from organelle._topics import check_topic, matches
@@ -34,23 +34,15 @@ from organelle.config import apply_env, import_object, load_file, merge, parse_s
 from organelle.config.loader import extend_path
 from organelle.context import _EMPTY_META, Context, _current, _next_seq
 from organelle.errors import (
-    CallTimeoutError,
     DefinitionError,
-    DependencyError,
-    LifecycleError,
     NotFoundError,
 )
 from organelle.module import Module, describe
 from organelle.transport import Transport, open_transport
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from organelle.config.reload import ReloadResult
-    from organelle.jobs import JobsService
     from organelle.storage import NamespacedStore, StateEngine, Store
-    from organelle.streams.base import StreamLog
-    from organelle.streams.consumer import ConsumerStats
 
 __all__ = ["Kernel", "ModuleRef"]
 
@@ -58,7 +50,7 @@ log = logging.getLogger("organelle.kernel")
 _monotonic = time.monotonic
 
 
-class Kernel(Supervision, Calls):
+class Kernel(Services, RemoteDeps, Supervision, Calls):
     """Runs a set of modules and connects them.
 
     Args:
@@ -318,142 +310,6 @@ class Kernel(Supervision, Calls):
         self._chain = build_chain(self._middleware)
         self._bus.chain = self._chain
 
-    # jobs ------------------------------------------------------------------
-    @property
-    def jobs(self) -> JobsService:
-        """Durable jobs: ``get(job_id)``, ``dead_letters``, ``enqueue`` (see docs/jobs.md).
-
-        Raises:
-            ConfigError: no queue (no module declares a job and ``[kernel] jobs``
-                is not set), or the kernel has not started.
-        """
-        return self._jobhost.jobs()
-
-    async def enqueue(
-        self,
-        job: str,
-        /,
-        *,
-        delay_s: float | None = None,
-        at: datetime | float | None = None,
-        priority: int = 0,
-        idempotency_key: str | None = None,
-        **params: Any,
-    ) -> str:
-        """Enqueue the durable job ``"<module>.<job>"`` and return its id.
-
-        Params are validated from the handler's type hints now, so a bad call
-        is refused here, not found by a worker later. A second enqueue with the
-        same ``idempotency_key`` returns the first job's id.
-
-        Raises:
-            ValidationError: bad params (each field listed) or options.
-            ConfigError: this node has no job queue.
-        """
-        return await self._jobhost.jobs().enqueue(
-            job,
-            params,
-            delay_s=delay_s,
-            at=at,
-            priority=priority,
-            idempotency_key=idempotency_key,
-        )
-
-    async def drain_jobs(self, timeout_s: float = 30.0, horizon_s: float = 1.0) -> None:
-        """Wait until this node's worker runs nothing and nothing is due within ``horizon_s``.
-
-        For tests: no sleeps. Raises ``TimeoutError`` after ``timeout_s``.
-        """
-        await self._jobhost.idle(timeout_s, horizon_s)
-
-    # streams ---------------------------------------------------------------
-    async def append(
-        self,
-        stream: str,
-        payload: Any = None,
-        *,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, int]:
-        """Append a record to the durable ``stream``; return ``(partition, offset)``.
-
-        Returns once the record is stored durably (the log's commit / PubAck).
-        Records with one ``key`` share a partition and keep their order; the
-        stream is created on first use with its ``[kernel.stream_specs]`` layout.
-
-        Raises:
-            ConfigError: no stream log (no ``@consume`` here and ``[kernel] streams`` unset).
-            ValidationError: a bad stream name or a payload that cannot be encoded.
-        """
-        return await self._streamhost.append(stream, payload, key, headers)
-
-    @property
-    def streams(self) -> StreamLog:
-        """The stream log: ``read``, ``seek``, ``info``, ``dead_letters`` (see docs/streams.md)."""
-        return self._streamhost._require()
-
-    def consumers(self) -> list[ConsumerStats]:
-        """Counters of this node's ``@consume`` group members (done, failed, dead, …)."""
-        return self._streamhost.stats()
-
-    async def drain_streams(self, timeout_s: float = 30.0) -> None:
-        """Wait until every local consumer group has caught up and nothing runs (for tests).
-
-        Raises:
-            TimeoutError: still busy after ``timeout_s``.
-        """
-        await self._streamhost.idle(timeout_s)
-
-    # storage -------------------------------------------------------------
-    @property
-    def store(self) -> Store:
-        """The shared Store chosen by ``[kernel] storage`` (opened on first use).
-
-        Modules normally use ``self.store``, their own namespace of it.
-        """
-        if self._store is None:
-            from organelle.storage import open_store
-
-            store = open_store(self.settings.storage)
-            self._store = store if self.wrap_store is None else self.wrap_store(store)
-        return self._store
-
-    def store_for(self, namespace: str) -> NamespacedStore:
-        """The view of the shared store under ``namespace`` (a module's name)."""
-        view = self._views.get(namespace)
-        if view is None:
-            from organelle.storage import NamespacedStore
-
-            view = self._views[namespace] = NamespacedStore(self.store, namespace)
-        return view
-
-    @property
-    def states(self) -> StateEngine:
-        """Live values shared by modules (``get``/``set``/``subscribe``).
-
-        Every change is also emitted as ``state.changed.<key>``; with
-        ``[kernel] persist_state = true`` values live in the Store and are
-        restored when the kernel starts.
-        """
-        if self._states is None:
-            from organelle.storage import StateEngine
-
-            store = self.store_for("_state") if self.settings.persist_state else None
-            self._states = StateEngine(store=store, emit=self.emit)
-        return self._states
-
-    async def _close_store(self) -> None:
-        states, self._states = self._states, None
-        if states is not None:
-            await states.close()
-        store, self._store = self._store, None
-        self._views.clear()
-        if store is not None:
-            try:
-                await store.close()
-            except Exception:
-                log.exception("closing the store failed")
-
     # config -----------------------------------------------------------------
     async def reload_config(self, config: Mapping[str, Any] | None = None) -> ReloadResult:
         """Apply a new app config (default: re-read the file) without a restart, or roll back.
@@ -609,50 +465,6 @@ class Kernel(Supervision, Calls):
             return rec.spec.deps
         return tuple(d for d in rec.spec.deps if d.name in self._records)
 
-    async def _await_remote_deps(self) -> None:
-        """Wait (``hook_timeout_s`` in all) for each required remote module.
-
-        Some node must serve it in a version every local module requiring it accepts.
-
-        Raises:
-            DependencyError: only versions outside a required range are served.
-            LifecycleError: nobody serves a required module.
-        """
-        assert self._transport is not None  # noqa: S101 - called right after connect
-        wanted: dict[str, list[tuple[str, Dependency]]] = {}
-        for rec in self._records.values():
-            for dep in rec.spec.deps:
-                if not dep.optional and dep.name not in self._records:
-                    wanted.setdefault(dep.name, []).append((rec.name, dep))
-        deadline = _monotonic() + self.settings.hook_timeout_s
-        for name in sorted(wanted):
-            users = wanted[name]
-
-            def accept(version: str, users: list[tuple[str, Dependency]] = users) -> bool:
-                return all(_satisfies(dep, version) for _, dep in users)
-
-            try:
-                await self._transport.wait_for(name, max(0.0, deadline - _monotonic()), accept)
-            except CallTimeoutError as exc:
-                served: dict[str, str] = (exc.details or {}).get("versions") or {}
-                if served:
-                    blocking = [
-                        (u, d)
-                        for u, d in users
-                        if not any(_satisfies(d, v) for v in served.values())
-                    ]
-                    user, dep = (blocking or users)[0]
-                    listed = ", ".join(f"{v} on {n}" for n, v in sorted(served.items()))
-                    raise DependencyError(
-                        f"module {user!r} requires {dep}, but the cluster serves {name!r} "
-                        f"only as {listed}",
-                        details={"module": user, "requires": str(dep), "found": served},
-                    ) from None
-                raise LifecycleError(
-                    f"required module {name!r} is not served by any node: {exc}",
-                    details={"requires": name},
-                ) from None
-
     async def _close_transport(self) -> None:
         transport, self._transport = self._transport, None
         self._sync_caller()
@@ -674,13 +486,3 @@ class Kernel(Supervision, Calls):
             )
         finally:
             drain.cancel()
-
-
-def _satisfies(dep: Dependency, version: str) -> bool:
-    """Whether a version announced by another node is in ``dep``'s range."""
-    if not dep.specifier:
-        return True
-    try:
-        return dep.specifier.contains(Version(version), prereleases=True)
-    except InvalidVersion:
-        return False
