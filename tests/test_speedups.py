@@ -467,3 +467,13 @@ async def test_the_c_path_leaks_no_references() -> None:
         # after a first round, so only growth per call would show.
         first = await rounds(kernel, held, 10)
         assert await rounds(kernel, held, 300) == first
+
+
+@needs_c
+def test_a_caller_that_is_not_set_up_raises_instead_of_crashing() -> None:
+    assert speedups is not None
+    bare = speedups.Caller.__new__(speedups.Caller)
+    with pytest.raises(RuntimeError, match="not set up"):
+        bare.call("x.y")
+    with pytest.raises(RuntimeError, match="not set up"):
+        bare.emit("x")

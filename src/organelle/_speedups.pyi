@@ -30,6 +30,7 @@ class Done:
     def __await__(self) -> Any: ...
 
 class RouteBase:
+    def __init__(self) -> None: ...
     fn: Any
     contract: Any
     exact: Any
@@ -42,6 +43,8 @@ class RouteBase:
 class Caller:
     enabled: bool
     timeout: float
+    emit_enabled: bool
+    max_pending: int
     def __init__(
         self,
         routes: dict[str, Any],
@@ -55,3 +58,14 @@ class Caller:
         timeout: float,
     ) -> None: ...
     def call(self, target: str, /, **params: Any) -> Any: ...
+    def emit(self, topic: str, payload: Any = None, *, meta: dict[str, Any] | None = None) -> Any: ...
+    def deliver(self, subs: tuple[Any, ...], payload: Any, ctx: Any, /) -> list[tuple[Any, ...]] | None: ...
+    def bind_events(
+        self,
+        emit_fallback: Callable[..., Any],
+        topics: dict[str, Any],
+        queue: Any,
+        wake: list[Any],
+        max_pending: int,
+        /,
+    ) -> None: ...

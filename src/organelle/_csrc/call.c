@@ -192,6 +192,9 @@ static PyObject *
 caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!org_caller_alive(self)) {
+        return NULL;
+    }
     if (nargs != 1 || !self->enabled || !PyUnicode_CheckExact(args[0])) {
         return fallback_call(self, args, nargs, kwnames);
     }
@@ -206,6 +209,9 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
         return fallback_call(self, args, nargs, kwnames);
     }
     RouteObject *r = (RouteObject *)entry;
+    if (r->fn == NULL || r->contract == NULL || r->checks == NULL) {
+        return fallback_call(self, args, nargs, kwnames); /* not a complete route */
+    }
 
     PyObject *parent;
     if (PyContextVar_Get(self->var, Py_None, &parent) < 0) {

@@ -13,6 +13,9 @@ PyObject *
 org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!org_caller_alive(self)) {
+        return NULL;
+    }
     if (!self->emit_enabled || self->topics == NULL || nargs < 1 || nargs > 2 ||
         (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) || !PyUnicode_CheckExact(args[0])) {
         goto fallback;
@@ -140,6 +143,9 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3 || !PyTuple_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "deliver(subs, payload, ctx)");
+        return NULL;
+    }
+    if (!org_caller_alive(self)) {
         return NULL;
     }
     PyObject *subs = args[0], *payload = args[1], *ctx = args[2];

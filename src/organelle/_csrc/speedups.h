@@ -115,6 +115,21 @@ typedef struct {
 } CallerObject;
 
 extern PyTypeObject Caller_Type;
+
+/* Every field the hot paths use is set: false before __init__ and after the GC
+ * broke a cycle through the kernel (a coroutine closed during collection may
+ * still call in). Raises RuntimeError instead of touching NULL. */
+static inline int
+org_caller_alive(CallerObject *self)
+{
+    if (self->routes != NULL && self->var != NULL && self->ctx_type != NULL &&
+        self->counter != NULL && self->empty_meta != NULL && self->fallback != NULL &&
+        self->resume != NULL && self->failed != NULL) {
+        return 1;
+    }
+    PyErr_SetString(PyExc_RuntimeError, "this kernel's call path is not set up (or was torn down)");
+    return 0;
+}
 PyObject *org_caller_bind_events(CallerObject *self, PyObject *args);
 PyObject *org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf,
                           PyObject *kwnames);

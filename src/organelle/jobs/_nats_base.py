@@ -1,0 +1,219 @@
+"""Connection, stream and bucket setup, and the subject/consumer layout of ``NatsJobQueue``.
+
+Kept apart from the queue's operations: this is everything that decides where
+a job lives on the server (its band's subject, its durable consumer and that
+consumer's ``ack_wait``) and how a claim pulls from it (``_Puller``). The
+design is described in ``organelle.jobs.nats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Self
+
+import msgspec
+
+PULL_TIMEOUT_S = 2.0  # a no_wait pull answers at once; this only bounds a lost reply
+BANDS = (2, 1, 0, -1, -2)  # served in this order
+_BAND_TOKEN = {2: "~p2", 1: "~p1", -1: "~n1", -2: "~n2"}
+_TOKEN_BAND = {v: k for k, v in _BAND_TOKEN.items()}
+HIGH_PRIORITY = 10
+_enc, _dec = msgspec.json.Encoder(), msgspec.json.Decoder()
+
+
+class _NatsJobsBase:
+    """Connection state and layout shared by every path of ``NatsJobQueue``."""
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        stream: str = "ORGANELLE_JOBS",
+        ack_wait_s: float = 30.0,
+        duplicate_window_s: float = 120.0,
+        retention_s: float = 86_400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.servers = list(servers)
+        self.stream = stream
+        self.ack_wait_s = ack_wait_s
+        self.duplicate_window_s = duplicate_window_s
+        self.retention_s = retention_s
+        self.clock = clock
+        self.bucket = f"{stream}_STATE"
+        self._nc: Any = None
+        self._js: Any = None
+        self._kv: Any = None
+        self._pullers: dict[tuple[str, int], _Puller] = {}
+        self._ack_wait: dict[tuple[str, int], float] = {}
+        self._msgs: dict[tuple[str, int], tuple[Any, int]] = {}  # (id, token) -> (msg, kv rev)
+        self._deferred: dict[str, float] = {}
+        self._wake = asyncio.Event()
+
+    async def open(self) -> Self:
+        """Connect, create the stream and bucket if missing, watch for new jobs."""
+        if self._nc is not None:
+            return self
+        import nats
+        from nats.js import api
+
+        self._nc = await nats.connect(servers=self.servers, max_reconnect_attempts=-1)
+        self._js = self._nc.jetstream()
+        config = api.StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.stream}.>"],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            duplicate_window=self.duplicate_window_s,
+        )
+        try:
+            await self._js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self._js.update_stream(config)
+        self._kv = await self._js.create_key_value(bucket=self.bucket, history=1)
+        kv_info = await self._js.stream_info(f"KV_{self.bucket}")
+        if not kv_info.config.allow_msg_ttl:  # succeeded records expire by message TTL
+            kv_info.config.allow_msg_ttl = True
+            await self._js.update_stream(kv_info.config)
+        await self._nc.subscribe(f"{self.stream}.>", cb=self._on_publish)
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _on_publish(self, _msg: Any) -> None:
+        self._wake.set()
+
+    def _subject(self, name: str, band: int = 0) -> str:
+        if band == 0:
+            return f"{self.stream}.{_token(name)}"
+        return f"{self.stream}.{_BAND_TOKEN[band]}.{_token(name)}"
+
+    def _durable(self, name: str, band: int = 0) -> str:
+        key = name if band == 0 else f"{band}:{name}"
+        return f"{self.stream}_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    async def _consumer(self, name: str, band: int, lease_s: float | None) -> float:
+        """Make sure the consumer of (name, band) exists, with ``ack_wait = lease_s`` if given.
+
+        Returns its ``ack_wait``. Creating an existing durable with another
+        ``ack_wait`` updates it (an editable field).
+        """
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
+        known = self._ack_wait.get((name, band))
+        if known is not None and (lease_s is None or known == lease_s):
+            return known
+        durable = self._durable(name, band)
+        if lease_s is None:
+            with contextlib.suppress(NotFoundError):
+                info = await self._js.consumer_info(self.stream, durable)
+                self._ack_wait[name, band] = float(info.config.ack_wait)
+                return self._ack_wait[name, band]
+        wait_s = lease_s or self.ack_wait_s
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            filter_subject=self._subject(name, band),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=wait_s,
+            max_deliver=-1,  # attempts are counted in the record, which dead-letters
+            max_ack_pending=-1,
+        )
+        info = await self._js.add_consumer(self.stream, config)
+        self._ack_wait[name, band] = float(info.config.ack_wait)
+        return self._ack_wait[name, band]
+
+    async def _puller(self, name: str, band: int) -> _Puller:
+        puller = self._pullers.get((name, band))
+        if puller is None:
+            await self._consumer(name, band, None)
+            durable = self._durable(name, band)
+            puller = _Puller(self._nc, f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{durable}")
+            await puller.open()
+            self._pullers[name, band] = puller
+        return puller
+
+    async def _present(self) -> dict[str, int]:
+        """Messages in the stream per subject (in flight and delayed ones included)."""
+        info = await self._js.stream_info(self.stream, subjects_filter=f"{self.stream}.>")
+        return dict(info.state.subjects or {})
+
+    async def close(self) -> None:
+        """Drain and close the connection."""
+        nc, self._nc = self._nc, None
+        self._pullers.clear()
+        self._ack_wait.clear()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+
+class _Puller:
+    """``no_wait`` pulls from one durable consumer into a private inbox.
+
+    nats-py's ``fetch`` waits out its timeout on an empty consumer; a claim
+    that looks at several bands needs an answer at once ("404 No Messages").
+    """
+
+    def __init__(self, nc: Any, api_subject: str) -> None:
+        self._nc = nc
+        self._api = api_subject
+        self._inbox = nc.new_inbox()
+        self._got: asyncio.Queue[Any] = asyncio.Queue()
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        async def put(msg: Any) -> None:
+            self._got.put_nowait(msg)
+
+        await self._nc.subscribe(self._inbox, cb=put)
+
+    async def pull(self, n: int) -> list[Any]:
+        """Up to ``n`` messages deliverable now (none: an empty list, at once)."""
+        async with self._lock:
+            out: list[Any] = []
+            while not self._got.empty():  # late replies of a pull that gave up
+                msg = self._got.get_nowait()
+                if not _is_status(msg):
+                    out.append(msg)
+            if len(out) >= n:
+                return out
+            request = _enc.encode({"batch": n - len(out), "no_wait": True})
+            await self._nc.publish(self._api, request, reply=self._inbox)
+            while len(out) < n:
+                try:
+                    msg = await asyncio.wait_for(self._got.get(), PULL_TIMEOUT_S)
+                except TimeoutError:
+                    break
+                if _is_status(msg):  # 404 no messages / 408: this pull is over
+                    break
+                out.append(msg)
+            return out
+
+
+def _is_status(msg: Any) -> bool:
+    return bool(msg.headers and msg.headers.get("Status")) and not msg.data
+
+
+def _band(priority: int) -> int:
+    """The priority band: 2 (≥ 10), 1 (1…9), 0, -1 (-1…-9), -2 (≤ -10)."""
+    if priority == 0:
+        return 0
+    size = 2 if abs(priority) >= HIGH_PRIORITY else 1
+    return size if priority > 0 else -size
+
+
+def _token(name: str) -> str:
+    """A job name as subject tokens: kept if it is a safe dotted name, else hashed."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", name):
+        return name
+    return "h" + hashlib.sha256(name.encode()).hexdigest()[:24]

@@ -1,0 +1,214 @@
+"""The producer and claim path of ``NatsJobQueue``: enqueue, claim, wait, backlog.
+
+Separate from settling (``_nats_settle``): this is how a job gets onto its
+band's subject and how a worker takes it — the fencing token built from the
+message's stream sequence and delivery count, lost-lease accounting and
+deferral by ``nak(delay=…)`` when a message arrives before its run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from organelle.jobs._nats_base import _TOKEN_BAND, BANDS, _band, _dec, _enc
+from organelle.jobs._nats_records import _ChangedError, _err, _NatsRecords
+from organelle.jobs._records import encode_params, lost_lease_error, new_id, params_of
+from organelle.jobs.base import Lease, NewJob
+
+SEQ = 1_000_000  # token = stream sequence * SEQ + delivery count
+
+
+class _NatsClaims(_NatsRecords):
+    """Enqueue jobs and claim them, highest priority band first."""
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Publish each job (dedup by id) after reserving its idempotency key."""
+        return [await self._enqueue_one(job) for job in jobs]
+
+    async def _enqueue_one(self, job: NewJob) -> str:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        params = params_of(encode_params(job.params))  # refuses what JSON cannot hold
+        jid = job.id or new_id()
+        if job.idempotency_key is not None:
+            key = "k." + hashlib.sha256(job.idempotency_key.encode()).hexdigest()
+            try:
+                await self._kv.create(key, jid.encode())
+            except KeyWrongLastSequenceError:
+                entry = await self._kv.get(key)
+                first = str(entry.value.decode())
+                if await self._load(first) is not None:
+                    return first
+                # The key outlived its record (retention removes both, not at
+                # the same instant): it is stale, so this enqueue is a new job.
+                # A racing enqueue that took the key first wins.
+                try:
+                    await self._kv.update(key, jid.encode(), last=entry.revision)
+                except KeyWrongLastSequenceError:
+                    return str((await self._kv.get(key)).value.decode())
+        if await self._load(jid) is not None:
+            return jid
+        now = self.clock()
+        rec = {
+            "id": jid,
+            "name": job.name,
+            "params": params,
+            "state": "queued",
+            "attempts": 0,
+            "max_attempts": job.max_attempts,
+            "priority": job.priority,
+            "run_at": job.run_at or now,
+            "created_at": now,
+            "updated_at": now,
+            "idem": job.idempotency_key,
+            "result": None,
+            "errors": [],
+            "token": 0,
+            "lease_s": job.lease_s,
+            "meta": dict(job.meta),
+        }
+        data = _enc.encode(rec)
+        band = _band(job.priority)
+        await self._consumer(job.name, band, job.lease_s)
+        await self._js.publish(
+            self._subject(job.name, band), data, headers={"Nats-Msg-Id": jid}, stream=self.stream
+        )
+        await self._save(rec, None)  # a consumer may have created it from the message first
+        return jid
+
+    async def claim(self, *, names: Collection[str], limit: int) -> list[Lease]:
+        """Pull up to ``limit`` messages across ``names``, highest band first; take each record."""
+        if limit <= 0 or not names:
+            return []
+        self._wake.clear()
+        present = await self._present()
+        leases: list[Lease] = []
+        for band in BANDS:
+            for name in names:
+                if not present.get(self._subject(name, band)):
+                    continue
+                puller = await self._puller(name, band)
+                for _ in range(20):  # bounded: deferred or stale messages do not count
+                    want = limit - len(leases)
+                    if want <= 0:
+                        return leases
+                    msgs = await puller.pull(want)
+                    wait_s = self._ack_wait.get((name, band), self.ack_wait_s)
+                    taken = await asyncio.gather(*(self._take(msg, wait_s) for msg in msgs))
+                    leases += [lease for lease in taken if lease is not None]
+                    if len(msgs) < want:  # nothing more deliverable in this band
+                        break
+        return leases
+
+    async def _take(self, msg: Any, ack_wait_s: float) -> Lease | None:
+        for _ in range(3):  # a record written meanwhile (enqueue racing us): look again
+            try:
+                return await self._take_once(msg, ack_wait_s)
+            except _ChangedError:
+                continue
+        await msg.nak()
+        return None
+
+    async def _take_once(self, msg: Any, ack_wait_s: float) -> Lease | None:
+        meta = msg.metadata
+        token = int(meta.sequence.stream) * SEQ + int(meta.num_delivered)
+        now = self.clock()
+        loaded = await self._load(_dec.decode(msg.data)["id"])
+        if loaded is None:  # published, record not written yet: build it from the message
+            rec, rev = _dec.decode(msg.data), None
+        else:
+            rec, rev = loaded
+        if rec["state"] in ("succeeded", "dead"):
+            await msg.ack()
+            return None
+        if rec["state"] == "running":
+            if rec["token"] // SEQ != token // SEQ:  # a second message for the same job
+                await msg.ack()
+                return None
+            if rec["token"] >= token:  # a stale copy of a delivery someone holds
+                return None
+            rec["errors"].append(
+                _err(lost_lease_error(rec["attempts"], rec.get("started_at"), now))
+            )
+            if rec["attempts"] >= rec["max_attempts"]:
+                rec.update(state="dead", lease_until=None)
+                if await self._save(rec, rev) is None:
+                    raise _ChangedError
+                await msg.ack()
+                return None
+        if rec["run_at"] > now + 0.001:
+            self._deferred[rec["id"]] = rec["run_at"]
+            await msg.nak(delay=rec["run_at"] - now)
+            return None
+        self._deferred.pop(rec["id"], None)
+        # The server redelivers after the consumer's ack_wait: heartbeat at least that often.
+        lease_s = min(float(rec.get("lease_s") or ack_wait_s), ack_wait_s)
+        rec.update(
+            state="running",
+            attempts=rec["attempts"] + 1,
+            token=token,
+            started_at=now,
+            lease_until=now + lease_s,
+        )
+        new_rev = await self._save(rec, rev)
+        if new_rev is None:
+            raise _ChangedError
+        self._msgs[(rec["id"], token)] = (msg, new_rev)
+        return Lease(
+            job_id=rec["id"],
+            name=rec["name"],
+            params=rec["params"],
+            attempt=rec["attempts"],
+            token=token,
+            max_attempts=rec["max_attempts"],
+            lease_s=lease_s,
+            enqueued_at=rec["created_at"],
+            claimed_at=now,
+            meta=dict(rec.get("meta") or {}),
+        )
+
+    async def wait(self, timeout_s: float) -> None:
+        """Until a job is published on the stream, or ``timeout_s``."""
+        if not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
+        self._wake.clear()
+
+    async def next_due(self, names: Collection[str]) -> float | None:  # noqa: ARG002
+        """Earliest run time of a delayed job this queue has seen (redeliveries are not known)."""
+        now = self.clock()
+        for jid in [j for j, t in self._deferred.items() if t < now - 60]:
+            del self._deferred[jid]
+        return min(self._deferred.values(), default=None)
+
+    async def backlog(self, names: Collection[str] | None = None) -> dict[str, int]:
+        """Jobs published and not yet delivered, per name (retries waiting are not counted).
+
+        Names are read back from subjects: a name that is not a safe subject
+        token shows as its hashed token unless asked for in ``names``.
+        """
+        by_subject = {self._subject(n, b): n for n in names or () for b in BANDS}
+        out: dict[str, int] = dict.fromkeys(names or (), 0)
+        for subject, count in (await self._present()).items():
+            if not count:
+                continue
+            name = by_subject.get(subject)
+            rest = subject[len(self.stream) + 1 :]
+            band = _TOKEN_BAND.get(rest.split(".", 1)[0], 0)
+            if name is None:
+                if names is not None:
+                    continue
+                name = rest.split(".", 1)[1] if band else rest
+            from nats.js.errors import NotFoundError
+
+            try:
+                info = await self._js.consumer_info(self.stream, self._durable(name, band))
+                pending = int(info.num_pending)
+            except NotFoundError:
+                pending = int(count)
+            out[name] = out.get(name, 0) + pending
+        return out
