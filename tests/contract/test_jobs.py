@@ -19,6 +19,7 @@ from organelle.jobs import (
     JobQueue,
     JobSpec,
     JobsService,
+    Lease,
     LeaseLostError,
     NewJob,
     Retry,
@@ -87,6 +88,27 @@ class JobQueueContract:
         await asyncio.sleep(0.2)
         claimed += await queue.claim(names=["work"], limit=10)
         assert sorted(lease.job_id for lease in claimed) == sorted([a[0], "fixed-1"])
+
+    async def test_concurrent_enqueues_and_completes_stay_exact(self, queue: JobQueue) -> None:
+        # Many producers at once (backends may batch them): one job per key,
+        # every caller gets that job's id, and each completion lands on its own job.
+        same = await asyncio.gather(
+            *(queue.enqueue([job(idempotency_key="burst", params={"i": i})]) for i in range(20))
+        )
+        assert len({ids[0] for ids in same}) == 1
+        own = await asyncio.gather(*(queue.enqueue([job(params={"i": i})]) for i in range(20)))
+        expected = {ids[0] for ids in own} | {same[0][0]}
+        assert len(expected) == 21
+        leases: list[Lease] = []
+        for _ in range(50):  # bounded
+            leases += await queue.claim(names=["work"], limit=50)
+            if len(leases) >= 21:
+                break
+        assert {lease.job_id for lease in leases} == expected
+        await asyncio.gather(*(queue.complete(lease, result=lease.job_id) for lease in leases))
+        for lease in leases:
+            rec = await queue.get(lease.job_id)
+            assert (rec.state, rec.result) == ("succeeded", lease.job_id)
 
     async def test_claim_complete(self, queue: JobQueue) -> None:
         (jid,) = await queue.enqueue([job(params={"x": 1})])

@@ -14,12 +14,14 @@ import hashlib
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from organelle.errors import UnavailableError
 from organelle.jobs._nats_base import _TOKEN_BAND, BANDS, _band, _dec, _enc
 from organelle.jobs._nats_records import _ChangedError, _err, _NatsRecords
 from organelle.jobs._records import encode_params, lost_lease_error, new_id, params_of
 from organelle.jobs.base import Lease, NewJob
 
 SEQ = 1_000_000  # token = stream sequence * SEQ + delivery count
+RESERVE_GRACE_S = 10.0  # how long a fresh idempotency key may wait for its record
 
 
 class _NatsClaims(_NatsRecords):
@@ -30,26 +32,14 @@ class _NatsClaims(_NatsRecords):
         return [await self._enqueue_one(job) for job in jobs]
 
     async def _enqueue_one(self, job: NewJob) -> str:
-        from nats.js.errors import KeyWrongLastSequenceError
 
         params = params_of(encode_params(job.params))  # refuses what JSON cannot hold
         jid = job.id or new_id()
         if job.idempotency_key is not None:
             key = "k." + hashlib.sha256(job.idempotency_key.encode()).hexdigest()
-            try:
-                await self._kv.create(key, jid.encode())
-            except KeyWrongLastSequenceError:
-                entry = await self._kv.get(key)
-                first = str(entry.value.decode())
-                if await self._load(first) is not None:
-                    return first
-                # The key outlived its record (retention removes both, not at
-                # the same instant): it is stale, so this enqueue is a new job.
-                # A racing enqueue that took the key first wins.
-                try:
-                    await self._kv.update(key, jid.encode(), last=entry.revision)
-                except KeyWrongLastSequenceError:
-                    return str((await self._kv.get(key)).value.decode())
+            first = await self._reserve(key, jid)
+            if first is not None:
+                return first
         if await self._load(jid) is not None:
             return jid
         now = self.clock()
@@ -79,6 +69,45 @@ class _NatsClaims(_NatsRecords):
         )
         await self._save(rec, None)  # a consumer may have created it from the message first
         return jid
+
+    async def _reserve(self, key: str, jid: str) -> str | None:
+        """Take idempotency ``key`` for ``jid``; or return the id of the job that holds it.
+
+        The key's value is ``"<id> <wall time>"``. A key whose record is not
+        there yet may belong to an enqueue still on its way (a concurrent one
+        with the same key): wait for that record, up to ``RESERVE_GRACE_S``
+        after the key was taken. A key older than that without a record is
+        stale — retention removed the record first, or its producer died
+        before publishing (so that enqueue was never acknowledged) — and this
+        enqueue takes it over.
+        """
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        mine = f"{jid} {self.clock()!r}".encode()
+        try:
+            await self._kv.create(key, mine)
+        except KeyWrongLastSequenceError:
+            pass
+        else:
+            return None
+        pause = 0.002
+        for _ in range(1000):  # bounded: each pass waits or changes the key
+            entry = await self._kv.get(key)
+            value: str = entry.value.decode()
+            first, _, taken = value.partition(" ")
+            if await self._load(first) is not None:
+                return first
+            age = self.clock() - float(taken) if taken else RESERVE_GRACE_S
+            if age < RESERVE_GRACE_S:
+                await asyncio.sleep(pause)  # its enqueue is still on the way
+                pause = min(pause * 2, 0.1)
+                continue
+            try:
+                await self._kv.update(key, mine, last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # another enqueue took it over first: look again
+            return None
+        raise UnavailableError(f"idempotency key {key!r} kept changing; retry the enqueue")
 
     async def claim(self, *, names: Collection[str], limit: int) -> list[Lease]:
         """Pull up to ``limit`` messages across ``names``, highest band first; take each record."""

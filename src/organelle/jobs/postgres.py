@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar, Self
 
 from organelle.errors import ConfigError
+from organelle.jobs._coalesce import Coalescer
 from organelle.jobs._records import (
     encode_errors,
     encode_meta,
@@ -86,6 +87,10 @@ class PostgresJobQueue:
         self._wake = asyncio.Event()
         self._last_reap = 0.0
         self._last_sweep = 0.0
+        self._enqueues: Coalescer[list[tuple[NewJob, bytes]], list[str]] = Coalescer(
+            self._insert_many
+        )
+        self._completes: Coalescer[tuple[Lease, Any], None] = Coalescer(self._complete_many)
         t = table
         self._sql_claim = (
             f"UPDATE {t} SET state = 'running', attempts = attempts + 1, token = token + 1,"  # noqa: S608 - identifier checked
@@ -145,39 +150,65 @@ class PostgresJobQueue:
     # -- worker path -------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
-        """Insert the jobs in one transaction and notify listeners on commit."""
-        rows = [(job, encode_params(job.params)) for job in jobs]
+        """Insert the jobs durably and notify listeners; duplicates return the first id.
+
+        Concurrent calls share one transaction (group commit, see ``_coalesce``),
+        so many producers cost one round trip per batch, not per job.
+        """
+        rows = [(job, encode_params(job.params)) for job in jobs]  # bad params fail this call only
+        if not rows:
+            return []
+        return await self._enqueues.submit(rows)
+
+    async def _insert_many(
+        self, calls: Sequence[list[tuple[NewJob, bytes]]]
+    ) -> list[list[str] | BaseException]:
+        flat = [row for call in calls for row in call]
         t = self.table
-        ids: list[str] = []
         async with self._p().acquire() as conn, conn.transaction():
             now = self.clock()
-            for job, params in rows:
-                jid = job.id or new_id()
-                got = await conn.fetchval(
-                    f"INSERT INTO {t} (id, name, params, state, priority, run_at, max_attempts,"  # noqa: S608
-                    " lease_s, idem, created_at, updated_at, meta)"
-                    " VALUES ($1,$2,$3,'queued',$4,$5,$6,$7,$8,$9,$9,$10)"
-                    " ON CONFLICT DO NOTHING RETURNING id",
-                    jid,
-                    job.name,
-                    params,
-                    job.priority,
-                    job.run_at or now,
-                    job.max_attempts,
-                    job.lease_s,
-                    job.idempotency_key,
-                    now,
-                    encode_meta(job.meta),
+            ids = [job.id or new_id() for job, _ in flat]
+            inserted = await conn.fetch(
+                f"INSERT INTO {t} (id, name, params, state, priority, run_at, max_attempts,"  # noqa: S608
+                " lease_s, idem, created_at, updated_at, meta)"
+                " SELECT id, name, params, 'queued', pr, ra, ma, ls, idem, $9, $9, meta"
+                " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::float8[],"
+                " $6::int[], $7::float8[], $8::text[], $10::bytea[])"
+                " AS u(id, name, params, pr, ra, ma, ls, idem, meta)"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                ids,
+                [job.name for job, _ in flat],
+                [params for _, params in flat],
+                [job.priority for job, _ in flat],
+                [job.run_at or now for job, _ in flat],
+                [job.max_attempts for job, _ in flat],
+                [job.lease_s for job, _ in flat],
+                [job.idempotency_key for job, _ in flat],
+                now,
+                [encode_meta(job.meta) for job, _ in flat],
+            )
+            fresh = {r["id"] for r in inserted}
+            dupes = [i for i, jid in enumerate(ids) if jid not in fresh]
+            if dupes:  # an id or idempotency key seen before: the first job's id
+                keys = [flat[i][0].idempotency_key for i in dupes]
+                found = await conn.fetch(
+                    f"SELECT id, idem FROM {t} WHERE id = ANY($1::text[])"  # noqa: S608
+                    " OR idem = ANY($2::text[])",
+                    [ids[i] for i in dupes],
+                    [k for k in keys if k is not None],
                 )
-                if got is None:
-                    got = await conn.fetchval(
-                        f"SELECT id FROM {t} WHERE id = $1 OR idem = $2",  # noqa: S608
-                        jid,
-                        job.idempotency_key,
-                    )
-                ids.append(got)
+                by_id = {r["id"] for r in found}
+                by_key = {r["idem"]: r["id"] for r in found if r["idem"] is not None}
+                for i, key in zip(dupes, keys, strict=True):
+                    if ids[i] not in by_id and key is not None and key in by_key:
+                        ids[i] = by_key[key]
             await conn.execute("SELECT pg_notify($1, '')", self.channel)
-        return ids
+        out: list[list[str] | BaseException] = []
+        start = 0
+        for call in calls:
+            out.append(ids[start : start + len(call)])
+            start += len(call)
+        return out
 
     async def claim(self, *, names: Collection[str], limit: int) -> list[Lease]:
         """Reap expired leases (at most every 0.1 s), then lease due jobs among ``names``."""
@@ -253,17 +284,27 @@ class PostgresJobQueue:
         return [lease for lease in leases if lease.job_id not in alive]
 
     async def complete(self, lease: Lease, result: Any = None) -> None:
-        """Mark succeeded under a live lease; else ``LeaseLostError``."""
-        status = await self._p().execute(
-            f"UPDATE {self.table} SET state = 'succeeded', result = $1, lease_until = NULL,"  # noqa: S608
-            " updated_at = $2 WHERE id = $3 AND token = $4 AND state = 'running'",
-            encode_result(result),
+        """Mark succeeded under a live lease; else ``LeaseLostError``.
+
+        Concurrent completions share one statement (group commit).
+        """
+        await self._completes.submit((lease, encode_result(result)))
+
+    async def _complete_many(
+        self, items: Sequence[tuple[Lease, Any]]
+    ) -> list[BaseException | None]:
+        done = await self._p().fetch(
+            f"UPDATE {self.table} AS j SET state = 'succeeded', result = l.result,"  # noqa: S608
+            " lease_until = NULL, updated_at = $1"
+            " FROM unnest($2::text[], $3::bigint[], $4::bytea[]) AS l(id, token, result)"
+            " WHERE j.id = l.id AND j.token = l.token AND j.state = 'running' RETURNING j.id",
             self.clock(),
-            lease.job_id,
-            lease.token,
+            [lease.job_id for lease, _ in items],
+            [lease.token for lease, _ in items],
+            [result for _, result in items],
         )
-        if status.endswith(" 0"):
-            raise lease_lost(lease)
+        ok = {r["id"] for r in done}
+        return [None if lease.job_id in ok else lease_lost(lease) for lease, _ in items]
 
     async def fail(self, lease: Lease, error: AttemptError, *, retry_at: float | None) -> JobState:
         """Record the error; schedule the retry or dead-letter the job."""
@@ -399,7 +440,9 @@ class PostgresJobQueue:
         return int(status.split()[-1])
 
     async def close(self) -> None:
-        """Close the LISTEN connection and the pool."""
+        """Finish batched writes, close the LISTEN connection and the pool."""
+        await self._enqueues.close()
+        await self._completes.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(Exception):
