@@ -1,4 +1,4 @@
-"""The typer app: ``organelle run``, ``organelle check`` and ``organelle --version``."""
+"""The typer app: ``organelle run``, ``check``, ``nodes``, ``contract`` and ``--version``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import typer
 from rich.text import Text
 
 import organelle
+from organelle.cli._contract import contract
 from organelle.cli._nodes import nodes
+from organelle.cli._options import Only, Sets, Target
 from organelle.cli._output import EXIT_OK, out, plural, report
 from organelle.cli._serve import configure_logging, log_level, serve
 from organelle.cli._target import App, load_app
@@ -25,36 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-Target = Annotated[
-    str,
-    typer.Argument(
-        metavar="TARGET",
-        help="An app config file (app.toml, app.yaml) or 'package.module:attr' naming a "
-        "Kernel or a function returning one.",
-        show_default=False,
-    ),
-]
-Sets = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        "-s",
-        metavar="SECTION.KEY=VALUE",
-        help="Override a config value (repeatable); VALUE is JSON when it parses, "
-        "e.g. --set modules.inventory.low_stock=3.",
-        show_default=False,
-    ),
-]
-Only = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--only",
-        metavar="NAME,NAME",
-        help="Run only these modules of the app (repeatable); the others are not loaded.",
-        show_default=False,
-    ),
-]
 
 
 @dataclass(slots=True)
@@ -160,6 +132,7 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
 
 
 app.command(name="nodes")(nodes)
+app.add_typer(contract, name="contract")
 
 
 def main() -> None:

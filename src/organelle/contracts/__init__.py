@@ -1,0 +1,26 @@
+"""Contract snapshots and a backward-compatibility check between two versions of an app.
+
+``snapshot(kernel)`` describes every module's public contract (RPC methods,
+jobs, event subscriptions and stream consumers, with JSON Schemas) as plain
+JSON-able data; ``compare(old, new)`` lists what changed and which changes
+would break a client of the old version. The ``organelle contract`` command
+wraps both for CI.
+
+Not imported by ``import organelle``: only by the command and by those who ask.
+
+Example::
+
+    from organelle.contracts import compare, loads, snapshot
+
+    old = loads(Path("contract.json").read_text())
+    for change in compare(old, snapshot(kernel)):
+        print(change)   # breaking: pricing.quote(qty): became required: ...
+"""
+
+from __future__ import annotations
+
+from organelle.contracts._compare import Change, compare
+from organelle.contracts._format import FORMAT, dumps, loads
+from organelle.contracts._snapshot import snapshot, specs_of
+
+__all__ = ["FORMAT", "Change", "compare", "dumps", "loads", "snapshot", "specs_of"]
