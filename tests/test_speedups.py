@@ -477,3 +477,25 @@ def test_a_caller_that_is_not_set_up_raises_instead_of_crashing() -> None:
         bare.call("x.y")
     with pytest.raises(RuntimeError, match="not set up"):
         bare.emit("x")
+
+
+@pytest.mark.parametrize("c", E_PATHS)
+async def test_taps_see_each_event_once_on_both_paths(c: bool) -> None:
+    cfg = {"kernel": {"max_pending_events": 2}}
+    async with Kernel([Listener], cfg) as kernel:
+        emit = event_path(kernel, c)
+        seen = kernel.tap("t.>")  # installed while running: the C path still runs
+        if c:
+            assert kernel._caller.emit_enabled
+        for i in range(20):  # a small queue: some emits wait for room (the Python path)
+            await emit("t.plain", i)
+        await emit("t.nobody", 99)
+        await kernel.drain()
+        assert seen == [("t.plain", i) for i in range(20)] + [("t.nobody", 99)]
+        kernel.untap(seen)
+        await emit("t.plain", 100)
+        await kernel.drain()
+        assert len(seen) == 21
+        lis = kernel.module("listener")
+        assert isinstance(lis, Listener)
+        assert [g[0] for g in lis.got] == [*range(20), 100]

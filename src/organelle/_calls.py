@@ -100,6 +100,8 @@ class Calls(Phases):
             bus._queue,
             bus._wake,
             bus._max_pending,
+            self._taps,
+            self._tap,  # type: ignore[attr-defined]
         )
         bus.deliver = caller.deliver
         self._caller = caller
@@ -112,11 +114,7 @@ class Calls(Phases):
         if caller is not None:
             caller.enabled = self._accepting_now and self._chain_now is None
             caller.timeout = self._timeout_now
-            caller.emit_enabled = (
-                self._accepting_now
-                and not getattr(self, "_taps", None)
-                and getattr(self, "_transport", None) is None
-            )
+            caller.emit_enabled = self._accepting_now and getattr(self, "_transport", None) is None
 
     async def call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912, PLR0915 - hot path inlined
         """Call ``"<module>.<method>"`` with keyword params and return its result.

@@ -222,9 +222,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         else:
             ctx = parent.child(None, topic=topic, meta=meta)
         if self._taps:
-            for pattern, sink in self._taps:
-                if matches(pattern, topic):
-                    sink.append((topic, payload))
+            self._tap(topic, payload)
         if self._transport is not None:
             await self._transport.publish(topic, payload, ctx)
         elif subs and not bus.offer(subs, payload, ctx):
@@ -257,7 +255,6 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         if sink is None:
             sink = []
         self._taps.append((pattern, sink))
-        self._sync_caller()
         return sink
 
     def wrap_remote(self, outbound: Outbound) -> None:
@@ -296,8 +293,13 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
 
     def untap(self, sink: list[tuple[str, Any]]) -> None:
         """Stop recording into a sink returned by ``tap``."""
-        self._taps = [(p, s) for p, s in self._taps if s is not sink]
-        self._sync_caller()
+        self._taps[:] = [(p, s) for p, s in self._taps if s is not sink]  # shared with C
+
+    def _tap(self, topic: str, payload: Any) -> None:
+        """Feed ``(topic, payload)`` to every tap whose pattern matches (also from C)."""
+        for pattern, sink in self._taps:
+            if matches(pattern, topic):
+                sink.append((topic, payload))
 
     def subscriptions(self) -> list[SubscriptionStats]:
         """Every subscription with its delivered / failed / skipped counters and last error."""

@@ -25,6 +25,8 @@ caller_traverse(CallerObject *self, visitproc visit, void *arg)
     Py_VISIT(self->append);
     Py_VISIT(self->queue);
     Py_VISIT(self->wake);
+    Py_VISIT(self->taps);
+    Py_VISIT(self->tap);
     return 0;
 }
 
@@ -44,6 +46,8 @@ caller_clear(CallerObject *self)
     Py_CLEAR(self->append);
     Py_CLEAR(self->queue);
     Py_CLEAR(self->wake);
+    Py_CLEAR(self->taps);
+    Py_CLEAR(self->tap);
     return 0;
 }
 
@@ -93,14 +97,15 @@ caller_init(CallerObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* Wire the event path: bind(emit_fallback, topics, queue, wake, max_pending). */
+/* Wire the event path: bind(emit_fallback, topics, queue, wake, max_pending, taps, tap). */
 PyObject *
 org_caller_bind_events(CallerObject *self, PyObject *args)
 {
-    PyObject *emit_fallback, *topics, *queue, *wake;
+    PyObject *emit_fallback, *topics, *queue, *wake, *taps, *tap;
     Py_ssize_t max_pending;
-    if (!PyArg_ParseTuple(args, "OO!OO!n:bind_events", &emit_fallback, &PyDict_Type, &topics,
-                          &queue, &PyList_Type, &wake, &max_pending)) {
+    if (!PyArg_ParseTuple(args, "OO!OO!nO!O:bind_events", &emit_fallback, &PyDict_Type, &topics,
+                          &queue, &PyList_Type, &wake, &max_pending, &PyList_Type, &taps,
+                          &tap)) {
         return NULL;
     }
     if (PyList_GET_SIZE(wake) != 1) {
@@ -116,6 +121,8 @@ org_caller_bind_events(CallerObject *self, PyObject *args)
     Py_XSETREF(self->queue, Py_NewRef(queue));
     Py_XSETREF(self->append, append);
     Py_XSETREF(self->wake, Py_NewRef(wake));
+    Py_XSETREF(self->taps, Py_NewRef(taps));
+    Py_XSETREF(self->tap, Py_NewRef(tap));
     self->max_pending = max_pending;
     Py_RETURN_NONE;
 }
@@ -319,7 +326,7 @@ static PyMethodDef caller_methods[] = {
     {"deliver", (PyCFunction)(void (*)(void))org_caller_deliver, METH_FASTCALL,
      "deliver(subs, payload, ctx): run one event's handlers to their first suspension."},
     {"bind_events", (PyCFunction)org_caller_bind_events, METH_VARARGS,
-     "bind_events(emit_fallback, topics, queue, wake, max_pending)."},
+     "bind_events(emit_fallback, topics, queue, wake, max_pending, taps, tap)."},
     {NULL},
 };
 

@@ -32,9 +32,6 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
     if (!PyTuple_CheckExact(subs)) {
         goto fallback;
     }
-    if (PyTuple_GET_SIZE(subs) == 0) {
-        return Py_NewRef(org_done_none);
-    }
     Py_ssize_t queued = PyObject_Length(self->queue);
     if (queued < 0) {
         return NULL;
@@ -62,8 +59,25 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
         Py_DECREF(parent);
         goto fallback;
     }
+    /* Past every fallback: taps (tests' recorders, metrics, tracing) see it once. */
+    Py_INCREF(subs); /* a tap runs Python code, which may drop the route cache */
+    if (self->taps != NULL && self->tap != NULL && PyList_GET_SIZE(self->taps) > 0) {
+        PyObject *tapped = PyObject_CallFunctionObjArgs(self->tap, topic, payload, NULL);
+        if (tapped == NULL) {
+            Py_DECREF(subs);
+            Py_DECREF(parent);
+            return NULL;
+        }
+        Py_DECREF(tapped);
+    }
+    if (PyTuple_GET_SIZE(subs) == 0) {
+        Py_DECREF(subs);
+        Py_DECREF(parent);
+        return Py_NewRef(org_done_none);
+    }
     PyObject *seq = Py_TYPE(self->counter)->tp_iternext(self->counter);
     if (seq == NULL) {
+        Py_DECREF(subs);
         Py_DECREF(parent);
         return NULL;
     }
@@ -71,9 +85,11 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
     Py_DECREF(seq);
     Py_DECREF(parent);
     if (ctx == NULL) {
+        Py_DECREF(subs);
         return NULL;
     }
     PyObject *item = PyTuple_Pack(3, subs, payload, ctx);
+    Py_DECREF(subs);
     Py_DECREF(ctx);
     if (item == NULL) {
         return NULL;

@@ -108,6 +108,8 @@ typedef struct {
     PyObject *append;    /* the bus queue's append */
     PyObject *queue;     /* the bus queue (a deque) */
     PyObject *wake;      /* [future | None]: the idle dispatcher's waker */
+    PyObject *taps;      /* the kernel's tap list (shared, mutated in place) */
+    PyObject *tap;       /* tap(topic, payload): feeds the matching taps */
     Py_ssize_t max_pending;
     double timeout;      /* the default call timeout in seconds */
     char enabled;        /* accepting calls and no middleware */

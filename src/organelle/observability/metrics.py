@@ -111,7 +111,7 @@ class Metrics:
         # The kernel counts RPC itself (one increment for a call that does not
         # suspend); timing middleware would take every call off the inline path.
         kernel.enable_call_stats(self.bounds)
-        kernel._taps.append((">", _Tap(self)))
+        kernel.tap(">", _Tap(self))
         hooks = hooks_for(kernel)
         hooks.jobs = _JobEvents(self)
         hooks.transport = _TransportEvents(self)
