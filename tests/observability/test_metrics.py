@@ -136,3 +136,27 @@ async def test_unrouted_topics_share_one_label() -> None:
         for i in range(5):
             await kernel.emit(f"nobody.listens.{i}", i)
     assert samples(metrics)["organelle_events_emitted_total"] == [({"pattern": "(unrouted)"}, 5.0)]
+
+
+async def test_stream_consumers_are_counted(tmp_path: Any) -> None:
+    from organelle import consume
+
+    class Reader(Module):
+        name = "reader"
+
+        @consume("ledger", max_attempts=1)
+        async def read(self, n: int) -> None:
+            if n == 2:
+                raise ValueError("bad record")
+
+    kernel = Kernel([Reader], {"kernel": {"streams": f"sqlite:///{tmp_path}/s.db"}})
+    metrics = Metrics(kernel)
+    metrics.install()
+    async with kernel:
+        for n in range(4):
+            await kernel.append("ledger", n)
+        await kernel.drain_streams(timeout_s=10)
+        got = samples(metrics)
+    outcomes = {lab["outcome"]: v for lab, v in got["organelle_stream_records_total"]}
+    assert outcomes == {"done": 3.0, "failed": 1.0, "dead": 1.0, "lost": 0.0}
+    assert got["organelle_stream_in_flight"] == [({"stream": "ledger", "group": "reader"}, 0.0)]

@@ -27,6 +27,33 @@ class MetricsCollector(Collector):
     def describe(self) -> list[Metric]:
         return []
 
+    def _streams(self) -> Iterator[Metric]:
+        """This node's ``@consume`` members: records by outcome, and records in flight."""
+        members = self.m.kernel.consumers()
+        outcomes = CounterMetricFamily(
+            "organelle_stream_records",
+            "Stream records this node's consumer group members handled, by outcome.",
+            labels=["stream", "group", "outcome"],
+        )
+        running = GaugeMetricFamily(
+            "organelle_stream_in_flight",
+            "Stream records being handled now.",
+            labels=["stream", "group"],
+        )
+        totals: dict[tuple[str, str, str], int] = {}
+        flight: dict[tuple[str, str], int] = {}
+        for s in members:
+            for outcome in ("done", "failed", "dead", "lost"):
+                key = (s.stream, s.group, outcome)
+                totals[key] = totals.get(key, 0) + getattr(s, outcome)
+            flight[(s.stream, s.group)] = flight.get((s.stream, s.group), 0) + s.in_flight
+        for labels, value in sorted(totals.items()):
+            outcomes.add_metric(list(labels), float(value))
+        for labels2, value in sorted(flight.items()):
+            running.add_metric(list(labels2), float(value))
+        yield outcomes
+        yield running
+
     def collect(self) -> Iterator[Metric]:
         m = self.m
         yield from self._rpc()
@@ -58,6 +85,7 @@ class MetricsCollector(Collector):
         yield self._counter(
             "organelle_jobs_total", "Job events by outcome.", ["job", "event"], m.jobs.items()
         )
+        yield from self._streams()
         yield self._hist("organelle_job_duration_seconds", "Job run time.", "job", m.job_durations)
         depth = GaugeMetricFamily("organelle_job_queue_depth", "Jobs waiting.", labels=["queue"])
         for queue, value in m.queue_depth.items():
