@@ -60,7 +60,14 @@ async def test_all_healthy_is_ready() -> None:
         report = await Health(kernel, cache_s=0).report()
         assert report.status is Status.HEALTHY
         assert report.ready
-        assert set(report.checks) == {"module:good", "module:moody", "transport", "storage", "jobs"}
+        assert set(report.checks) == {
+            "module:good",
+            "module:moody",
+            "transport",
+            "storage",
+            "jobs",
+            "streams",
+        }
 
 
 async def test_degraded_module_stays_ready_failing_one_is_not() -> None:
@@ -193,3 +200,37 @@ async def test_builtin_transport_storage_and_backlog_checks() -> None:
             assert not report.ready
         finally:
             kernel._transport = None
+
+
+async def test_stream_lag_check(tmp_path: Any) -> None:
+    from organelle import consume
+    from organelle.health.checks import StreamLagCheck
+
+    gate = asyncio.Event()
+
+    class Slow(Module):
+        name = "slow"
+
+        @consume("ledger", lease_s=30)
+        async def read(self, n: int) -> None:
+            await gate.wait()
+
+    kernel = Kernel([Slow], {"kernel": {"streams": f"sqlite:///{tmp_path}/s.db"}})
+    assert (await StreamLagCheck(kernel).check()).detail == "no stream consumers"
+    async with kernel:
+        for n in range(5):
+            await kernel.append("ledger", n)
+        result = None
+        for _ in range(200):  # bounded: until the member has claimed a record
+            result = await StreamLagCheck(kernel, limit=2).check()
+            if result.data.get("lag"):
+                break
+            await asyncio.sleep(0.01)
+        assert result is not None
+        assert result.status is Status.DEGRADED
+        assert result.data["groups"] == {"ledger/slow": 5}
+        gate.set()
+        await kernel.drain_streams(timeout_s=10)
+        ok = await StreamLagCheck(kernel, limit=2).check()
+        assert ok.status is Status.HEALTHY
+        assert ok.data["lag"] == 0

@@ -8,7 +8,7 @@ the store has been opened: a node that never used storage does not depend on it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from organelle._lifecycle import ModuleState
 from organelle.health.base import CheckResult, Status, as_result
@@ -17,7 +17,7 @@ from organelle.observability.hooks import hooks_for
 if TYPE_CHECKING:
     from organelle.kernel import Kernel
 
-__all__ = ["JobBacklogCheck", "ModuleCheck", "StorageCheck", "TransportCheck"]
+__all__ = ["JobBacklogCheck", "ModuleCheck", "StorageCheck", "StreamLagCheck", "TransportCheck"]
 
 _PROBE_KEY = "__organelle__/health"
 
@@ -105,5 +105,44 @@ class JobBacklogCheck:
         if total > self.limit:
             return CheckResult(
                 status=Status.DEGRADED, detail=f"backlog {total} over {self.limit}", data=data
+            )
+        return CheckResult(status=Status.HEALTHY, data=data)
+
+
+@dataclass(slots=True)
+class StreamLagCheck:
+    """This node's consumer groups keep up: total lag under ``limit``, else degraded.
+
+    Unhealthy when the stream log cannot be read at all (the groups are
+    stuck, whatever their lag). Only streams a local ``@consume`` reads are
+    looked at; a node without any is healthy.
+    """
+
+    kernel: Kernel
+    limit: int = 10_000
+    name: str = "streams"
+    required: bool = False
+
+    async def check(self) -> CheckResult:
+        """Sum of each local group's lag over the partitions of its stream."""
+        members = {(c.stream, c.group) for c in self.kernel.consumers()}
+        if not members:
+            return CheckResult(status=Status.HEALTHY, detail="no stream consumers")
+        lag: dict[str, int] = {}
+        try:
+            log = self.kernel.streams
+            for stream in sorted({s for s, _ in members}):
+                info = await log.info(stream)
+                for g in info.groups:
+                    if (stream, g.group) in members:
+                        key = f"{stream}/{g.group}"
+                        lag[key] = lag.get(key, 0) + g.lag
+        except Exception as exc:  # any failure to read is the finding
+            return CheckResult(status=Status.UNHEALTHY, detail=f"stream log: {exc}")
+        total = sum(lag.values())
+        data: dict[str, Any] = {"lag": total, "limit": self.limit, "groups": lag}
+        if total > self.limit:
+            return CheckResult(
+                status=Status.DEGRADED, detail=f"lag {total} over {self.limit}", data=data
             )
         return CheckResult(status=Status.HEALTHY, data=data)

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from organelle.health.base import CheckResult, HealthCheck, Status
-from organelle.health.checks import JobBacklogCheck, ModuleCheck, StorageCheck, TransportCheck
+from organelle.health.checks import (
+    JobBacklogCheck,
+    ModuleCheck,
+    StorageCheck,
+    StreamLagCheck,
+    TransportCheck,
+)
 
 if TYPE_CHECKING:
     from organelle.kernel import Kernel
@@ -84,6 +90,7 @@ class Health:
             TransportCheck(kernel),
             StorageCheck(kernel),
             JobBacklogCheck(kernel, backlog_limit),
+            StreamLagCheck(kernel, backlog_limit),
         ]
         self._started = time.monotonic()
         self._was_accepting = False
