@@ -34,3 +34,16 @@ async def test_started_at_is_set_by_start_and_cleared_by_stop() -> None:
     assert again >= first
     await kernel.stop()
     assert started(kernel) is None
+
+
+def accepting(kernel: Kernel) -> bool:
+    return kernel.accepting
+
+
+async def test_accepting_and_transport_are_public() -> None:
+    kernel = Kernel([Idle])
+    assert not accepting(kernel)
+    assert kernel.transport is None  # memory://: one process
+    async with kernel:
+        assert accepting(kernel)
+    assert not accepting(kernel)

@@ -354,6 +354,16 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         """Whether the kernel has started and not yet stopped."""
         return self._running
 
+    @property
+    def accepting(self) -> bool:
+        """Whether outside calls and events are taken (started, not draining)."""
+        return self._accepting_now
+
+    @property
+    def transport(self) -> Transport | None:
+        """The connection to other nodes, or ``None`` in one process (``memory://``)."""
+        return self._transport
+
     def check(self) -> list[list[str]]:
         """Check the whole dependency graph without starting anything; return start levels.
 

@@ -59,7 +59,7 @@ class KernelViews:
 
     def _state(self) -> str:
         kernel = self.kernel
-        if kernel._accepting:
+        if kernel.accepting:
             self._was_accepting = True
             return "serving"
         if not kernel.running:

@@ -26,7 +26,7 @@ REGISTRY_TIMEOUT_S = 2.0
 
 def this_node(kernel: Kernel) -> str:
     """This node's name: the transport's, else ``[kernel] node``, else host and pid."""
-    name = getattr(kernel._transport, "node", None)
+    name = getattr(kernel.transport, "node", None)
     if isinstance(name, str) and name:
         return name
     return kernel.settings.node or f"{socket.gethostname()}-{os.getpid()}"
@@ -71,7 +71,7 @@ def _view(info: Any, me: str, now: float) -> NodeView:
 async def list_nodes(kernel: Kernel) -> NodesView:
     """``/api/nodes``: every live node with its modules, this one marked ``local``."""
     me = this_node(kernel)
-    lister = getattr(kernel._transport, "nodes", None)
+    lister = getattr(kernel.transport, "nodes", None)
     if lister is None:
         return NodesView(clustered=False, this=me, nodes=[_local(kernel, me)])
     try:

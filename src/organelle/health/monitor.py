@@ -125,7 +125,7 @@ class Health:
         """Run every check (or reuse a fresh result) and aggregate; readiness is always current."""
         last = self._last
         fresh = last is not None and time.monotonic() - last[0] < self.cache_s
-        if last is not None and fresh and last[1].accepting == self.kernel._accepting:
+        if last is not None and fresh and last[1].accepting == self.kernel.accepting:
             done = last[1]
         else:
             if self._running is None:
@@ -143,7 +143,7 @@ class Health:
             self._last = (time.monotonic(), fut.result())
 
     async def _run(self) -> _Round:
-        accepting = self.kernel._accepting
+        accepting = self.kernel.accepting
         checks = self.checks()
         results = await asyncio.gather(*(self._one(c) for c in checks))
         detail: dict[str, dict[str, Any]] = {}
@@ -167,7 +167,7 @@ class Health:
 
     def _not_accepting(self) -> str:
         kernel = self.kernel
-        if kernel._accepting:
+        if kernel.accepting:
             self._was_accepting = True
             return ""
         if not kernel.running:
