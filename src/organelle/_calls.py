@@ -199,17 +199,13 @@ class Calls(Phases):
     ) -> Any:
         """Finish a handler the C path started and that suspended (in the awaiting task)."""
         token = _current.set(ctx)
-        stats = entry.stats
         try:
-            return await self._suspended(coro, first, deadline, entry.target, stats)
-        except OrganelleError as exc:
-            if stats is not None:
-                stats.error(exc.code)
-            raise
+            return await self._suspended(coro, first, deadline, entry.target, entry.stats)
         except Exception as exc:
-            if stats is not None:
-                stats.error(InternalError.code)
-            raise InternalError.wrap(exc) from exc
+            err = self._call_failed(entry, exc, ran=True)
+            if err is exc:
+                raise
+            raise err from exc
         finally:
             _current.reset(token)
 

@@ -127,6 +127,31 @@ org_caller_bind_events(CallerObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The context of a call or event made now: a root one (``parent`` None) or the
+ * child of ``parent`` (a ctx_type instance): a new id, the parent's id as its
+ * cause, the root's as its correlation, principal and meta inherited. */
+PyObject *
+org_context_next(CallerObject *self, PyObject *parent, PyObject *deadline, PyObject *topic)
+{
+    PyObject *corr = Py_None, *cause = Py_None, *principal = Py_None;
+    PyObject *meta = self->empty_meta;
+    if (parent != Py_None) {
+        ContextObject *p = (ContextObject *)parent;
+        cause = FIELD(p->seq);
+        corr = p->corr == NULL || p->corr == Py_None ? cause : p->corr;
+        principal = FIELD(p->principal);
+        meta = FIELD(p->meta);
+    }
+    PyObject *seq = Py_TYPE(self->counter)->tp_iternext(self->counter);
+    if (seq == NULL) {
+        return NULL;
+    }
+    PyObject *ctx =
+        org_context_make(self->ctx_type, seq, deadline, corr, cause, principal, meta, topic);
+    Py_DECREF(seq);
+    return ctx;
+}
+
 static PyObject *
 fallback_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -226,14 +251,12 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
     }
     double now = monotonic();
     double deadline = now + self->timeout;
-    PyObject *seq, *corr, *cause, *principal, *meta;
-    if (parent == Py_None) {
-        corr = cause = principal = Py_None;
-        meta = self->empty_meta;
-    }
-    else if (Py_TYPE(parent) == self->ctx_type) {
-        ContextObject *p = (ContextObject *)parent;
-        PyObject *pd = FIELD(p->deadline);
+    if (parent != Py_None) {
+        if (Py_TYPE(parent) != self->ctx_type) {
+            Py_DECREF(parent);
+            return fallback_call(self, args, nargs, kwnames);
+        }
+        PyObject *pd = FIELD(((ContextObject *)parent)->deadline);
         if (PyFloat_CheckExact(pd)) {
             double d = PyFloat_AS_DOUBLE(pd);
             if (d < deadline) {
@@ -248,28 +271,13 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
             Py_DECREF(parent);
             return fallback_call(self, args, nargs, kwnames);
         }
-        cause = FIELD(p->seq);
-        corr = p->corr == NULL || p->corr == Py_None ? cause : p->corr;
-        principal = FIELD(p->principal);
-        meta = FIELD(p->meta);
-    }
-    else {
-        Py_DECREF(parent);
-        return fallback_call(self, args, nargs, kwnames);
-    }
-    seq = Py_TYPE(self->counter)->tp_iternext(self->counter);
-    if (seq == NULL) {
-        Py_DECREF(parent);
-        return NULL;
     }
     PyObject *dl = PyFloat_FromDouble(deadline);
     if (dl == NULL) {
-        Py_DECREF(seq);
         Py_DECREF(parent);
         return NULL;
     }
-    PyObject *ctx = org_context_make(self->ctx_type, seq, dl, corr, cause, principal, meta, Py_None);
-    Py_DECREF(seq);
+    PyObject *ctx = org_context_next(self, parent, dl, Py_None);
     Py_DECREF(parent);
     if (ctx == NULL) {
         Py_DECREF(dl);

@@ -43,19 +43,7 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
     if (PyContextVar_Get(self->var, Py_None, &parent) < 0) {
         return NULL;
     }
-    PyObject *corr, *cause, *principal, *meta;
-    if (parent == Py_None) {
-        corr = cause = principal = Py_None;
-        meta = self->empty_meta;
-    }
-    else if (Py_TYPE(parent) == self->ctx_type) {
-        ContextObject *p = (ContextObject *)parent;
-        cause = FIELD(p->seq);
-        corr = p->corr == NULL || p->corr == Py_None ? cause : p->corr;
-        principal = FIELD(p->principal);
-        meta = FIELD(p->meta);
-    }
-    else {
+    if (parent != Py_None && Py_TYPE(parent) != self->ctx_type) {
         Py_DECREF(parent);
         goto fallback;
     }
@@ -75,14 +63,7 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
         Py_DECREF(parent);
         return Py_NewRef(org_done_none);
     }
-    PyObject *seq = Py_TYPE(self->counter)->tp_iternext(self->counter);
-    if (seq == NULL) {
-        Py_DECREF(subs);
-        Py_DECREF(parent);
-        return NULL;
-    }
-    PyObject *ctx = org_context_make(self->ctx_type, seq, Py_None, corr, cause, principal, meta, topic);
-    Py_DECREF(seq);
+    PyObject *ctx = org_context_next(self, parent, Py_None, topic);
     Py_DECREF(parent);
     if (ctx == NULL) {
         Py_DECREF(subs);

@@ -133,6 +133,8 @@ org_caller_alive(CallerObject *self)
     return 0;
 }
 PyObject *org_caller_bind_events(CallerObject *self, PyObject *args);
+PyObject *org_context_next(CallerObject *self, PyObject *parent, PyObject *deadline,
+                           PyObject *topic);
 PyObject *org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf,
                           PyObject *kwnames);
 PyObject *org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs);

@@ -21,6 +21,7 @@ from typing import Literal, Protocol, runtime_checkable
 from organelle.errors import NotFoundError, OrganelleError, ValidationError
 
 __all__ = [
+    "BatchClaims",
     "Delivery",
     "GroupInfo",
     "LeaseLostError",
@@ -150,6 +151,40 @@ class LeaseLostError(OrganelleError):
     """Another consumer took over this partition's lease (ours expired)."""
 
     code = "organelle.stream.lease_lost"
+
+
+class BatchClaims:
+    """``claim`` as a batch of one, for a backend that implements ``claim_batch``."""
+
+    async def claim_batch(
+        self,
+        group: str,
+        stream: str,
+        partition: int,
+        owner: str,
+        *,
+        lease_s: float,
+        start: Start = "earliest",
+        limit: int = 1,
+    ) -> list[Delivery]:
+        """See ``StreamLog.claim_batch``."""
+        raise NotImplementedError
+
+    async def claim(
+        self,
+        group: str,
+        stream: str,
+        partition: int,
+        owner: str,
+        *,
+        lease_s: float,
+        start: Start = "earliest",
+    ) -> Delivery | None:
+        """Lease the group's next record of ``partition`` to ``owner`` (or ``None``)."""
+        got = await self.claim_batch(
+            group, stream, partition, owner, lease_s=lease_s, start=start, limit=1
+        )
+        return got[0] if got else None
 
 
 @runtime_checkable

@@ -53,6 +53,7 @@ from organelle.streams._jetstream import (
     to_record,
 )
 from organelle.streams.base import (
+    BatchClaims,
     Delivery,
     GroupInfo,
     LeaseLostError,
@@ -72,7 +73,7 @@ _CAS_TRIES = 5
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as ``check_name`` allows
 
 
-class JetStreamLog:
+class JetStreamLog(BatchClaims):
     """A ``StreamLog`` on NATS JetStream.
 
     Args:
@@ -291,22 +292,6 @@ class JetStreamLog:
             if first is not None:
                 return first.offset
         return int((await self._stream_info(stream)).state.last_seq) + 1
-
-    async def claim(
-        self,
-        group: str,
-        stream: str,
-        partition: int,
-        owner: str,
-        *,
-        lease_s: float,
-        start: Start = "earliest",
-    ) -> Delivery | None:
-        """Lease the group's next record of ``partition`` to ``owner`` (or ``None``)."""
-        got = await self.claim_batch(
-            group, stream, partition, owner, lease_s=lease_s, start=start, limit=1
-        )
-        return got[0] if got else None
 
     async def claim_batch(
         self,

@@ -23,6 +23,7 @@ import msgspec
 from organelle.errors import ValidationError
 from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread
 from organelle.streams.base import (
+    BatchClaims,
     Delivery,
     GroupInfo,
     LeaseLostError,
@@ -78,7 +79,7 @@ def _record(stream: str, row: tuple[Any, ...]) -> Record:
     )
 
 
-class SqliteStreamLog:
+class SqliteStreamLog(BatchClaims):
     """Streams stored in one SQLite file (``":memory:"`` for tests).
 
     Args:
@@ -218,22 +219,6 @@ class SqliteStreamLog:
         return result
 
     # -- groups ------------------------------------------------------------------------
-    async def claim(
-        self,
-        group: str,
-        stream: str,
-        partition: int,
-        owner: str,
-        *,
-        lease_s: float,
-        start: Start = "earliest",
-    ) -> Delivery | None:
-        """Lease the group's next record of ``partition`` to ``owner`` (or ``None``)."""
-        got = await self.claim_batch(
-            group, stream, partition, owner, lease_s=lease_s, start=start, limit=1
-        )
-        return got[0] if got else None
-
     async def claim_batch(
         self,
         group: str,
