@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from _common import Row, peak_rss_mb, publish
 
 from organelle import Kernel, Module, on, rpc
-from organelle._calls import Calls
 from organelle._native import speedups
+from organelle.kernel._calls import Calls
 
 MOLECULER_CALL = 2.16e6
 MOLECULER_EMIT = 622e3

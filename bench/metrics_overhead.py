@@ -36,7 +36,7 @@ from _common import Row, publish  # noqa: E402 - after the path fix above
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402
 
 from organelle import Kernel, Module, rpc  # noqa: E402
-from organelle._dispatch import CallNext, Invocation  # noqa: E402
+from organelle.kernel._dispatch import CallNext, Invocation  # noqa: E402
 from organelle.observability.metrics import DEFAULT_BUCKETS, Metrics  # noqa: E402
 
 MOLECULER_RATIO = 0.32

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from packaging.version import Version
 
-from organelle._graph import Node, parse_dependency, start_levels
 from organelle.errors import DefinitionError, DependencyError
+from organelle.module._graph import Node, parse_dependency, start_levels
 
 
 def node(name: str, version: str = "1.0.0", *deps: str, optional: tuple[str, ...] = ()) -> Node:

@@ -32,8 +32,8 @@ from organelle import (
     on,
     rpc,
 )
-from organelle._calls import Calls
 from organelle._native import speedups
+from organelle.kernel._calls import Calls
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = os.environ.get("ORGANELLE_PURE", "") not in ("", "0")

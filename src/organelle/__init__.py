@@ -4,9 +4,7 @@ Write modules; the kernel loads them, orders them by dependency, runs their
 lifecycle and connects them through RPC and events.
 """
 
-from organelle._bus import SubscriptionStats
-from organelle._dispatch import CallNext, Invocation, Middleware
-from organelle._lifecycle import ModuleInfo, ModuleState
+from organelle._version import __version__
 from organelle.auth import Principal
 from organelle.codec import Codec, JsonCodec, MsgpackCodec
 from organelle.context import Context, context
@@ -28,9 +26,10 @@ from organelle.errors import (
 )
 from organelle.gateway._route import Header, Query, route
 from organelle.kernel import Kernel
+from organelle.kernel._bus import SubscriptionStats
+from organelle.kernel._dispatch import CallNext, Invocation, Middleware
+from organelle.kernel._lifecycle import ModuleInfo, ModuleState
 from organelle.module import Module, consume, cron, job, on, rpc
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CallNext",

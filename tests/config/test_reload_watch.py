@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from organelle import Kernel
-from organelle.config.watch import watch_config
+from organelle.kernel._watch import watch_config
 from organelle.ops import Ops
 
 from .test_reload import Base

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from organelle._phases import CallStats
 from organelle.dashboard._quantile import quantile
+from organelle.kernel._phases import CallStats
 
 BOUNDS = (0.001, 0.01, 0.1)
 

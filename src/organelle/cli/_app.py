@@ -9,7 +9,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.text import Text
 
-import organelle
+from organelle._version import __version__
 from organelle.cli._contract import contract
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
@@ -36,7 +36,7 @@ class _Options:
 
 def _print_version(value: bool) -> None:
     if value:
-        out.print(Text(f"organelle {organelle.__version__}"))
+        out.print(Text(f"organelle {__version__}"))
         raise typer.Exit(EXIT_OK)
 
 

@@ -10,13 +10,10 @@ the password of a URL (``postgresql://user:pw@host``) and option keys named like
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-
-if TYPE_CHECKING:
-    from organelle.kernel import Kernel
 
 __all__ = ["MASK", "config_dump", "dump_model", "mask", "mask_url"]
 
@@ -99,14 +96,12 @@ def settings_dump(settings: Any) -> dict[str, Any]:
     return result
 
 
-def config_dump(kernel: Kernel) -> dict[str, Any]:
-    """The effective config of ``kernel``: ``[kernel]`` settings and each module's parsed section.
+def config_dump(settings: Any, modules: Mapping[str, Any]) -> dict[str, Any]:
+    """The effective config: ``[kernel]`` settings and each module's parsed section.
 
     Every secret is masked, so the result may be logged, served or emitted.
     """
     return {
-        "kernel": mask(settings_dump(kernel.settings), by_name=True),
-        "modules": {
-            name: mask(dump_model(rec.instance.config)) for name, rec in kernel._records.items()
-        },
+        "kernel": mask(settings_dump(settings), by_name=True),
+        "modules": {name: mask(dump_model(config)) for name, config in modules.items()},
     }

@@ -19,8 +19,8 @@ from organelle.errors import DefinitionError
 from organelle.module import Module, ModuleSpec, describe
 
 if TYPE_CHECKING:
-    from organelle._signature import ParamsContract, PayloadContract
     from organelle.kernel import Kernel
+    from organelle.module._signature import ParamsContract, PayloadContract
 
 __all__ = ["snapshot", "specs_of"]
 

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from organelle import __version__
+from organelle._version import __version__
 from organelle.config.secrets import mask, mask_url
 from organelle.dashboard._nodes import this_node
 from organelle.dashboard._quantile import quantile
@@ -29,8 +29,8 @@ from organelle.dashboard._views import (
 )
 
 if TYPE_CHECKING:
-    from organelle._phases import CallStats
     from organelle.kernel import Kernel
+    from organelle.kernel._phases import CallStats
 
 __all__ = ["BOUNDS_S", "KernelViews"]
 

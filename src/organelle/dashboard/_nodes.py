@@ -13,8 +13,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from organelle._lifecycle import ModuleState
 from organelle.dashboard._views import NodeModuleView, NodesView, NodeView
+from organelle.kernel._lifecycle import ModuleState
 
 if TYPE_CHECKING:
     from organelle.kernel import Kernel

@@ -23,10 +23,10 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from organelle._signature import ParamsContract
 from organelle.codec import _dec_hook
 from organelle.errors import DefinitionError, ValidationError
 from organelle.gateway._route import Header, Query
+from organelle.module._signature import ParamsContract
 
 __all__ = ["Binder", "Param"]
 

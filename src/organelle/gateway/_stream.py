@@ -21,12 +21,12 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from organelle._topics import matches, pattern_error
 from organelle.codec import _enc_hook
 from organelle.errors import ForbiddenError, ValidationError
 from organelle.gateway._endpoint import Receive, Scope, Send, send_json
 from organelle.gateway._errors import error_response
 from organelle.gateway._runtime import require_roles
+from organelle.module._topics import matches, pattern_error
 
 if TYPE_CHECKING:
     from organelle.auth.rbac import Rbac

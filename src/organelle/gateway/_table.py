@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
-from organelle._signature import ParamsContract
 from organelle.config import import_object
 from organelle.errors import DefinitionError
 from organelle.gateway._binding import Binder
 from organelle.gateway._route import RouteSpec, routes_of
 from organelle.module import Module, RpcSpec, describe
+from organelle.module._signature import ParamsContract
 
 if TYPE_CHECKING:
     from organelle.gateway.config import GatewayConfig

@@ -19,6 +19,7 @@ from organelle.config import import_object
 from organelle.context import context
 from organelle.errors import ConfigError
 from organelle.gateway.config import GatewayConfig
+from organelle.kernel import kernel_of
 from organelle.module import Module, on
 
 __all__ = ["Gateway"]
@@ -81,13 +82,14 @@ class Gateway(Module):
             self._rbac = None
             return
         self._rbac = rbac.build()
-        current = self.kernel.authorizer
+        kernel = kernel_of(self)
+        current = kernel.authorizer
         if type(current) is not RoleAuthorizer or current._grants is not None:
             raise ConfigError(
                 "modules.gateway.rbac: the kernel already has a custom authorizer; "
                 "configure RBAC in one place"
             )
-        self.kernel.authorizer = self._rbac.authorizer()
+        kernel.authorizer = self._rbac.authorizer()
 
     async def on_start(self) -> None:
         """Build the route table and the app from what is active now, then listen."""
@@ -106,8 +108,9 @@ class Gateway(Module):
         ]
         shared = cfg.rate_limit.storage == "store"
         store = self.kernel.store_for(self.name)
+        kernel = kernel_of(self)
         self.runtime = Runtime(
-            self.kernel,
+            kernel,
             cfg,
             factory=factory,
             middleware=middleware,
@@ -117,7 +120,7 @@ class Gateway(Module):
             else None,
         )
         self._hub = EventHub(cfg.stream.topics, cfg.stream.queue_size)
-        entries = collect(self.kernel, cfg, self.name)
+        entries = collect(kernel, cfg, self.name)
         self.app = build_app(
             self.runtime, entries, hub=self._hub, rbac=self._rbac, asgi_middleware=self._asgi
         )

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from organelle._lifecycle import ModuleState
 from organelle.health.base import CheckResult, Status, as_result
+from organelle.kernel._lifecycle import ModuleState
 from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from organelle._lifecycle import ModuleState
+from organelle.kernel._lifecycle import ModuleState
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from organelle.observability.metrics import Histogram, Metrics
+    from organelle.observability._tables import Histogram, Tables
 
 __all__ = ["MetricsCollector"]
 
@@ -21,7 +21,7 @@ __all__ = ["MetricsCollector"]
 class MetricsCollector(Collector):
     """Builds metric families from the accumulators and the kernel's own counters."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Tables) -> None:
         self.m = metrics
 
     def describe(self) -> list[Metric]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from organelle.storage.base import Entry, Page, Store, Watch
 
 if TYPE_CHECKING:
-    from organelle.observability.metrics import Metrics
+    from organelle.observability._tables import Tables
 
 __all__ = ["TimedStore"]
 
@@ -20,7 +20,7 @@ _perf = time.perf_counter
 class TimedStore:
     """Delegates to ``inner``; records each operation's latency and errors by operation name."""
 
-    def __init__(self, inner: Store, metrics: Metrics) -> None:
+    def __init__(self, inner: Store, metrics: Tables) -> None:
         self.inner = inner
         self._m = metrics
 

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from organelle._dispatch import CallNext, Invocation
 from organelle.errors import OrganelleError
+from organelle.kernel._dispatch import CallNext, Invocation
 from organelle.observability._collect import MetricsCollector
+from organelle.observability._tables import DEFAULT_BUCKETS, Histogram, Tables
 from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:
@@ -35,12 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "Histogram", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DEFAULT_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0,
-)  # fmt: skip
-_UNROUTED = "(unrouted)"
-_MAX_TOPICS = 4096
 _perf = time.perf_counter
 
 
@@ -49,26 +44,7 @@ def _other_code(exc: BaseException) -> str:
     return "organelle.internal" if isinstance(exc, Exception) else "cancelled"
 
 
-class Histogram:
-    """Bucket counts and a sum, no lock: updated from the event loop's thread only."""
-
-    __slots__ = ("counts", "sum")
-
-    def __init__(self, size: int) -> None:
-        self.counts = [0] * (size + 1)  # the last slot is +Inf
-        self.sum = 0.0
-
-    def cumulative(self, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
-        """Prometheus buckets: ``(le, observations <= le)``."""
-        out: list[tuple[str, float]] = []
-        total = 0
-        for bound, count in zip((*map(repr, bounds), "+Inf"), self.counts, strict=True):
-            total += count
-            out.append((bound, total))
-        return out
-
-
-class Metrics:
+class Metrics(Tables):
     """The metrics of one kernel.
 
     ``install()`` adds the middleware, a kernel-event tap and the storage and
@@ -88,19 +64,7 @@ class Metrics:
         buckets: tuple[float, ...] = DEFAULT_BUCKETS,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.kernel = kernel
-        self.bounds = tuple(sorted(buckets))
-        self.rpc: dict[str, Histogram] = {}
-        self.rpc_errors: dict[tuple[str, str], int] = {}
-        self.emitted: dict[str, int] = {}
-        self.storage: dict[str, Histogram] = {}
-        self.storage_errors: dict[str, int] = {}
-        self.jobs: dict[tuple[str, str], int] = {}
-        self.job_durations: dict[str, Histogram] = {}
-        self.queue_depth: dict[str, int] = {}
-        self.transport = {"disconnects": 0, "reconnects": 0}
-        self._labels: dict[str, str] = {}
-        self.registry = registry or CollectorRegistry(auto_describe=False)
+        super().__init__(kernel, buckets=buckets, registry=registry)
         self.registry.register(MetricsCollector(self))
 
     def install(self) -> None:
@@ -144,38 +108,6 @@ class Metrics:
                 hist = self.rpc[inv.target] = Histogram(len(self.bounds))
             hist.counts[bisect_left(self.bounds, elapsed)] += 1
             hist.sum += elapsed
-
-    def observe(self, table: dict[str, Histogram], label: str, seconds: float) -> None:
-        """Add one observation to a histogram table (storage ops, job runs)."""
-        hist = table.get(label)
-        if hist is None:
-            hist = table[label] = Histogram(len(self.bounds))
-        hist.counts[bisect_left(self.bounds, seconds)] += 1
-        hist.sum += seconds
-
-    def topic_label(self, topic: str) -> str:
-        """The bounded label of a topic: the subscription pattern it routes to."""
-        label = self._labels.get(topic)
-        if label is None:
-            patterns = sorted({s.pattern for s in self.kernel._bus.route(topic)})
-            label = patterns[0] if patterns else _UNROUTED
-            if len(self._labels) >= _MAX_TOPICS:
-                self._labels.clear()
-            self._labels[topic] = label
-        return label
-
-    def sync_rpc(self) -> None:
-        """Copy the kernel's RPC counters into the histogram tables (at scrape time)."""
-        for target, st in (self.kernel.call_stats or {}).items():
-            hist = self.rpc.get(target)
-            if hist is None:
-                hist = self.rpc[target] = Histogram(len(self.bounds))
-            hist.counts = list(st.counts)
-            # Calls that finished without suspending took ~1 µs: the first bucket.
-            hist.counts[0] += st.calls - sum(st.counts) - st.pending
-            hist.sum = st.sum
-            for code, count in st.errors.items():
-                self.rpc_errors[target, code] = count
 
     # export ----------------------------------------------------------------------
     async def refresh(self) -> None:

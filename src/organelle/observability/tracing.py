@@ -29,8 +29,8 @@ from opentelemetry.trace import (
     Tracer,
 )
 
-from organelle._dispatch import CallNext, Invocation
 from organelle.context import Context, current_context
+from organelle.kernel._dispatch import CallNext, Invocation
 
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings

@@ -121,7 +121,7 @@ class Ops:
             )
             await self.server.start()
         if self._config_path is not None:
-            from organelle.config.watch import watch_config
+            from organelle.kernel._watch import watch_config
 
             self._spawn(watch_config(self.kernel, self._config_path, stop=self._stop))
 

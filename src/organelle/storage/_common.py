@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from organelle.codec import codec_for, convert
-from organelle.errors import ValidationError
 from organelle.storage.base import (
     Change,
     ConflictError,
@@ -26,6 +25,7 @@ from organelle.storage.base import (
     Store,
     Subscription,
     Watch,
+    bad,
 )
 from organelle.storage.retry import RetryPolicy
 
@@ -45,11 +45,6 @@ _PLAIN: dict[int, Any] = {
 WATCH_QUEUE_MAX = 10_000
 _SURROGATES = (0xD800, 0xDFFF)
 INCR_BUDGET_S = 10.0
-
-
-def bad(field: str, message: str) -> ValidationError:
-    """Build a ``ValidationError`` naming one field."""
-    return ValidationError(message, errors=[{"field": field, "message": message}])
 
 
 def prefix_upper(prefix: str) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 import msgspec
 
-from organelle.errors import OrganelleError, UnavailableError
+from organelle.errors import OrganelleError, UnavailableError, ValidationError
 
 __all__ = [
     "Change",
@@ -34,6 +34,7 @@ __all__ = [
     "Store",
     "Subscription",
     "Watch",
+    "bad",
 ]
 
 ChangeOp = Literal["put", "delete", "expire"]
@@ -244,3 +245,8 @@ class Store(Protocol):
     async def close(self) -> None:
         """Stop the sweeper and release connections; idempotent."""
         ...
+
+
+def bad(field: str, message: str) -> ValidationError:
+    """Build a ``ValidationError`` naming one field (every backend's bad-input error)."""
+    return ValidationError(message, errors=[{"field": field, "message": message}])

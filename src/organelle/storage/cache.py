@@ -15,8 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from organelle.codec import convert
-from organelle.storage._common import bad
-from organelle.storage.base import Entry, Page, Store, Watch
+from organelle.storage.base import Entry, Page, Store, Watch, bad
 
 __all__ = ["CachedStore"]
 

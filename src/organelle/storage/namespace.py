@@ -14,8 +14,7 @@ from typing import Any
 
 import msgspec
 
-from organelle.storage._common import bad
-from organelle.storage.base import Change, Entry, Page, Store, Watch
+from organelle.storage.base import Change, Entry, Page, Store, Watch, bad
 
 __all__ = ["NamespacedStore"]
 

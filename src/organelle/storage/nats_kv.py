@@ -17,9 +17,17 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, bad, cas_incr
+from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, cas_incr
 from organelle.storage._nats_keys import decode_key, encode_key, subject_filter
-from organelle.storage.base import Change, Entry, Page, StorageUnavailableError, Subscription, Watch
+from organelle.storage.base import (
+    Change,
+    Entry,
+    Page,
+    StorageUnavailableError,
+    Subscription,
+    Watch,
+    bad,
+)
 from organelle.storage.retry import retrying
 
 __all__ = ["NatsKvStore"]

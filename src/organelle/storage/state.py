@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from organelle.storage._common import bad
-from organelle.storage.base import Store
+from organelle.storage.base import Store, bad
 
 __all__ = ["StateChange", "StateEngine"]
 

@@ -15,20 +15,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from organelle import _lifecycle as lc
-from organelle._bus import EventBus, SubscriptionStats
-from organelle._calls import Calls, Outbound
-from organelle._dispatch import Middleware, build_chain
-from organelle._graph import Dependency, Node, start_levels
-from organelle._jobhost import JobHost
-from organelle._lifecycle import ModuleInfo, ModuleState, Record
-from organelle._phases import CallStats, RpcEntry
-from organelle._remote_deps import RemoteDeps
-from organelle._runtime import ModuleRef
-from organelle._services import Services
-from organelle._streamhost import StreamHost
-from organelle._supervise import Supervision
-from organelle._topics import check_topic, matches
 from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
 from organelle.config.loader import extend_path
@@ -37,14 +23,28 @@ from organelle.errors import (
     DefinitionError,
     NotFoundError,
 )
+from organelle.kernel import _lifecycle as lc
+from organelle.kernel._bus import EventBus, SubscriptionStats
+from organelle.kernel._calls import Calls, Outbound
+from organelle.kernel._dispatch import Middleware, build_chain
+from organelle.kernel._jobhost import JobHost
+from organelle.kernel._lifecycle import ModuleInfo, ModuleState, Record
+from organelle.kernel._phases import CallStats, RpcEntry
+from organelle.kernel._router import RemoteDeps
+from organelle.kernel._runtime import ModuleRef
+from organelle.kernel._services import Services
+from organelle.kernel._streamhost import StreamHost
+from organelle.kernel._supervise import Supervision
 from organelle.module import Module, describe
+from organelle.module._graph import Dependency, Node, start_levels
+from organelle.module._topics import check_topic, matches
 from organelle.transport import Transport, open_transport
 
 if TYPE_CHECKING:
-    from organelle.config.reload import ReloadResult
+    from organelle.kernel._reload import ReloadResult
     from organelle.storage import NamespacedStore, StateEngine, Store
 
-__all__ = ["Kernel", "ModuleRef"]
+__all__ = ["Kernel", "ModuleRef", "kernel_of"]
 
 log = logging.getLogger("organelle.kernel")
 _monotonic = time.monotonic
@@ -320,7 +320,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
             ConfigError: the new config is invalid or a module's
                 ``on_config_changed`` failed; the old config keeps running.
         """
-        from organelle.config.reload import reload_config  # an edge concern, loaded on use
+        from organelle.kernel._reload import reload_config  # an edge concern, loaded on use
 
         return await reload_config(self, config)
 
@@ -328,7 +328,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         """The effective config with every secret masked: safe to log or serve."""
         from organelle.config.secrets import config_dump
 
-        return config_dump(self)
+        return config_dump(self.settings, {n: r.instance.config for n, r in self._records.items()})
 
     # introspection ----------------------------------------------------------
     def state(self, name: str) -> ModuleState:
@@ -498,3 +498,15 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
             )
         finally:
             drain.cancel()
+
+
+def kernel_of(module: Module) -> Kernel:
+    """The whole kernel running ``module`` (for edge modules: the gateway, ops).
+
+    Raises:
+        DefinitionError: the module runs under something else than a ``Kernel``.
+    """
+    kernel = module.kernel
+    if not isinstance(kernel, Kernel):
+        raise DefinitionError(f"module {module.name!r} is not attached to a Kernel")
+    return kernel

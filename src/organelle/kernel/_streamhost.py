@@ -14,14 +14,14 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from organelle._dispatch import Invocation
 from organelle.codec import JsonCodec
 from organelle.context import _current, context, root_context
 from organelle.errors import ConfigError, ValidationError
+from organelle.kernel._dispatch import Invocation
 
 if TYPE_CHECKING:
-    from organelle._describe import Consumer
-    from organelle.kernel import Kernel
+    from organelle.kernel._core import Core
+    from organelle.module._describe import Consumer
     from organelle.streams.base import Delivery, StreamLog, StreamSpec
     from organelle.streams.consumer import ConsumerStats, GroupConsumer
 
@@ -37,7 +37,7 @@ _TRACE = ("traceparent", "tracestate")
 class StreamHost:
     """Owns the stream log and this node's consumer group members."""
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Core) -> None:
         self.kernel = kernel
         self.log: StreamLog | None = None
         self.consumers: list[GroupConsumer] = []

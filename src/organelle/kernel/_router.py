@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
-from organelle._graph import Dependency
 from organelle.errors import CallTimeoutError, DependencyError, LifecycleError
+from organelle.module._graph import Dependency
 
 if TYPE_CHECKING:
-    from organelle._lifecycle import Record
     from organelle.config.settings import KernelSettings
+    from organelle.kernel._lifecycle import Record
     from organelle.transport import Transport
 
 __all__ = ["RemoteDeps"]

@@ -22,23 +22,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from organelle import _lifecycle as lc
-from organelle._lifecycle import ModuleState, Record
-from organelle._topics import matches
 from organelle.config.loader import merge
 from organelle.config.secrets import dump_model, mask, settings_dump
 from organelle.config.settings import KernelSettings, parse_settings
 from organelle.context import root_context
 from organelle.errors import ConfigError
+from organelle.kernel import _lifecycle as lc
+from organelle.kernel._lifecycle import ModuleState, Record
+from organelle.module._topics import matches
 
 if TYPE_CHECKING:
-    from organelle.kernel import Kernel
+    import asyncio
+    from collections.abc import Callable
 
-__all__ = ["HOT_KERNEL_KEYS", "REJECTED", "RELOADED", "ReloadResult", "reload_config"]
+    from organelle.kernel._bus import EventBus
+
+__all__ = ["HOT_KERNEL_KEYS", "REJECTED", "RELOADED", "ReloadResult", "Reloadable", "reload_config"]
 
 log = logging.getLogger("organelle.config")
 
@@ -49,6 +52,31 @@ HOT_KERNEL_KEYS = frozenset(
     {"log_level", "log_levels", "call_timeout_s", "hook_timeout_s", "drain_timeout_s",
      "health_timeout_s"}
 )  # fmt: skip
+
+
+class Reloadable(Protocol):
+    """What a reload reads and swaps on the kernel (the façade hands itself over)."""
+
+    settings: KernelSettings
+    config: dict[str, Any]
+    config_loader: Callable[[], dict[str, Any]] | None
+    _lock: asyncio.Lock
+    _records: dict[str, Record]
+    _levels: list[list[str]]
+    _call_timeout_s: float
+    _taps: list[tuple[str, list[tuple[str, Any]]]]
+    _bus: EventBus
+
+    @property
+    def running(self) -> bool:
+        """Whether the kernel has started and not yet stopped."""
+        ...
+
+    def check(self) -> list[list[str]]:
+        """Start levels of the dependency graph."""
+        ...
+
+    def _timeout(self, rec: Record) -> float: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +113,9 @@ class _Plan:
     restart_required: list[str] = field(default_factory=list)
 
 
-async def reload_config(kernel: Kernel, config: Mapping[str, Any] | None = None) -> ReloadResult:
+async def reload_config(
+    kernel: Reloadable, config: Mapping[str, Any] | None = None
+) -> ReloadResult:
     """Apply ``config`` (default: re-read the kernel's config source) to a kernel.
 
     Raises:
@@ -131,7 +161,7 @@ def _public(details: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in details.items() if k in ("diff", "module", "rolled_back", "errors")}
 
 
-def _plan(kernel: Kernel, config: Mapping[str, Any] | None) -> _Plan:
+def _plan(kernel: Reloadable, config: Mapping[str, Any] | None) -> _Plan:
     """Validate the whole new config and work out what changes; touches nothing."""
     if config is None:
         if kernel.config_loader is None:
@@ -155,7 +185,7 @@ def _plan(kernel: Kernel, config: Mapping[str, Any] | None) -> _Plan:
     return plan
 
 
-def _plan_kernel(kernel: Kernel, plan: _Plan, fresh: KernelSettings) -> None:
+def _plan_kernel(kernel: Reloadable, plan: _Plan, fresh: KernelSettings) -> None:
     """Hot ``[kernel]`` keys go into the new settings; the others wait for a restart."""
     old_k, new_k = settings_dump(kernel.settings), settings_dump(fresh)
     hot: dict[str, Any] = {}
@@ -169,7 +199,7 @@ def _plan_kernel(kernel: Kernel, plan: _Plan, fresh: KernelSettings) -> None:
     plan.settings = msgspec.structs.replace(kernel.settings, **hot)
 
 
-def _plan_modules(kernel: Kernel, plan: _Plan, sections: dict[str, Any]) -> list[str]:
+def _plan_modules(kernel: Reloadable, plan: _Plan, sections: dict[str, Any]) -> list[str]:
     """Validate every module's section (all errors, not the first); plan the changed ones."""
     errors: list[str] = []
     order = [n for level in (kernel._levels or kernel.check()) for n in level]
@@ -189,7 +219,7 @@ def _plan_modules(kernel: Kernel, plan: _Plan, sections: dict[str, Any]) -> list
     return errors
 
 
-async def _apply(kernel: Kernel, plan: _Plan) -> None:
+async def _apply(kernel: Reloadable, plan: _Plan) -> None:
     """Run ``on_config_changed`` in order; on a failure undo what was done and raise."""
     done: list[_Step] = []
     try:
@@ -228,7 +258,7 @@ async def _apply(kernel: Kernel, plan: _Plan) -> None:
         apply_levels(plan.settings)
 
 
-async def _rollback(kernel: Kernel, done: list[_Step]) -> None:
+async def _rollback(kernel: Reloadable, done: list[_Step]) -> None:
     for step in reversed(done):
         step.rec.instance.config = step.old
         if step.notified:
@@ -259,7 +289,7 @@ def _diff(prefix: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[d
     return out
 
 
-async def announce(kernel: Kernel, topic: str, payload: dict[str, Any]) -> None:
+async def announce(kernel: Reloadable, topic: str, payload: dict[str, Any]) -> None:
     """Emit a kernel event (taps and local subscribers), as module state changes are."""
     for pattern, sink in kernel._taps:
         if matches(pattern, topic):

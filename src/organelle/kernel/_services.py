@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from organelle._jobhost import JobHost
-    from organelle._streamhost import StreamHost
     from organelle.config.settings import KernelSettings
     from organelle.jobs import JobsService
+    from organelle.kernel._jobhost import JobHost
+    from organelle.kernel._streamhost import StreamHost
     from organelle.storage import NamespacedStore, StateEngine, Store
     from organelle.streams.base import StreamLog
     from organelle.streams.consumer import ConsumerStats

@@ -6,21 +6,21 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from organelle._decorators import (
+from organelle.errors import DefinitionError
+from organelle.module._decorators import (
     ConsumeOptions,
     CronOptions,
     JobOptions,
     RpcSpec,
     SubscriptionSpec,
 )
-from organelle._graph import Dependency, parse_dependency, parse_version, valid_name
-from organelle._signature import ParamsContract, PayloadContract
-from organelle.errors import DefinitionError
+from organelle.module._graph import Dependency, parse_dependency, parse_version, valid_name
+from organelle.module._signature import ParamsContract, PayloadContract
 
 if TYPE_CHECKING:
     from packaging.version import Version
 
-    from organelle.module import Module
+    from organelle.module._base import Module
 
 __all__ = ["Consumer", "JobMethod", "ModuleSpec", "RpcMethod", "Subscription", "describe"]
 
@@ -89,7 +89,7 @@ def describe(cls: type[Module]) -> ModuleSpec:  # noqa: C901, PLR0912, PLR0915 -
     cached = cls.__dict__.get("__organelle_spec__")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    from organelle.module import Module
+    from organelle.module._base import Module
 
     if not (isinstance(cls, type) and issubclass(cls, Module)):
         raise DefinitionError(f"{cls!r} is not a Module subclass")

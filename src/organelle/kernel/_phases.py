@@ -10,21 +10,21 @@ import asyncio
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
-from organelle import _lifecycle as lc
-from organelle._lifecycle import ModuleState, Record
 from organelle._native import speedups
-from organelle._topics import matches
 from organelle.context import root_context
 from organelle.errors import LifecycleError, ValidationError
+from organelle.kernel import _lifecycle as lc
+from organelle.kernel._lifecycle import ModuleState, Record
+from organelle.module._topics import matches
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-    from organelle._bus import EventBus
-    from organelle._dispatch import Invocation
-    from organelle._signature import ParamsContract
     from organelle.auth.base import Authorizer
     from organelle.config.settings import KernelSettings
+    from organelle.kernel._bus import EventBus
+    from organelle.kernel._dispatch import Invocation
+    from organelle.module._signature import ParamsContract
     from organelle.transport import Transport
 
 __all__ = ["CallStats", "Phases", "RpcEntry"]

@@ -19,11 +19,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from organelle._dispatch import CallNext, Invocation, Resume, run_chain
-from organelle._topics import matches
 from organelle.context import Context, _current
 from organelle.errors import InternalError, OrganelleError
+from organelle.kernel._dispatch import CallNext, Invocation, Resume, run_chain
 from organelle.module import Subscription
+from organelle.module._topics import matches
 
 __all__ = ["EventBus", "SubscriptionStats"]
 

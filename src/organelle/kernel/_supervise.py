@@ -15,9 +15,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from organelle._lifecycle import ModuleState, Record
-from organelle._runtime import Runtime
 from organelle.errors import LifecycleError
+from organelle.kernel._lifecycle import ModuleState, Record
+from organelle.kernel._runtime import Runtime
 
 if TYPE_CHECKING:
     from organelle.module import Module

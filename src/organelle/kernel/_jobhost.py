@@ -25,18 +25,18 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from organelle._dispatch import Invocation
 from organelle.codec import to_builtins
 from organelle.context import _current, current_context, root_context
 from organelle.errors import ConfigError
+from organelle.kernel._dispatch import Invocation
 from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from organelle._describe import JobMethod
     from organelle.jobs import JobQueue, JobsService, Scheduler, Worker
-    from organelle.kernel import Kernel
+    from organelle.kernel._core import Core
+    from organelle.module._describe import JobMethod
 
 __all__ = ["JobHost"]
 
@@ -47,7 +47,7 @@ TRACEPARENT = "traceparent"
 class JobHost:
     """Owns the job queue, worker and scheduler of one kernel."""
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Core) -> None:
         self.kernel = kernel
         self.service: JobsService | None = None
         self.worker: Worker | None = None
@@ -217,7 +217,7 @@ class JobHost:
 class _Events:
     """The jobs engine's observer: forwards to the kernel's metrics hooks of the moment."""
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Core) -> None:
         self._kernel = kernel
 
     def enqueued(self, job: str) -> None:

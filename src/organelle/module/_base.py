@@ -1,4 +1,4 @@
-"""The ``Module`` base class and the ``@rpc`` / ``@on`` decorators.
+"""The ``Module`` base class and ``KernelAPI``, the kernel as a module sees it.
 
 A module is a class: its attributes declare identity and dependencies, its
 decorated async methods are its RPC methods and event handlers. Everything is
@@ -12,57 +12,108 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from organelle._decorators import (
-    ConsumeOptions,
-    CronOptions,
-    JobOptions,
-    RpcSpec,
-    SubscriptionSpec,
-    consume,
-    cron,
-    is_handler,
-    job,
-    on,
-    rpc,
-)
-from organelle._describe import (
-    Consumer,
-    JobMethod,
-    ModuleSpec,
-    RpcMethod,
-    Subscription,
-    describe,
-)
 from organelle.context import _current, root_context
 from organelle.errors import DefinitionError
+from organelle.module._decorators import is_handler
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from organelle.kernel import Kernel
-    from organelle.storage import NamespacedStore
+    from organelle.jobs import JobsService
+    from organelle.storage import NamespacedStore, StateEngine, Store
+    from organelle.streams.base import StreamLog
 
-__all__ = [
-    "ConsumeOptions",
-    "Consumer",
-    "CronOptions",
-    "JobMethod",
-    "JobOptions",
-    "Module",
-    "ModuleSpec",
-    "RpcMethod",
-    "RpcSpec",
-    "Subscription",
-    "SubscriptionSpec",
-    "consume",
-    "cron",
-    "describe",
-    "job",
-    "on",
-    "rpc",
-]
+__all__ = ["KernelAPI", "Module"]
+
+
+class KernelAPI(Protocol):
+    """The kernel as its modules see it: talk to others, durable work, storage."""
+
+    async def call(self, target: str, /, **params: Any) -> Any:
+        """Call ``"<module>.<method>"``."""
+        ...
+
+    async def call_with(
+        self,
+        target: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        meta: dict[str, Any] | None = None,
+        principal: Any = None,
+    ) -> Any:
+        """Call with explicit options."""
+        ...
+
+    async def emit(
+        self, topic: str, payload: Any = None, *, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Emit an event."""
+        ...
+
+    async def enqueue(
+        self,
+        job: str,
+        /,
+        *,
+        delay_s: float | None = None,
+        at: datetime | float | None = None,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> str:
+        """Enqueue a durable job; return its id."""
+        ...
+
+    async def append(
+        self,
+        stream: str,
+        payload: Any = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, int]:
+        """Append a record to a durable stream; return ``(partition, offset)``."""
+        ...
+
+    async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:
+        """Return once module ``name`` serves, here or on another node."""
+        ...
+
+    def store_for(self, namespace: str) -> NamespacedStore:
+        """The shared Store's view under ``namespace``."""
+        ...
+
+    def module_crashed(self, module: Module, error: BaseException) -> None:
+        """A module's background task died: restart it (supervision)."""
+        ...
+
+    @property
+    def store(self) -> Store:
+        """The shared Store."""
+        ...
+
+    @property
+    def states(self) -> StateEngine:
+        """Live values shared by modules."""
+        ...
+
+    @property
+    def jobs(self) -> JobsService:
+        """Durable jobs."""
+        ...
+
+    @property
+    def streams(self) -> StreamLog:
+        """The durable stream log."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """Whether the kernel has started and not yet stopped."""
+        ...
 
 
 class _ClassNamespace(dict[str, Any]):
@@ -122,7 +173,7 @@ class Module(metaclass=ModuleMeta):
     """Start after every module that does not depend on it, stop before them (edges: a gateway)."""
     """Per-module timeout of each lifecycle hook; ``None`` takes the kernel default."""
 
-    kernel: Kernel
+    kernel: KernelAPI
     config: Any
     log: logging.Logger
 
@@ -166,7 +217,7 @@ class Module(metaclass=ModuleMeta):
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _attach(self, kernel: Kernel, config: Any) -> None:
+    def _attach(self, kernel: KernelAPI, config: Any) -> None:
         self.kernel = kernel
         self.config = config
         self.log = logging.getLogger(f"organelle.module.{self.name}")

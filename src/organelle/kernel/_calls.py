@@ -14,9 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
-from organelle._dispatch import CallNext, Invocation, run_chain, run_until
 from organelle._native import speedups
-from organelle._phases import CallStats, Phases, RpcEntry
 from organelle.context import _EMPTY_META, Context, _counter, _current, _next_seq, root_context
 from organelle.errors import (
     CallTimeoutError,
@@ -26,10 +24,12 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
+from organelle.kernel._dispatch import CallNext, Invocation, run_chain, run_until
+from organelle.kernel._phases import CallStats, Phases, RpcEntry
 from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:
-    from organelle._lifecycle import Record
+    from organelle.kernel._lifecycle import Record
 
 __all__ = ["Calls", "Outbound"]
 

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
-from organelle._topics import pattern_error
 from organelle.errors import DefinitionError
+from organelle.module._topics import pattern_error
 
 __all__ = [
     "ConsumeOptions",

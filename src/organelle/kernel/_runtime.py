@@ -9,18 +9,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from organelle import _lifecycle as lc
-from organelle._graph import Node, start_levels
-from organelle._lifecycle import ModuleState, Record
-from organelle._phases import Phases
 from organelle.config import import_object
 from organelle.errors import DefinitionError, DependencyError, LifecycleError, NotFoundError
+from organelle.kernel import _lifecycle as lc
+from organelle.kernel._lifecycle import ModuleState, Record
+from organelle.kernel._phases import Phases
 from organelle.module import Module, ModuleSpec, describe
+from organelle.module._graph import Node, start_levels
 
 if TYPE_CHECKING:
     import asyncio
 
-    from organelle.kernel import Kernel
+    from organelle.module import KernelAPI
 
 __all__ = ["ModuleRef", "Runtime"]
 
@@ -157,7 +157,7 @@ class Runtime(Phases):
                 raise DefinitionError(f"cannot reload with {instance!r}")
             if instance is old.instance:
                 instance = type(instance)()
-            instance._attach(cast("Kernel", self), parsed)
+            instance._attach(cast("KernelAPI", self), parsed)
             new = Record(instance=instance, spec=spec, raw_config=section)
             nodes = {
                 n: Node(n, (spec.version if n == name else r.spec.version), r.spec.deps)
