@@ -15,7 +15,7 @@ it for a call, 0.14 for an emit to one handler).
 
 Both organelle paths are measured: the C hot path (``organelle._speedups``,
 what ``kernel.call``/``kernel.emit`` are when it is built) and the pure Python
-path it falls back to (``Calls.call`` / ``Kernel.emit`` called directly).
+path it falls back to (``Dispatcher.python_call`` / ``python_emit`` called directly).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from _common import Row, peak_rss_mb, publish
 
 from organelle import Kernel, Module, on, rpc
 from organelle._native import speedups
-from organelle.kernel._calls import Calls
 
 MOLECULER_CALL = 2.16e6
 MOLECULER_EMIT = 622e3
@@ -97,7 +96,7 @@ async def rpc_rows(n: int, rounds: int) -> list[Row]:
 
     async with Kernel([Math]) as kernel:
         call = kernel.call
-        pure = Calls.call.__get__(kernel)
+        pure = kernel._dispatcher.python_call
 
         async def raw(count: int) -> None:
             for _ in range(count):
@@ -187,7 +186,7 @@ async def emit_rows(n: int, rounds: int, call_floor: float) -> list[Row]:
 
         async with Kernel([cls]) as kernel:
             c_emit = kernel.emit
-            py_emit = Kernel.emit.__get__(kernel)
+            py_emit = kernel._dispatcher.python_emit
             bus = kernel._bus
             deliver = bus.deliver
 

@@ -231,11 +231,11 @@ async def test_remote_wrappers_and_job_hooks_compose_in_order() -> None:
         seen.append(f"send {target}")
         return params
 
-    assert kernel.outbound is not None
-    got = await kernel.outbound("m.f", {"a": 1}, root_context(), send)
+    assert kernel._router.outbound is not None
+    got = await kernel._router.outbound("m.f", {"a": 1}, root_context(), send)
     assert got == {"a": 1, "outer": True, "inner": True}
     assert seen == ["outer>", "inner>", "send m.f", "<inner", "<outer"]
 
     kernel.on_job_enqueue(lambda job, tp: f"{tp}+a")
     kernel.on_job_enqueue(lambda job, tp: f"{tp}+b")
-    assert kernel._jobhost._trace_meta("m.j")["traceparent"].endswith("+a+b")
+    assert kernel._jobs._trace_meta("m.j")["traceparent"].endswith("+a+b")

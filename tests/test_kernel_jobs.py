@@ -92,7 +92,7 @@ async def test_retry_signal_and_dead_letters(config: dict[str, Any]) -> None:
 
 async def test_cron_tick_enqueues_once_per_tick(config: dict[str, Any]) -> None:
     async with Kernel([Mailer], config) as k:
-        scheduler = k._jobhost.scheduler
+        scheduler = k._jobs.scheduler
         assert scheduler is not None
         scheduler.now = lambda: 1_700_000_100.0  # 5 minutes after a */5 tick boundary
         first = await scheduler.tick()
@@ -145,8 +145,8 @@ async def test_metrics_count_job_outcomes_and_queue_depth(config: dict[str, Any]
         await kernel.enqueue("mailer.flaky")
         await kernel.jobs.enqueue("mailer.send", {"to": "later@b.c"}, delay_s=60)
         await kernel.drain_jobs()
-        assert kernel._jobhost.worker is not None
-        await kernel._jobhost.worker.stop()  # freeze the queue: one job due, unrun
+        assert kernel._jobs.worker is not None
+        await kernel._jobs.worker.stop()  # freeze the queue: one job due, unrun
         await kernel.enqueue("mailer.send", to="waiting@b.c")
         await metrics.refresh()
         got = job_metrics(metrics)

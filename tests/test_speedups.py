@@ -33,7 +33,6 @@ from organelle import (
     rpc,
 )
 from organelle._native import speedups
-from organelle.kernel._calls import Calls
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = os.environ.get("ORGANELLE_PURE", "") not in ("", "0")
@@ -129,7 +128,7 @@ def c_call(kernel: Kernel) -> Callable[..., Awaitable[Any]]:
 
 
 def py_call(kernel: Kernel) -> Callable[..., Awaitable[Any]]:
-    call: Callable[..., Awaitable[Any]] = Calls.call.__get__(kernel)
+    call: Callable[..., Awaitable[Any]] = kernel._dispatcher.python_call
     return call
 
 
@@ -268,12 +267,12 @@ async def test_draining_and_middleware_take_the_python_path() -> None:
         return await call_next(inv)
 
     async with Kernel([Calc]) as kernel:
-        assert kernel._caller.enabled
+        assert kernel._dispatcher._caller.enabled
         kernel.use(mw)
-        assert not kernel._caller.enabled
+        assert not kernel._dispatcher._caller.enabled
         assert await kernel.call("calc.add", a=1) == 1
         assert seen == ["calc.add"]
-    assert not kernel._caller.enabled  # stopped: nothing is accepted
+    assert not kernel._dispatcher._caller.enabled  # stopped: nothing is accepted
 
 
 E_PATHS = [pytest.param(True, id="c", marks=needs_c), pytest.param(False, id="python")]
@@ -282,7 +281,7 @@ E_PATHS = [pytest.param(True, id="c", marks=needs_c), pytest.param(False, id="py
 def event_path(kernel: Kernel, c: bool) -> Callable[..., Awaitable[Any]]:
     if not c:
         kernel._bus.deliver = None
-        emit: Callable[..., Awaitable[Any]] = Kernel.emit.__get__(kernel)
+        emit: Callable[..., Awaitable[Any]] = kernel._dispatcher.python_emit
         return emit
     return kernel.emit
 
@@ -486,7 +485,7 @@ async def test_taps_see_each_event_once_on_both_paths(c: bool) -> None:
         emit = event_path(kernel, c)
         seen = kernel.tap("t.>")  # installed while running: the C path still runs
         if c:
-            assert kernel._caller.emit_enabled
+            assert kernel._dispatcher._caller.emit_enabled
         for i in range(20):  # a small queue: some emits wait for room (the Python path)
             await emit("t.plain", i)
         await emit("t.nobody", 99)

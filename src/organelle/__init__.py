@@ -28,7 +28,7 @@ from organelle.gateway._route import Header, Query, route
 from organelle.kernel import Kernel
 from organelle.kernel._bus import SubscriptionStats
 from organelle.kernel._dispatch import CallNext, Invocation, Middleware
-from organelle.kernel._lifecycle import ModuleInfo, ModuleState
+from organelle.kernel._states import ModuleInfo, ModuleState
 from organelle.module import Module, consume, cron, job, on, rpc
 
 __all__ = [

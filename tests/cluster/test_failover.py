@@ -27,7 +27,7 @@ def work_app(tmp_path: Path) -> str:
 
 
 async def instances(kernel: Kernel, module: str) -> int:
-    transport = kernel._transport
+    transport = kernel.transport
     assert isinstance(transport, NatsTransport)
     return sum(module in n.modules for n in await transport.nodes())
 
@@ -109,8 +109,8 @@ async def test_cluster_survives_a_broker_kill_mid_load(prefix: str) -> None:
                 await asyncio.sleep(2.0)
 
             await load.run_while(scenario())
-            assert serving._transport.connected  # type: ignore[union-attr]
-            assert client._transport.connected  # type: ignore[union-attr]
+            assert serving.transport.connected  # type: ignore[union-attr]
+            assert client.transport.connected  # type: ignore[union-attr]
         failures = load.failures()
         after = [o for o in load.outcomes if o.start > killed_at + SLACK_S]
         ok_after = [o for o in after if o.error is None]

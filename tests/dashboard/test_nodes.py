@@ -88,11 +88,11 @@ async def test_a_registry_that_cannot_be_read_does_not_blank_the_page() -> None:
             raise ConnectionError("registry bucket gone")
 
     async with serve(Calc, dashboard=ON) as (kernel, client):
-        real, kernel._transport = kernel._transport, Broken()  # type: ignore[assignment]
+        real, kernel._router.transport = kernel.transport, Broken()  # type: ignore[assignment]
         try:
             nodes = (await client.get(f"{API}/nodes")).json()
         finally:
-            kernel._transport = real
+            kernel._router.transport = real
     assert nodes["clustered"] is True
     assert "registry bucket gone" in nodes["error"]
     assert [n["node"] for n in nodes["nodes"]] == ["lonely"]

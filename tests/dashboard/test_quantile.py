@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from organelle.dashboard._quantile import quantile
-from organelle.kernel._phases import CallStats
+from organelle.kernel._routes import CallStats
 
 BOUNDS = (0.001, 0.01, 0.1)
 

@@ -193,13 +193,13 @@ async def test_builtin_transport_storage_and_backlog_checks() -> None:
         class Disconnected:
             connected = False
 
-        kernel._transport = Disconnected()  # type: ignore[assignment]
+        kernel._router.transport = Disconnected()  # type: ignore[assignment]
         try:
             report = await health.report()
             assert report.checks["transport"]["status"] == "unhealthy"
             assert not report.ready
         finally:
-            kernel._transport = None
+            kernel._router.transport = None
 
 
 async def test_stream_lag_check(tmp_path: Any) -> None:

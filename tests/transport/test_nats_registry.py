@@ -19,8 +19,8 @@ from .nodes import Peer, Server
 
 
 def transport(kernel: Kernel) -> NatsTransport:
-    assert isinstance(kernel._transport, NatsTransport)
-    return kernel._transport
+    assert isinstance(kernel.transport, NatsTransport)
+    return kernel.transport
 
 
 async def test_nodes_list_modules_versions_and_methods(config: Config) -> None:

@@ -32,7 +32,7 @@ async def pair(config: Config) -> AsyncIterator[tuple[Kernel, Kernel]]:
 
 async def test_remote_call_returns_the_result(pair: tuple[Kernel, Kernel]) -> None:
     _, client = pair
-    assert isinstance(client._transport, NatsTransport)
+    assert isinstance(client.transport, NatsTransport)
     assert await client.call("server.echo", sku="A1", qty=3) == {"sku": "A1", "qty": 3}
     assert await client.call_with("server.echo", {"sku": "B"}) == {"sku": "B", "qty": 1}
 

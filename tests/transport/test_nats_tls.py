@@ -93,8 +93,8 @@ async def test_rpc_over_tls(tls_server: NatsServer, pki: Pki, prefix: str) -> No
     url = f"tls://127.0.0.1:{tls_server.port}"
     server, client = await _serves_rpc(node_config(url, prefix, tls_ca=str(pki.ca)))
     try:
-        assert isinstance(client._transport, NatsTransport)
-        proto = client._transport._wire._proto
+        assert isinstance(client.transport, NatsTransport)
+        proto = client.transport._wire._proto
         assert proto is not None
         assert proto.transport is not None
         assert proto.transport.get_extra_info("ssl_object") is not None

@@ -50,7 +50,7 @@ def _crons(kernel: Kernel) -> dict[str, str]:
 
 
 def _worker(kernel: Kernel) -> WorkerView | None:
-    worker = kernel._jobhost.worker
+    worker = kernel.job_worker
     if worker is None:
         return None
     s = worker.stats

@@ -30,7 +30,7 @@ from organelle.dashboard._views import (
 
 if TYPE_CHECKING:
     from organelle.kernel import Kernel
-    from organelle.kernel._phases import CallStats
+    from organelle.kernel._routes import CallStats
 
 __all__ = ["BOUNDS_S", "KernelViews"]
 

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from organelle.dashboard._views import NodeModuleView, NodesView, NodeView
-from organelle.kernel._lifecycle import ModuleState
+from organelle.kernel._states import ModuleState
 
 if TYPE_CHECKING:
     from organelle.kernel import Kernel

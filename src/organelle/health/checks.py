@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from organelle.health.base import CheckResult, Status, as_result
-from organelle.kernel._lifecycle import ModuleState
+from organelle.kernel._states import ModuleState
 from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class ModuleCheck:
 
     async def check(self) -> CheckResult:
         """Unhealthy unless active; then whatever ``health()`` says."""
-        rec = self.kernel._records.get(self.module)
+        rec = self.kernel.modules().get(self.module)
         if rec is None:
             return CheckResult(status=Status.UNHEALTHY, detail="not registered")
         if rec.state is not ModuleState.ACTIVE:
@@ -78,7 +78,7 @@ class StorageCheck:
 
     async def check(self) -> CheckResult:
         """One read of an absent key; an error or a timeout is unhealthy."""
-        store = self.kernel._store
+        store = self.kernel.store_if_open
         if store is None:
             return CheckResult(status=Status.HEALTHY, detail="not opened")
         await store.get(_PROBE_KEY)

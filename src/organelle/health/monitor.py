@@ -114,7 +114,7 @@ class Health:
 
     def checks(self) -> list[HealthCheck]:
         """Every check of this round: one per module (as registered now), built-ins, added."""
-        modules: list[HealthCheck] = [ModuleCheck(self.kernel, n) for n in self.kernel._records]
+        modules: list[HealthCheck] = [ModuleCheck(self.kernel, n) for n in self.kernel.modules()]
         return [*modules, *self._fixed, *self._custom]
 
     def live(self) -> dict[str, Any]:

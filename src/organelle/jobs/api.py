@@ -74,6 +74,10 @@ class JobsService:
             raise ValueError("a job name must be a non-empty string")
         self._types[name] = _JobType(spec or JobSpec(), validator)
 
+    def unregister(self, name: str) -> None:
+        """Forget job type ``name`` (its module left this node); enqueues of it still queue."""
+        self._types.pop(name, None)
+
     def spec(self, name: str) -> JobSpec:
         """The registered spec of ``name`` (defaults if unregistered)."""
         known = self._types.get(name)

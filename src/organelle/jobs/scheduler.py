@@ -121,6 +121,23 @@ class Scheduler:
         self.fired = 0
         self.skipped = 0
         self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def jobs(self) -> list[str]:
+        """The job of every schedule, in order."""
+        return [c.schedule.job for c in self._crons]
+
+    def add(self, schedule: Schedule) -> None:
+        """Fire ``schedule`` too, from now on (a module with ``@cron`` was added)."""
+        self._crons.append(_Cron(schedule))
+        self._changed.set()
+
+    def remove(self, jobs: Sequence[str]) -> None:
+        """Stop firing the schedules of ``jobs``; ticks already enqueued wait for a worker."""
+        gone = set(jobs)
+        self._crons = [c for c in self._crons if c.schedule.job not in gone]
+        self._changed.set()
 
     async def tick(self) -> list[str]:
         """Enqueue every tick due since the last call; return the tick job ids."""
@@ -169,7 +186,18 @@ class Scheduler:
                 log.exception("scheduler tick failed; retrying")
             nxt = self.next_tick()
             delay = 60.0 if nxt is None else max(0.0, nxt - self.now())
-            await self._sleep(min(delay, 60.0) + 0.001)
+            await self._pause(min(delay, 60.0) + 0.001)
+
+    async def _pause(self, delay_s: float) -> None:
+        """Sleep until the next tick, or until the schedules change."""
+        self._changed.clear()
+        sleep = asyncio.ensure_future(self._sleep(delay_s))
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait((sleep, changed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            changed.cancel()
 
     async def start(self) -> None:
         """Run in the background."""

@@ -152,8 +152,9 @@ class Worker:
         self._default = JobSpec()
         now = clock()
         self._limits = {n: _Limiter(self._spec(n), now) for n in self.handlers}
-        self._limited = [n for n, lim in self._limits.items() if lim.concurrency or lim.rate]
-        self._free_names = [n for n in self.handlers if n not in self._limited]
+        self._limited: list[str] = []
+        self._free_names: list[str] = []
+        self._index()
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._acking: set[asyncio.Task[None]] = set()
         self._lost: set[str] = set()
@@ -168,6 +169,32 @@ class Worker:
 
     def _spec(self, name: str) -> JobSpec:
         return self.specs.get(name, self._default)
+
+    def _index(self) -> None:
+        self._limited = [n for n, lim in self._limits.items() if lim.concurrency or lim.rate]
+        self._free_names = [n for n in self.handlers if n not in self._limited]
+
+    def add(self, name: str, handler: JobHandler, spec: JobSpec | None = None) -> None:
+        """Start taking jobs named ``name`` (a module was added at run time)."""
+        self.handlers[name] = handler
+        if spec is not None:
+            self.specs[name] = spec
+        self._limits[name] = _Limiter(self._spec(name), self.clock())
+        self._index()
+        self._slot.set()  # an idle claim loop looks again now
+
+    def remove(self, names: list[str]) -> list[asyncio.Task[None]]:
+        """Stop taking jobs named ``names``; return the runs of them still in flight.
+
+        Jobs of those names wait in the queue from now on: neither run, failed
+        nor dead-lettered here. A lease claimed in the same instant is released.
+        """
+        for name in names:
+            self.handlers.pop(name, None)
+            self._limits.pop(name, None)
+        self._index()
+        gone = set(names)
+        return [task for lease, task in self._running.values() if lease.name in gone]
 
     @property
     def in_flight(self) -> int:
@@ -229,8 +256,8 @@ class Worker:
     # -- claim loop --------------------------------------------------------
 
     async def _claim_loop(self, *, burst: bool) -> None:
-        all_names = list(self.handlers)
         while not self._stopping:
+            all_names = list(self.handlers)  # handlers come and go with modules
             free = self.slots - len(self._running)
             if free <= 0:
                 self._slot.clear()
@@ -296,6 +323,11 @@ class Worker:
                 w.cancel()
 
     def _launch(self, lease: Lease) -> None:
+        if lease.name not in self.handlers:  # its module left after the claim: the job waits
+            task = asyncio.create_task(self._release([lease]))
+            self._acking.add(task)
+            task.add_done_callback(self._acking.discard)
+            return
         limiter = self._limits.get(lease.name)
         if limiter is not None:
             limiter.running += 1

@@ -6,6 +6,6 @@ imports it. ``docs/architecture.md`` maps its parts.
 """
 
 from organelle.kernel._kernel import Kernel, ModuleRef, kernel_of
-from organelle.kernel._lifecycle import ModuleInfo, ModuleState
+from organelle.kernel._states import ModuleInfo, ModuleState
 
 __all__ = ["Kernel", "ModuleInfo", "ModuleRef", "ModuleState", "kernel_of"]

@@ -17,15 +17,18 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from organelle.context import Context, _current
 from organelle.errors import InternalError, OrganelleError
 from organelle.kernel._dispatch import CallNext, Invocation, Resume, run_chain
 from organelle.module import Subscription
+
+if TYPE_CHECKING:
+    from organelle.kernel._slots import Slot
 from organelle.module._topics import matches
 
-__all__ = ["EventBus", "SubscriptionStats"]
+__all__ = ["EventBus", "SubscriptionStats", "Subscriptions"]
 
 log = logging.getLogger("organelle.events")
 
@@ -351,3 +354,25 @@ class EventBus:
         for fut in idle:
             if not fut.done():
                 fut.set_result(None)
+
+
+class Subscriptions:
+    """Binder: a slot's ``@on`` handlers subscribed on the bus.
+
+    Detached before the module's ``on_stop``, so a stopping module gets no new
+    events; attached before its ``on_start``, so it misses none once started.
+    """
+
+    kind = "events"
+    stage = "listen"
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    async def attach(self, slot: Slot) -> None:
+        self._bus.unsubscribe(slot.name)
+        for sub in slot.spec.subscriptions:
+            self._bus.subscribe(slot.name, sub, getattr(slot.instance, sub.attr))
+
+    async def detach(self, slot: Slot) -> None:
+        self._bus.unsubscribe(slot.name)

@@ -1,18 +1,19 @@
-"""The call path: local RPC as a direct await, remote RPC through a transport, inbound calls.
+"""The dispatcher: local RPC as a direct await, calls to other nodes, inbound calls, emit.
 
-A mixin of ``Kernel``. ``call`` is the hot path and is written out inline;
-everything with options, middleware, guards or a transport takes the slower,
-shared paths below it. Where the C extension is built, ``kernel.call`` is its
-``Caller.call``: the same hot path in C, which hands everything else back to
-the Python ``call`` below and a suspended handler to ``_resume``.
+``call`` is the hot path and is written out inline; everything with options,
+middleware, guards or a transport takes the slower, shared paths below it.
+Where the C extension is built, ``kernel.call`` is its ``Caller.call``: the
+same hot path in C, which hands everything else back to the Python ``call``
+below and a suspended handler to ``_resume``. ``_bind_compiled`` is the one
+place the compiled path is bound; ``_sync`` keeps its flags in step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
 
 from organelle._native import speedups
 from organelle.context import _EMPTY_META, Context, _counter, _current, _next_seq, root_context
@@ -24,63 +25,109 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
-from organelle.kernel._dispatch import CallNext, Invocation, run_chain, run_until
-from organelle.kernel._phases import CallStats, Phases, RpcEntry
-from organelle.observability.hooks import hooks_for
+from organelle.kernel._dispatch import (
+    CallNext,
+    Invocation,
+    Middleware,
+    build_chain,
+    run_chain,
+    run_until,
+)
+from organelle.module._topics import check_topic, matches
 
 if TYPE_CHECKING:
-    from organelle.kernel._lifecycle import Record
+    from organelle.config.settings import KernelSettings
+    from organelle.kernel._bus import EventBus
+    from organelle.kernel._router import Router
+    from organelle.kernel._routes import CallStats, RpcEntry
+    from organelle.kernel._slots import Slots
 
-__all__ = ["Calls", "Outbound"]
-
-Outbound = Callable[
-    [str, dict[str, Any], Context, Callable[[str, dict[str, Any], Context], Awaitable[Any]]],
-    Awaitable[Any],
-]
-"""Wraps every remote call on the calling side (tracing's ``CLIENT`` span):
-``outbound(target, params, ctx, send)`` must ``await send(target, params, ctx)``."""
+__all__ = ["Dispatcher"]
 
 _monotonic = time.monotonic
 _perf = time.perf_counter
-T = TypeVar("T")
 
 
-class _Synced(Generic[T]):
-    """An attribute whose every assignment re-syncs the C call path's flags."""
+class Dispatcher:
+    """Runs calls and events: ``call``, ``call_with``, ``emit``, ``dispatch``, ``deliver``.
 
-    def __init__(self, store: str) -> None:
-        self.store = store
+    The lifecycle flips ``running`` and ``accepting``; config reload sets
+    ``call_timeout_s``; ``use`` adds middleware. Each of those re-syncs the
+    compiled path, which serves only the plain cases.
+    """
 
-    @overload
-    def __get__(self, obj: None, owner: type) -> _Synced[T]: ...
-    @overload
-    def __get__(self, obj: Calls, owner: type) -> T: ...
-    def __get__(self, obj: Calls | None, owner: type) -> T | _Synced[T]:
-        return self if obj is None else cast("T", getattr(obj, self.store))
+    def __init__(
+        self,
+        slots: Slots,
+        router: Router,
+        bus: EventBus,
+        settings: Callable[[], KernelSettings],
+        middleware: list[Middleware],
+    ) -> None:
+        self._slots = slots
+        self._router = router
+        self._rpc = router.local  # the very dict the compiled path reads
+        self._bus = bus
+        self._settings = settings
+        self._middleware = list(middleware)
+        self._chain: CallNext | None = build_chain(self._middleware)
+        bus.chain = self._chain
+        self._call_timeout_s = settings().call_timeout_s
+        self._accepting_now = False  # read directly on the Python hot path
+        self.running = False
+        self._inflight = 0
+        self.taps: list[tuple[str, list[tuple[str, Any]]]] = []
+        self._caller: Any = None  # speedups.Caller, when the C path serves call and emit
+        self.call: Callable[..., Any] = self.python_call
+        self.emit: Callable[..., Any] = self.python_emit
+        self._bind_compiled()
 
-    def __set__(self, obj: Calls, value: T) -> None:
-        setattr(obj, self.store, value)
-        obj._sync_caller()
+    # flags the compiled path mirrors ------------------------------------------------
+    @property
+    def accepting(self) -> bool:
+        """Whether outside calls and events are taken (started, not draining)."""
+        return self._accepting_now
 
+    @accepting.setter
+    def accepting(self, value: bool) -> None:
+        self._accepting_now = value
+        self.resync()
 
-class Calls(Phases):
-    """``call``, ``call_with``, ``dispatch``, ``deliver``, ``wait_for`` (state on ``Kernel``)."""
+    @property
+    def call_timeout_s(self) -> float:
+        """The default deadline of a call, from ``[kernel] call_timeout_s``."""
+        return self._call_timeout_s
 
-    _records: dict[str, Record]
-    _running: bool
-    _inflight: int
-    outbound: Outbound | None
-    _caller: Any = None  # speedups.Caller, when the C path serves kernel.call
-    _chain_now: CallNext | None = None
-    _timeout_now: float = 10.0
-    _accepting_now: bool = False  # read directly on the Python hot path
-    _chain = _Synced[CallNext | None]("_chain_now")
-    _call_timeout_s = _Synced[float]("_timeout_now")
-    _accepting = _Synced[bool]("_accepting_now")
+    @call_timeout_s.setter
+    def call_timeout_s(self, value: float) -> None:
+        self._call_timeout_s = value
+        self.resync()
 
-    def _use_speedups(self) -> None:
-        """Serve ``kernel.call`` from C (unless a subclass overrides ``call``)."""
-        if speedups is None or type(self).call is not Calls.call:
+    @property
+    def chain(self) -> CallNext | None:
+        """The middleware onion, ``None`` when there is none (the fast path)."""
+        return self._chain
+
+    @property
+    def inflight(self) -> int:
+        """Calls whose handler suspended and has not finished."""
+        return self._inflight
+
+    def use(self, middleware: Middleware) -> None:
+        """Add middleware (innermost so far) around every call and delivery."""
+        self._middleware.append(middleware)
+        self._chain = build_chain(self._middleware)
+        self._bus.chain = self._chain
+        self.resync()
+
+    @property
+    def middleware(self) -> list[Middleware]:
+        """The middleware, outermost first."""
+        return list(self._middleware)
+
+    def _bind_compiled(self) -> None:
+        """Serve ``call`` and ``emit`` from C when the extension is built: the one binding point."""
+        if speedups is None:
             return
         caller = speedups.Caller(
             self._rpc,
@@ -88,35 +135,36 @@ class Calls(Phases):
             Context,
             _counter,
             _EMPTY_META,
-            Calls.call.__get__(self),
+            self.python_call,
             self._resume,
             self._call_failed,
-            self._timeout_now,
+            self._call_timeout_s,
         )
         bus = self._bus
         caller.bind_events(
-            type(self).emit.__get__(self),  # type: ignore[attr-defined]
+            self.python_emit,
             bus._cache,
             bus._queue,
             bus._wake,
             bus._max_pending,
-            self._taps,
-            self._tap,  # type: ignore[attr-defined]
+            self.taps,
+            self._tap,
         )
         bus.deliver = caller.deliver
         self._caller = caller
-        self.call = caller.call  # type: ignore[method-assign]
-        self._sync_caller()
+        self.call = caller.call
+        self.emit = caller.emit
+        self.resync()
 
-    def _sync_caller(self) -> None:
+    def resync(self) -> None:
         """Keep the C path's flags in step (it only serves the plain cases)."""
         caller = self._caller
         if caller is not None:
-            caller.enabled = self._accepting_now and self._chain_now is None
-            caller.timeout = self._timeout_now
-            caller.emit_enabled = self._accepting_now and getattr(self, "_transport", None) is None
+            caller.enabled = self._accepting_now and self._chain is None
+            caller.timeout = self._call_timeout_s
+            caller.emit_enabled = self._accepting_now and self._router.transport is None
 
-    async def call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912, PLR0915 - hot path inlined
+    async def python_call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912, PLR0915 - hot path inlined
         """Call ``"<module>.<method>"`` with keyword params and return its result.
 
         Inside a handler the call inherits the context and never gets more
@@ -260,16 +308,13 @@ class Calls(Phases):
         meta: dict[str, Any] | None,
         principal: Any,
     ) -> Any:
-        transport = self._transport
-        if transport is None or not isinstance(target, str) or "." not in target:
+        router = self._router
+        if router.transport is None or not isinstance(target, str) or "." not in target:
             raise self._missing(target)
-        if self._remote_blocked(target):
+        if router.blocked(target):
             raise self._missing(target)
         ctx = self._outgoing(target, timeout_s, meta, principal)
-        outbound = self.outbound
-        if outbound is not None:
-            return await outbound(target, params, ctx, transport.request)
-        return await transport.request(target, params, ctx)
+        return await router.send(target, params, ctx)
 
     def _outgoing(
         self, target: str, timeout_s: float | None, meta: dict[str, Any] | None, principal: Any
@@ -291,12 +336,6 @@ class Calls(Phases):
             raise CallTimeoutError(f"call to {target!r} timed out before it started")
         return ctx
 
-    def _remote_blocked(self, target: str) -> bool:
-        """A local module that is not serving must not be shadowed by a remote one silently."""
-        module, _, method = target.partition(".")
-        rec = self._records.get(module)
-        return rec is not None and self.settings.prefer_local and method not in rec.spec.rpcs
-
     async def dispatch(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
         """Serve a call that arrived from a transport (or a gateway) with its context.
 
@@ -307,7 +346,7 @@ class Calls(Phases):
             NotFoundError, ValidationError, CallTimeoutError, InternalError,
             UnavailableError: as for a local call.
         """
-        entry = self._serving.get(target)
+        entry = self._router.serving.get(target)
         if entry is None:
             raise self._missing(target)
         if not self._accepting_now:
@@ -333,14 +372,6 @@ class Calls(Phases):
         if subs and not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
 
-    def connection_event(self, event: Literal["disconnected", "reconnected"]) -> None:
-        """A transport reports its connection going down or coming back (for metrics)."""
-        transport = hooks_for(self).transport
-        if event == "disconnected":
-            transport.disconnected()
-        else:
-            transport.reconnected()
-
     async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:
         """Return once module ``name`` serves, here or (with a transport) on any node.
 
@@ -348,15 +379,90 @@ class Calls(Phases):
             CallTimeoutError: it did not appear within ``timeout_s``.
         """
         deadline = _monotonic() + timeout_s
-        while not self._is_active(name):
-            if self._transport is not None:
-                await self._transport.wait_for(name, max(0.0, deadline - _monotonic()))
+        while not self._slots.is_active(name):
+            transport = self._router.transport
+            if transport is not None:
+                await transport.wait_for(name, max(0.0, deadline - _monotonic()))
                 return
             if _monotonic() >= deadline:
                 raise CallTimeoutError(
                     f"module {name!r} did not become available in {timeout_s:g}s"
                 )
             await asyncio.sleep(0.01)
+
+    # events ------------------------------------------------------------------
+    async def python_emit(
+        self, topic: str, payload: Any = None, *, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Emit an event (see ``Kernel.emit``); the C path falls back to this."""
+        bus = self._bus
+        subs = bus._cache.get(topic)
+        if subs is None:
+            check_topic(topic)
+            subs = bus.route(topic)
+        parent = _current.get()
+        if parent is None:
+            if not self._accepting_now:
+                raise self._closed()
+            ctx = Context(_next_seq(), None, None, None, None, meta or _EMPTY_META, topic)
+        else:
+            ctx = parent.child(None, topic=topic, meta=meta)
+        if self.taps:
+            self._tap(topic, payload)
+        transport = self._router.transport
+        if transport is not None:
+            await transport.publish(topic, payload, ctx)
+        elif subs and not bus.offer(subs, payload, ctx):
+            await bus.publish(subs, payload, ctx)
+
+    def announce_to_taps(self, topic: str, payload: Any) -> None:
+        """Feed a kernel event to the taps only (the bus is not running)."""
+        self._tap(topic, payload)
+
+    async def announce(self, topic: str, payload: Any) -> None:
+        """Publish a kernel event (lifecycle, config) to local subscribers and taps only."""
+        self._tap(topic, payload)
+        subs = self._bus.route(topic)
+        if subs:
+            await self._bus.publish(subs, payload, root_context(None, topic=topic))
+
+    async def drain(self) -> None:
+        """Wait until every emitted event has been handled (see ``Kernel.drain``)."""
+        while True:
+            transport = self._router.transport
+            mark = 0 if transport is None else transport.published
+            if transport is not None:
+                await transport.settle()
+            await self._bus.drain()
+            if transport is None or transport.published == mark:
+                return
+
+    def tap(self, pattern: str, sink: list[tuple[str, Any]]) -> None:
+        """Feed every emitted event matching ``pattern`` to ``sink``."""
+        self.taps.append((pattern, sink))
+
+    def untap(self, sink: list[tuple[str, Any]]) -> None:
+        """Stop feeding ``sink``."""
+        self.taps[:] = [(p, s) for p, s in self.taps if s is not sink]  # shared with C
+
+    def _tap(self, topic: str, payload: Any) -> None:
+        """Feed ``(topic, payload)`` to every tap whose pattern matches (also from C)."""
+        for pattern, sink in self.taps:
+            if matches(pattern, topic):
+                sink.append((topic, payload))
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait for suspended calls and queued events to finish; ``False`` at the timeout."""
+        deadline = _monotonic() + timeout_s
+        drain = asyncio.ensure_future(self._bus.drain())
+        try:
+            while _monotonic() < deadline:
+                if self._inflight == 0 and drain.done():
+                    return True
+                await asyncio.sleep(0.005)
+            return False
+        finally:
+            drain.cancel()
 
     async def _invoke(
         self, entry: RpcEntry, params: dict[str, Any], ctx: Context, deadline: float
@@ -428,11 +534,11 @@ class Calls(Phases):
                 errors=[{"field": "target", "message": "expected 'module.method'"}],
             )
         module, _, method = target.partition(".")
-        rec = self._records.get(module)
+        rec = self._slots.get(module)
         if rec is None:
             return NotFoundError(f"no module named {module!r}", details={"target": target})
         if method in rec.spec.rpcs:
-            if not self._running:
+            if not self.running:
                 return self._closed()
             return UnavailableError(
                 f"module {module!r} is {rec.state.value}, not serving calls",
@@ -443,5 +549,5 @@ class Calls(Phases):
         )
 
     def _closed(self) -> UnavailableError:
-        state = "draining" if self._running else "not running"
+        state = "draining" if self.running else "not running"
         return UnavailableError(f"kernel is {state}; not taking new calls or events")

@@ -34,8 +34,10 @@ from organelle.observability.hooks import hooks_for
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from organelle.jobs import JobQueue, JobsService, Scheduler, Worker
-    from organelle.kernel._core import Core
+    from organelle.config.settings import KernelSettings
+    from organelle.jobs import JobQueue, JobsService, Schedule, Scheduler, Worker
+    from organelle.kernel._dispatch import CallNext
+    from organelle.kernel._slots import Slot, Slots
     from organelle.module._describe import JobMethod
 
 __all__ = ["JobHost"]
@@ -45,76 +47,128 @@ TRACEPARENT = "traceparent"
 
 
 class JobHost:
-    """Owns the job queue, worker and scheduler of one kernel."""
+    """Owns the job queue, worker and scheduler of one kernel; binds each slot's jobs.
 
-    def __init__(self, kernel: Core) -> None:
-        self.kernel = kernel
+    As a binder (stage ``serve``) it gives the worker a slot's ``@job`` handlers
+    and the scheduler its ``@cron`` entries, and takes them back on detach: the
+    worker then stops claiming those jobs, which wait in the queue.
+    """
+
+    kind = "jobs"
+    stage = "serve"
+
+    def __init__(  # noqa: PLR0917 - what it reads of the kernel, named once by the façade
+        self,
+        slots: Slots,
+        settings: Callable[[], KernelSettings],
+        chain: Callable[[], CallNext | None],
+        running: Callable[[], bool],
+        job_spans: list[Callable[[str, str | None], str | None]],
+        hooks_key: object,
+    ) -> None:
+        self._slots = slots
+        self._settings = settings
+        self._chain = chain
+        self._running = running
+        self.job_spans = job_spans
+        self._hooks_key = hooks_key
         self.service: JobsService | None = None
         self.worker: Worker | None = None
         self.scheduler: Scheduler | None = None
         self._queue: JobQueue | None = None
+        self._started = False
 
-    def _local_jobs(self) -> list[tuple[str, str, JobMethod]]:
-        return [
-            (name, f"{name}.{job}", method)
-            for name, rec in self.kernel._records.items()
-            for job, method in rec.spec.jobs.items()
-        ]
+    @staticmethod
+    def _jobs_of(slot: Slot) -> list[tuple[str, JobMethod]]:
+        return [(f"{slot.name}.{job}", method) for job, method in slot.spec.jobs.items()]
 
     async def open(self) -> None:
         """Open the queue if this node has jobs or names a queue; register the job types."""
-        settings = self.kernel.settings
-        local = self._local_jobs()
+        settings = self._settings()
+        local = [job for slot in self._slots.values() for job in self._jobs_of(slot)]
         if not local and not settings.jobs:
             return
-        from organelle.jobs import (
-            Backoff,
-            JobSpec,
-            JobsService,
-            Schedule,
-            Scheduler,
-            open_queue,
-        )
+        await self._open_queue()
+        for job_name, method in local:
+            self._register(job_name, method)
 
-        self._queue = await open_queue(settings.jobs or DEFAULT_URL)
+    async def _open_queue(self) -> None:
+        from organelle.jobs import JobsService, open_queue
+
+        self._queue = await open_queue(self._settings().jobs or DEFAULT_URL)
         self.service = JobsService(
-            self._queue, meta=self._trace_meta, observer=_Events(self.kernel)
+            self._queue, meta=self._trace_meta, observer=_Events(self._hooks_key)
         )
-        hooks_for(self.kernel).backlog = self._backlog
-        handlers: dict[str, Callable[..., Awaitable[Any]]] = {}
-        schedules: list[Schedule] = []
-        for module, job_name, method in local:
-            o = method.options
-            spec = JobSpec(
-                max_attempts=o.max_attempts,
-                backoff=Backoff(base_s=o.backoff_s, max_s=o.backoff_max_s, jitter=0.2),
-                timeout_s=o.timeout_s,
-                concurrency=o.concurrency,
-                rate=o.rate,
-                lease_s=o.lease_s,
-            )
-            self.service.register(job_name, spec, validator=_validator(method))
-            handlers[job_name] = self._handler(module, job_name, method)
-            if method.cron is not None:
-                c = method.cron
-                schedules.append(
-                    Schedule(
-                        job=job_name,
-                        expr=c.expr,
-                        tz=c.tz,
-                        misfire=c.misfire,
-                        misfire_window_s=c.misfire_window_s,
-                        max_attempts=o.max_attempts,
-                        lease_s=o.lease_s,
-                    )
-                )
-        if handlers and settings.job_worker:
-            self.worker = self.service.worker(handlers, slots=settings.job_slots)
-        if schedules and settings.job_scheduler:
-            self.scheduler = Scheduler(self._queue, schedules)
+        hooks_for(self._hooks_key).backlog = self._backlog
+
+    def _register(self, job_name: str, method: JobMethod) -> None:
+        from organelle.jobs import Backoff, JobSpec
+
+        assert self.service is not None  # noqa: S101 - opened first
+        o = method.options
+        spec = JobSpec(
+            max_attempts=o.max_attempts,
+            backoff=Backoff(base_s=o.backoff_s, max_s=o.backoff_max_s, jitter=0.2),
+            timeout_s=o.timeout_s,
+            concurrency=o.concurrency,
+            rate=o.rate,
+            lease_s=o.lease_s,
+        )
+        self.service.register(job_name, spec, validator=_validator(method))
+
+    async def attach(self, slot: Slot) -> None:
+        """Run the slot's jobs here and fire its cron entries."""
+        jobs = self._jobs_of(slot)
+        if not jobs:
+            return
+        if self.service is None:  # the first module with jobs, added at run time
+            await self._open_queue()
+        assert self.service is not None  # noqa: S101 - opened above
+        assert self._queue is not None  # noqa: S101 - opened with the service
+        settings = self._settings()
+        for job_name, method in jobs:
+            self._register(job_name, method)
+            if settings.job_worker:
+                handler = self._handler(slot.name, job_name, method)
+                if self.worker is None:
+                    self.worker = self.service.worker({}, slots=settings.job_slots)
+                    if self._started:
+                        await self.worker.start()
+                self.worker.add(job_name, handler, self.service.spec(job_name))
+            if method.cron is not None and settings.job_scheduler:
+                if self.scheduler is None:
+                    from organelle.jobs import Scheduler
+
+                    self.scheduler = Scheduler(self._queue, [])
+                    if self._started:
+                        await self.scheduler.start()
+                self.scheduler.add(_schedule(job_name, method))
+
+    async def detach(self, slot: Slot) -> None:
+        """Stop running the slot's jobs here; let the runs in flight finish (bounded)."""
+        names = [job_name for job_name, _ in self._jobs_of(slot)]
+        if not names:
+            return
+        if self.scheduler is not None:
+            self.scheduler.remove(names)
+        running: list[asyncio.Task[None]] = []
+        if self.worker is not None:
+            running = self.worker.remove(names)
+        if self.service is not None:
+            for name in names:
+                self.service.unregister(name)
+        if running:
+            await asyncio.wait(running, timeout=self._settings().drain_timeout_s)
+
+    async def switch(self, old: Slot, new: Slot) -> None:  # noqa: ARG002 - the binder's shape
+        """A reload: handlers look the live instance up per run; re-register new signatures."""
+        if self.service is not None:
+            for job_name, method in self._jobs_of(new):
+                self._register(job_name, method)
 
     async def start(self) -> None:
         """Start the worker and the scheduler (once every module is active)."""
+        self._started = True
         if self.worker is not None:
             await self.worker.start()
         if self.scheduler is not None:
@@ -129,11 +183,12 @@ class JobHost:
     ) -> Callable[..., Awaitable[Any]]:
         from organelle.jobs import current_job
 
-        kernel = self.kernel
+        slots = self._slots
+        chain_of = self._chain
 
         async def run(**params: Any) -> Any:
             # The current instance, so a reloaded module runs its new code.
-            fn = getattr(kernel.module(module), method.attr)
+            fn = getattr(slots.require(module).instance, method.attr)
             args = method.contract.validate(params)
             lease = current_job.get()
             ctx = root_context(None, meta=dict(lease.meta) if lease and lease.meta else None)
@@ -145,7 +200,7 @@ class JobHost:
 
             token = _current.set(ctx)
             try:
-                chain = kernel._chain
+                chain = chain_of()
                 if chain is None:
                     return await call()
                 # "job" is a third kind beside "rpc" and "event" (tracing: a CONSUMER span).
@@ -161,7 +216,7 @@ class JobHost:
         if self.service is None:
             raise ConfigError(
                 "no job queue: no module declares @job or @cron and [kernel] jobs is not set"
-                if self.kernel.running
+                if self._running()
                 else "the job queue opens when the kernel starts"
             )
         return self.service
@@ -191,13 +246,14 @@ class JobHost:
         if scheduler is not None:
             await scheduler.stop()
         worker, self.worker = self.worker, None
+        self._started = False
         if worker is not None:
             await worker.stop(drain_timeout_s=drain_timeout_s)
 
     def _trace_meta(self, job: str) -> dict[str, str]:
         """What the job carries of the enqueuer's trace; with tracing on, a PRODUCER span's."""
         meta = _enqueuer_trace()
-        for span in self.kernel.job_spans:
+        for span in self.job_spans:
             traceparent = span(job, meta.get(TRACEPARENT))
             if traceparent is not None:
                 meta[TRACEPARENT] = traceparent
@@ -207,7 +263,7 @@ class JobHost:
         """Close the queue (after modules stopped)."""
         queue, self._queue = self._queue, None
         self.service = None
-        hooks = hooks_for(self.kernel)
+        hooks = hooks_for(self._hooks_key)
         if hooks.backlog == self._backlog:
             hooks.backlog = None
         if queue is not None:
@@ -217,8 +273,8 @@ class JobHost:
 class _Events:
     """The jobs engine's observer: forwards to the kernel's metrics hooks of the moment."""
 
-    def __init__(self, kernel: Core) -> None:
-        self._kernel = kernel
+    def __init__(self, key: object) -> None:
+        self._kernel = key
 
     def enqueued(self, job: str) -> None:
         hooks_for(self._kernel).jobs.enqueued(job)
@@ -257,3 +313,19 @@ def _validator(method: JobMethod) -> Callable[[dict[str, Any]], dict[str, Any]]:
         return to_builtins(params)  # type: ignore[no-any-return]
 
     return check
+
+
+def _schedule(job_name: str, method: JobMethod) -> Schedule:
+    from organelle.jobs import Schedule
+
+    c = method.cron
+    assert c is not None  # noqa: S101 - checked by the caller
+    return Schedule(
+        job=job_name,
+        expr=c.expr,
+        tz=c.tz,
+        misfire=c.misfire,
+        misfire_window_s=c.misfire_window_s,
+        max_attempts=method.options.max_attempts,
+        lease_s=method.options.lease_s,
+    )

@@ -1,63 +1,72 @@
-"""The kernel: registers modules, checks their graph, runs their lifecycle, dispatches.
+"""The kernel: a façade over named parts that register modules, run them and connect them.
 
-It knows modules, their dependencies, lifecycle, the context and the bus;
-everything else is built on the same public API a user has.
+The parts (``docs/architecture.md`` maps them):
+
+* ``Slots`` — the module registry: one slot per module, owning its bindings;
+* ``Lifecycle`` — start and stop, one slot's way in and out (``Changes`` adds,
+  removes and reloads modules at run time; ``Supervisor`` restarts crashed ones);
+* ``Dispatcher`` — calls and events, the middleware onion, the compiled hot path;
+* ``Router`` — local or remote, route tables, the transport, remote dependencies;
+* ``JobHost``, ``StreamHost``, ``StoreHost`` — the durable ports;
+* config reload (``_reload.py``).
+
+The façade builds them, hands each what it needs, and forwards the public API.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
 from organelle.config.loader import extend_path
-from organelle.context import _EMPTY_META, Context, _current, _next_seq
-from organelle.errors import (
-    DefinitionError,
-    NotFoundError,
-)
-from organelle.kernel import _lifecycle as lc
-from organelle.kernel._bus import EventBus, SubscriptionStats
-from organelle.kernel._calls import Calls, Outbound
-from organelle.kernel._dispatch import Middleware, build_chain
+from organelle.errors import DefinitionError
+from organelle.kernel import _states as st
+from organelle.kernel._bus import EventBus, Subscriptions, SubscriptionStats
+from organelle.kernel._calls import Dispatcher
+from organelle.kernel._changes import Changes, ModuleRef
 from organelle.kernel._jobhost import JobHost
-from organelle.kernel._lifecycle import ModuleInfo, ModuleState, Record
-from organelle.kernel._phases import CallStats, RpcEntry
-from organelle.kernel._router import RemoteDeps
-from organelle.kernel._runtime import ModuleRef
-from organelle.kernel._services import Services
+from organelle.kernel._lifecycle import Lifecycle
+from organelle.kernel._router import Outbound, Router
+from organelle.kernel._routes import CallStats
+from organelle.kernel._slots import Slot, Slots, Tasks
+from organelle.kernel._states import ModuleInfo, ModuleState
+from organelle.kernel._storage import StoreHost
 from organelle.kernel._streamhost import StreamHost
-from organelle.kernel._supervise import Supervision
+from organelle.kernel._supervise import Supervisor
 from organelle.module import Module, describe
-from organelle.module._graph import Dependency, Node, start_levels
-from organelle.module._topics import check_topic, matches
-from organelle.transport import Transport, open_transport
+from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from organelle.context import Context
+    from organelle.jobs import JobsService, Worker
+    from organelle.kernel._dispatch import Middleware
     from organelle.kernel._reload import ReloadResult
     from organelle.storage import NamespacedStore, StateEngine, Store
+    from organelle.streams.base import StreamLog
+    from organelle.streams.consumer import ConsumerStats
+    from organelle.transport import Transport
 
 __all__ = ["Kernel", "ModuleRef", "kernel_of"]
 
 log = logging.getLogger("organelle.kernel")
-_monotonic = time.monotonic
 
 
-class Kernel(Services, RemoteDeps, Supervision, Calls):
+class Kernel:
     """Runs a set of modules and connects them.
 
     Args:
         modules: module classes, instances, or ``"package.module:Class"`` strings.
         config: the app config as a dict of sections: ``{"kernel": {...},
             "modules": {"<name>": {...}}}``.
-        middleware: RPC/event middleware, outermost first.
+        middleware: middleware around every call, event, job and stream record, outermost first.
         base_path: folder that ``[kernel] pythonpath`` is relative to.
         only: load just these modules of the config (one process of a split app).
         authorizer: builds the guard of each ``@rpc(roles=…, permissions=…)``
@@ -94,52 +103,75 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         ]
         if only is not None:
             refs = self._select(refs, only)
-        self._records: dict[str, Record] = {}
-        self._levels: list[list[str]] = []
-        self._rpc: dict[str, RpcEntry] = {}  # where calls go: local entries when local is preferred
-        self._serving: dict[str, RpcEntry] = {}  # what this node serves (also to the wire)
-        self.call_stats: dict[str, CallStats] | None = None  # set by enable_call_stats()
-        self.outbound: Outbound | None = None  # wraps remote calls: see wrap_remote()
-        # (job, parent traceparent) -> new traceparent, in order: see on_job_enqueue()
+        # What reload_config() re-reads (set by from_config).
+        self.config_loader: Callable[[], dict[str, Any]] | None = None
+        # (job, parent traceparent) -> new traceparent, in order: see on_job_enqueue().
         self.job_spans: list[Callable[[str, str | None], str | None]] = []
-        self._bounds: tuple[float, ...] = ()
-        self._transport: Transport | None = None
+
+        self._build_parts(middleware)
+        # Modules last: each binds the kernel's entry points.
+        for ref in refs:
+            slot = self._make_slot(ref)
+            if slot.name in self._slots:
+                raise DefinitionError(f"two modules are named {slot.name!r}")
+            self._slots.put(slot)
+        for section in modules_cfg:
+            if section not in self._slots and only is None:
+                log.warning("config section [modules.%s] names no loaded module", section)
+
+    def _build_parts(self, middleware: Iterable[Middleware]) -> None:
+        def settings() -> Any:
+            return self.settings
+
+        self._slots = Slots()
         self._bus = EventBus(
             max_pending=self.settings.max_pending_events,
             max_concurrent=self.settings.max_concurrent_handlers,
         )
-        self._middleware: list[Middleware] = list(middleware)
-        self._chain = build_chain(self._middleware)
-        self._bus.chain = self._chain
-        self._taps: list[tuple[str, list[tuple[str, Any]]]] = []
-        self._store: Store | None = None
-        self._states: StateEngine | None = None
-        self._views: dict[str, NamespacedStore] = {}
-        self._call_timeout_s = self.settings.call_timeout_s
-        # Seams for the ops layer (config reload, storage metrics); the kernel never needs them.
-        self.config_loader: Callable[[], dict[str, Any]] | None = None
-        self.wrap_store: Callable[[Store], Store] | None = None
-        self._accepting = False
-        self._running = False
-        self.started_at: float | None = None  # wall clock when start() finished; None when stopped
-        self._inflight = 0
-        self._lock = asyncio.Lock()
-        self._jobhost = JobHost(self)
-        self._streamhost = StreamHost(self)
-        self._use_speedups()
-        if self._caller is not None and type(self).emit is Kernel.emit:
-            self.emit = self._caller.emit  # type: ignore[method-assign]
-        self._restarting: dict[str, asyncio.Task[None]] = {}
-        self._crashes: dict[str, tuple[int, float]] = {}
-        # Modules last: each binds the kernel's entry points (the C ones, when built).
-        for ref in refs:
-            rec = self._make_record(ref)
-            if rec.name in self._records:
-                raise DefinitionError(f"two modules are named {rec.name!r}")
-            self._records[rec.name] = rec
-        for section in modules_cfg:
-            if section not in self._records and only is None:
-                log.warning("config section [modules.%s] names no loaded module", section)
+        self._router = Router(self._slots, settings, lambda: self.authorizer)
+        self._dispatcher = Dispatcher(
+            self._slots, self._router, self._bus, settings, list(middleware)
+        )
+        dispatcher = self._dispatcher
+        self._jobs = JobHost(
+            self._slots,
+            settings,
+            lambda: dispatcher.chain,
+            lambda: dispatcher.running,
+            self.job_spans,
+            self,
+        )
+        self._streams = StreamHost(
+            self._slots, settings, lambda: dispatcher.chain, lambda: dispatcher.running
+        )
+        self._storage = StoreHost(settings, self.emit)
+        self._life = Lifecycle(
+            self._slots,
+            dispatcher,
+            self._router,
+            self._bus,
+            self._jobs,
+            self._streams,
+            self._storage,
+            settings,
+            # In the order they bind; each stage unbinds in reverse (see Binder.stage).
+            binders=[
+                self._router.routes,
+                Tasks(),
+                Subscriptions(self._bus),
+                self._router.exposure,
+                self._jobs,
+                self._streams,
+            ],
+        )
+        self._changes = Changes(self._life, lambda: self.config, self._make_slot, self._attach)
+        self._supervisor = Supervisor(self._life, self._attach)
+        # The hot paths, bound straight onto the instance (the C ones, when built),
+        # unless a subclass overrides them.
+        if type(self).call is Kernel.call:
+            self.call = dispatcher.call  # type: ignore[method-assign]
+        if type(self).emit is Kernel.emit:
+            self.emit = dispatcher.emit  # type: ignore[method-assign]
 
     # construction ---------------------------------------------------------
     @classmethod
@@ -182,7 +214,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
             raise DefinitionError(f"--only: no module named {unknown} in this app")
         return kept
 
-    def _make_record(self, ref: ModuleRef) -> Record:
+    def _make_slot(self, ref: ModuleRef) -> Slot:
         if isinstance(ref, str):
             ref = import_object(ref)
         if isinstance(ref, type) and issubclass(ref, Module):
@@ -194,9 +226,74 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         else:
             raise DefinitionError(f"{ref!r} is not a Module subclass or instance")
         section = self.config.get("modules", {}).get(spec.name, {})
-        config = lc.validate_config(spec, section)
+        self._attach(instance, st.validate_config(spec, section))
+        return Slot(instance=instance, spec=spec, raw_config=section or {})
+
+    def _attach(self, instance: Module, config: Any) -> None:
         instance._attach(self, config)
-        return Record(instance=instance, spec=spec, raw_config=section or {})
+
+    # calls ------------------------------------------------------------------
+    async def call(self, target: str, /, **params: Any) -> Any:
+        """Call ``"<module>.<method>"`` with keyword params and return its result.
+
+        Inside a handler the call inherits the context and never gets more
+        time than the caller has left. For options (timeout, meta) use
+        ``call_with``, so option names never collide with parameter names.
+
+        Raises:
+            NotFoundError: no such module or method.
+            ValidationError: bad parameters, each bad field listed.
+            CallTimeoutError: the deadline passed.
+            InternalError: the handler raised a non-organelle exception.
+        """
+        return await self._dispatcher.call(target, **params)
+
+    async def call_with(
+        self,
+        target: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        meta: dict[str, Any] | None = None,
+        principal: Any = None,
+    ) -> Any:
+        """Call with explicit options.
+
+        ``timeout_s`` is capped by the caller's deadline, ``meta`` is merged into
+        the context and ``principal`` replaces the caller's.
+        """
+        return await self._dispatcher.call_with(
+            target, params, timeout_s=timeout_s, meta=meta, principal=principal
+        )
+
+    async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:
+        """Return once module ``name`` serves, here or (with a transport) on any node.
+
+        Raises:
+            CallTimeoutError: it did not appear within ``timeout_s``.
+        """
+        await self._dispatcher.wait_for(name, timeout_s)
+
+    # the transport's way in (Inbound) ---------------------------------------------
+    async def dispatch(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
+        """Serve a call that arrived from a transport (or a gateway) with its context.
+
+        The wire's context (ids, deadline, principal, meta) is kept; the call
+        is refused while draining, so a balancer sends it elsewhere.
+        """
+        return await self._dispatcher.dispatch(target, params, ctx)
+
+    async def deliver(self, module: str, handler: str, payload: Any, ctx: Context) -> None:
+        """Queue an event that arrived from a transport for one local handler."""
+        await self._dispatcher.deliver(module, handler, payload, ctx)
+
+    def connection_event(self, event: Literal["disconnected", "reconnected"]) -> None:
+        """A transport reports its connection going down or coming back (for metrics)."""
+        transport = hooks_for(self).transport
+        if event == "disconnected":
+            transport.disconnected()
+        else:
+            transport.reconnected()
 
     # events -------------------------------------------------------------
     async def emit(
@@ -209,24 +306,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         room — backpressure, never a silent drop. Handler failures never
         reach the emitter.
         """
-        bus = self._bus
-        subs = bus._cache.get(topic)
-        if subs is None:
-            check_topic(topic)
-            subs = bus.route(topic)
-        parent = _current.get()
-        if parent is None:
-            if not self._accepting_now:
-                raise self._closed()
-            ctx = Context(_next_seq(), None, None, None, None, meta or _EMPTY_META, topic)
-        else:
-            ctx = parent.child(None, topic=topic, meta=meta)
-        if self._taps:
-            self._tap(topic, payload)
-        if self._transport is not None:
-            await self._transport.publish(topic, payload, ctx)
-        elif subs and not bus.offer(subs, payload, ctx):
-            await bus.publish(subs, payload, ctx)
+        await self._dispatcher.emit(topic, payload, meta=meta)
 
     async def drain(self) -> None:
         """Wait until every emitted event has been handled (also those emitted meanwhile).
@@ -235,14 +315,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         come back to its own subscribers; events from other nodes are not
         waited for.
         """
-        transport = self._transport
-        while True:
-            mark = 0 if transport is None else transport.published
-            if transport is not None:
-                await transport.settle()
-            await self._bus.drain()
-            if transport is None or transport.published == mark:
-                return
+        await self._dispatcher.drain()
 
     def tap(
         self, pattern: str = ">", sink: list[tuple[str, Any]] | None = None
@@ -254,8 +327,21 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         """
         if sink is None:
             sink = []
-        self._taps.append((pattern, sink))
+        self._dispatcher.tap(pattern, sink)
         return sink
+
+    def untap(self, sink: list[tuple[str, Any]]) -> None:
+        """Stop recording into a sink returned by ``tap``."""
+        self._dispatcher.untap(sink)
+
+    def subscriptions(self) -> list[SubscriptionStats]:
+        """Every subscription with its delivered / failed / skipped counters and last error."""
+        return self._bus.stats()
+
+    # extension seams --------------------------------------------------------------
+    def use(self, middleware: Middleware) -> None:
+        """Add middleware (innermost so far) around every call, event, job and record."""
+        self._dispatcher.use(middleware)
 
     def wrap_remote(self, outbound: Outbound) -> None:
         """Wrap every call that leaves this node (outermost so far).
@@ -263,26 +349,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         ``outbound(target, params, ctx, send)`` must ``await send(target, params, ctx)``;
         tracing's ``CLIENT`` spans are one such wrapper.
         """
-        if self.outbound is None:
-            self.outbound = outbound
-            return
-        inner: Outbound = self.outbound
-
-        def send_through_inner(send: Any) -> Any:
-            def through(target: str, params: dict[str, Any], ctx: Context) -> Awaitable[Any]:
-                return inner(target, params, ctx, send)
-
-            return through
-
-        def both(
-            target: str,
-            params: dict[str, Any],
-            ctx: Context,
-            send: Callable[[str, dict[str, Any], Context], Awaitable[Any]],
-        ) -> Awaitable[Any]:
-            return outbound(target, params, ctx, send_through_inner(send))
-
-        self.outbound = both
+        self._router.wrap(outbound)
 
     def on_job_enqueue(self, span: Callable[[str, str | None], str | None]) -> None:
         """Add a hook run at each job enqueue: ``(job, traceparent) -> traceparent``.
@@ -291,26 +358,27 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         """
         self.job_spans.append(span)
 
-    def untap(self, sink: list[tuple[str, Any]]) -> None:
-        """Stop recording into a sink returned by ``tap``."""
-        self._taps[:] = [(p, s) for p, s in self._taps if s is not sink]  # shared with C
+    def enable_call_stats(self, bounds: tuple[float, ...]) -> dict[str, CallStats]:
+        """Have the kernel count every RPC it serves (for metrics); return the live table.
 
-    def _tap(self, topic: str, payload: Any) -> None:
-        """Feed ``(topic, payload)`` to every tap whose pattern matches (also from C)."""
-        for pattern, sink in self._taps:
-            if matches(pattern, topic):
-                sink.append((topic, payload))
+        Cheaper than timing middleware: a call that does not suspend costs one
+        increment. Histogram ``bounds`` are in seconds.
+        """
+        return self._router.enable_stats(bounds)
 
-    def subscriptions(self) -> list[SubscriptionStats]:
-        """Every subscription with its delivered / failed / skipped counters and last error."""
-        return self._bus.stats()
+    @property
+    def call_stats(self) -> dict[str, CallStats] | None:
+        """The live per-method counters, once ``enable_call_stats`` was called."""
+        return self._router.stats
 
-    # middleware -----------------------------------------------------------
-    def use(self, middleware: Middleware) -> None:
-        """Add middleware (innermost so far) around every RPC call and event delivery."""
-        self._middleware.append(middleware)
-        self._chain = build_chain(self._middleware)
-        self._bus.chain = self._chain
+    @property
+    def wrap_store(self) -> Callable[[Store], Store] | None:
+        """Wraps the Store when it opens (storage metrics); ``None`` by default."""
+        return self._storage.wrap
+
+    @wrap_store.setter
+    def wrap_store(self, wrap: Callable[[Store], Store] | None) -> None:
+        self._storage.wrap = wrap
 
     # config -----------------------------------------------------------------
     async def reload_config(self, config: Mapping[str, Any] | None = None) -> ReloadResult:
@@ -320,7 +388,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
             ConfigError: the new config is invalid or a module's
                 ``on_config_changed`` failed; the old config keeps running.
         """
-        from organelle.kernel._reload import reload_config  # an edge concern, loaded on use
+        from organelle.kernel._reload import reload_config
 
         return await reload_config(self, config)
 
@@ -328,41 +396,44 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         """The effective config with every secret masked: safe to log or serve."""
         from organelle.config.secrets import config_dump
 
-        return config_dump(self.settings, {n: r.instance.config for n, r in self._records.items()})
+        return config_dump(self.settings, {n: s.instance.config for n, s in self._slots.items()})
 
     # introspection ----------------------------------------------------------
     def state(self, name: str) -> ModuleState:
         """The lifecycle state of module ``name``."""
-        rec = self._records.get(name)
-        if rec is None:
-            raise NotFoundError(f"no module named {name!r}")
-        return rec.state
+        return self._slots.require(name).state
 
     def modules(self) -> dict[str, ModuleInfo]:
         """Every registered module with its version, state and handlers."""
-        return {name: lc.info(rec) for name, rec in self._records.items()}
+        return {name: slot.info() for name, slot in self._slots.items()}
 
     def module(self, name: str) -> Module:
         """The instance of module ``name``."""
-        rec = self._records.get(name)
-        if rec is None:
-            raise NotFoundError(f"no module named {name!r}")
-        return rec.instance
+        return self._slots.require(name).instance
+
+    def dependents(self, name: str) -> list[str]:
+        """Active modules that require ``name``, directly or transitively, nearest last."""
+        return self._slots.dependents(name)
 
     @property
     def running(self) -> bool:
         """Whether the kernel has started and not yet stopped."""
-        return self._running
+        return self._dispatcher.running
 
     @property
     def accepting(self) -> bool:
         """Whether outside calls and events are taken (started, not draining)."""
-        return self._accepting_now
+        return self._dispatcher.accepting
 
     @property
     def transport(self) -> Transport | None:
         """The connection to other nodes, or ``None`` in one process (``memory://``)."""
-        return self._transport
+        return self._router.transport
+
+    @property
+    def started_at(self) -> float | None:
+        """Wall clock when ``start()`` finished; ``None`` while stopped."""
+        return self._life.started_at
 
     def check(self) -> list[list[str]]:
         """Check the whole dependency graph without starting anything; return start levels.
@@ -370,22 +441,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         Raises:
             DependencyError: unknown dependency, version mismatch or cycle.
         """
-        levels = start_levels(
-            {n: Node(n, r.spec.version, self._local_deps(r)) for n, r in self._records.items()}
-        )
-        # Edge modules (``starts_last = True``: the HTTP gateway) start after all
-        # others and stop first, unless another module depends on them.
-        needed = {d.name for r in self._records.values() for d in r.spec.deps}
-        last = [
-            n
-            for lvl in levels
-            for n in lvl
-            if getattr(self._records[n].instance, "starts_last", False) and n not in needed
-        ]
-        if not last:
-            return levels
-        rest = [[n for n in lvl if n not in last] for lvl in levels]
-        return [*(lvl for lvl in rest if lvl), last]
+        return self._life.check()
 
     # lifecycle --------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -407,40 +463,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
             DependencyError: the graph is invalid (nothing was run).
             LifecycleError: a hook failed or timed out; what had started is stopped.
         """
-        async with self._lock:
-            if self._running:
-                return
-            self._levels = self.check()
-            self._bus.start()
-            self._running = True
-            try:
-                self._transport = open_transport(self.settings)
-                self._sync_caller()
-                if self._transport is not None:
-                    await self._transport.connect(self)
-                    await self._await_remote_deps()
-                if self.settings.persist_state:
-                    await self.states.load()
-                await self._jobhost.open()
-                await self._streamhost.open()
-                await self._load(self._levels)
-                await self._start_levels(self._levels)
-                await self._jobhost.start()
-                await self._streamhost.start()
-            except BaseException:
-                self._running = False
-                await self._streamhost.stop_work(0)
-                await self._jobhost.stop_work(0)
-                for level in reversed(self._levels):
-                    await self._stop_many([n for n in level if self._is_active(n)])
-                await self._jobhost.close()
-                await self._streamhost.close()
-                await self._close_transport()
-                await self._bus.stop()
-                raise
-            self._accepting = True
-            self.started_at = time.time()
-            log.info("kernel started with %d modules", len(self._records))
+        await self._life.start(self)
 
     async def stop(self) -> None:
         """Shut down gracefully; never raises because of a module.
@@ -448,56 +471,173 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
         Refuses new outside calls and events, waits for in-flight work up to
         ``drain_timeout_s``, then stops modules in reverse order.
         """
-        async with self._lock:
-            if not self._running:
-                return
-            self._accepting = False
-            await self._stop_supervision()
-            if self._transport is not None:  # stop being picked by balancers first
-                for name in self._records:
-                    if self._is_active(name):
-                        await self._transport.withdraw(name)
-            await self._streamhost.stop_work(self.settings.drain_timeout_s)
-            await self._jobhost.stop_work(self.settings.drain_timeout_s)
-            await self._wait_idle(self.settings.drain_timeout_s)
-            for level in reversed(self._levels):
-                await self._stop_many([n for n in level if self._is_active(n)])
-            await self._jobhost.close()
-            await self._streamhost.close()
-            await self._close_transport()
-            await self._bus.stop()
-            await self._close_store()
-            self._running = False
-            self.started_at = None
-            log.info("kernel stopped")
+        await self._life.stop(before=self._supervisor.stop)
 
-    def _local_deps(self, rec: Record) -> tuple[Dependency, ...]:
-        """With a transport, a dependency this node does not run is served by another node."""
-        if self.settings.transport.startswith("memory:"):
-            return rec.spec.deps
-        return tuple(d for d in rec.spec.deps if d.name in self._records)
+    async def add_module(self, module: ModuleRef, config: Mapping[str, Any] | None = None) -> None:
+        """Register and start a module while the kernel runs, with every binding it declares.
 
-    async def _close_transport(self) -> None:
-        transport, self._transport = self._transport, None
-        self._sync_caller()
-        if transport is not None:
-            await transport.close()
+        Raises:
+            DefinitionError: a module of that name exists.
+            DependencyError: its dependencies are not active or do not match.
+            LifecycleError: its ``on_load``/``on_start`` failed (it is not kept).
+        """
+        await self._changes.add(module, config)
 
-    async def _wait_idle(self, timeout_s: float) -> None:
-        deadline = _monotonic() + timeout_s
-        drain = asyncio.ensure_future(self._bus.drain())
-        try:
-            while _monotonic() < deadline:
-                if self._inflight == 0 and drain.done():
-                    return
-                await asyncio.sleep(0.005)
-            log.warning(
-                "drain timeout: %d calls and %d events still in flight",
-                self._inflight,
-                self._bus.pending,
-            )
-        finally:
-            drain.cancel()
+    async def remove_module(self, name: str, *, cascade: bool = False) -> list[str]:
+        """Stop and unregister a module; return the names removed.
+
+        Refused while active modules require it, unless ``cascade``, which
+        stops and removes those dependents first (in reverse order). Its jobs
+        and stream records wait for a module serving them, here or elsewhere.
+
+        Raises:
+            NotFoundError: no such module.
+            DependencyError: active dependents and no cascade (they are named).
+        """
+        return await self._changes.remove(name, cascade=cascade)
+
+    async def reload_module(
+        self,
+        name: str,
+        module: ModuleRef | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Replace a running module by a new instance and/or config.
+
+        The new instance is loaded and started while the old one keeps
+        serving; then every binding switches over at once and the old one is
+        stopped (its tasks cancelled). If the new one fails, it is aborted and
+        the old one never stopped serving.
+
+        Raises:
+            NotFoundError: no such module.
+            DefinitionError: the replacement has another name.
+            DependencyError: the new version breaks a dependent's requirement.
+            LifecycleError: the new instance failed to start (the old one serves on).
+        """
+        await self._changes.reload(name, module, config=config)
+
+    def module_crashed(self, module: Module, error: BaseException) -> None:
+        """Called when a module's background task dies with an exception."""
+        self._supervisor.crashed(module, error)
+
+    # durable work and storage ----------------------------------------------------
+    @property
+    def jobs(self) -> JobsService:
+        """Durable jobs: ``get(job_id)``, ``dead_letters``, ``enqueue`` (see docs/jobs.md).
+
+        Raises:
+            ConfigError: no queue (no module declares a job and ``[kernel] jobs``
+                is not set), or the kernel has not started.
+        """
+        return self._jobs.jobs()
+
+    async def enqueue(
+        self,
+        job: str,
+        /,
+        *,
+        delay_s: float | None = None,
+        at: datetime | float | None = None,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> str:
+        """Enqueue the durable job ``"<module>.<job>"`` and return its id.
+
+        Params are validated from the handler's type hints now, so a bad call
+        is refused here, not found by a worker later. A second enqueue with the
+        same ``idempotency_key`` returns the first job's id.
+
+        Raises:
+            ValidationError: bad params (each field listed) or options.
+            ConfigError: this node has no job queue.
+        """
+        return await self._jobs.jobs().enqueue(
+            job,
+            params,
+            delay_s=delay_s,
+            at=at,
+            priority=priority,
+            idempotency_key=idempotency_key,
+        )
+
+    async def drain_jobs(self, timeout_s: float = 30.0, horizon_s: float = 1.0) -> None:
+        """Wait until this node's worker runs nothing and nothing is due within ``horizon_s``.
+
+        For tests: no sleeps. Raises ``TimeoutError`` after ``timeout_s``.
+        """
+        await self._jobs.idle(timeout_s, horizon_s)
+
+    async def append(
+        self,
+        stream: str,
+        payload: Any = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, int]:
+        """Append a record to the durable ``stream``; return ``(partition, offset)``.
+
+        Returns once the record is stored durably (the log's commit / PubAck).
+        Records with one ``key`` share a partition and keep their order; the
+        stream is created on first use with its ``[kernel.stream_specs]`` layout.
+
+        Raises:
+            ConfigError: no stream log (no ``@consume`` here and ``[kernel] streams`` unset).
+            ValidationError: a bad stream name or a payload that cannot be encoded.
+        """
+        return await self._streams.append(stream, payload, key, headers)
+
+    @property
+    def streams(self) -> StreamLog:
+        """The stream log: ``read``, ``seek``, ``info``, ``dead_letters`` (see docs/streams.md)."""
+        return self._streams._require()
+
+    def consumers(self) -> list[ConsumerStats]:
+        """Counters of this node's ``@consume`` group members (done, failed, dead, …)."""
+        return self._streams.stats()
+
+    async def drain_streams(self, timeout_s: float = 30.0) -> None:
+        """Wait until every local consumer group has caught up and nothing runs (for tests).
+
+        Raises:
+            TimeoutError: still busy after ``timeout_s``.
+        """
+        await self._streams.idle(timeout_s)
+
+    @property
+    def store(self) -> Store:
+        """The shared Store chosen by ``[kernel] storage`` (opened on first use).
+
+        Modules normally use ``self.store``, their own namespace of it.
+        """
+        return self._storage.store
+
+    def store_for(self, namespace: str) -> NamespacedStore:
+        """The view of the shared store under ``namespace`` (a module's name)."""
+        return self._storage.view(namespace)
+
+    @property
+    def store_if_open(self) -> Store | None:
+        """The Store if something opened it, else ``None`` (a health probe must not open it)."""
+        return self._storage.opened
+
+    @property
+    def job_worker(self) -> Worker | None:
+        """This node's job worker (``None`` when it runs no jobs): counters for dashboards."""
+        return self._jobs.worker
+
+    @property
+    def states(self) -> StateEngine:
+        """Live values shared by modules (``get``/``set``/``subscribe``).
+
+        Every change is also emitted as ``state.changed.<key>``; with
+        ``[kernel] persist_state = true`` values live in the Store and are
+        restored when the kernel starts.
+        """
+        return self._storage.states
 
 
 def kernel_of(module: Module) -> Kernel:

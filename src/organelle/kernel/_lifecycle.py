@@ -1,176 +1,282 @@
-"""Module records, states and hook running: the mechanics under ``Kernel``.
+"""The lifecycle: start and stop the kernel, and one module's way in and out.
 
 Rules (nameko's, tightened): every module is loaded before any starts; modules
 start level by level in dependency order (a level's modules together) and stop
 in reverse; a hook that fails or times out names the module and the hook; a
 failed start stops what already started, so nothing is left half-running.
+
+A slot's bindings go in and out in stages (``Binder.stage``): routes and
+subscriptions before ``on_start``; the wire, jobs, cron and stream consumers
+once the module is active (at kernel start: once every module is). Stopping
+walks the same stages backwards. Adding, removing and reloading a module at
+run time (``_changes.py``) and restarting a crashed one (``_supervise.py``)
+use these same steps, so every kind of binding follows every change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from organelle.context import _current, root_context
-from organelle.errors import ConfigError, LifecycleError, OrganelleError
-from organelle.module import Module, ModuleSpec
+from organelle.errors import LifecycleError
+from organelle.kernel import _states as st
+from organelle.kernel._states import ModuleState
+from organelle.module._graph import Node, start_levels
+from organelle.transport import open_transport
 
-__all__ = ["ModuleInfo", "ModuleState", "Record", "run_hook"]
+if TYPE_CHECKING:
+    from organelle.config.settings import KernelSettings
+    from organelle.kernel._bus import EventBus
+    from organelle.kernel._calls import Dispatcher
+    from organelle.kernel._jobhost import JobHost
+    from organelle.kernel._router import Router
+    from organelle.kernel._slots import Binder, Slot, Slots
+    from organelle.kernel._storage import StoreHost
+    from organelle.kernel._streamhost import StreamHost
+    from organelle.transport import Inbound
+
+__all__ = ["Lifecycle"]
 
 log = logging.getLogger("organelle.kernel")
 
 
-class ModuleState(enum.StrEnum):
-    """Where a module is in its lifecycle."""
+class Lifecycle:
+    """Starts and stops the kernel and moves each slot through its states."""
 
-    LOADED = "loaded"
-    STARTING = "starting"
-    ACTIVE = "active"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-# The kernel event announced on entering each state.
-STATE_TOPICS = {
-    ModuleState.LOADED: "kernel.module.loaded",
-    ModuleState.STARTING: "kernel.module.starting",
-    ModuleState.ACTIVE: "kernel.module.started",
-    ModuleState.STOPPING: "kernel.module.stopping",
-    ModuleState.STOPPED: "kernel.module.stopped",
-    ModuleState.FAILED: "kernel.module.failed",
-}
-
-
-@dataclass(slots=True)
-class Record:
-    """A registered module: its instance, spec, raw config section and state."""
-
-    instance: Module
-    spec: ModuleSpec
-    raw_config: dict[str, Any]
-    state: ModuleState = ModuleState.LOADED
-    error: str | None = None
-    loaded: bool = field(default=False)
+    def __init__(  # noqa: PLR0917 - the parts it orchestrates, named once by the façade
+        self,
+        slots: Slots,
+        dispatcher: Dispatcher,
+        router: Router,
+        bus: EventBus,
+        jobs: JobHost,
+        streams: StreamHost,
+        storage: StoreHost,
+        settings: Callable[[], KernelSettings],
+        binders: Sequence[Binder],
+    ) -> None:
+        self.slots = slots
+        self.dispatcher = dispatcher
+        self.router = router
+        self.bus = bus
+        self.jobs = jobs
+        self.streams = streams
+        self.storage = storage
+        self.settings = settings
+        self.binders = tuple(binders)
+        self.lock = asyncio.Lock()
+        self.started_at: float | None = None
 
     @property
-    def name(self) -> str:
-        return self.spec.name
+    def running(self) -> bool:
+        """Whether the kernel has started and not yet stopped."""
+        return self.dispatcher.running
 
+    # the graph ----------------------------------------------------------------
+    def check(self) -> list[list[str]]:
+        """Start levels of the whole graph; raises ``DependencyError`` (see ``Kernel.check``)."""
+        slots = self.slots
+        levels = start_levels(
+            {n: Node(n, s.spec.version, self.router.local_deps(s)) for n, s in slots.items()}
+        )
+        # Edge modules (``starts_last = True``: the HTTP gateway) start after all
+        # others and stop first, unless another module depends on them.
+        needed = {d.name for s in slots.values() for d in s.spec.deps}
+        last = [
+            n
+            for lvl in levels
+            for n in lvl
+            if getattr(slots[n].instance, "starts_last", False) and n not in needed
+        ]
+        if not last:
+            return levels
+        rest = [[n for n in lvl if n not in last] for lvl in levels]
+        return [*(lvl for lvl in rest if lvl), last]
 
-@dataclass(frozen=True, slots=True)
-class ModuleInfo:
-    """A read-only view of a module, from ``Kernel.modules()``."""
+    # the kernel ---------------------------------------------------------------
+    async def start(self, inbound: Inbound) -> None:
+        """Open the ports, load every module, start them level by level, then serve."""
+        async with self.lock:
+            if self.running:
+                return
+            levels = self.slots.levels = self.check()
+            self.bus.start()
+            self.dispatcher.running = True
+            try:
+                settings = self.settings()
+                self.router.transport = open_transport(settings)
+                self.dispatcher.resync()
+                if self.router.transport is not None:
+                    await self.router.transport.connect(inbound)
+                    await self.router.await_remote_deps()
+                await self.storage.open()
+                await self.jobs.open()
+                await self.streams.open()
+                await self.load(levels)
+                await self.start_levels(levels)
+                for name in self.slots.order():
+                    await self.serve(self.slots[name])
+                await self.jobs.start()
+                await self.streams.start()
+            except BaseException:
+                self.dispatcher.running = False
+                await self._unwind(levels)
+                raise
+            self.dispatcher.accepting = True
+            self.started_at = time.time()
+            log.info("kernel started with %d modules", len(self.slots))
 
-    name: str
-    version: str
-    state: ModuleState
-    requires: tuple[str, ...]
-    optional: tuple[str, ...]
-    rpc_methods: tuple[str, ...]
-    subscriptions: tuple[str, ...]
-    error: str | None
-    instance: Module
+    async def _unwind(self, levels: list[list[str]]) -> None:
+        """Undo a start that failed part-way."""
+        await self.streams.stop_work(0)
+        await self.jobs.stop_work(0)
+        for level in reversed(levels):
+            await self.stop_many([n for n in level if self.slots.is_active(n)])
+        await self.jobs.close()
+        await self.streams.close()
+        await self._close_transport()
+        await self.bus.stop()
 
+    async def stop(self, before: Callable[[], object] | None = None) -> None:
+        """Refuse new work, let in-flight work finish, stop modules in reverse, close ports."""
+        async with self.lock:
+            if not self.running:
+                return
+            self.dispatcher.accepting = False
+            if before is not None:
+                result = before()
+                if asyncio.iscoroutine(result):
+                    await result
+            drain_s = self.settings().drain_timeout_s
+            # Stop being picked first: off the wire, no new jobs or records taken.
+            for name in reversed(self.slots.order()):
+                slot = self.slots[name]
+                if slot.state is ModuleState.ACTIVE:
+                    await self.unbind(slot, "serve")
+            await self.streams.stop_work(drain_s)
+            await self.jobs.stop_work(drain_s)
+            if not await self.dispatcher.wait_idle(drain_s):
+                log.warning(
+                    "drain timeout: %d calls and %d events still in flight",
+                    self.dispatcher.inflight,
+                    self.bus.pending,
+                )
+            for level in reversed(self.slots.levels):
+                await self.stop_many([n for n in level if self.slots.is_active(n)])
+            await self.jobs.close()
+            await self.streams.close()
+            await self._close_transport()
+            await self.bus.stop()
+            await self.storage.close()
+            self.dispatcher.running = False
+            self.started_at = None
+            log.info("kernel stopped")
 
-def info(rec: Record) -> ModuleInfo:
-    """Describe a record for the outside world."""
-    spec = rec.spec
-    return ModuleInfo(
-        name=spec.name,
-        version=str(spec.version),
-        state=rec.state,
-        requires=tuple(str(d) for d in spec.deps if not d.optional),
-        optional=tuple(str(d) for d in spec.deps if d.optional),
-        rpc_methods=tuple(sorted(spec.rpcs)),
-        subscriptions=tuple(s.spec.pattern for s in spec.subscriptions),
-        error=rec.error,
-        instance=rec.instance,
-    )
+    async def _close_transport(self) -> None:
+        transport, self.router.transport = self.router.transport, None
+        self.dispatcher.resync()
+        if transport is not None:
+            await transport.close()
 
+    # one slot -----------------------------------------------------------------
+    def timeout(self, slot: Slot) -> float:
+        """The hook timeout of ``slot``'s module (its own, else the kernel's)."""
+        own = type(slot.instance).hook_timeout_s
+        return self.settings().hook_timeout_s if own is None else own
 
-def validate_config(spec: ModuleSpec, raw: Any) -> Any:
-    """Validate a module's config section with its ``Config`` model.
+    async def set_state(self, slot: Slot, state: ModuleState) -> None:
+        """Enter ``state`` and announce it as a ``kernel.module.*`` event."""
+        slot.state = state
+        payload = {"module": slot.name, "version": str(slot.spec.version), "state": state.value}
+        if slot.error is not None and state is ModuleState.FAILED:
+            payload["error"] = slot.error
+        await self.dispatcher.announce(st.STATE_TOPICS[state], payload)
 
-    Raises:
-        ConfigError: naming ``modules.<name>.<field>`` and the reason.
-    """
-    model = spec.config_model
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"modules.{spec.name}: the section must be a table")
-    if model is None:
-        if raw:
-            keys = ", ".join(sorted(raw))
-            raise ConfigError(
-                f"modules.{spec.name}: module takes no config, got {keys}",
-                details={"key": f"modules.{spec.name}"},
+    async def bind(self, slot: Slot, *stages: str) -> None:
+        """Attach the slot's bindings of ``stages`` (in binder order)."""
+        for binder in self.binders:
+            if binder.stage in stages and binder not in slot.bound:
+                await binder.attach(slot)
+                slot.bound.append(binder)
+
+    async def unbind(self, slot: Slot, *stages: str) -> None:
+        """Detach the slot's bindings of ``stages`` (in reverse binder order)."""
+        for binder in reversed(self.binders):
+            if binder.stage in stages and binder in slot.bound:
+                slot.bound.remove(binder)
+                await binder.detach(slot)
+
+    async def serve(self, slot: Slot) -> None:
+        """An active slot's outward bindings: the wire, jobs, cron, stream consumers."""
+        if slot.state is ModuleState.ACTIVE:
+            await self.bind(slot, "serve")
+
+    async def load(self, levels: list[list[str]]) -> None:
+        """Run ``on_load`` of every module not yet loaded, in start order."""
+        for level in levels:
+            for name in level:
+                slot = self.slots[name]
+                if slot.loaded:
+                    continue
+                try:
+                    await st.run_hook(slot, "on_load", self.timeout(slot))
+                except LifecycleError as exc:
+                    await self.fail(slot, exc)
+                    raise
+                slot.loaded = True
+                await self.set_state(slot, ModuleState.LOADED)
+
+    async def start_levels(self, levels: list[list[str]], *, serve: bool = False) -> None:
+        """Start each level's modules together; on a failure stop what started, in reverse."""
+        started: list[str] = []
+        for level in levels:
+            names = [n for n in level if not self.slots.is_active(n)]
+            results = await asyncio.gather(
+                *(self.start_one(self.slots[n], serve=serve) for n in names),
+                return_exceptions=True,
             )
-        return None
-    try:
-        return model.model_validate(raw)
-    except ValueError as exc:
-        errors = getattr(exc, "errors", None)
-        if callable(errors):
-            first = errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            key = f"modules.{spec.name}" + (f".{where}" if where else "")
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e.get('loc', ())) or '(section)'}: {e.get('msg')}"
-                for e in errors()
-            )
-            raise ConfigError(
-                f"{key}: {first.get('msg')}" + (f" ({problems})" if len(errors()) > 1 else ""),
-                details={"key": key, "errors": problems},
-            ) from None
-        raise ConfigError(f"modules.{spec.name}: {exc}") from None
+            errors = [r for r in results if isinstance(r, BaseException)]
+            started += [n for n, r in zip(names, results, strict=True) if r is None]
+            if errors:
+                for level_names in reversed([*levels[: levels.index(level)], names]):
+                    await self.stop_many([n for n in level_names if n in started])
+                raise errors[0]
 
+    async def start_one(self, slot: Slot, *, serve: bool = False) -> None:
+        """Bind routes and subscriptions, run ``on_start``, become active (and serve)."""
+        await self.set_state(slot, ModuleState.STARTING)
+        await self.bind(slot, "route", "listen")
+        try:
+            await st.run_hook(slot, "on_start", self.timeout(slot))
+        except LifecycleError as exc:
+            await self.unbind(slot, "listen", "route")
+            await self.fail(slot, exc)
+            raise
+        slot.error = None
+        await self.set_state(slot, ModuleState.ACTIVE)
+        if serve:
+            await self.serve(slot)
 
-async def run_hook(
-    rec: Record,
-    hook: str,
-    timeout_s: float,
-    *args: Any,
-) -> None:
-    """Run one lifecycle hook under its timeout, in a lifecycle context.
+    async def fail(self, slot: Slot, exc: LifecycleError) -> None:
+        """A hook of the slot's module failed: abort it and cancel what it spawned."""
+        slot.error = str(exc)
+        await st.quietly(slot, "on_abort", self.timeout(slot), exc)
+        await slot.instance._cancel_background()
+        await self.set_state(slot, ModuleState.FAILED)
 
-    Raises:
-        LifecycleError: naming the module and the hook; the cause is chained.
-    """
-    fn: Callable[..., Awaitable[Any]] | None = getattr(rec.instance, hook, None)
-    if fn is None:
-        return
-    token = _current.set(root_context())
-    try:
-        async with asyncio.timeout(timeout_s):
-            await fn(*args)
-    except TimeoutError as exc:
-        raise LifecycleError(
-            f"module {rec.name!r}: {hook} timed out after {timeout_s:g}s",
-            details={"module": rec.name, "hook": hook, "reason": "timeout"},
-        ) from exc
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        reason = str(exc) if isinstance(exc, OrganelleError) else f"{type(exc).__name__}: {exc}"
-        raise LifecycleError(
-            f"module {rec.name!r}: {hook} failed: {reason}",
-            details={"module": rec.name, "hook": hook, "reason": reason},
-        ) from exc
-    finally:
-        _current.reset(token)
+    async def stop_many(self, names: list[str]) -> None:
+        """Stop the named modules together."""
+        await asyncio.gather(*(self.stop_one(self.slots[n]) for n in names))
 
-
-async def quietly(rec: Record, hook: str, timeout_s: float, *args: Any) -> str | None:
-    """Run a hook whose failure must not propagate (stop, abort); return the error."""
-    try:
-        await run_hook(rec, hook, timeout_s, *args)
-    except LifecycleError as exc:
-        log.exception("lifecycle hook failed")
-        return str(exc)
-    return None
+    async def stop_one(self, slot: Slot) -> None:
+        """Unbind outward, stop listening, run ``on_stop``, then cancel tasks and unroute."""
+        await self.unbind(slot, "serve")
+        await self.set_state(slot, ModuleState.STOPPING)
+        await self.unbind(slot, "listen")
+        error = await st.quietly(slot, "on_stop", self.timeout(slot))
+        await self.unbind(slot, "route")
+        slot.error = error
+        await self.set_state(slot, ModuleState.FAILED if error else ModuleState.STOPPED)

@@ -29,17 +29,16 @@ import msgspec
 from organelle.config.loader import merge
 from organelle.config.secrets import dump_model, mask, settings_dump
 from organelle.config.settings import KernelSettings, parse_settings
-from organelle.context import root_context
 from organelle.errors import ConfigError
-from organelle.kernel import _lifecycle as lc
-from organelle.kernel._lifecycle import ModuleState, Record
-from organelle.module._topics import matches
+from organelle.kernel import _states as lc
+from organelle.kernel._states import ModuleState
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Callable
 
-    from organelle.kernel._bus import EventBus
+    from organelle.kernel._calls import Dispatcher
+    from organelle.kernel._lifecycle import Lifecycle
+    from organelle.kernel._slots import Slot
 
 __all__ = ["HOT_KERNEL_KEYS", "REJECTED", "RELOADED", "ReloadResult", "Reloadable", "reload_config"]
 
@@ -60,23 +59,8 @@ class Reloadable(Protocol):
     settings: KernelSettings
     config: dict[str, Any]
     config_loader: Callable[[], dict[str, Any]] | None
-    _lock: asyncio.Lock
-    _records: dict[str, Record]
-    _levels: list[list[str]]
-    _call_timeout_s: float
-    _taps: list[tuple[str, list[tuple[str, Any]]]]
-    _bus: EventBus
-
-    @property
-    def running(self) -> bool:
-        """Whether the kernel has started and not yet stopped."""
-        ...
-
-    def check(self) -> list[list[str]]:
-        """Start levels of the dependency graph."""
-        ...
-
-    def _timeout(self, rec: Record) -> float: ...
+    _life: Lifecycle
+    _dispatcher: Dispatcher
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +80,7 @@ class ReloadResult:
 
 @dataclass(slots=True)
 class _Step:
-    rec: Record
+    rec: Slot
     raw: dict[str, Any]
     old: Any
     new: Any
@@ -122,7 +106,7 @@ async def reload_config(
         ConfigError: invalid config or a failing ``on_config_changed``; nothing
             stays applied and the kernel keeps running on the old config.
     """
-    async with kernel._lock:
+    async with kernel._life.lock:
         try:
             plan = _plan(kernel, config)
             await _apply(kernel, plan)
@@ -178,7 +162,7 @@ def _plan(kernel: Reloadable, config: Mapping[str, Any] | None) -> _Plan:
         raise ConfigError("modules: the [modules] section must be a table of tables")
     errors = _plan_modules(kernel, plan, sections)
     for section in sections:
-        if section not in kernel._records:
+        if section not in kernel._life.slots:
             log.warning("config section [modules.%s] names no loaded module", section)
     if errors:
         raise ConfigError("; ".join(errors), details={"errors": errors, "diff": plan.diff})
@@ -202,9 +186,10 @@ def _plan_kernel(kernel: Reloadable, plan: _Plan, fresh: KernelSettings) -> None
 def _plan_modules(kernel: Reloadable, plan: _Plan, sections: dict[str, Any]) -> list[str]:
     """Validate every module's section (all errors, not the first); plan the changed ones."""
     errors: list[str] = []
-    order = [n for level in (kernel._levels or kernel.check()) for n in level]
-    for name in [*order, *(n for n in kernel._records if n not in order)]:
-        rec = kernel._records[name]
+    slots = kernel._life.slots
+    order = [n for level in (slots.levels or kernel._life.check()) for n in level]
+    for name in [*order, *(n for n in slots if n not in order)]:
+        rec = slots[name]
         raw = sections.get(name) or {}
         try:
             parsed = lc.validate_config(rec.spec, raw)
@@ -227,10 +212,10 @@ async def _apply(kernel: Reloadable, plan: _Plan) -> None:
             rec = step.rec
             rec.instance.config = step.new
             done.append(step)
-            if kernel.running and rec.state is ModuleState.ACTIVE:
+            if kernel._life.running and rec.state is ModuleState.ACTIVE:
                 step.notified = True
                 await lc.run_hook(
-                    rec, "on_config_changed", kernel._timeout(rec), step.old, step.new
+                    rec, "on_config_changed", kernel._life.timeout(rec), step.old, step.new
                 )
     except BaseException as exc:  # a failed hook, or a cancelled reload: undo either way
         failed = done.pop() if done else None
@@ -248,10 +233,10 @@ async def _apply(kernel: Reloadable, plan: _Plan) -> None:
             },
         ) from exc
     for name, raw in plan.raws.items():
-        kernel._records[name].raw_config = raw
+        kernel._life.slots[name].raw_config = raw
     kernel.config = plan.config
     kernel.settings = plan.settings
-    kernel._call_timeout_s = plan.settings.call_timeout_s
+    kernel._dispatcher.call_timeout_s = plan.settings.call_timeout_s
     if any(d["key"] in ("kernel.log_level", "kernel.log_levels") for d in plan.diff):
         from organelle.observability.logging import apply_levels
 
@@ -264,7 +249,7 @@ async def _rollback(kernel: Reloadable, done: list[_Step]) -> None:
         if step.notified:
             rec = step.rec
             error = await lc.quietly(
-                rec, "on_config_changed", kernel._timeout(rec), step.new, step.old
+                rec, "on_config_changed", kernel._life.timeout(rec), step.new, step.old
             )
             if error is not None:
                 log.error("rolling back the config of %r failed too: %s", rec.name, error)
@@ -291,9 +276,7 @@ def _diff(prefix: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[d
 
 async def announce(kernel: Reloadable, topic: str, payload: dict[str, Any]) -> None:
     """Emit a kernel event (taps and local subscribers), as module state changes are."""
-    for pattern, sink in kernel._taps:
-        if matches(pattern, topic):
-            sink.append((topic, payload))
-    subs = kernel._bus.route(topic)
-    if subs and kernel.running:
-        await kernel._bus.publish(subs, payload, root_context(None, topic=topic))
+    if kernel._life.running:
+        await kernel._dispatcher.announce(topic, payload)
+    else:
+        kernel._dispatcher.announce_to_taps(topic, payload)

@@ -1,39 +1,154 @@
-"""Required modules served by other nodes: awaited at start, in a version every requirer accepts.
+"""The router: where a call goes — a local route, or another node through the transport.
 
-A mixin of ``Kernel``. The local graph check skips a dependency this node
-does not run; here, once the transport is up, the kernel waits (within
-``hook_timeout_s``) for the cluster registry to announce it.
+It owns the route tables (what this node serves, and where its own calls go),
+the transport, and the wrapper around calls that leave the node; it checks at
+start that the modules this node requires from others are served in an
+accepted version. Per-call policies and weighted routing plug in here.
+
+Two binders live here: ``routes`` puts a slot's RPC methods in the tables
+before its ``on_start`` (so it can be called while starting others) and
+takes them out after its ``on_stop``; ``exposure`` announces the module on
+the wire once it is active and withdraws it before it stops.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
 
 from organelle.errors import CallTimeoutError, DependencyError, LifecycleError
-from organelle.module._graph import Dependency
+from organelle.kernel._routes import CallStats, RpcEntry
 
 if TYPE_CHECKING:
+    from organelle.auth.base import Authorizer
     from organelle.config.settings import KernelSettings
-    from organelle.kernel._lifecycle import Record
+    from organelle.context import Context
+    from organelle.kernel._slots import Slot, Slots
+    from organelle.module._graph import Dependency
     from organelle.transport import Transport
 
-__all__ = ["RemoteDeps"]
+__all__ = ["Outbound", "Router"]
+
+Outbound = Callable[
+    [str, dict[str, Any], "Context", Callable[[str, dict[str, Any], "Context"], Awaitable[Any]]],
+    Awaitable[Any],
+]
+"""Wraps every remote call on the calling side (tracing's ``CLIENT`` span):
+``outbound(target, params, ctx, send)`` must ``await send(target, params, ctx)``."""
 
 _monotonic = time.monotonic
 
 
-class RemoteDeps:
-    """``_await_remote_deps`` (state on ``Kernel``)."""
+class Router:
+    """Route tables, the transport and remote dependencies of one kernel.
 
-    settings: KernelSettings
-    _records: dict[str, Record]
-    _transport: Transport | None
+    Attributes:
+        local: ``"module.method"`` → route, where this node's calls go without the
+            transport (the compiled call path reads this very dict).
+        serving: every route this node serves (to itself and to the wire).
+        transport: the connection to other nodes, while the kernel runs.
+        stats: per-method counters when metrics asked for them (``enable_stats``).
+    """
 
-    async def _await_remote_deps(self) -> None:
-        """Wait (``hook_timeout_s`` in all) for each required remote module.
+    def __init__(
+        self,
+        slots: Slots,
+        settings: Callable[[], KernelSettings],
+        authorizer: Callable[[], Authorizer],
+    ) -> None:
+        self._slots = slots
+        self._settings = settings
+        self._authorizer = authorizer
+        self.local: dict[str, RpcEntry] = {}
+        self.serving: dict[str, RpcEntry] = {}
+        self.transport: Transport | None = None
+        self.outbound: Outbound | None = None
+        self.stats: dict[str, CallStats] | None = None
+        self._bounds: tuple[float, ...] = ()
+        self.routes = _Routes(self)
+        self.exposure = _Exposure(self)
+
+    # route tables -------------------------------------------------------------
+    def enable_stats(self, bounds: tuple[float, ...]) -> dict[str, CallStats]:
+        """Count every RPC this node serves; return the live table (see ``Kernel``)."""
+        if self.stats is None:
+            self.stats = {}
+            self._bounds = tuple(sorted(bounds))
+            for entry in self.serving.values():
+                entry.stats = self.stats.setdefault(entry.target, CallStats(self._bounds))
+        return self.stats
+
+    def bind(self, slot: Slot) -> None:
+        """Put the slot's RPC methods in the tables (replacing a previous instance's)."""
+        self.unbind(slot.name)
+        settings = self._settings()
+        authorizer = self._authorizer()
+        prefer_local = settings.prefer_local or self.transport is None
+        for method in slot.spec.rpcs:
+            entry = RpcEntry(slot, method, settings.validate, authorizer)
+            if self.stats is not None:
+                entry.stats = self.stats.setdefault(entry.target, CallStats(self._bounds))
+            self.serving[entry.target] = entry
+            if prefer_local:
+                self.local[entry.target] = entry
+
+    def unbind(self, name: str) -> None:
+        """Take module ``name``'s methods out of the tables."""
+        prefix = name + "."
+        for table in (self.local, self.serving):
+            for target in [t for t in table if t.startswith(prefix)]:
+                del table[target]
+
+    def blocked(self, target: str) -> bool:
+        """A local module that is not serving must not be shadowed by a remote one silently."""
+        module, _, method = target.partition(".")
+        slot = self._slots.get(module)
+        return slot is not None and self._settings().prefer_local and method not in slot.spec.rpcs
+
+    async def send(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
+        """Send a call to another node (through the outbound wrappers)."""
+        transport = self.transport
+        assert transport is not None  # noqa: S101 - the caller checked
+        outbound = self.outbound
+        if outbound is not None:
+            return await outbound(target, params, ctx, transport.request)
+        return await transport.request(target, params, ctx)
+
+    def wrap(self, outbound: Outbound) -> None:
+        """Wrap every call that leaves this node (outermost so far)."""
+        inner = self.outbound
+        if inner is None:
+            self.outbound = outbound
+            return
+
+        def send_through_inner(send: Any) -> Any:
+            def through(target: str, params: dict[str, Any], ctx: Context) -> Awaitable[Any]:
+                return inner(target, params, ctx, send)
+
+            return through
+
+        def both(
+            target: str,
+            params: dict[str, Any],
+            ctx: Context,
+            send: Callable[[str, dict[str, Any], Context], Awaitable[Any]],
+        ) -> Awaitable[Any]:
+            return outbound(target, params, ctx, send_through_inner(send))
+
+        self.outbound = both
+
+    # remote dependencies -----------------------------------------------------
+    def local_deps(self, slot: Slot) -> tuple[Dependency, ...]:
+        """With a transport, a dependency this node does not run is served by another node."""
+        if self._settings().transport.startswith("memory:"):
+            return slot.spec.deps
+        return tuple(d for d in slot.spec.deps if d.name in self._slots)
+
+    async def await_remote_deps(self) -> None:
+        """Wait (``hook_timeout_s`` in all) for each required module another node serves.
 
         Some node must serve it in a version every local module requiring it accepts.
 
@@ -41,13 +156,14 @@ class RemoteDeps:
             DependencyError: only versions outside a required range are served.
             LifecycleError: nobody serves a required module.
         """
-        assert self._transport is not None  # noqa: S101 - called right after connect
+        transport = self.transport
+        assert transport is not None  # noqa: S101 - called right after connect
         wanted: dict[str, list[tuple[str, Dependency]]] = {}
-        for rec in self._records.values():
-            for dep in rec.spec.deps:
-                if not dep.optional and dep.name not in self._records:
-                    wanted.setdefault(dep.name, []).append((rec.name, dep))
-        deadline = _monotonic() + self.settings.hook_timeout_s
+        for slot in self._slots.values():
+            for dep in slot.spec.deps:
+                if not dep.optional and dep.name not in self._slots:
+                    wanted.setdefault(dep.name, []).append((slot.name, dep))
+        deadline = _monotonic() + self._settings().hook_timeout_s
         for name in sorted(wanted):
             users = wanted[name]
 
@@ -55,26 +171,72 @@ class RemoteDeps:
                 return all(_satisfies(dep, version) for _, dep in users)
 
             try:
-                await self._transport.wait_for(name, max(0.0, deadline - _monotonic()), accept)
+                await transport.wait_for(name, max(0.0, deadline - _monotonic()), accept)
             except CallTimeoutError as exc:
-                served: dict[str, str] = (exc.details or {}).get("versions") or {}
-                if served:
-                    blocking = [
-                        (u, d)
-                        for u, d in users
-                        if not any(_satisfies(d, v) for v in served.values())
-                    ]
-                    user, dep = (blocking or users)[0]
-                    listed = ", ".join(f"{v} on {n}" for n, v in sorted(served.items()))
-                    raise DependencyError(
-                        f"module {user!r} requires {dep}, but the cluster serves {name!r} "
-                        f"only as {listed}",
-                        details={"module": user, "requires": str(dep), "found": served},
-                    ) from None
-                raise LifecycleError(
-                    f"required module {name!r} is not served by any node: {exc}",
-                    details={"requires": name},
-                ) from None
+                raise _unserved(name, users, exc) from None
+
+
+class _Routes:
+    """Binder: a slot's RPC methods in the route tables."""
+
+    kind = "rpc"
+    stage = "route"
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def attach(self, slot: Slot) -> None:
+        self._router.bind(slot)
+
+    async def detach(self, slot: Slot) -> None:
+        self._router.unbind(slot.name)
+
+
+class _Exposure:
+    """Binder: a slot's methods and subscriptions announced on the wire."""
+
+    kind = "wire"
+    stage = "serve"
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def attach(self, slot: Slot) -> None:
+        transport = self._router.transport
+        if transport is not None:
+            await transport.expose(slot.spec)
+
+    async def detach(self, slot: Slot) -> None:
+        transport = self._router.transport
+        if transport is not None:
+            await transport.withdraw(slot.name)
+
+    async def switch(self, old: Slot, new: Slot) -> None:
+        """A reload re-announces the module: its version, methods or subscriptions may differ.
+
+        A transport ignores a second ``expose`` of one name, so the old one is
+        withdrawn first; callers on other nodes retry through the short gap.
+        """
+        await self.detach(old)
+        await self.attach(new)
+
+
+def _unserved(
+    name: str, users: list[tuple[str, Dependency]], exc: CallTimeoutError
+) -> DependencyError | LifecycleError:
+    served: dict[str, str] = (exc.details or {}).get("versions") or {}
+    if not served:
+        return LifecycleError(
+            f"required module {name!r} is not served by any node: {exc}",
+            details={"requires": name},
+        )
+    blocking = [(u, d) for u, d in users if not any(_satisfies(d, v) for v in served.values())]
+    user, dep = (blocking or users)[0]
+    listed = ", ".join(f"{v} on {n}" for n, v in sorted(served.items()))
+    return DependencyError(
+        f"module {user!r} requires {dep}, but the cluster serves {name!r} only as {listed}",
+        details={"module": user, "requires": str(dep), "found": served},
+    )
 
 
 def _satisfies(dep: Dependency, version: str) -> bool:

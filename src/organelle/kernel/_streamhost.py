@@ -20,7 +20,11 @@ from organelle.errors import ConfigError, ValidationError
 from organelle.kernel._dispatch import Invocation
 
 if TYPE_CHECKING:
-    from organelle.kernel._core import Core
+    from collections.abc import Callable
+
+    from organelle.config.settings import KernelSettings
+    from organelle.kernel._dispatch import CallNext
+    from organelle.kernel._slots import Slot, Slots
     from organelle.module._describe import Consumer
     from organelle.streams.base import Delivery, StreamLog, StreamSpec
     from organelle.streams.consumer import ConsumerStats, GroupConsumer
@@ -35,23 +39,41 @@ _TRACE = ("traceparent", "tracestate")
 
 
 class StreamHost:
-    """Owns the stream log and this node's consumer group members."""
+    """Owns the stream log and this node's consumer group members; binds each slot's consumers.
 
-    def __init__(self, kernel: Core) -> None:
-        self.kernel = kernel
+    As a binder (stage ``serve``) it makes a group member for each of a slot's
+    ``@consume`` handlers and stops them on detach: the group's position stays
+    where it is, so the records wait for the next member of the group.
+    """
+
+    kind = "consumers"
+    stage = "serve"
+
+    def __init__(
+        self,
+        slots: Slots,
+        settings: Callable[[], KernelSettings],
+        chain: Callable[[], CallNext | None],
+        running: Callable[[], bool],
+    ) -> None:
+        self._slots = slots
+        self._settings = settings
+        self._chain = chain
+        self._running = running
         self.log: StreamLog | None = None
         self.consumers: list[GroupConsumer] = []
         self._ensured: dict[str, StreamSpec] = {}
         self._lock = asyncio.Lock()
+        self._started = False
 
     def _local(self) -> list[tuple[str, Consumer]]:
-        return [(name, c) for name, rec in self.kernel._records.items() for c in rec.spec.consumers]
+        return [(slot.name, c) for slot in self._slots.values() for c in slot.spec.consumers]
 
     def spec_for(self, stream: str) -> StreamSpec:
         """The layout ``[kernel.stream_specs.<name>]`` configures for ``stream``, or the default."""
         from organelle.streams.base import StreamSpec
 
-        raw = self.kernel.settings.stream_specs.get(stream, {})
+        raw = self._settings().stream_specs.get(stream, {})
         try:
             return StreamSpec(**raw)
         except (TypeError, ValidationError) as exc:
@@ -59,10 +81,15 @@ class StreamHost:
 
     async def open(self) -> None:
         """Open the log if a module consumes a stream or ``[kernel] streams`` names one."""
-        settings = self.kernel.settings
+        settings = self._settings()
         if not self._local() and not settings.streams:
             return
+        await self._open_log()
+
+    async def _open_log(self) -> None:
         from organelle.streams.url import open_log
+
+        settings = self._settings()
 
         for stream in settings.stream_specs:
             self.spec_for(stream)  # a bad section fails the start, before anything runs
@@ -84,7 +111,7 @@ class StreamHost:
         if self.log is None:
             raise ConfigError(
                 "no stream log: no module declares @consume and [kernel] streams is not set"
-                if self.kernel.running
+                if self._running()
                 else "the stream log opens when the kernel starts"
             )
         return self.log
@@ -107,39 +134,60 @@ class StreamHost:
                 member.wake()
         return placed
 
-    async def start(self) -> None:
-        """Start a group member for every local ``@consume`` handler."""
-        if self.log is None:
+    async def attach(self, slot: Slot) -> None:
+        """Join the slot's consumer groups (members start with the kernel, or now)."""
+        consumers = slot.spec.consumers
+        if not consumers:
             return
+        if self.log is None:  # the first consumer, added at run time
+            await self._open_log()
         from organelle.streams.consumer import ConsumerStats, GroupConsumer
 
-        for module, consumer in self._local():
+        assert self.log is not None  # noqa: S101 - opened above
+        for consumer in consumers:
             o = consumer.options
             spec = await self.ensure(o.stream)
-            group = o.group or module
-            stats = ConsumerStats(o.stream, group, module, consumer.attr)
+            group = o.group or slot.name
             member = GroupConsumer(
                 self.log,
                 stream=o.stream,
                 group=group,
                 partitions=spec.partitions,
-                handler=self._handler(module, consumer),
-                stats=stats,
+                handler=self._handler(slot.name, consumer),
+                stats=ConsumerStats(o.stream, group, slot.name, consumer.attr),
                 start=o.start,
                 max_attempts=o.max_attempts,
                 backoff_s=o.backoff_s,
                 backoff_max_s=o.backoff_max_s,
                 lease_s=o.lease_s,
             )
-            member.start()
+            if self._started:
+                member.start()
             self.consumers.append(member)
+
+    async def detach(self, slot: Slot) -> None:
+        """Leave the slot's groups: records in flight finish (bounded), the rest wait."""
+        mine = [m for m in self.consumers if m.stats.module == slot.name]
+        self.consumers = [m for m in self.consumers if m.stats.module != slot.name]
+        for member in mine:
+            await member.stop(self._settings().drain_timeout_s)
+
+    async def switch(self, old: Slot, new: Slot) -> None:
+        """A reload: members look the live instance up per record; nothing to move."""
+
+    async def start(self) -> None:
+        """Start the members bound so far (once every module is active)."""
+        self._started = True
+        for member in self.consumers:
+            member.start()
 
     def stats(self) -> list[ConsumerStats]:
         """Counters of every local group member."""
         return [c.stats for c in self.consumers]
 
     def _handler(self, module: str, consumer: Consumer) -> Any:
-        kernel = self.kernel
+        slots = self._slots
+        chain_of = self._chain
         contract = consumer.contract
         attr = consumer.attr
         validate = consumer.options.validate
@@ -149,7 +197,7 @@ class StreamHost:
             payload = _codec.decode(rec.data)
             if validate:
                 payload = contract.convert(payload)
-            fn = getattr(kernel.module(module), attr)  # the live instance, after reloads too
+            fn = getattr(slots.require(module).instance, attr)  # the live one, after reloads too
             meta = {k: rec.headers[k] for k in _TRACE if k in rec.headers}
             ctx = root_context(None, meta=meta or None, topic=rec.stream)
             ctx.corr = rec.headers.get(_H_CORR)
@@ -160,7 +208,7 @@ class StreamHost:
                 async def call(_: Invocation | None = None) -> Any:
                     return await (fn(payload) if contract.takes_payload else fn())
 
-                chain = kernel._chain
+                chain = chain_of()
                 if chain is None:
                     await call()
                 else:
@@ -206,6 +254,7 @@ class StreamHost:
     async def stop_work(self, timeout_s: float) -> None:
         """Stop the members, letting records in flight finish (before modules stop)."""
         members, self.consumers = self.consumers, []
+        self._started = False
         for member in members:
             await member.stop(timeout_s)
 

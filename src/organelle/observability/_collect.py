@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from organelle.kernel._lifecycle import ModuleState
+from organelle.kernel._states import ModuleState
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

@@ -1,0 +1,162 @@
+"""Module states and hook running: the mechanics under ``Lifecycle``.
+
+Rules (nameko's, tightened): every module is loaded before any starts; modules
+start level by level in dependency order (a level's modules together) and stop
+in reverse; a hook that fails or times out names the module and the hook; a
+failed start stops what already started, so nothing is left half-running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from organelle.context import _current, root_context
+from organelle.errors import ConfigError, LifecycleError, OrganelleError
+from organelle.module import Module, ModuleSpec
+
+
+class Hooked(Protocol):
+    """What running a hook needs of a slot: its name and instance."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def instance(self) -> Module: ...
+
+
+__all__ = [
+    "STATE_TOPICS",
+    "ModuleInfo",
+    "ModuleState",
+    "quietly",
+    "run_hook",
+    "validate_config",
+]
+
+log = logging.getLogger("organelle.kernel")
+
+
+class ModuleState(enum.StrEnum):
+    """Where a module is in its lifecycle."""
+
+    LOADED = "loaded"
+    STARTING = "starting"
+    ACTIVE = "active"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+# The kernel event announced on entering each state.
+STATE_TOPICS = {
+    ModuleState.LOADED: "kernel.module.loaded",
+    ModuleState.STARTING: "kernel.module.starting",
+    ModuleState.ACTIVE: "kernel.module.started",
+    ModuleState.STOPPING: "kernel.module.stopping",
+    ModuleState.STOPPED: "kernel.module.stopped",
+    ModuleState.FAILED: "kernel.module.failed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    """A read-only view of a module, from ``Kernel.modules()``."""
+
+    name: str
+    version: str
+    state: ModuleState
+    requires: tuple[str, ...]
+    optional: tuple[str, ...]
+    rpc_methods: tuple[str, ...]
+    subscriptions: tuple[str, ...]
+    error: str | None
+    instance: Module
+
+
+def validate_config(spec: ModuleSpec, raw: Any) -> Any:
+    """Validate a module's config section with its ``Config`` model.
+
+    Raises:
+        ConfigError: naming ``modules.<name>.<field>`` and the reason.
+    """
+    model = spec.config_model
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"modules.{spec.name}: the section must be a table")
+    if model is None:
+        if raw:
+            keys = ", ".join(sorted(raw))
+            raise ConfigError(
+                f"modules.{spec.name}: module takes no config, got {keys}",
+                details={"key": f"modules.{spec.name}"},
+            )
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValueError as exc:
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            first = errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            key = f"modules.{spec.name}" + (f".{where}" if where else "")
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e.get('loc', ())) or '(section)'}: {e.get('msg')}"
+                for e in errors()
+            )
+            raise ConfigError(
+                f"{key}: {first.get('msg')}" + (f" ({problems})" if len(errors()) > 1 else ""),
+                details={"key": key, "errors": problems},
+            ) from None
+        raise ConfigError(f"modules.{spec.name}: {exc}") from None
+
+
+async def run_hook(
+    rec: Hooked,
+    hook: str,
+    timeout_s: float,
+    *args: Any,
+) -> None:
+    """Run one lifecycle hook under its timeout, in a lifecycle context.
+
+    Raises:
+        LifecycleError: naming the module and the hook; the cause is chained.
+    """
+    fn: Callable[..., Awaitable[Any]] | None = getattr(rec.instance, hook, None)
+    if fn is None:
+        return
+    token = _current.set(root_context())
+    try:
+        async with asyncio.timeout(timeout_s):
+            await fn(*args)
+    except TimeoutError as exc:
+        raise LifecycleError(
+            f"module {rec.name!r}: {hook} timed out after {timeout_s:g}s",
+            details={"module": rec.name, "hook": hook, "reason": "timeout"},
+        ) from exc
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, OrganelleError) else f"{type(exc).__name__}: {exc}"
+        raise LifecycleError(
+            f"module {rec.name!r}: {hook} failed: {reason}",
+            details={"module": rec.name, "hook": hook, "reason": reason},
+        ) from exc
+    finally:
+        _current.reset(token)
+
+
+async def quietly(rec: Hooked, hook: str, timeout_s: float, *args: Any) -> str | None:
+    """Run a hook whose failure must not propagate (stop, abort); return the error."""
+    try:
+        await run_hook(rec, hook, timeout_s, *args)
+    except LifecycleError as exc:
+        log.exception("lifecycle hook failed")
+        return str(exc)
+    return None
