@@ -38,7 +38,7 @@ from organelle.kernel._supervise import Supervision
 from organelle.module import Module, describe
 from organelle.module._graph import Dependency, Node, start_levels
 from organelle.module._topics import check_topic, matches
-from organelle.transport import Transport, open_transport
+from organelle.transport import Transport, in_process, open_transport
 
 if TYPE_CHECKING:
     from organelle.kernel._reload import ReloadResult
@@ -473,7 +473,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
 
     def _local_deps(self, rec: Record) -> tuple[Dependency, ...]:
         """With a transport, a dependency this node does not run is served by another node."""
-        if self.settings.transport.startswith("memory:"):
+        if in_process(self.settings.transport):
             return rec.spec.deps
         return tuple(d for d in rec.spec.deps if d.name in self._records)
 
