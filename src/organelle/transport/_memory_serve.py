@@ -103,12 +103,7 @@ class MemoryNode:
             codec = codec_of(headers)
             if len(body) > self._max:
                 raise _too_large("request", len(body), self._max)  # noqa: TRY301
-            params = codec.decode(body) if body else {}
-            if not isinstance(params, dict):
-                raise ValidationError(  # noqa: TRY301
-                    "RPC parameters must be an object",
-                    errors=[{"field": "$", "message": "expected an object of parameters"}],
-                )
+            params = codec.decode(body)  # an object: the sender encoded a dict
             result = await inbound.dispatch(target, params, context_from(headers))
             out = codec.encode(result)
             if len(out) > self._max:
