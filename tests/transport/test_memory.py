@@ -126,6 +126,9 @@ async def test_values_cross_as_on_the_wire() -> None:
         assert await client.call("echo.back", value=(1, 2)) == [1, 2]
         with pytest.raises(ValidationError):  # not encodable: refused before sending
             await client.call("echo.back", value=object())
+    packed = {"transport_options": {"codec": "msgpack"}}
+    async with running(Echo, config=config(at)), running(config=config(at, **packed)) as client:
+        assert await client.call("echo.back", value=b"\x00\xff") == b"\x00\xff"  # bin in msgpack
 
 
 async def test_oversized_requests_and_events_are_refused() -> None:

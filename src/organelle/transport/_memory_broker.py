@@ -62,6 +62,8 @@ class Member(Protocol):
         ...
 
 
+_MAX_CACHED_TOPICS = 4096
+
 Route = tuple[Member, str, str]
 """``(node, module, handler)``: one delivery of an event."""
 
@@ -151,6 +153,8 @@ class Broker:
         """Who gets an event on ``topic``: every broadcast subscription, one per balanced group."""
         routes = self._routes.get(topic)
         if routes is None:
+            if len(self._routes) > _MAX_CACHED_TOPICS:  # topics carrying ids: stay bounded
+                self._routes.clear()
             routes = self._routes[topic] = self._route(topic)
         broadcast, groups = routes
         if not groups:
