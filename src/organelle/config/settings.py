@@ -18,8 +18,9 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
         modules: ``"package.module:Class"`` references to load.
         pythonpath: folders (relative to the config file) put on ``sys.path``
             before the modules are imported.
-        transport: ``memory://`` (in-process) or, with the NATS extra, ``nats://…``
-            (several servers separated by commas).
+        transport: ``memory://`` (one kernel, in-process), ``memory://<name>`` (the
+            kernels of this process on that name form a cluster) or, with the
+            NATS extra, ``nats://…`` (several servers separated by commas).
         transport_options: backend-specific options (TLS, credentials, codec…),
             validated by the transport itself.
         node: this node's name in the cluster (default: host name and pid).

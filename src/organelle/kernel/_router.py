@@ -21,6 +21,7 @@ from packaging.version import InvalidVersion, Version
 
 from organelle.errors import CallTimeoutError, DependencyError, LifecycleError
 from organelle.kernel._routes import CallStats, RpcEntry
+from organelle.transport import in_process
 
 if TYPE_CHECKING:
     from organelle.auth.base import Authorizer
@@ -143,7 +144,7 @@ class Router:
     # remote dependencies -----------------------------------------------------
     def local_deps(self, slot: Slot) -> tuple[Dependency, ...]:
         """With a transport, a dependency this node does not run is served by another node."""
-        if self._settings().transport.startswith("memory:"):
+        if in_process(self._settings().transport):
             return slot.spec.deps
         return tuple(d for d in slot.spec.deps if d.name in self._slots)
 

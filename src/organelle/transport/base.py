@@ -1,9 +1,10 @@
 """The transport port: how a kernel reaches modules on other nodes.
 
-In one process there is no transport at all: local calls are direct awaits.
-A transport is attached when ``[kernel] transport`` names a broker; the kernel
-then *exposes* every active module on it and routes calls to modules it does
-not run locally, and events, through it.
+A lone kernel (a bare ``memory://``) has no transport at all: local calls are
+direct awaits. A transport is attached when ``[kernel] transport`` names a
+broker — NATS, or ``memory://<name>`` for the kernels of one process; the
+kernel then *exposes* every active module on it and routes calls to modules
+it does not run locally, and events, through it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class Inbound(Protocol):
 class Transport(Protocol):
     """A connection of this node to the others.
 
-    Implementations live beside this file (``nats.py``); one is chosen by URL.
+    Implementations live beside this file (``nats.py``, ``memory.py``); one is
+    chosen by URL (``open_transport``). ``tests/contract/test_transport.py``
+    holds them to the same behaviour.
     """
 
     async def connect(self, inbound: Inbound) -> None:

@@ -10,19 +10,35 @@ if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
     from organelle.transport.base import Transport
 
-__all__ = ["open_transport"]
+__all__ = ["in_process", "open_transport"]
+
+
+def in_process(url: str) -> bool:
+    """Whether ``open_transport`` gives no transport for ``url`` (the bare ``memory://``).
+
+    Then every module an app requires must run in this kernel; with a
+    transport (``memory://<name>`` included) another node may serve it.
+    """
+    return url == "memory://"
 
 
 def open_transport(settings: KernelSettings) -> Transport | None:
-    """Return the transport for the settings, or ``None`` for ``memory://`` (in-process).
+    """Return the transport for the settings, or ``None`` for a bare ``memory://``.
+
+    ``memory://<name>`` joins the in-process cluster called ``<name>``
+    (``MemoryTransport``: tests, single-process clusters).
 
     Raises:
-        ConfigError: unknown scheme, or the backend's extra is not installed.
+        ConfigError: unknown scheme, a bad option, or the backend's extra is not installed.
     """
     url = settings.transport
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "memory":
-        return None
+        if in_process(url):
+            return None
+        from organelle.transport.memory import MemoryTransport
+
+        return MemoryTransport.from_settings(settings)
     if scheme in ("nats", "tls"):
         try:
             from organelle.transport.nats import NatsTransport
@@ -33,6 +49,6 @@ def open_transport(settings: KernelSettings) -> Transport | None:
             ) from None
         return NatsTransport.from_settings(settings)
     raise ConfigError(
-        f"kernel.transport: unknown transport {url!r}; use 'memory://' or 'nats://host:port'",
+        f"kernel.transport: unknown transport {url!r}; use 'memory://', 'memory://<name>' or 'nats://host:port'",
         details={"key": "kernel.transport"},
     )

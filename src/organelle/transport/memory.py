@@ -1,0 +1,369 @@
+"""``MemoryTransport``: kernels of one process as one cluster, with the semantics of NATS.
+
+``[kernel] transport = "memory://<name>"`` makes a kernel a node of the
+process's broker called ``<name>`` (``_memory_broker.py``); every kernel on
+the same name is a node of the same cluster. It is for tests and
+single-process clusters, and it is meant to be indistinguishable from
+``NatsTransport`` except by speed, so code tested on it behaves the same
+over NATS:
+
+* parameters, results, events and errors cross by being encoded and decoded
+  with the wire codec: a handler never shares an object with its caller, a
+  Struct comes back as a dict, bytes as base64 in JSON — what NATS gives;
+* the context is carried as the NATS headers carry it (it is turned into that
+  header block and back): ids, correlation and causation, the remaining time
+  as a fresh local deadline, the principal (as a ``Principal``), meta;
+* calls are balanced over the nodes exposing the module (round robin where
+  NATS picks at random; a node that withdrew gets none), a balanced event goes
+  to one instance per ``(module, handler)``, a broadcast one to every
+  instance, the sender's own subscribers included, each exactly once;
+* a served call runs in a task of its own with empty contextvars, as on
+  another process, and no call waits past its deadline;
+* the same errors: ``NotServedError`` when no node exposes the module,
+  ``CallTimeoutError``, ``UnavailableError``, a handler's own error rebuilt
+  from its code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from organelle.codec import codec_for
+from organelle.errors import (
+    CallTimeoutError,
+    ConfigError,
+    OrganelleError,
+    UnavailableError,
+    ValidationError,
+)
+from organelle.transport._memory_broker import Broker, Reply, broker_named, open_brokers
+from organelle.transport._memory_serve import MemoryNode
+from organelle.transport._nats_headers import (
+    decode_error,
+    headers_for,
+    parse_headers,
+)
+from organelle.transport.base import NotServedError
+from organelle.transport.registry import ModuleEntry, NodeInfo
+
+if TYPE_CHECKING:
+    from organelle.config.settings import KernelSettings
+    from organelle.context import Context
+    from organelle.module import ModuleSpec
+    from organelle.transport.base import Inbound
+
+__all__ = ["MemoryOptions", "MemoryTransport", "open_brokers"]
+
+log = logging.getLogger("organelle.transport.memory")
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_TARGET = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
+_MAX_PAYLOAD = 1 << 20  # nats-server's default max_payload
+_CLOSE_WAIT_S = 5.0
+_monotonic = time.monotonic
+
+
+def _bad(key: str, reason: str) -> ConfigError:
+    label = f"kernel.transport_options.{key}" if key != "transport" else "kernel.transport"
+    return ConfigError(f"{label}: {reason}", details={"key": label})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryOptions:
+    """Options of ``memory://<name>``: the URL, ``[kernel] node`` and ``transport_options``.
+
+    Attributes:
+        broker: the broker's name (``default`` for a bare ``memory://``).
+        node: this node's name, unique in its broker.
+        codec: ``json`` or ``msgpack``: what this node encodes its requests and events with.
+        max_payload_bytes: the largest request, reply or event (NATS's default, 1 MiB).
+    """
+
+    broker: str
+    node: str
+    codec: str = "json"
+    max_payload_bytes: int = _MAX_PAYLOAD
+
+    @classmethod
+    def from_settings(cls, settings: KernelSettings) -> MemoryOptions:
+        """Parse ``memory://<name>`` and the two options a memory node has.
+
+        Raises:
+            ConfigError: a bad broker name, an unknown option or a bad value.
+        """
+        scheme, _, name = settings.transport.partition("://")
+        if scheme != "memory" or (name and not _NAME.match(name)):
+            raise _bad(
+                "transport", f"{settings.transport!r}: expected memory:// or memory://<name>"
+            )
+        values: dict[str, Any] = {}
+        for key, value in settings.transport_options.items():
+            if key == "codec":
+                if value not in ("json", "msgpack"):
+                    raise _bad(key, "expected 'json' or 'msgpack'")
+            elif key == "max_payload_bytes":
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise _bad(key, f"expected a positive integer, got {value!r}")
+            else:
+                raise _bad(key, "unknown option; expected one of: codec, max_payload_bytes")
+            values[key] = value
+        node = settings.node or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        return cls(broker=name or "default", node=node, **values)
+
+
+class MemoryTransport(MemoryNode):
+    """The in-process transport of one kernel (see the module docstring).
+
+    Args:
+        options: parsed options (``from_settings`` builds them from the config).
+        call_timeout_s: deadline of a call whose context has none.
+    """
+
+    def __init__(self, options: MemoryOptions, *, call_timeout_s: float = 30.0) -> None:
+        super().__init__(options.node, options.max_payload_bytes)
+        self.options = options
+        self.call_timeout_s = call_timeout_s
+        self._codec = codec_for(options.codec)
+        self._broker: Broker | None = None
+        self._started = time.time()
+        self._pending: set[asyncio.Future[Reply]] = set()
+        self._published = 0
+
+    @classmethod
+    def from_settings(cls, settings: KernelSettings) -> MemoryTransport:
+        """Build from ``[kernel] transport``, ``transport_options`` and ``node``.
+
+        Raises:
+            ConfigError: a bad URL or option.
+        """
+        return cls(MemoryOptions.from_settings(settings), call_timeout_s=settings.call_timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        """Whether this node is in its broker (read by the health check)."""
+        return self._broker is not None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def connect(self, inbound: Inbound) -> None:
+        """Join the broker named in the URL (made on first use).
+
+        Raises:
+            ConfigError: another node of the broker has this node's name.
+            TransportError: the broker is in use on another event loop.
+        """
+        if self._broker is not None:
+            return
+        broker = broker_named(self.options.broker)
+        self._inbound = inbound
+        try:
+            broker.join(self)
+        except OrganelleError:
+            self._inbound = None
+            raise
+        self._broker = broker
+        self._started = time.time()
+
+    async def close(self) -> None:
+        """Withdraw everything, leave the broker, finish replies in progress. Never raises."""
+        broker, self._broker = self._broker, None
+        if broker is None:
+            return
+        try:
+            self._exposed.clear()
+            broker.leave(self)
+            await self.finish(_CLOSE_WAIT_S)
+        except Exception:
+            log.exception("closing the memory transport")
+        finally:
+            pending, self._pending = self._pending, set()
+            for fut in pending:
+                if not fut.done():
+                    fut.set_exception(UnavailableError("the memory transport was closed"))
+            self._inbound = None
+
+    async def expose(self, spec: ModuleSpec) -> None:
+        """Serve a now-active local module's RPC methods and subscriptions."""
+        if spec.name in self._exposed:
+            return
+        self._exposed[spec.name] = spec
+        if self._broker is not None:
+            self._broker.changed()
+
+    async def withdraw(self, name: str) -> None:
+        """Stop serving a local module (before it stops); idempotent."""
+        if self._exposed.pop(name, None) is not None and self._broker is not None:
+            self._broker.changed()
+
+    async def wait_for(
+        self, name: str, timeout_s: float, accept: Callable[[str], bool] | None = None
+    ) -> None:
+        """Return once some node exposes module ``name`` (in a version ``accept`` takes).
+
+        Raises:
+            CallTimeoutError: none did within ``timeout_s``; ``details["versions"]``
+                lists the versions served instead (node -> version).
+        """
+        if name in self._exposed:
+            return
+        deadline = _monotonic() + timeout_s
+        while True:
+            broker = self._broker
+            if broker is None:
+                raise CallTimeoutError(f"module {name!r}: the memory transport is not connected")
+            found = broker.versions(name)
+            if any(accept is None or accept(v) for v in found.values()):
+                return
+            left = deadline - _monotonic()
+            if left <= 0:
+                raise CallTimeoutError(
+                    f"module {name!r} did not become available in {timeout_s:g}s",
+                    details={"module": name, "versions": found},
+                )
+            await broker.wait_changed(left)
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every node of the cluster, as the NATS registry would list them."""
+        broker = self._broker
+        if broker is None:
+            return []
+        members = [m for m in broker.nodes.values() if isinstance(m, MemoryTransport)]
+        now = time.time()
+        return sorted((m.info(now) for m in members), key=lambda n: n.node)
+
+    def info(self, now: float) -> NodeInfo:
+        """This node's entry in ``nodes()`` (always fresh: it is read, not heartbeaten)."""
+        return NodeInfo(
+            node=self.node,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=self._started,
+            ts=now,
+            modules={
+                name: ModuleEntry(
+                    version=str(spec.version),
+                    methods=sorted(spec.rpcs),
+                    events=[s.spec.pattern for s in spec.subscriptions],
+                )
+                for name, spec in self._exposed.items()
+            },
+        )
+
+    def _joined(self, what: str) -> Broker:
+        broker = self._broker
+        if broker is None:
+            raise UnavailableError(f"{what}: the memory transport is not connected")
+        return broker
+
+    # -- RPC: calling --------------------------------------------------------------------
+    async def request(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
+        """Call a module on some node (maybe this one); the same errors as a local call.
+
+        Raises:
+            NotServedError: no node exposes the module (a ``NotFoundError``).
+            ValidationError: bad params (checked by the serving node) or too large.
+            CallTimeoutError: the deadline passed.
+            UnavailableError: the module is exposed but takes no calls, or not connected.
+        """
+        broker = self._joined(f"call to {target!r}")
+        if not _TARGET.match(target):
+            raise ValidationError(
+                f"call target {target!r} must look like 'module.method'",
+                errors=[{"field": "target", "message": "expected 'module.method'"}],
+            )
+        if ctx.deadline is None:
+            ctx.deadline = _monotonic() + self.call_timeout_s
+        deadline = ctx.deadline
+        codec = self._codec
+        body = codec.encode(params)
+        if len(body) > self._max:
+            message = f"parameters of {len(body)} bytes exceed the server's {self._max}"
+            raise ValidationError(message, errors=[{"field": "$", "message": message}])
+        module = target.partition(".")[0]
+        while True:
+            if deadline - _monotonic() <= 0:
+                raise CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
+            member = broker.rpc_node(module)
+            if member is None:
+                if broker.versions(module):  # exposed, but without RPC methods
+                    raise UnavailableError(
+                        f"no node answers calls to {target!r}", details={"target": target}
+                    )
+                raise NotServedError(
+                    f"no node serves module {module!r}", details={"target": target}
+                )
+            headers = parse_headers(headers_for(ctx, codec.name, timeout=True))[1]
+            loop = asyncio.get_running_loop()
+            reply: asyncio.Future[Reply] = loop.create_future()
+            self._pending.add(reply)
+            member.take_call(target, body, headers, reply)
+            timer = loop.call_later(deadline - _monotonic(), _expire, reply, target)
+            try:
+                code, retry, data = await reply
+            finally:
+                timer.cancel()
+                self._pending.discard(reply)
+            if code is None:
+                return codec.decode(data) if data else None
+            if not retry:
+                raise decode_error(codec, data, code)
+            # Refused unrun by a node that withdrew meanwhile: another instance takes it.
+
+    # -- events --------------------------------------------------------------------------
+    async def publish(self, topic: str, payload: Any, ctx: Context) -> None:
+        """Publish an event to every subscriber on every node (local ones included).
+
+        Each subscription's queue gets it before this returns; a node whose
+        queue is full keeps the rest in order in a backlog (what the NATS
+        server would hold) and this yields once so it can catch up.
+
+        Raises:
+            ValidationError: the payload cannot be encoded or is too large.
+            UnavailableError: not connected.
+        """
+        broker = self._joined(f"cannot publish {topic!r}")
+        body = self._codec.encode(payload)
+        if len(body) > self._max:
+            message = f"event of {len(body)} bytes exceeds the server's {self._max}"
+            raise ValidationError(message, errors=[{"field": "$", "message": message}])
+        headers = parse_headers(headers_for(ctx, self._codec.name, timeout=False))[1]
+        behind = False
+        for member, module, handler in broker.deliveries(topic):
+            member.take_event(module, handler, topic, body, headers)
+            behind = behind or member.delivering is not None
+        self._published += 1
+        if behind:
+            await asyncio.sleep(0)
+
+    @property
+    def published(self) -> int:
+        """How many events this node has published so far."""
+        return self._published
+
+    async def settle(self) -> None:
+        """Return once every node's backlog is on its kernel's queue.
+
+        Events are handed over inside ``publish``; only a full queue delays
+        them, so waiting for the backlogs covers this node's events wherever
+        they went (more than NATS can promise: there only this node's own).
+        """
+        broker = self._broker
+        while broker is not None:
+            tasks = {t for m in broker.nodes.values() if (t := m.delivering) is not None}
+            if not tasks:
+                return
+            await asyncio.wait(tasks)
+
+
+def _expire(fut: asyncio.Future[Reply], target: str) -> None:
+    if not fut.done():
+        fut.set_exception(
+            CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
+        )
