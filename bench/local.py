@@ -150,7 +150,7 @@ async def rpc_rows(n: int, rounds: int) -> list[Row]:
         rows.append(
             Row(
                 f"local call, {label}",
-                "Calls.call (pure Python path)",
+                "Dispatcher.python_call (pure Python path)",
                 best[key],
                 baseline=floor_name,
                 ratio=best[key] / f,

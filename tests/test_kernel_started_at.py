@@ -43,7 +43,7 @@ def accepting(kernel: Kernel) -> bool:
 async def test_accepting_and_transport_are_public() -> None:
     kernel = Kernel([Idle])
     assert not accepting(kernel)
-    assert kernel.transport is None  # memory://: one process
+    assert kernel.transport.solo  # memory://: one process, one node
     async with kernel:
         assert accepting(kernel)
     assert not accepting(kernel)

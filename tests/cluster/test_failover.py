@@ -109,8 +109,8 @@ async def test_cluster_survives_a_broker_kill_mid_load(prefix: str) -> None:
                 await asyncio.sleep(2.0)
 
             await load.run_while(scenario())
-            assert serving.transport.connected  # type: ignore[union-attr]
-            assert client.transport.connected  # type: ignore[union-attr]
+            assert serving.transport.connected
+            assert client.transport.connected
         failures = load.failures()
         after = [o for o in load.outcomes if o.start > killed_at + SLACK_S]
         ok_after = [o for o in after if o.error is None]

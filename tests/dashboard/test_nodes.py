@@ -82,6 +82,7 @@ async def test_every_node_of_the_cluster_is_listed(nats_server: NatsServer) -> N
 async def test_a_registry_that_cannot_be_read_does_not_blank_the_page() -> None:
     class Broken:
         node = "lonely"
+        solo = False
 
         async def nodes(self) -> list[Any]:
             await asyncio.sleep(0)

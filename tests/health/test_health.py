@@ -192,14 +192,15 @@ async def test_builtin_transport_storage_and_backlog_checks() -> None:
 
         class Disconnected:
             connected = False
+            solo = False
 
-        kernel._router.transport = Disconnected()  # type: ignore[assignment]
+        real, kernel._router.transport = kernel.transport, Disconnected()  # type: ignore[assignment]
         try:
             report = await health.report()
             assert report.checks["transport"]["status"] == "unhealthy"
             assert not report.ready
         finally:
-            kernel._router.transport = None
+            kernel._router.transport = real
 
 
 async def test_stream_lag_check(tmp_path: Any) -> None:

@@ -57,10 +57,16 @@ def config(at: str, **kernel: Any) -> dict[str, Any]:
     return {"kernel": {"transport": at, **kernel}}
 
 
-def test_only_a_named_memory_url_opens_a_transport() -> None:
-    assert open_transport(parse_settings({"transport": "memory://"})) is None
+def test_a_bare_memory_url_is_a_solo_node_and_a_named_one_joins_a_cluster() -> None:
+    solo = open_transport(parse_settings({"transport": "memory://"}))
+    other = open_transport(parse_settings({"transport": "memory://"}))
+    assert isinstance(solo, MemoryTransport)
+    assert isinstance(other, MemoryTransport)
+    assert solo.solo
+    assert solo.options.broker != other.options.broker  # nobody can join a solo node
     transport = open_transport(parse_settings({"transport": "memory://shop", "node": "n1"}))
     assert isinstance(transport, MemoryTransport)
+    assert not transport.solo
     assert (transport.options.broker, transport.node) == ("shop", "n1")
     opts = {"codec": "msgpack", "max_payload_bytes": 1000}
     transport = open_transport(

@@ -11,6 +11,7 @@ import pytest
 from organelle import Kernel
 from organelle.errors import CallTimeoutError, NotFoundError, TransportError, UnavailableError
 from organelle.testing.servers import NatsServer
+from organelle.transport.nats import NatsTransport
 
 from .conftest import node_config
 from .nodes import Peer, Server
@@ -38,12 +39,12 @@ async def test_server_restart(own_server: NatsServer, prefix: str) -> None:
         # While the broker is away a call waits for it, never past its deadline.
         with pytest.raises(TransportError):
             await client.call_with("server.echo", {"sku": "away"}, timeout_s=0.3)
-        assert not client.transport.connected  # type: ignore[union-attr]
+        assert not client.transport.connected
         await asyncio.to_thread(own_server.restart)
         # No restart of either node: both reconnect and resubscribe.
         result = await client.call_with("server.echo", {"sku": "after"}, timeout_s=8)
         assert result == {"sku": "after", "qty": 1}
-        assert server.transport.connected  # type: ignore[union-attr]
+        assert server.transport.connected
         for i in range(20):
             assert await client.call("server.echo", sku=str(i), qty=i + 1) == {
                 "sku": str(i),
@@ -68,8 +69,9 @@ async def test_deadline_bounds_a_call_while_nobody_answers(
         # Announced but not answering (its subscriptions gone, as in a broker failover):
         # Unavailable after no_responders_wait_s, or the deadline, whichever comes first.
         transport = server.transport
-        for sid in transport._exposer.exposed["server"][1]:  # type: ignore[union-attr]
-            transport._wire.unsubscribe(sid)  # type: ignore[union-attr]
+        assert isinstance(transport, NatsTransport)
+        for sid in transport._exposer.exposed["server"][1]:
+            transport._wire.unsubscribe(sid)
         start = time.monotonic()
         with pytest.raises((UnavailableError, CallTimeoutError)):
             await client.call_with("server.echo", {"sku": "x"}, timeout_s=0.4)
@@ -77,6 +79,6 @@ async def test_deadline_bounds_a_call_while_nobody_answers(
             time.monotonic() - start < 1.5
         )  # bounded by the deadline, with slack for 2 busy cores
         # Withdrawn: the registry no longer lists it, so the module is unknown.
-        await server.transport.withdraw("server")  # type: ignore[union-attr]
+        await server.transport.withdraw("server")
         with pytest.raises(NotFoundError):
             await client.call_with("server.echo", {"sku": "x"}, timeout_s=0.4)

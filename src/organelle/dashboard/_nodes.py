@@ -71,7 +71,7 @@ def _view(info: Any, me: str, now: float) -> NodeView:
 async def list_nodes(kernel: Kernel) -> NodesView:
     """``/api/nodes``: every live node with its modules, this one marked ``local``."""
     me = this_node(kernel)
-    lister = getattr(kernel.transport, "nodes", None)
+    lister = None if kernel.transport.solo else getattr(kernel.transport, "nodes", None)
     if lister is None:
         return NodesView(clustered=False, this=me, nodes=[_local(kernel, me)])
     try:

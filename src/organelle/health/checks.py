@@ -60,7 +60,7 @@ class TransportCheck:
     async def check(self) -> CheckResult:
         """Healthy in-process; unhealthy when the transport says it is disconnected."""
         transport = self.kernel.transport
-        if transport is None:
+        if transport.solo:
             return CheckResult(status=Status.HEALTHY, detail="in-process")
         connected = getattr(transport, "connected", None)
         if connected is False:

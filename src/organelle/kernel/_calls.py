@@ -162,7 +162,7 @@ class Dispatcher:
         if caller is not None:
             caller.enabled = self._accepting_now and self._chain is None
             caller.timeout = self._call_timeout_s
-            caller.emit_enabled = self._accepting_now and self._router.transport is None
+            caller.emit_enabled = self._accepting_now and self._router.transport.solo
 
     async def python_call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912, PLR0915 - hot path inlined
         """Call ``"<module>.<method>"`` with keyword params and return its result.
@@ -309,7 +309,7 @@ class Dispatcher:
         principal: Any,
     ) -> Any:
         router = self._router
-        if router.transport is None or not isinstance(target, str) or "." not in target:
+        if router.transport.solo or not isinstance(target, str) or "." not in target:
             raise self._missing(target)
         if router.blocked(target):
             raise self._missing(target)
@@ -381,7 +381,7 @@ class Dispatcher:
         deadline = _monotonic() + timeout_s
         while not self._slots.is_active(name):
             transport = self._router.transport
-            if transport is not None:
+            if not transport.solo:
                 await transport.wait_for(name, max(0.0, deadline - _monotonic()))
                 return
             if _monotonic() >= deadline:
@@ -410,7 +410,7 @@ class Dispatcher:
         if self.taps:
             self._tap(topic, payload)
         transport = self._router.transport
-        if transport is not None:
+        if not transport.solo:  # own events come back through it, once per subscription
             await transport.publish(topic, payload, ctx)
         elif subs and not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
@@ -430,11 +430,10 @@ class Dispatcher:
         """Wait until every emitted event has been handled (see ``Kernel.drain``)."""
         while True:
             transport = self._router.transport
-            mark = 0 if transport is None else transport.published
-            if transport is not None:
-                await transport.settle()
+            mark = transport.published
+            await transport.settle()
             await self._bus.drain()
-            if transport is None or transport.published == mark:
+            if transport.published == mark:
                 return
 
     def tap(self, pattern: str, sink: list[tuple[str, Any]]) -> None:

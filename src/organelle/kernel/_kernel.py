@@ -426,8 +426,8 @@ class Kernel:
         return self._dispatcher.accepting
 
     @property
-    def transport(self) -> Transport | None:
-        """The connection to other nodes, or ``None`` in one process (``memory://``)."""
+    def transport(self) -> Transport:
+        """The connection to other nodes (``transport.solo`` when there are none: ``memory://``)."""
         return self._router.transport
 
     @property

@@ -107,11 +107,10 @@ class Lifecycle:
             self.dispatcher.running = True
             try:
                 settings = self.settings()
-                self.router.transport = open_transport(settings)
+                self.router.transport = open_transport(settings)  # fresh at each start
                 self.dispatcher.resync()
-                if self.router.transport is not None:
-                    await self.router.transport.connect(inbound)
-                    await self.router.await_remote_deps()
+                await self.router.transport.connect(inbound)
+                await self.router.await_remote_deps()
                 await self.storage.open()
                 await self.jobs.open()
                 await self.streams.open()
@@ -176,10 +175,7 @@ class Lifecycle:
             log.info("kernel stopped")
 
     async def _close_transport(self) -> None:
-        transport, self.router.transport = self.router.transport, None
-        self.dispatcher.resync()
-        if transport is not None:
-            await transport.close()
+        await self.router.transport.close()
 
     # one slot -----------------------------------------------------------------
     def timeout(self, slot: Slot) -> float:

@@ -21,7 +21,7 @@ from packaging.version import InvalidVersion, Version
 
 from organelle.errors import CallTimeoutError, DependencyError, LifecycleError
 from organelle.kernel._routes import CallStats, RpcEntry
-from organelle.transport import in_process
+from organelle.transport import in_process, open_transport
 
 if TYPE_CHECKING:
     from organelle.auth.base import Authorizer
@@ -50,7 +50,8 @@ class Router:
         local: ``"module.method"`` → route, where this node's calls go without the
             transport (the compiled call path reads this very dict).
         serving: every route this node serves (to itself and to the wire).
-        transport: the connection to other nodes, while the kernel runs.
+        transport: the connection to other nodes; a solo one (the bare
+            ``memory://``) when there are none. Made anew at each start.
         stats: per-method counters when metrics asked for them (``enable_stats``).
     """
 
@@ -65,7 +66,7 @@ class Router:
         self._authorizer = authorizer
         self.local: dict[str, RpcEntry] = {}
         self.serving: dict[str, RpcEntry] = {}
-        self.transport: Transport | None = None
+        self.transport: Transport = open_transport(settings())
         self.outbound: Outbound | None = None
         self.stats: dict[str, CallStats] | None = None
         self._bounds: tuple[float, ...] = ()
@@ -87,7 +88,7 @@ class Router:
         self.unbind(slot.name)
         settings = self._settings()
         authorizer = self._authorizer()
-        prefer_local = settings.prefer_local or self.transport is None
+        prefer_local = settings.prefer_local or self.transport.solo
         for method in slot.spec.rpcs:
             entry = RpcEntry(slot, method, settings.validate, authorizer)
             if self.stats is not None:
@@ -112,7 +113,6 @@ class Router:
     async def send(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
         """Send a call to another node (through the outbound wrappers)."""
         transport = self.transport
-        assert transport is not None  # noqa: S101 - the caller checked
         outbound = self.outbound
         if outbound is not None:
             return await outbound(target, params, ctx, transport.request)
@@ -158,7 +158,6 @@ class Router:
             LifecycleError: nobody serves a required module.
         """
         transport = self.transport
-        assert transport is not None  # noqa: S101 - called right after connect
         wanted: dict[str, list[tuple[str, Dependency]]] = {}
         for slot in self._slots.values():
             for dep in slot.spec.deps:
@@ -203,14 +202,10 @@ class _Exposure:
         self._router = router
 
     async def attach(self, slot: Slot) -> None:
-        transport = self._router.transport
-        if transport is not None:
-            await transport.expose(slot.spec)
+        await self._router.transport.expose(slot.spec)
 
     async def detach(self, slot: Slot) -> None:
-        transport = self._router.transport
-        if transport is not None:
-            await transport.withdraw(slot.name)
+        await self._router.transport.withdraw(slot.name)
 
     async def switch(self, old: Slot, new: Slot) -> None:
         """A reload re-announces the module: its version, methods or subscriptions may differ.

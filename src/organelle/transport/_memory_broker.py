@@ -72,7 +72,7 @@ class Broker:
     """Nodes of one ``memory://`` name and the routes between them.
 
     Args:
-        name: the name after ``memory://`` (``"default"`` for a bare ``memory://``).
+        name: the name after ``memory://`` (a private one for a bare ``memory://``).
     """
 
     def __init__(self, name: str) -> None:

@@ -56,6 +56,22 @@ class Transport(Protocol):
     holds them to the same behaviour.
     """
 
+    @property
+    def solo(self) -> bool:
+        """Whether this node is alone: no other node can be reached (the bare ``memory://``).
+
+        A solo node's own events reach its own handlers on its local event bus
+        (the kernel never publishes them); a node that shares its transport
+        publishes every event and gets its own back through the transport, so a
+        balanced group gets each event once cluster-wide.
+        """
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (read by the health check)."""
+        ...
+
     async def connect(self, inbound: Inbound) -> None:
         """Connect and start serving ``inbound``; raises ``TransportError`` if unreachable."""
         ...

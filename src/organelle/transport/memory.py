@@ -81,8 +81,9 @@ class MemoryOptions:
     """Options of ``memory://<name>``: the URL, ``[kernel] node`` and ``transport_options``.
 
     Attributes:
-        broker: the broker's name (``default`` for a bare ``memory://``).
+        broker: the broker's name; a bare ``memory://`` gets a private one of its own.
         node: this node's name, unique in its broker.
+        solo: the bare ``memory://``: no other node can join (see ``MemoryTransport.solo``).
         codec: ``json`` or ``msgpack``: what this node encodes its requests and events with.
         max_payload_bytes: the largest request, reply or event (NATS's default, 1 MiB).
     """
@@ -91,6 +92,7 @@ class MemoryOptions:
     node: str
     codec: str = "json"
     max_payload_bytes: int = _MAX_PAYLOAD
+    solo: bool = False
 
     @classmethod
     def from_settings(cls, settings: KernelSettings) -> MemoryOptions:
@@ -104,6 +106,11 @@ class MemoryOptions:
             raise _bad(
                 "transport", f"{settings.transport!r}: expected memory:// or memory://<name>"
             )
+        node = settings.node or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        if not name:
+            # One process, one node, a broker nobody else can name. Its options are
+            # those of the transport the app switches to by URL (nats://…): kept, unread.
+            return cls(broker=f"solo.{os.urandom(8).hex()}", node=node, solo=True)
         values: dict[str, Any] = {}
         for key, value in settings.transport_options.items():
             if key == "codec":
@@ -115,8 +122,7 @@ class MemoryOptions:
             else:
                 raise _bad(key, "unknown option; expected one of: codec, max_payload_bytes")
             values[key] = value
-        node = settings.node or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
-        return cls(broker=name or "default", node=node, **values)
+        return cls(broker=name, node=node, **values)
 
 
 class MemoryTransport(MemoryNode):
@@ -145,6 +151,15 @@ class MemoryTransport(MemoryNode):
             ConfigError: a bad URL or option.
         """
         return cls(MemoryOptions.from_settings(settings), call_timeout_s=settings.call_timeout_s)
+
+    @property
+    def solo(self) -> bool:
+        """Whether no other node can be reached (the bare ``memory://``).
+
+        The kernel then delivers its own events on its local bus — no encoding,
+        no copy, the compiled emit path — and never sends a call out.
+        """
+        return self.options.solo
 
     @property
     def connected(self) -> bool:

@@ -106,6 +106,11 @@ class NatsTransport:
         return self._wire.connected
 
     @property
+    def solo(self) -> bool:
+        """Never: other nodes share the server, and events come back through it."""
+        return False
+
+    @property
     def node(self) -> str:
         """This node's name in the registry."""
         return self.options.node

@@ -14,19 +14,20 @@ __all__ = ["in_process", "open_transport"]
 
 
 def in_process(url: str) -> bool:
-    """Whether ``open_transport`` gives no transport for ``url`` (the bare ``memory://``).
+    """Whether ``url`` is the bare ``memory://``: a solo node, no other node to reach.
 
-    Then every module an app requires must run in this kernel; with a
+    Then every module an app requires must run in this kernel; with a shared
     transport (``memory://<name>`` included) another node may serve it.
     """
     return url == "memory://"
 
 
-def open_transport(settings: KernelSettings) -> Transport | None:
-    """Return the transport for the settings, or ``None`` for a bare ``memory://``.
+def open_transport(settings: KernelSettings) -> Transport:
+    """Return the (unconnected) transport for the settings.
 
-    ``memory://<name>`` joins the in-process cluster called ``<name>``
-    (``MemoryTransport``: tests, single-process clusters).
+    The bare ``memory://`` is a solo ``MemoryTransport`` (one process, one
+    node); ``memory://<name>`` joins the in-process cluster called ``<name>``
+    (tests, single-process clusters); ``nats://`` the NATS cluster.
 
     Raises:
         ConfigError: unknown scheme, a bad option, or the backend's extra is not installed.
@@ -34,8 +35,6 @@ def open_transport(settings: KernelSettings) -> Transport | None:
     url = settings.transport
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme == "memory":
-        if in_process(url):
-            return None
         from organelle.transport.memory import MemoryTransport
 
         return MemoryTransport.from_settings(settings)
