@@ -94,7 +94,7 @@ async def test_spawn_runs_in_fresh_context_and_is_cancelled_on_stop() -> None:
 async def test_from_config_only_selects_modules(tmp_path: Path) -> None:
     app = tmp_path / "app.toml"
     app.write_text(
-        '[kernel]\nmodules = ["tests.test_kernel_features:Counter", "tests.test_kernel_features:Other"]\n'
+        '[kernel]\nmodules = ["tests.kernel.test_features:Counter", "tests.kernel.test_features:Other"]\n'
         "[modules.other]\nx = 1\n"
     )
     k = Kernel.from_config(app, environ={}, only=["counter"])

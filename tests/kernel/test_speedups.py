@@ -34,7 +34,7 @@ from organelle import (
 )
 from organelle._native import speedups
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PURE = os.environ.get("ORGANELLE_PURE", "") not in ("", "0")
 needs_c = pytest.mark.skipif(speedups is None, reason="C extension not in use")
 
@@ -395,14 +395,15 @@ def test_extension_is_built_from_the_current_source() -> None:
 CORE = [
     "tests/test_bad_input.py",
     "tests/test_context.py",
-    "tests/test_kernel_events.py",
-    "tests/test_kernel_features.py",
-    "tests/test_kernel_rpc.py",
-    "tests/test_kernel_runtime.py",
-    "tests/test_kernel_lifecycle.py",
-    "tests/test_supervision.py",
+    "tests/kernel/test_events.py",
+    "tests/kernel/test_features.py",
+    "tests/kernel/test_rpc.py",
+    "tests/kernel/test_runtime.py",
+    "tests/kernel/test_lifecycle.py",
+    "tests/kernel/test_supervision.py",
+    "tests/kernel/test_bindings.py",
+    "tests/kernel/test_speedups.py",
     "tests/test_testing.py",
-    "tests/test_speedups.py",
     "tests/examples",
 ]
 
