@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from organelle.cli._output import EXIT_FORCED, EXIT_OK, plural, status
 from organelle.cli._target import App, is_config_file
 from organelle.errors import ConfigError
@@ -104,6 +106,8 @@ async def _serve(app: App) -> int:
     try:
         await app.select()
         await _start_ops(ops, loop)  # before start: probes say "starting", startup is measured
+        if "gc_freeze" not in (kernel.config.get("kernel") or {}):
+            kernel.settings = msgspec.structs.replace(kernel.settings, gc_freeze=True)
         await kernel.start()
         names = [n for level in kernel.check() for n in level]
         status(f"{plural(len(names), 'module')} active ({', '.join(names)}); press Ctrl+C to stop")

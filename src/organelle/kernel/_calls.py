@@ -365,10 +365,7 @@ class Dispatcher:
         (and not a drop) absorbs the pressure.
         """
         bus = self._bus
-        key = f"{module} {handler} {ctx.topic}"  # never a topic (no spaces): shares route()'s cache
-        subs = bus._cache.get(key)
-        if subs is None:
-            subs = bus._cache[key] = bus.handler_subs(module, handler, ctx.topic or "")
+        subs = bus.handler_subs(module, handler, ctx.topic or "")
         if subs and not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
 

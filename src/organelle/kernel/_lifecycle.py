@@ -16,6 +16,7 @@ use these same steps, so every kind of binding follows every change.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -126,6 +127,8 @@ class Lifecycle:
                 raise
             self.dispatcher.accepting = True
             self.started_at = time.time()
+            if self.settings().gc_freeze:
+                gc.freeze()  # what start built lives as long as the process: stop rescanning it
             log.info("kernel started with %d modules", len(self.slots))
 
     async def _unwind(self, levels: list[list[str]]) -> None:

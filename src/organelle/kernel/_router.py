@@ -66,6 +66,7 @@ class Router:
         self._authorizer = authorizer
         self.local: dict[str, RpcEntry] = {}
         self.serving: dict[str, RpcEntry] = {}
+        self._targets: dict[str, list[str]] = {}  # module -> its targets: unbinding is O(own)
         self.transport: Transport = open_transport(settings())
         self.outbound: Outbound | None = None
         self.stats: dict[str, CallStats] | None = None
@@ -94,15 +95,15 @@ class Router:
             if self.stats is not None:
                 entry.stats = self.stats.setdefault(entry.target, CallStats(self._bounds))
             self.serving[entry.target] = entry
+            self._targets.setdefault(slot.name, []).append(entry.target)
             if prefer_local:
                 self.local[entry.target] = entry
 
     def unbind(self, name: str) -> None:
         """Take module ``name``'s methods out of the tables."""
-        prefix = name + "."
-        for table in (self.local, self.serving):
-            for target in [t for t in table if t.startswith(prefix)]:
-                del table[target]
+        for target in self._targets.pop(name, ()):
+            self.local.pop(target, None)
+            self.serving.pop(target, None)
 
     def blocked(self, target: str) -> bool:
         """A local module that is not serving must not be shadowed by a remote one silently."""
