@@ -45,13 +45,21 @@ async def test_module_store_is_namespaced_and_durable(tmp_path: Path) -> None:
         assert await k.call("counter.bump") == 3
 
 
-async def test_store_is_not_opened_unless_used(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    async with Kernel([Counter]):
-        pass
-    assert list(tmp_path.iterdir()) == []
+async def test_the_store_opens_at_start_and_closes_at_stop(tmp_path: Path) -> None:
+    """Like every port: opened (connected) by ``start``, so a bad URL fails there."""
+    path = tmp_path / "app.db"
+    k = Kernel([Counter], {"kernel": {"storage": f"sqlite:///{path}"}})
+    with pytest.raises(ConfigError, match="opens when the kernel starts"):
+        _ = k.store
+    async with k:
+        assert path.exists()  # opened before any module used it
+        store = k.store
+    with pytest.raises(ConfigError):
+        _ = k.store
+    with pytest.raises(Exception, match="closed"):
+        await store.get("x")
+    with pytest.raises(ConfigError, match="unknown storage scheme"):
+        await Kernel([Counter], {"kernel": {"storage": "redis://h"}}).start()
 
 
 async def test_memory_store_url() -> None:

@@ -1,6 +1,6 @@
 """The kernel's durable services as a mixin: jobs, streams and storage.
 
-Thin facades: each opens on first use or at start and delegates to its host
+Thin facades: each opens at start and delegates to its host
 (``_jobhost.py``, ``_streamhost.py``) or to the Store chosen by config, so
 ``kernel.py`` keeps to lifecycle and wiring.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from organelle.errors import ConfigError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -133,16 +135,27 @@ class Services:
     # storage -------------------------------------------------------------
     @property
     def store(self) -> Store:
-        """The shared Store chosen by ``[kernel] storage`` (opened on first use).
+        """The shared Store chosen by ``[kernel] storage``, opened when the kernel starts.
 
         Modules normally use ``self.store``, their own namespace of it.
+
+        Raises:
+            ConfigError: the kernel has not started (or has stopped).
         """
+        if self._store is None:
+            raise ConfigError(
+                "kernel.store: the store opens when the kernel starts; use it after start()",
+                details={"key": "kernel.storage"},
+            )
+        return self._store
+
+    async def _open_store(self) -> None:
+        """Open ``[kernel] storage`` (``start`` does, before any module loads)."""
         if self._store is None:
             from organelle.storage import open_store
 
-            store = open_store(self.settings.storage)
+            store = await open_store(self.settings.storage)
             self._store = store if self.wrap_store is None else self.wrap_store(store)
-        return self._store
 
     def store_for(self, namespace: str) -> NamespacedStore:
         """The view of the shared store under ``namespace`` (a module's name)."""

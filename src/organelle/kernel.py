@@ -419,6 +419,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
                 if self._transport is not None:
                     await self._transport.connect(self)
                     await self._await_remote_deps()
+                await self._open_store()
                 if self.settings.persist_state:
                     await self.states.load()
                 await self._jobhost.open()
@@ -437,6 +438,7 @@ class Kernel(Services, RemoteDeps, Supervision, Calls):
                 await self._streamhost.close()
                 await self._close_transport()
                 await self._bus.stop()
+                await self._close_store()
                 raise
             self._accepting = True
             self.started_at = time.time()

@@ -244,3 +244,11 @@ class Store(Protocol):
     async def close(self) -> None:
         """Stop the sweeper and release connections; idempotent."""
         ...
+
+    async def __aenter__(self) -> Self:
+        """Open if needed; ``async with await open_store(url) as store:``."""
+        ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close."""
+        ...
