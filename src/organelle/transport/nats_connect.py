@@ -30,7 +30,6 @@ __all__ = ["CONNECT_KEYS", "NatsConnectOptions", "Server", "backend_options", "p
 
 DEFAULT_PORT = 4222
 _FILES = ("creds", "nkey_seed", "tls_ca", "tls_cert", "tls_key")
-_STRS = {"user", "password", "token", "tls_hostname", *_FILES}
 
 
 @dataclass(frozen=True, slots=True)
