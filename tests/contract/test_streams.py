@@ -1,4 +1,4 @@
-"""One contract for every StreamLog backend: SQLite (embedded) and NATS JetStream.
+"""One contract for every StreamLog backend: memory, SQLite (embedded) and NATS JetStream.
 
 Offsets are only assumed to grow within a partition (JetStream's skip); every
 wait is bounded.
@@ -24,14 +24,24 @@ from organelle.streams import (
 from organelle.testing.servers import NatsServer
 
 Factory = Callable[[], Awaitable[StreamLog]]
-BACKENDS = ["sqlite", "nats"]
+BACKENDS = ["memory", "sqlite", "nats"]
 
 
 @pytest.fixture(params=BACKENDS)
 async def factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
     """Opens logs on one backend; several calls share the same storage (for reopen tests)."""
     opened: list[StreamLog] = []
-    if request.param == "sqlite":
+    if request.param == "memory":
+        from organelle.streams.memory import MemoryStreamLog
+
+        memory = MemoryStreamLog()  # its data lives as long as the object: reopen that one
+
+        async def make() -> StreamLog:
+            log = await memory.open()
+            opened.append(log)
+            return log
+
+    elif request.param == "sqlite":
         from organelle.streams.sqlite import SqliteStreamLog
 
         async def make() -> StreamLog:

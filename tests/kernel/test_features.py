@@ -45,13 +45,29 @@ async def test_module_store_is_namespaced_and_durable(tmp_path: Path) -> None:
         assert await k.call("counter.bump") == 3
 
 
-async def test_store_is_not_opened_unless_used(
+async def test_a_configured_store_opens_at_start_and_closes_at_stop(tmp_path: Path) -> None:
+    """Like every port: opened (connected) by ``start``, so a bad URL fails there."""
+    path = tmp_path / "app.db"
+    k = Kernel([Counter], {"kernel": {"storage": f"sqlite:///{path}"}})
+    async with k:
+        assert path.exists()  # opened before any module used it
+        store = k.store
+    with pytest.raises(Exception, match="closed"):
+        await store.get("x")
+    with pytest.raises(ConfigError, match="unknown storage scheme"):
+        await Kernel([Counter], {"kernel": {"storage": "redis://h"}}).start()
+
+
+async def test_the_default_store_is_created_on_first_use_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An app that stores nothing leaves no ``organelle.db`` behind."""
     monkeypatch.chdir(tmp_path)
-    async with Kernel([Counter]):
-        pass
-    assert list(tmp_path.iterdir()) == []
+    async with Kernel([Counter]) as k:
+        assert k.store_if_open is None
+        assert not (tmp_path / "organelle.db").exists()
+        assert await k.call("counter.bump") == 1  # uses self.store
+        assert (tmp_path / "organelle.db").exists()
 
 
 async def test_memory_store_url() -> None:

@@ -22,7 +22,7 @@ import asyncio, sys
 from organelle.storage import ConflictError, open_store
 
 async def main(url, table):
-    store = open_store(url, **({"table": table} if table else {}))
+    store = await open_store(url, **({"table": table} if table else {}))
     wins = 0
     async def worker():
         nonlocal wins
@@ -62,7 +62,7 @@ def run_two(url: str, table: str) -> list[int]:
 
 
 async def two_process_cas(url: str, table: str = "") -> None:
-    store = open_store(url, **({"table": table} if table else {}))
+    store = await open_store(url, **({"table": table} if table else {}))
     try:
         await store.put("counter", 0)
         wins = await asyncio.to_thread(run_two, url, table)
@@ -92,7 +92,7 @@ import asyncio, sys
 from organelle.storage import open_store
 
 async def main(url, table):
-    store = open_store(url, table=table)
+    store = await open_store(url, table=table)
     await store.put("x.1", {"from": "child"})
     await store.delete("x.1")
     await store.close()
@@ -105,7 +105,7 @@ async def test_postgres_watch_across_processes_with_notify(
     postgres_server: PostgresServer,
 ) -> None:
     table = f"wx_{uuid.uuid4().hex[:8]}"
-    store = open_store(f"{postgres_server.dsn}?notify=true", table=table)
+    store = await open_store(f"{postgres_server.dsn}?notify=true", table=table)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     try:
         async with store.watch("x.") as changes:

@@ -24,7 +24,7 @@ from organelle.storage import open_store
 
 async def main(url, table):
     opts = {"table": table} if table else {}
-    store = open_store(url, **opts)
+    store = await open_store(url, **opts)
     i = 0
     while True:
         await store.put(f"k{i:06d}", {"i": i})
@@ -67,7 +67,7 @@ def run_and_kill(url: str, table: str, *, min_acked: int = 400) -> list[str]:
 
 
 async def check(url: str, table: str, acked: list[str]) -> None:
-    store = open_store(url, **({"table": table} if table else {}))
+    store = await open_store(url, **({"table": table} if table else {}))
     try:
         found = {}
         for i in range(0, len(acked), 500):

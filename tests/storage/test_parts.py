@@ -29,25 +29,42 @@ from organelle.storage import (
 from organelle.storage._common import prefix_upper
 from organelle.storage._nats_keys import decode_key, encode_key, subject_filter
 from organelle.storage.retry import retrying
+from organelle.storage.url import store_backend
 from organelle.testing.servers import NatsServer, free_port
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_open_store_urls(tmp_path: Path) -> None:
-    assert isinstance(open_store("memory://"), MemoryStore)
-    store = open_store(f"sqlite:///{tmp_path}/x.db")
+async def test_open_store_urls(tmp_path: Path) -> None:
+    async with await open_store("memory://") as mem:
+        assert isinstance(mem, MemoryStore)
+    store = await open_store(f"sqlite:///{tmp_path}/x.db")
     assert isinstance(store, SqliteStore)
     assert store.path == f"{tmp_path}/x.db"
-    assert open_store("sqlite:///:memory:").path == ":memory:"  # type: ignore[attr-defined]
-    assert isinstance(open_store("postgresql://u@h/db"), PostgresStore)
-    assert isinstance(open_store("postgres://u@h/db", table="t"), PostgresStore)
-    kv = open_store("nats-kv://u:p@h1:1,h2:2/bucket")
+    assert (tmp_path / "x.db").exists()  # opened: connected and the table made
+    await store.close()
+    assert isinstance(store_backend("sqlite:///:memory:"), SqliteStore)
+    assert isinstance(store_backend("postgresql://u@h/db"), PostgresStore)
+    assert isinstance(store_backend("postgres://u@h/db", table="t"), PostgresStore)
+    kv = store_backend("nats-kv://u:p@h1:1,h2:2/bucket?connect_timeout_s=0.5")
     assert isinstance(kv, NatsKvStore)
-    assert (kv.servers, kv.bucket) == (["nats://u:p@h1:1", "nats://u:p@h2:2"], "bucket")
-    for bad in ["", "nope", "redis://x", "sqlite://", "nats-kv://h:1", "nats-kv://h:1/a/b"]:
+    assert (kv.servers, kv.bucket) == (["nats://h1:1", "nats://h2:2"], "bucket")
+    opts = kv.connect_options
+    assert (opts.user, opts.password, opts.connect_timeout_s) == ("u", "p", 0.5)
+    for bad in [
+        "",
+        "nope",
+        "redis://x",
+        "sqlite://",
+        "nats-kv://h:1",
+        "nats-kv://h:1/a/b",
+        "nats-kv://h:1/b?colour=red",
+    ]:
         with pytest.raises(ConfigError):
-            open_store(bad)
+            await open_store(bad)
+    with pytest.raises(ConfigError) as err:
+        await open_store("nats-kv://h:1/b", tls_ca=str(tmp_path / "missing.pem"))
+    assert err.value.details["key"] == "tls_ca"
 
 
 def test_key_escaping_is_a_bijection() -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from organelle.errors import ConfigError
-from organelle.storage import Change, PostgresStore, open_store
+from organelle.storage import Change, PostgresStore
 from organelle.storage.postgres import split_notify
+from organelle.storage.url import store_backend
 from organelle.testing.servers import PostgresServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.timeout(30)
 
 def test_notify_is_off_by_default_and_read_from_the_url() -> None:
     assert PostgresStore("postgresql://u@h/db").notify is False
-    store = open_store("postgresql://u:p@h:5/db?sslmode=disable&notify=true")
+    store = store_backend("postgresql://u:p@h:5/db?sslmode=disable&notify=true")
     assert isinstance(store, PostgresStore)
     assert store.notify is True
     assert store.dsn == "postgresql://u:p@h:5/db?sslmode=disable"  # asyncpg never sees it

@@ -118,6 +118,25 @@ async def test_failures_are_retried_then_dead_lettered_without_stalling(tmp_path
         assert (stats.done, stats.dead, stats.failed) == (3, 1, 4)
 
 
+async def test_a_memory_log_serves_groups_within_the_process() -> None:
+    config = {"kernel": {"streams": "memory://", "stream_specs": {"orders": {"partitions": 3}}}}
+    async with Kernel([Shop, Billing, Flaky], config) as kernel:
+        for n in range(12):
+            await kernel.call("shop.place", order=f"o{n % 3}", n=n)
+        for n in range(4):
+            await kernel.append("jobs-ish", n)
+        await kernel.drain_streams(timeout_s=10)
+        billing, flaky = kernel.module("billing"), kernel.module("flaky")
+        assert isinstance(billing, Billing)
+        assert isinstance(flaky, Flaky)
+        assert sorted(n for _, n in billing.seen) == list(range(12))
+        assert flaky.done == [0, 1, 3]
+        (letter,) = await kernel.streams.dead_letters("flaky", "jobs-ish")
+        assert "ValueError: poison" in str(letter["error"])
+        info = await kernel.streams.info("orders")
+        assert all(g.lag == 0 for g in info.groups)
+
+
 async def test_records_survive_a_restart_and_consumption_resumes(tmp_path: Path) -> None:
     async with Kernel([Shop], cfg(tmp_path)) as producer:
         for n in range(5):

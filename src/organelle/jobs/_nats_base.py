@@ -18,6 +18,9 @@ from typing import Any, Self
 
 import msgspec
 
+from organelle.errors import UnavailableError
+from organelle.transport.nats_connect import NatsConnectOptions
+
 PULL_TIMEOUT_S = 2.0  # a no_wait pull answers at once; this only bounds a lost reply
 BANDS = (2, 1, 0, -1, -2)  # served in this order
 _BAND_TOKEN = {2: "~p2", 1: "~p1", -1: "~n1", -2: "~n2"}
@@ -31,7 +34,7 @@ class _NatsJobsBase:
 
     def __init__(
         self,
-        servers: Sequence[str],
+        servers: NatsConnectOptions | Sequence[str] | str,
         *,
         stream: str = "ORGANELLE_JOBS",
         ack_wait_s: float = 30.0,
@@ -39,7 +42,8 @@ class _NatsJobsBase:
         retention_s: float = 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.servers = list(servers)
+        self.connect_options = NatsConnectOptions.coerce(servers)
+        self.servers = self.connect_options.urls
         self.stream = stream
         self.ack_wait_s = ack_wait_s
         self.duplicate_window_s = duplicate_window_s
@@ -56,14 +60,47 @@ class _NatsJobsBase:
         self._wake = asyncio.Event()
 
     async def open(self) -> Self:
-        """Connect, create the stream and bucket if missing, watch for new jobs."""
+        """Connect, create the stream and bucket if missing, watch for new jobs.
+
+        Raises:
+            UnavailableError: no server accepted the connection within
+                ``connect_options.open_budget_s`` (none up, credentials refused, TLS failed).
+        """
         if self._nc is not None:
             return self
-        import nats
+        from nats.aio.client import Client
+
+        async def quiet(_exc: Exception) -> None:
+            """Connection trouble surfaces on the calls it hits; keep the log clean."""
+
+        nc = Client()
+        try:
+            try:  # nats-py keeps trying forever when no server accepts the first connect
+                async with asyncio.timeout(self.connect_options.open_budget_s):
+                    await nc.connect(
+                        **self.connect_options.connect_kwargs(),
+                        name=f"organelle-jobs:{self.stream}",
+                        max_reconnect_attempts=-1,
+                        error_cb=quiet,
+                    )
+            except TimeoutError:
+                raise UnavailableError(
+                    f"no NATS server accepted the job queue's connection at {self.servers}"
+                ) from None
+            self._nc, self._js = nc, nc.jetstream()
+            await self._layout()
+        except BaseException:
+            self._nc = self._js = None
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
+        return self
+
+    async def _layout(self) -> None:
+        """Create (or update) the work-queue stream and the state bucket; watch for jobs."""
+        import nats.js.errors
         from nats.js import api
 
-        self._nc = await nats.connect(servers=self.servers, max_reconnect_attempts=-1)
-        self._js = self._nc.jetstream()
         config = api.StreamConfig(
             name=self.stream,
             subjects=[f"{self.stream}.>"],
@@ -81,7 +118,6 @@ class _NatsJobsBase:
             kv_info.config.allow_msg_ttl = True
             await self._js.update_stream(kv_info.config)
         await self._nc.subscribe(f"{self.stream}.>", cb=self._on_publish)
-        return self
 
     async def __aenter__(self) -> Self:
         return await self.open()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 from organelle.errors import NotFoundError, OrganelleError
 
@@ -250,4 +250,12 @@ class JobQueue(Protocol):
 
     async def close(self) -> None:
         """Release connections and threads; safe to call twice."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Open if needed; ``async with await open_queue(url) as queue:``."""
+        ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close."""
         ...

@@ -69,7 +69,7 @@ class NatsJobQueue(_NatsSettle):
     """A job queue on NATS JetStream.
 
     Args:
-        servers: NATS URLs.
+        servers: a ``NatsConnectOptions`` (servers, credentials, TLS) or NATS URLs.
         stream: stream name (bucket ``<stream>_STATE`` holds the records).
         ack_wait_s: the lease of a job type whose consumer this queue has to create
             without having seen one of its jobs (normally each consumer's

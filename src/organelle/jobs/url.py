@@ -2,10 +2,11 @@
 
 ``memory://`` · ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``
 (``?synchronous=normal`` to trade power-loss durability for speed) ·
-``postgresql://user@host:port/db`` (``?table=…``) · ``nats://host:port``
-(``?stream=…``; several servers comma-separated). Heavy drivers load only
-for the backend asked for. ``?retention_s=…`` (any backend) sets how long
-succeeded jobs are kept.
+``postgresql://user@host:port/db`` (``?table=…``) ·
+``nats://[user:pass@]host:port`` (``?stream=…``; several servers
+comma-separated; TLS and credentials as URL parameters or keywords, see
+``NatsConnectOptions``). Heavy drivers load only for the backend asked for.
+``?retention_s=…`` (any backend) sets how long succeeded jobs are kept.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ def _retention(url: str, query: dict[str, str], options: dict[str, Any]) -> None
 
 
 async def open_queue(url: str, **options: Any) -> JobQueue:
-    """Open the queue ``url`` names; ``options`` go to the backend's constructor.
+    """Open the queue ``url`` names and return it connected; ``options`` go to the backend.
+
+    Use it as ``async with await open_queue(url) as queue:`` or close it with
+    ``await queue.close()`` (safe to call twice).
 
     Raises:
-        ConfigError: unknown scheme or malformed URL.
+        ConfigError: unknown scheme, malformed URL, or a bad NATS connection option.
     """
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -60,11 +64,13 @@ async def open_queue(url: str, **options: Any) -> JobQueue:
         return await PostgresJobQueue(dsn, **options).open()
     if scheme in ("nats", "tls"):
         from organelle.jobs.nats import NatsJobQueue
+        from organelle.transport.nats_connect import backend_options
 
-        if "stream" in query:
-            options.setdefault("stream", query["stream"])
-        servers = [f"{scheme}://{host}" for host in parts.netloc.split(",") if host]
-        return await NatsJobQueue(servers, **options).open()
+        connect, own = backend_options(
+            NatsJobQueue, url, options, query_known=("stream", "retention_s")
+        )
+        return await NatsJobQueue(connect, **own).open()
     raise ConfigError(
-        f"unknown job queue URL {url!r}: expected memory://, sqlite://, postgresql:// or nats://"
+        f"unknown job queue URL {url!r}: expected memory://, sqlite://, postgresql:// or nats://",
+        details={"key": "url", "scheme": scheme},
     )

@@ -141,6 +141,7 @@ class Lifecycle:
         await self.streams.close()
         await self._close_transport()
         await self.bus.stop()
+        await self.storage.close()
 
     async def stop(self, before: Callable[[], object] | None = None) -> None:
         """Refuse new work, let in-flight work finish, stop modules in reverse, close ports."""

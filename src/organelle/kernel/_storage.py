@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
     from organelle.storage import NamespacedStore, StateEngine, Store
 
-__all__ = ["StoreHost"]
+__all__ = ["DEFAULT_STORAGE", "StoreHost"]
+
+DEFAULT_STORAGE = "sqlite:///organelle.db"  # KernelSettings' default: opened on first use
 
 log = logging.getLogger("organelle.kernel")
 
@@ -43,13 +45,21 @@ class StoreHost:
 
     @property
     def store(self) -> Store:
-        """The shared Store chosen by ``[kernel] storage`` (opened on first use)."""
-        if self._store is None:
-            from organelle.storage import open_store
+        """The shared Store chosen by ``[kernel] storage``.
 
-            store = open_store(self._settings().storage)
-            self._store = store if self.wrap is None else self.wrap(store)
+        Opened at start when ``[kernel] storage`` names one (a wrong URL or an
+        unreachable server fails the start); the default SQLite file is
+        created on first use only, so an app that stores nothing leaves none.
+        """
+        if self._store is None:
+            from organelle.storage.url import store_backend
+
+            self._keep(store_backend(self._settings().storage))
+        assert self._store is not None  # noqa: S101 - kept above
         return self._store
+
+    def _keep(self, store: Store) -> None:
+        self._store = store if self.wrap is None else self.wrap(store)
 
     def view(self, namespace: str) -> NamespacedStore:
         """The view of the shared store under ``namespace`` (a module's name)."""
@@ -71,8 +81,13 @@ class StoreHost:
         return self._states
 
     async def open(self) -> None:
-        """Restore persisted states before any module loads."""
-        if self._settings().persist_state:
+        """Open a configured Store and restore persisted states, before any module loads."""
+        settings = self._settings()
+        if self._store is None and settings.storage != DEFAULT_STORAGE:
+            from organelle.storage import open_store
+
+            self._keep(await open_store(settings.storage))
+        if settings.persist_state:
             await self.states.load()
 
     async def close(self) -> None:

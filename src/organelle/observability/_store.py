@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from organelle.storage.base import Entry, Page, Store, Watch
 
@@ -73,6 +73,13 @@ class TimedStore:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def __getattr__(self, name: str) -> Any:  # backend extras (e.g. a SQLite path) stay reachable
         return getattr(self.inner, name)

@@ -12,7 +12,7 @@ import random
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import msgspec
 
@@ -251,6 +251,27 @@ class BaseStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageUnavailableError("store is closed")
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Connect (a no-op where there is nothing to connect); returns ``self``.
+
+        Raises:
+            StorageUnavailableError: the store is closed or stayed unreachable.
+        """
+        self._check_open()
+        return self
+
+    async def close(self) -> None:
+        """Release what ``open`` took; idempotent."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     # -- sweeper ------------------------------------------------------------------
 

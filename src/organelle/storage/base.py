@@ -246,6 +246,14 @@ class Store(Protocol):
         """Stop the sweeper and release connections; idempotent."""
         ...
 
+    async def __aenter__(self) -> Self:
+        """Open if needed; ``async with await open_store(url) as store:``."""
+        ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close."""
+        ...
+
 
 def bad(field: str, message: str) -> ValidationError:
     """Build a ``ValidationError`` naming one field (every backend's bad-input error)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Self
 
 from organelle.codec import convert
 from organelle.storage.base import Entry, Page, Store, Watch, bad
@@ -156,3 +156,10 @@ class CachedStore:
         """Drop the cache and close the store underneath."""
         self._cache.clear()
         await self._store.close()
+
+    async def __aenter__(self) -> Self:
+        await self._store.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

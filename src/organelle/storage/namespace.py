@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 
@@ -130,3 +130,9 @@ class NamespacedStore:
 
     async def close(self) -> None:
         """Do nothing: the shared store belongs to whoever opened it."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

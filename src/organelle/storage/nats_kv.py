@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
 
 from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, cas_incr
 from organelle.storage._nats_keys import decode_key, encode_key, subject_filter
@@ -29,6 +29,7 @@ from organelle.storage.base import (
     bad,
 )
 from organelle.storage.retry import retrying
+from organelle.transport.nats_connect import NatsConnectOptions
 
 __all__ = ["NatsKvStore"]
 
@@ -66,7 +67,8 @@ class NatsKvStore(BaseStore):
     """Store on a JetStream KV bucket, created on first use if missing.
 
     Args:
-        servers: NATS URLs (give every cluster node so the client fails over).
+        servers: a ``NatsConnectOptions`` (servers, credentials, TLS) or NATS
+            URLs (give every cluster node so the client fails over).
         bucket: KV bucket name.
         replicas: bucket replicas when it is created (3 on a 3-node cluster).
         op_timeout_s: per-request timeout; retries then run within ``retry``.
@@ -77,14 +79,15 @@ class NatsKvStore(BaseStore):
     def __init__(
         self,
         *,
-        servers: list[str] | str = "nats://127.0.0.1:4222",
+        servers: NatsConnectOptions | Sequence[str] | str = "nats://127.0.0.1:4222",
         bucket: str = "organelle",
         replicas: int = 1,
         op_timeout_s: float = 5.0,
         **opts: Any,
     ) -> None:
         super().__init__(**opts)
-        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.connect_options = NatsConnectOptions.coerce(servers)
+        self.servers = self.connect_options.urls
         self.bucket = bucket
         self.replicas = replicas
         self.op_timeout_s = op_timeout_s
@@ -97,14 +100,15 @@ class NatsKvStore(BaseStore):
 
     # -- plumbing -------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Connect and create the bucket if needed; done on first use anyway."""
+    async def open(self) -> Self:
+        """Connect and create the bucket if needed (``open_store`` does it); returns ``self``."""
         self._check_open()
         async with self._open_lock:
             if self._js is None:
                 await retrying(
                     self._connect, policy=self.retry, is_transient=_transient, what="NATS"
                 )
+        return self
 
     async def _connect(self) -> None:
         import nats.js.api
@@ -118,10 +122,10 @@ class NatsKvStore(BaseStore):
         try:
             # nats-py keeps trying forever when no server answers the first
             # connect; bound it so the retry budget decides.
-            async with asyncio.timeout(3):
+            async with asyncio.timeout(self.connect_options.open_budget_s):
                 await nc.connect(
-                    servers=self.servers,
-                    connect_timeout=2,
+                    **self.connect_options.connect_kwargs(),
+                    name=f"organelle-kv:{self.bucket}",
                     reconnect_time_wait=0.2,  # type: ignore[arg-type] # nats-py hints int; float works
                     max_reconnect_attempts=-1,
                     error_cb=quiet,

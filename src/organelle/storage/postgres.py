@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from organelle.errors import ConfigError
@@ -201,14 +201,15 @@ class PostgresStore(BaseStore):
 
     # -- plumbing -------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Create the pool and the table; done on first use anyway."""
+    async def open(self) -> Self:
+        """Create the pool and the table (``open_store`` does it); returns ``self``."""
         self._check_open()
         async with self._open_lock:
             if self._pool is None:
                 self._pool = await retrying(
                     self._create, policy=self.retry, is_transient=_transient, what="PostgreSQL"
                 )
+        return self
 
     async def _create(self) -> Any:
         import asyncpg

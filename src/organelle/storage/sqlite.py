@@ -19,7 +19,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Self
 
 from organelle.errors import ConfigError
 from organelle.storage._common import BaseStore, prefix_upper
@@ -95,12 +95,13 @@ class SqliteStore(BaseStore):
             )
         return conn
 
-    async def open(self) -> None:
-        """Open the file and create the table; done on first use anyway."""
+    async def open(self) -> Self:
+        """Open the file and create the table (``open_store`` does it); returns ``self``."""
         self._check_open()
         async with self._open_lock:
             if self._writer is None:
                 await self._start_workers()
+        return self
 
     async def _start_workers(self) -> None:
         busy = self._busy_ms / 1000

@@ -1,4 +1,4 @@
-"""``open_store(url)``: pick a backend from a config URL.
+"""``open_store(url)``: pick a backend from a config URL and open it.
 
 =================================  ==========================================
 ``memory://``                      ``MemoryStore`` (lost on exit)
@@ -9,29 +9,66 @@
 ``nats-kv://h1:4222,h2:4222/name``  ``NatsKvStore`` on bucket ``name``
 =================================  ==========================================
 
-Backends connect lazily on first use, so opening is synchronous and cheap,
-and the drivers (asyncpg, nats-py) are only imported for their own scheme.
+``open_store`` returns the store connected (the table or bucket created), so
+a wrong URL or an unreachable server fails there, not on the first write.
+The drivers (asyncpg, nats-py) are only imported for their own scheme. A
+NATS KV URL takes credentials and TLS like every NATS backend
+(``nats-kv://user:pass@h:4222/name?tls_ca=…&creds=…``, see ``NatsConnectOptions``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from organelle.errors import ConfigError
-from organelle.storage.base import Store
 
-__all__ = ["open_store"]
+if TYPE_CHECKING:
+    from organelle.storage.base import Store
+    from organelle.storage.memory import MemoryStore
+    from organelle.storage.nats_kv import NatsKvStore
+    from organelle.storage.postgres import PostgresStore
+    from organelle.storage.sqlite import SqliteStore
+
+    Backend = MemoryStore | SqliteStore | PostgresStore | NatsKvStore
+
+__all__ = ["open_store", "store_backend"]
 
 
-def open_store(url: str, **opts: Any) -> Store:
-    """Return an unopened store for ``url``; ``opts`` go to the backend constructor.
+async def open_store(url: str, **opts: Any) -> Store:
+    """Open the store ``url`` names and return it connected; ``opts`` go to the backend.
+
+    Use it as ``async with await open_store(url) as store:`` or close it with
+    ``await store.close()`` (safe to call twice).
 
     Raises:
-        ConfigError: unknown scheme or a URL the backend cannot use.
+        ConfigError: unknown scheme, a URL the backend cannot use, or a bad
+            NATS connection option.
+        StorageUnavailableError: the backend stayed unreachable for its retry budget.
+    """
+    store = store_backend(url, **opts)
+    try:
+        await store.open()
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+def store_backend(url: str, **opts: Any) -> Backend:
+    """The backend ``url`` names, not yet connected: it connects on first use.
+
+    ``open_store`` is the usual way in; the kernel takes this for a default
+    store that no module may ever touch, so none is created on disk unused.
+
+    Raises:
+        ConfigError: unknown scheme, a URL the backend cannot use, or a bad
+            NATS connection option.
     """
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"storage URL must look like scheme://..., got {url!r}")
+        raise ConfigError(
+            f"storage URL must look like scheme://..., got {url!r}", details={"key": "url"}
+        )
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
     if scheme == "memory":
@@ -53,11 +90,14 @@ def open_store(url: str, **opts: Any) -> Store:
         bucket = parts.path.strip("/")
         if not parts.netloc or not bucket or "/" in bucket:
             raise ConfigError(f"NATS KV URL must be nats-kv://host:port/bucket, got {url!r}")
-        auth, _, hosts = parts.netloc.rpartition("@")
-        servers = [f"nats://{auth + '@' if auth else ''}{h}" for h in hosts.split(",") if h]
         from organelle.storage.nats_kv import NatsKvStore
+        from organelle.transport.nats_connect import backend_options
 
-        return NatsKvStore(servers=servers, bucket=bucket, **opts)
+        query = f"?{parts.query}" if parts.query else ""
+        connect, own = backend_options(NatsKvStore, f"nats://{parts.netloc}{query}", opts)
+        own.setdefault("bucket", bucket)
+        return NatsKvStore(servers=connect, **own)
     raise ConfigError(
-        f"unknown storage scheme {scheme!r}; expected memory, sqlite, postgresql or nats-kv"
+        f"unknown storage scheme {scheme!r}; expected memory, sqlite, postgresql or nats-kv",
+        details={"key": "url", "scheme": scheme},
     )

@@ -1,8 +1,9 @@
 """Durable streams: partitioned, replayable logs read by consumer groups.
 
-``StreamLog`` is the port (SQLite embedded, NATS JetStream distributed); the
-kernel wires ``@consume`` handlers and ``Module.append`` to it (see
-docs/streams.md). Delivery is at-least-once, in order within a partition.
+``StreamLog`` is the port (memory for tests, SQLite embedded, NATS JetStream
+distributed), opened with ``await open_log(url)``; the kernel wires
+``@consume`` handlers and ``Module.append`` to it (see docs/streams.md).
+Delivery is at-least-once, in order within a partition.
 """
 
 from __future__ import annotations

@@ -16,11 +16,12 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
 
 from organelle.errors import NotFoundError, OrganelleError, ValidationError
 
 __all__ = [
+    "BaseStreamLog",
     "BatchClaims",
     "Delivery",
     "GroupInfo",
@@ -187,16 +188,42 @@ class BatchClaims:
         return got[0] if got else None
 
 
+class BaseStreamLog(BatchClaims):
+    """What every backend shares: ``async with`` opens and closes, ``claim`` is a batch of one."""
+
+    async def open(self) -> Self:
+        """Connect / create what is needed (idempotent); returns ``self``."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections; idempotent, never raises."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 @runtime_checkable
 class StreamLog(Protocol):
-    """A durable log of streams; the SQLite and NATS JetStream backends pass one contract suite."""
+    """A durable log of streams; memory, SQLite and JetStream pass one contract suite."""
 
     async def open(self) -> StreamLog:
-        """Connect / create what is needed; returns ``self``."""
+        """Connect / create what is needed; returns ``self`` (``open_log`` already did)."""
         ...
 
     async def close(self) -> None:
-        """Release connections; never raises."""
+        """Release connections; idempotent, never raises."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Open if needed; ``async with await open_log(url) as log:``."""
+        ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close."""
         ...
 
     async def ensure(self, stream: str, spec: StreamSpec) -> StreamSpec:

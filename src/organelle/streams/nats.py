@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 
 import msgspec
@@ -53,7 +53,7 @@ from organelle.streams._jetstream import (
     to_record,
 )
 from organelle.streams.base import (
-    BatchClaims,
+    BaseStreamLog,
     Delivery,
     GroupInfo,
     LeaseLostError,
@@ -66,6 +66,7 @@ from organelle.streams.base import (
     check_name,
     partition_for,
 )
+from organelle.transport.nats_connect import NatsConnectOptions
 
 __all__ = ["JetStreamLog"]
 
@@ -73,40 +74,36 @@ _CAS_TRIES = 5
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as ``check_name`` allows
 
 
-class JetStreamLog(BatchClaims):
+class JetStreamLog(BaseStreamLog):
     """A ``StreamLog`` on NATS JetStream.
 
     Args:
-        servers: NATS URLs (give every cluster node).
+        servers: a ``NatsConnectOptions`` (servers, credentials, TLS) or NATS
+            URLs (give every cluster node).
         prefix: names this log's streams, subjects and bucket; logs with the same
             prefix on the same server share their data.
         replicas: JetStream replicas of what this log creates (3 on a cluster).
-        connect_timeout_s: bound on the first connection.
         op_timeout_s: bound on each JetStream request.
         clock: wall-clock seconds for leases and dead-letter times.
-        **connect: more ``nats.connect`` options (credentials, TLS, ...).
     """
 
     def __init__(
         self,
-        servers: list[str] | str,
+        servers: NatsConnectOptions | Sequence[str] | str,
         *,
         prefix: str = "ORGANELLE",
         replicas: int = 1,
-        connect_timeout_s: float = 5.0,
         op_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
-        **connect: Any,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", prefix):
             raise ConfigError(f"stream log prefix {prefix!r}: 1-32 letters, digits, '-' or '_'")
-        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.connect_options = NatsConnectOptions.coerce(servers)
+        self.servers = self.connect_options.urls
         self.prefix = prefix
         self.replicas = replicas
-        self.connect_timeout_s = connect_timeout_s
         self.op_timeout_s = op_timeout_s
         self.clock = clock
-        self._connect = connect
         self._nc: Any = None
         self._js: Any = None
         self._pos: Any = None  # Positions, once open
@@ -127,14 +124,21 @@ class JetStreamLog(BatchClaims):
         async def quiet(_exc: Exception) -> None:
             """Failures surface as UnavailableError on the calls they hit."""
 
-        options = {"max_reconnect_attempts": -1, "error_cb": quiet, **self._connect}
+        connect = self.connect_options
         nc = Client()
         try:
-            try:  # nats-py keeps trying forever when no server answers the first connect
-                async with asyncio.timeout(self.connect_timeout_s):
-                    await nc.connect(servers=self.servers, **options)
+            try:  # nats-py keeps trying forever when no server accepts the first connect
+                async with asyncio.timeout(connect.open_budget_s):
+                    await nc.connect(
+                        **connect.connect_kwargs(),
+                        name=f"organelle-streams:{self.prefix}",
+                        max_reconnect_attempts=-1,
+                        error_cb=quiet,
+                    )
             except TimeoutError:
-                raise UnavailableError(f"no NATS server answered at {self.servers}") from None
+                raise UnavailableError(
+                    f"no NATS server accepted the stream log's connection at {self.servers}"
+                ) from None
             js = nc.jetstream(timeout=self.op_timeout_s)
             self._pos = await Positions.open(js, f"{self.prefix}_groups", self.replicas)
             dead = api.StreamConfig(

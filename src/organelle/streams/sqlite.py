@@ -23,7 +23,7 @@ import msgspec
 from organelle.errors import ValidationError
 from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread
 from organelle.streams.base import (
-    BatchClaims,
+    BaseStreamLog,
     Delivery,
     GroupInfo,
     LeaseLostError,
@@ -79,7 +79,7 @@ def _record(stream: str, row: tuple[Any, ...]) -> Record:
     )
 
 
-class SqliteStreamLog(BatchClaims):
+class SqliteStreamLog(BaseStreamLog):
     """Streams stored in one SQLite file (``":memory:"`` for tests).
 
     Args:

@@ -1,9 +1,11 @@
 """``open_log(url)``: pick and open a ``StreamLog`` backend from a URL.
 
-``sqlite:///relative.db`` or ``sqlite:////abs/path.db`` (``?synchronous=normal``
-trades power-loss durability for speed) · ``sqlite://:memory:`` for tests ·
-``nats://host:port`` (``?prefix=…`` names the JetStream streams; several
-servers comma-separated). Heavy drivers load only for the backend asked for.
+``memory://`` (in-process, for tests) · ``sqlite:///relative.db`` or
+``sqlite:////abs/path.db`` (``?synchronous=normal`` trades power-loss
+durability for speed) · ``sqlite://:memory:`` · ``nats://[user:pass@]host:port``
+(``?prefix=…`` names the JetStream streams; several servers comma-separated;
+TLS and credentials as URL parameters or keywords, see ``NatsConnectOptions``).
+Heavy drivers load only for the backend asked for.
 """
 
 from __future__ import annotations
@@ -18,14 +20,21 @@ __all__ = ["open_log"]
 
 
 async def open_log(url: str, **options: Any) -> StreamLog:
-    """Open the stream log ``url`` names; ``options`` go to the backend's constructor.
+    """Open the stream log ``url`` names and return it connected; ``options`` go to the backend.
+
+    Use it as ``async with await open_log(url) as log:`` or close it with
+    ``await log.close()`` (safe to call twice).
 
     Raises:
-        ConfigError: unknown scheme or malformed URL.
+        ConfigError: unknown scheme, malformed URL, or a bad NATS connection option.
     """
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     scheme = parts.scheme.lower()
+    if scheme == "memory":
+        from organelle.streams.memory import MemoryStreamLog
+
+        return await MemoryStreamLog(**options).open()
     if scheme == "sqlite":
         from organelle.streams.sqlite import SqliteStreamLog
 
@@ -37,9 +46,11 @@ async def open_log(url: str, **options: Any) -> StreamLog:
         return await SqliteStreamLog(path, **options).open()
     if scheme in ("nats", "tls"):
         from organelle.streams.nats import JetStreamLog
+        from organelle.transport.nats_connect import backend_options
 
-        if "prefix" in query:
-            options.setdefault("prefix", query["prefix"])
-        servers = [f"{scheme}://{host}" for host in parts.netloc.split(",") if host]
-        return await JetStreamLog(servers, **options).open()
-    raise ConfigError(f"unknown stream log URL {url!r}: expected sqlite:// or nats://")
+        connect, own = backend_options(JetStreamLog, url, options, query_known=("prefix",))
+        return await JetStreamLog(connect, **own).open()
+    raise ConfigError(
+        f"unknown stream log URL {url!r}: expected memory://, sqlite:// or nats://",
+        details={"key": "url", "scheme": scheme},
+    )

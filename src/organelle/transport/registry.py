@@ -95,16 +95,8 @@ class NatsRegistry:
         try:
             async with asyncio.timeout(opts.connect_timeout_s * len(opts.servers) + 1):
                 nc = await nats.connect(
-                    servers=opts.urls,
+                    **opts.connect_kwargs(),
                     name=f"organelle-registry:{opts.node}",
-                    user=opts.user,
-                    password=opts.password,
-                    token=opts.token,
-                    user_credentials=opts.creds,
-                    nkeys_seed=opts.nkey_seed,
-                    tls=opts.tls_context(),
-                    tls_hostname=opts.tls_hostname,
-                    connect_timeout=opts.connect_timeout_s,
                     reconnect_time_wait=opts.reconnect_wait_s,
                     max_reconnect_attempts=-1,
                     error_cb=quiet,
