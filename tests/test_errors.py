@@ -18,7 +18,10 @@ from organelle.errors import (
 ALL = [
     getattr(errors, name)
     for name in errors.__all__
-    if isinstance(getattr(errors, name), type) and issubclass(getattr(errors, name), OrganelleError)
+    if isinstance(getattr(errors, name), type)
+    and issubclass(getattr(errors, name), OrganelleError)
+    # Raised by a transport itself, never rebuilt from a reply: it shares NotFoundError's code.
+    and name != "NotServedError"
 ]
 
 

@@ -2,7 +2,7 @@
 
 The kernel and the transports start a handler with ``coro.send(None)`` so a
 handler that finishes at once costs no task or timer; one that suspends is
-handed to ``Resume``, which goes on driving it exactly as ``await`` would.
+handed to ``Continuation``, which goes on driving it exactly as ``await`` would.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-__all__ = ["Resume"]
+__all__ = ["Continuation"]
 
 
-class Resume:
+class Continuation:
     """Awaitable that continues a coroutine already started with ``send(None)``.
 
     ``first`` is what the coroutine yielded on its first step (a future, or

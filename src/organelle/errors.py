@@ -9,16 +9,28 @@ known ancestor for a code this process does not know)::
     │   └── DefinitionError             organelle.definition     module/handler misuse
     │       └── DependencyError         organelle.dependency     graph: unknown, version, cycle
     ├── NotFoundError (LookupError)     organelle.not_found
+    │   ├── NotServedError              organelle.not_found      no node serves the module now
+    │   ├── JobNotFoundError            organelle.jobs.not_found
+    │   └── StreamNotFoundError         organelle.stream.not_found
     ├── ValidationError (ValueError)    organelle.validation     carries a field list
+    ├── ConflictError                   organelle.storage.conflict  compare-and-set lost
+    ├── LeaseLostError                  organelle.lease_lost     a job's or a partition's lease
     ├── TransportError                  organelle.transport
     │   ├── CallTimeoutError            organelle.timeout        (also TimeoutError)
     │   └── UnavailableError            organelle.unavailable    draining, disconnected
+    │       └── StorageUnavailableError organelle.storage.unavailable
     ├── LifecycleError                  organelle.lifecycle      a hook failed or timed out
     ├── RemoteError                     organelle.remote         an unknown remote code
     ├── AuthError                       organelle.auth
     │   ├── UnauthenticatedError        organelle.unauthenticated
     │   └── ForbiddenError              organelle.forbidden
+    ├── RateLimitedError                organelle.rate_limited   HTTP 429, ``retry_after_s``
+    ├── PayloadTooLargeError            organelle.payload_too_large  HTTP 413
+    ├── BodyTimeoutError                organelle.body_timeout   HTTP 408
     └── InternalError                   organelle.internal       any non-organelle exception
+
+Every subclass of ``OrganelleError`` in the project lives here (the blocks
+re-export the ones they raise), so this tree is the whole of it.
 
 Handlers raise these (or subclasses with their own ``code``) and callers catch
 them by class, locally or across processes alike.
@@ -26,20 +38,30 @@ them by class, locally or across processes alike.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 __all__ = [
     "AuthError",
+    "BodyTimeoutError",
     "CallTimeoutError",
     "ConfigError",
+    "ConflictError",
     "DefinitionError",
     "DependencyError",
     "ForbiddenError",
     "InternalError",
+    "JobNotFoundError",
+    "LeaseLostError",
     "LifecycleError",
     "NotFoundError",
+    "NotServedError",
     "OrganelleError",
+    "PayloadTooLargeError",
+    "RateLimitedError",
     "RemoteError",
+    "StorageUnavailableError",
+    "StreamNotFoundError",
     "TransportError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -290,3 +312,86 @@ class InternalError(OrganelleError):
         err = cls(f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
         err.__cause__ = exc
         return err
+
+
+# Raised by the blocks (storage, jobs, streams, transports, the gateway) ---------
+
+
+class NotServedError(NotFoundError):
+    """No node of the cluster serves the module right now (the registry lists none).
+
+    A ``NotFoundError`` with the same code (another node decodes it as a plain
+    one), raised by a transport itself, never rebuilt from a reply: so a
+    caller that knows the module exists — the gateway routing a class from
+    ``route_modules`` — can tell "nobody runs it" (unavailable, worth a retry)
+    from a handler's own ``NotFoundError``.
+    """
+
+
+class JobNotFoundError(NotFoundError):
+    """No job with that id (never enqueued, or purged)."""
+
+    code = "organelle.jobs.not_found"
+
+
+class StreamNotFoundError(NotFoundError):
+    """The stream was never created on this log."""
+
+    code = "organelle.stream.not_found"
+
+
+class ConflictError(OrganelleError):
+    """A compare-and-set found another revision than the one expected.
+
+    ``details`` holds ``key`` and ``expected``; re-read and try again.
+    """
+
+    code = "organelle.storage.conflict"
+
+
+class LeaseLostError(OrganelleError):
+    """A lease expired and someone else holds the work now: this ack, fail or commit is refused.
+
+    One class for a job's lease (the worker) and a stream partition's (a
+    consumer group member); ``details`` may say which job or partition.
+    """
+
+    code = "organelle.lease_lost"
+
+
+# The codes each block used before the two lease errors became one still decode.
+_REGISTRY.setdefault("organelle.jobs.lease_lost", LeaseLostError)
+_REGISTRY.setdefault("organelle.stream.lease_lost", LeaseLostError)
+
+
+class StorageUnavailableError(UnavailableError):
+    """The backend stayed unreachable (or locked) for the whole retry budget."""
+
+    code = "organelle.storage.unavailable"
+
+
+class RateLimitedError(OrganelleError):
+    """Too many requests for this key; ``retry_after_s`` says when to come back."""
+
+    code = "organelle.rate_limited"
+    http_status: ClassVar[int] = 429
+
+    @property
+    def retry_after_s(self) -> int:
+        """Whole seconds to wait (at least 1)."""
+        value = self.details.get("retry_after_s", 1)
+        return max(1, math.ceil(float(value))) if isinstance(value, (int, float)) else 1
+
+
+class PayloadTooLargeError(OrganelleError):
+    """The request body is larger than ``max_body_bytes``."""
+
+    code = "organelle.payload_too_large"
+    http_status: ClassVar[int] = 413
+
+
+class BodyTimeoutError(OrganelleError):
+    """The client did not send its body in time."""
+
+    code = "organelle.body_timeout"
+    http_status: ClassVar[int] = 408

@@ -11,16 +11,14 @@ from typing import Any
 import pytest
 from tests.contract.jobs_fixtures import make_nats_queue, make_postgres_queue, make_sqlite_queue
 
-from organelle.errors import ValidationError
+from organelle.errors import JobNotFoundError, LeaseLostError, ValidationError
 from organelle.jobs import (
     AttemptError,
     Backoff,
-    JobNotFoundError,
     JobQueue,
     JobSpec,
     JobsService,
     Lease,
-    LeaseLostError,
     NewJob,
     Retry,
 )
@@ -249,7 +247,7 @@ class JobQueueContract:
         assert live.token != zombie.token
         with pytest.raises(LeaseLostError) as info:
             await queue.complete(zombie, "late")
-        assert info.value.code == "organelle.jobs.lease_lost"
+        assert info.value.code == "organelle.lease_lost"
         with pytest.raises(LeaseLostError):
             await queue.fail(zombie, err(1), retry_at=None)
         assert await queue.heartbeat([zombie]) == [zombie]

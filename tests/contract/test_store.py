@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from organelle.errors import ValidationError
+from organelle.errors import ConflictError, ValidationError
 from organelle.storage import (
-    ConflictError,
     MemoryStore,
     NamespacedStore,
     NatsKvStore,

@@ -14,13 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from organelle.errors import ValidationError
-from organelle.streams import (
-    LeaseLostError,
-    StreamLog,
-    StreamNotFoundError,
-    StreamSpec,
-)
+from organelle.errors import LeaseLostError, StreamNotFoundError, ValidationError
+from organelle.streams import StreamLog, StreamSpec
 from organelle.testing.servers import NatsServer
 
 Factory = Callable[[], Awaitable[StreamLog]]

@@ -8,7 +8,7 @@ from typing import Any, cast
 import pytest
 
 from organelle import Module, consume, job, on, rpc
-from organelle.contracts import Change, compare, snapshot
+from organelle.contracts import ContractChange, compare, snapshot
 from organelle.errors import ConfigError
 from tests.contracts import clash
 from tests.contracts.models import (
@@ -41,16 +41,16 @@ def module(version: str = "1.0.0", **handlers: Any) -> type[Module]:
     )
 
 
-def diff(old: type[Module], new: type[Module]) -> list[Change]:
+def diff(old: type[Module], new: type[Module]) -> list[ContractChange]:
     return compare(snapshot([old]), snapshot([new]))
 
 
-def rules(changes: list[Change]) -> list[tuple[str, str, str]]:
+def rules(changes: list[ContractChange]) -> list[tuple[str, str, str]]:
     """(kind, where, rule) of each change, without the version note."""
     return [(c.kind, c.where, c.rule) for c in changes if c.rule != "version"]
 
 
-def only(changes: list[Change]) -> Change:
+def only(changes: list[ContractChange]) -> ContractChange:
     found = [c for c in changes if c.rule != "version"]
     assert len(found) == 1, found
     return found[0]
@@ -162,7 +162,7 @@ def test_new_optional_parameter_is_compatible() -> None:
             raise NotImplementedError
 
     assert diff(V1, V2) == [
-        Change(
+        ContractChange(
             kind="compatible",
             where="pricing.quote(region)",
             message="new optional parameter",

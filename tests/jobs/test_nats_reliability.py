@@ -102,7 +102,7 @@ def acked_ids(acked: Path) -> list[str]:
 
 async def states(queue: JobQueue, ids: Iterable[str]) -> Counter[str]:
     """State of each job's record (``missing`` if there is none)."""
-    from organelle.jobs import JobNotFoundError
+    from organelle.errors import JobNotFoundError
 
     out: Counter[str] = Counter()
     for jid in ids:

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.timeout(60)
 # Each process: 8 tasks, each tries 25 CAS increments; prints how many succeeded.
 INCREMENTER = """
 import asyncio, sys
-from organelle.storage import ConflictError, open_store
+from organelle.storage import open_store
+from organelle.errors import ConflictError
 
 async def main(url, table):
     store = await open_store(url, **({"table": table} if table else {}))

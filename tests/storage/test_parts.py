@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from organelle.errors import ConfigError
+from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage import (
     CachedStore,
     Change,
@@ -22,7 +22,6 @@ from organelle.storage import (
     PostgresStore,
     RetryPolicy,
     SqliteStore,
-    StorageUnavailableError,
     Store,
     open_store,
 )

@@ -19,7 +19,7 @@ from organelle.cli._target import load_app
 from organelle.errors import ConfigError
 
 if TYPE_CHECKING:
-    from organelle.contracts import Change
+    from organelle.contracts import ContractChange
     from organelle.module import ModuleSpec
 
 __all__ = ["contract"]
@@ -136,7 +136,7 @@ def check(
     raise typer.Exit(EXIT_FAILED if any(c.breaking for c in changes) else EXIT_OK)
 
 
-def _print_changes(target: str, against: Path, modules: int, changes: list[Change]) -> None:
+def _print_changes(target: str, against: Path, modules: int, changes: list[ContractChange]) -> None:
     out.print(Text(f"contract of {target} ({plural(modules, 'module')}) against {against}"))
     width = max((len(c.where) for c in changes), default=0)
     for change in changes:

@@ -19,8 +19,8 @@ Example::
 
 from __future__ import annotations
 
-from organelle.contracts._compare import Change, compare
+from organelle.contracts._compare import ContractChange, compare
 from organelle.contracts._format import FORMAT, dumps, loads
 from organelle.contracts._snapshot import snapshot, specs_of
 
-__all__ = ["FORMAT", "Change", "compare", "dumps", "loads", "snapshot", "specs_of"]
+__all__ = ["FORMAT", "ContractChange", "compare", "dumps", "loads", "snapshot", "specs_of"]

@@ -18,7 +18,7 @@ from packaging.version import Version
 from organelle.contracts._format import (
     EventContract,
     ModuleContract,
-    Param,
+    ParamDoc,
     Schema,
     StreamContract,
     parse,
@@ -27,13 +27,13 @@ from organelle.contracts._keywords import brief
 from organelle.contracts._schema_diff import covers
 from organelle.contracts._schema_same import same
 
-__all__ = ["Change", "compare"]
+__all__ = ["ContractChange", "compare"]
 
 _MISSING = "'missing required parameter'"  # the words of ParamsContract's error
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Change:
+class ContractChange:
     """One difference between two snapshots.
 
     Attributes:
@@ -58,12 +58,12 @@ class Change:
         return f"{self.kind}: {self.where}: {self.message}"
 
 
-def _bad(where: str, rule: str, message: str) -> Change:
-    return Change(kind="breaking", where=where, message=message, rule=rule)
+def _bad(where: str, rule: str, message: str) -> ContractChange:
+    return ContractChange(kind="breaking", where=where, message=message, rule=rule)
 
 
-def _ok(where: str, rule: str, message: str) -> Change:
-    return Change(kind="compatible", where=where, message=message, rule=rule)
+def _ok(where: str, rule: str, message: str) -> ContractChange:
+    return ContractChange(kind="compatible", where=where, message=message, rule=rule)
 
 
 def _phrase(what: str, verb: str, old: Schema, new: Schema) -> str:
@@ -82,7 +82,9 @@ class _Diff:
     def _same(self, old: Schema, new: Schema) -> bool:
         return same(old, new, a_defs=self.old, b_defs=self.new)
 
-    def accepts(self, where: str, rule: str, what: str, old: Schema, new: Schema) -> list[Change]:
+    def accepts(
+        self, where: str, rule: str, what: str, old: Schema, new: Schema
+    ) -> list[ContractChange]:
         """An input: the new schema must accept every value the old one did."""
         reason = covers(old, new, inner_defs=self.old, outer_defs=self.new)
         if reason is not None:
@@ -96,7 +98,7 @@ class _Diff:
         text = f"{_phrase(what, 'changed', old, new)}, still accepting everything it did"
         return [_ok(where, rule, text)]
 
-    def returns(self, where: str, old: Schema | None, new: Schema | None) -> list[Change]:
+    def returns(self, where: str, old: Schema | None, new: Schema | None) -> list[ContractChange]:
         """A result: every value the new type allows must be one the old type allowed."""
         if old is None:
             return [] if new is None else [_ok(where, "rpc.returns", f"now declared: {brief(new)}")]
@@ -117,9 +119,11 @@ class _Diff:
         text = f"{_phrase('', 'changed', old, new)}, returning nothing callers do not expect"
         return [_ok(where, "rpc.returns", text)]
 
-    def params(self, where: str, old: dict[str, Param], new: dict[str, Param]) -> list[Change]:
+    def params(
+        self, where: str, old: dict[str, ParamDoc], new: dict[str, ParamDoc]
+    ) -> list[ContractChange]:
         """Parameters of an RPC method or a job; ``where`` is ``"name"`` as in ``name(param)``."""
-        out: list[Change] = []
+        out: list[ContractChange] = []
         for name, was in old.items():
             at = f"{where}({name})"
             now = new.get(name)
@@ -155,9 +159,9 @@ class _Diff:
         rule: str,
         old: list[EventContract] | list[StreamContract],
         new: list[EventContract] | list[StreamContract],
-    ) -> list[Change]:
+    ) -> list[ContractChange]:
         """Handlers of one pattern or stream group: each must take what the old ones took."""
-        out: list[Change] = []
+        out: list[ContractChange] = []
         for handler in new:
             same = [h for h in old if h.handler == handler.handler] or old
             what = f"payload of {handler.handler}"
@@ -172,8 +176,8 @@ def _major(old: Version, new: Version) -> tuple[bool, str]:
     return (new.major > old.major, f"{old.major + 1}.0.0")
 
 
-def _rpcs(diff: _Diff, name: str, old: ModuleContract, new: ModuleContract) -> list[Change]:
-    out: list[Change] = []
+def _rpcs(diff: _Diff, name: str, old: ModuleContract, new: ModuleContract) -> list[ContractChange]:
+    out: list[ContractChange] = []
     for method in sorted(old.rpc.keys() | new.rpc.keys()):
         where = f"{name}.{method}"
         if method not in new.rpc:
@@ -187,8 +191,8 @@ def _rpcs(diff: _Diff, name: str, old: ModuleContract, new: ModuleContract) -> l
     return out
 
 
-def _jobs(diff: _Diff, name: str, old: ModuleContract, new: ModuleContract) -> list[Change]:
-    out: list[Change] = []
+def _jobs(diff: _Diff, name: str, old: ModuleContract, new: ModuleContract) -> list[ContractChange]:
+    out: list[ContractChange] = []
     for job in sorted(old.jobs.keys() | new.jobs.keys()):
         where = f"job {name}.{job}"
         if job not in new.jobs:
@@ -201,8 +205,10 @@ def _jobs(diff: _Diff, name: str, old: ModuleContract, new: ModuleContract) -> l
     return out
 
 
-def _handlers(diff: _Diff, name: str, old: ModuleContract, new: ModuleContract) -> list[Change]:
-    out: list[Change] = []
+def _handlers(
+    diff: _Diff, name: str, old: ModuleContract, new: ModuleContract
+) -> list[ContractChange]:
+    out: list[ContractChange] = []
     for kind, (olds, news) in (
         ("event", _group(old.events, new.events)),
         ("consumer", _group(old.consumers, new.consumers)),
@@ -236,7 +242,7 @@ def _group(
     return groups
 
 
-def compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+def compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[ContractChange]:
     r"""Every change from ``old`` to ``new`` (two ``snapshot()`` results), breaking or not.
 
     A module with breaking changes whose version is not a major bump (a minor
@@ -252,7 +258,7 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     """
     was, now = parse(old, source="the old snapshot"), parse(new, source="the new snapshot")
     diff = _Diff(was.schemas, now.schemas)
-    out: list[Change] = []
+    out: list[ContractChange] = []
     for name in sorted(was.modules.keys() | now.modules.keys()):
         if name not in now.modules:
             text = "module removed: its RPC methods, jobs and subscriptions are gone"

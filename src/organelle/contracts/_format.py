@@ -19,7 +19,7 @@ __all__ = [
     "EventContract",
     "JobContract",
     "ModuleContract",
-    "Param",
+    "ParamDoc",
     "RpcContract",
     "Schema",
     "Snapshot",
@@ -36,7 +36,7 @@ Schema = dict[str, Any] | bool
 """A JSON Schema; ``$ref`` points into ``Snapshot.schemas`` as ``#/schemas/Name``."""
 
 
-class Param(msgspec.Struct, kw_only=True):
+class ParamDoc(msgspec.Struct, kw_only=True):
     """One parameter: whether callers must send it, its schema and its default."""
 
     required: bool
@@ -47,14 +47,14 @@ class Param(msgspec.Struct, kw_only=True):
 class RpcContract(msgspec.Struct, kw_only=True):
     """An RPC method: parameters by name and the return type (``None``: not annotated)."""
 
-    params: dict[str, Param]
+    params: dict[str, ParamDoc]
     returns: Schema | None = None
 
 
 class JobContract(msgspec.Struct, kw_only=True):
     """A job: parameters by name."""
 
-    params: dict[str, Param]
+    params: dict[str, ParamDoc]
 
 
 class EventContract(msgspec.Struct, kw_only=True):

@@ -27,7 +27,7 @@ __all__ = ["snapshot", "specs_of"]
 _ANY: dict[str, Any] = {}
 
 
-class _Slot:
+class _ContractSlot:
     """Where a hint's schema goes once every hint has been rendered together."""
 
     __slots__ = ("index",)
@@ -42,16 +42,16 @@ class _Hints:
     def __init__(self) -> None:
         self.hints: list[Any] = []
 
-    def add(self, hint: Any) -> _Slot:
+    def add(self, hint: Any) -> _ContractSlot:
         self.hints.append(hint)
-        return _Slot(len(self.hints) - 1)
+        return _ContractSlot(len(self.hints) - 1)
 
     def payload(self, contract: PayloadContract) -> Any:
         return _ANY if contract.target is None else self.add(contract.target)
 
 
 def _fill(node: Any, rendered: list[Any]) -> Any:
-    if isinstance(node, _Slot):
+    if isinstance(node, _ContractSlot):
         return rendered[node.index]
     if isinstance(node, dict):
         return {k: _fill(v, rendered) for k, v in node.items()}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from organelle.gateway._route import Header, Query, RouteSpec, route
 
 if TYPE_CHECKING:
-    from organelle.gateway._errors import PayloadTooLargeError, RateLimitedError
+    from organelle.errors import PayloadTooLargeError, RateLimitedError
     from organelle.gateway._ratelimit import StoreStorage
     from organelle.gateway._runtime import HttpCall, HttpMiddleware, HttpNext
     from organelle.gateway.config import GatewayConfig

@@ -28,7 +28,7 @@ from organelle.errors import DefinitionError, ValidationError
 from organelle.gateway._route import Header, Query
 from organelle.module._signature import ParamsContract
 
-__all__ = ["Binder", "Param"]
+__all__ = ["Param", "ParamBinder"]
 
 Source = Literal["path", "query", "header", "body"]
 _SEQUENCES = (list, tuple, set, frozenset)
@@ -63,7 +63,7 @@ def _is_multi(hint: Any) -> bool:
     return origin in _SEQUENCES or bare in _SEQUENCES
 
 
-class Binder:
+class ParamBinder:
     """Builds the params dict of one route from a request's parts."""
 
     __slots__ = ("body", "body_names", "has_body", "header", "path", "query", "target")

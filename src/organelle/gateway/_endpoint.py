@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from organelle.errors import ValidationError
-from organelle.gateway._errors import BodyTimeoutError, PayloadTooLargeError, error_response
+from organelle.errors import BodyTimeoutError, PayloadTooLargeError, ValidationError
+from organelle.gateway._errors import error_response
 from organelle.gateway._runtime import HttpCall, trace_meta
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
 
     from organelle.auth.base import Principal
-    from organelle.gateway._binding import Binder
+    from organelle.gateway._binding import ParamBinder
     from organelle.gateway._route import RateKey, RouteSpec
     from organelle.gateway._runtime import HttpMiddleware, Runtime
 
@@ -115,7 +115,7 @@ class Endpoint:
         rt: Runtime,
         *,
         target: str,
-        binder: Binder,
+        binder: ParamBinder,
         spec: RouteSpec | None,
         status: int,
         timeout_s: float,

@@ -16,9 +16,8 @@ Status by error class (an error class may set ``http_status`` for its own)::
 from __future__ import annotations
 
 import logging
-import math
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 
@@ -27,48 +26,19 @@ from organelle.errors import (
     ForbiddenError,
     NotFoundError,
     OrganelleError,
+    RateLimitedError,
     UnauthenticatedError,
     UnavailableError,
     ValidationError,
 )
 
 __all__ = [
-    "BodyTimeoutError",
-    "PayloadTooLargeError",
-    "RateLimitedError",
     "error_response",
     "status_of",
 ]
 
 log = logging.getLogger("organelle.gateway")
 _encode = msgspec.json.Encoder().encode
-
-
-class RateLimitedError(OrganelleError):
-    """Too many requests for this key; ``retry_after_s`` says when to come back."""
-
-    code = "organelle.rate_limited"
-    http_status: ClassVar[int] = 429
-
-    @property
-    def retry_after_s(self) -> int:
-        """Whole seconds to wait (at least 1)."""
-        value = self.details.get("retry_after_s", 1)
-        return max(1, math.ceil(float(value))) if isinstance(value, (int, float)) else 1
-
-
-class PayloadTooLargeError(OrganelleError):
-    """The request body is larger than ``max_body_bytes``."""
-
-    code = "organelle.payload_too_large"
-    http_status: ClassVar[int] = 413
-
-
-class BodyTimeoutError(OrganelleError):
-    """The client did not send its body in time."""
-
-    code = "organelle.body_timeout"
-    http_status: ClassVar[int] = 408
 
 
 _STATUS: tuple[tuple[type[OrganelleError], int], ...] = (

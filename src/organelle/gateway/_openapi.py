@@ -40,7 +40,7 @@ _ERROR = {
 }
 
 
-class _Slot:
+class _SchemaSlot:
     """Where a type's schema goes once every type has been rendered together."""
 
     __slots__ = ("index",)
@@ -56,9 +56,9 @@ class _Schemas:
         self.types: list[Any] = []
         self.models: dict[str, Any] = {}
 
-    def add(self, hint: Any) -> _Slot:
+    def add(self, hint: Any) -> _SchemaSlot:
         self.types.append(hint)
-        return _Slot(len(self.types) - 1)
+        return _SchemaSlot(len(self.types) - 1)
 
     def _hook(self, cls: type) -> dict[str, Any]:
         pydantic = sys.modules.get("pydantic")
@@ -136,7 +136,7 @@ def _operation(
 
 def _resolve(node: Any, rendered: list[dict[str, Any]]) -> Any:
     """Replace the slots left by ``_operation`` with their rendered schemas."""
-    if isinstance(node, _Slot):
+    if isinstance(node, _SchemaSlot):
         return rendered[node.index]
     if isinstance(node, dict):
         return {k: _resolve(v, rendered) for k, v in node.items()}

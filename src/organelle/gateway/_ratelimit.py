@@ -15,9 +15,8 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
 
-from organelle.errors import ConfigError
-from organelle.gateway._errors import RateLimitedError
-from organelle.storage import ConflictError, Store
+from organelle.errors import ConfigError, ConflictError, RateLimitedError
+from organelle.storage import Store
 
 __all__ = ["Limiter", "StoreStorage"]
 

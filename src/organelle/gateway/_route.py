@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from organelle.errors import DefinitionError
-from organelle.module import RpcSpec, rpc
+from organelle.module import RpcOptions, rpc
 
 __all__ = ["Header", "Query", "RateKey", "RouteSpec", "route"]
 
@@ -116,7 +116,7 @@ class _RouteDecorators:
 
         def mark(fn: F) -> F:
             existing = getattr(fn, "__organelle_rpc__", None)
-            if isinstance(existing, RpcSpec):
+            if isinstance(existing, RpcOptions):
                 merged = _merge(existing, spec, fn)
                 fn.__organelle_rpc__ = merged  # type: ignore[attr-defined]
             else:
@@ -128,7 +128,7 @@ class _RouteDecorators:
         return mark
 
 
-def _merge(existing: RpcSpec, spec: RouteSpec, fn: Callable[..., Any]) -> RpcSpec:
+def _merge(existing: RpcOptions, spec: RouteSpec, fn: Callable[..., Any]) -> RpcOptions:
     """Route and ``@rpc`` guard one method; they must not disagree on who may call."""
     for what in ("roles", "permissions"):
         mine, theirs = getattr(spec, what), getattr(existing, what)

@@ -28,11 +28,11 @@ from organelle.errors import (
     ForbiddenError,
     InternalError,
     NotFoundError,
+    NotServedError,
     UnauthenticatedError,
     UnavailableError,
 )
 from organelle.gateway._resilience import RemoteCaller
-from organelle.transport.base import NotServedError
 
 if TYPE_CHECKING:
     from organelle.gateway._cache import ResponseCache

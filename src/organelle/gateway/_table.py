@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from organelle.config import import_object
 from organelle.errors import DefinitionError
-from organelle.gateway._binding import Binder
+from organelle.gateway._binding import ParamBinder
 from organelle.gateway._route import RouteSpec, routes_of
-from organelle.module import Module, RpcSpec, describe
+from organelle.module import Module, RpcOptions, describe
 from organelle.module._signature import ParamsContract
 
 if TYPE_CHECKING:
@@ -37,8 +37,8 @@ class RouteEntry:
     target: str
     module: str
     spec: RouteSpec | None
-    rpc: RpcSpec
-    binder: Binder
+    rpc: RpcOptions
+    binder: ParamBinder
     fn: Callable[..., Any]
 
     @property
@@ -103,12 +103,12 @@ def _entry(  # noqa: PLR0917 - a private constructor helper
     path: str,
     target: str,
     route: RouteSpec | None,
-    rpc: RpcSpec,
+    rpc: RpcOptions,
     contract: ParamsContract,
     fn: Callable[..., Any],
 ) -> RouteEntry:
     params = route.path_params if route is not None else ()
-    binder = Binder(target, contract, method=method, path_params=params)
+    binder = ParamBinder(target, contract, method=method, path_params=params)
     return RouteEntry(method, path, target, target.partition(".")[0], route, rpc, binder, fn)
 
 
@@ -121,7 +121,7 @@ def _normal(path: str) -> str:
     return "/".join("{}" if seg.startswith("{") else seg for seg in path.split("/"))
 
 
-def _check_guard(target: str, route: RouteSpec, rpc: RpcSpec) -> None:
+def _check_guard(target: str, route: RouteSpec, rpc: RpcOptions) -> None:
     """A route's roles live on its RPC; ``@rpc`` applied over ``@route`` must not drop them."""
     for what in ("roles", "permissions"):
         mine = set(getattr(route, what))

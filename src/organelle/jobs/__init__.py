@@ -6,17 +6,16 @@ lease; ids and idempotency keys make the effect exactly-once.
 
 from __future__ import annotations
 
+from organelle.errors import JobNotFoundError, LeaseLostError
 from organelle.jobs.api import JobsService, Validator
 from organelle.jobs.base import (
     AttemptError,
     Backoff,
-    JobNotFoundError,
     JobQueue,
     JobRecord,
     JobSpec,
     JobState,
     Lease,
-    LeaseLostError,
     NewJob,
     Retry,
 )

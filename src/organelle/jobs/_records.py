@@ -8,8 +8,8 @@ from typing import Any, cast
 import msgspec
 
 from organelle.codec import to_builtins
-from organelle.errors import ValidationError
-from organelle.jobs.base import AttemptError, JobRecord, JobState, Lease, LeaseLostError
+from organelle.errors import LeaseLostError, ValidationError
+from organelle.jobs.base import AttemptError, JobRecord, JobState, Lease
 
 __all__ = [
     "append_error",

@@ -20,18 +20,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
-from organelle.errors import NotFoundError, OrganelleError
-
 __all__ = [
     "AttemptError",
     "Backoff",
-    "JobNotFoundError",
     "JobQueue",
     "JobRecord",
     "JobSpec",
     "JobState",
     "Lease",
-    "LeaseLostError",
     "NewJob",
     "Retry",
 ]
@@ -168,18 +164,6 @@ class Retry(Exception):  # noqa: N818 - a control-flow signal, not an error
         super().__init__(reason or "retry requested")
         self.delay_s = delay_s
         self.reason = reason
-
-
-class JobNotFoundError(NotFoundError):
-    """No job with that id (never enqueued, or purged)."""
-
-    code = "organelle.jobs.not_found"
-
-
-class LeaseLostError(OrganelleError):
-    """The lease expired and another attempt owns the job: this ack or fail is refused."""
-
-    code = "organelle.jobs.lease_lost"
 
 
 @runtime_checkable

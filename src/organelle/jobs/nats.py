@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from organelle.errors import JobNotFoundError
 from organelle.jobs._nats_base import _BAND_TOKEN as _BAND_TOKEN
 from organelle.jobs._nats_base import _TOKEN_BAND as _TOKEN_BAND
 from organelle.jobs._nats_base import BANDS as BANDS
@@ -60,7 +61,7 @@ from organelle.jobs._nats_records import _ChangedError as _ChangedError
 from organelle.jobs._nats_records import _err as _err
 from organelle.jobs._nats_records import _ttl as _ttl
 from organelle.jobs._nats_settle import _NatsSettle
-from organelle.jobs.base import JobNotFoundError, JobRecord, JobState
+from organelle.jobs.base import JobRecord, JobState
 
 __all__ = ["NatsJobQueue"]
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar, Self
 
-from organelle.errors import ConfigError
+from organelle.errors import ConfigError, JobNotFoundError
 from organelle.jobs._coalesce import Coalescer
 from organelle.jobs._records import (
     encode_errors,
@@ -32,14 +32,7 @@ from organelle.jobs._records import (
     params_of,
     sweep_every_s,
 )
-from organelle.jobs.base import (
-    AttemptError,
-    JobNotFoundError,
-    JobRecord,
-    JobState,
-    Lease,
-    NewJob,
-)
+from organelle.jobs.base import AttemptError, JobRecord, JobState, Lease, NewJob
 
 __all__ = ["PostgresJobQueue"]
 

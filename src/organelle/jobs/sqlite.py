@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
+from organelle.errors import JobNotFoundError
 from organelle.jobs._records import (
     append_error,
     encode_meta,
@@ -33,14 +34,7 @@ from organelle.jobs._records import (
     params_of,
     sweep_every_s,
 )
-from organelle.jobs.base import (
-    AttemptError,
-    JobNotFoundError,
-    JobRecord,
-    JobState,
-    Lease,
-    NewJob,
-)
+from organelle.jobs.base import AttemptError, JobRecord, JobState, Lease, NewJob
 from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread
 
 __all__ = ["SqliteJobQueue"]

@@ -24,7 +24,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
-from organelle.jobs.base import AttemptError, JobQueue, JobSpec, Lease, LeaseLostError, Retry
+from organelle.errors import LeaseLostError
+from organelle.jobs.base import AttemptError, JobQueue, JobSpec, Lease, Retry
 
 __all__ = ["JobHandler", "JobObserver", "Worker", "WorkerStats", "current_job"]
 

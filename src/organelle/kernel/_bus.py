@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from organelle.context import Context, _current
 from organelle.errors import InternalError, OrganelleError
-from organelle.kernel._dispatch import CallNext, Invocation, Resume, run_chain
+from organelle.kernel._dispatch import CallNext, Continuation, Invocation, run_chain
 from organelle.module import Subscription
 
 if TYPE_CHECKING:
@@ -354,7 +354,7 @@ class EventBus:
         self, sub: _Sub, coro: Coroutine[Any, Any, Any], first: Any, ctx: Context
     ) -> None:
         try:
-            await Resume(coro, first)
+            await Continuation(coro, first)
         except _Skip:
             sub.stats.skipped += 1
         except Exception as exc:

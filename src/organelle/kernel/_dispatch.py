@@ -14,14 +14,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
 from typing import Any, Literal, Protocol
 
-from organelle._coro import Resume
+from organelle._coro import Continuation
 from organelle.errors import CallTimeoutError
 
 __all__ = [
     "CallNext",
+    "Continuation",
     "Invocation",
     "Middleware",
-    "Resume",
     "build_chain",
     "run_chain",
     "run_until",
@@ -35,7 +35,7 @@ async def run_until(
 ) -> Any:
     """Finish a suspended handler, raising ``CallTimeoutError`` at the deadline."""
     if deadline is None:
-        return await Resume(coro, first)
+        return await Continuation(coro, first)
     remaining = deadline - _monotonic()
     if remaining <= 0:
         coro.close()
@@ -43,7 +43,7 @@ async def run_until(
     timeout = asyncio.timeout(remaining)
     try:
         async with timeout:
-            return await Resume(coro, first)
+            return await Continuation(coro, first)
     except TimeoutError:
         if timeout.expired():
             raise CallTimeoutError(

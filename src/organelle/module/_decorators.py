@@ -22,8 +22,8 @@ __all__ = [
     "CronOptions",
     "Delivery",
     "JobOptions",
-    "RpcSpec",
-    "SubscriptionSpec",
+    "RpcOptions",
+    "SubscriptionOptions",
     "consume",
     "cron",
     "is_handler",
@@ -37,7 +37,7 @@ Delivery = Literal["balanced", "broadcast"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RpcSpec:
+class RpcOptions:
     """Options of an ``@rpc`` method."""
 
     name: str | None = None
@@ -48,7 +48,7 @@ class RpcSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SubscriptionSpec:
+class SubscriptionOptions:
     """Options of one ``@on`` subscription."""
 
     pattern: str
@@ -74,7 +74,7 @@ class JobOptions:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CronOptions:
-    """A ``@cron`` schedule: fires once per tick per cluster, as a durable job."""
+    """Options of a ``@cron`` schedule: it fires once per tick per cluster, as a durable job."""
 
     expr: str
     tz: str = "UTC"
@@ -320,7 +320,7 @@ def rpc(
         _require_async(f, "rpc")
         if name is not None and not (isinstance(name, str) and name.isidentifier()):
             raise DefinitionError(f"@rpc name {name!r} on {f.__qualname__} must be an identifier")
-        f.__organelle_rpc__ = RpcSpec(  # type: ignore[attr-defined]
+        f.__organelle_rpc__ = RpcOptions(  # type: ignore[attr-defined]
             name=name,
             validate=validate,
             timeout_s=timeout_s,
@@ -360,9 +360,9 @@ def on(
 
     def mark(f: F) -> F:
         _require_async(f, "on")
-        specs: list[SubscriptionSpec] = list(getattr(f, "__organelle_on__", ()))
+        specs: list[SubscriptionOptions] = list(getattr(f, "__organelle_on__", ()))
         specs.append(
-            SubscriptionSpec(
+            SubscriptionOptions(
                 pattern=pattern,
                 delivery=delivery,
                 filter=filter,

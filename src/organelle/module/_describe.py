@@ -11,8 +11,8 @@ from organelle.module._decorators import (
     ConsumeOptions,
     CronOptions,
     JobOptions,
-    RpcSpec,
-    SubscriptionSpec,
+    RpcOptions,
+    SubscriptionOptions,
 )
 from organelle.module._graph import Dependency, parse_dependency, parse_version, valid_name
 from organelle.module._signature import ParamsContract, PayloadContract
@@ -33,7 +33,7 @@ class RpcMethod:
     """A described RPC method: attribute, options and parameter contract."""
 
     attr: str
-    spec: RpcSpec
+    spec: RpcOptions
     contract: ParamsContract
 
 
@@ -42,7 +42,7 @@ class Subscription:
     """A described event subscription."""
 
     attr: str
-    spec: SubscriptionSpec
+    spec: SubscriptionOptions
     contract: PayloadContract
 
 
@@ -120,7 +120,7 @@ def describe(cls: type[Module]) -> ModuleSpec:  # noqa: C901, PLR0912, PLR0915 -
     for attr in dir(cls):
         value = inspect.getattr_static(cls, attr, None)
         rspec = getattr(value, "__organelle_rpc__", None)
-        if isinstance(rspec, RpcSpec):
+        if isinstance(rspec, RpcOptions):
             method = rspec.name or attr
             if method in rpcs:
                 raise DefinitionError(

@@ -75,7 +75,7 @@ class Metrics(Tables):
         # The kernel counts RPC itself (one increment for a call that does not
         # suspend); timing middleware would take every call off the inline path.
         kernel.enable_call_stats(self.bounds)
-        kernel.tap(">", _Tap(self))
+        kernel.tap(">", _EmitCounter(self))
         hooks = hooks_for(kernel)
         hooks.jobs = _JobEvents(self)
         hooks.transport = _TransportEvents(self)
@@ -121,7 +121,7 @@ class Metrics(Tables):
         return generate_latest(self.registry)
 
 
-class _Tap(list[tuple[str, Any]]):
+class _EmitCounter(list[tuple[str, Any]]):
     """A kernel tap that counts emits by pattern instead of recording them."""
 
     def __init__(self, metrics: Metrics) -> None:

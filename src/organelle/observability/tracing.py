@@ -119,7 +119,7 @@ class Tracing:
         self.kernel.use(self)
         self.kernel.wrap_remote(self._client)
         self.kernel.on_job_enqueue(self._enqueued)
-        self.kernel.tap(">", _Tap(self))
+        self.kernel.tap(">", _SpanTap(self))
 
     def _enqueued(self, job: str, parent: str | None) -> str | None:
         """A ``PRODUCER`` span for a job enqueue; the job's run becomes its child."""
@@ -209,7 +209,7 @@ class Tracing:
             span.end()
 
 
-class _Tap(list[tuple[str, Any]]):
+class _SpanTap(list[tuple[str, Any]]):
     """A kernel tap that turns emits and module state events into spans."""
 
     def __init__(self, tracing: Tracing) -> None:

@@ -9,17 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from organelle.storage.base import (
-    Change,
-    ChangeOp,
-    ConflictError,
-    Entry,
-    Page,
-    StorageUnavailableError,
-    Store,
-    Subscription,
-    Watch,
-)
+from organelle.errors import ConflictError, StorageUnavailableError
+from organelle.storage.base import Change, ChangeOp, Entry, Page, Store, Watch, WatchFeed
 from organelle.storage.cache import CachedStore
 from organelle.storage.memory import MemoryStore
 from organelle.storage.namespace import NamespacedStore
@@ -49,8 +40,8 @@ __all__ = [
     "StateEngine",
     "StorageUnavailableError",
     "Store",
-    "Subscription",
     "Watch",
+    "WatchFeed",
     "open_store",
 ]
 

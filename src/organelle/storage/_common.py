@@ -17,16 +17,8 @@ from typing import TYPE_CHECKING, Any, Self
 import msgspec
 
 from organelle.codec import codec_for, convert
-from organelle.storage.base import (
-    Change,
-    ConflictError,
-    Entry,
-    StorageUnavailableError,
-    Store,
-    Subscription,
-    Watch,
-    bad,
-)
+from organelle.errors import ConflictError, StorageUnavailableError
+from organelle.storage.base import Change, Entry, Store, Watch, WatchFeed, bad
 from organelle.storage.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -317,7 +309,7 @@ class BaseStore:
     def _local_watch(self, prefix: str) -> Watch:
         prefix = self._prefix(prefix)
 
-        async def opener() -> Subscription:
+        async def opener() -> WatchFeed:
             self._check_open()
             queue: asyncio.Queue[Change | BaseException] = asyncio.Queue(WATCH_QUEUE_MAX)
             self._watchers.append((prefix, queue))
@@ -325,7 +317,7 @@ class BaseStore:
             async def close() -> None:
                 self._drop_watcher(queue)
 
-            return Subscription(queue=queue, close=close)
+            return WatchFeed(queue=queue, close=close)
 
         return Watch(opener)
 

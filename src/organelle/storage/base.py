@@ -22,37 +22,20 @@ from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 import msgspec
 
-from organelle.errors import OrganelleError, UnavailableError, ValidationError
+from organelle.errors import ValidationError
 
 __all__ = [
     "Change",
     "ChangeOp",
-    "ConflictError",
     "Entry",
     "Page",
-    "StorageUnavailableError",
     "Store",
-    "Subscription",
     "Watch",
+    "WatchFeed",
     "bad",
 ]
 
 ChangeOp = Literal["put", "delete", "expire"]
-
-
-class ConflictError(OrganelleError):
-    """A compare-and-set found another revision than the one expected.
-
-    ``details`` holds ``key`` and ``expected``; re-read and try again.
-    """
-
-    code = "organelle.storage.conflict"
-
-
-class StorageUnavailableError(UnavailableError):
-    """The backend stayed unreachable (or locked) for the whole retry budget."""
-
-    code = "organelle.storage.unavailable"
 
 
 # Entry, Page and Change are frozen msgspec Structs rather than the house
@@ -102,7 +85,7 @@ class Change(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Subscription:
+class WatchFeed:
     """A backend's live feed for one ``Watch``: a queue and how to stop it.
 
     The backend puts ``Change`` objects on ``queue``, or an exception that ends
@@ -126,12 +109,12 @@ class Watch(AsyncIterator[Change]):
 
     def __init__(
         self,
-        opener: Callable[[], Awaitable[Subscription]],
+        opener: Callable[[], Awaitable[WatchFeed]],
         transform: Callable[[Change], Change | None] | None = None,
     ) -> None:
         self._opener = opener
         self._transform = transform
-        self._sub: Subscription | None = None
+        self._sub: WatchFeed | None = None
         self._closed = False
 
     def mapped(self, fn: Callable[[Change], Change | None]) -> Watch:

@@ -17,17 +17,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
+from organelle.errors import StorageUnavailableError
 from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, cas_incr
 from organelle.storage._nats_keys import decode_key, encode_key, subject_filter
-from organelle.storage.base import (
-    Change,
-    Entry,
-    Page,
-    StorageUnavailableError,
-    Subscription,
-    Watch,
-    bad,
-)
+from organelle.storage.base import Change, Entry, Page, Watch, WatchFeed, bad
 from organelle.storage.retry import retrying
 from organelle.transport.nats_connect import NatsConnectOptions
 
@@ -361,7 +354,7 @@ class NatsKvStore(BaseStore):
         """Yield changes under ``prefix`` from every client of the bucket."""
         prefix = self._prefix(prefix)
 
-        async def opener() -> Subscription:
+        async def opener() -> WatchFeed:
             import nats.js.api
 
             await self.open()
@@ -394,7 +387,7 @@ class NatsKvStore(BaseStore):
                     deliver_policy=nats.js.api.DeliverPolicy.NEW,
                 )
             )
-            return Subscription(queue=out, close=sub.unsubscribe)
+            return WatchFeed(queue=out, close=sub.unsubscribe)
 
         return Watch(opener)
 

@@ -30,17 +30,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from organelle.errors import ConfigError
+from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, prefix_upper
-from organelle.storage.base import (
-    Change,
-    ChangeOp,
-    Entry,
-    Page,
-    StorageUnavailableError,
-    Subscription,
-    Watch,
-)
+from organelle.storage.base import Change, ChangeOp, Entry, Page, Watch, WatchFeed
 from organelle.storage.retry import retrying
 
 __all__ = ["PostgresStore"]
@@ -385,7 +377,7 @@ class PostgresStore(BaseStore):
             return self._local_watch(prefix)
         prefix = self._prefix(prefix)
 
-        async def opener() -> Subscription:
+        async def opener() -> WatchFeed:
             import asyncpg
 
             await self.open()
@@ -406,7 +398,7 @@ class PostgresStore(BaseStore):
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
 
-            return Subscription(queue=out, close=close)
+            return WatchFeed(queue=out, close=close)
 
         return Watch(opener)
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from organelle.storage.base import StorageUnavailableError
+from organelle.errors import StorageUnavailableError
 
 __all__ = ["RetryPolicy", "retrying"]
 

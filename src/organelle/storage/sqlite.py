@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
-from organelle.errors import ConfigError
+from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage._common import BaseStore, prefix_upper
 from organelle.storage._sqlite_thread import READ, WRITE, Op, SqliteThread
-from organelle.storage.base import Change, ChangeOp, Entry, Page, StorageUnavailableError, Watch
+from organelle.storage.base import Change, ChangeOp, Entry, Page, Watch
 from organelle.storage.retry import retrying
 
 __all__ = ["SqliteStore"]

@@ -8,16 +8,15 @@ Delivery is at-least-once, in order within a partition.
 
 from __future__ import annotations
 
+from organelle.errors import LeaseLostError, StreamNotFoundError
 from organelle.streams.base import (
     Delivery,
     GroupInfo,
-    LeaseLostError,
     PartitionInfo,
     Record,
     Start,
     StreamInfo,
     StreamLog,
-    StreamNotFoundError,
     StreamSpec,
     partition_for,
 )

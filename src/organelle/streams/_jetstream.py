@@ -25,8 +25,14 @@ import nats.errors
 from nats.js import api
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 
-from organelle.errors import OrganelleError, TransportError, UnavailableError, ValidationError
-from organelle.streams.base import Record, StreamNotFoundError, StreamSpec
+from organelle.errors import (
+    OrganelleError,
+    StreamNotFoundError,
+    TransportError,
+    UnavailableError,
+    ValidationError,
+)
+from organelle.streams.base import Record, StreamSpec
 
 H_KEY, H_HEADERS = "Organelle-Key", "Organelle-Headers"
 META_PARTITIONS = "organelle.partitions"

@@ -18,20 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Self, runtime_checkable
 
-from organelle.errors import NotFoundError, OrganelleError, ValidationError
+from organelle.errors import ValidationError
 
 __all__ = [
     "BaseStreamLog",
     "BatchClaims",
     "Delivery",
     "GroupInfo",
-    "LeaseLostError",
     "PartitionInfo",
     "Record",
     "Start",
     "StreamInfo",
     "StreamLog",
-    "StreamNotFoundError",
     "StreamSpec",
     "check_name",
     "partition_for",
@@ -140,18 +138,6 @@ class StreamInfo:
     spec: StreamSpec
     partitions: list[PartitionInfo]
     groups: list[GroupInfo]
-
-
-class StreamNotFoundError(NotFoundError):
-    """The stream was never created on this log."""
-
-    code = "organelle.stream.not_found"
-
-
-class LeaseLostError(OrganelleError):
-    """Another consumer took over this partition's lease (ours expired)."""
-
-    code = "organelle.stream.lease_lost"
 
 
 class BatchClaims:

@@ -20,8 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from organelle.errors import OrganelleError
-from organelle.streams.base import Delivery, LeaseLostError, Start, StreamLog
+from organelle.errors import LeaseLostError, OrganelleError
+from organelle.streams.base import Delivery, Start, StreamLog
 
 __all__ = ["ConsumerStats", "GroupConsumer"]
 

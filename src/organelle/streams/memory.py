@@ -17,17 +17,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
-from organelle.errors import ValidationError
+from organelle.errors import LeaseLostError, StreamNotFoundError, ValidationError
 from organelle.streams.base import (
     BaseStreamLog,
     Delivery,
     GroupInfo,
-    LeaseLostError,
     PartitionInfo,
     Record,
     Start,
     StreamInfo,
-    StreamNotFoundError,
     StreamSpec,
     check_name,
     partition_for,

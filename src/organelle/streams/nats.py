@@ -34,7 +34,13 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import APIError, NoStreamResponseError
 
-from organelle.errors import ConfigError, UnavailableError, ValidationError
+from organelle.errors import (
+    ConfigError,
+    LeaseLostError,
+    StreamNotFoundError,
+    UnavailableError,
+    ValidationError,
+)
 from organelle.streams._jetstream import (
     IN_USE,
     META_PARTITIONS,
@@ -56,12 +62,10 @@ from organelle.streams.base import (
     BaseStreamLog,
     Delivery,
     GroupInfo,
-    LeaseLostError,
     PartitionInfo,
     Record,
     Start,
     StreamInfo,
-    StreamNotFoundError,
     StreamSpec,
     check_name,
     partition_for,

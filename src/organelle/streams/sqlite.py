@@ -20,18 +20,16 @@ from typing import Any, Literal, Self
 
 import msgspec
 
-from organelle.errors import ValidationError
+from organelle.errors import LeaseLostError, StreamNotFoundError, ValidationError
 from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread
 from organelle.streams.base import (
     BaseStreamLog,
     Delivery,
     GroupInfo,
-    LeaseLostError,
     PartitionInfo,
     Record,
     Start,
     StreamInfo,
-    StreamNotFoundError,
     StreamSpec,
     check_name,
     partition_for,

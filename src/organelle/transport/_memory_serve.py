@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-from organelle._coro import Resume
+from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
 from organelle.transport._memory_broker import Reply
@@ -163,7 +163,7 @@ class MemoryNode:
     async def _drain(self, inbound: Inbound, coro: Coroutine[Any, Any, Any], first: Any) -> None:
         backlog = self._backlog
         try:
-            await Resume(coro, first)
+            await Continuation(coro, first)
             while backlog:
                 module, handler, payload, ctx = backlog.popleft()
                 await inbound.deliver(module, handler, payload, ctx)

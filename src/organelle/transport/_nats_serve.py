@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from organelle._coro import Resume
+from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
 from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
@@ -219,7 +219,7 @@ class Exposer:
     async def _drain(self, inbound: Inbound, coro: Coroutine[Any, Any, Any], first: Any) -> None:
         backlog = self._backlog
         try:
-            await Resume(coro, first)
+            await Continuation(coro, first)
             while backlog:
                 module, attr, payload, ctx = backlog.popleft()
                 await inbound.deliver(module, attr, payload, ctx)

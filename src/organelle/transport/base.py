@@ -12,24 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from organelle.errors import NotFoundError
-
 if TYPE_CHECKING:
     from organelle.context import Context
     from organelle.module import ModuleSpec
 
-__all__ = ["Inbound", "NotServedError", "Transport"]
-
-
-class NotServedError(NotFoundError):
-    """No node of the cluster serves the module right now (the registry lists none).
-
-    A ``NotFoundError`` with the same code (another node decodes it as a plain
-    one), raised by the transport itself, never rebuilt from a reply: so a
-    caller that knows the module exists — the gateway routing a class from
-    ``route_modules`` — can tell "nobody runs it" (unavailable, worth a retry)
-    from a handler's own ``NotFoundError``.
-    """
+__all__ = ["Inbound", "Transport"]
 
 
 class Inbound(Protocol):

@@ -40,6 +40,7 @@ from organelle.codec import codec_for
 from organelle.errors import (
     CallTimeoutError,
     ConfigError,
+    NotServedError,
     OrganelleError,
     UnavailableError,
     ValidationError,
@@ -51,7 +52,6 @@ from organelle.transport._nats_headers import (
     headers_for,
     parse_headers,
 )
-from organelle.transport.base import NotServedError
 from organelle.transport.registry import ModuleEntry, NodeInfo
 
 if TYPE_CHECKING:

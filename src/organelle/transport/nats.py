@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from organelle.codec import codec_for
 from organelle.errors import (
     CallTimeoutError,
+    NotServedError,
     OrganelleError,
     TransportError,
     UnavailableError,
@@ -44,7 +45,6 @@ from organelle.transport._nats_headers import (
 from organelle.transport._nats_options import NatsOptions, parse_options
 from organelle.transport._nats_serve import Exposer
 from organelle.transport._nats_wire import NatsWire
-from organelle.transport.base import NotServedError
 from organelle.transport.registry import Announcer, NatsRegistry, NodeInfo
 
 if TYPE_CHECKING:
