@@ -227,3 +227,41 @@ async def test_durable_work_for_a_removed_module_waits_on_nats(nats: NatsServer)
             return (await kernel.jobs.get(job_id)).state == "succeeded"
 
         await eventually(succeeded, timeout_s=10)
+
+
+class Recorder:
+    """A binding kind added from outside the kernel (as the gateway adds HTTP routes)."""
+
+    kind = "recorded"
+    stage = "serve"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, int]] = []
+
+    async def attach(self, slot: Any) -> None:
+        self.seen.append(("attach", slot.name, getattr(slot.instance, "gen", 0)))
+
+    async def detach(self, slot: Any) -> None:
+        self.seen.append(("detach", slot.name, getattr(slot.instance, "gen", 0)))
+
+
+async def test_an_added_binding_kind_follows_every_change(config: dict[str, Any]) -> None:
+    recorder = Recorder()
+    async with Kernel([Host, Worker], config) as kernel:
+        await kernel.add_binder(recorder)
+        assert sorted(recorder.seen) == [("attach", "host", 0), ("attach", "worker", 1)]
+        recorder.seen.clear()
+        await kernel.reload_module("worker")
+        assert recorder.seen == [("detach", "worker", 1), ("attach", "worker", 2)]
+        recorder.seen.clear()
+        await kernel.remove_module("worker")
+        assert recorder.seen == [("detach", "worker", 2)]
+        recorder.seen.clear()
+        await kernel.add_module(Worker)
+        assert recorder.seen == [("attach", "worker", 3)]
+        recorder.seen.clear()
+        await kernel.remove_binder(recorder)
+        assert sorted(recorder.seen) == [("detach", "host", 0), ("detach", "worker", 3)]
+        recorder.seen.clear()
+        await kernel.remove_module("worker")
+        assert recorder.seen == []

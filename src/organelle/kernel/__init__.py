@@ -6,6 +6,7 @@ imports it. ``docs/architecture.md`` maps its parts.
 """
 
 from organelle.kernel._kernel import Kernel, ModuleRef, kernel_of
+from organelle.kernel._slots import Binder, Slot
 from organelle.kernel._states import ModuleInfo, ModuleState
 
-__all__ = ["Kernel", "ModuleInfo", "ModuleRef", "ModuleState", "kernel_of"]
+__all__ = ["Binder", "Kernel", "ModuleInfo", "ModuleRef", "ModuleState", "Slot", "kernel_of"]

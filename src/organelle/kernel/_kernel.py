@@ -34,7 +34,7 @@ from organelle.kernel._jobhost import JobHost
 from organelle.kernel._lifecycle import Lifecycle
 from organelle.kernel._router import Outbound, Router
 from organelle.kernel._routes import CallStats
-from organelle.kernel._slots import Slot, Slots, Tasks
+from organelle.kernel._slots import Binder, Slot, Slots, Tasks
 from organelle.kernel._states import ModuleInfo, ModuleState
 from organelle.kernel._storage import StoreHost
 from organelle.kernel._streamhost import StreamHost
@@ -357,6 +357,20 @@ class Kernel:
         The job carries what the last hook returns (tracing's ``PRODUCER`` span).
         """
         self.job_spans.append(span)
+
+    async def add_binder(self, binder: Binder) -> None:
+        """Bind one more kind of handler for every module, now and as modules come and go.
+
+        An edge that owns a kind of binding (the gateway's HTTP routes) adds its
+        ``Binder`` (``kind``, ``stage``, ``attach``, ``detach``); every active
+        module is attached at once, later ones as they start, and each is
+        detached as its module stops or is removed. See docs/architecture.md.
+        """
+        await self._life.add_binder(binder)
+
+    async def remove_binder(self, binder: Binder) -> None:
+        """Detach a kind added with ``add_binder`` from every module and stop binding it."""
+        await self._life.remove_binder(binder)
 
     def enable_call_stats(self, bounds: tuple[float, ...]) -> dict[str, CallStats]:
         """Have the kernel count every RPC it serves (for metrics); return the live table.

@@ -209,6 +209,26 @@ class Lifecycle:
                 slot.bound.remove(binder)
                 await binder.detach(slot)
 
+    async def add_binder(self, binder: Binder) -> None:
+        """Bind a new kind from now on; every active slot gets its bindings at once."""
+        async with self.lock:
+            if binder in self.binders:
+                return
+            self.binders = (*self.binders, binder)
+            for slot in self.slots.values():
+                if slot.state is ModuleState.ACTIVE:
+                    await binder.attach(slot)
+                    slot.bound.append(binder)
+
+    async def remove_binder(self, binder: Binder) -> None:
+        """Unbind a kind everywhere and stop binding it."""
+        async with self.lock:
+            self.binders = tuple(b for b in self.binders if b is not binder)
+            for slot in self.slots.values():
+                if binder in slot.bound:
+                    slot.bound.remove(binder)
+                    await binder.detach(slot)
+
     async def serve(self, slot: Slot) -> None:
         """An active slot's outward bindings: the wire, jobs, cron, stream consumers."""
         if slot.state is ModuleState.ACTIVE:
