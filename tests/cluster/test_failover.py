@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from organelle import Kernel
+from organelle.testing import eventually
 from organelle.testing.servers import NatsCluster, NatsServer
 from organelle.transport.nats import NatsTransport
 from tests.cli.proc import ROOT, spawn
@@ -44,12 +43,11 @@ async def test_sigkill_one_of_two_instances_mid_load(tmp_path: Path, prefix: str
             spawn("run", app, *sets) as survivor,
             Kernel([], config) as client,
         ):
-            for _ in range(200):
-                if await instances(client, "work") == 2:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("two instances never announced themselves")
+
+            async def both_announced() -> None:
+                assert await instances(client, "work") == 2
+
+            await eventually(both_announced, timeout_s=10, interval_s=0.05)
             load = Load(client, workers=10, timeout_s=1.0)
             killed_at = 0.0
 

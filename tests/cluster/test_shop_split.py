@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import pytest
 
 from organelle import Kernel
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer
 from tests.cli.proc import spawn
 
@@ -52,12 +52,11 @@ async def test_orders_flow_across_three_processes(nats_server: NatsServer, prefi
             assert await client.call("inventory.stock", sku="pear") <= before - 2
             # order.placed crossed from the orders process to the notifications handler.
             expected = f"order {order['id']} placed for zoe"
-            for _ in range(200):
+
+            async def notified() -> None:
                 sent = await client.call("notifications.list_notifications", limit=200)
-                if any(n["message"].startswith(expected) for n in sent):
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                pytest.fail(f"no notification for {order['id']}: {sent}")
+                assert any(n["message"].startswith(expected) for n in sent), sent
+
+            await eventually(notified, timeout_s=4, interval_s=0.02)
         for child in (stock, orders, demo):
             assert child.proc.returncode is None, child.output

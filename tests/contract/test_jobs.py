@@ -22,6 +22,7 @@ from organelle.jobs import (
     NewJob,
     Retry,
 )
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer, PostgresServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -40,13 +41,13 @@ def err(attempt: int, message: str = "boom") -> AttemptError:
 
 async def claim_one(q: JobQueue, names: tuple[str, ...] = ("work",), wait_s: float = 5.0) -> Any:
     """Claim until one lease comes back (NATS redelivery and delays need a moment)."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
+
+    async def claimed() -> Any:
         got = await q.claim(names=names, limit=1)
-        if got:
-            return got[0]
-        await q.wait(0.05)
-    raise AssertionError("nothing to claim")
+        assert got, "nothing to claim"
+        return got[0]
+
+    return await eventually(claimed, timeout_s=wait_s, interval_s=0.05)
 
 
 class JobQueueContract:
@@ -166,13 +167,14 @@ class JobQueueContract:
 
     async def test_backlog_counts_due_jobs_per_name(self, queue: JobQueue) -> None:
         await queue.enqueue([job(), job(), job("other"), job(run_at=time.time() + 60)])
-        deadline = time.monotonic() + 5
-        while (depth := await queue.backlog()) != {"work": 2, "other": 1}:
-            if not queue.supports_priority or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        assert depth.get("work", 0) >= 2  # NATS also counts the delayed one until first seen
-        assert depth["other"] == 1
+
+        async def counted() -> dict[str, int]:
+            depth = await queue.backlog()
+            assert depth.get("work", 0) >= 2  # NATS also counts the delayed one until first seen
+            assert depth.get("other") == 1
+            return depth
+
+        await eventually(counted, interval_s=0.05)
         assert (await queue.backlog(["other"])) == {"other": 1}
         lease = await claim_one(queue, ("other",))
         assert (await queue.backlog(["other"])).get("other", 0) == 0
@@ -189,14 +191,16 @@ class JobQueueContract:
                     await queue.complete(lease)
                 else:
                     await queue.fail(lease, err(1), retry_at=None)
-            deadline = time.monotonic() + 6
-            while time.monotonic() < deadline:
+
+            async def swept() -> None:
                 await queue.claim(names=["work"], limit=1)  # SQL backends sweep on claims
                 try:
                     await queue.get(done)
                 except JobNotFoundError:
-                    break
-                await asyncio.sleep(0.1)
+                    return
+                raise AssertionError(f"{done} outlived its retention")
+
+            await eventually(swept, timeout_s=6, interval_s=0.1)
             with pytest.raises(JobNotFoundError):
                 await queue.get(done)
             assert (await queue.get(dead)).state == "dead"
@@ -240,8 +244,7 @@ class JobQueueContract:
     async def test_stale_lease_is_fenced(self, queue: JobQueue) -> None:
         (jid,) = await queue.enqueue([job(max_attempts=5)])
         zombie = await claim_one(queue)
-        await asyncio.sleep(LEASE + 0.3)
-        live = await claim_one(queue)
+        live = await claim_one(queue, wait_s=LEASE + 5)  # once the zombie's lease expired
         assert live.job_id == jid
         assert live.attempt == 2
         assert live.token != zombie.token
@@ -279,11 +282,13 @@ class JobQueueContract:
     async def test_lost_lease_on_last_attempt_is_dead(self, queue: JobQueue) -> None:
         (jid,) = await queue.enqueue([job(max_attempts=1)])
         await claim_one(queue)
-        await asyncio.sleep(LEASE + 0.3)
-        deadline = time.monotonic() + 5
-        while (await queue.get(jid)).state != "dead" and time.monotonic() < deadline:
-            assert await queue.claim(names=["work"], limit=1) == []
-            await asyncio.sleep(0.05)
+
+        async def dead() -> None:
+            if claimed := await queue.claim(names=["work"], limit=1):
+                pytest.fail(f"claimed again after its last attempt: {claimed}")  # no retry
+            assert (await queue.get(jid)).state == "dead"
+
+        await eventually(dead, timeout_s=LEASE + 5, interval_s=0.05)
         rec = await queue.get(jid)
         assert rec.state == "dead"
         assert rec.attempts == 1

@@ -6,7 +6,6 @@ wait is bounded.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from organelle.errors import LeaseLostError, StreamNotFoundError, ValidationError
-from organelle.streams import StreamLog, StreamSpec
+from organelle.streams import Delivery, StreamLog, StreamSpec
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer
 
 Factory = Callable[[], Awaitable[StreamLog]]
@@ -161,13 +161,13 @@ async def test_a_lease_keeps_others_out_until_it_expires(factory: Factory) -> No
     mine = await log.claim("g", "s", 0, "a", lease_s=0.6)
     assert mine is not None
     assert await log.claim("g", "s", 0, "b", lease_s=0.6) is None
-    theirs = None
-    for _ in range(60):  # bounded: the lease is 0.6 s
-        await asyncio.sleep(0.05)
+
+    async def taken_over() -> Delivery:
         theirs = await log.claim("g", "s", 0, "b", lease_s=5)
-        if theirs is not None:
-            break
-    assert theirs is not None
+        assert theirs is not None, "still leased to a"
+        return theirs
+
+    theirs = await eventually(taken_over, timeout_s=3, interval_s=0.05)  # the lease is 0.6 s
     assert theirs.record.offset == mine.record.offset
     assert theirs.attempt == 2
     with pytest.raises(LeaseLostError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ from organelle import Kernel, ModuleState, NotFoundError
 from organelle.config.secrets import MASK
 from organelle.dashboard._kernel import BOUNDS_S
 from organelle.gateway import Gateway
+from organelle.testing import eventually
 from tests.dashboard.apps import API, ON, Audit, Calc, Feed, config, serve
 from tests.gateway.apps import SECRET
 
@@ -104,9 +104,7 @@ async def test_overview_modules_and_health() -> None:
 async def test_a_crashed_module_shows_failed_with_its_error() -> None:
     async with serve(Calc, Feed, dashboard=ON, restart_backoff_s=60) as (k, client):
         await k.call("feed.break_down")
-        async with asyncio.timeout(5):
-            while k.state("feed") is not ModuleState.FAILED:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: k.state("feed") is ModuleState.FAILED)
         feed = by((await view(client, "modules"))["modules"], "name", "feed")
         overview = await view(client, "overview")
         health = await view(client, "health")

@@ -12,6 +12,7 @@ import pytest
 
 from organelle import Kernel
 from organelle.gateway import Gateway
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer, shared_nats
 from tests.dashboard.apps import API, ON, Audit, Calc, config, serve
 
@@ -52,15 +53,15 @@ async def test_every_node_of_the_cluster_is_listed(nats_server: NatsServer) -> N
         Kernel([Audit, gw], board) as kernel,
         httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
     ):
-        for _ in range(100):  # bounded: announcements land on the registry heartbeat
-            nodes = (await client.get(f"{API}/nodes")).json()
+
+        async def both_listed() -> dict[str, Any]:  # announcements land on the heartbeat
+            nodes: dict[str, Any] = (await client.get(f"{API}/nodes")).json()
             listed = {n["node"]: n for n in nodes["nodes"]}
-            if set(listed) == {"board", "worker-1"} and set(listed["board"]["modules"]) == {
-                "audit",
-                "gateway",
-            }:
-                break
-            await asyncio.sleep(0.05)
+            assert set(listed) == {"board", "worker-1"}
+            assert set(listed["board"]["modules"]) == {"audit", "gateway"}
+            return nodes
+
+        nodes = await eventually(both_listed, interval_s=0.05)
         overview = (await client.get(f"{API}/overview")).json()
         await kernel.call("calc.add", a=1, b=2)  # served on the other node
         rpc = (await client.get(f"{API}/rpc")).json()

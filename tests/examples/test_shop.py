@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +15,7 @@ from shop.orders import Order, OrderEvent, Orders, OrderStatus
 from shop.pricing import Pricing, Quote
 
 from organelle import Kernel, ModuleState, NotFoundError, ValidationError
-from organelle.testing import capture, running
+from organelle.testing import capture, eventually, running
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "shop" / "app.toml"
 CONFIG: dict[str, Any] = {
@@ -146,10 +145,7 @@ async def test_demo_places_orders_and_restocks() -> None:
     async with running(Pricing, Inventory, Orders, Notifications, Demo, config=config) as kernel:
         demo = kernel.module("demo")
         assert isinstance(demo, Demo)
-        # The first order goes out as the demo starts; wait for it without sleeping blindly.
-        async with asyncio.timeout(5):
-            while demo._placed == 0:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: demo._placed > 0)  # the first order goes out as it starts
         # Order n asks for 1 + n % 3 coffees of the 5 in stock: 1, 2, then 3 does not fit,
         # so the demo restocks instead of failing.
         second, third = await demo.place_one(1), await demo.place_one(2)

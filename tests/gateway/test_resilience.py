@@ -8,6 +8,7 @@ import pytest
 
 from organelle import CallTimeoutError, NotFoundError, UnavailableError
 from organelle.gateway._resilience import CircuitBreaker, RemoteCaller
+from organelle.testing import eventually
 
 
 def caller(fn: Any, **options: Any) -> RemoteCaller:
@@ -51,8 +52,6 @@ async def test_timeouts_and_answers_are_not_retried() -> None:
 
 
 async def test_breaker_opens_fails_fast_then_recovers() -> None:
-    import asyncio
-
     down = True
     calls = 0
 
@@ -72,7 +71,7 @@ async def test_breaker_opens_fails_fast_then_recovers() -> None:
     with pytest.raises(UnavailableError, match="circuit open"):
         await c.call("m.f", {}, timeout_s=1.0)
     assert calls == before
-    await asyncio.sleep(0.06)
+    await eventually(lambda: c.breaker("m").state == "half-open", timeout_s=0.06)  # reset_s 0.05
     down = False
     assert await c.call("m.f", {}, timeout_s=1.0) == "up"
     assert c.breaker("m").state == "closed"

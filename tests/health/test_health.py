@@ -11,7 +11,7 @@ import pytest
 from organelle import Kernel, Module, rpc
 from organelle.health import CheckResult, Health, Status, as_result
 from organelle.observability.hooks import hooks_for
-from organelle.testing import running
+from organelle.testing import eventually, running
 
 
 class Good(Module):
@@ -113,33 +113,35 @@ async def test_optional_check_unhealthy_only_degrades() -> None:
 
 
 async def test_not_ready_while_starting_and_draining() -> None:
-    gate = asyncio.Event()
-    release = asyncio.Event()
+    starting, gate = asyncio.Event(), asyncio.Event()
+    working, release = asyncio.Event(), asyncio.Event()
 
     class Slow(Module):
         name = "slow"
 
         async def on_start(self) -> None:
+            starting.set()
             await gate.wait()
 
         @rpc
         async def work(self) -> None:
+            working.set()
             await release.wait()
 
     kernel = Kernel([Slow])
     health = Health(kernel, cache_s=0)
     assert (await health.report()).reason == "not started"
-    starting = asyncio.create_task(kernel.start())
-    await asyncio.sleep(0.01)
+    start = asyncio.create_task(kernel.start())
+    await starting.wait()  # inside on_start
     report = await health.report()
     assert (report.ready, report.reason) == (False, "starting")
     gate.set()
-    await starting
+    await start
     assert (await health.report()).ready
     call = asyncio.create_task(kernel.call("slow.work"))
-    await asyncio.sleep(0.01)
+    await working.wait()
     stopping = asyncio.create_task(kernel.stop())
-    await asyncio.sleep(0.01)
+    await eventually(lambda: not kernel.accepting)  # stop() began: new calls are refused
     report = await health.report()
     assert (report.ready, report.reason) == (False, "draining")
     release.set()
@@ -221,13 +223,13 @@ async def test_stream_lag_check(tmp_path: Any) -> None:
     async with kernel:
         for n in range(5):
             await kernel.append("ledger", n)
-        result = None
-        for _ in range(200):  # bounded: until the member has claimed a record
+
+        async def lagging() -> CheckResult:  # once the member has claimed a record
             result = await StreamLagCheck(kernel, limit=2).check()
-            if result.data.get("lag"):
-                break
-            await asyncio.sleep(0.01)
-        assert result is not None
+            assert result.data.get("lag"), result
+            return result
+
+        result = await eventually(lagging)
         assert result.status is Status.DEGRADED
         assert result.data["groups"] == {"ledger/slow": 5}
         gate.set()

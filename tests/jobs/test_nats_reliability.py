@@ -25,11 +25,11 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from organelle.jobs import JobQueue, JobSpec, JobsService, open_queue
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer
 
 from . import conftest
@@ -61,19 +61,6 @@ def url(nats: NatsServer, procs: Procs, monkeypatch: pytest.MonkeyPatch) -> Iter
     procs.url = f"{nats.url}?stream=JOBS_{uuid.uuid4().hex[:10].upper()}"
     yield procs.url
     procs.close()  # the processes go before their server does
-
-
-async def until(check: Callable[[], Any], timeout_s: float, what: str) -> None:
-    """Poll ``check`` (sync or async) until true; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if isinstance(got, Awaitable):
-            got = await got
-        if got:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def report(name: str, **figures: object) -> None:
@@ -114,8 +101,7 @@ async def states(queue: JobQueue, ids: Iterable[str]) -> Counter[str]:
 
 
 def all_succeeded(queue: JobQueue, ids: list[str]) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        await asyncio.sleep(0.2)  # reads every record: do not spin
+    async def check() -> bool:  # reads every record: poll it with interval_s=0.2
         return await states(queue, ids) == {"succeeded": len(ids)}
 
     return check
@@ -163,14 +149,16 @@ async def test_kill9_producer_every_acked_enqueue_runs_once(
     acked = tmp_path / "acked.txt"
     procs.spawn()  # a worker runs while the producer enqueues: claims race enqueues
     producer = spawn_producer(procs, acked)
-    await until(lambda: len(acked_ids(acked)) >= 300, 30, "300 acknowledged enqueues")
+    # until 300 acknowledged enqueues
+    await eventually(lambda: len(acked_ids(acked)) >= 300, timeout_s=30, interval_s=0.05)
     await asyncio.sleep(random.uniform(0, 0.05))  # land anywhere inside an enqueue
     procs.kill(producer)
     ids = acked_ids(acked)
-    await until(lambda: set(ids) <= set(procs.ledger.ends()), 30, "every acked job to run")
+    # until every acked job to run
+    await eventually(lambda: set(ids) <= set(procs.ledger.ends()), timeout_s=30, interval_s=0.05)
     queue = await open_queue(url)
     try:
-        await until(all_succeeded(queue, ids), 20, "every acked job's record to succeed")
+        await eventually(all_succeeded(queue, ids), timeout_s=20, interval_s=0.2)
         starts = procs.ledger.starts()
         unacked_ran = set(starts) - set(ids)
         report("nats_kill9_producer", acked=len(ids), unacked_ran=len(unacked_ran))
@@ -199,8 +187,11 @@ async def test_kill9_workers_repeatedly_loses_nothing(procs: Procs, url: str) ->
                 procs.kill(victim)
                 killed.append(str(victim.pid))
                 workers.append(procs.spawn(wait_ready=False))
-        await until(lambda: set(ids) <= set(procs.ledger.ends()), 30, "every job to run")
-        await until(all_succeeded(jobs.queue, ids), 20, "every record to succeed")
+        # until every job to run
+        await eventually(
+            lambda: set(ids) <= set(procs.ledger.ends()), timeout_s=30, interval_s=0.05
+        )
+        await eventually(all_succeeded(jobs.queue, ids), timeout_s=20, interval_s=0.2)
         # In flight at a kill: the victim started the attempt and never saw its ack return.
         in_flight_at_kills = in_flight(procs.ledger.lines(), killed)
         starts = procs.ledger.starts()
@@ -229,10 +220,11 @@ async def test_kill9_server_acked_jobs_survive_and_clients_reconnect(
     acked = tmp_path / "acked.txt"
     worker = procs.spawn()
     producer = spawn_producer(procs, acked)
-    await until(
+    # until progress before the crash
+    await eventually(
         lambda: len(acked_ids(acked)) >= 300 and len(procs.ledger.ends()) >= 100,
-        30,
-        "progress before the crash",
+        timeout_s=30,
+        interval_s=0.05,
     )
     nats.kill()
     acked_before = acked_ids(acked)
@@ -243,15 +235,22 @@ async def test_kill9_server_acked_jobs_survive_and_clients_reconnect(
     await asyncio.to_thread(nats.restart)  # same port, same store dir
     restart_s = time.monotonic() - t0
     # Neither process is restarted: both must reconnect on their own.
-    await until(lambda: len(acked_ids(acked)) > len(acked_before), 20, "an enqueue to succeed")
+    # until an enqueue to succeed
+    await eventually(
+        lambda: len(acked_ids(acked)) > len(acked_before), timeout_s=20, interval_s=0.05
+    )
     resumed_s = time.monotonic() - t0
-    await until(lambda: len(acked_ids(acked)) >= len(acked_before) + 200, 20, "200 more enqueues")
+    # until 200 more enqueues
+    await eventually(
+        lambda: len(acked_ids(acked)) >= len(acked_before) + 200, timeout_s=20, interval_s=0.05
+    )
     procs.kill(producer)
     ids = acked_ids(acked)
-    await until(lambda: set(ids) <= set(procs.ledger.ends()), 30, "every acked job to run")
+    # until every acked job to run
+    await eventually(lambda: set(ids) <= set(procs.ledger.ends()), timeout_s=30, interval_s=0.05)
     queue = await open_queue(url)
     try:
-        await until(all_succeeded(queue, ids), 20, "every acked job's record to succeed")
+        await eventually(all_succeeded(queue, ids), timeout_s=20, interval_s=0.2)
         starts = procs.ledger.starts()
         dup = sum(starts.values()) - len(starts)
         # Attempts running at the crash whose ack did not make it: they may run again.

@@ -17,12 +17,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from organelle.jobs import JobQueue, JobSpec, JobsService, open_queue
 from organelle.jobs.sqlite import SqliteJobQueue
+from organelle.testing import eventually
 from organelle.testing.servers import PostgresServer
 
 from .conftest import Procs
@@ -75,19 +75,6 @@ async def target(request: pytest.FixtureRequest, procs: Procs) -> AsyncIterator[
         await conn.close()
 
 
-async def until(check: Callable[[], Any], timeout_s: float, what: str) -> None:
-    """Poll ``check`` (sync or async) until true; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if isinstance(got, Awaitable):
-            got = await got
-        if got:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 def report(name: str, **figures: object) -> None:
     print(json.dumps({"test": name, **figures}))
 
@@ -120,7 +107,7 @@ async def test_kill9_workers_repeatedly_loses_nothing(procs: Procs, target: Targ
             procs.kill(victim)
             killed.append(str(victim.pid))
             workers.append(procs.spawn(wait_ready=False))
-    await until(_all_done(target, len(ids)), 30, "all jobs")
+    await eventually(_all_done(target, len(ids)), timeout_s=30, interval_s=0.05)
     kills = len(killed)
     # In flight at a kill: the victim started the job and never acked it (its pid
     # is not the job's result) — running, or finished with the ack not yet committed.
@@ -165,15 +152,19 @@ async def test_poison_job_dead_after_exactly_max_attempts(procs: Procs, target: 
     good = await jobs.enqueue_many("work", [{"ms": 2}] * 300)
     procs.spawn()
     restarts = 0
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
+
+    async def settled() -> None:
+        """Every good job succeeded and the poison one is dead; else replace a crashed worker."""
+        nonlocal restarts
         counts = await target.states()
         if counts.get("succeeded", 0) == len(good) and counts.get("dead", 0) == 1:
-            break
+            return
         if procs.reap():
             restarts += 1
             procs.spawn(wait_ready=False)
-        await asyncio.sleep(0.05)
+        raise AssertionError(f"not settled yet: {counts}")
+
+    await eventually(settled, timeout_s=40, interval_s=0.05)
     rec = await jobs.get(poison)
     report("poison", attempts=rec.attempts, restarts=restarts)
     assert rec.state == "dead"
@@ -189,10 +180,12 @@ async def test_zombie_past_its_lease_cannot_ack(procs: Procs) -> None:
     jobs = await service(procs.db, lease_s=0.5)
     zombie = procs.spawn()
     jid = await jobs.enqueue("work", {"ms": 600})
-    await until(lambda: procs.ledger.starts()[jid] == 1, 10, "first attempt")
+    # until first attempt
+    await eventually(lambda: procs.ledger.starts()[jid] == 1, timeout_s=10, interval_s=0.05)
     procs.signal(zombie, signal.SIGSTOP)  # paused mid-job, past its lease
     live = procs.spawn()
-    await until(lambda: procs.ledger.ends()[jid] == 1, 10, "live attempt")
+    # until live attempt
+    await eventually(lambda: procs.ledger.ends()[jid] == 1, timeout_s=10, interval_s=0.05)
     procs.signal(zombie, signal.SIGCONT)
     await asyncio.sleep(1.0)  # the zombie wakes, finishes its sleep and tries to ack
     procs.term(zombie)
@@ -218,7 +211,10 @@ async def test_delayed_jobs_across_restart_none_missed_none_doubled(procs: Procs
     assert procs.term(worker) == 0
     await asyncio.sleep(0.5)  # down while more jobs come due
     procs.spawn()
-    await until(lambda: states(procs.db).get("succeeded", 0) == len(due), 20, "delayed jobs")
+    # until delayed jobs
+    await eventually(
+        lambda: states(procs.db).get("succeeded", 0) == len(due), timeout_s=20, interval_s=0.05
+    )
     starts = procs.ledger.starts()
     report("delayed", jobs=len(due), executions=sum(starts.values()))
     assert starts == dict.fromkeys(due, 1)
@@ -235,7 +231,7 @@ async def test_sigterm_under_load_loses_nothing_fails_nothing(procs: Procs, targ
     async def progress() -> bool:
         return await target.succeeded() >= 50
 
-    await until(progress, 20, "some progress")
+    await eventually(progress, timeout_s=20, interval_s=0.05)
     t0 = time.monotonic()
     for w in workers:
         assert procs.term(w) == 0
@@ -243,7 +239,7 @@ async def test_sigterm_under_load_loses_nothing_fails_nothing(procs: Procs, targ
     counts = await target.states()
     assert counts.get("running", 0) == 0  # the rest was handed back at once, not left leased
     procs.spawn()
-    await until(_all_done(target, len(ids)), 30, "all jobs")
+    await eventually(_all_done(target, len(ids)), timeout_s=30, interval_s=0.05)
     records = await jobs.queue.scan("succeeded", limit=10_000)
     errors = sum(1 for r in records if r.errors)
     released = sum(int(p[2].split("=")[1]) for p in procs.ledger.lines() if p[0] == "stats")

@@ -76,8 +76,21 @@ async def test_backoff_schedule_with_jitter() -> None:
         assert base <= d <= base * 1.2
 
 
-async def test_retry_signal_delay_and_priority_order(jobs: JobsService) -> None:
+class Clock:
+    """Wall-clock seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_retry_signal_delay_and_priority_order() -> None:
     order: list[int] = []
+    clock = Clock()
+    queue = await MemoryJobQueue(clock=clock).open()
+    jobs = JobsService(queue, clock=clock)
     jobs.register("p", JobSpec(max_attempts=3))
 
     async def p(n: int) -> None:
@@ -93,9 +106,13 @@ async def test_retry_signal_delay_and_priority_order(jobs: JobsService) -> None:
     w = jobs.worker({"p": p}, slots=1)
     await w.drain()
     assert order == [5, 1]  # 99 asked to come back later
-    await asyncio.sleep(0.06)
+    clock.t += 0.04
+    await w.drain()
+    assert order == [5, 1]  # not before its delay
+    clock.t += 0.02
     await w.drain()
     assert order == [5, 1, 99]
+    await queue.close()
 
 
 async def test_stop_releases_unfinished_at_once(jobs: JobsService) -> None:
@@ -120,9 +137,11 @@ async def test_stop_releases_unfinished_at_once(jobs: JobsService) -> None:
 async def test_lost_lease_cancels_the_handler(jobs: JobsService) -> None:
     q = jobs.queue
     jobs.register("w", JobSpec(lease_s=0.2))
+    started = asyncio.Event()
     cancelled = asyncio.Event()
 
     async def w() -> None:
+        started.set()
         try:
             await asyncio.sleep(5)
         except asyncio.CancelledError:
@@ -132,7 +151,7 @@ async def test_lost_lease_cancels_the_handler(jobs: JobsService) -> None:
     jid = await jobs.enqueue("w")
     worker = jobs.worker({"w": w})
     await worker.start()
-    await asyncio.sleep(0.05)
+    await started.wait()
     # someone else takes the job over (as after an expired lease): our heartbeat sees it
     assert isinstance(q, MemoryJobQueue)
     await q._run(lambda c: c.execute("UPDATE jobs SET token = token + 1 WHERE id = ?", (jid,)))

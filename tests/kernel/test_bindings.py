@@ -16,20 +16,8 @@ from typing import Any, ClassVar
 import pytest
 
 from organelle import Kernel, Module, NotFoundError, consume, cron, job, on, rpc
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer, shared_nats
-
-
-async def eventually(check: Any, timeout_s: float = 5.0) -> None:
-    """Bounded wait for ``check()`` (sync or async) to be truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 class Log:

@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from organelle import Kernel, Module, UnavailableError, ValidationError, context, on, rpc
-from organelle.testing import capture
+from organelle.testing import capture, eventually
 
 
 class Placed(msgspec.Struct):
@@ -213,7 +213,8 @@ async def test_backpressure_emit_waits_when_queue_full() -> None:
                 emitted += 1
 
         task = asyncio.ensure_future(producer())
-        await asyncio.sleep(0.05)
+        # Saturated: 2 handlers running, 5 queued; the producer is stuck in emit.
+        await eventually(lambda: k._bus.pending == 2 + 5)
         assert emitted < 50  # blocked: 2 running + 5 queued (+1 in hand)
         assert emitted <= 2 + 5 + 2
         release.set()

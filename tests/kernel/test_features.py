@@ -18,6 +18,7 @@ from organelle import (
     on,
     rpc,
 )
+from organelle.testing import eventually
 
 
 class Counter(Module):
@@ -100,8 +101,7 @@ async def test_spawn_runs_in_fresh_context_and_is_cancelled_on_stop() -> None:
 
     k = Kernel([Ticker])
     await k.start()
-    while len(ticks) < 3:
-        await asyncio.sleep(0.005)
+    await eventually(lambda: len(ticks) >= 3)
     await k.stop()
     assert cancelled.is_set()
     assert len(set(ticks)) == 1  # one background root, one correlation

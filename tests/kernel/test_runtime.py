@@ -18,6 +18,7 @@ from organelle import (
     on,
     rpc,
 )
+from organelle.testing import eventually
 
 
 class Pricing(Module):
@@ -203,7 +204,7 @@ async def test_graceful_shutdown_waits_for_inflight_and_refuses_new() -> None:
     await k.emit("slow.evt")
     await started.wait()
     stopping = asyncio.ensure_future(k.stop())
-    await asyncio.sleep(0.01)
+    await eventually(lambda: not k.accepting)  # stop() began: it drains
     with pytest.raises(UnavailableError, match="draining"):
         await k.call("slow.work")
     assert await call == "ok"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import socket
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from organelle.testing import eventually
 from tests.cli.proc import ROOT, spawn
 
 from .test_ops_server import get
@@ -30,15 +30,12 @@ def app_toml(port: int, tax_rate: str) -> str:
     )
 
 
-async def until_ready(port: int, timeout_s: float = 20.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            try:
-                if (await get(port, "/health/ready"))[0] == 200:
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.05)
+async def ready(port: int) -> bool:
+    """Whether the readiness probe answers 200 (``False`` while nothing listens yet)."""
+    try:
+        return (await get(port, "/health/ready"))[0] == 200
+    except OSError:
+        return False
 
 
 async def tax_rate(port: int) -> str:
@@ -53,7 +50,7 @@ async def test_run_serves_probes_metrics_and_reloads_on_sighup(tmp_path: Path) -
     path.write_text(app_toml(port, "0.2"))
     async with spawn("run", str(path)) as child:
         await child.wait_for("active", 30)
-        await until_ready(port)
+        await eventually(lambda: ready(port), timeout_s=20, interval_s=0.05)
         status, body = await get(port, "/metrics")
         assert status == 200
         names = {f.name for f in text_string_to_metric_families(body.decode())}

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from organelle import Kernel, Module, on, rpc
 from organelle.health import CheckResult, Status
 from organelle.ops import Ops
+from organelle.testing import eventually
 
 
 class Shop(Module):
@@ -96,19 +97,25 @@ async def test_readiness_follows_a_required_check_within_one_probe_period() -> N
     switch = Switch()
     async with Ops(kernel, port=0, metrics=False) as ops, kernel:
         ops.health.add(switch)
-        assert ops.port
-        assert (await get(ops.port, "/health/ready"))[0] == 200
-        for _ in range(3):
-            switch.ok = False
-            await asyncio.sleep(probe_period_s)  # the next probe, one period later
-            status, body = await get(ops.port, "/health/ready")
+        port = ops.port
+        assert port
+        assert (await get(port, "/health/ready"))[0] == 200
+
+        async def not_ready() -> None:
+            status, body = await get(port, "/health/ready")
             assert status == 503
             assert json.loads(body)["reason"] == "required check failing: database"
-            assert (await get(ops.port, "/health/live"))[0] == 200  # liveness never follows it
+
+        async def ready() -> None:
+            assert (await get(port, "/health/ready"))[0] == 200
+
+        for _ in range(3):
+            switch.ok = False
+            await eventually(not_ready, timeout_s=probe_period_s)  # by the next probe
+            assert (await get(port, "/health/live"))[0] == 200  # liveness never follows it
             switch.ok = True
-            await asyncio.sleep(probe_period_s)
-            assert (await get(ops.port, "/health/ready"))[0] == 200
-        status, _ = await get(ops.port, "/metrics")
+            await eventually(ready, timeout_s=probe_period_s)
+        status, _ = await get(port, "/metrics")
         assert status == 404  # metrics off
 
 

@@ -29,6 +29,7 @@ from organelle.storage._common import prefix_upper
 from organelle.storage._nats_keys import decode_key, encode_key, subject_filter
 from organelle.storage.retry import retrying
 from organelle.storage.url import store_backend
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer, free_port
 
 pytestmark = pytest.mark.timeout(30)
@@ -128,8 +129,11 @@ async def test_cache_reads_through_and_invalidates() -> None:
     assert await cache.get("k") is None
     await cache.put("t", 1, ttl_s=0.05)
     assert await cache.get("t") is not None
-    await asyncio.sleep(0.08)
-    assert await cache.get("t") is None  # the entry's own expiry wins over the cache TTL
+
+    async def expired() -> None:
+        assert await cache.get("t") is None  # the entry's own expiry wins over the cache TTL
+
+    await eventually(expired, timeout_s=0.08)
     await cache.close()
 
 
@@ -139,8 +143,11 @@ async def test_cache_ttl_bounds_staleness() -> None:
     await inner.put("k", 1)
     assert (await cache.get("k")).value == 1  # type: ignore[union-attr]
     await inner.put("k", 2)
-    await asyncio.sleep(0.08)
-    assert (await cache.get("k")).value == 2  # type: ignore[union-attr]
+
+    async def fresh() -> None:
+        assert (await cache.get("k")).value == 2  # type: ignore[union-attr]
+
+    await eventually(fresh, timeout_s=0.08)  # stale for at most the cache's 0.05 s
     for key in "abc":
         await cache.get(key)
     assert len(cache._cache) == 2

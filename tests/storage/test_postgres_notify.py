@@ -13,6 +13,7 @@ from organelle.errors import ConfigError
 from organelle.storage import Change, PostgresStore
 from organelle.storage.postgres import split_notify
 from organelle.storage.url import store_backend
+from organelle.testing import eventually
 from organelle.testing.servers import PostgresServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -79,8 +80,11 @@ async def test_watch_sees_every_kind_of_write(
             await store.incr("w.n", 5)
             await store.delete("w.a")
             await store.put("w.t", 0, ttl_s=0.05)
-            await asyncio.sleep(0.1)
-            assert await store.sweep() == 1
+
+            async def swept() -> None:
+                assert await store.sweep() == 1  # 0 until the key has expired
+
+            await eventually(swept, timeout_s=0.1)  # it expires at 0.05 s
             got: list[Change] = [await asyncio.wait_for(anext(changes), 5) for _ in range(8)]
         seen: list[tuple[str, Any, str]] = [(c.key, c.value, c.op) for c in got]
         assert seen == [

@@ -28,6 +28,7 @@ class Server(Module):
 
     async def on_start(self) -> None:
         self.seen: list[dict[str, Any]] = []
+        self.sleeping = asyncio.Event()  # set once a ``sleep`` call is being served
 
     @rpc
     async def echo(self, sku: str, qty: int = 1) -> Item:
@@ -46,6 +47,7 @@ class Server(Module):
     @rpc
     async def sleep(self, seconds: float) -> float | None:
         remaining = context().remaining_s()
+        self.sleeping.set()
         await asyncio.sleep(seconds)
         return remaining
 

@@ -11,9 +11,9 @@ import nats
 import pytest
 
 from organelle import Kernel
+from organelle.testing import eventually
 
 from .conftest import Config
-from .helpers import eventually
 from .nodes import Server
 
 
@@ -104,11 +104,12 @@ async def test_msgpack_request_gets_a_msgpack_reply(node: Kernel, nc: Any, prefi
 
 async def test_events_both_ways(node: Kernel, nc: Any, prefix: str) -> None:
     server = node.module("server")
+    assert isinstance(server, Server)
     await nc.publish(f"{prefix}.evt.shop.tea.created", b'{"id": 1}')
     await nc.publish(f"{prefix}.evt.shop.tea.created", b"{broken")  # dropped, node keeps going
     await nc.publish(f"{prefix}.evt.shop.cake.created", b'{"id": 2}')
-    await eventually(lambda: len(server.seen) == 2, what="raw events delivered")  # type: ignore[attr-defined]
-    assert server.seen == [{"id": 1}, {"id": 2}]  # type: ignore[attr-defined]
+    await eventually(lambda: len(server.seen) == 2)  # the raw events were delivered
+    assert server.seen == [{"id": 1}, {"id": 2}]
 
     received: list[Any] = []
 
@@ -118,7 +119,7 @@ async def test_events_both_ways(node: Kernel, nc: Any, prefix: str) -> None:
     await nc.subscribe(f"{prefix}.evt.audit.>", cb=on_msg)
     await nc.flush()
     await node.emit("audit.login", {"user": "ada"}, meta={"tenant": "t1"})
-    await eventually(lambda: len(received) == 1, what="organelle event on a raw subscriber")
+    await eventually(lambda: len(received) == 1)  # the organelle event on a raw subscriber
     subject, payload, headers = received[0]
     assert (subject, payload) == (f"{prefix}.evt.audit.login", {"user": "ada"})
     assert json.loads(headers["Organelle-Meta"]) == {"tenant": "t1"}

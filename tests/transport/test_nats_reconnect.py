@@ -30,7 +30,9 @@ async def test_server_restart(own_server: NatsServer, prefix: str) -> None:
         in_flight = asyncio.create_task(
             client.call_with("server.sleep", {"seconds": 5}, timeout_s=8)
         )
-        await asyncio.sleep(0.2)
+        serving = server.module("server")
+        assert isinstance(serving, Server)
+        await serving.sleeping.wait()  # the call is in flight on the serving node
         start = time.monotonic()
         await asyncio.to_thread(own_server.stop)
         with pytest.raises(UnavailableError):

@@ -5,6 +5,8 @@
   first so tests never sleep.
 * ``fake_module(name, version, **handlers)`` — stand in for a dependency with
   plain async functions.
+* ``eventually(check)`` — retry a check until it passes, within a deadline, for
+  what no ``drain()`` waits on (another process, a server).
 
 A pytest fixture is three lines with pytest-asyncio::
 
@@ -27,8 +29,9 @@ from typing import Any
 from organelle.errors import DefinitionError
 from organelle.kernel import Kernel, ModuleRef
 from organelle.module import Module, rpc
+from organelle.testing._eventually import eventually
 
-__all__ = ["capture", "fake_module", "running"]
+__all__ = ["capture", "eventually", "fake_module", "running"]
 
 
 @asynccontextmanager

@@ -35,21 +35,62 @@ Handler = Callable[[bytes, bytes | None, bytes | None, bytes], None]
 _CRLF = b"\r\n"
 _MAX_CONTROL = 4096  # a control line longer than this is a protocol error
 _FLUSH_BYTES = 1 << 18  # write at once past this much pending output
+_CLOSE_WAIT_S = 1.0  # how long close() waits for a graceful (TLS) close before aborting
 
 
 class _Proto(asyncio.Protocol):
+    """One connection attempt's protocol; it owns the socket until ``shut``/``discard``."""
+
     def __init__(self, wire: NatsWire) -> None:
         self.wire = wire
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None  # what we write to (TLS over raw)
+        self.raw: asyncio.Transport | None = None  # the socket's own transport
+        self.gone = asyncio.Event()  # set once connection_lost ran: the socket is closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called twice over TLS: first with the socket, then with the TLS layer over it.
+        if self.raw is None:
+            self.raw = transport  # type: ignore[assignment]
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self.wire._feed(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.gone.set()
         self.wire._lost(self, exc)
+
+    async def discard(self) -> None:
+        """Abort the socket and let the loop run the close that ``abort()`` schedules.
+
+        Why the extra turn: ``abort()`` only queues the socket's close (with
+        ``call_soon``). A failed connect that raised at once could leave the
+        socket open if the caller then stopped its loop, and it would surface as
+        a ``ResourceWarning`` wherever the garbage collector next runs. The raw
+        transport is aborted too because it is the only handle on the socket
+        while a TLS handshake is under way or after it failed.
+        """
+        for transport in (self.transport, self.raw):
+            if transport is not None:
+                transport.abort()
+        await asyncio.sleep(0)
+
+    async def shut(self, wait_s: float) -> None:
+        """Close gracefully (flush; over TLS, exchange close_notify), then ``discard``.
+
+        Why wait: over TLS ``close()`` returns before the server has answered
+        the close_notify, and the socket stays open until it does; a process
+        (or a test) that stops its loop meanwhile leaks it. The wait is bounded
+        because a server that never answers must not hold up a shutdown.
+        """
+        try:
+            if self.transport is not None and not self.gone.is_set():
+                self.transport.close()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self.gone.wait()
+        finally:
+            await self.discard()
 
     def pause_writing(self) -> None:
         self.wire._writable.clear()
@@ -147,7 +188,8 @@ class NatsWire:
             try:
                 await self._handshake(server)
             except (OSError, TimeoutError, TransportError) as exc:
-                reasons.append(f"{server.url}: {exc or type(exc).__name__}")
+                reason = str(exc) or type(exc).__name__  # a timeout has no text
+                reasons.append(f"{server.url}: {reason}")
                 continue
             self._current = i
             self._pinger = asyncio.get_running_loop().create_task(self._ping_loop())
@@ -174,6 +216,7 @@ class NatsWire:
                         tls,
                         server_hostname=opts.tls_hostname or server.host,
                     )
+                self._still_open(proto)
                 pong = loop.create_future()
                 self._pongs.append(pong)
                 lines = [
@@ -186,14 +229,25 @@ class NatsWire:
                 self._raw_write(proto, b"".join(lines))
                 await pong
         except BaseException:
-            if proto.transport is not None:
-                proto.transport.abort()
+            # Any failure or cancellation (TLS, auth, INFO, timeout): the socket is
+            # closed before the error propagates, never left to the garbage collector.
             self._proto = None
             self._fail_pongs(UnavailableError("connection attempt failed"))
+            await proto.discard()
             raise
         self._outstanding = 0
         self._writable.set()
         self._connected.set()
+
+    @staticmethod
+    def _still_open(proto: _Proto) -> None:
+        """Raise if the server hung up while we awaited INFO or TLS.
+
+        Why: the loss was reported before the PONG waiter existed, so nothing
+        would fail it and the handshake would hang until its timeout.
+        """
+        if proto.gone.is_set():
+            raise UnavailableError("connection closed during handshake")
 
     def _tls_for_info(self) -> ssl.SSLContext | None:
         """The TLS context to upgrade with, decided on the server's INFO; ``None``: plain.
@@ -265,7 +319,11 @@ class NatsWire:
             self._raw_write(proto, b"PING\r\n")
 
     async def close(self) -> None:
-        """Flush what is pending and disconnect; never raises."""
+        """Flush what is pending and disconnect; never raises.
+
+        Returns once the socket is closed (within ``_CLOSE_WAIT_S`` of a
+        server that does not answer a TLS close_notify).
+        """
         self._closing = True
         tasks = {t for t in (self._reconnector, self._pinger) if t is not None}
         for task in tasks:
@@ -277,10 +335,10 @@ class NatsWire:
             with contextlib.suppress(Exception):
                 await self.flush(1.0)
         self._connected.clear()
-        if proto is not None and proto.transport is not None:
-            proto.transport.close()
         self._proto = None
         self._fail_pongs(UnavailableError("NATS connection closed"))
+        if proto is not None:
+            await proto.shut(_CLOSE_WAIT_S)
 
     # -- subscriptions ---------------------------------------------------------------------
     def subscribe(self, subject: str, handler: Handler, queue: str | None = None) -> int:
