@@ -2,8 +2,8 @@
  *
  * emit queues (subs, payload, ctx) on the bus's deque and wakes the idle
  * dispatcher; deliver runs each handler to its first suspension in its own
- * copy of the contextvars and leaves the rest (slow deliveries, suspended
- * handlers, failures) to the Python bus. */
+ * copy of the contextvars, in priority order, and leaves the rest (suspended
+ * handlers, failures, skips) to the Python bus. */
 #include "speedups.h"
 
 /* The local hot path of Kernel.emit: queue (subs, payload, ctx) and wake the dispatcher.
@@ -131,10 +131,13 @@ append_left(PyObject **left, PyObject *item)
     return rc;
 }
 
-/* Run one event's handlers up to their first suspension, each in its own copy of
- * the contextvars with `ctx` current. Returns None when all finished, else a list
- * for Python: (sub,) to deliver the slow way, (sub, coro, first, cv) to finish in
- * a task, (sub, exc) for a handler that raised. */
+/* Run one event's handlers up to their first suspension, in the order of `subs`
+ * (priority order), each in its own copy of the contextvars with `ctx` current.
+ * A subscription whose `fast` does not fit this payload (filter, conversion, no
+ * payload parameter) starts through its make_coro, in its turn: handing it back
+ * to run after the others would break the priority order. Returns None when all
+ * finished, else a list for Python in the same order: (sub, coro, first, cv) to
+ * finish in a task, (sub, exc) for a handler that raised or was skipped. */
 PyObject *
 org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -153,15 +156,9 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (fast == NULL) {
             goto error;
         }
-        if (!PyTuple_CheckExact(fast) || PyTuple_GET_SIZE(fast) != 2 ||
-            (PyTuple_GET_ITEM(fast, 1) != Py_None &&
-             (PyObject *)Py_TYPE(payload) != PyTuple_GET_ITEM(fast, 1))) {
-            Py_DECREF(fast);
-            if (append_left(&left, PyTuple_Pack(1, sub)) < 0) {
-                goto error;
-            }
-            continue;
-        }
+        int plain = PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 2 &&
+                    (PyTuple_GET_ITEM(fast, 1) == Py_None ||
+                     (PyObject *)Py_TYPE(payload) == PyTuple_GET_ITEM(fast, 1));
         PyObject *cv = PyContext_CopyCurrent();
         if (cv == NULL) {
             Py_DECREF(fast);
@@ -177,7 +174,8 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
         PySendResult st = PYGEN_ERROR;
         if (token != NULL) {
             Py_DECREF(token); /* the copy is dropped or given to a task: no reset */
-            coro = PyObject_CallOneArg(PyTuple_GET_ITEM(fast, 0), payload);
+            coro = plain ? PyObject_CallOneArg(PyTuple_GET_ITEM(fast, 0), payload)
+                         : PyObject_CallMethodOneArg(sub, org_str_make_coro, payload);
             if (coro != NULL) {
                 st = PyIter_Send(coro, Py_None, &result);
             }
@@ -196,7 +194,7 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(cv);
             goto error;
         }
-        int rc = 0;
+        int rc = 0, stop = 0;
         if (st == PYGEN_RETURN) {
             Py_DECREF(result);
             rc = count_delivered(sub);
@@ -210,6 +208,9 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (value != NULL && tb != NULL) {
                 PyException_SetTraceback(value, tb);
             }
+            /* Not an Exception (cancellation, exit): Python re-raises it and, as on
+             * the pure path, no later handler starts. */
+            stop = value != NULL && !PyObject_TypeCheck(value, (PyTypeObject *)PyExc_Exception);
             rc = value == NULL ? -1 : append_left(&left, PyTuple_Pack(2, sub, value));
             Py_XDECREF(type);
             Py_XDECREF(value);
@@ -220,6 +221,9 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (rc < 0) {
             goto error;
         }
+        if (stop) {
+            break;
+        }
     }
     if (left == NULL) {
         Py_RETURN_NONE;
@@ -229,4 +233,3 @@ error:
     Py_XDECREF(left);
     return NULL;
 }
-

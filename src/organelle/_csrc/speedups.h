@@ -14,6 +14,7 @@ extern PyObject *org_str_delivered;  /* "delivered" */
 extern PyObject *org_str_stats;      /* "stats" */
 extern PyObject *org_str_fast;       /* "fast" */
 extern PyObject *org_str_set_result; /* "set_result" */
+extern PyObject *org_str_make_coro;  /* "make_coro" */
 extern PyObject *org_int_one;        /* 1 */
 extern PyObject *org_empty_tuple;    /* () */
 extern PyObject *org_done_none;      /* the shared Done for "finished, returned None" */
