@@ -92,6 +92,18 @@ def route_dropped_while_the_context_is_made() -> None:
     assert _finished(caller.call("m.f", x=5)) == 5
 
 
+def route_emptied_while_the_context_is_made() -> None:
+    routes: dict[str, Any] = {}
+
+    def empty() -> None:
+        del routes["m.f"].fn  # a RouteBase field reads None, and is NULL in C
+
+    caller = _caller(routes, _Calling(empty), ContextVar("v", default=None))
+    _route(routes, _echo)
+    with pytest.raises(RuntimeError, match="route was changed"):
+        _finished(caller.call("m.f", x=5))
+
+
 def parent_fields_replaced_while_the_context_is_made() -> None:
     var: ContextVar[Any] = ContextVar("v", default=None)
 
@@ -205,6 +217,7 @@ CASES: dict[str, Callable[[], None]] = {
     f.__name__: f
     for f in (
         route_dropped_while_the_context_is_made,
+        route_emptied_while_the_context_is_made,
         parent_fields_replaced_while_the_context_is_made,
         stats_reset_while_counted,
         topic_cache_dropped_while_emitting,

@@ -33,7 +33,7 @@ caller_traverse(CallerObject *self, visitproc visit, void *arg)
 static int
 caller_clear(CallerObject *self)
 {
-    Py_CLEAR(self->routes);
+    Py_CLEAR(self->routes); /* first: org_caller_alive tests it alone */
     Py_CLEAR(self->var);
     Py_CLEAR(self->ctx_type);
     Py_CLEAR(self->counter);
@@ -205,18 +205,34 @@ call_failed(CallerObject *self, PyObject *entry, int started)
     return org_done_new(NULL, err);
 }
 
-/* Build the handler's coroutine (validated when the route has a contract). Takes
- * the route's fields as the caller holds them, not the live route: Python code runs
- * in here (validation) and may reassign or delete those. */
+/* The fields the call path needs are set (RpcEntry sets them all; Python may delete them). */
+static inline int
+route_complete(RouteObject *r)
+{
+    return r->fn != NULL && r->contract != NULL && r->checks != NULL &&
+           (r->checks == Py_None || PyTuple_CheckExact(r->checks));
+}
+
+/* Build the handler's coroutine (validated when the route has a contract). The
+ * caller holds `r`; its fields are read here, after everything since the lookup
+ * that could run Python code, and those used across a call are held: the call
+ * may reassign them (a finalizer, a validator) and free what they held. */
 static PyObject *
-start_handler(PyObject *fn, PyObject *contract, PyObject *checks, Py_ssize_t nrequired,
-              PyObject *const *values, PyObject *kwnames, int *bound)
+start_handler(RouteObject *r, PyObject *const *values, PyObject *kwnames, int *bound)
 {
     *bound = 0;
+    if (!route_complete(r)) { /* emptied by Python code since the lookup */
+        PyErr_SetString(PyExc_RuntimeError, "the route was changed while it was being called");
+        return NULL;
+    }
+    PyObject *fn = r->fn, *contract = r->contract, *coro;
     if (contract == Py_None ||
-        (checks != Py_None && org_route_exact(checks, nrequired, values, kwnames))) {
+        (r->checks != Py_None && org_route_exact(r->checks, r->nrequired, values, kwnames))) {
         *bound = contract != Py_None; /* a check passed: a TypeError is the handler's own */
-        return PyObject_Vectorcall(fn, values, 0, kwnames);
+        Py_INCREF(fn);
+        coro = PyObject_Vectorcall(fn, values, 0, kwnames);
+        Py_DECREF(fn);
+        return coro;
     }
     /* Not plain simple types: msgspec converts (and explains what is wrong). */
     *bound = 1;
@@ -231,12 +247,15 @@ start_handler(PyObject *fn, PyObject *contract, PyObject *checks, Py_ssize_t nre
             return NULL;
         }
     }
+    Py_INCREF(fn);
+    Py_INCREF(contract);
     PyObject *args = PyObject_CallMethodOneArg(contract, org_str_validate, params);
     Py_DECREF(params);
+    Py_DECREF(contract);
     if (args == NULL) {
+        Py_DECREF(fn);
         return NULL;
     }
-    PyObject *coro;
     if (PyTuple_Check(args)) {
         coro = PyObject_Call(fn, args, NULL);
     }
@@ -244,6 +263,7 @@ start_handler(PyObject *fn, PyObject *contract, PyObject *checks, Py_ssize_t nre
         coro = PyObject_Call(fn, org_empty_tuple, args);
     }
     Py_DECREF(args);
+    Py_DECREF(fn);
     return coro;
 }
 
@@ -264,24 +284,16 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
         }
         return fallback_call(self, args, nargs, kwnames);
     }
-    if (!PyObject_TypeCheck(entry, &RouteBase_Type) || ((RouteObject *)entry)->slow) {
+    if (!PyObject_TypeCheck(entry, &RouteBase_Type) || ((RouteObject *)entry)->slow ||
+        !route_complete((RouteObject *)entry)) {
         return fallback_call(self, args, nargs, kwnames);
     }
-    RouteObject *r = (RouteObject *)entry;
-    if (r->fn == NULL || r->contract == NULL || r->checks == NULL ||
-        (r->checks != Py_None && !PyTuple_CheckExact(r->checks))) {
-        return fallback_call(self, args, nargs, kwnames); /* not a complete route */
-    }
-    /* Hold the route, and the fields this call uses, before anything that can
-     * allocate: the GC's finalizers (or the handler) may unroute it or reassign
-     * its fields, and this call goes on with the route as it found it. */
+    /* Held from here: everything below can allocate, so run the GC, whose
+     * finalizers (or the handler) may unroute it. */
     Py_INCREF(entry);
-    PyObject *fn = Py_NewRef(r->fn);
-    PyObject *contract = Py_NewRef(r->contract);
-    PyObject *checks = Py_NewRef(r->checks);
-    Py_ssize_t nrequired = r->nrequired;
+    RouteObject *r = (RouteObject *)entry;
     PyObject *out = NULL, *parent = NULL, *dl = NULL, *ctx = NULL, *token = NULL;
-    PyObject *coro = NULL, *result = NULL, *stats;
+    PyObject *coro, *result, *stats;
     int bound;
 
     if (PyContextVar_Get(self->var, Py_None, &parent) < 0) {
@@ -328,7 +340,7 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
             goto reset;
         }
     }
-    coro = start_handler(fn, contract, checks, nrequired, args + 1, kwnames, &bound);
+    coro = start_handler(r, args + 1, kwnames, &bound);
     if (coro == NULL) {
         out = call_failed(self, entry, bound);
         goto reset;
@@ -355,9 +367,6 @@ done:
     Py_XDECREF(ctx);
     Py_XDECREF(dl);
     Py_XDECREF(parent);
-    Py_DECREF(checks);
-    Py_DECREF(contract);
-    Py_DECREF(fn);
     Py_DECREF(entry);
     return out;
 slow:

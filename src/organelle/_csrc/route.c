@@ -58,9 +58,9 @@ PyTypeObject RouteBase_Type = {
     .tp_members = route_members,
 };
 
-/* Do the keyword values already have exactly the declared simple types? `checks` is
- * a tuple the caller holds (a snapshot of the route's); this neither allocates nor
- * runs Python code, so its items may be read borrowed. */
+/* Do the keyword values already have exactly the declared simple types? This
+ * neither allocates nor runs Python code, so `checks` (a route's field) and its
+ * items may be read borrowed. */
 int
 org_route_exact(PyObject *checks, Py_ssize_t nrequired, PyObject *const *values,
                 PyObject *kwnames)

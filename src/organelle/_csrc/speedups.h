@@ -15,13 +15,18 @@
  *     calls that arrive after that, from finalizers).
  *   Everything else (a dict lookup, a list item, a Context's or a route's field)
  *   becomes a strong reference before such a call, released on every exit path.
- *   A field needed after Python code has run is the one held, not re-read.
+ *   A Context's or a route's field is read where it is used, after whatever
+ *   could change it, and checked (Python may delete it: NULL in C); a borrowed
+ *   pointer from an earlier read is never carried across such a call.
  *
  * Audit (every borrowed reference in _csrc/):
  *   fixed  call.c caller_call: the route entry (PyDict_GetItemWithError) was held
  *          only after org_context_next() and PyContextVar_Set(); a finalizer that
- *          unrouted it left a freed entry in use. Now held at once, with the fn,
- *          contract and checks this call uses (Python may reassign or delete them).
+ *          unrouted it left a freed entry in use. Now held at once.
+ *   fixed  call.c start_handler: the route's fn and contract were read before
+ *          the allocations and used borrowed across the handler's creation and
+ *          validation (Python code may reassign or delete them). Now read, and
+ *          checked, when the handler starts, and held across those calls.
  *   fixed  call.c caller_call: route->stats is held while counted (its getattr
  *          and setattr can run Python code that resets the field).
  *   fixed  call.c org_context_next: the parent's seq, corr, principal and meta
@@ -33,15 +38,15 @@
  *   fixed  events.c emit: the dispatcher's waker is read with a bounds check
  *          (PyList_GetItem; Python owns the list) and held before its slot is
  *          emptied.
- *   fixed  route.c org_route_exact: reads the checks tuple the call holds, not
- *          the route's live field; a non-str field name no longer leaves a
- *          TypeError set (PyUnicode_Compare).
+ *   fixed  route.c org_route_exact: a non-str field name no longer leaves a
+ *          TypeError set (PyUnicode_Compare); it takes the checks it reads, which
+ *          neither allocates nor runs Python code, so they may be borrowed.
  *   fixed  call.c caller_init, bind_events: a second call swapped (and freed)
  *          fields that a running call reads borrowed; now refused.
  *   safe   call.c caller_call: the parent's deadline is read into a double
  *          before anything allocates; the parent itself is a new reference.
- *   safe   call.c start_handler: kwnames, values and the validated args are the
- *          call's own or new references; fn and contract are the held snapshot.
+ *   safe   call.c start_handler: kwnames and values are our arguments; the
+ *          checks tuple is read where nothing runs before org_route_exact is done.
  *   safe   events.c deliver: each sub is an item of the subs tuple (our
  *          argument); the handler is an item of the `fast` tuple, held across
  *          the call; every result is a new reference.
@@ -49,8 +54,9 @@
  *          and kwargs, which nothing else can reach.
  *   safe   done.c: a Done owns its value and error and hands them over; the
  *          exception's type is held by the exception being raised.
- *   Tests: tests/test_speedups.py::test_finalizers_cannot_free_what_a_call_uses
- *   runs each of these cases under `python -X dev` (freed memory poisoned). */
+ *   Tests: tests/test_speedups_refs.py frees what each fixed case used, from
+ *   Python code run inside the C call, under `python -X dev` (freed memory is
+ *   poisoned); every case crashed before these fixes. */
 #ifndef ORGANELLE_SPEEDUPS_H
 #define ORGANELLE_SPEEDUPS_H
 
@@ -177,19 +183,20 @@ extern PyTypeObject Caller_Type;
 
 /* Every field the hot paths use is set: false before __init__ and after the GC
  * broke a cycle through the kernel (a coroutine closed during collection may
- * still call in). Raises RuntimeError instead of touching NULL. The fields never
- * change in between (set once), so a running call may read them borrowed. */
+ * still call in). Raises RuntimeError instead of touching NULL. One test covers
+ * all the fields: __init__ sets them together with no Python code in between,
+ * and caller_clear clears `routes` first; they never change otherwise (set
+ * once), so a running call may read them borrowed. */
 static inline int
 org_caller_alive(CallerObject *self)
 {
-    if (self->routes != NULL && self->var != NULL && self->ctx_type != NULL &&
-        self->counter != NULL && self->empty_meta != NULL && self->fallback != NULL &&
-        self->resume != NULL && self->failed != NULL) {
+    if (self->routes != NULL) {
         return 1;
     }
     PyErr_SetString(PyExc_RuntimeError, "this kernel's call path is not set up (or was torn down)");
     return 0;
 }
+
 PyObject *org_caller_bind_events(CallerObject *self, PyObject *args);
 PyObject *org_context_next(CallerObject *self, PyObject *parent, PyObject *deadline,
                            PyObject *topic);
