@@ -324,6 +324,59 @@ async def test_events_match(c: bool) -> None:
         assert stats["slow"].delivered == 1
 
 
+class Ranked(Module):
+    """Handlers of one topic that the C first step takes in different ways."""
+
+    name = "ranked"
+    order: list[str]
+
+    async def on_load(self) -> None:
+        self.order = []
+
+    @on("rank.it", priority=0)
+    async def plain(self, payload: Any) -> None:
+        self.order.append("plain")
+
+    @on("rank.it", priority=10, filter=lambda p: p > 0)
+    async def filtered(self, payload: float) -> None:
+        self.order.append("filtered")
+
+    @on("rank.it", priority=5)
+    async def converted(self, payload: float) -> None:  # an int payload is converted
+        self.order.append("converted")
+
+    @on("rank.it", priority=7)
+    async def bare(self) -> None:
+        self.order.append("bare")
+
+    @on("rank.it", priority=3)
+    async def suspends(self, payload: Any) -> None:
+        self.order.append("suspends")
+        await asyncio.sleep(0)
+        self.order.append("resumed")
+
+    @on("rank.it", priority=-1, filter=lambda p: p < 0)
+    async def skipped(self, payload: float) -> None:
+        self.order.append("skipped")
+
+
+@pytest.mark.parametrize("c", E_PATHS)
+@pytest.mark.parametrize("payload", [1, 1.5], ids=["converted", "as-is"])
+async def test_handlers_start_in_priority_order(c: bool, payload: float) -> None:
+    # Regression: the C first step ran the subscriptions it could take as they
+    # are before those that need a filter, a conversion or no payload.
+    async with Kernel([Ranked]) as kernel:
+        emit = event_path(kernel, c)
+        mod = kernel.module("ranked")
+        assert isinstance(mod, Ranked)
+        await emit("rank.it", payload)
+        await kernel.drain()
+        assert mod.order == ["filtered", "bare", "converted", "suspends", "plain", "resumed"]
+        stats = {s.handler: s for s in kernel.subscriptions()}
+        assert stats["skipped"].skipped == 1
+        assert stats["filtered"].delivered == stats["suspends"].delivered == 1
+
+
 class Relay(Module):
     name = "relay"
     got: list[tuple[str | None, str | None]]

@@ -71,6 +71,6 @@ async def test_no_restart_when_disabled(caplog: pytest.LogCaptureFixture) -> Non
     Flaky.starts.clear()
     async with Kernel([Flaky], {"kernel": {"restart_on_crash": False}}) as k:
         await eventually(lambda: "background task flaky-background failed" in caplog.text)
-        assert not k._restarting  # the crash was reported and no restart was scheduled
+        assert not k._supervisor._restarting  # the crash was reported and no restart was scheduled
         assert Flaky.starts == [0]
         assert k.state("flaky") is ModuleState.ACTIVE  # its task died; the module was left alone

@@ -33,7 +33,7 @@ caller_traverse(CallerObject *self, visitproc visit, void *arg)
 static int
 caller_clear(CallerObject *self)
 {
-    Py_CLEAR(self->routes);
+    Py_CLEAR(self->routes); /* first: org_caller_alive tests it alone */
     Py_CLEAR(self->var);
     Py_CLEAR(self->ctx_type);
     Py_CLEAR(self->counter);
@@ -83,14 +83,20 @@ caller_init(CallerObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "counter must be an iterator");
         return -1;
     }
-    Py_XSETREF(self->routes, Py_NewRef(routes));
-    Py_XSETREF(self->var, Py_NewRef(var));
-    Py_XSETREF(self->ctx_type, (PyTypeObject *)Py_NewRef(ctx_type));
-    Py_XSETREF(self->counter, Py_NewRef(counter));
-    Py_XSETREF(self->empty_meta, Py_NewRef(empty_meta));
-    Py_XSETREF(self->fallback, Py_NewRef(fallback));
-    Py_XSETREF(self->resume, Py_NewRef(resume));
-    Py_XSETREF(self->failed, Py_NewRef(failed));
+    /* Set once: the hot paths read these fields borrowed (see speedups.h), which is
+     * safe only if no second __init__ can free them under a running call. */
+    if (self->routes != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a Caller is set up once");
+        return -1;
+    }
+    self->routes = Py_NewRef(routes);
+    self->var = Py_NewRef(var);
+    self->ctx_type = (PyTypeObject *)Py_NewRef(ctx_type);
+    self->counter = Py_NewRef(counter);
+    self->empty_meta = Py_NewRef(empty_meta);
+    self->fallback = Py_NewRef(fallback);
+    self->resume = Py_NewRef(resume);
+    self->failed = Py_NewRef(failed);
     self->timeout = timeout;
     self->enabled = 0;
     self->emit_enabled = 0;
@@ -112,17 +118,22 @@ org_caller_bind_events(CallerObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "wake must be a one-item list");
         return NULL;
     }
+    if (self->emit_fallback != NULL) { /* set once, as in caller_init */
+        PyErr_SetString(PyExc_RuntimeError, "a Caller's events are bound once");
+        return NULL;
+    }
     PyObject *append = PyObject_GetAttrString(queue, "append");
     if (append == NULL) {
         return NULL;
     }
-    Py_XSETREF(self->emit_fallback, Py_NewRef(emit_fallback));
-    Py_XSETREF(self->topics, Py_NewRef(topics));
-    Py_XSETREF(self->queue, Py_NewRef(queue));
-    Py_XSETREF(self->append, append);
-    Py_XSETREF(self->wake, Py_NewRef(wake));
-    Py_XSETREF(self->taps, Py_NewRef(taps));
-    Py_XSETREF(self->tap, Py_NewRef(tap));
+    /* The arguments are borrowed from `args` (held by our caller) across the lookup above. */
+    self->emit_fallback = Py_NewRef(emit_fallback);
+    self->topics = Py_NewRef(topics);
+    self->queue = Py_NewRef(queue);
+    self->append = append;
+    self->wake = Py_NewRef(wake);
+    self->taps = Py_NewRef(taps);
+    self->tap = Py_NewRef(tap);
     self->max_pending = max_pending;
     Py_RETURN_NONE;
 }
@@ -133,23 +144,35 @@ org_caller_bind_events(CallerObject *self, PyObject *args)
 PyObject *
 org_context_next(CallerObject *self, PyObject *parent, PyObject *deadline, PyObject *topic)
 {
-    PyObject *corr = Py_None, *cause = Py_None, *principal = Py_None;
-    PyObject *meta = self->empty_meta;
-    if (parent != Py_None) {
+    /* Held before taking an id or allocating: either can run Python code (a Python
+     * counter, a finalizer) that reassigns the parent's fields and frees the old ones. */
+    PyObject *corr, *cause, *principal, *meta;
+    if (parent == Py_None) {
+        corr = Py_NewRef(Py_None);
+        cause = Py_NewRef(Py_None);
+        principal = Py_NewRef(Py_None);
+        meta = Py_NewRef(self->empty_meta);
+    }
+    else {
         ContextObject *p = (ContextObject *)parent;
-        cause = FIELD(p->seq);
-        corr = p->corr == NULL || p->corr == Py_None ? cause : p->corr;
-        principal = FIELD(p->principal);
-        meta = FIELD(p->meta);
+        cause = Py_NewRef(FIELD(p->seq));
+        corr = Py_NewRef(p->corr == NULL || p->corr == Py_None ? cause : p->corr);
+        principal = Py_NewRef(FIELD(p->principal));
+        meta = Py_NewRef(FIELD(p->meta));
     }
     PyObject *seq = Py_TYPE(self->counter)->tp_iternext(self->counter);
     if (seq == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "the request id counter is exhausted");
+        }
+        Py_DECREF(corr);
+        Py_DECREF(cause);
+        Py_DECREF(principal);
+        Py_DECREF(meta);
         return NULL;
     }
-    PyObject *ctx =
-        org_context_make(self->ctx_type, seq, deadline, corr, cause, principal, meta, topic);
-    Py_DECREF(seq);
-    return ctx;
+    return org_context_make(self->ctx_type, seq, Py_NewRef(deadline), corr, cause, principal,
+                            meta, Py_NewRef(topic));
 }
 
 static PyObject *
@@ -182,14 +205,34 @@ call_failed(CallerObject *self, PyObject *entry, int started)
     return org_done_new(NULL, err);
 }
 
-/* Build the handler's coroutine (validated when the route has a contract). */
+/* The fields the call path needs are set (RpcEntry sets them all; Python may delete them). */
+static inline int
+route_complete(RouteObject *r)
+{
+    return r->fn != NULL && r->contract != NULL && r->checks != NULL &&
+           (r->checks == Py_None || PyTuple_CheckExact(r->checks));
+}
+
+/* Build the handler's coroutine (validated when the route has a contract). The
+ * caller holds `r`; its fields are read here, after everything since the lookup
+ * that could run Python code, and those used across a call are held: the call
+ * may reassign them (a finalizer, a validator) and free what they held. */
 static PyObject *
 start_handler(RouteObject *r, PyObject *const *values, PyObject *kwnames, int *bound)
 {
     *bound = 0;
-    if (r->contract == Py_None || (r->checks != Py_None && org_route_exact(r, values, kwnames))) {
-        *bound = r->contract != Py_None; /* a check passed: a TypeError is the handler's own */
-        return PyObject_Vectorcall(r->fn, values, 0, kwnames);
+    if (!route_complete(r)) { /* emptied by Python code since the lookup */
+        PyErr_SetString(PyExc_RuntimeError, "the route was changed while it was being called");
+        return NULL;
+    }
+    PyObject *fn = r->fn, *contract = r->contract, *coro;
+    if (contract == Py_None ||
+        (r->checks != Py_None && org_route_exact(r->checks, r->nrequired, values, kwnames))) {
+        *bound = contract != Py_None; /* a check passed: a TypeError is the handler's own */
+        Py_INCREF(fn);
+        coro = PyObject_Vectorcall(fn, values, 0, kwnames);
+        Py_DECREF(fn);
+        return coro;
     }
     /* Not plain simple types: msgspec converts (and explains what is wrong). */
     *bound = 1;
@@ -204,19 +247,23 @@ start_handler(RouteObject *r, PyObject *const *values, PyObject *kwnames, int *b
             return NULL;
         }
     }
-    PyObject *args = PyObject_CallMethod(r->contract, "validate", "O", params);
+    Py_INCREF(fn);
+    Py_INCREF(contract);
+    PyObject *args = PyObject_CallMethodOneArg(contract, org_str_validate, params);
     Py_DECREF(params);
+    Py_DECREF(contract);
     if (args == NULL) {
+        Py_DECREF(fn);
         return NULL;
     }
-    PyObject *coro;
     if (PyTuple_Check(args)) {
-        coro = PyObject_Call(r->fn, args, NULL);
+        coro = PyObject_Call(fn, args, NULL);
     }
     else {
-        coro = PyObject_Call(r->fn, org_empty_tuple, args);
+        coro = PyObject_Call(fn, org_empty_tuple, args);
     }
     Py_DECREF(args);
+    Py_DECREF(fn);
     return coro;
 }
 
@@ -237,71 +284,67 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
         }
         return fallback_call(self, args, nargs, kwnames);
     }
-    if (!PyObject_TypeCheck(entry, &RouteBase_Type) || ((RouteObject *)entry)->slow) {
+    if (!PyObject_TypeCheck(entry, &RouteBase_Type) || ((RouteObject *)entry)->slow ||
+        !route_complete((RouteObject *)entry)) {
         return fallback_call(self, args, nargs, kwnames);
     }
+    /* Held from here: everything below can allocate, so run the GC, whose
+     * finalizers (or the handler) may unroute it. */
+    Py_INCREF(entry);
     RouteObject *r = (RouteObject *)entry;
-    if (r->fn == NULL || r->contract == NULL || r->checks == NULL) {
-        return fallback_call(self, args, nargs, kwnames); /* not a complete route */
-    }
+    PyObject *out = NULL, *parent = NULL, *dl = NULL, *ctx = NULL, *token = NULL;
+    PyObject *coro, *result, *stats;
+    int bound;
 
-    PyObject *parent;
     if (PyContextVar_Get(self->var, Py_None, &parent) < 0) {
-        return NULL;
+        goto done;
     }
     double now = monotonic();
     double deadline = now + self->timeout;
     if (parent != Py_None) {
         if (Py_TYPE(parent) != self->ctx_type) {
-            Py_DECREF(parent);
-            return fallback_call(self, args, nargs, kwnames);
+            goto slow;
         }
-        PyObject *pd = FIELD(((ContextObject *)parent)->deadline);
+        PyObject *pd = FIELD(((ContextObject *)parent)->deadline); /* read before any allocation */
         if (PyFloat_CheckExact(pd)) {
             double d = PyFloat_AS_DOUBLE(pd);
             if (d < deadline) {
                 if (d <= now) { /* expired: the Python path raises the timeout */
-                    Py_DECREF(parent);
-                    return fallback_call(self, args, nargs, kwnames);
+                    goto slow;
                 }
                 deadline = d;
             }
         }
         else if (pd != Py_None) {
-            Py_DECREF(parent);
-            return fallback_call(self, args, nargs, kwnames);
+            goto slow;
         }
     }
-    PyObject *dl = PyFloat_FromDouble(deadline);
+    dl = PyFloat_FromDouble(deadline);
     if (dl == NULL) {
-        Py_DECREF(parent);
-        return NULL;
-    }
-    PyObject *ctx = org_context_next(self, parent, dl, Py_None);
-    Py_DECREF(parent);
-    if (ctx == NULL) {
-        Py_DECREF(dl);
-        return NULL;
-    }
-
-    PyObject *token = PyContextVar_Set(self->var, ctx);
-    if (token == NULL) {
-        Py_DECREF(dl);
-        Py_DECREF(ctx);
-        return NULL;
-    }
-    Py_INCREF(entry); /* the handler may unroute it while it runs */
-    PyObject *out = NULL;
-    if (r->stats != NULL && r->stats != Py_None && org_incr_attr(r->stats, org_str_calls) < 0) {
         goto done;
     }
-    int bound;
-    PyObject *coro = start_handler(r, args + 1, kwnames, &bound);
+    ctx = org_context_next(self, parent, dl, Py_None);
+    if (ctx == NULL) {
+        goto done;
+    }
+    token = PyContextVar_Set(self->var, ctx);
+    if (token == NULL) {
+        goto done;
+    }
+    stats = r->stats; /* read now (metrics may have been turned on); held while counted */
+    if (stats != NULL && stats != Py_None) {
+        Py_INCREF(stats);
+        int rc = org_incr_attr(stats, org_str_calls);
+        Py_DECREF(stats);
+        if (rc < 0) {
+            goto reset;
+        }
+    }
+    coro = start_handler(r, args + 1, kwnames, &bound);
     if (coro == NULL) {
         out = call_failed(self, entry, bound);
-        goto done;
+        goto reset;
     }
-    PyObject *result;
     switch (PyIter_Send(coro, Py_None, &result)) {
     case PYGEN_RETURN:
         out = org_done_new(result, NULL);
@@ -315,15 +358,20 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
         break;
     }
     Py_DECREF(coro);
-done:
+reset:
     if (PyContextVar_Reset(self->var, token) < 0) {
         Py_CLEAR(out);
     }
-    Py_DECREF(token);
-    Py_DECREF(dl);
-    Py_DECREF(ctx);
+done:
+    Py_XDECREF(token);
+    Py_XDECREF(ctx);
+    Py_XDECREF(dl);
+    Py_XDECREF(parent);
     Py_DECREF(entry);
     return out;
+slow:
+    out = fallback_call(self, args, nargs, kwnames);
+    goto done;
 }
 
 static PyMethodDef caller_methods[] = {

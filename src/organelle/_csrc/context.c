@@ -1,34 +1,30 @@
 /* The fields of organelle.Context, stored in C (the methods are Python's). */
 #include "speedups.h"
 
-
-
-/* Steals nothing; every argument is a borrowed reference (meta NULL: a new dict). */
+/* Steals every reference it is given (and releases them on failure): callers take
+ * them before anything that can run the GC, allocating this context included. */
 PyObject *
 org_context_make(PyTypeObject *type, PyObject *seq, PyObject *deadline, PyObject *corr,
-             PyObject *cause, PyObject *principal, PyObject *meta, PyObject *topic)
+                 PyObject *cause, PyObject *principal, PyObject *meta, PyObject *topic)
 {
     ContextObject *self = (ContextObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(deadline);
+        Py_DECREF(corr);
+        Py_DECREF(cause);
+        Py_DECREF(principal);
+        Py_DECREF(meta);
+        Py_DECREF(topic);
         return NULL;
     }
-    if (meta == NULL) {
-        meta = PyDict_New();
-        if (meta == NULL) {
-            Py_DECREF(self);
-            return NULL;
-        }
-    }
-    else {
-        Py_INCREF(meta);
-    }
-    self->seq = Py_NewRef(seq);
-    self->deadline = Py_NewRef(deadline);
-    self->corr = Py_NewRef(corr);
-    self->cause = Py_NewRef(cause);
-    self->principal = Py_NewRef(principal);
+    self->seq = seq;
+    self->deadline = deadline;
+    self->corr = corr;
+    self->cause = cause;
+    self->principal = principal;
     self->meta = meta;
-    self->topic = Py_NewRef(topic);
+    self->topic = topic;
     return (PyObject *)self;
 }
 
@@ -42,7 +38,13 @@ context_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &corr, &cause, &principal, &meta, &topic)) {
         return NULL;
     }
-    return org_context_make(type, seq, deadline, corr, cause, principal, meta, topic);
+    /* The parsed arguments are borrowed from this call's own args and kwargs. */
+    meta = meta == NULL ? PyDict_New() : Py_NewRef(meta);
+    if (meta == NULL) {
+        return NULL;
+    }
+    return org_context_make(type, Py_NewRef(seq), Py_NewRef(deadline), Py_NewRef(corr),
+                            Py_NewRef(cause), Py_NewRef(principal), meta, Py_NewRef(topic));
 }
 
 static void

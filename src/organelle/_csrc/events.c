@@ -2,9 +2,35 @@
  *
  * emit queues (subs, payload, ctx) on the bus's deque and wakes the idle
  * dispatcher; deliver runs each handler to its first suspension in its own
- * copy of the contextvars and leaves the rest (slow deliveries, suspended
- * handlers, failures) to the Python bus. */
+ * copy of the contextvars, in priority order, and leaves the rest (suspended
+ * handlers, failures, skips) to the Python bus. */
 #include "speedups.h"
+
+/* Wake the idle dispatcher if it waits (its slot is emptied first, as Python does). */
+static int
+wake_dispatcher(CallerObject *self)
+{
+    PyObject *waker = PyList_GetItem(self->wake, 0); /* bounds-checked: Python owns the list */
+    if (waker == NULL) {
+        return -1;
+    }
+    if (waker == Py_None) {
+        return 0;
+    }
+    Py_INCREF(waker); /* held: emptying the slot drops the list's reference */
+    Py_INCREF(Py_None);
+    if (PyList_SetItem(self->wake, 0, Py_None) < 0) {
+        Py_DECREF(waker);
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(waker, org_str_set_result, Py_None);
+    Py_DECREF(waker);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
 
 /* The local hot path of Kernel.emit: queue (subs, payload, ctx) and wake the dispatcher.
  * Anything else (meta, an unrouted topic, a full queue, taps, a transport) is
@@ -16,9 +42,13 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
     if (!org_caller_alive(self)) {
         return NULL;
     }
-    if (!self->emit_enabled || self->topics == NULL || nargs < 1 || nargs > 2 ||
+    if (self->emit_fallback == NULL) { /* bind_events sets every event field at once */
+        PyErr_SetString(PyExc_RuntimeError, "emit is not bound to an event bus");
+        return NULL;
+    }
+    if (!self->emit_enabled || nargs < 1 || nargs > 2 ||
         (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) || !PyUnicode_CheckExact(args[0])) {
-        goto fallback;
+        return PyObject_Vectorcall(self->emit_fallback, args, nargs, kwnames);
     }
     PyObject *topic = args[0];
     PyObject *payload = nargs == 2 ? args[1] : Py_None;
@@ -27,77 +57,66 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
         if (PyErr_Occurred()) {
             return NULL;
         }
-        goto fallback; /* not routed yet: Python checks the topic and caches its route */
+        /* not routed yet: Python checks the topic and caches its route */
+        return PyObject_Vectorcall(self->emit_fallback, args, nargs, kwnames);
     }
     if (!PyTuple_CheckExact(subs)) {
-        goto fallback;
+        return PyObject_Vectorcall(self->emit_fallback, args, nargs, kwnames);
     }
+    /* Held at once: the queue's length, a tap and the allocations below can run
+     * Python code (a finalizer, a deque subclass) that drops the route cache. */
+    Py_INCREF(subs);
+    PyObject *parent = NULL, *ctx, *item, *r, *out = NULL;
     Py_ssize_t queued = PyObject_Length(self->queue);
     if (queued < 0) {
-        return NULL;
+        goto done;
     }
     if (queued >= self->max_pending) {
-        goto fallback; /* full: Python waits for room */
+        goto slow; /* full: Python waits for room */
     }
-    PyObject *parent;
     if (PyContextVar_Get(self->var, Py_None, &parent) < 0) {
-        return NULL;
+        goto done;
     }
     if (parent != Py_None && Py_TYPE(parent) != self->ctx_type) {
-        Py_DECREF(parent);
-        goto fallback;
+        goto slow;
     }
     /* Past every fallback: taps (tests' recorders, metrics, tracing) see it once. */
-    Py_INCREF(subs); /* a tap runs Python code, which may drop the route cache */
-    if (self->taps != NULL && self->tap != NULL && PyList_GET_SIZE(self->taps) > 0) {
-        PyObject *tapped = PyObject_CallFunctionObjArgs(self->tap, topic, payload, NULL);
-        if (tapped == NULL) {
-            Py_DECREF(subs);
-            Py_DECREF(parent);
-            return NULL;
-        }
-        Py_DECREF(tapped);
-    }
-    if (PyTuple_GET_SIZE(subs) == 0) {
-        Py_DECREF(subs);
-        Py_DECREF(parent);
-        return Py_NewRef(org_done_none);
-    }
-    PyObject *ctx = org_context_next(self, parent, Py_None, topic);
-    Py_DECREF(parent);
-    if (ctx == NULL) {
-        Py_DECREF(subs);
-        return NULL;
-    }
-    PyObject *item = PyTuple_Pack(3, subs, payload, ctx);
-    Py_DECREF(subs);
-    Py_DECREF(ctx);
-    if (item == NULL) {
-        return NULL;
-    }
-    PyObject *r = PyObject_CallOneArg(self->append, item);
-    Py_DECREF(item);
-    if (r == NULL) {
-        return NULL;
-    }
-    Py_DECREF(r);
-    PyObject *waker = PyList_GET_ITEM(self->wake, 0);
-    if (waker != Py_None) {
-        Py_INCREF(waker);
-        PyList_SetItem(self->wake, 0, Py_NewRef(Py_None));
-        r = PyObject_CallMethodOneArg(waker, org_str_set_result, Py_None);
-        Py_DECREF(waker);
+    if (PyList_GET_SIZE(self->taps) > 0) {
+        r = PyObject_CallFunctionObjArgs(self->tap, topic, payload, NULL);
         if (r == NULL) {
-            return NULL;
+            goto done;
         }
         Py_DECREF(r);
     }
-    return Py_NewRef(org_done_none);
-fallback:
-    if (self->emit_fallback == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "emit is not bound to an event bus");
-        return NULL;
+    if (PyTuple_GET_SIZE(subs) == 0) {
+        out = Py_NewRef(org_done_none);
+        goto done;
     }
+    ctx = org_context_next(self, parent, Py_None, topic);
+    if (ctx == NULL) {
+        goto done;
+    }
+    item = PyTuple_Pack(3, subs, payload, ctx);
+    Py_DECREF(ctx);
+    if (item == NULL) {
+        goto done;
+    }
+    r = PyObject_CallOneArg(self->append, item);
+    Py_DECREF(item);
+    if (r == NULL) {
+        goto done;
+    }
+    Py_DECREF(r);
+    if (wake_dispatcher(self) == 0) {
+        out = Py_NewRef(org_done_none);
+    }
+done:
+    Py_XDECREF(parent);
+    Py_DECREF(subs);
+    return out;
+slow:
+    Py_XDECREF(parent);
+    Py_DECREF(subs);
     return PyObject_Vectorcall(self->emit_fallback, args, nargs, kwnames);
 }
 
@@ -131,10 +150,13 @@ append_left(PyObject **left, PyObject *item)
     return rc;
 }
 
-/* Run one event's handlers up to their first suspension, each in its own copy of
- * the contextvars with `ctx` current. Returns None when all finished, else a list
- * for Python: (sub,) to deliver the slow way, (sub, coro, first, cv) to finish in
- * a task, (sub, exc) for a handler that raised. */
+/* Run one event's handlers up to their first suspension, in the order of `subs`
+ * (priority order), each in its own copy of the contextvars with `ctx` current.
+ * A subscription whose `fast` does not fit this payload (filter, conversion, no
+ * payload parameter) starts through its make_coro, in its turn: handing it back
+ * to run after the others would break the priority order. Returns None when all
+ * finished, else a list for Python in the same order: (sub, coro, first, cv) to
+ * finish in a task, (sub, exc) for a handler that raised or was skipped. */
 PyObject *
 org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -153,15 +175,9 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (fast == NULL) {
             goto error;
         }
-        if (!PyTuple_CheckExact(fast) || PyTuple_GET_SIZE(fast) != 2 ||
-            (PyTuple_GET_ITEM(fast, 1) != Py_None &&
-             (PyObject *)Py_TYPE(payload) != PyTuple_GET_ITEM(fast, 1))) {
-            Py_DECREF(fast);
-            if (append_left(&left, PyTuple_Pack(1, sub)) < 0) {
-                goto error;
-            }
-            continue;
-        }
+        int plain = PyTuple_CheckExact(fast) && PyTuple_GET_SIZE(fast) == 2 &&
+                    (PyTuple_GET_ITEM(fast, 1) == Py_None ||
+                     (PyObject *)Py_TYPE(payload) == PyTuple_GET_ITEM(fast, 1));
         PyObject *cv = PyContext_CopyCurrent();
         if (cv == NULL) {
             Py_DECREF(fast);
@@ -177,7 +193,8 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
         PySendResult st = PYGEN_ERROR;
         if (token != NULL) {
             Py_DECREF(token); /* the copy is dropped or given to a task: no reset */
-            coro = PyObject_CallOneArg(PyTuple_GET_ITEM(fast, 0), payload);
+            coro = plain ? PyObject_CallOneArg(PyTuple_GET_ITEM(fast, 0), payload)
+                         : PyObject_CallMethodOneArg(sub, org_str_make_coro, payload);
             if (coro != NULL) {
                 st = PyIter_Send(coro, Py_None, &result);
             }
@@ -196,7 +213,7 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(cv);
             goto error;
         }
-        int rc = 0;
+        int rc = 0, stop = 0;
         if (st == PYGEN_RETURN) {
             Py_DECREF(result);
             rc = count_delivered(sub);
@@ -210,6 +227,9 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (value != NULL && tb != NULL) {
                 PyException_SetTraceback(value, tb);
             }
+            /* Not an Exception (cancellation, exit): Python re-raises it and, as on
+             * the pure path, no later handler starts. */
+            stop = value != NULL && !PyObject_TypeCheck(value, (PyTypeObject *)PyExc_Exception);
             rc = value == NULL ? -1 : append_left(&left, PyTuple_Pack(2, sub, value));
             Py_XDECREF(type);
             Py_XDECREF(value);
@@ -220,6 +240,9 @@ org_caller_deliver(CallerObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (rc < 0) {
             goto error;
         }
+        if (stop) {
+            break;
+        }
     }
     if (left == NULL) {
         Py_RETURN_NONE;
@@ -229,4 +252,3 @@ error:
     Py_XDECREF(left);
     return NULL;
 }
-

@@ -18,6 +18,8 @@ PyObject *org_str_delivered;
 PyObject *org_str_stats;
 PyObject *org_str_fast;
 PyObject *org_str_set_result;
+PyObject *org_str_validate;
+PyObject *org_str_make_coro;
 PyObject *org_int_one;
 PyObject *org_empty_tuple;
 PyObject *org_done_none;
@@ -39,10 +41,13 @@ PyInit__speedups(void)
     org_str_stats = PyUnicode_InternFromString("stats");
     org_str_fast = PyUnicode_InternFromString("fast");
     org_str_set_result = PyUnicode_InternFromString("set_result");
+    org_str_validate = PyUnicode_InternFromString("validate");
+    org_str_make_coro = PyUnicode_InternFromString("make_coro");
     org_int_one = PyLong_FromLong(1);
     org_empty_tuple = PyTuple_New(0);
-    if (org_str_calls == NULL || org_str_delivered == NULL || org_str_stats == NULL || org_str_fast == NULL ||
-        org_str_set_result == NULL || org_int_one == NULL || org_empty_tuple == NULL) {
+    if (org_str_calls == NULL || org_str_delivered == NULL || org_str_stats == NULL ||
+        org_str_fast == NULL || org_str_set_result == NULL || org_str_validate == NULL ||
+        org_str_make_coro == NULL || org_int_one == NULL || org_empty_tuple == NULL) {
         return NULL;
     }
     PyTypeObject *types[] = {&ContextBase_Type, &Done_Type, &RouteBase_Type, &Caller_Type};

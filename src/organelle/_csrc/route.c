@@ -1,7 +1,6 @@
 /* RouteBase: the fields of an RPC route the call path reads (RpcEntry subclasses it). */
 #include "speedups.h"
 
-
 static int
 route_traverse(RouteObject *self, visitproc visit, void *arg)
 {
@@ -59,11 +58,13 @@ PyTypeObject RouteBase_Type = {
     .tp_members = route_members,
 };
 
-/* Do the keyword values already have exactly the declared simple types? */
+/* Do the keyword values already have exactly the declared simple types? This
+ * neither allocates nor runs Python code, so `checks` (a route's field) and its
+ * items may be read borrowed. */
 int
-org_route_exact(RouteObject *r, PyObject *const *values, PyObject *kwnames)
+org_route_exact(PyObject *checks, Py_ssize_t nrequired, PyObject *const *values,
+                PyObject *kwnames)
 {
-    PyObject *checks = r->checks;
     Py_ssize_t nfields = PyTuple_GET_SIZE(checks);
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
     Py_ssize_t required = 0;
@@ -80,13 +81,14 @@ org_route_exact(RouteObject *r, PyObject *const *values, PyObject *kwnames)
         if (field == NULL) { /* not interned alike: compare by value */
             for (Py_ssize_t j = 0; j < nfields; j++) {
                 PyObject *f = PyTuple_GET_ITEM(checks, j);
-                if (PyUnicode_Compare(PyTuple_GET_ITEM(f, 0), name) == 0) {
+                PyObject *fname = PyTuple_GET_ITEM(f, 0);
+                /* Two str never make PyUnicode_Compare fail (no error left set). */
+                if (PyUnicode_Check(fname) && PyUnicode_Compare(fname, name) == 0) {
                     field = f;
                     break;
                 }
             }
             if (field == NULL) {
-                PyErr_Clear();
                 return 0; /* unknown parameter: the Python path explains it */
             }
         }
@@ -100,6 +102,5 @@ org_route_exact(RouteObject *r, PyObject *const *values, PyObject *kwnames)
             required++;
         }
     }
-    return required == r->nrequired;
+    return required == nrequired;
 }
-

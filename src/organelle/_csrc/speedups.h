@@ -1,4 +1,62 @@
-/* Shared declarations of organelle._speedups (see module.c for the overview). */
+/* Shared declarations of organelle._speedups (see module.c for the overview).
+ *
+ * Borrowed references: the rule
+ *   Anything that allocates can run the GC, and the GC runs finalizers (__del__,
+ *   a dropped coroutine's finally blocks): Python code that may unroute an RPC,
+ *   clear the bus's topic cache, or reassign a Context's or a route's fields
+ *   (all writable from Python), freeing what they held. So a borrowed reference
+ *   is used only until the next call that can allocate or run Python code,
+ *   unless its owner is one of these, which outlive the call we serve:
+ *   - our arguments (our caller holds them; kwnames and values alike);
+ *   - the items of a tuple we hold (tuples never change);
+ *   - a Caller's own object fields: __init__ and bind_events set them once and
+ *     refuse a second time, and the GC clears them only when the Caller is
+ *     unreachable, never while one of its methods runs (org_caller_alive guards
+ *     calls that arrive after that, from finalizers).
+ *   Everything else (a dict lookup, a list item, a Context's or a route's field)
+ *   becomes a strong reference before such a call, released on every exit path.
+ *   A Context's or a route's field is read where it is used, after whatever
+ *   could change it, and checked (Python may delete it: NULL in C); a borrowed
+ *   pointer from an earlier read is never carried across such a call.
+ *
+ * Audit (every borrowed reference in _csrc/):
+ *   fixed  call.c caller_call: the route entry (PyDict_GetItemWithError) was held
+ *          only after org_context_next() and PyContextVar_Set(); a finalizer that
+ *          unrouted it left a freed entry in use. Now held at once.
+ *   fixed  call.c start_handler: the route's fn and contract were read before
+ *          the allocations and used borrowed across the handler's creation and
+ *          validation (Python code may reassign or delete them). Now read, and
+ *          checked, when the handler starts, and held across those calls.
+ *   fixed  call.c caller_call: route->stats is held while counted (its getattr
+ *          and setattr can run Python code that resets the field).
+ *   fixed  call.c org_context_next: the parent's seq, corr, principal and meta
+ *          were read borrowed across the counter's next() and the allocation;
+ *          now held first and handed to org_context_make, which steals them.
+ *   fixed  events.c emit: the topic's subscriptions (from the cache dict) were
+ *          held only after the queue's length and the context lookup; a deque
+ *          subclass or a finalizer could drop them. Now held at once.
+ *   fixed  events.c emit: the dispatcher's waker is read with a bounds check
+ *          (PyList_GetItem; Python owns the list) and held before its slot is
+ *          emptied.
+ *   fixed  route.c org_route_exact: a non-str field name no longer leaves a
+ *          TypeError set (PyUnicode_Compare); it takes the checks it reads, which
+ *          neither allocates nor runs Python code, so they may be borrowed.
+ *   fixed  call.c caller_init, bind_events: a second call swapped (and freed)
+ *          fields that a running call reads borrowed; now refused.
+ *   safe   call.c caller_call: the parent's deadline is read into a double
+ *          before anything allocates; the parent itself is a new reference.
+ *   safe   call.c start_handler: kwnames and values are our arguments; the
+ *          checks tuple is read where nothing runs before org_route_exact is done.
+ *   safe   events.c deliver: each sub is an item of the subs tuple (our
+ *          argument); the handler is an item of the `fast` tuple, held across
+ *          the call; every result is a new reference.
+ *   safe   context.c context_new: PyArg_Parse* borrows from this call's own args
+ *          and kwargs, which nothing else can reach.
+ *   safe   done.c: a Done owns its value and error and hands them over; the
+ *          exception's type is held by the exception being raised.
+ *   Tests: tests/test_speedups_refs.py frees what each fixed case used, from
+ *   Python code run inside the C call, under `python -X dev` (freed memory is
+ *   poisoned); every case crashed before these fixes. */
 #ifndef ORGANELLE_SPEEDUPS_H
 #define ORGANELLE_SPEEDUPS_H
 
@@ -14,6 +72,8 @@ extern PyObject *org_str_delivered;  /* "delivered" */
 extern PyObject *org_str_stats;      /* "stats" */
 extern PyObject *org_str_fast;       /* "fast" */
 extern PyObject *org_str_set_result; /* "set_result" */
+extern PyObject *org_str_validate;   /* "validate" */
+extern PyObject *org_str_make_coro;  /* "make_coro" */
 extern PyObject *org_int_one;        /* 1 */
 extern PyObject *org_empty_tuple;    /* () */
 extern PyObject *org_done_none;      /* the shared Done for "finished, returned None" */
@@ -62,6 +122,7 @@ typedef struct {
 } ContextObject;
 
 extern PyTypeObject ContextBase_Type;
+/* Steals all seven references. */
 PyObject *org_context_make(PyTypeObject *type, PyObject *seq, PyObject *deadline, PyObject *corr,
                            PyObject *cause, PyObject *principal, PyObject *meta, PyObject *topic);
 
@@ -84,13 +145,15 @@ typedef struct {
     PyObject *exact;    /* the generated pure-Python check (used by the Python path) */
     PyObject *stats;    /* CallStats or None */
     PyObject *checks;   /* ((name, type|None, nullable, required), ...) or None */
+    /* All writable from Python: the call path holds what it reads (see above). */
     PyObject *target;   /* "module.method" */
     Py_ssize_t nrequired;
     char slow;          /* guard or per-method timeout: the Python path */
 } RouteObject;
 
 extern PyTypeObject RouteBase_Type;
-int org_route_exact(RouteObject *r, PyObject *const *values, PyObject *kwnames);
+int org_route_exact(PyObject *checks, Py_ssize_t nrequired, PyObject *const *values,
+                    PyObject *kwnames);
 
 /* call.c and events.c: one kernel's hot paths. */
 typedef struct {
@@ -120,18 +183,20 @@ extern PyTypeObject Caller_Type;
 
 /* Every field the hot paths use is set: false before __init__ and after the GC
  * broke a cycle through the kernel (a coroutine closed during collection may
- * still call in). Raises RuntimeError instead of touching NULL. */
+ * still call in). Raises RuntimeError instead of touching NULL. One test covers
+ * all the fields: __init__ sets them together with no Python code in between,
+ * and caller_clear clears `routes` first; they never change otherwise (set
+ * once), so a running call may read them borrowed. */
 static inline int
 org_caller_alive(CallerObject *self)
 {
-    if (self->routes != NULL && self->var != NULL && self->ctx_type != NULL &&
-        self->counter != NULL && self->empty_meta != NULL && self->fallback != NULL &&
-        self->resume != NULL && self->failed != NULL) {
+    if (self->routes != NULL) {
         return 1;
     }
     PyErr_SetString(PyExc_RuntimeError, "this kernel's call path is not set up (or was torn down)");
     return 0;
 }
+
 PyObject *org_caller_bind_events(CallerObject *self, PyObject *args);
 PyObject *org_context_next(CallerObject *self, PyObject *parent, PyObject *deadline,
                            PyObject *topic);

@@ -64,7 +64,7 @@ class _Sub:
         self.order = (-spec.priority, order)
         self.stats = SubscriptionStats(module, sub.attr, spec.pattern, spec.delivery, spec.priority)
         # For the C dispatcher: (handler, payload type it takes as is or None for any),
-        # or None when a delivery needs the Python path (filter, conversion, no payload).
+        # or None when the first step needs make_coro (filter, conversion, no payload).
         self.fast: tuple[Callable[..., Any], type | None] | None = None
         contract = self.contract
         if self.filter is None and (contract is None or contract.takes_payload):
@@ -274,7 +274,7 @@ class EventBus:
                 if deliver is not None and self.chain is None:
                     left = deliver(subs, payload, ctx)
                     if left is not None:
-                        self._finish_left(loop, left, payload, ctx)
+                        self._finish_left(loop, left, ctx)
                 else:
                     for sub in subs:
                         self._deliver(loop, sub, payload, ctx)
@@ -313,22 +313,19 @@ class EventBus:
         task.add_done_callback(self._task_done)
 
     def _finish_left(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        left: list[tuple[Any, ...]],
-        payload: Any,
-        ctx: Context,
+        self, loop: asyncio.AbstractEventLoop, left: list[tuple[Any, ...]], ctx: Context
     ) -> None:
-        """What the C first step left: slow deliveries, suspended handlers, failures."""
+        """What the C first step left, in priority order: suspended handlers, failures, skips."""
         for item in left:
             sub = item[0]
-            if len(item) == 1:
-                self._deliver(loop, sub, payload, ctx)
-            elif len(item) == 2:  # noqa: PLR2004 - (sub, exception)
+            if len(item) == 2:  # noqa: PLR2004 - (sub, exception)
                 exc = item[1]
-                if not isinstance(exc, Exception):
+                if isinstance(exc, _Skip):
+                    sub.stats.skipped += 1
+                elif isinstance(exc, Exception):
+                    self._failed(sub, ctx, exc)
+                else:
                     raise exc
-                self._failed(sub, ctx, exc)
             else:
                 _, coro, first, cv = item
                 task = loop.create_task(self._finish(sub, coro, first, ctx), context=cv)

@@ -63,6 +63,8 @@ class Dispatcher:
         bus: EventBus,
         settings: Callable[[], KernelSettings],
         middleware: list[Middleware],
+        *,
+        compiled: bool = True,
     ) -> None:
         self._slots = slots
         self._router = router
@@ -80,7 +82,8 @@ class Dispatcher:
         self._caller: Any = None  # speedups.Caller, when the C path serves call and emit
         self.call: Callable[..., Any] = self.python_call
         self.emit: Callable[..., Any] = self.python_emit
-        self._bind_compiled()
+        if compiled:
+            self._bind_compiled()
 
     # flags the compiled path mirrors ------------------------------------------------
     @property

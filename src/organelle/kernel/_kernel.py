@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
@@ -78,6 +78,10 @@ class Kernel:
             total = await kernel.call("pricing.quote", sku="A1")
     """
 
+    # False keeps calls and emits on the pure Python path even when the C
+    # extension is built: the equivalence tests compare the two in one process.
+    _compiled_path: ClassVar[bool] = True
+
     def __init__(
         self,
         modules: Iterable[ModuleRef] = (),
@@ -130,7 +134,12 @@ class Kernel:
         )
         self._router = Router(self._slots, settings, lambda: self.authorizer)
         self._dispatcher = Dispatcher(
-            self._slots, self._router, self._bus, settings, list(middleware)
+            self._slots,
+            self._router,
+            self._bus,
+            settings,
+            list(middleware),
+            compiled=self._compiled_path,
         )
         dispatcher = self._dispatcher
         self._jobs = JobHost(
