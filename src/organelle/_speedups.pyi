@@ -71,7 +71,7 @@ class Caller:
         queue: Any,
         wake: list[Any],
         max_pending: int,
-        taps: list[Any],
-        tap: Callable[[str, Any], None],
+        listeners: list[Any],
+        emitted: Callable[[str, Any], None],
         /,
     ) -> None: ...

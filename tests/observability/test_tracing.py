@@ -134,5 +134,5 @@ def test_traceparent_parsing() -> None:
 async def test_tracing_off_installs_nothing() -> None:
     kernel = Kernel([Pricing])
     async with Ops(kernel, metrics=False):
-        assert kernel._dispatcher.middleware == []
-        assert kernel._dispatcher.taps == []
+        assert kernel.middleware == ()
+        assert kernel._listeners.all == []

@@ -7,7 +7,7 @@
 #include "speedups.h"
 
 /* The local hot path of Kernel.emit: queue (subs, payload, ctx) and wake the dispatcher.
- * Anything else (meta, an unrouted topic, a full queue, taps, a transport) is
+ * Anything else (meta, an unrouted topic, a full queue, a transport) is
  * the Python emit's. */
 PyObject *
 org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
@@ -47,16 +47,16 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
         Py_DECREF(parent);
         goto fallback;
     }
-    /* Past every fallback: taps (tests' recorders, metrics, tracing) see it once. */
-    Py_INCREF(subs); /* a tap runs Python code, which may drop the route cache */
-    if (self->taps != NULL && self->tap != NULL && PyList_GET_SIZE(self->taps) > 0) {
-        PyObject *tapped = PyObject_CallFunctionObjArgs(self->tap, topic, payload, NULL);
-        if (tapped == NULL) {
+    /* Past every fallback: on_event listeners (metrics, tracing, tests) hear of it once. */
+    Py_INCREF(subs); /* a listener runs Python code, which may drop the route cache */
+    if (self->listeners != NULL && self->emitted != NULL && PyList_GET_SIZE(self->listeners) > 0) {
+        PyObject *told = PyObject_CallFunctionObjArgs(self->emitted, topic, payload, NULL);
+        if (told == NULL) {
             Py_DECREF(subs);
             Py_DECREF(parent);
             return NULL;
         }
-        Py_DECREF(tapped);
+        Py_DECREF(told);
     }
     if (PyTuple_GET_SIZE(subs) == 0) {
         Py_DECREF(subs);
