@@ -40,6 +40,10 @@ class RouteBase:
     nrequired: int
     slow: bool
 
+class StatsBase:
+    def __init__(self) -> None: ...
+    calls: int
+
 class Caller:
     enabled: bool
     timeout: float

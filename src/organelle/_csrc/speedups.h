@@ -92,6 +92,14 @@ typedef struct {
 extern PyTypeObject RouteBase_Type;
 int org_route_exact(RouteObject *r, PyObject *const *values, PyObject *kwnames);
 
+/* route.c: the call counter of CallStats, bumped by the call path without a lookup. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t calls;
+} StatsObject;
+
+extern PyTypeObject StatsBase_Type;
+
 /* call.c and events.c: one kernel's hot paths. */
 typedef struct {
     PyObject_HEAD

@@ -114,6 +114,8 @@ class EventBus:
         listeners: Listeners | None = None,
     ) -> None:
         self.listeners = Listeners() if listeners is None else listeners
+        # Whether listeners asked for each delivery (kept in step by the dispatcher).
+        self.reporting = False
         self._subs: list[_Sub] = []
         self._order = 0
         self._cache: dict[str, tuple[_Sub, ...]] = {}
@@ -271,12 +273,12 @@ class EventBus:
             coro, first = cv.run(self._step, sub, payload, ctx)
         except StopIteration:
             sub.stats.delivered += 1
-            if self.listeners.deliveries:
+            if self.reporting:
                 self._report(sub, "delivered", payload, ctx)
             return
         except _Skip:
             sub.stats.skipped += 1
-            if self.listeners.deliveries:
+            if self.reporting:
                 self._report(sub, "skipped", payload, ctx)
             return
         except Exception as exc:
@@ -330,13 +332,13 @@ class EventBus:
             await Resume(coro, first)
         except _Skip:
             sub.stats.skipped += 1
-            if self.listeners.deliveries:
+            if self.reporting:
                 self._report(sub, "skipped", payload, ctx)
         except Exception as exc:
             self._failed(sub, ctx, exc, payload)
         else:
             sub.stats.delivered += 1
-            if self.listeners.deliveries:
+            if self.reporting:
                 self._report(sub, "delivered", payload, ctx)
 
     def _report(
@@ -373,7 +375,7 @@ class EventBus:
             err,
             exc_info=exc,
         )
-        if self.listeners.deliveries:
+        if self.reporting:
             self._report(sub, "failed", payload, ctx, err.code)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
