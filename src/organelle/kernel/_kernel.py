@@ -67,7 +67,8 @@ class Kernel:
         modules: module classes, instances, or ``"package.module:Class"`` strings.
         config: the app config as a dict of sections: ``{"kernel": {...},
             "modules": {"<name>": {...}}}``.
-        middleware: middleware around every call, event, job and stream record, outermost first.
+        middleware: middleware around every invocation — calls served and sent, event
+            deliveries, jobs, stream records, gateway HTTP requests — outermost first.
         base_path: folder that ``[kernel] pythonpath`` is relative to.
         only: load just these modules of the config (one process of a split app).
         authorizer: builds the guard of each ``@rpc(roles=…, permissions=…)``
