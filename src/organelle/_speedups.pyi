@@ -40,6 +40,10 @@ class RouteBase:
     nrequired: int
     slow: bool
 
+class StatsBase:
+    def __init__(self) -> None: ...
+    calls: int
+
 class Caller:
     enabled: bool
     timeout: float
@@ -71,7 +75,7 @@ class Caller:
         queue: Any,
         wake: list[Any],
         max_pending: int,
-        taps: list[Any],
-        tap: Callable[[str, Any], None],
+        listeners: list[Any],
+        emitted: Callable[[str, Any], None],
         /,
     ) -> None: ...

@@ -8,7 +8,7 @@ from pathlib import Path
 from organelle import Kernel
 from organelle.kernel._watch import watch_config
 from organelle.ops import Ops
-from organelle.testing import eventually
+from organelle.testing import capture, eventually
 
 from .test_reload import Base
 
@@ -17,7 +17,7 @@ async def test_a_file_change_reloads_and_a_bad_one_is_rejected(tmp_path: Path) -
     path = tmp_path / "app.toml"
     path.write_text("[modules.base]\nlimit = 1\n")
     kernel = Kernel.from_config(path, modules=[Base])
-    events = kernel.tap("kernel.config.>")
+    events = capture(kernel, "kernel.config.>")
     stop = asyncio.Event()
     async with kernel:
         task = asyncio.create_task(watch_config(kernel, path, stop=stop, debounce_ms=50))

@@ -11,6 +11,7 @@ from organelle import Kernel, ModuleState, NotFoundError
 from organelle.config.secrets import MASK
 from organelle.dashboard._kernel import BOUNDS_S
 from organelle.gateway import Gateway
+from organelle.kernel import BaseListener
 from organelle.testing import eventually
 from tests.dashboard.apps import API, ON, Audit, Calc, Feed, config, serve
 from tests.gateway.apps import SECRET
@@ -141,9 +142,13 @@ async def test_config_is_served_with_every_secret_masked() -> None:
 
 
 async def test_call_stats_switched_on_earlier_keep_their_buckets() -> None:
+    class Earlier(BaseListener):
+        call_buckets = (0.5, 1.0)
+
     gw = Gateway()
     kernel = Kernel([Calc, gw], config(ON))
-    stats = kernel.enable_call_stats((0.5, 1.0))  # as Prometheus metrics would, before start
+    kernel.listen(Earlier())  # as Prometheus metrics would, before start
+    stats = kernel.call_stats
     async with kernel, httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
         await kernel.call("calc.add", a=1, b=1)
         table = await view(client, "rpc")

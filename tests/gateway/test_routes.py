@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from organelle import Kernel
-from organelle.gateway import HttpCall, HttpNext
+from organelle import CallNext, Invocation, Kernel
+from organelle.gateway import HttpCall
 from tests.gateway.apps import RBAC, RS256_AUTH, Things, bearer, rs256, serve
 
 pytestmark = pytest.mark.timeout(30)
@@ -113,14 +113,16 @@ async def test_oversized_bodies_are_413_and_malformed_ones_422() -> None:
 async def test_http_middleware_wraps_calls_outermost_first() -> None:
     seen: list[str] = []
 
-    async def outer(call: HttpCall, call_next: HttpNext) -> Any:
-        seen.append(f"outer {call.method} {call.target}")
-        return await call_next(call)
+    async def outer(inv: Invocation, call_next: CallNext) -> Any:
+        request: HttpCall = inv.request
+        seen.append(f"outer {inv.kind} {request.method} {inv.target}")
+        return await call_next(inv)
 
-    async def double(call: HttpCall, call_next: HttpNext) -> Any:
+    async def double(inv: Invocation, call_next: CallNext) -> Any:
         seen.append("double")
-        call.params["b"] = call.params["b"] * 2
-        return await call_next(call)
+        assert inv.params is not None
+        inv.params["b"] = inv.params["b"] * 2
+        return await call_next(inv)
 
     async with serve(Things, gateway={"expose": ["things.*"]}, middleware=[outer, double]) as (
         _,
@@ -128,7 +130,7 @@ async def test_http_middleware_wraps_calls_outermost_first() -> None:
     ):
         r = await client.post("/api/things/add", json={"a": 1, "b": 2})
         assert r.json() == 5
-    assert seen == ["outer POST things.add", "double"]
+    assert seen == ["outer http POST things.add", "double"]
 
 
 async def test_cors_preflight_and_headers() -> None:

@@ -10,7 +10,6 @@ import pytest
 
 from organelle import Kernel, Module, rpc
 from organelle.health import CheckResult, Health, Status, as_result
-from organelle.observability.hooks import hooks_for
 from organelle.testing import eventually, running
 
 
@@ -174,21 +173,20 @@ async def test_concurrent_probes_share_one_round_and_cache() -> None:
 
 
 async def test_builtin_transport_storage_and_backlog_checks() -> None:
-    async with running(Good, config={"kernel": {"storage": "memory://"}}) as kernel:
+    # A node that only enqueues (no worker here): the jobs wait in the queue.
+    cfg = {"kernel": {"storage": "memory://", "jobs": "memory://", "job_worker": False}}
+    async with running(Good, config=cfg) as kernel:
         health = Health(kernel, cache_s=0, backlog_limit=10)
         assert (await health.report()).checks["storage"]["status"] == "healthy"  # opened at start
         await kernel.store.put("x", 1)
         assert (await health.report()).checks["storage"]["status"] == "healthy"
 
-        depth = {"default": 3}
-
-        async def backlog() -> dict[str, int]:
-            return depth
-
-        hooks_for(kernel).backlog = backlog
+        for _ in range(3):
+            await kernel.enqueue("elsewhere.work")
         report = await health.report()
         assert report.checks["jobs"]["data"] == {"backlog": 3, "limit": 10}
-        depth["default"] = 11
+        for _ in range(8):
+            await kernel.enqueue("elsewhere.work")
         report = await health.report()
         assert (report.checks["jobs"]["status"], report.ready) == ("degraded", True)
 

@@ -222,36 +222,3 @@ async def test_states_emit_and_persist(tmp_path: Path) -> None:
     assert seen == [("state.changed.feeds.btc.price", 42.5)]
     async with Kernel([Watch], config) as k:
         assert k.states.get("feeds.btc.price") == 42.5
-
-
-async def test_remote_wrappers_and_job_hooks_compose_in_order() -> None:
-    from organelle.context import root_context
-
-    kernel = Kernel([])
-    seen: list[str] = []
-
-    def wrapper(name: str) -> Any:
-        async def outbound(target: str, params: dict[str, Any], ctx: Any, send: Any) -> Any:
-            seen.append(f"{name}>")
-            try:
-                return await send(target, {**params, name: True}, ctx)
-            finally:
-                seen.append(f"<{name}")
-
-        return outbound
-
-    kernel.wrap_remote(wrapper("inner"))
-    kernel.wrap_remote(wrapper("outer"))
-
-    async def send(target: str, params: dict[str, Any], ctx: Any) -> Any:
-        seen.append(f"send {target}")
-        return params
-
-    assert kernel._router.outbound is not None
-    got = await kernel._router.outbound("m.f", {"a": 1}, root_context(), send)
-    assert got == {"a": 1, "outer": True, "inner": True}
-    assert seen == ["outer>", "inner>", "send m.f", "<inner", "<outer"]
-
-    kernel.on_job_enqueue(lambda job, tp: f"{tp}+a")
-    kernel.on_job_enqueue(lambda job, tp: f"{tp}+b")
-    assert kernel._jobs._trace_meta("m.j")["traceparent"].endswith("+a+b")

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from organelle import Kernel, Module, OrganelleError, Principal, context, on, rpc
 from organelle._native import speedups
+from organelle.kernel import BaseListener
 
 needs_c = pytest.mark.skipif(speedups is None, reason="C extension not in use")
 
@@ -48,6 +49,12 @@ class PModel(pydantic.BaseModel):
 
 class Refused(OrganelleError):
     code = "test.refused"
+
+
+class Counting(BaseListener):
+    """Asks the kernel for its lean per-RPC counters (as metrics does)."""
+
+    call_buckets = (0.001,)
 
 
 class PureKernel(Kernel):
@@ -482,7 +489,9 @@ async def play(scenario: Scenario, *, pure: bool) -> list[Any]:
         assert type(getattr(kernel.call, "__self__", None)) is speedups.Caller
     async with kernel:
         assert (kernel._bus.deliver is None) is pure
-        stats = kernel.enable_call_stats((0.001,)) if scenario.call_stats else {}
+        if scenario.call_stats:
+            kernel.listen(Counting())
+        stats = kernel.call_stats or {}
         for i, act in enumerate(scenario.actions):
             if act.kind == "emit":
                 for topic, payload in act.events:

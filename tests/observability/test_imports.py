@@ -19,8 +19,5 @@ def test_import_organelle_loads_no_ops_library() -> None:
 
 
 def test_ops_and_health_load_only_what_they_use() -> None:
-    assert (
-        loaded_after("import organelle.ops, organelle.health, organelle.observability.hooks")
-        == set()
-    )
+    assert loaded_after("import organelle.ops, organelle.health, organelle.kernel") == set()
     assert loaded_after("import organelle.observability.metrics") == {"prometheus_client"}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from organelle import Kernel, Module, NotFoundError, on, rpc
-from organelle.observability.hooks import hooks_for
+from organelle import Kernel, Module, NotFoundError, job, on, rpc
 from organelle.observability.metrics import Metrics
 
 
@@ -98,34 +98,54 @@ async def test_each_kernel_has_its_own_registry() -> None:
     assert 'organelle_rpc_calls_total{method="svc.missing"} 0.0' in m2.render().decode()
 
 
-async def test_job_and_transport_hooks_and_queue_depth() -> None:
-    kernel = Kernel([Svc])
-    hooks = hooks_for(kernel)
-    hooks.jobs.enqueued("svc.reindex")  # before metrics: a no-op, never an error
+class Chores(Module):
+    name = "chores"
+
+    @job(max_attempts=2, backoff_s=0.01, backoff_max_s=0.01)
+    async def sweep(self, fail: bool) -> None:
+        if fail:
+            raise ValueError("broken broom")
+
+
+async def test_jobs_transport_and_queue_depth_come_from_the_listener() -> None:
+    kernel = Kernel([Chores], {"kernel": {"jobs": "memory://"}})
     metrics = Metrics(kernel)
     metrics.install()
-    jobs = hooks_for(kernel).jobs
-    jobs.enqueued("svc.reindex")
-    jobs.enqueued("svc.reindex")
-    jobs.succeeded("svc.reindex", 0.02)
-    jobs.failed("svc.reindex", 0.5)
-    jobs.retried("svc.reindex")
-    jobs.dead("svc.reindex")
-    hooks.transport.disconnected()
-    hooks.transport.reconnected()
-
-    async def depths() -> dict[str, Any]:
-        return {"default": 7}
-
-    hooks.backlog = depths
-    await metrics.refresh()
-    got = samples(metrics)
+    async with kernel:
+        await kernel.enqueue("chores.sweep", fail=False)
+        await kernel.enqueue("chores.sweep", fail=True)
+        async with asyncio.timeout(10):
+            while metrics.jobs.get(("chores.sweep", "dead")) != 1:
+                await asyncio.sleep(0.01)
+        kernel.connection_event("disconnected")
+        kernel.connection_event("reconnected")
+        await metrics.refresh()
+        assert metrics.queue_depth == await kernel.jobs.backlog()  # read at scrape time
+        got = samples(metrics)
     events = {lab["event"]: v for lab, v in got["organelle_jobs_total"]}
-    assert events == {"enqueued": 2.0, "succeeded": 1.0, "failed": 1.0, "retried": 1.0, "dead": 1.0}
-    assert got["organelle_job_duration_seconds_count"] == [({"job": "svc.reindex"}, 2.0)]
-    assert got["organelle_job_queue_depth"] == [({"queue": "default"}, 7.0)]
+    # the failing job: failed, retried, failed again, dead
+    assert events == {"enqueued": 2.0, "succeeded": 1.0, "failed": 2.0, "retried": 1.0, "dead": 1.0}
+    assert got["organelle_job_duration_seconds_count"] == [({"job": "chores.sweep"}, 3.0)]
     assert got["organelle_transport_reconnects_total"] == [({}, 1.0)]
     assert got["organelle_transport_disconnects_total"] == [({}, 1.0)]
+
+
+async def test_uninstalled_metrics_stop_counting() -> None:
+    kernel = Kernel([Svc], {"kernel": {"storage": "memory://"}})
+    metrics = Metrics(kernel)
+    metrics.install()
+    async with kernel:
+        await kernel.call("svc.ok", n=1)
+        metrics.uninstall()
+        assert kernel.call_stats is None  # nobody asks for the counters any more
+        await kernel.call("svc.ok", n=2)
+        await kernel.drain()
+    got = samples(metrics)
+    assert got["organelle_events_emitted_total"] == [({"pattern": "item.*.seen"}, 1.0)]
+    puts = [
+        v for lab, v in got["organelle_storage_op_duration_seconds_count"] if lab["op"] == "put"
+    ]
+    assert puts == [1.0]
 
 
 async def test_unrouted_topics_share_one_label() -> None:

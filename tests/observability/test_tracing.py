@@ -134,5 +134,48 @@ def test_traceparent_parsing() -> None:
 async def test_tracing_off_installs_nothing() -> None:
     kernel = Kernel([Pricing])
     async with Ops(kernel, metrics=False):
-        assert kernel._dispatcher.middleware == []
-        assert kernel._dispatcher.taps == []
+        assert kernel.middleware == ()
+        assert kernel._listeners.all == []
+
+
+async def test_http_requests_and_enqueues_get_spans(exporter: InMemorySpanExporter) -> None:
+    import httpx
+
+    from organelle import job, route
+    from organelle.gateway import Gateway
+
+    class Shop(Module):
+        name = "shop"
+
+        @route.get("/price/{sku}")
+        async def price(self, sku: str) -> float:
+            await self.enqueue("shop.restock", sku=sku)
+            return 2.0
+
+        @job
+        async def restock(self, sku: str) -> None:
+            pass
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    config = {"kernel": {"jobs": "memory://"}, "modules": {"gateway": {"port": 0}}}
+    kernel = Kernel([Shop, Gateway], config)
+    Tracing(kernel, tracer(exporter)).install()
+    async with kernel:
+        app = kernel.module("gateway").app  # type: ignore[attr-defined]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            r = await client.get("/price/A1", headers={"traceparent": traceparent})
+        assert r.json() == 2.0
+        await kernel.drain_jobs()
+    spans = exporter.get_finished_spans()
+    http = by_name(spans, "GET /price/{sku}")
+    served = by_name(spans, "shop.price")
+    enqueue = by_name(spans, "shop.restock enqueue")
+    assert http.kind is SpanKind.SERVER
+    assert http.parent is not None
+    assert f"{http.parent.trace_id:032x}" == traceparent.split("-")[1]  # the client's trace
+    assert served.parent is not None
+    assert served.parent.span_id == http.context.span_id
+    assert enqueue.kind is SpanKind.PRODUCER
+    assert enqueue.parent is not None
+    assert enqueue.parent.span_id == served.context.span_id

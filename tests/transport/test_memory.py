@@ -21,6 +21,7 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
+from organelle.kernel import BaseListener
 from organelle.module import describe
 from organelle.testing import running
 from organelle.transport import open_transport
@@ -110,6 +111,12 @@ async def test_two_nodes_may_not_share_a_name() -> None:
             await Kernel([], config(at, node="same")).start()
 
 
+class Counting(BaseListener):
+    """Asks the kernel for its lean call counters."""
+
+    call_buckets = (1.0,)
+
+
 async def test_calls_are_balanced_in_turn_and_see_none_of_the_callers_contextvars() -> None:
     at = url()
     async with (
@@ -119,10 +126,11 @@ async def test_calls_are_balanced_in_turn_and_see_none_of_the_callers_contextvar
     ):
         _probe.set("caller")
         assert await client.call("echo.probe") == "unset"
-        stats = [k.enable_call_stats((1.0,)) for k in (one, two)]
+        for k in (one, two):
+            k.listen(Counting())
         for _ in range(10):
             await client.call("echo.back", value=1)
-        assert [s["echo.back"].calls for s in stats] == [5, 5]
+        assert [(k.call_stats or {})["echo.back"].calls for k in (one, two)] == [5, 5]
 
 
 async def test_values_cross_as_on_the_wire() -> None:

@@ -25,8 +25,8 @@ caller_traverse(CallerObject *self, visitproc visit, void *arg)
     Py_VISIT(self->append);
     Py_VISIT(self->queue);
     Py_VISIT(self->wake);
-    Py_VISIT(self->taps);
-    Py_VISIT(self->tap);
+    Py_VISIT(self->listeners);
+    Py_VISIT(self->emitted);
     return 0;
 }
 
@@ -46,8 +46,8 @@ caller_clear(CallerObject *self)
     Py_CLEAR(self->append);
     Py_CLEAR(self->queue);
     Py_CLEAR(self->wake);
-    Py_CLEAR(self->taps);
-    Py_CLEAR(self->tap);
+    Py_CLEAR(self->listeners);
+    Py_CLEAR(self->emitted);
     return 0;
 }
 
@@ -103,15 +103,15 @@ caller_init(CallerObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* Wire the event path: bind(emit_fallback, topics, queue, wake, max_pending, taps, tap). */
+/* Wire the event path: bind(emit_fallback, topics, queue, wake, max_pending, listeners, emitted). */
 PyObject *
 org_caller_bind_events(CallerObject *self, PyObject *args)
 {
-    PyObject *emit_fallback, *topics, *queue, *wake, *taps, *tap;
+    PyObject *emit_fallback, *topics, *queue, *wake, *listeners, *emitted;
     Py_ssize_t max_pending;
     if (!PyArg_ParseTuple(args, "OO!OO!nO!O:bind_events", &emit_fallback, &PyDict_Type, &topics,
-                          &queue, &PyList_Type, &wake, &max_pending, &PyList_Type, &taps,
-                          &tap)) {
+                          &queue, &PyList_Type, &wake, &max_pending, &PyList_Type,
+                          &listeners, &emitted)) {
         return NULL;
     }
     if (PyList_GET_SIZE(wake) != 1) {
@@ -132,8 +132,8 @@ org_caller_bind_events(CallerObject *self, PyObject *args)
     self->queue = Py_NewRef(queue);
     self->append = append;
     self->wake = Py_NewRef(wake);
-    self->taps = Py_NewRef(taps);
-    self->tap = Py_NewRef(tap);
+    self->listeners = Py_NewRef(listeners);
+    self->emitted = Py_NewRef(emitted);
     self->max_pending = max_pending;
     Py_RETURN_NONE;
 }
@@ -333,11 +333,16 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
     }
     stats = r->stats; /* read now (metrics may have been turned on); held while counted */
     if (stats != NULL && stats != Py_None) {
-        Py_INCREF(stats);
-        int rc = org_incr_attr(stats, org_str_calls);
-        Py_DECREF(stats);
-        if (rc < 0) {
-            goto reset;
+        if (PyObject_TypeCheck(stats, &StatsBase_Type)) {
+            ((StatsObject *)stats)->calls++; /* metrics on: one increment, no lookup, no Python */
+        }
+        else {
+            Py_INCREF(stats);
+            int rc = org_incr_attr(stats, org_str_calls);
+            Py_DECREF(stats);
+            if (rc < 0) {
+                goto reset;
+            }
         }
     }
     coro = start_handler(r, args + 1, kwnames, &bound);
@@ -382,7 +387,7 @@ static PyMethodDef caller_methods[] = {
     {"deliver", (PyCFunction)(void (*)(void))org_caller_deliver, METH_FASTCALL,
      "deliver(subs, payload, ctx): run one event's handlers to their first suspension."},
     {"bind_events", (PyCFunction)org_caller_bind_events, METH_VARARGS,
-     "bind_events(emit_fallback, topics, queue, wake, max_pending, taps, tap)."},
+     "bind_events(emit_fallback, topics, queue, wake, max_pending, listeners, emitted)."},
     {NULL},
 };
 

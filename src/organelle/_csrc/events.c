@@ -33,7 +33,7 @@ wake_dispatcher(CallerObject *self)
 }
 
 /* The local hot path of Kernel.emit: queue (subs, payload, ctx) and wake the dispatcher.
- * Anything else (meta, an unrouted topic, a full queue, taps, a transport) is
+ * Anything else (meta, an unrouted topic, a full queue, a transport) is
  * the Python emit's. */
 PyObject *
 org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
@@ -63,7 +63,7 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
     if (!PyTuple_CheckExact(subs)) {
         return PyObject_Vectorcall(self->emit_fallback, args, nargs, kwnames);
     }
-    /* Held at once: the queue's length, a tap and the allocations below can run
+    /* Held at once: the queue's length, a listener and the allocations below can run
      * Python code (a finalizer, a deque subclass) that drops the route cache. */
     Py_INCREF(subs);
     PyObject *parent = NULL, *ctx, *item, *r, *out = NULL;
@@ -80,9 +80,9 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
     if (parent != Py_None && Py_TYPE(parent) != self->ctx_type) {
         goto slow;
     }
-    /* Past every fallback: taps (tests' recorders, metrics, tracing) see it once. */
-    if (PyList_GET_SIZE(self->taps) > 0) {
-        r = PyObject_CallFunctionObjArgs(self->tap, topic, payload, NULL);
+    /* Past every fallback: on_event listeners (metrics, tracing, tests) hear of it once. */
+    if (PyList_GET_SIZE(self->listeners) > 0) {
+        r = PyObject_CallFunctionObjArgs(self->emitted, topic, payload, NULL);
         if (r == NULL) {
             goto done;
         }

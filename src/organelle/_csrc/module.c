@@ -50,7 +50,8 @@ PyInit__speedups(void)
         org_str_make_coro == NULL || org_int_one == NULL || org_empty_tuple == NULL) {
         return NULL;
     }
-    PyTypeObject *types[] = {&ContextBase_Type, &Done_Type, &RouteBase_Type, &Caller_Type};
+    PyTypeObject *types[] = {&ContextBase_Type, &Done_Type, &RouteBase_Type, &StatsBase_Type,
+                             &Caller_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return NULL;
@@ -68,6 +69,7 @@ PyInit__speedups(void)
     if (PyModule_AddObjectRef(m, "ContextBase", (PyObject *)&ContextBase_Type) < 0 ||
         PyModule_AddObjectRef(m, "Done", (PyObject *)&Done_Type) < 0 ||
         PyModule_AddObjectRef(m, "RouteBase", (PyObject *)&RouteBase_Type) < 0 ||
+        PyModule_AddObjectRef(m, "StatsBase", (PyObject *)&StatsBase_Type) < 0 ||
         PyModule_AddObjectRef(m, "Caller", (PyObject *)&Caller_Type) < 0 ||
         PyModule_AddStringConstant(m, "SOURCE_HASH", ORGANELLE_SOURCE_HASH) < 0) {
         Py_DECREF(m);

@@ -58,6 +58,21 @@ PyTypeObject RouteBase_Type = {
     .tp_members = route_members,
 };
 
+static PyMemberDef stats_members[] = {
+    {"calls", T_PYSSIZET, offsetof(StatsObject, calls), 0, NULL},
+    {NULL},
+};
+
+PyTypeObject StatsBase_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "organelle._speedups.StatsBase",
+    .tp_basicsize = sizeof(StatsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The call counter of CallStats: a plain C integer the call path increments.",
+    .tp_new = PyType_GenericNew,
+    .tp_members = stats_members,
+};
+
 /* Do the keyword values already have exactly the declared simple types? This
  * neither allocates nor runs Python code, so `checks` (a route's field) and its
  * items may be read borrowed. */

@@ -155,6 +155,14 @@ extern PyTypeObject RouteBase_Type;
 int org_route_exact(PyObject *checks, Py_ssize_t nrequired, PyObject *const *values,
                     PyObject *kwnames);
 
+/* route.c: the call counter of CallStats, bumped by the call path without a lookup. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t calls;
+} StatsObject;
+
+extern PyTypeObject StatsBase_Type;
+
 /* call.c and events.c: one kernel's hot paths. */
 typedef struct {
     PyObject_HEAD
@@ -171,12 +179,12 @@ typedef struct {
     PyObject *append;    /* the bus queue's append */
     PyObject *queue;     /* the bus queue (a deque) */
     PyObject *wake;      /* [future | None]: the idle dispatcher's waker */
-    PyObject *taps;      /* the kernel's tap list (shared, mutated in place) */
-    PyObject *tap;       /* tap(topic, payload): feeds the matching taps */
+    PyObject *listeners; /* the kernel's on_event listeners (shared, mutated in place) */
+    PyObject *emitted;   /* emitted(topic, payload): tells them of an emit */
     Py_ssize_t max_pending;
     double timeout;      /* the default call timeout in seconds */
-    char enabled;        /* accepting calls and no middleware */
-    char emit_enabled;   /* accepting, no taps, no transport */
+    char enabled;        /* accepting calls; no middleware, no on_call listeners */
+    char emit_enabled;   /* accepting, no transport */
 } CallerObject;
 
 extern PyTypeObject Caller_Type;

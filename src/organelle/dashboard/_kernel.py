@@ -2,7 +2,8 @@
 
 Everything here reads the kernel's introspection API (``modules()``,
 ``subscriptions()``, ``call_stats``, ``config_dump()``) and is synchronous
-and cheap: a poll every couple of seconds costs a few dict walks.
+and cheap: a poll every couple of seconds costs a few dict walks. The views
+are a kernel listener only to ask for the lean call counters (``call_buckets``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from organelle.dashboard._views import (
     RpcView,
     SubscriptionView,
 )
+from organelle.kernel import BaseListener
 
 if TYPE_CHECKING:
     from organelle.kernel import Kernel
@@ -42,20 +44,22 @@ BOUNDS_S = (
 )  # fmt: skip
 
 
-class KernelViews:
+class KernelViews(BaseListener):
     """Builds the overview, modules, RPC, events and config views of one kernel.
 
-    Creating it switches the kernel's call stats on (``enable_call_stats``):
-    from then on every RPC this node serves is counted, at the price of an
-    increment per call, and timed when its handler suspends.
+    Creating it makes it a listener of the kernel asking for the call counters
+    (``call_buckets``): from then on every RPC this node serves is counted, at
+    the price of an increment per call, and timed when its handler suspends.
     """
+
+    call_buckets: tuple[float, ...] | None = BOUNDS_S
 
     def __init__(self, kernel: Kernel, *, refresh_s: float) -> None:
         self.kernel = kernel
         self.refresh_s = refresh_s
         self._was_accepting = False
         self._host = socket.gethostname()
-        kernel.enable_call_stats(BOUNDS_S)
+        kernel.listen(self)
 
     def _state(self) -> str:
         kernel = self.kernel

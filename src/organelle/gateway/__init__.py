@@ -14,7 +14,7 @@ from organelle.gateway._route import Header, Query, RouteSpec, route
 if TYPE_CHECKING:
     from organelle.errors import PayloadTooLargeError, RateLimitedError
     from organelle.gateway._ratelimit import StoreStorage
-    from organelle.gateway._runtime import HttpCall, HttpMiddleware, HttpNext
+    from organelle.gateway._runtime import HttpCall
     from organelle.gateway.config import GatewayConfig
     from organelle.gateway.module import Gateway
 
@@ -23,8 +23,6 @@ __all__ = [
     "GatewayConfig",
     "Header",
     "HttpCall",
-    "HttpMiddleware",
-    "HttpNext",
     "PayloadTooLargeError",
     "Query",
     "RateLimitedError",
@@ -37,8 +35,6 @@ _LAZY = {
     "Gateway": "organelle.gateway.module",
     "GatewayConfig": "organelle.gateway.config",
     "HttpCall": "organelle.gateway._runtime",
-    "HttpMiddleware": "organelle.gateway._runtime",
-    "HttpNext": "organelle.gateway._runtime",
     "PayloadTooLargeError": "organelle.gateway._errors",
     "RateLimitedError": "organelle.gateway._errors",
     "StoreStorage": "organelle.gateway._ratelimit",

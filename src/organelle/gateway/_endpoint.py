@@ -5,19 +5,28 @@ handful of dict reads and two ``send`` calls, which keeps the gateway close to
 a bare Starlette endpoint although it authenticates, validates and makes an
 RPC call. Every failure becomes a JSON error (``_errors``); nothing escapes
 as a bare 500.
+
+With middleware (the kernel's, the gateway's or the route's), the request
+runs through the kernel's one pipeline as an ``"http"`` invocation in a
+context of its own (deadline, principal, the request's ``traceparent``), and
+the RPC it makes is that context's child; without any, it goes straight to
+the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from organelle.context import root_context
 from organelle.errors import BodyTimeoutError, PayloadTooLargeError, ValidationError
 from organelle.gateway._errors import error_response
 from organelle.gateway._runtime import HttpCall, trace_meta
+from organelle.kernel import Invocation, build_chain, run_invocation
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -25,7 +34,8 @@ if TYPE_CHECKING:
     from organelle.auth.base import Principal
     from organelle.gateway._binding import ParamBinder
     from organelle.gateway._route import RateKey, RouteSpec
-    from organelle.gateway._runtime import HttpMiddleware, Runtime
+    from organelle.gateway._runtime import Runtime
+    from organelle.kernel import CallNext, Middleware
 
 __all__ = ["ClientGoneError", "Endpoint", "read_body", "send_json"]
 
@@ -122,7 +132,7 @@ class Endpoint:
         rate: RateLimitItem | None,
         rate_key: RateKey,
         cache_ttl_s: float | None,
-        middleware: tuple[HttpMiddleware, ...] = (),
+        middleware: tuple[Middleware, ...] = (),
     ) -> None:
         self.rt = rt
         self.target = target
@@ -133,7 +143,27 @@ class Endpoint:
         self.rate = rate
         self.rate_key = rate_key
         self.cache_ttl_s = cache_ttl_s if rt.cache is not None else None
-        self.chain = rt.chain(middleware, timeout_s)
+        self.layers = (*rt.middleware, *middleware)
+        self._outer: tuple[Middleware, ...] | None = None  # the kernel's, when last composed
+        self._chain: CallNext | None = None
+
+    @property
+    def chain(self) -> CallNext | None:
+        """The route's onion: the kernel's middleware, then the gateway's, then the route's.
+
+        Composed again only when the kernel's middleware changed (``kernel.use``
+        makes a new tuple); ``None`` when there is none at all (the fast path).
+        """
+        outer = self.rt.kernel.middleware
+        if outer is not self._outer:
+            self._outer = outer
+            self._chain = build_chain((*outer, *self.layers))
+        return self._chain
+
+    def _call(self, inv: Invocation) -> Awaitable[Any]:
+        """The innermost step of the onion: the RPC, as the request's principal."""
+        request: HttpCall = inv.request
+        return self.rt.invoke(inv.target, inv.params or {}, request.principal, self.timeout_s)
 
     def _rate_id(self, principal: Principal | None, scope: Scope, headers: dict[str, str]) -> str:
         if self.rate_key == "global":
@@ -167,22 +197,30 @@ class Endpoint:
             params = self.binder.bind(
                 scope.get("path_params", {}), scope["query_string"], headers, body
             )
-            if self.chain is None:
+            chain = self.chain
+            if chain is None:
                 result = await rt.invoke(
                     self.target, params, principal, self.timeout_s, trace_meta(headers)
                 )
             else:
-                call = HttpCall(
+                request = HttpCall(
                     scope["method"],
                     scope["path"],
-                    self.target,
-                    params,
                     principal,
                     headers,
                     rt.client_of(scope, headers),
                     self.spec,
                 )
-                result = await self.chain(call)
+                ctx = root_context(
+                    time.monotonic() + self.timeout_s,
+                    meta=trace_meta(headers),
+                    principal=principal,
+                )
+                module = self.target.partition(".")[0]
+                inv = Invocation(
+                    "http", self.target, module, params, None, ctx, self._call, request=request
+                )
+                result = await run_invocation(chain, inv)
             payload = rt.encode(result)
             if key is not None and self.cache_ttl_s is not None and rt.cache is not None:
                 await rt.cache.put(key, payload, self.cache_ttl_s)

@@ -52,7 +52,8 @@ class RouteSpec:
         cache_ttl_s: cache GET responses this long (per principal and query).
         rate_limit: e.g. ``"10/second"`` (``limits`` syntax); 429 beyond.
         rate_key: count per ``principal``, per ``client`` address, or ``global``.
-        middleware: HTTP middleware for this route only (inside the global ones).
+        middleware: HTTP middleware (kernel ``Middleware``) for this route only, inside the
+            gateway's and the kernel's.
         summary: one line for the OpenAPI docs (default: the docstring's first line).
         tags: OpenAPI tags (default: the module name).
     """

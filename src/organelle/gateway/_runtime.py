@@ -1,23 +1,28 @@
-"""What every endpoint shares: authentication, the call path, encoding, HTTP middleware.
+"""What every endpoint shares: authentication, the call path, encoding, the HTTP facts.
 
-HTTP middleware has the kernel's onion shape, one level up: it sees an
-``HttpCall`` (route, params already bound, principal already known) and
-returns the result object, which the endpoint then encodes::
+HTTP middleware is kernel ``Middleware``: a request runs through the kernel's
+one invocation pipeline as an ``Invocation`` of kind ``"http"`` whose
+``request`` is an ``HttpCall`` (method, path, headers, client, principal,
+route, ``state``), whose ``params`` are the bound params (mutable) and whose
+``target`` is the RPC it routes to. It returns the result object, which the
+endpoint then encodes::
 
-    async def tenant(call: HttpCall, call_next: HttpNext) -> Any:
-        call.params["tenant"] = call.headers.get("x-tenant", "public")
-        return await call_next(call)
+    async def tenant(inv: Invocation, call_next: CallNext) -> Any:
+        if inv.kind == "http":
+            inv.params["tenant"] = inv.request.headers.get("x-tenant", "public")
+        return await call_next(inv)
 
-Global middleware (``Gateway(middleware=[...])`` or config) wraps per-route
-middleware (``@route.get(..., middleware=[...])``). For raw ASGI concerns
-(compression, headers on every response) pass Starlette ``Middleware``
-objects as ``asgi_middleware`` instead.
+The onion of a route is the kernel's middleware (``Kernel(middleware=…)``,
+``kernel.use``: it sees every kind), then the gateway's (``Gateway(middleware=
+[...])`` or config), then the route's own (``@route.get(..., middleware=[...])``).
+For raw ASGI concerns (compression, headers on every response) pass Starlette
+``Middleware`` objects as ``asgi_middleware`` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -39,9 +44,9 @@ if TYPE_CHECKING:
     from organelle.gateway._ratelimit import Limiter
     from organelle.gateway._route import RouteSpec
     from organelle.gateway.config import GatewayConfig
-    from organelle.kernel import Kernel
+    from organelle.kernel import Kernel, Middleware
 
-__all__ = ["HttpCall", "HttpMiddleware", "HttpNext", "Runtime", "require_roles"]
+__all__ = ["HttpCall", "Runtime", "require_roles"]
 
 
 def require_roles(principal: Principal | None, roles: frozenset[str], rbac: Any, what: str) -> None:
@@ -56,38 +61,29 @@ def require_roles(principal: Principal | None, roles: frozenset[str], rbac: Any,
 
 
 class HttpCall:
-    """One HTTP request on its way to an RPC call, as middleware sees it.
+    """The facts of one HTTP request, as middleware sees them in ``inv.request``.
+
+    The invocation carries the rest: ``inv.target`` (the RPC it calls),
+    ``inv.params`` (the bound params, mutable: middleware may add or change
+    some) and ``inv.context`` (deadline, principal, the request's trace).
 
     Attributes:
         method: the HTTP method.
         path: the request path.
-        target: the RPC it calls (``"module.method"``).
-        params: the bound params (mutable: middleware may add or change some).
-        principal: who is calling (``None``: anonymous).
+        principal: who is calling (``None``: anonymous); middleware may replace it,
+            the RPC is made as whoever it names when the chain reaches the end.
         headers: request headers, lowercase names.
         client: the client address.
         route: the route's spec (``None`` for exposed RPC methods).
         state: free space for middleware to pass things along.
     """
 
-    __slots__ = (
-        "client",
-        "headers",
-        "method",
-        "params",
-        "path",
-        "principal",
-        "route",
-        "state",
-        "target",
-    )
+    __slots__ = ("client", "headers", "method", "path", "principal", "route", "state")
 
     def __init__(  # noqa: PLR0917 - built once per request, positional on purpose
         self,
         method: str,
         path: str,
-        target: str,
-        params: dict[str, Any],
         principal: Principal | None,
         headers: Mapping[str, str],
         client: str,
@@ -95,24 +91,14 @@ class HttpCall:
     ) -> None:
         self.method = method
         self.path = path
-        self.target = target
-        self.params = params
         self.principal = principal
         self.headers = headers
         self.client = client
         self.route = route
         self.state: dict[str, Any] = {}
 
-
-HttpNext = Callable[[HttpCall], Awaitable[Any]]
-
-
-class HttpMiddleware(Protocol):
-    """``async def mw(call, call_next) -> result`` around every routed call."""
-
-    def __call__(self, call: HttpCall, call_next: HttpNext, /) -> Awaitable[Any]:
-        """Run the rest of the chain (or not) and return the result."""
-        ...
+    def __repr__(self) -> str:
+        return f"HttpCall({self.method} {self.path})"
 
 
 class Runtime:
@@ -124,7 +110,7 @@ class Runtime:
         config: GatewayConfig,
         *,
         factory: PrincipalFactory | None,
-        middleware: Sequence[HttpMiddleware] = (),
+        middleware: Sequence[Middleware] = (),
         limiter: Limiter | None = None,
         cache: ResponseCache | None = None,
     ) -> None:
@@ -214,31 +200,6 @@ class Runtime:
             return self._encode(result)
         except (TypeError, ValueError, NotImplementedError, OverflowError) as exc:
             raise InternalError.wrap(exc) from exc
-
-    def chain(
-        self, route_middleware: Sequence[HttpMiddleware], timeout_s: float
-    ) -> HttpNext | None:
-        """The composed middleware for a route, or ``None`` when there is none (fast path)."""
-        layers = (*self.middleware, *route_middleware)
-        if not layers:
-            return None
-
-        async def terminal(call: HttpCall) -> Any:
-            return await self.invoke(
-                call.target, call.params, call.principal, timeout_s, trace_meta(call.headers)
-            )
-
-        chain: HttpNext = terminal
-        for mw in reversed(layers):
-            chain = _link(mw, chain)
-        return chain
-
-
-def _link(mw: HttpMiddleware, call_next: HttpNext) -> HttpNext:
-    def run(call: HttpCall) -> Awaitable[Any]:
-        return mw(call, call_next)
-
-    return run
 
 
 def trace_meta(headers: Mapping[str, str]) -> dict[str, Any] | None:

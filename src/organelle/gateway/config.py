@@ -137,5 +137,5 @@ class GatewayConfig(_Strict):
     title: str = "organelle API"
     version: str = "0.1.0"
     middleware: list[str] = Field(default_factory=list)
-    """HTTP middleware as ``"pkg.mod:callable"``, outermost first."""
+    """HTTP middleware (kernel ``Middleware``) as ``"pkg.mod:callable"``, outermost first."""
     log_level: str = "warning"

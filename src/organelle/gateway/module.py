@@ -32,7 +32,9 @@ class Gateway(Module):
 
     Args:
         factory: a principal factory used instead of ``[auth]`` config.
-        middleware: HTTP middleware (``async def mw(call, call_next)``), outermost first.
+        middleware: HTTP middleware — kernel ``Middleware`` (``async def mw(inv, call_next)``)
+            seeing each request as an ``"http"`` invocation — outermost first, inside
+            the kernel's own middleware.
         asgi_middleware: Starlette ``Middleware`` entries around the whole app.
         serve: bind a socket; ``False`` builds ``self.app`` only (for in-process clients).
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from organelle.errors import ConfigError
 from organelle.health.base import CheckResult, Status, as_result
 from organelle.kernel._states import ModuleState
-from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:
     from organelle.kernel import Kernel
@@ -95,11 +95,12 @@ class JobBacklogCheck:
     required: bool = False
 
     async def check(self) -> CheckResult:
-        """Sum of the queue depths the jobs engine reports."""
-        probe = hooks_for(self.kernel).backlog
-        if probe is None:
+        """Sum of the due jobs waiting, as the job queue reports them."""
+        try:
+            jobs = self.kernel.jobs
+        except ConfigError:  # no job queue on this node (or not started)
             return CheckResult(status=Status.HEALTHY, detail="no jobs engine")
-        depths = dict(await probe())
+        depths = await jobs.backlog()
         total = sum(depths.values())
         data = {"backlog": total, "limit": self.limit}
         if total > self.limit:

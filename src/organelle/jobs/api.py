@@ -37,10 +37,10 @@ class JobsService:
         queue: the backend.
         strict: refuse names that were never ``register``-ed.
         clock: wall-clock seconds (shared with the queue in tests).
-        meta: called with the job name at each enqueue; what it returns is stored with the job and
-            handed to the handler's run in ``Lease.meta`` (the kernel passes the
-            enqueuer's ``traceparent`` this way).
-        observer: told of enqueues here and of outcomes by this service's workers.
+        observer: told of enqueues here and of outcomes by this service's workers;
+            at each enqueue it may add to the job's meta, which is stored with the
+            job and handed to the handler's run in ``Lease.meta`` (the kernel
+            passes the enqueuer's ``traceparent`` this way).
 
     Example::
 
@@ -55,13 +55,11 @@ class JobsService:
         *,
         strict: bool = False,
         clock: Callable[[], float] = time.time,
-        meta: Callable[[str], dict[str, str]] | None = None,
         observer: JobObserver | None = None,
     ) -> None:
         self.queue = queue
         self.strict = strict
         self.clock = clock
-        self.meta = meta
         self.observer = observer
         self.dead_letters = DeadLetters(queue)
         self._types: dict[str, _JobType] = {}
@@ -123,6 +121,8 @@ class JobsService:
         elif at is not None:
             run_at = at.timestamp() if isinstance(at, datetime) else float(at)
         spec = known.spec if known else JobSpec()
+        meta: dict[str, str] = {}
+        notify(self.observer, "enqueued", name, meta)  # accepted: the observer may add meta
         return NewJob(
             name=name,
             params=values,
@@ -132,7 +132,7 @@ class JobsService:
             idempotency_key=idempotency_key,
             max_attempts=spec.max_attempts,
             lease_s=spec.lease_s,
-            meta=self.meta(name) if self.meta is not None else {},
+            meta=meta,
         )
 
     async def enqueue(
@@ -170,7 +170,6 @@ class JobsService:
             job_id=job_id,
         )
         (jid,) = await self.queue.enqueue([job])
-        notify(self.observer, "enqueued", name)
         return jid
 
     async def enqueue_many(
@@ -183,14 +182,15 @@ class JobsService:
             )
             for p in params_list
         ]
-        ids = await self.queue.enqueue(jobs)
-        for _ in ids:
-            notify(self.observer, "enqueued", name)
-        return ids
+        return await self.queue.enqueue(jobs)
 
     async def get(self, job_id: str) -> JobRecord:
         """The job's record. Raises ``JobNotFoundError``."""
         return await self.queue.get(job_id)
+
+    async def backlog(self) -> dict[str, int]:
+        """Jobs due and waiting for a worker, per job name (metrics, the backlog health check)."""
+        return dict(await self.queue.backlog())
 
     def worker(self, handlers: Mapping[str, JobHandler], **options: Any) -> Worker:
         """A ``Worker`` for ``handlers`` on this queue, with the registered specs."""

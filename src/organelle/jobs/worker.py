@@ -39,14 +39,18 @@ CLAIM_ERROR_PAUSE_S = 0.2
 
 
 class JobObserver(Protocol):
-    """Told about each job's outcome (metrics); ``job`` is the job name, never an id.
+    """Told about each job's enqueue and outcome; ``job`` is the job name, never an id.
 
-    The kernel passes one that forwards to its metrics hooks; a raising
-    observer is logged and never affects the job.
+    The kernel passes one that reports to its listeners; a raising observer
+    is logged and never affects the job.
     """
 
-    def enqueued(self, job: str) -> None:
-        """A job was stored durably."""
+    def enqueued(self, job: str, meta: dict[str, str]) -> None:
+        """A job passed its checks and is about to be stored.
+
+        ``meta`` is what the job will carry to its run (``Lease.meta``): the
+        observer may add to it (trace context).
+        """
         ...
 
     def succeeded(self, job: str, duration_s: float) -> None:

@@ -7,6 +7,11 @@ finishes without suspending costs no task, one that suspends goes on in its
 own task, up to ``max_concurrent`` at once (then the dispatcher waits, the
 queue fills, and emitters wait in turn). A failing handler is logged and
 counted on its subscription; it never reaches the emitter or other handlers.
+
+With middleware, each delivery is an ``"event"`` invocation run through the
+kernel's one pipeline (``run_invocation``); without, the handler is started
+directly (in C when the extension is built). Listeners that asked for
+deliveries are told of each one (delivered, failed, skipped).
 """
 
 from __future__ import annotations
@@ -17,16 +22,17 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from organelle.context import Context, _current
 from organelle.errors import InternalError, OrganelleError
-from organelle.kernel._dispatch import CallNext, Continuation, Invocation, run_chain
+from organelle.kernel._dispatch import CallNext, Continuation, Invocation, run_invocation
+from organelle.kernel._listen import EventReport, Listeners
 from organelle.module import Subscription
+from organelle.module._topics import matches
 
 if TYPE_CHECKING:
     from organelle.kernel._slots import Slot
-from organelle.module._topics import matches
 
 __all__ = ["EventBus", "SubscriptionStats", "Subscriptions"]
 
@@ -105,7 +111,16 @@ class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
 class EventBus:
     """Local publish/subscribe with backpressure and ``drain()``."""
 
-    def __init__(self, *, max_pending: int = 10_000, max_concurrent: int = 1_000) -> None:
+    def __init__(
+        self,
+        *,
+        max_pending: int = 10_000,
+        max_concurrent: int = 1_000,
+        listeners: Listeners | None = None,
+    ) -> None:
+        self.listeners = Listeners() if listeners is None else listeners
+        # Whether listeners asked for each delivery (kept in step by the dispatcher).
+        self.reporting = False
         # Every subscription in order (a dict: O(1) removal), and two indexes so
         # that routing a topic and adding or removing a module cost the same at
         # 10 modules and at 5,000: exact patterns by topic, wildcards apart.
@@ -123,7 +138,8 @@ class EventBus:
         self._idle: list[asyncio.Future[None]] = []
         # The idle dispatcher's waker, in a one-item list shared with the C emit path.
         self._wake: list[asyncio.Future[None] | None] = [None]
-        # The C first step of a delivery (organelle._speedups), set by the kernel.
+        # The C first step of a delivery (organelle._speedups), set by the kernel
+        # while deliveries need neither middleware nor listeners.
         self.deliver: (
             Callable[[tuple[_Sub, ...], Any, Context], list[tuple[Any, ...]] | None] | None
         ) = None
@@ -271,10 +287,10 @@ class EventBus:
                 if self._space:
                     self._wake_space()
                 deliver = self.deliver
-                if deliver is not None and self.chain is None:
+                if deliver is not None:
                     left = deliver(subs, payload, ctx)
                     if left is not None:
-                        self._finish_left(loop, left, ctx)
+                        self._finish_left(loop, left, payload, ctx)
                 else:
                     for sub in subs:
                         self._deliver(loop, sub, payload, ctx)
@@ -301,19 +317,27 @@ class EventBus:
             coro, first = cv.run(self._step, sub, payload, ctx)
         except StopIteration:
             sub.stats.delivered += 1
+            if self.reporting:
+                self._report(sub, "delivered", payload, ctx)
             return
         except _Skip:
             sub.stats.skipped += 1
+            if self.reporting:
+                self._report(sub, "skipped", payload, ctx)
             return
         except Exception as exc:
-            self._failed(sub, ctx, exc)
+            self._failed(sub, ctx, exc, payload)
             return
-        task = loop.create_task(self._finish(sub, coro, first, ctx), context=cv)
+        task = loop.create_task(self._finish(sub, coro, first, payload, ctx), context=cv)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def _finish_left(
-        self, loop: asyncio.AbstractEventLoop, left: list[tuple[Any, ...]], ctx: Context
+        self,
+        loop: asyncio.AbstractEventLoop,
+        left: list[tuple[Any, ...]],
+        payload: Any,
+        ctx: Context,
     ) -> None:
         """What the C first step left, in priority order: suspended handlers, failures, skips."""
         for item in left:
@@ -323,43 +347,67 @@ class EventBus:
                 if isinstance(exc, _Skip):
                     sub.stats.skipped += 1
                 elif isinstance(exc, Exception):
-                    self._failed(sub, ctx, exc)
+                    self._failed(sub, ctx, exc, payload)
                 else:
                     raise exc
             else:
                 _, coro, first, cv = item
-                task = loop.create_task(self._finish(sub, coro, first, ctx), context=cv)
+                task = loop.create_task(self._finish(sub, coro, first, payload, ctx), context=cv)
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
 
     def _step(self, sub: _Sub, payload: Any, ctx: Context) -> tuple[Coroutine[Any, Any, Any], Any]:
         """First step of a handler; raises StopIteration if it finished without suspending."""
-        _current.set(ctx)
-        coro = (
-            sub.make_coro(payload) if self.chain is None else self._through_chain(sub, payload, ctx)
-        )
+        chain = self.chain
+        if chain is None:
+            # The inline path: in a fresh contextvars copy, so there is nothing to reset.
+            _current.set(ctx)
+            coro = sub.make_coro(payload)
+        else:
+            inv = Invocation(
+                "event", ctx.topic or "", sub.stats.module, None, payload, ctx, sub.invoke
+            )
+            coro = run_invocation(chain, inv)
         return coro, coro.send(None)
 
-    def _through_chain(self, sub: _Sub, payload: Any, ctx: Context) -> Coroutine[Any, Any, Any]:
-        assert self.chain is not None  # noqa: S101 - checked by the caller
-        return run_chain(
-            self.chain,
-            Invocation("event", ctx.topic or "", sub.stats.module, None, payload, ctx, sub.invoke),
-        )
-
     async def _finish(
-        self, sub: _Sub, coro: Coroutine[Any, Any, Any], first: Any, ctx: Context
+        self, sub: _Sub, coro: Coroutine[Any, Any, Any], first: Any, payload: Any, ctx: Context
     ) -> None:
         try:
             await Continuation(coro, first)
         except _Skip:
             sub.stats.skipped += 1
+            if self.reporting:
+                self._report(sub, "skipped", payload, ctx)
         except Exception as exc:
-            self._failed(sub, ctx, exc)
+            self._failed(sub, ctx, exc, payload)
         else:
             sub.stats.delivered += 1
+            if self.reporting:
+                self._report(sub, "delivered", payload, ctx)
 
-    def _failed(self, sub: _Sub, ctx: Context, exc: Exception) -> None:
+    def _report(
+        self,
+        sub: _Sub,
+        stage: Literal["delivered", "failed", "skipped"],
+        payload: Any,
+        ctx: Context,
+        error: str | None = None,
+    ) -> None:
+        stats = sub.stats
+        self.listeners.event(
+            EventReport(
+                stage=stage,
+                topic=ctx.topic or "",
+                payload=payload,
+                module=stats.module,
+                handler=stats.handler,
+                error=error,
+            ),
+            self.listeners.deliveries,
+        )
+
+    def _failed(self, sub: _Sub, ctx: Context, exc: Exception, payload: Any) -> None:
         stats = sub.stats
         stats.failed += 1
         err = exc if isinstance(exc, OrganelleError) else InternalError.wrap(exc)
@@ -372,6 +420,8 @@ class EventBus:
             err,
             exc_info=exc,
         )
+        if self.reporting:
+            self._report(sub, "failed", payload, ctx, err.code)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -1,7 +1,10 @@
 """The dispatcher: local RPC as a direct await, calls to other nodes, inbound calls, emit.
 
 ``call`` is the hot path and is written out inline; everything with options,
-middleware, guards or a transport takes the slower, shared paths below it.
+middleware, guards, ``on_call`` listeners or a transport takes the slower,
+shared path below it (``_invoke``), which runs an ``Invocation`` through the
+one pipeline (``run_invocation``). Calls that leave the node go through the
+same onion, as ``"rpc"`` invocations with ``remote`` set.
 Where the C extension is built, ``kernel.call`` is its ``Caller.call``: the
 same hot path in C, which hands everything else back to the Python ``call``
 below and a suspended handler to ``_resume``. ``_bind_compiled`` is the one
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,14 +34,16 @@ from organelle.kernel._dispatch import (
     Invocation,
     Middleware,
     build_chain,
-    run_chain,
+    run_invocation,
     run_until,
 )
-from organelle.module._topics import check_topic, matches
+from organelle.kernel._listen import CallReport, EventReport, LifecycleReport
+from organelle.module._topics import check_topic
 
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
     from organelle.kernel._bus import EventBus
+    from organelle.kernel._listen import Listener, Listeners
     from organelle.kernel._router import Router
     from organelle.kernel._routes import CallStats, RpcEntry
     from organelle.kernel._slots import Slots
@@ -48,21 +54,30 @@ _monotonic = time.monotonic
 _perf = time.perf_counter
 
 
+def error_code(exc: BaseException) -> str:
+    """The stable code a caller sees for ``exc`` (a listener's ``error``)."""
+    if isinstance(exc, OrganelleError):
+        return exc.code
+    # Other exceptions reach callers as InternalError; cancellation is not an error code.
+    return InternalError.code if isinstance(exc, Exception) else "cancelled"
+
+
 class Dispatcher:
     """Runs calls and events: ``call``, ``call_with``, ``emit``, ``dispatch``, ``deliver``.
 
     The lifecycle flips ``running`` and ``accepting``; config reload sets
-    ``call_timeout_s``; ``use`` adds middleware. Each of those re-syncs the
-    compiled path, which serves only the plain cases.
+    ``call_timeout_s``; ``use`` adds middleware, ``listen`` listeners. Each of
+    those re-syncs the compiled path, which serves only the plain cases.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the parts it serves from, named once by the façade
         self,
         slots: Slots,
         router: Router,
         bus: EventBus,
         settings: Callable[[], KernelSettings],
         middleware: list[Middleware],
+        listeners: Listeners,
         *,
         compiled: bool = True,
     ) -> None:
@@ -71,14 +86,19 @@ class Dispatcher:
         self._rpc = router.local  # the very dict the compiled path reads
         self._bus = bus
         self._settings = settings
-        self._middleware = list(middleware)
+        self._middleware: tuple[Middleware, ...] = tuple(middleware)
         self._chain: CallNext | None = build_chain(self._middleware)
         bus.chain = self._chain
+        self.listeners = listeners
+        self._emits = listeners.emits  # changed in place: read on the Python emit path
+        # Whether a local call must leave the inline path (middleware or on_call listeners):
+        # one flag, so the inline path reads no more than it did with middleware alone.
+        self._detour = False
+        self._suspends = 0  # suspended calls so far: tells a listener whether one suspended
         self._call_timeout_s = settings().call_timeout_s
         self._accepting_now = False  # read directly on the Python hot path
         self.running = False
         self._inflight = 0
-        self.taps: list[tuple[str, list[tuple[str, Any]]]] = []
         self._caller: Any = None  # speedups.Caller, when the C path serves call and emit
         self.call: Callable[..., Any] = self.python_call
         self.emit: Callable[..., Any] = self.python_emit
@@ -117,16 +137,34 @@ class Dispatcher:
         return self._inflight
 
     def use(self, middleware: Middleware) -> None:
-        """Add middleware (innermost so far) around every call and delivery."""
-        self._middleware.append(middleware)
+        """Add middleware (innermost so far) around every call, delivery, job and record."""
+        self._middleware = (*self._middleware, middleware)
         self._chain = build_chain(self._middleware)
         self._bus.chain = self._chain
         self.resync()
 
     @property
-    def middleware(self) -> list[Middleware]:
-        """The middleware, outermost first."""
-        return list(self._middleware)
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The middleware, outermost first (a new tuple after each ``use``)."""
+        return self._middleware
+
+    def listen(self, listener: Listener) -> None:
+        """Tell ``listener`` what happens from now on (see ``Kernel.listen``)."""
+        self.listeners.add(listener)
+        self._listeners_changed()
+
+    def unlisten(self, listener: Listener) -> None:
+        """Stop telling ``listener``; the lean call counters go with the last who asked."""
+        self.listeners.remove(listener)
+        self._listeners_changed()
+
+    def _listeners_changed(self) -> None:
+        buckets = self.listeners.call_buckets
+        if buckets is None:
+            self._router.disable_stats()
+        else:
+            self._router.enable_stats(buckets)
+        self.resync()
 
     def _bind_compiled(self) -> None:
         """Serve ``call`` and ``emit`` from C when the extension is built: the one binding point."""
@@ -150,22 +188,25 @@ class Dispatcher:
             bus._queue,
             bus._wake,
             bus._max_pending,
-            self.taps,
-            self._tap,
+            self.listeners.emits,  # while not empty, C reports each emit to emitted()
+            self.emitted,
         )
-        bus.deliver = caller.deliver
         self._caller = caller
         self.call = caller.call
         self.emit = caller.emit
         self.resync()
 
     def resync(self) -> None:
-        """Keep the C path's flags in step (it only serves the plain cases)."""
+        """Keep the fast paths' flags in step (they only serve the plain cases)."""
+        self._detour = self._chain is not None or bool(self.listeners.calls)
+        self._bus.reporting = bool(self.listeners.deliveries)
         caller = self._caller
         if caller is not None:
-            caller.enabled = self._accepting_now and self._chain is None
+            caller.enabled = self._accepting_now and not self._detour
             caller.timeout = self._call_timeout_s
             caller.emit_enabled = self._accepting_now and self._router.transport.solo
+            plain = self._chain is None and not self.listeners.deliveries
+            self._bus.deliver = caller.deliver if plain else None
 
     async def python_call(self, target: str, /, **params: Any) -> Any:  # noqa: C901, PLR0912, PLR0915 - hot path inlined
         """Call ``"<module>.<method>"`` with keyword params and return its result.
@@ -197,9 +238,9 @@ class Dispatcher:
                     raise CallTimeoutError(f"call to {target!r} timed out before it started")
                 deadline = pd
             ctx = parent.child(deadline)
-        if entry.slow or self._chain is not None:
+        if entry.slow or self._detour:
             return await self._invoke(entry, params, ctx, deadline)
-        # The hot path, inlined: _invoke without middleware or per-method timeout.
+        # The hot path, inlined: _invoke without middleware, listeners or per-method timeout.
         # A handler that finishes in its first step cannot be seen half-done by
         # shutdown, so only suspended calls are counted as in flight.
         token = _current.set(ctx)
@@ -317,7 +358,34 @@ class Dispatcher:
         if router.blocked(target):
             raise self._missing(target)
         ctx = self._outgoing(target, timeout_s, meta, principal)
-        return await router.send(target, params, ctx)
+        if not self._detour:
+            return await router.send(target, params, ctx)
+        inv = Invocation(
+            "rpc", target, target.partition(".")[0], params, None, ctx, self._send, remote=True
+        )
+        if not self.listeners.calls:
+            return await run_invocation(self._chain, inv)
+        started = _perf()
+        error = None
+        try:
+            return await run_invocation(self._chain, inv)
+        except BaseException as exc:
+            error = error_code(exc)
+            raise
+        finally:
+            self.listeners.call(
+                CallReport(
+                    target=target,
+                    remote=True,
+                    duration_s=_perf() - started,
+                    error=error,
+                    suspended=True,
+                )
+            )
+
+    def _send(self, inv: Invocation) -> Any:
+        """The innermost step of a call leaving the node: the transport request."""
+        return self._router.send(inv.target, inv.params or {}, inv.context)
 
     def _outgoing(
         self, target: str, timeout_s: float | None, meta: dict[str, Any] | None, principal: Any
@@ -407,21 +475,36 @@ class Dispatcher:
             ctx = Context(_next_seq(), None, None, None, None, meta or _EMPTY_META, topic)
         else:
             ctx = parent.child(None, topic=topic, meta=meta)
-        if self.taps:
-            self._tap(topic, payload)
+        if self._emits:
+            self.emitted(topic, payload)
         transport = self._router.transport
         if not transport.solo:  # own events come back through it, once per subscription
             await transport.publish(topic, payload, ctx)
         elif subs and not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
 
-    def announce_to_taps(self, topic: str, payload: Any) -> None:
-        """Feed a kernel event to the taps only (the bus is not running)."""
-        self._tap(topic, payload)
+    def emitted(self, topic: str, payload: Any) -> None:
+        """Report an emit to the ``on_event`` listeners (also called from the C path)."""
+        self.listeners.event(
+            EventReport(stage="emitted", topic=topic, payload=payload), self.listeners.emits
+        )
 
-    async def announce(self, topic: str, payload: Any) -> None:
-        """Publish a kernel event (lifecycle, config) to local subscribers and taps only."""
-        self._tap(topic, payload)
+    def report_lifecycle(self, topic: str, payload: dict[str, Any]) -> None:
+        """Report a kernel event (a module's state, a config reload) to the listeners only."""
+        if self.listeners.lifecycle:
+            module, state = payload.get("module"), payload.get("state")
+            self.listeners.changed(
+                LifecycleReport(
+                    topic=topic,
+                    module=module if isinstance(module, str) else None,
+                    state=state if isinstance(state, str) else None,
+                    payload=payload,
+                )
+            )
+
+    async def announce(self, topic: str, payload: dict[str, Any]) -> None:
+        """Report a kernel event (lifecycle, config) and publish it to local subscribers only."""
+        self.report_lifecycle(topic, payload)
         subs = self._bus.route(topic)
         if subs:
             await self._bus.publish(subs, payload, root_context(None, topic=topic))
@@ -435,20 +518,6 @@ class Dispatcher:
             await self._bus.drain()
             if transport.published == mark:
                 return
-
-    def tap(self, pattern: str, sink: list[tuple[str, Any]]) -> None:
-        """Feed every emitted event matching ``pattern`` to ``sink``."""
-        self.taps.append((pattern, sink))
-
-    def untap(self, sink: list[tuple[str, Any]]) -> None:
-        """Stop feeding ``sink``."""
-        self.taps[:] = [(p, s) for p, s in self.taps if s is not sink]  # shared with C
-
-    def _tap(self, topic: str, payload: Any) -> None:
-        """Feed ``(topic, payload)`` to every tap whose pattern matches (also from C)."""
-        for pattern, sink in self.taps:
-            if matches(pattern, topic):
-                sink.append((topic, payload))
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait for suspended calls and queued events to finish; ``False`` at the timeout."""
@@ -466,6 +535,30 @@ class Dispatcher:
     async def _invoke(
         self, entry: RpcEntry, params: dict[str, Any], ctx: Context, deadline: float
     ) -> Any:
+        """The shared call path: guard, per-method timeout, the onion, listeners, counters."""
+        if not self.listeners.calls:
+            return await self._run_entry(entry, params, ctx, deadline)
+        started = _perf()
+        suspends = self._suspends  # moves only if this call suspends (nothing else runs till then)
+        error = None
+        try:
+            return await self._run_entry(entry, params, ctx, deadline)
+        except BaseException as exc:
+            error = error_code(exc)
+            raise
+        finally:
+            self.listeners.call(
+                CallReport(
+                    target=entry.target,
+                    duration_s=_perf() - started,
+                    error=error,
+                    suspended=self._suspends != suspends,
+                )
+            )
+
+    async def _run_entry(
+        self, entry: RpcEntry, params: dict[str, Any], ctx: Context, deadline: float
+    ) -> Any:
         stats = entry.stats
         if stats is not None:
             stats.calls += 1
@@ -475,19 +568,15 @@ class Dispatcher:
             if entry.timeout_s is not None:
                 deadline = min(deadline, _monotonic() + entry.timeout_s)
                 ctx.deadline = deadline
-            token = _current.set(ctx)
+            coro = run_invocation(
+                self._chain,
+                Invocation("rpc", entry.target, entry.module, params, None, ctx, entry.invoke),
+            )
             try:
-                if self._chain is None:
-                    coro = entry.start(params)
-                else:
-                    coro = self._through_chain(entry, params, ctx)
-                try:
-                    first = coro.send(None)
-                except StopIteration as stop:
-                    return stop.value
-                return await self._suspended(coro, first, deadline, entry.target, stats)
-            finally:
-                _current.reset(token)
+                first = coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+            return await self._suspended(coro, first, deadline, entry.target, stats)
         except OrganelleError as exc:
             if stats is not None:
                 stats.error(exc.code)
@@ -507,6 +596,7 @@ class Dispatcher:
     ) -> Any:
         """Finish a handler that suspended: counted in flight, timed when stats are on."""
         self._inflight += 1
+        self._suspends += 1
         started = 0.0
         if stats is not None:
             stats.pending += 1
@@ -517,14 +607,9 @@ class Dispatcher:
             self._inflight -= 1
             if stats is not None:
                 stats.pending -= 1
-                stats.timed(_perf() - started)
-
-    def _through_chain(self, entry: RpcEntry, params: dict[str, Any], ctx: Context) -> Any:
-        assert self._chain is not None  # noqa: S101 - checked by the caller
-        return run_chain(
-            self._chain,
-            Invocation("rpc", entry.target, entry.module, params, None, ctx, entry.invoke),
-        )
+                took = _perf() - started  # stats.timed(took), inlined: once per suspended call
+                stats.counts[bisect_left(stats.bounds, took)] += 1
+                stats.sum += took
 
     def _missing(self, target: object) -> OrganelleError:
         if not isinstance(target, str) or "." not in target:

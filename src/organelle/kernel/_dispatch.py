@@ -1,6 +1,15 @@
-"""Local dispatch: running a handler as a direct await, with a deadline, through middleware.
+"""The invocation pipeline: one ``Invocation``, one onion, one place that sets the context.
 
-The hot path starts the handler coroutine by hand (``coro.send(None)``): most
+Every unit of work the kernel runs — an RPC call served here or sent to
+another node, an event delivery, a job run, a stream record, an HTTP request
+(the gateway builds those) — is an ``Invocation``. ``build_chain`` composes
+middleware into one onion and ``run_invocation`` runs an invocation through
+it with its context set, and resets the context after: the only place that
+does so for anything but the two inline fast paths (a local call with no
+middleware in ``Dispatcher.python_call`` or in C, and an event delivery with
+no middleware), which do the same by hand.
+
+The call paths start the coroutine by hand (``coro.send(None)``): most
 handlers finish without ever suspending, and then no timer, task or copy is
 made at all. Only a handler that really suspends gets its deadline armed, and
 it goes on running in the caller's task exactly as a plain ``await`` would.
@@ -10,20 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from types import CoroutineType
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Literal, Protocol
 
 from organelle._coro import Continuation
+from organelle.context import _current
 from organelle.errors import CallTimeoutError
 
 __all__ = [
     "CallNext",
     "Continuation",
     "Invocation",
+    "Kind",
     "Middleware",
     "build_chain",
-    "run_chain",
+    "run_invocation",
     "run_until",
 ]
 
@@ -52,30 +62,52 @@ async def run_until(
         raise
 
 
+Kind = Literal["rpc", "event", "job", "stream", "http"]
+
+
 class Invocation:
-    """What middleware sees: one RPC call or one event delivery.
+    """What middleware sees: one unit of work on its way to its handler.
 
     Attributes:
-        kind: ``"rpc"``, ``"event"``, ``"job"`` (a durable job being run) or
-            ``"stream"`` (a durable stream record being consumed).
-        target: ``"module.method"`` for RPC, the topic for an event.
-        module: the name of the module whose handler runs.
-        params: RPC parameters as given by the caller (before validation).
-        payload: the event payload (``None`` for RPC).
-        context: the request context of this call or event.
+        kind: ``"rpc"`` (a call, served here or — ``remote`` — sent to another
+            node), ``"event"`` (one delivery to one handler), ``"job"`` (a durable
+            job being run), ``"stream"`` (a durable stream record being consumed)
+            or ``"http"`` (a gateway request on its way to the RPC it routes to).
+        target: ``"module.method"`` for RPC and HTTP, the job name for a job,
+            the topic for an event, the stream for a record.
+        module: the module whose handler runs (for a remote call: serves it).
+        params: RPC, job or HTTP parameters (HTTP: bound from the request and
+            mutable, so middleware may add or change some); ``None`` otherwise.
+        payload: the event's or record's payload (``None`` otherwise).
+        context: the request context the handler runs in (set while the chain runs).
+        remote: ``True`` for a call leaving this node (its handler sends it).
+        request: for ``"http"``, the request's facts — the gateway's ``HttpCall``
+            (method, path, headers, client, principal, route, ``state``).
     """
 
-    __slots__ = ("context", "handler", "kind", "module", "params", "payload", "target")
+    __slots__ = (
+        "context",
+        "handler",
+        "kind",
+        "module",
+        "params",
+        "payload",
+        "remote",
+        "request",
+        "target",
+    )
 
     def __init__(  # noqa: PLR0917 - built on the hot path, positional on purpose
         self,
-        kind: Literal["rpc", "event", "job", "stream"],
+        kind: Kind,
         target: str,
         module: str,
         params: dict[str, Any] | None,
         payload: Any,
         context: Any,
         handler: Callable[[Invocation], Awaitable[Any]],
+        remote: bool = False,
+        request: Any = None,
     ) -> None:
         self.kind = kind
         self.target = target
@@ -84,25 +116,28 @@ class Invocation:
         self.payload = payload
         self.context = context
         self.handler = handler
+        self.remote = remote
+        self.request = request
 
     def __repr__(self) -> str:
-        return f"Invocation({self.kind}, {self.target!r}, module={self.module!r})"
+        where = ", remote" if self.remote else ""
+        return f"Invocation({self.kind}, {self.target!r}, module={self.module!r}{where})"
 
 
 CallNext = Callable[[Invocation], Awaitable[Any]]
 
 
 class Middleware(Protocol):
-    """Cross-cutting behaviour around every RPC call and event delivery.
+    """Cross-cutting behaviour around every call, delivery, job, record and HTTP request.
 
-    The same onion shape for both kinds; check ``inv.kind`` to tell them apart::
+    The same onion shape for every kind; check ``inv.kind`` to tell them apart::
 
         async def timing(inv: Invocation, call_next: CallNext) -> Any:
             started = time.perf_counter()
             try:
                 return await call_next(inv)
             finally:
-                record(inv.target, time.perf_counter() - started)
+                record(inv.kind, inv.target, time.perf_counter() - started)
     """
 
     def __call__(self, inv: Invocation, call_next: CallNext, /) -> Awaitable[Any]:
@@ -115,7 +150,7 @@ def _terminal(inv: Invocation) -> Awaitable[Any]:
     return inv.handler(inv)
 
 
-def build_chain(middlewares: list[Middleware]) -> CallNext | None:
+def build_chain(middlewares: Sequence[Middleware]) -> CallNext | None:
     """Compose middleware outermost-first; ``None`` when there is none (the fast path)."""
     if not middlewares:
         return None
@@ -125,16 +160,20 @@ def build_chain(middlewares: list[Middleware]) -> CallNext | None:
     return chain
 
 
-def run_chain(chain: CallNext, inv: Invocation) -> Coroutine[Any, Any, Any]:
-    """Start ``chain`` on ``inv`` as a coroutine (the kernel steps it by hand)."""
-    aw = chain(inv)
-    if type(aw) is CoroutineType:
-        return aw
+async def run_invocation(chain: CallNext | None, inv: Invocation) -> Any:
+    """Run ``inv`` through ``chain`` (or straight to its handler) in its context.
 
-    async def wrap() -> Any:
-        return await aw
-
-    return wrap()
+    The context is set for the whole run and reset after, whatever happens.
+    A coroutine: the call paths start it by hand and finish it only if it
+    suspends.
+    """
+    token = _current.set(inv.context)
+    try:
+        if chain is None:
+            return await inv.handler(inv)
+        return await chain(inv)
+    finally:
+        _current.reset(token)
 
 
 def _link(mw: Middleware, call_next: CallNext) -> CallNext:

@@ -8,12 +8,12 @@ runs a job by calling the *current* instance's method (it survives reloads)
 in a fresh root context; cron ticks are enqueued with ids derived from the
 tick, so several nodes fire each tick once.
 
-Observability is wired here, not in the engine (which imports neither the
-kernel nor ``observability``): the service and worker get an observer that
-forwards to ``hooks_for(kernel).jobs`` (looked up at each event, so metrics
-installed at any time count), ``hooks.backlog`` reads the queue's due jobs per
-name, and each enqueue stores the enqueuer's ``traceparent`` in the job's
-meta. A run goes through the kernel's middleware onion as a ``"job"``
+The engine (which imports nothing of the kernel) reports to a ``JobObserver``;
+the job host's observer turns each report into a ``JobReport`` for the
+kernel's listeners (those of the moment, so a listener added at any time
+sees what follows). At each enqueue it puts the enqueuer's ``traceparent``
+in the job's meta and lets the listeners add to it (tracing: a ``PRODUCER``
+span). A run goes through the kernel's one pipeline as a ``"job"``
 invocation in a root context whose meta carries that ``traceparent``, so a
 tracing middleware makes the run's span a child of the enqueuing span.
 """
@@ -26,10 +26,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import to_builtins
-from organelle.context import _current, current_context, root_context
+from organelle.context import current_context, root_context
 from organelle.errors import ConfigError
-from organelle.kernel._dispatch import Invocation
-from organelle.observability.hooks import hooks_for
+from organelle.kernel._dispatch import Invocation, run_invocation
+from organelle.kernel._listen import JobReport
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
     from organelle.jobs import JobQueue, JobsService, Schedule, Scheduler, Worker
     from organelle.kernel._dispatch import CallNext
+    from organelle.kernel._listen import Listeners
     from organelle.kernel._slots import Slot, Slots
     from organelle.module._describe import JobMethod
 
@@ -57,21 +58,19 @@ class JobHost:
     kind = "jobs"
     stage = "serve"
 
-    def __init__(  # noqa: PLR0917 - what it reads of the kernel, named once by the façade
+    def __init__(
         self,
         slots: Slots,
         settings: Callable[[], KernelSettings],
         chain: Callable[[], CallNext | None],
         running: Callable[[], bool],
-        job_spans: list[Callable[[str, str | None], str | None]],
-        hooks_key: object,
+        listeners: Listeners,
     ) -> None:
         self._slots = slots
         self._settings = settings
         self._chain = chain
         self._running = running
-        self.job_spans = job_spans
-        self._hooks_key = hooks_key
+        self._listeners = listeners
         self.service: JobsService | None = None
         self.worker: Worker | None = None
         self.scheduler: Scheduler | None = None
@@ -96,10 +95,7 @@ class JobHost:
         from organelle.jobs import JobsService, open_queue
 
         self._queue = await open_queue(self._settings().jobs or DEFAULT_URL)
-        self.service = JobsService(
-            self._queue, meta=self._trace_meta, observer=_Events(self._hooks_key)
-        )
-        hooks_for(self._hooks_key).backlog = self._backlog
+        self.service = JobsService(self._queue, observer=_Reporter(self._listeners))
 
     def _register(self, job_name: str, method: JobMethod) -> None:
         from organelle.jobs import Backoff, JobSpec
@@ -174,10 +170,6 @@ class JobHost:
         if self.scheduler is not None:
             await self.scheduler.start()
 
-    async def _backlog(self) -> dict[str, int]:
-        queue = self._queue
-        return {} if queue is None else await queue.backlog()
-
     def _handler(
         self, module: str, job_name: str, method: JobMethod
     ) -> Callable[..., Awaitable[Any]]:
@@ -193,21 +185,14 @@ class JobHost:
             lease = current_job.get()
             ctx = root_context(None, meta=dict(lease.meta) if lease and lease.meta else None)
 
-            async def call(_: Invocation | None = None) -> Any:
+            async def call(_: Invocation) -> Any:
                 if isinstance(args, tuple):
                     return await fn(*args)
                 return await fn(**args)
 
-            token = _current.set(ctx)
-            try:
-                chain = chain_of()
-                if chain is None:
-                    return await call()
-                # "job" is a third kind beside "rpc" and "event" (tracing: a CONSUMER span).
-                inv = Invocation("job", job_name, module, params, None, ctx, call)
-                return await chain(inv)
-            finally:
-                _current.reset(token)
+            # Tracing sees a "job" invocation as a CONSUMER span.
+            inv = Invocation("job", job_name, module, params, None, ctx, call)
+            return await run_invocation(chain_of(), inv)
 
         return run
 
@@ -250,46 +235,40 @@ class JobHost:
         if worker is not None:
             await worker.stop(drain_timeout_s=drain_timeout_s)
 
-    def _trace_meta(self, job: str) -> dict[str, str]:
-        """What the job carries of the enqueuer's trace; with tracing on, a PRODUCER span's."""
-        meta = _enqueuer_trace()
-        for span in self.job_spans:
-            traceparent = span(job, meta.get(TRACEPARENT))
-            if traceparent is not None:
-                meta[TRACEPARENT] = traceparent
-        return meta
-
     async def close(self) -> None:
         """Close the queue (after modules stopped)."""
         queue, self._queue = self._queue, None
         self.service = None
-        hooks = hooks_for(self._hooks_key)
-        if hooks.backlog == self._backlog:
-            hooks.backlog = None
         if queue is not None:
             await queue.close()
 
 
-class _Events:
-    """The jobs engine's observer: forwards to the kernel's metrics hooks of the moment."""
+class _Reporter:
+    """The jobs engine's observer: each report goes to the kernel's job listeners."""
 
-    def __init__(self, key: object) -> None:
-        self._kernel = key
+    def __init__(self, listeners: Listeners) -> None:
+        self._listeners = listeners
 
-    def enqueued(self, job: str) -> None:
-        hooks_for(self._kernel).jobs.enqueued(job)
+    def enqueued(self, job: str, meta: dict[str, str]) -> None:
+        meta.update(_enqueuer_trace())
+        if self._listeners.jobs:
+            self._listeners.job(JobReport(stage="enqueued", job=job, meta=meta))
 
     def succeeded(self, job: str, duration_s: float) -> None:
-        hooks_for(self._kernel).jobs.succeeded(job, duration_s)
+        if self._listeners.jobs:
+            self._listeners.job(JobReport(stage="succeeded", job=job, duration_s=duration_s))
 
     def failed(self, job: str, duration_s: float) -> None:
-        hooks_for(self._kernel).jobs.failed(job, duration_s)
+        if self._listeners.jobs:
+            self._listeners.job(JobReport(stage="failed", job=job, duration_s=duration_s))
 
     def retried(self, job: str) -> None:
-        hooks_for(self._kernel).jobs.retried(job)
+        if self._listeners.jobs:
+            self._listeners.job(JobReport(stage="retried", job=job))
 
     def dead(self, job: str) -> None:
-        hooks_for(self._kernel).jobs.dead(job)
+        if self._listeners.jobs:
+            self._listeners.job(JobReport(stage="dead", job=job))
 
 
 def _enqueuer_trace() -> dict[str, str]:

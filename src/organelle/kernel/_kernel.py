@@ -5,7 +5,8 @@ The parts (``docs/architecture.md`` maps them):
 * ``Slots`` — the module registry: one slot per module, owning its bindings;
 * ``Lifecycle`` — start and stop, one slot's way in and out (``Changes`` adds,
   removes and reloads modules at run time; ``Supervisor`` restarts crashed ones);
-* ``Dispatcher`` — calls and events, the middleware onion, the compiled hot path;
+* ``Dispatcher`` — calls and events, the one invocation pipeline, the compiled hot path;
+* ``Listeners`` — who watches what happens (metrics, tracing, the dashboard, tests);
 * ``Router`` — local or remote, route tables, the transport, remote dependencies;
 * ``JobHost``, ``StreamHost``, ``StoreHost`` — the durable ports;
 * config reload (``_reload.py``).
@@ -32,7 +33,8 @@ from organelle.kernel._calls import Dispatcher
 from organelle.kernel._changes import Changes, ModuleRef
 from organelle.kernel._jobhost import JobHost
 from organelle.kernel._lifecycle import Lifecycle
-from organelle.kernel._router import Outbound, Router
+from organelle.kernel._listen import ConnectionReport, Listener, Listeners
+from organelle.kernel._router import Router
 from organelle.kernel._routes import CallStats
 from organelle.kernel._slots import Binder, Slot, Slots, Tasks
 from organelle.kernel._states import ModuleInfo, ModuleState
@@ -40,7 +42,6 @@ from organelle.kernel._storage import StoreHost
 from organelle.kernel._streamhost import StreamHost
 from organelle.kernel._supervise import Supervisor
 from organelle.module import Module, describe
-from organelle.observability.hooks import hooks_for
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -66,7 +67,8 @@ class Kernel:
         modules: module classes, instances, or ``"package.module:Class"`` strings.
         config: the app config as a dict of sections: ``{"kernel": {...},
             "modules": {"<name>": {...}}}``.
-        middleware: middleware around every call, event, job and stream record, outermost first.
+        middleware: middleware around every invocation — calls served and sent, event
+            deliveries, jobs, stream records, gateway HTTP requests — outermost first.
         base_path: folder that ``[kernel] pythonpath`` is relative to.
         only: load just these modules of the config (one process of a split app).
         authorizer: builds the guard of each ``@rpc(roles=…, permissions=…)``
@@ -109,8 +111,6 @@ class Kernel:
             refs = self._select(refs, only)
         # What reload_config() re-reads (set by from_config).
         self.config_loader: Callable[[], dict[str, Any]] | None = None
-        # (job, parent traceparent) -> new traceparent, in order: see on_job_enqueue().
-        self.job_spans: list[Callable[[str, str | None], str | None]] = []
 
         self._build_parts(middleware)
         # Modules last: each binds the kernel's entry points.
@@ -128,9 +128,11 @@ class Kernel:
             return self.settings
 
         self._slots = Slots()
+        self._listeners = listeners = Listeners()
         self._bus = EventBus(
             max_pending=self.settings.max_pending_events,
             max_concurrent=self.settings.max_concurrent_handlers,
+            listeners=listeners,
         )
         self._router = Router(self._slots, settings, lambda: self.authorizer)
         self._dispatcher = Dispatcher(
@@ -139,6 +141,7 @@ class Kernel:
             self._bus,
             settings,
             list(middleware),
+            listeners,
             compiled=self._compiled_path,
         )
         dispatcher = self._dispatcher
@@ -147,13 +150,12 @@ class Kernel:
             settings,
             lambda: dispatcher.chain,
             lambda: dispatcher.running,
-            self.job_spans,
-            self,
+            listeners,
         )
         self._streams = StreamHost(
-            self._slots, settings, lambda: dispatcher.chain, lambda: dispatcher.running
+            self._slots, settings, lambda: dispatcher.chain, lambda: dispatcher.running, listeners
         )
-        self._storage = StoreHost(settings, self.emit)
+        self._storage = StoreHost(settings, self.emit, listeners)
         self._life = Lifecycle(
             self._slots,
             dispatcher,
@@ -297,12 +299,9 @@ class Kernel:
         await self._dispatcher.deliver(module, handler, payload, ctx)
 
     def connection_event(self, event: Literal["disconnected", "reconnected"]) -> None:
-        """A transport reports its connection going down or coming back (for metrics)."""
-        transport = hooks_for(self).transport
-        if event == "disconnected":
-            transport.disconnected()
-        else:
-            transport.reconnected()
+        """A transport reports its connection going down or coming back (``on_connection``)."""
+        if self._listeners.connection:
+            self._listeners.connected(ConnectionReport(state=event))
 
     # events -------------------------------------------------------------
     async def emit(
@@ -326,46 +325,38 @@ class Kernel:
         """
         await self._dispatcher.drain()
 
-    def tap(
-        self, pattern: str = ">", sink: list[tuple[str, Any]] | None = None
-    ) -> list[tuple[str, Any]]:
-        """Record every emitted event matching ``pattern`` as ``(topic, payload)`` (for tests).
-
-        ``sink`` may be a list subclass whose ``append`` acts on each event
-        (tracing turns them into spans); by default a new list is returned.
-        """
-        if sink is None:
-            sink = []
-        self._dispatcher.tap(pattern, sink)
-        return sink
-
-    def untap(self, sink: list[tuple[str, Any]]) -> None:
-        """Stop recording into a sink returned by ``tap``."""
-        self._dispatcher.untap(sink)
-
     def subscriptions(self) -> list[SubscriptionStats]:
         """Every subscription with its delivered / failed / skipped counters and last error."""
         return self._bus.stats()
 
     # extension seams --------------------------------------------------------------
     def use(self, middleware: Middleware) -> None:
-        """Add middleware (innermost so far) around every call, event, job and record."""
+        """Add middleware (innermost so far) around every invocation.
+
+        Every kind runs through it: RPC calls served here and sent to other
+        nodes (``inv.remote``), event deliveries, job runs, stream records and
+        the gateway's HTTP requests; check ``inv.kind``.
+        """
         self._dispatcher.use(middleware)
 
-    def wrap_remote(self, outbound: Outbound) -> None:
-        """Wrap every call that leaves this node (outermost so far).
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The kernel's middleware, outermost first (a new tuple after each ``use``)."""
+        return self._dispatcher.middleware
 
-        ``outbound(target, params, ctx, send)`` must ``await send(target, params, ctx)``;
-        tracing's ``CLIENT`` spans are one such wrapper.
+    def listen(self, listener: Listener) -> None:
+        """Tell ``listener`` what happens from now on: calls, events, jobs, records, states.
+
+        A listener overrides the ``on_*`` methods of ``BaseListener`` it cares
+        about (``organelle.kernel``'s ``Listener`` lists them with what each
+        costs); one that raises is logged and never disturbs the work. Adding
+        one twice has no effect.
         """
-        self._router.wrap(outbound)
+        self._dispatcher.listen(listener)
 
-    def on_job_enqueue(self, span: Callable[[str, str | None], str | None]) -> None:
-        """Add a hook run at each job enqueue: ``(job, traceparent) -> traceparent``.
-
-        The job carries what the last hook returns (tracing's ``PRODUCER`` span).
-        """
-        self.job_spans.append(span)
+    def unlisten(self, listener: Listener) -> None:
+        """Stop telling ``listener`` (nothing happens if it was not listening)."""
+        self._dispatcher.unlisten(listener)
 
     async def add_binder(self, binder: Binder) -> None:
         """Bind one more kind of handler for every module, now and as modules come and go.
@@ -381,27 +372,14 @@ class Kernel:
         """Detach a kind added with ``add_binder`` from every module and stop binding it."""
         await self._life.remove_binder(binder)
 
-    def enable_call_stats(self, bounds: tuple[float, ...]) -> dict[str, CallStats]:
-        """Have the kernel count every RPC it serves (for metrics); return the live table.
-
-        Cheaper than timing middleware: a call that does not suspend costs one
-        increment. Histogram ``bounds`` are in seconds.
-        """
-        return self._router.enable_stats(bounds)
-
     @property
     def call_stats(self) -> dict[str, CallStats] | None:
-        """The live per-method counters, once ``enable_call_stats`` was called."""
+        """Per-method call counters, while a listener asks for them (``call_buckets``).
+
+        Cheaper than any per-call observer: a call that does not suspend costs
+        one increment; calls that suspend are timed into the buckets.
+        """
         return self._router.stats
-
-    @property
-    def wrap_store(self) -> Callable[[Store], Store] | None:
-        """Wraps the Store when it opens (storage metrics); ``None`` by default."""
-        return self._storage.wrap
-
-    @wrap_store.setter
-    def wrap_store(self, wrap: Callable[[Store], Store] | None) -> None:
-        self._storage.wrap = wrap
 
     # config -----------------------------------------------------------------
     async def reload_config(self, config: Mapping[str, Any] | None = None) -> ReloadResult:

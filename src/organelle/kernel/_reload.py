@@ -275,8 +275,8 @@ def _diff(prefix: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[d
 
 
 async def announce(kernel: Reloadable, topic: str, payload: dict[str, Any]) -> None:
-    """Emit a kernel event (taps and local subscribers), as module state changes are."""
+    """Report a kernel event to the listeners and, while running, local subscribers."""
     if kernel._life.running:
         await kernel._dispatcher.announce(topic, payload)
     else:
-        kernel._dispatcher.announce_to_taps(topic, payload)
+        kernel._dispatcher.report_lifecycle(topic, payload)

@@ -1,9 +1,8 @@
 """The router: where a call goes — a local route, or another node through the transport.
 
-It owns the route tables (what this node serves, and where its own calls go),
-the transport, and the wrapper around calls that leave the node; it checks at
-start that the modules this node requires from others are served in an
-accepted version. Per-call policies and weighted routing plug in here.
+It owns the route tables (what this node serves, and where its own calls go)
+and the transport; it checks at start that the modules this node requires
+from others are served in an accepted version. Per-call policies and weighted routing plug in here.
 
 Two binders live here: ``routes`` puts a slot's RPC methods in the tables
 before its ``on_start`` (so it can be called while starting others) and
@@ -14,7 +13,7 @@ the wire once it is active and withdraws it before it stops.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
@@ -31,14 +30,7 @@ if TYPE_CHECKING:
     from organelle.module._graph import Dependency
     from organelle.transport import Transport
 
-__all__ = ["Outbound", "Router"]
-
-Outbound = Callable[
-    [str, dict[str, Any], "Context", Callable[[str, dict[str, Any], "Context"], Awaitable[Any]]],
-    Awaitable[Any],
-]
-"""Wraps every remote call on the calling side (tracing's ``CLIENT`` span):
-``outbound(target, params, ctx, send)`` must ``await send(target, params, ctx)``."""
+__all__ = ["Router"]
 
 _monotonic = time.monotonic
 
@@ -52,7 +44,7 @@ class Router:
         serving: every route this node serves (to itself and to the wire).
         transport: the connection to other nodes; a solo one (the bare
             ``memory://``) when there are none. Made anew at each start.
-        stats: per-method counters when metrics asked for them (``enable_stats``).
+        stats: per-method counters while a listener asks for them (``enable_stats``).
     """
 
     def __init__(
@@ -68,7 +60,6 @@ class Router:
         self.serving: dict[str, RpcEntry] = {}
         self._targets: dict[str, list[str]] = {}  # module -> its targets: unbinding is O(own)
         self.transport: Transport = open_transport(settings())
-        self.outbound: Outbound | None = None
         self.stats: dict[str, CallStats] | None = None
         self._bounds: tuple[float, ...] = ()
         self.routes = _Routes(self)
@@ -83,6 +74,13 @@ class Router:
             for entry in self.serving.values():
                 entry.stats = self.stats.setdefault(entry.target, CallStats(self._bounds))
         return self.stats
+
+    def disable_stats(self) -> None:
+        """Stop counting (nobody asks any more): every route drops its counters."""
+        if self.stats is not None:
+            self.stats = None
+            for entry in self.serving.values():
+                entry.stats = None
 
     def bind(self, slot: Slot) -> None:
         """Put the slot's RPC methods in the tables (replacing a previous instance's)."""
@@ -112,35 +110,9 @@ class Router:
         return slot is not None and self._settings().prefer_local and method not in slot.spec.rpcs
 
     async def send(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
-        """Send a call to another node (through the outbound wrappers)."""
+        """Send a call to another node."""
         transport = self.transport
-        outbound = self.outbound
-        if outbound is not None:
-            return await outbound(target, params, ctx, transport.request)
         return await transport.request(target, params, ctx)
-
-    def wrap(self, outbound: Outbound) -> None:
-        """Wrap every call that leaves this node (outermost so far)."""
-        inner = self.outbound
-        if inner is None:
-            self.outbound = outbound
-            return
-
-        def send_through_inner(send: Any) -> Any:
-            def through(target: str, params: dict[str, Any], ctx: Context) -> Awaitable[Any]:
-                return inner(target, params, ctx, send)
-
-            return through
-
-        def both(
-            target: str,
-            params: dict[str, Any],
-            ctx: Context,
-            send: Callable[[str, dict[str, Any], Context], Awaitable[Any]],
-        ) -> Awaitable[Any]:
-            return outbound(target, params, ctx, send_through_inner(send))
-
-        self.outbound = both
 
     # remote dependencies -----------------------------------------------------
     def local_deps(self, slot: Slot) -> tuple[Dependency, ...]:

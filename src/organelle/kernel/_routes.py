@@ -24,16 +24,29 @@ if TYPE_CHECKING:
 __all__ = ["CallStats", "RpcEntry"]
 
 
-class CallStats:
-    """Counters of one RPC method, kept by the kernel itself when metrics ask for them.
+if TYPE_CHECKING or speedups is None:
+
+    class _StatsBase:
+        """The call counter (a C integer the compiled call path bumps, when built)."""
+
+        __slots__ = ("calls",)
+
+        calls: int
+
+else:
+    _StatsBase = speedups.StatsBase
+
+
+class CallStats(_StatsBase):
+    """Counters of one RPC method, kept by the kernel itself while a listener asks for them.
 
     Every call is counted; only calls whose handler suspends are timed (a
     handler that finishes in its first step takes about a microsecond, below
     the first histogram bucket), so a call that does not suspend pays one
-    increment and no clock reads.
+    increment and no clock reads — in C, a plain integer increment.
     """
 
-    __slots__ = ("bounds", "calls", "counts", "errors", "pending", "sum")
+    __slots__ = ("bounds", "counts", "errors", "pending", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds

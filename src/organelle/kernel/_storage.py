@@ -2,24 +2,113 @@
 
 Modules reach it as ``self.store`` (their own namespace); ``kernel.states``
 holds live values shared by modules, persisted in the Store when
-``[kernel] persist_state`` is on.
+``[kernel] persist_state`` is on. The Store is always handed out inside an
+``ObservedStore``, which reports each operation to the ``on_store`` listeners
+of the moment (and costs a flag check while there are none).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from organelle.kernel._listen import StoreReport
 
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
-    from organelle.storage import NamespacedStore, StateEngine, Store
+    from organelle.kernel._listen import Listeners
+    from organelle.storage import Entry, NamespacedStore, Page, StateEngine, Store, Watch
 
-__all__ = ["DEFAULT_STORAGE", "StoreHost"]
+__all__ = ["DEFAULT_STORAGE", "ObservedStore", "StoreHost"]
 
 DEFAULT_STORAGE = "sqlite:///organelle.db"  # KernelSettings' default: opened on first use
 
 log = logging.getLogger("organelle.kernel")
+T = TypeVar("T")
+_perf = time.perf_counter
+
+
+class ObservedStore:
+    """Delegates to ``inner``; reports each operation's time and error to the listeners."""
+
+    def __init__(self, inner: Store, listeners: Listeners) -> None:
+        self.inner = inner
+        self._listeners = listeners
+
+    async def _op(self, op: str, work: Awaitable[T]) -> T:
+        if not self._listeners.store:
+            return await work
+        started = _perf()
+        error = None
+        try:
+            return await work
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            self._listeners.stored(StoreReport(op=op, duration_s=_perf() - started, error=error))
+
+    async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors Store.get
+        """See ``Store.get``."""
+        return await self._op("get", self.inner.get(key, type=type))
+
+    async def put(self, key: str, value: Any, *, ttl_s: float | None = None) -> int:
+        """See ``Store.put``."""
+        return await self._op("put", self.inner.put(key, value, ttl_s=ttl_s))
+
+    async def delete(self, key: str) -> bool:
+        """See ``Store.delete``."""
+        return await self._op("delete", self.inner.delete(key))
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """See ``Store.get_many``."""
+        return await self._op("get_many", self.inner.get_many(keys))
+
+    async def put_many(
+        self, items: Mapping[str, Any], *, ttl_s: float | None = None
+    ) -> dict[str, int]:
+        """See ``Store.put_many``."""
+        return await self._op("put_many", self.inner.put_many(items, ttl_s=ttl_s))
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """See ``Store.delete_many``."""
+        return await self._op("delete_many", self.inner.delete_many(keys))
+
+    async def scan(self, prefix: str = "", *, limit: int = 100, cursor: str | None = None) -> Page:
+        """See ``Store.scan``."""
+        return await self._op("scan", self.inner.scan(prefix, limit=limit, cursor=cursor))
+
+    async def compare_and_set(
+        self, key: str, value: Any, *, revision: int | None, ttl_s: float | None = None
+    ) -> int:
+        """See ``Store.compare_and_set``."""
+        return await self._op(
+            "compare_and_set",
+            self.inner.compare_and_set(key, value, revision=revision, ttl_s=ttl_s),
+        )
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """See ``Store.incr``."""
+        return await self._op("incr", self.inner.incr(key, by))
+
+    def watch(self, prefix: str = "") -> Watch:
+        """See ``Store.watch`` (a feed, not an operation: not reported)."""
+        return self.inner.watch(prefix)
+
+    async def close(self) -> None:
+        """Close the inner store."""
+        await self.inner.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __getattr__(self, name: str) -> Any:  # backend extras (e.g. a SQLite path) stay reachable
+        return getattr(self.inner, name)
 
 
 class StoreHost:
@@ -29,14 +118,14 @@ class StoreHost:
         self,
         settings: Callable[[], KernelSettings],
         emit: Callable[[str, Any], Awaitable[None]],
+        listeners: Listeners,
     ) -> None:
         self._settings = settings
         self._emit = emit
+        self._listeners = listeners
         self._store: Store | None = None
         self._states: StateEngine | None = None
         self._views: dict[str, NamespacedStore] = {}
-        # Wraps the store when it opens (storage metrics); the kernel never needs it.
-        self.wrap: Callable[[Store], Store] | None = None
 
     @property
     def opened(self) -> Store | None:
@@ -59,7 +148,7 @@ class StoreHost:
         return self._store
 
     def _keep(self, store: Store) -> None:
-        self._store = store if self.wrap is None else self.wrap(store)
+        self._store = ObservedStore(store, self._listeners)
 
     def view(self, namespace: str) -> NamespacedStore:
         """The view of the shared store under ``namespace`` (a module's name)."""

@@ -5,6 +5,8 @@ module is active and stop before modules stop, like the job worker. Payloads
 are encoded with the JSON codec; a consumer's payload is converted to its
 handler's declared type. Each record carries the appender's ids and trace
 headers, so the consumer's context links to the request that appended it.
+Each record runs through the kernel's one pipeline as a ``"stream"``
+invocation; each outcome (done, failed, dead, lost) goes to the listeners.
 """
 
 from __future__ import annotations
@@ -15,19 +17,21 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import JsonCodec
-from organelle.context import _current, context, root_context
+from organelle.context import context, root_context
 from organelle.errors import ConfigError, ValidationError
-from organelle.kernel._dispatch import Invocation
+from organelle.kernel._dispatch import Invocation, run_invocation
+from organelle.kernel._listen import RecordReport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from organelle.config.settings import KernelSettings
     from organelle.kernel._dispatch import CallNext
+    from organelle.kernel._listen import Listeners
     from organelle.kernel._slots import Slot, Slots
     from organelle.module._describe import Consumer
     from organelle.streams.base import Delivery, StreamLog, StreamSpec
-    from organelle.streams.consumer import ConsumerStats, GroupConsumer
+    from organelle.streams.consumer import ConsumerStats, GroupConsumer, Outcome, RecordObserver
 
 __all__ = ["DEFAULT_URL", "StreamHost"]
 
@@ -55,11 +59,13 @@ class StreamHost:
         settings: Callable[[], KernelSettings],
         chain: Callable[[], CallNext | None],
         running: Callable[[], bool],
+        listeners: Listeners,
     ) -> None:
         self._slots = slots
         self._settings = settings
         self._chain = chain
         self._running = running
+        self._listeners = listeners
         self.log: StreamLog | None = None
         self.consumers: list[GroupConsumer] = []
         self._ensured: dict[str, StreamSpec] = {}
@@ -148,18 +154,20 @@ class StreamHost:
             o = consumer.options
             spec = await self.ensure(o.stream)
             group = o.group or slot.name
+            stats = ConsumerStats(o.stream, group, slot.name, consumer.attr)
             member = GroupConsumer(
                 self.log,
                 stream=o.stream,
                 group=group,
                 partitions=spec.partitions,
                 handler=self._handler(slot.name, consumer),
-                stats=ConsumerStats(o.stream, group, slot.name, consumer.attr),
+                stats=stats,
                 start=o.start,
                 max_attempts=o.max_attempts,
                 backoff_s=o.backoff_s,
                 backoff_max_s=o.backoff_max_s,
                 lease_s=o.lease_s,
+                observer=self._reporter(stats),
             )
             if self._started:
                 member.start()
@@ -202,22 +210,38 @@ class StreamHost:
             ctx = root_context(None, meta=meta or None, topic=rec.stream)
             ctx.corr = rec.headers.get(_H_CORR)
             ctx.cause = rec.headers.get(_H_CAUSE)
-            token = _current.set(ctx)
-            try:
 
-                async def call(_: Invocation | None = None) -> Any:
-                    return await (fn(payload) if contract.takes_payload else fn())
+            async def call(_: Invocation) -> Any:
+                return await (fn(payload) if contract.takes_payload else fn())
 
-                chain = chain_of()
-                if chain is None:
-                    await call()
-                else:
-                    inv = Invocation("stream", rec.stream, module, None, payload, ctx, call)
-                    await chain(inv)
-            finally:
-                _current.reset(token)
+            inv = Invocation("stream", rec.stream, module, None, payload, ctx, call)
+            await run_invocation(chain_of(), inv)
 
         return run
+
+    def _reporter(self, stats: ConsumerStats) -> RecordObserver:
+        """What a member tells of each record: a ``RecordReport`` for the listeners."""
+        listeners = self._listeners
+
+        def report(outcome: Outcome, delivery: Delivery, took: float, error: str | None) -> None:
+            if listeners.records:
+                rec = delivery.record
+                listeners.record(
+                    RecordReport(
+                        outcome=outcome,
+                        stream=stats.stream,
+                        group=stats.group,
+                        module=stats.module,
+                        handler=stats.handler,
+                        partition=rec.partition,
+                        offset=rec.offset,
+                        attempt=delivery.attempt,
+                        duration_s=took,
+                        error=error,
+                    )
+                )
+
+        return report
 
     async def idle(self, timeout_s: float = 30.0) -> None:
         """Wait until every local group has consumed all it can see and nothing runs."""

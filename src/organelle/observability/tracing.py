@@ -1,19 +1,26 @@
-"""OpenTelemetry spans around calls, events and lifecycle hooks; W3C trace context in meta.
+"""OpenTelemetry spans around calls, events, jobs and lifecycle hooks; W3C trace context in meta.
 
 The trace context travels in ``Context.meta["traceparent"]`` (W3C format), the
 one place that already flows to nested calls and events and, through a
-transport, into message headers. The middleware opens a span per RPC call
-(``SERVER``) and per event delivery (``CONSUMER``) whose parent is the
-``traceparent`` it finds, and writes its own span into the meta of the
-context being served, so everything that work causes is its child. Emitting
-records a ``PRODUCER`` span; lifecycle hooks get spans from the kernel's state
-events. OpenTelemetry is imported only here: with tracing off nothing is
-installed and nothing costs anything.
+transport, into message headers. ``Tracing`` is two things on one kernel:
+
+* middleware on the one invocation pipeline: a span per RPC call served
+  (``SERVER``), per call sent to another node (``CLIENT``: the remote
+  ``SERVER`` span is its child), per HTTP request (``SERVER``), and per event
+  delivery, job run or stream record (``CONSUMER``), whose parent is the
+  ``traceparent`` it finds; it writes its own span into the meta of the
+  invocation's context, so everything that work causes is its child;
+* a listener: a ``PRODUCER`` span per emit and per job enqueue (whose
+  ``traceparent`` the job carries to its run), and spans for each module's
+  ``on_start`` / ``on_stop`` from the lifecycle reports.
+
+OpenTelemetry is imported only here: with tracing off nothing is installed and
+nothing costs anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -30,11 +37,12 @@ from opentelemetry.trace import (
 )
 
 from organelle.context import Context, current_context
+from organelle.kernel import BaseListener
 from organelle.kernel._dispatch import CallNext, Invocation
 
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
-    from organelle.kernel import Kernel
+    from organelle.kernel import EventReport, JobReport, Kernel, LifecycleReport
 
 __all__ = ["TRACEPARENT", "Tracing", "format_traceparent", "make_tracer", "parse_traceparent"]
 
@@ -91,18 +99,37 @@ def make_tracer(settings: KernelSettings) -> Tracer:
     return provider.get_tracer("organelle")
 
 
-def _attributes(inv: Invocation, *, rpc: bool) -> dict[str, str]:
-    if rpc:
-        return {"rpc.system": "organelle", "rpc.method": inv.target, "organelle.module": inv.module}
-    return {
+def _span_of(inv: Invocation) -> tuple[str, SpanKind, dict[str, str]]:
+    """The name, kind and attributes of an invocation's span."""
+    if inv.kind == "rpc":
+        attrs = {
+            "rpc.system": "organelle",
+            "rpc.method": inv.target,
+            "organelle.module": inv.module,
+        }
+        return inv.target, SpanKind.CLIENT if inv.remote else SpanKind.SERVER, attrs
+    if inv.kind == "http":
+        request = inv.request
+        method = str(getattr(request, "method", "HTTP"))
+        spec = getattr(request, "route", None)
+        where = str(getattr(spec, "path", None) or getattr(request, "path", inv.target))
+        attrs = {
+            "http.request.method": method,
+            "http.route": where,
+            "rpc.method": inv.target,
+            "organelle.module": inv.module,
+        }
+        return f"{method} {where}", SpanKind.SERVER, attrs
+    attrs = {
         "messaging.system": "organelle",
         "messaging.destination.name": inv.target,
         "organelle.module": inv.module,
     }
+    return f"{inv.target} process", SpanKind.CONSUMER, attrs
 
 
-class Tracing:
-    """Tracing for one kernel: dispatch middleware, publish and lifecycle spans.
+class Tracing(BaseListener):
+    """Tracing for one kernel: pipeline middleware plus a listener (publish, enqueue, lifecycle).
 
     Example::
 
@@ -115,61 +142,43 @@ class Tracing:
         self._hooks: dict[str, Span] = {}
 
     def install(self) -> None:
-        """Add the middleware, client spans on remote calls, publish and lifecycle spans."""
+        """Add the middleware (every invocation) and the listener (emits, enqueues, lifecycle)."""
         self.kernel.use(self)
-        self.kernel.wrap_remote(self._client)
-        self.kernel.on_job_enqueue(self._enqueued)
-        self.kernel.tap(">", _SpanTap(self))
+        self.kernel.listen(self)
 
-    def _enqueued(self, job: str, parent: str | None) -> str | None:
-        """A ``PRODUCER`` span for a job enqueue; the job's run becomes its child."""
-        remote = parse_traceparent(parent)
+    # the listener ----------------------------------------------------------------
+    def on_job(self, job: JobReport, /) -> None:
+        """A ``PRODUCER`` span per enqueue, stored in the job's meta: the run becomes its child."""
+        if job.stage != "enqueued":
+            return
+        remote = parse_traceparent(job.meta.get(TRACEPARENT))
         span = self.tracer.start_span(
-            f"{job} enqueue",
+            f"{job.job} enqueue",
             context=trace.set_span_in_context(NonRecordingSpan(remote)) if remote else None,
             kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "organelle", "messaging.destination.name": job},
+            attributes={"messaging.system": "organelle", "messaging.destination.name": job.job},
         )
         span.end()
-        return format_traceparent(span.get_span_context())
+        job.meta[TRACEPARENT] = format_traceparent(span.get_span_context())
 
-    async def _client(
-        self,
-        target: str,
-        params: dict[str, Any],
-        ctx: Context,
-        send: Callable[[str, dict[str, Any], Context], Awaitable[Any]],
-    ) -> Any:
-        """A ``CLIENT`` span around a remote call; the remote ``SERVER`` span is its child."""
-        span = self.tracer.start_span(
-            target,
-            context=_parent(ctx),
-            kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "organelle", "rpc.method": target},
-        )
-        ctx.meta = {**ctx.meta, TRACEPARENT: format_traceparent(span.get_span_context())}
-        try:
-            return await send(target, params, ctx)
-        except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            raise
-        finally:
-            span.end()
+    def on_event(self, event: EventReport, /) -> None:
+        """A ``PRODUCER`` span per emit, child of the emitting work."""
+        self.published(event.topic)
 
+    def on_lifecycle(self, change: LifecycleReport, /) -> None:
+        """Spans around modules' ``on_start`` / ``on_stop``."""
+        if change.module is not None:
+            self.lifecycle(change.topic, change.payload)
+
+    # the middleware --------------------------------------------------------------
     def __call__(self, inv: Invocation, call_next: CallNext, /) -> Awaitable[Any]:
         """Run the rest of the chain inside a span that is the parent of all it causes."""
         return self._traced(inv, call_next)
 
     async def _traced(self, inv: Invocation, call_next: CallNext) -> Any:
         ctx: Context = inv.context
-        rpc = inv.kind == "rpc"
-        span = self.tracer.start_span(
-            inv.target if rpc else f"{inv.target} process",
-            context=_parent(ctx),
-            kind=SpanKind.SERVER if rpc else SpanKind.CONSUMER,
-            attributes=_attributes(inv, rpc=rpc),
-        )
+        name, kind, attributes = _span_of(inv)
+        span = self.tracer.start_span(name, context=_parent(ctx), kind=kind, attributes=attributes)
         ctx.meta = {**ctx.meta, TRACEPARENT: format_traceparent(span.get_span_context())}
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
@@ -192,9 +201,9 @@ class Tracing:
         )
         span.end()
 
-    def lifecycle(self, topic: str, payload: Any) -> None:
+    def lifecycle(self, topic: str, payload: Mapping[str, Any]) -> None:
         """Open a span when a module starts or stops; close it when that ends."""
-        module = payload.get("module", "") if isinstance(payload, dict) else ""
+        module = str(payload.get("module", ""))
         phase = topic.rsplit(".", 1)[-1]
         if phase in ("starting", "stopping"):
             hook = "on_start" if phase == "starting" else "on_stop"
@@ -207,18 +216,3 @@ class Tracing:
             if phase == "failed":
                 span.set_status(Status(StatusCode.ERROR, str(payload.get("error", ""))))
             span.end()
-
-
-class _SpanTap(list[tuple[str, Any]]):
-    """A kernel tap that turns emits and module state events into spans."""
-
-    def __init__(self, tracing: Tracing) -> None:
-        super().__init__()
-        self.tracing = tracing
-
-    def append(self, item: tuple[str, Any]) -> None:
-        topic, payload = item
-        if topic.startswith("kernel.module."):
-            self.tracing.lifecycle(topic, payload)
-        elif not topic.startswith("kernel."):
-            self.tracing.published(topic)

@@ -8,6 +8,10 @@ letter after ``max_attempts``, so one bad record cannot stall its partition
 forever. Several members (other
 processes, other nodes on a shared log) split the partitions by lease: a
 member whose lease lapsed is refused on commit and simply claims again.
+
+Each outcome is counted in ``ConsumerStats`` and, when an ``observer`` is
+given (the kernel's listeners), reported to it; an observer's error is
+logged and never affects the record.
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from organelle.errors import LeaseLostError, OrganelleError
 from organelle.streams.base import Delivery, Start, StreamLog
 
-__all__ = ["ConsumerStats", "GroupConsumer"]
+__all__ = ["ConsumerStats", "GroupConsumer", "Outcome", "RecordObserver"]
 
 log = logging.getLogger("organelle.streams")
 
 Handler = Callable[[Delivery], Awaitable[None]]
+Outcome = Literal["done", "failed", "dead", "lost"]
+RecordObserver = Callable[[Outcome, Delivery, float, "str | None"], None]
+"""Told of each record's outcome: ``(outcome, delivery, duration_s, error)``."""
 IDLE_MIN_S = 0.005
 IDLE_MAX_S = 0.25
 ERROR_PAUSE_S = 0.5
@@ -67,6 +75,7 @@ class GroupConsumer:
         backoff_max_s: float = 30.0,
         lease_s: float = 30.0,
         batch: int = 32,
+        observer: RecordObserver | None = None,
     ) -> None:
         self.log = log_
         self.batch = batch
@@ -80,6 +89,7 @@ class GroupConsumer:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.lease_s = lease_s
+        self.observer = observer
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -147,10 +157,20 @@ class GroupConsumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
+    def _tell(
+        self, outcome: Outcome, delivery: Delivery, took: float, error: str | None = None
+    ) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(outcome, delivery, took, error)
+            except Exception:
+                log.exception("record observer failed on %s", outcome)
+
     async def _handle(self, delivery: Delivery) -> bool:
         """Run one record; ``True`` when the group moved past it under our lease."""
         stats = self.stats
         stats.in_flight += 1
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.lease_s):
                 await self.handler(delivery)
@@ -158,21 +178,24 @@ class GroupConsumer:
             await self.log.release(delivery, self.owner)
             raise
         except Exception as exc:  # any failure: retried, then dead
-            return await self._failed(delivery, exc)
+            return await self._failed(delivery, exc, time.perf_counter() - started)
         finally:
             stats.in_flight -= 1
+        took = time.perf_counter() - started
         try:
             await self.log.commit(delivery, self.owner)
         except LeaseLostError:
             stats.lost += 1  # another member took over; it runs the record again
+            self._tell("lost", delivery, took)
             return False
         except Exception as exc:  # not committed: the record comes again
             log.warning("commit on %s/%s failed: %s", self.stream, self.group, exc)
             return False
         stats.done += 1
+        self._tell("done", delivery, took)
         return True
 
-    async def _failed(self, delivery: Delivery, exc: BaseException) -> bool:
+    async def _failed(self, delivery: Delivery, exc: BaseException, took: float) -> bool:
         stats = self.stats
         stats.failed += 1
         error = exc.code if isinstance(exc, OrganelleError) else type(exc).__name__
@@ -185,6 +208,7 @@ class GroupConsumer:
             "attempt": delivery.attempt,
             "ts": time.time(),
         }
+        self._tell("failed", delivery, took, message)  # then dead, when out of attempts
         if delivery.attempt >= self.max_attempts:
             log.error(
                 "stream %s group %s: record %d/%d is a dead letter after %d attempts: %s",
@@ -199,8 +223,10 @@ class GroupConsumer:
                 await self.log.dead(delivery, self.owner, message)
             except LeaseLostError:
                 stats.lost += 1
+                self._tell("lost", delivery, took, message)
                 return False
             stats.dead += 1
+            self._tell("dead", delivery, took, message)
             return True
         log.warning(
             "stream %s group %s: record %d/%d failed (attempt %d of %d): %s",

@@ -1,8 +1,8 @@
 """What users need to test their own modules.
 
 * ``running(...)`` — an ``async with`` that starts a kernel and always stops it.
-* ``capture(kernel, pattern)`` — record emitted events; ``await kernel.drain()``
-  first so tests never sleep.
+* ``capture(kernel, pattern)`` — record emitted events (a kernel listener);
+  ``await kernel.drain()`` first so tests never sleep.
 * ``fake_module(name, version, **handlers)`` — stand in for a dependency with
   plain async functions.
 * ``eventually(check)`` — retry a check until it passes, within a deadline, for
@@ -27,11 +27,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from organelle.errors import DefinitionError
-from organelle.kernel import Kernel, ModuleRef
+from organelle.kernel import BaseListener, EventReport, Kernel, LifecycleReport, ModuleRef
 from organelle.module import Module, rpc
+from organelle.module._topics import matches
 from organelle.testing._eventually import eventually
 
-__all__ = ["capture", "eventually", "fake_module", "running"]
+__all__ = ["Captured", "capture", "eventually", "fake_module", "running"]
 
 
 @asynccontextmanager
@@ -49,13 +50,39 @@ async def running(
         await kernel.stop()
 
 
-def capture(kernel: Kernel, pattern: str = ">") -> list[tuple[str, Any]]:
+class Captured(list[tuple[str, Any]], BaseListener):
+    """The list ``capture`` returns: it is also the kernel listener that fills it.
+
+    ``kernel.unlisten(captured)`` stops recording; what was recorded stays.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = pattern
+
+    def on_event(self, event: EventReport, /) -> None:
+        """Record an emit whose topic matches."""
+        if matches(self.pattern, event.topic):
+            self.append((event.topic, event.payload))
+
+    def on_lifecycle(self, change: LifecycleReport, /) -> None:
+        """Record a kernel event (module state, config reload) whose topic matches."""
+        if matches(self.pattern, change.topic):
+            self.append((change.topic, dict(change.payload)))
+
+
+def capture(kernel: Kernel, pattern: str = ">") -> Captured:
     """Return a list that fills with ``(topic, payload)`` of every matching emit.
 
     Events are recorded when emitted (before handlers run), in emit order;
-    kernel lifecycle events (``kernel.module.*``) match ``>`` too.
+    kernel events (``kernel.module.*``, ``kernel.config.*``) match ``>`` too.
+    The list is a kernel listener: ``kernel.unlisten(it)`` stops it. This is
+    the test convenience the kernel's old ``tap`` was; the kernel itself only
+    has listeners.
     """
-    return kernel.tap(pattern)
+    captured = Captured(pattern)
+    kernel.listen(captured)
+    return captured
 
 
 def fake_module(

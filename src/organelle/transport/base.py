@@ -31,7 +31,7 @@ class Inbound(Protocol):
         ...
 
     def connection_event(self, event: Literal["disconnected", "reconnected"]) -> None:
-        """Report the connection going down or coming back (for metrics)."""
+        """Report the connection going down or coming back (to the kernel's listeners)."""
         ...
 
 
