@@ -1,9 +1,10 @@
 """The route table: routes declared on modules plus RPC methods exposed by pattern.
 
-Modules running here are read from ``kernel.modules()``; modules that run on
-other nodes are read from their classes (``route_modules``), since describing
-a class needs no instance. Either way a route names an RPC target, and the
-call goes through the kernel, which routes it locally or over the transport.
+Modules running here come and go with the kernel (``gateway/_live.py`` binds
+them); modules that run on other nodes are read from their classes
+(``route_modules``), since describing a class needs no instance. Either way a
+route names an RPC target, and the call goes through the kernel, which routes
+it locally or over the transport.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from organelle.module._signature import ParamsContract
 
 if TYPE_CHECKING:
     from organelle.gateway.config import GatewayConfig
-    from organelle.kernel import Kernel
 
-__all__ = ["RouteEntry", "collect"]
+__all__ = ["RouteEntry", "entries_of", "remote_classes", "table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,11 @@ class RouteEntry:
     fn: Callable[..., Any]
 
     @property
+    def key(self) -> tuple[str, str]:
+        """Method and path shape: ``/a/{x}`` and ``/a/{y}`` are one route."""
+        return (self.method, _normal(self.path))
+
+    @property
     def returns(self) -> Any:
         """The handler's declared return type (``Any`` when undeclared)."""
         try:
@@ -50,46 +55,50 @@ class RouteEntry:
             return Any
 
 
-def _classes(kernel: Kernel, config: GatewayConfig, own: str) -> list[type[Module]]:
+def remote_classes(config: GatewayConfig, own: str) -> list[type[Module]]:
+    """The classes ``route_modules`` names: modules served by other nodes."""
     found: list[type[Module]] = []
-    for name, info in kernel.modules().items():
-        if name != own:
-            found.append(type(info.instance))
-    local = {describe(c).name for c in found}
     for ref in config.route_modules:
         cls = import_object(ref, where=f"modules.{own}.route_modules")
         if not (isinstance(cls, type) and issubclass(cls, Module)):
             raise DefinitionError(f"modules.{own}.route_modules: {ref!r} is not a Module class")
-        if describe(cls).name not in local:
-            found.append(cls)
+        found.append(cls)
     return found
 
 
-def collect(kernel: Kernel, config: GatewayConfig, own: str) -> list[RouteEntry]:
-    """Every operation the gateway serves, static paths before templated ones.
+def entries_of(cls: type[Module], config: GatewayConfig) -> list[RouteEntry]:
+    """The operations one module class offers: its ``@route``s and its exposed methods.
 
     Raises:
-        DefinitionError: two operations on one method and path, or a route
-            whose path names a parameter the handler does not take.
+        DefinitionError: a route whose roles its ``@rpc`` does not enforce.
     """
     entries: list[RouteEntry] = []
     prefix = "/" + config.rpc_prefix.strip("/") if config.rpc_prefix.strip("/") else ""
-    for cls in _classes(kernel, config, own):
-        spec = describe(cls)
-        for method_name, meta in spec.rpcs.items():
-            target = f"{spec.name}.{method_name}"
-            fn = getattr(cls, meta.attr)
-            for route in routes_of(fn):
-                _check_guard(target, route, meta.spec)
-                entries.append(
-                    _entry(route.method, route.path, target, route, meta.spec, meta.contract, fn)
-                )
-            if _exposed(target, config.expose):
-                path = f"{prefix}/{spec.name}/{method_name}"
-                entries.append(_entry("POST", path, target, None, meta.spec, meta.contract, fn))
+    spec = describe(cls)
+    for method_name, meta in spec.rpcs.items():
+        target = f"{spec.name}.{method_name}"
+        fn = getattr(cls, meta.attr)
+        for route in routes_of(fn):
+            _check_guard(target, route, meta.spec)
+            entries.append(
+                _entry(route.method, route.path, target, route, meta.spec, meta.contract, fn)
+            )
+        if _exposed(target, config.expose):
+            path = f"{prefix}/{spec.name}/{method_name}"
+            entries.append(_entry("POST", path, target, None, meta.spec, meta.contract, fn))
+    return entries
+
+
+def table(groups: Iterable[list[RouteEntry]]) -> list[RouteEntry]:
+    """One table from per-module entries, static paths before templated ones.
+
+    Raises:
+        DefinitionError: two operations on one method and path.
+    """
+    entries = [e for group in groups for e in group]
     seen: dict[tuple[str, str], str] = {}
     for e in entries:
-        key = (e.method, _normal(e.path))
+        key = e.key
         if key in seen:
             raise DefinitionError(
                 f"gateway: {e.method} {e.path} is served by both {seen[key]} and {e.target}"

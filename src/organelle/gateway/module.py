@@ -1,8 +1,10 @@
 """The ``Gateway`` module: the app's HTTP edge, configured in ``[modules.gateway]``.
 
 Order: the gateway sets ``starts_last``, so the kernel starts it after every
-other module (it routes what is active) and stops it first (no request
-arrives at a module that is stopping). Its ``on_load`` installs the RBAC
+other module and stops it first (no request arrives at a module that is
+stopping). Its HTTP routes are a kernel binding kind (``gateway/_live.py``):
+modules added, removed or reloaded at run time gain, lose or change their
+routes like every other binding. Its ``on_load`` installs the RBAC
 authorizer from config on the kernel: ``on_load`` runs for every module
 before any starts, so every RPC guard is built with it.
 """
@@ -64,6 +66,7 @@ class Gateway(Module):
         self._serve = serve
         self._server: Any = None
         self._hub: Any = None
+        self._routes: Any = None
         self.app: Any = None
         self.runtime: Any = None
 
@@ -94,14 +97,14 @@ class Gateway(Module):
         kernel.authorizer = self._rbac.authorizer()
 
     async def on_start(self) -> None:
-        """Build the route table and the app from what is active now, then listen."""
+        """Route every active module (and those that come later), then listen."""
         from organelle.gateway._app import build_app
         from organelle.gateway._cache import ResponseCache
+        from organelle.gateway._live import HttpRoutes, LiveApp
         from organelle.gateway._ratelimit import Limiter
         from organelle.gateway._runtime import Runtime
         from organelle.gateway._server import HttpServer
         from organelle.gateway._stream import EventHub
-        from organelle.gateway._table import collect
 
         cfg = self.config
         factory = self._factory or principal_factory(cfg.auth)
@@ -111,7 +114,7 @@ class Gateway(Module):
         shared = cfg.rate_limit.storage == "store"
         store = self.kernel.store_for(self.name)
         kernel = kernel_of(self)
-        self.runtime = Runtime(
+        runtime = self.runtime = Runtime(
             kernel,
             cfg,
             factory=factory,
@@ -121,23 +124,32 @@ class Gateway(Module):
             if cfg.cache.enabled
             else None,
         )
-        self._hub = EventHub(cfg.stream.topics, cfg.stream.queue_size)
-        entries = collect(kernel, cfg, self.name)
-        self.app = build_app(
-            self.runtime, entries, hub=self._hub, rbac=self._rbac, asgi_middleware=self._asgi
-        )
+        hub = self._hub = EventHub(cfg.stream.topics, cfg.stream.queue_size)
+
+        def build() -> Any:
+            return build_app(
+                runtime, routes.entries(), hub=hub, rbac=self._rbac, asgi_middleware=self._asgi
+            )
+
+        app = self.app = LiveApp(build)
+        routes = self._routes = HttpRoutes(cfg, self.name, app.changed)
+        await kernel.add_binder(routes)  # every active module now; later ones as they come
+        app.current  # noqa: B018 - build now: a bad table fails the start, not a request
         if self._serve:
-            self._server = HttpServer(self.app, cfg.host, cfg.port, log_level=cfg.log_level)
+            self._server = HttpServer(app, cfg.host, cfg.port, log_level=cfg.log_level)
             await self._server.start()
-            log.info("gateway serving %d routes on %s", len(entries), self.url)
+            log.info("gateway serving %d routes on %s", len(routes.entries()), self.url)
 
     async def on_stop(self) -> None:
-        """End event streams, then stop the server (in-flight requests finish first)."""
+        """End event streams, stop the server (in-flight requests finish first), unroute."""
         if self._hub is not None:
             self._hub.close()
         server, self._server = self._server, None
         if server is not None:
             await server.stop()
+        routes, self._routes = self._routes, None
+        if routes is not None:
+            await kernel_of(self).remove_binder(routes)
 
     async def on_abort(self, error: BaseException) -> None:  # noqa: ARG002 - the hook's signature
         """Release the socket if starting failed after binding it."""

@@ -210,24 +210,36 @@ class Lifecycle:
                 await binder.detach(slot)
 
     async def add_binder(self, binder: Binder) -> None:
-        """Bind a new kind from now on; every active slot gets its bindings at once."""
-        async with self.lock:
-            if binder in self.binders:
-                return
-            self.binders = (*self.binders, binder)
-            for slot in self.slots.values():
-                if slot.state is ModuleState.ACTIVE:
+        """Bind a new kind from now on; every active slot gets its bindings at once.
+
+        Takes no lock, so a module's ``on_start`` / ``on_stop`` may call it (the
+        gateway adds its HTTP routes there) while a start or change holds it.
+        A slot starting meanwhile gets the kind at its own ``serve`` stage.
+        """
+        if binder in self.binders:
+            return
+        self.binders = (*self.binders, binder)
+        attached: list[Slot] = []
+        try:
+            for slot in list(self.slots.values()):
+                if slot.state is ModuleState.ACTIVE and binder not in slot.bound:
                     await binder.attach(slot)
                     slot.bound.append(binder)
+                    attached.append(slot)
+        except BaseException:
+            self.binders = tuple(b for b in self.binders if b is not binder)
+            for slot in reversed(attached):
+                slot.bound.remove(binder)
+                await binder.detach(slot)
+            raise
 
     async def remove_binder(self, binder: Binder) -> None:
-        """Unbind a kind everywhere and stop binding it."""
-        async with self.lock:
-            self.binders = tuple(b for b in self.binders if b is not binder)
-            for slot in self.slots.values():
-                if binder in slot.bound:
-                    slot.bound.remove(binder)
-                    await binder.detach(slot)
+        """Unbind a kind everywhere and stop binding it (no lock: see ``add_binder``)."""
+        self.binders = tuple(b for b in self.binders if b is not binder)
+        for slot in list(self.slots.values()):
+            if binder in slot.bound:
+                slot.bound.remove(binder)
+                await binder.detach(slot)
 
     async def serve(self, slot: Slot) -> None:
         """An active slot's outward bindings: the wire, jobs, cron, stream consumers."""
