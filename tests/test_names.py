@@ -25,8 +25,9 @@ def test_no_two_classes_share_a_name() -> None:
 
 
 def test_options_are_said_and_specs_are_kept() -> None:
+    from organelle.gateway import RouteOptions
     from organelle.module import ConsumeOptions, CronOptions, JobOptions, RpcOptions
     from organelle.module import SubscriptionOptions as OnOptions
 
-    for cls in (ConsumeOptions, CronOptions, JobOptions, RpcOptions, OnOptions):
+    for cls in (ConsumeOptions, CronOptions, JobOptions, RpcOptions, OnOptions, RouteOptions):
         assert "Options of" in (cls.__doc__ or "")

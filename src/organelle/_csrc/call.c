@@ -1,7 +1,7 @@
 /* Caller: one kernel's local call path (Calls.call in _calls.py, in C).
  *
  * A call runs eagerly: the handler is started inside kernel.call(), and most
- * handlers finish in that first step; the caller gets a Done. A handler that
+ * handlers finish in that first step; the caller gets a Finished (an awaitable already done). A handler that
  * suspends is handed to Python (kernel._resume), which goes on driving it in
  * the awaiting task with the deadline armed. Anything unusual (remote target,
  * middleware, guard, per-method timeout, draining, an expired deadline) goes
@@ -202,7 +202,7 @@ call_failed(CallerObject *self, PyObject *entry, int started)
     if (err == NULL) {
         return NULL;
     }
-    return org_done_new(NULL, err);
+    return org_finished_new(NULL, err);
 }
 
 /* The fields the call path needs are set (RpcEntry sets them all; Python may delete them). */
@@ -352,7 +352,7 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
     }
     switch (PyIter_Send(coro, Py_None, &result)) {
     case PYGEN_RETURN:
-        out = org_done_new(result, NULL);
+        out = org_finished_new(result, NULL);
         break;
     case PYGEN_NEXT: /* suspended: Python finishes it, in the awaiting task, with the deadline */
         out = PyObject_CallFunctionObjArgs(self->resume, coro, result, ctx, dl, entry, NULL);

@@ -89,7 +89,7 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
         Py_DECREF(r);
     }
     if (PyTuple_GET_SIZE(subs) == 0) {
-        out = Py_NewRef(org_done_none);
+        out = Py_NewRef(org_finished_none);
         goto done;
     }
     ctx = org_context_next(self, parent, Py_None, topic);
@@ -108,7 +108,7 @@ org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, Py
     }
     Py_DECREF(r);
     if (wake_dispatcher(self) == 0) {
-        out = Py_NewRef(org_done_none);
+        out = Py_NewRef(org_finished_none);
     }
 done:
     Py_XDECREF(parent);

@@ -4,7 +4,7 @@
  * absent (no compiler) or disabled (ORGANELLE_PURE=1). Everything here mirrors
  * the Python code it replaces (Calls.call, Kernel.emit, EventBus._deliver) and
  * hands anything unusual back to it, so this code only has to be right about
- * the common case. Files: context.c (Context fields), done.c (the finished
+ * the common case. Files: context.c (Context fields), finished.c (the finished
  * awaitable), route.c (RPC route fields, exact-type check), call.c (the call
  * path), events.c (emit and the dispatcher's first step). */
 #include "speedups.h"
@@ -22,7 +22,7 @@ PyObject *org_str_validate;
 PyObject *org_str_make_coro;
 PyObject *org_int_one;
 PyObject *org_empty_tuple;
-PyObject *org_done_none;
+PyObject *org_finished_none;
 
 /* ----------------------------------------------------------------- module */
 
@@ -50,24 +50,24 @@ PyInit__speedups(void)
         org_str_make_coro == NULL || org_int_one == NULL || org_empty_tuple == NULL) {
         return NULL;
     }
-    PyTypeObject *types[] = {&ContextBase_Type, &Done_Type, &RouteBase_Type, &StatsBase_Type,
+    PyTypeObject *types[] = {&ContextBase_Type, &Finished_Type, &RouteBase_Type, &StatsBase_Type,
                              &Caller_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return NULL;
         }
     }
-    org_done_none = org_done_new(Py_NewRef(Py_None), NULL);
-    if (org_done_none == NULL) {
+    org_finished_none = org_finished_new(Py_NewRef(Py_None), NULL);
+    if (org_finished_none == NULL) {
         return NULL;
     }
-    ((DoneObject *)org_done_none)->sticky = 1;
+    ((FinishedObject *)org_finished_none)->sticky = 1;
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL) {
         return NULL;
     }
     if (PyModule_AddObjectRef(m, "ContextBase", (PyObject *)&ContextBase_Type) < 0 ||
-        PyModule_AddObjectRef(m, "Done", (PyObject *)&Done_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Finished", (PyObject *)&Finished_Type) < 0 ||
         PyModule_AddObjectRef(m, "RouteBase", (PyObject *)&RouteBase_Type) < 0 ||
         PyModule_AddObjectRef(m, "StatsBase", (PyObject *)&StatsBase_Type) < 0 ||
         PyModule_AddObjectRef(m, "Caller", (PyObject *)&Caller_Type) < 0 ||

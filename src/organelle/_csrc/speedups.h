@@ -52,7 +52,7 @@
  *          the call; every result is a new reference.
  *   safe   context.c context_new: PyArg_Parse* borrows from this call's own args
  *          and kwargs, which nothing else can reach.
- *   safe   done.c: a Done owns its value and error and hands them over; the
+ *   safe   finished.c: a Finished owns its value and error and hands them over; the
  *          exception's type is held by the exception being raised.
  *   Tests: tests/test_speedups_refs.py frees what each fixed case used, from
  *   Python code run inside the C call, under `python -X dev` (freed memory is
@@ -76,7 +76,7 @@ extern PyObject *org_str_validate;   /* "validate" */
 extern PyObject *org_str_make_coro;  /* "make_coro" */
 extern PyObject *org_int_one;        /* 1 */
 extern PyObject *org_empty_tuple;    /* () */
-extern PyObject *org_done_none;      /* the shared Done for "finished, returned None" */
+extern PyObject *org_finished_none;      /* the shared Finished for "finished, returned None" */
 
 /* time.monotonic(), without the call. */
 static inline double
@@ -126,16 +126,16 @@ extern PyTypeObject ContextBase_Type;
 PyObject *org_context_make(PyTypeObject *type, PyObject *seq, PyObject *deadline, PyObject *corr,
                            PyObject *cause, PyObject *principal, PyObject *meta, PyObject *topic);
 
-/* done.c: an awaitable that already finished. */
+/* finished.c: an awaitable that already finished. */
 typedef struct {
     PyObject_HEAD
     PyObject *value; /* the result; NULL once handed over or when failed */
     PyObject *error; /* the exception instance to raise, or NULL */
     int sticky;      /* the shared "finished with None": never used up */
-} DoneObject;
+} FinishedObject;
 
-extern PyTypeObject Done_Type;
-PyObject *org_done_new(PyObject *value, PyObject *error);
+extern PyTypeObject Finished_Type;
+PyObject *org_finished_new(PyObject *value, PyObject *error);
 
 /* route.c: the fields of an RPC route the call path reads. */
 typedef struct {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from organelle.gateway._route import Header, Query, RouteSpec, route
+from organelle.gateway._route import Header, Query, RouteOptions, route
 
 if TYPE_CHECKING:
     from organelle.errors import PayloadTooLargeError, RateLimitedError
@@ -26,7 +26,7 @@ __all__ = [
     "PayloadTooLargeError",
     "Query",
     "RateLimitedError",
-    "RouteSpec",
+    "RouteOptions",
     "StoreStorage",
     "route",
 ]

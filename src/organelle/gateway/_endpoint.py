@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from organelle.auth.base import Principal
     from organelle.gateway._binding import ParamBinder
-    from organelle.gateway._route import RateKey, RouteSpec
+    from organelle.gateway._route import RateKey, RouteOptions
     from organelle.gateway._runtime import Runtime
     from organelle.kernel import CallNext, Middleware
 
@@ -126,7 +126,7 @@ class Endpoint:
         *,
         target: str,
         binder: ParamBinder,
-        spec: RouteSpec | None,
+        spec: RouteOptions | None,
         status: int,
         timeout_s: float,
         rate: RateLimitItem | None,

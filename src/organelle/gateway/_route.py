@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 from organelle.errors import DefinitionError
 from organelle.module import RpcOptions, rpc
 
-__all__ = ["Header", "Query", "RateKey", "RouteSpec", "route"]
+__all__ = ["Header", "Query", "RateKey", "RouteOptions", "route"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 RateKey = Literal["principal", "client", "global"]
@@ -39,8 +39,8 @@ class Header:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RouteSpec:
-    """One HTTP route of a module method.
+class RouteOptions:
+    """Options of one HTTP route of a module method (what ``@route.get(...)`` says).
 
     Attributes:
         method: ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE``.
@@ -111,7 +111,7 @@ class _RouteDecorators:
             elif value is not None:
                 options[key] = tuple(value)
         try:
-            spec = RouteSpec(method=method, path=path, **options)
+            spec = RouteOptions(method=method, path=path, **options)
         except TypeError as exc:
             raise DefinitionError(f"@route.{method.lower()}({path!r}): {exc}") from None
 
@@ -122,14 +122,14 @@ class _RouteDecorators:
                 fn.__organelle_rpc__ = merged  # type: ignore[attr-defined]
             else:
                 rpc(roles=spec.roles, permissions=spec.permissions)(fn)
-            routes: tuple[RouteSpec, ...] = getattr(fn, "__organelle_routes__", ())
+            routes: tuple[RouteOptions, ...] = getattr(fn, "__organelle_routes__", ())
             fn.__organelle_routes__ = (*routes, spec)  # type: ignore[attr-defined]
             return fn
 
         return mark
 
 
-def _merge(existing: RpcOptions, spec: RouteSpec, fn: Callable[..., Any]) -> RpcOptions:
+def _merge(existing: RpcOptions, spec: RouteOptions, fn: Callable[..., Any]) -> RpcOptions:
     """Route and ``@rpc`` guard one method; they must not disagree on who may call."""
     for what in ("roles", "permissions"):
         mine, theirs = getattr(spec, what), getattr(existing, what)
@@ -149,7 +149,7 @@ route = _RouteDecorators()
 """Declare HTTP routes on module methods: ``@route.get("/items/{sku}", roles=["reader"])``."""
 
 
-def routes_of(fn: object) -> tuple[RouteSpec, ...]:
+def routes_of(fn: object) -> tuple[RouteOptions, ...]:
     """The routes declared on a handler (empty when none)."""
     found = getattr(fn, "__organelle_routes__", ())
     return found if isinstance(found, tuple) else ()

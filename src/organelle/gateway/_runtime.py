@@ -42,7 +42,7 @@ from organelle.gateway._resilience import RemoteCaller
 if TYPE_CHECKING:
     from organelle.gateway._cache import ResponseCache
     from organelle.gateway._ratelimit import Limiter
-    from organelle.gateway._route import RouteSpec
+    from organelle.gateway._route import RouteOptions
     from organelle.gateway.config import GatewayConfig
     from organelle.kernel import Kernel, Middleware
 
@@ -87,7 +87,7 @@ class HttpCall:
         principal: Principal | None,
         headers: Mapping[str, str],
         client: str,
-        route: RouteSpec | None,
+        route: RouteOptions | None,
     ) -> None:
         self.method = method
         self.path = path

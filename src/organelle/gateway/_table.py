@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from organelle.config import import_object
 from organelle.errors import DefinitionError
 from organelle.gateway._binding import ParamBinder
-from organelle.gateway._route import RouteSpec, routes_of
+from organelle.gateway._route import RouteOptions, routes_of
 from organelle.module import Module, RpcOptions, describe
 from organelle.module._signature import ParamsContract
 
@@ -36,7 +36,7 @@ class RouteEntry:
     path: str
     target: str
     module: str
-    spec: RouteSpec | None
+    spec: RouteOptions | None
     rpc: RpcOptions
     binder: ParamBinder
     fn: Callable[..., Any]
@@ -111,7 +111,7 @@ def _entry(  # noqa: PLR0917 - a private constructor helper
     method: str,
     path: str,
     target: str,
-    route: RouteSpec | None,
+    route: RouteOptions | None,
     rpc: RpcOptions,
     contract: ParamsContract,
     fn: Callable[..., Any],
@@ -130,7 +130,7 @@ def _normal(path: str) -> str:
     return "/".join("{}" if seg.startswith("{") else seg for seg in path.split("/"))
 
 
-def _check_guard(target: str, route: RouteSpec, rpc: RpcOptions) -> None:
+def _check_guard(target: str, route: RouteOptions, rpc: RpcOptions) -> None:
     """A route's roles live on its RPC; ``@rpc`` applied over ``@route`` must not drop them."""
     for what in ("roles", "permissions"):
         mine = set(getattr(route, what))

@@ -1,4 +1,4 @@
-/* Done: a local call that already finished, awaited without a coroutine frame.
+/* Finished: a local call that already finished, awaited without a coroutine frame.
  *
  * `await` gives `value` (or raises `error`) through am_send, so no StopIteration
  * is made. It is also a collections.abc.Coroutine (send/throw/close), so
@@ -8,10 +8,10 @@
 
 
 PyObject *
-org_done_new(PyObject *value, PyObject *error)
+org_finished_new(PyObject *value, PyObject *error)
 {
     /* Steals both references. */
-    DoneObject *self = PyObject_GC_New(DoneObject, &Done_Type);
+    FinishedObject *self = PyObject_GC_New(FinishedObject, &Finished_Type);
     if (self == NULL) {
         Py_XDECREF(value);
         Py_XDECREF(error);
@@ -25,7 +25,7 @@ org_done_new(PyObject *value, PyObject *error)
 }
 
 static int
-done_traverse(DoneObject *self, visitproc visit, void *arg)
+finished_traverse(FinishedObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->value);
     Py_VISIT(self->error);
@@ -33,7 +33,7 @@ done_traverse(DoneObject *self, visitproc visit, void *arg)
 }
 
 static int
-done_clear(DoneObject *self)
+finished_clear(FinishedObject *self)
 {
     Py_CLEAR(self->value);
     Py_CLEAR(self->error);
@@ -41,15 +41,15 @@ done_clear(DoneObject *self)
 }
 
 static void
-done_dealloc(DoneObject *self)
+finished_dealloc(FinishedObject *self)
 {
     PyObject_GC_UnTrack(self);
-    done_clear(self);
+    finished_clear(self);
     PyObject_GC_Del(self);
 }
 
 static PySendResult
-done_am_send(DoneObject *self, PyObject *arg, PyObject **result)
+finished_am_send(FinishedObject *self, PyObject *arg, PyObject **result)
 {
     (void)arg;
     if (self->error != NULL) {
@@ -76,17 +76,17 @@ done_am_send(DoneObject *self, PyObject *arg, PyObject **result)
 }
 
 static PyObject *
-done_await(PyObject *self)
+finished_await(PyObject *self)
 {
     return Py_NewRef(self);
 }
 
 /* The slow protocol (iter/send): raise StopIteration(value) as a generator would. */
 static PyObject *
-done_iternext(DoneObject *self)
+finished_iternext(FinishedObject *self)
 {
     PyObject *result;
-    if (done_am_send(self, Py_None, &result) == PYGEN_ERROR) {
+    if (finished_am_send(self, Py_None, &result) == PYGEN_ERROR) {
         return NULL;
     }
     PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
@@ -99,14 +99,14 @@ done_iternext(DoneObject *self)
 }
 
 static PyObject *
-done_send(DoneObject *self, PyObject *arg)
+finished_send(FinishedObject *self, PyObject *arg)
 {
     (void)arg;
-    return done_iternext(self);
+    return finished_iternext(self);
 }
 
 static PyObject *
-done_throw(DoneObject *self, PyObject *const *args, Py_ssize_t nargs)
+finished_throw(FinishedObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     /* Nothing is running to catch it: drop our value and raise what was thrown. */
     if (nargs < 1 || nargs > 3) {
@@ -131,39 +131,39 @@ done_throw(DoneObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-done_close(DoneObject *self, PyObject *Py_UNUSED(ignored))
+finished_close(FinishedObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->sticky) {
         Py_RETURN_NONE;
     }
-    done_clear(self);
+    finished_clear(self);
     Py_RETURN_NONE;
 }
 
-static PyMethodDef done_methods[] = {
-    {"send", (PyCFunction)done_send, METH_O, NULL},
-    {"throw", (PyCFunction)(void (*)(void))done_throw, METH_FASTCALL, NULL},
-    {"close", (PyCFunction)done_close, METH_NOARGS, NULL},
+static PyMethodDef finished_methods[] = {
+    {"send", (PyCFunction)finished_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))finished_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)finished_close, METH_NOARGS, NULL},
     {NULL},
 };
 
-static PyAsyncMethods done_as_async = {
-    .am_await = done_await,
-    .am_send = (sendfunc)done_am_send,
+static PyAsyncMethods finished_as_async = {
+    .am_await = finished_await,
+    .am_send = (sendfunc)finished_am_send,
 };
 
-PyTypeObject Done_Type = {
+PyTypeObject Finished_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "organelle._speedups.Done",
-    .tp_basicsize = sizeof(DoneObject),
+    .tp_name = "organelle._speedups.Finished",
+    .tp_basicsize = sizeof(FinishedObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "A local call that already finished; await it for the result.",
-    .tp_dealloc = (destructor)done_dealloc,
-    .tp_traverse = (traverseproc)done_traverse,
-    .tp_clear = (inquiry)done_clear,
-    .tp_as_async = &done_as_async,
+    .tp_dealloc = (destructor)finished_dealloc,
+    .tp_traverse = (traverseproc)finished_traverse,
+    .tp_clear = (inquiry)finished_clear,
+    .tp_as_async = &finished_as_async,
     .tp_iter = PyObject_SelfIter,
-    .tp_iternext = (iternextfunc)done_iternext,
-    .tp_methods = done_methods,
+    .tp_iternext = (iternextfunc)finished_iternext,
+    .tp_methods = finished_methods,
 };
 
