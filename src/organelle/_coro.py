@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-__all__ = ["Continuation"]
+__all__ = ["Continuation", "Unfinished"]
 
 
 class Continuation:
@@ -46,3 +46,44 @@ class Continuation:
                     value = coro.send(sent)
                 except StopIteration as stop:
                     return stop.value
+
+
+class Unfinished(Coroutine[Any, Any, Any]):
+    """The rest of a call whose handler already ran to its first suspension.
+
+    ``rest`` is the coroutine that drives the handler on (context, deadline,
+    errors). Awaited, it is ``rest`` itself. Wrapped in a task that is
+    cancelled before its first step (``create_task(kernel.call(...))`` then
+    ``cancel()``), a plain coroutine would die without running a line and
+    leave the handler suspended until the garbage collector closes it; this
+    one steps ``rest`` in first, so the cancellation reaches the handler where
+    it waits — as it would have on the pure Python path.
+    """
+
+    __slots__ = ("_rest", "_started")
+
+    def __init__(self, rest: Coroutine[Any, Any, Any]) -> None:
+        self._rest = rest
+        self._started = False
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        self._started = True
+        return self._rest.__await__()
+
+    def send(self, value: Any, /) -> Any:
+        """Step on (a task driving this object)."""
+        self._started = True
+        return self._rest.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
+        """Raise in the handler where it waits, stepping in first if nothing ran yet."""
+        if not self._started:
+            self._started = True
+            self._rest.send(None)  # yields the handler's wait; raising ends it here
+        if val is None and tb is None:
+            return self._rest.throw(typ)
+        return self._rest.throw(typ, val, tb)  # pragma: no cover - the legacy form
+
+    def close(self) -> None:
+        """Close the rest (and with it the handler)."""
+        self._rest.close()

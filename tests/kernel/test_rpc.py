@@ -21,7 +21,6 @@ from organelle import (
     context,
     rpc,
 )
-from organelle._native import speedups
 
 
 @dataclasses.dataclass
@@ -301,12 +300,6 @@ async def test_cancelling_caller_cancels_handler(kernel: Kernel) -> None:
         await task
 
 
-@pytest.mark.xfail(
-    speedups is not None,
-    reason="C call path: a cancelled caller abandons the suspended handler, closed "
-    "(GeneratorExit) only when its last reference goes; pure Python throws CancelledError in",
-    strict=True,
-)
 async def test_cancelling_caller_stops_the_handler_at_once(kernel: Kernel) -> None:
     entered, stopped = asyncio.Event(), asyncio.Event()
 

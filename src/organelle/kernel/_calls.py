@@ -19,6 +19,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
+from organelle._coro import Unfinished
 from organelle._native import speedups
 from organelle.context import _EMPTY_META, Context, _counter, _current, _next_seq, root_context
 from organelle.errors import (
@@ -281,7 +282,18 @@ class Dispatcher:
         finally:
             _current.reset(token)
 
-    async def _resume(
+    def _resume(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        first: Any,
+        ctx: Context,
+        deadline: float,
+        entry: RpcEntry,
+    ) -> Unfinished:
+        """The rest of a handler the C path started and that suspended."""
+        return Unfinished(self._finish(coro, first, ctx, deadline, entry))
+
+    async def _finish(
         self,
         coro: Coroutine[Any, Any, Any],
         first: Any,
