@@ -162,6 +162,7 @@ class Worker:
         self._index()
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._acking: set[asyncio.Task[None]] = set()
+        self._claiming = 0  # claims awaiting the queue: their jobs are in no other count
         self._lost: set[str] = set()
         self._slot = asyncio.Event()
         self._stop = asyncio.Event()
@@ -205,6 +206,11 @@ class Worker:
     def in_flight(self) -> int:
         """Handlers running now."""
         return len(self._running)
+
+    @property
+    def busy(self) -> bool:
+        """Claiming, running or recording an outcome: a job of this worker may still change."""
+        return bool(self._claiming or self._running or self._acking)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -269,18 +275,25 @@ class Worker:
                 await self._slot.wait()
                 await asyncio.sleep(0)  # let the other finishing jobs free their slots too
                 continue
+            self._claiming += 1
             try:
-                leases, limit_wait = await self._claim(free)
-            except Exception:
-                log.exception("job claim failed; retrying")
+                try:
+                    leases, limit_wait = await self._claim(free)
+                except Exception:
+                    log.exception("job claim failed; retrying")
+                    leases = None
+                if leases is not None:
+                    if self._stop.is_set():
+                        await self._release(leases)
+                        return
+                    for lease in leases:
+                        self._launch(lease)
+            finally:
+                self._claiming -= 1
+            if leases is None:
                 await asyncio.sleep(CLAIM_ERROR_PAUSE_S)
                 continue
-            if self._stop.is_set():
-                await self._release(leases)
-                return
             if leases:
-                for lease in leases:
-                    self._launch(lease)
                 continue
             idle = not self._running and not self._acking
             due = await self.queue.next_due(all_names) if all_names else None

@@ -218,7 +218,7 @@ class JobHost:
         deadline = time.monotonic() + timeout_s
         names = list(worker.handlers)
         while time.monotonic() < deadline:
-            if worker.in_flight == 0:
+            if not worker.busy:
                 due = await queue.next_due(names)
                 if due is None or due > time.time() + horizon_s:
                     return
