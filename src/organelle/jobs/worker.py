@@ -275,24 +275,12 @@ class Worker:
                 await self._slot.wait()
                 await asyncio.sleep(0)  # let the other finishing jobs free their slots too
                 continue
-            self._claiming += 1
-            try:
-                try:
-                    leases, limit_wait = await self._claim(free)
-                except Exception:
-                    log.exception("job claim failed; retrying")
-                    leases = None
-                if leases is not None:
-                    if self._stop.is_set():
-                        await self._release(leases)
-                        return
-                    for lease in leases:
-                        self._launch(lease)
-            finally:
-                self._claiming -= 1
+            leases, limit_wait = await self._take(free)
             if leases is None:
                 await asyncio.sleep(CLAIM_ERROR_PAUSE_S)
                 continue
+            if self._stop.is_set():
+                return
             if leases:
                 continue
             idle = not self._running and not self._acking
@@ -306,6 +294,24 @@ class Worker:
             if limit_wait:
                 timeout = min(timeout, limit_wait)
             await self._idle_wait(max(timeout, 0.001))
+
+    async def _take(self, free: int) -> tuple[list[Lease] | None, float]:
+        """Claim up to ``free`` jobs and launch them; ``None`` when the claim failed."""
+        self._claiming += 1
+        try:
+            try:
+                leases, wait = await self._claim(free)
+            except Exception:
+                log.exception("job claim failed; retrying")
+                return None, 0.0
+            if self._stop.is_set():
+                await self._release(leases)
+                return [], wait
+            for lease in leases:
+                self._launch(lease)
+            return leases, wait
+        finally:
+            self._claiming -= 1
 
     async def _claim(self, free: int) -> tuple[list[Lease], float]:
         now = self.clock()
