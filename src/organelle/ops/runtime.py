@@ -82,7 +82,7 @@ class Ops:
         return self.server.port if self.server is not None else None
 
     def install(self) -> None:
-        """Add metrics and tracing to the kernel (idempotent; before ``kernel.start()``).
+        """Add logs, metrics and tracing to the kernel (idempotent; before ``kernel.start()``).
 
         Raises:
             ConfigError: tracing asked for without the ``otel`` extra installed.
@@ -90,6 +90,12 @@ class Ops:
         if self._installed:
             return
         self._installed = True
+        from organelle.observability.logs import SlowCallLog, StateLog
+
+        self.kernel.listen(StateLog())
+        slow_s = self.kernel.settings.slow_call_s
+        if slow_s is not None:
+            self.kernel.listen(SlowCallLog(slow_s))
         if self._want_metrics:
             from organelle.observability.metrics import Metrics
 
