@@ -174,7 +174,10 @@ async def test_restart_after_a_crash_rebinds_jobs_and_consumers(config: dict[str
     config["kernel"].update({"restart_backoff_s": 0.01})
     async with Kernel([Host, Crashy], config) as kernel:
         await eventually(
-            lambda: kernel.state("worker") == "active" and kernel.module("worker").gen == 2  # type: ignore[attr-defined]
+            lambda: (
+                kernel.state("worker") == "active"
+                and getattr(kernel.module("worker"), "gen", 0) == 2
+            )
         )
         await kernel.enqueue("worker.crunch", n=1)
         await kernel.append("work-log", {"n": 2})
