@@ -23,6 +23,7 @@ FLOORS: dict[str, int] = {
     "organelle._coro": 1,
     "organelle._version": 1,
     "organelle.config": 1,
+    "organelle.envelope": 1,
     # 2. ports: the module model and each building block's Protocol plus backends
     "organelle.module": 2,
     "organelle.auth": 2,

@@ -8,6 +8,7 @@ from organelle._version import __version__
 from organelle.auth import Principal
 from organelle.codec import Codec, JsonCodec, MsgpackCodec
 from organelle.context import Context, context
+from organelle.envelope import Envelope, event
 from organelle.errors import (
     CallTimeoutError,
     ConfigError,
@@ -39,6 +40,7 @@ __all__ = [
     "Context",
     "DefinitionError",
     "DependencyError",
+    "Envelope",
     "ForbiddenError",
     "Header",
     "InternalError",
@@ -65,6 +67,7 @@ __all__ = [
     "consume",
     "context",
     "cron",
+    "event",
     "job",
     "on",
     "route",

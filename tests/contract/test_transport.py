@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from organelle import Kernel, Module, OrganelleError, on, rpc
+from organelle import Envelope, Kernel, Module, OrganelleError, event, on, rpc
 from organelle.auth.base import Principal
 from organelle.context import context
 from organelle.errors import (
@@ -147,6 +147,30 @@ class Needs(Module):
 class NeedsNewer(Module):
     name = "needs_newer"
     requires = ("stock>=3",)
+
+
+@event("order.placed", version=2, key=("order_id",))
+class Placed(msgspec.Struct):
+    order_id: str
+    total: float
+
+
+class Ledger(Module):
+    """Takes ``order.placed`` whole (``Envelope[Placed]``) and applies each once."""
+
+    name = "ledger"
+
+    def __init__(self) -> None:
+        self.seen: list[Envelope[Placed]] = []
+        self.applied: list[str] = []
+
+    @on(Placed)
+    async def record(self, env: Envelope[Placed]) -> None:
+        self.seen.append(env)
+
+    @on("order.placed", idempotent=True)
+    async def apply(self, placed: Placed) -> None:
+        self.applied.append(placed.order_id)
 
 
 def module_of(kernel: Kernel, name: str) -> Any:
@@ -301,6 +325,30 @@ class TransportContract:
         assert seen == {"one", "two"}
         await one.stop()
         assert {await client.call("stock.where") for _ in range(10)} == {"two"}
+
+    # -- envelopes -----------------------------------------------------------------------
+    async def test_typed_events_cross_as_their_class_in_an_envelope(self, start: Start) -> None:
+        ledger = await start(Ledger, storage="memory://", app="shop")
+        shop = await start(Desk, app="shop")
+        placed = Placed(order_id="o-1", total=9.5)
+        await shop.emit(placed)
+        await shop.emit(placed)  # a producer that retries: same deterministic id
+        await shop.emit(Placed(order_id="o-2", total=1.0), key="o-2")
+        for kernel in (shop, ledger):
+            await kernel.drain()
+        got: Ledger = module_of(ledger, "ledger")
+        assert [type(e.data) for e in got.seen] == [Placed, Placed, Placed]
+        first, again, other = got.seen
+        assert first.id == again.id != other.id
+        assert (first.type, first.dataversion, first.specversion) == ("order.placed", 2, "1.0")
+        assert first.source.startswith("/organelle/shop/")
+        assert first.dataschema == "urn:organelle:event:order.placed@2"
+        assert other.partitionkey == "o-2"
+        assert first.time is not None
+        assert first.correlationid is not None
+        assert got.applied == ["o-1", "o-2"]  # the idempotent handler ran once per id
+        stats = {s.handler: s for s in ledger.subscriptions() if s.module == "ledger"}
+        assert (stats["apply"].delivered, stats["apply"].duplicates) == (2, 1)
 
 
 class TestMemory(TransportContract):

@@ -16,6 +16,10 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
 
     Attributes:
         modules: ``"package.module:Class"`` references to load.
+        app: the app's name: the namespace of its deterministic event ids and
+            the first part of its events' CloudEvents ``source``.
+        inbox_window_s: how long an idempotent handler remembers an event id
+            (a repeat later than this runs again).
         pythonpath: folders (relative to the config file) put on ``sys.path``
             before the modules are imported.
         transport: ``memory://`` (one kernel, in-process), ``memory://<name>`` (the
@@ -78,6 +82,8 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     """
 
     modules: list[str] = msgspec.field(default_factory=list)
+    app: str = "organelle"
+    inbox_window_s: float = 7 * 24 * 3600.0
     pythonpath: list[str] = msgspec.field(default_factory=list)
     transport: str = "memory://"
     transport_options: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -122,11 +128,13 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             raise ValueError("log_format must be 'console' or 'json'")
         if self.ops_port is not None and not 0 <= self.ops_port <= 65535:  # noqa: PLR2004
             raise ValueError("ops_port must be between 0 and 65535")
+        if not self.app or "/" in self.app:
+            raise ValueError("app must be a non-empty name without '/'")
         if self.health_timeout_s <= 0:
             raise ValueError("health_timeout_s must be > 0")
         if self.slow_call_s is not None and self.slow_call_s < 0:
             raise ValueError("slow_call_s must be >= 0")
-        for name in ("call_timeout_s", "hook_timeout_s", "drain_timeout_s"):
+        for name in ("call_timeout_s", "hook_timeout_s", "drain_timeout_s", "inbox_window_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         for name in ("max_pending_events", "max_concurrent_handlers"):

@@ -22,9 +22,10 @@ import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from organelle.context import Context, _current
+from organelle.envelope import Envelope
 from organelle.errors import InternalError, OrganelleError
 from organelle.kernel._dispatch import CallNext, Continuation, Invocation, run_invocation
 from organelle.kernel._listen import EventReport, Listeners
@@ -34,7 +35,7 @@ from organelle.module._topics import matches
 if TYPE_CHECKING:
     from organelle.kernel._slots import Slot
 
-__all__ = ["EventBus", "SubscriptionStats", "Subscriptions"]
+__all__ = ["EnvelopeRoute", "EventBus", "Inbox", "SubscriptionStats", "Subscriptions"]
 
 log = logging.getLogger("organelle.events")
 
@@ -54,11 +55,47 @@ class SubscriptionStats:
     delivered: int = 0
     failed: int = 0
     skipped: int = 0
+    duplicates: int = 0
     last_error: dict[str, Any] | None = field(default=None)
 
 
+class Inbox(Protocol):
+    """Processed event ids per consumer (``kernel/_inbox.py``): an idempotent handler's memory."""
+
+    async def seen(self, consumer: str, event_id: str) -> bool:
+        """Whether ``consumer`` already handled the event ``event_id`` (within the window)."""
+        ...
+
+    async def record(self, consumer: str, event_id: str) -> None:
+        """Remember that ``consumer`` handled ``event_id``."""
+        ...
+
+
+class EnvelopeRoute(tuple[Any, ...]):
+    """A route with a handler that takes the envelope or is idempotent.
+
+    Not an exact tuple, so the compiled emit path leaves it to Python, which
+    builds the envelope once for every handler of the event.
+    """
+
+    __slots__ = ()
+
+
 class _Sub:
-    __slots__ = ("contract", "fast", "filter", "fn", "order", "pattern", "stats", "validate")
+    __slots__ = (
+        "consumer",
+        "contract",
+        "envelope",
+        "fast",
+        "filter",
+        "fn",
+        "idempotent",
+        "inbox",
+        "order",
+        "pattern",
+        "stats",
+        "validate",
+    )
 
     def __init__(self, module: str, sub: Subscription, fn: Callable[..., Any], order: int) -> None:
         spec = sub.spec
@@ -69,34 +106,86 @@ class _Sub:
         self.filter = spec.filter
         self.order = (-spec.priority, order)
         self.stats = SubscriptionStats(module, sub.attr, spec.pattern, spec.delivery, spec.priority)
+        self.envelope = sub.contract.wants_envelope  # the handler takes Envelope[T]
+        self.idempotent = spec.idempotent
+        self.consumer = f"{module}.{sub.attr}"
+        self.inbox: Inbox | None = None  # set by the bus while it has one
         # For the C dispatcher: (handler, payload type it takes as is or None for any),
-        # or None when the first step needs make_coro (filter, conversion, no payload).
+        # or None when the first step needs make_coro (filter, conversion, no payload,
+        # an envelope to unwrap or an inbox to ask).
         self.fast: tuple[Callable[..., Any], type | None] | None = None
         contract = self.contract
-        if self.filter is None and (contract is None or contract.takes_payload):
+        if (
+            self.filter is None
+            and not self.envelope
+            and not self.idempotent
+            and (contract is None or contract.takes_payload)
+        ):
             target = None if contract is None else contract.target
             if target is None or isinstance(target, type):
                 self.fast = (fn, target)
+
+    @property
+    def needs_envelope(self) -> bool:
+        """Whether events must reach this handler in their envelope."""
+        return self.envelope or self.idempotent
 
     def invoke(self, inv: Invocation) -> Coroutine[Any, Any, Any]:
         """The innermost step of the middleware chain."""
         return self.make_coro(inv.payload)
 
     def make_coro(self, payload: Any) -> Coroutine[Any, Any, Any]:
+        env: Envelope[Any] | None = None
+        if type(payload) is Envelope:
+            env = payload
+            payload = env.data
         contract = self.contract
         if contract is None:  # validation off, payload passed as is
             arg = payload
         elif not contract.takes_payload:
             if self.filter is not None and not self.filter(payload):
                 raise _Skip
-            return self.fn()  # type: ignore[no-any-return]
+            return self._once(env, self.fn())
         elif type(payload) is contract.target:
             arg = payload
         else:
             arg = contract.convert(payload)
         if self.filter is not None and not self.filter(arg):
             raise _Skip
-        return self.fn(arg)  # type: ignore[no-any-return]
+        if self.envelope:
+            if env is None:
+                raise InternalError(f"{self.consumer} takes an envelope but got a bare payload")
+            arg = env.with_data(arg) if arg is not payload else env
+        return self._once(env, self.fn(arg))
+
+    def _once(
+        self, env: Envelope[Any] | None, coro: Coroutine[Any, Any, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        inbox = self.inbox
+        if not self.idempotent or inbox is None or env is None:
+            return coro
+        return self._idempotent(inbox, env.id, coro)
+
+    async def _idempotent(self, inbox: Inbox, event_id: str, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run the handler unless this consumer already handled ``event_id``; then remember it."""
+        try:
+            seen = await inbox.seen(self.consumer, event_id)
+        except BaseException:
+            coro.close()
+            raise
+        if seen:
+            coro.close()
+            raise _Duplicate
+        result = await coro
+        await inbox.record(self.consumer, event_id)
+        return result
+
+
+def _route(subs: list[_Sub]) -> tuple[_Sub, ...]:
+    """A cached route: an ``EnvelopeRoute`` when some handler needs the envelope."""
+    if any(s.needs_envelope for s in subs):
+        return EnvelopeRoute(subs)
+    return tuple(subs)
 
 
 def _is_exact(pattern: str) -> bool:
@@ -106,6 +195,17 @@ def _is_exact(pattern: str) -> bool:
 
 class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
     pass
+
+
+class _Duplicate(_Skip):
+    """An idempotent handler's inbox already holds the event: skipped, counted apart."""
+
+
+def _count_skip(sub: _Sub, exc: _Skip) -> None:
+    if isinstance(exc, _Duplicate):
+        sub.stats.duplicates += 1
+    else:
+        sub.stats.skipped += 1
 
 
 class EventBus:
@@ -148,12 +248,20 @@ class EventBus:
         self._runner: asyncio.Task[None] | None = None
         self._busy = False
         self.chain: CallNext | None = None
+        self.inbox: Inbox | None = None  # where idempotent handlers remember what they handled
+
+    def use_inbox(self, inbox: Inbox | None) -> None:
+        """Give idempotent handlers (present and future) their inbox."""
+        self.inbox = inbox
+        for sub in self._subs:
+            sub.inbox = inbox
 
     # subscriptions -------------------------------------------------------
     def subscribe(self, module: str, sub: Subscription, fn: Callable[..., Any]) -> None:
         """Add one subscription of a module's handler."""
         self._order += 1
         entry = _Sub(module, sub, fn, self._order)
+        entry.inbox = self.inbox
         self._subs[entry] = None
         self._by_module.setdefault(module, []).append(entry)
         if _is_exact(entry.pattern):
@@ -188,10 +296,12 @@ class EventBus:
         key = f"{module} {handler} {topic}"
         subs = self._handler_cache.get(key)
         if subs is None:
-            subs = tuple(
-                s
-                for s in self._by_module.get(module, ())
-                if s.stats.handler == handler and matches(s.pattern, topic)
+            subs = _route(
+                [
+                    s
+                    for s in self._by_module.get(module, ())
+                    if s.stats.handler == handler and matches(s.pattern, topic)
+                ]
             )
             if len(self._handler_cache) > _MAX_CACHED_TOPICS:
                 self._handler_cache.clear()
@@ -211,7 +321,7 @@ class EventBus:
                 *(s for s in self._wild if matches(s.pattern, topic)),
             ]
             found.sort(key=lambda s: s.order)
-            subs = tuple(found)
+            subs = _route(found)
             if len(self._cache) > _MAX_CACHED_TOPICS:  # distinct topics must not leak
                 self._cache.clear()
             self._cache[topic] = subs
@@ -287,7 +397,7 @@ class EventBus:
                 if self._space:
                     self._wake_space()
                 deliver = self.deliver
-                if deliver is not None:
+                if deliver is not None and type(payload) is not Envelope:
                     left = deliver(subs, payload, ctx)
                     if left is not None:
                         self._finish_left(loop, left, payload, ctx)
@@ -320,8 +430,8 @@ class EventBus:
             if self.reporting:
                 self._report(sub, "delivered", payload, ctx)
             return
-        except _Skip:
-            sub.stats.skipped += 1
+        except _Skip as skip:
+            _count_skip(sub, skip)
             if self.reporting:
                 self._report(sub, "skipped", payload, ctx)
             return
@@ -345,7 +455,7 @@ class EventBus:
             if len(item) == 2:  # noqa: PLR2004 - (sub, exception)
                 exc = item[1]
                 if isinstance(exc, _Skip):
-                    sub.stats.skipped += 1
+                    _count_skip(sub, exc)
                 elif isinstance(exc, Exception):
                     self._failed(sub, ctx, exc, payload)
                 else:
@@ -375,8 +485,8 @@ class EventBus:
     ) -> None:
         try:
             await Continuation(coro, first)
-        except _Skip:
-            sub.stats.skipped += 1
+        except _Skip as skip:
+            _count_skip(sub, skip)
             if self.reporting:
                 self._report(sub, "skipped", payload, ctx)
         except Exception as exc:

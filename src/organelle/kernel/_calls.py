@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from organelle._coro import Unfinished
 from organelle._native import speedups
 from organelle.context import _EMPTY_META, Context, _counter, _current, _next_seq, root_context
+from organelle.envelope import Envelope, EnvelopeFactory, event_type
 from organelle.errors import (
     CallTimeoutError,
     InternalError,
@@ -30,6 +31,7 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
+from organelle.kernel._bus import EnvelopeRoute
 from organelle.kernel._dispatch import (
     CallNext,
     Invocation,
@@ -101,6 +103,7 @@ class Dispatcher:
         self.running = False
         self._inflight = 0
         self._caller: Any = None  # speedups.Caller, when the C path serves call and emit
+        self._factory: EnvelopeFactory | None = None
         self.call: Callable[..., Any] = self.python_call
         self.emit: Callable[..., Any] = self.python_emit
         if compiled:
@@ -444,13 +447,30 @@ class Dispatcher:
     async def deliver(self, module: str, handler: str, payload: Any, ctx: Context) -> None:
         """Queue an event that arrived from a transport for one local handler.
 
+        ``payload`` is an ``Envelope`` when the event carried one; the handler
+        gets it only if it asks for it (or is idempotent), else the data alone.
         Waits while the local queue is full, so the transport's flow control
         (and not a drop) absorbs the pressure.
         """
         bus = self._bus
         subs = bus.handler_subs(module, handler, ctx.topic or "")
-        if subs and not bus.offer(subs, payload, ctx):
+        if not subs:
+            return
+        if type(subs) is EnvelopeRoute:
+            if type(payload) is not Envelope:  # a plain NATS client's event: give it one
+                payload = self.envelopes().make(ctx.topic or "", payload, ctx, source=_FOREIGN)
+        elif type(payload) is Envelope:
+            payload = payload.data
+        if not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
+
+    def envelopes(self) -> EnvelopeFactory:
+        """The factory of this node's envelopes (app from settings, node from the transport)."""
+        transport = self._router.transport
+        factory = self._factory
+        if factory is None or factory.node != transport.node:
+            factory = self._factory = EnvelopeFactory(self._settings().app, transport.node)
+        return factory
 
     async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:
         """Return once module ``name`` serves, here or (with a transport) on any node.
@@ -472,9 +492,17 @@ class Dispatcher:
 
     # events ------------------------------------------------------------------
     async def python_emit(
-        self, topic: str, payload: Any = None, *, meta: dict[str, Any] | None = None
+        self,
+        topic: Any,
+        payload: Any = None,
+        *,
+        meta: dict[str, Any] | None = None,
+        module: str | None = None,
+        key: str | None = None,
     ) -> None:
         """Emit an event (see ``Kernel.emit``); the C path falls back to this."""
+        if type(topic) is not str:  # emit(OrderPlaced(...)): the type names the topic
+            topic, payload = _typed_topic(topic, payload), topic
         bus = self._bus
         subs = bus._cache.get(topic)
         if subs is None:
@@ -491,9 +519,13 @@ class Dispatcher:
             self.emitted(topic, payload)
         transport = self._router.transport
         if not transport.solo:  # own events come back through it, once per subscription
-            await transport.publish(topic, payload, ctx)
-        elif subs and not bus.offer(subs, payload, ctx):
-            await bus.publish(subs, payload, ctx)
+            env = self.envelopes().make(topic, payload, ctx, module=module, key=key)
+            await transport.publish(topic, env, ctx)
+        elif subs:
+            if type(subs) is EnvelopeRoute:  # a handler wants the envelope: built once, shared
+                payload = self.envelopes().make(topic, payload, ctx, module=module, key=key)
+            if not bus.offer(subs, payload, ctx):
+                await bus.publish(subs, payload, ctx)
 
     def emitted(self, topic: str, payload: Any) -> None:
         """Report an emit to the ``on_event`` listeners (also called from the C path)."""
@@ -647,3 +679,27 @@ class Dispatcher:
     def _closed(self) -> UnavailableError:
         state = "draining" if self.running else "not running"
         return UnavailableError(f"kernel is {state}; not taking new calls or events")
+
+
+_FOREIGN = "/organelle/foreign"  # the source of an event that came without an envelope
+
+
+def _typed_topic(obj: Any, payload: Any) -> str:
+    """The topic of ``emit(event)``: the event type's name.
+
+    Raises:
+        ValidationError: ``obj`` is neither a topic string nor an ``@event`` instance,
+            or a payload was passed beside an event.
+    """
+    meta = event_type(obj)
+    if meta is None or isinstance(obj, type):
+        raise ValidationError(
+            f"emit() takes a topic string or an @event instance, not {type(obj).__name__}",
+            errors=[{"field": "topic", "message": "not a topic or an event"}],
+        )
+    if payload is not None:
+        raise ValidationError(
+            f"emit({meta.name}): an event instance is its own payload; pass one or the other",
+            errors=[{"field": "payload", "message": "given twice"}],
+        )
+    return meta.name

@@ -31,6 +31,7 @@ from organelle.kernel import _states as st
 from organelle.kernel._bus import EventBus, Subscriptions, SubscriptionStats
 from organelle.kernel._calls import Dispatcher
 from organelle.kernel._changes import Changes, ModuleRef
+from organelle.kernel._inbox import StoreInbox
 from organelle.kernel._jobhost import JobHost
 from organelle.kernel._lifecycle import Lifecycle
 from organelle.kernel._listen import ConnectionReport, Listener, Listeners
@@ -156,6 +157,8 @@ class Kernel:
             self._slots, settings, lambda: dispatcher.chain, lambda: dispatcher.running, listeners
         )
         self._storage = StoreHost(settings, self.emit, listeners)
+        storage = self._storage
+        self._bus.use_inbox(StoreInbox(lambda: storage.store, lambda: self.settings.inbox_window_s))
         self._life = Lifecycle(
             self._slots,
             dispatcher,
@@ -305,16 +308,29 @@ class Kernel:
 
     # events -------------------------------------------------------------
     async def emit(
-        self, topic: str, payload: Any = None, *, meta: dict[str, Any] | None = None
+        self,
+        topic: str | object,
+        payload: Any = None,
+        *,
+        meta: dict[str, Any] | None = None,
+        module: str | None = None,
+        key: str | None = None,
     ) -> None:
         """Emit an event to every subscription matching ``topic``.
 
-        Returns once the event is queued, not handled (``drain()`` waits for
-        that). When the queue is full (``max_pending_events``) it waits for
-        room — backpressure, never a silent drop. Handler failures never
-        reach the emitter.
+        ``emit(OrderPlaced(...))`` (an ``@event`` instance) takes its topic from
+        the event type. Returns once the event is queued, not handled
+        (``drain()`` waits for that). When the queue is full
+        (``max_pending_events``) it waits for room — backpressure, never a
+        silent drop. Handler failures never reach the emitter.
+
+        ``module`` names the emitting module in the envelope's ``source``;
+        ``key`` is its ``partitionkey``.
         """
-        await self._dispatcher.emit(topic, payload, meta=meta)
+        if module is None and key is None:
+            await self._dispatcher.emit(topic, payload, meta=meta)
+        else:
+            await self._dispatcher.python_emit(topic, payload, meta=meta, module=module, key=key)
 
     async def drain(self) -> None:
         """Wait until every emitted event has been handled (also those emitted meanwhile).

@@ -48,9 +48,15 @@ class KernelAPI(Protocol):
         ...
 
     async def emit(
-        self, topic: str, payload: Any = None, *, meta: dict[str, Any] | None = None
+        self,
+        topic: str | object,
+        payload: Any = None,
+        *,
+        meta: dict[str, Any] | None = None,
+        module: str | None = None,
+        key: str | None = None,
     ) -> None:
-        """Emit an event."""
+        """Emit an event (a topic and payload, or an ``@event`` instance)."""
         ...
 
     async def enqueue(
@@ -245,10 +251,15 @@ class Module(metaclass=ModuleMeta):
         return await self.kernel.call_with(target, params, timeout_s=timeout_s, meta=meta)
 
     async def emit(
-        self, topic: str, payload: Any = None, *, meta: dict[str, Any] | None = None
+        self,
+        topic: str | object,
+        payload: Any = None,
+        *,
+        meta: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> None:
-        """Emit an event; see ``Kernel.emit``."""
-        await self.kernel.emit(topic, payload, meta=meta)
+        """Emit an event (a topic and payload, or an ``@event`` instance); see ``Kernel.emit``."""
+        await self.kernel.emit(topic, payload, meta=meta, module=self.name, key=key)
 
     async def enqueue(
         self,

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
+from organelle.envelope import event_type
 from organelle.errors import DefinitionError
 from organelle.module._topics import pattern_error
 
@@ -56,6 +57,7 @@ class SubscriptionOptions:
     filter: Callable[[Any], bool] | None = None
     priority: int = 0
     validate: bool = True
+    idempotent: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -333,23 +335,32 @@ def rpc(
 
 
 def on(
-    pattern: str,
+    pattern: str | type,
     *,
     delivery: Delivery = "balanced",
     filter: Callable[[Any], bool] | None = None,  # noqa: A002 - the natural name here
     priority: int = 0,
     validate: bool = True,
+    idempotent: bool = False,
 ) -> Callable[[F], F]:
     """Handle events whose topic matches ``pattern`` (NATS wildcards ``*`` and ``>``).
 
     Args:
-        pattern: the topic pattern, e.g. ``"order.created"`` or ``"order.>"``.
+        pattern: the topic pattern, e.g. ``"order.created"`` or ``"order.>"``, or
+            an ``@event`` class (its name is the topic).
         delivery: ``"balanced"`` (one instance of the module gets each event; the
             default) or ``"broadcast"`` (every instance on every node gets it).
         filter: a predicate on the converted payload; ``False`` skips the event.
         priority: handlers of higher priority are started first.
         validate: convert the payload to the parameter's type hint.
+        idempotent: remember the ids of handled events (the dedup inbox, in the
+            Store) and skip an event this handler already handled.
     """
+    if isinstance(pattern, type):
+        meta = event_type(pattern)
+        if meta is None:
+            raise DefinitionError(f"@on({pattern.__name__}): the class is not an @event type")
+        pattern = meta.name
     reason = pattern_error(pattern)
     if reason is not None:
         raise DefinitionError(f"@on: {reason}")
@@ -357,17 +368,19 @@ def on(
         raise DefinitionError(f"@on({pattern!r}): delivery must be 'balanced' or 'broadcast'")
     if filter is not None and not callable(filter):
         raise DefinitionError(f"@on({pattern!r}): filter must be callable")
+    topic = pattern
 
     def mark(f: F) -> F:
         _require_async(f, "on")
         specs: list[SubscriptionOptions] = list(getattr(f, "__organelle_on__", ()))
         specs.append(
             SubscriptionOptions(
-                pattern=pattern,
+                pattern=topic,
                 delivery=delivery,
                 filter=filter,
                 priority=priority,
                 validate=validate,
+                idempotent=idempotent,
             )
         )
         f.__organelle_on__ = tuple(specs)  # type: ignore[attr-defined]

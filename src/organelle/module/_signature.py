@@ -13,11 +13,12 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import msgspec
 
 from organelle.codec import _dec_hook
+from organelle.envelope import Envelope
 from organelle.errors import DefinitionError, ValidationError
 
 __all__ = ["ParamsContract", "PayloadContract"]
@@ -133,7 +134,7 @@ class ParamsContract:
 class PayloadContract:
     """The single payload parameter of an event handler (or none)."""
 
-    __slots__ = ("owner", "takes_payload", "target")
+    __slots__ = ("owner", "takes_payload", "target", "wants_envelope")
 
     def __init__(self, owner: str, fn: Callable[..., Any]) -> None:
         self.owner = owner
@@ -150,6 +151,11 @@ class PayloadContract:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
                 raise DefinitionError(f"{owner}: the payload parameter must be positional")
             hint = _hints(owner, fn).get(p.name, Any)
+        # Envelope[T]: the handler takes the whole envelope, its data converted to T.
+        self.wants_envelope = hint is Envelope or get_origin(hint) is Envelope
+        if self.wants_envelope:
+            args = get_args(hint)
+            hint = args[0] if args else Any
         self.target: Any = None if hint is Any or hint is object else hint
 
     def convert(self, payload: Any) -> Any:

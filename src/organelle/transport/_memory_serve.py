@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
+from organelle.transport._event_wire import decode_event
 from organelle.transport._memory_broker import Reply
 from organelle.transport._nats_headers import codec_of, context_from
 
@@ -132,10 +133,9 @@ class MemoryNode:
         if inbound is None or module not in self._exposed:
             return
         try:
-            codec = codec_of(headers)
             if len(body) > self._max:
                 raise _too_large("event", len(body), self._max)
-            payload = codec.decode(body) if body else None
+            payload = decode_event(headers, body)
             ctx = context_from(headers, topic)
         except OrganelleError as err:
             log.warning("dropping a malformed event on %r: %s", topic, err)

@@ -71,8 +71,10 @@ def _principal_fields(principal: Any) -> tuple[str, str, str] | None:
     return str(pid), str(ptype), ",".join(sorted(str(r) for r in roles))
 
 
-def headers_for(ctx: Context, codec: str, *, timeout: bool) -> bytes:
-    """The header block of an outgoing request (``timeout``) or event.
+def headers_for(
+    ctx: Context, codec: str, *, timeout: bool, extra: Mapping[str, str] | None = None
+) -> bytes:
+    """The header block of an outgoing request (``timeout``) or event (``extra``: its ``ce-*``).
 
     Raises:
         ValidationError: ``meta`` holds a value that cannot be encoded as JSON.
@@ -92,6 +94,9 @@ def headers_for(ctx: Context, codec: str, *, timeout: bool) -> bytes:
         _principal_part(parts, who)
     if ctx.meta:
         _meta_part(parts, ctx.meta)
+    if extra:
+        for name, value in extra.items():
+            parts += [name, ": ", _clean(value), "\r\n"]
     parts.append("\r\n")
     return "".join(parts).encode()
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
+from organelle.transport._event_wire import decode_event
 from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
 from organelle.transport.registry import ModuleEntry
 
@@ -188,10 +189,10 @@ class Exposer:
             return
         topic = subject[self._evt_plen :].decode()
         try:
-            codec, headers = self._decode_headers(hdr)
+            _, headers = self._decode_headers(hdr)
             if len(data) > self.max_in:
                 raise _too_large("event", len(data), self.max_in)
-            payload = codec.decode(data) if data else None
+            payload = decode_event(headers, data)
             ctx = context_from(headers, topic)
         except OrganelleError as err:
             log.warning("dropping a malformed event on %r: %s", topic, err)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from organelle.context import Context
+    from organelle.envelope import Envelope
     from organelle.module import ModuleSpec
 
 __all__ = ["Inbound", "Transport"]
@@ -27,7 +28,11 @@ class Inbound(Protocol):
         ...
 
     async def deliver(self, module: str, handler: str, payload: Any, ctx: Context) -> None:
-        """Queue an event that arrived from the wire for one local handler."""
+        """Queue an event that arrived from the wire for one local handler.
+
+        ``payload`` is an ``Envelope`` when the event carried one (``ce-*``
+        headers), else the bare payload.
+        """
         ...
 
     def connection_event(self, event: Literal["disconnected", "reconnected"]) -> None:
@@ -55,6 +60,11 @@ class Transport(Protocol):
         ...
 
     @property
+    def node(self) -> str:
+        """This node's name in the cluster (``[kernel] node``, else host, pid and a suffix)."""
+        ...
+
+    @property
     def connected(self) -> bool:
         """Whether the connection is up now (read by the health check)."""
         ...
@@ -79,8 +89,12 @@ class Transport(Protocol):
         """Call a module on another node; same errors as a local call."""
         ...
 
-    async def publish(self, topic: str, payload: Any, ctx: Context) -> None:
-        """Publish an event to every subscriber on every node (local ones included)."""
+    async def publish(self, topic: str, envelope: Envelope[Any], ctx: Context) -> None:
+        """Publish an event to every subscriber on every node (local ones included).
+
+        The envelope's attributes travel as CloudEvents binary-mode headers,
+        its ``data`` as the body.
+        """
         ...
 
     @property

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import codec_for
+from organelle.envelope import Envelope
 from organelle.errors import (
     CallTimeoutError,
     ConfigError,
@@ -45,6 +46,7 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
+from organelle.transport._event_wire import event_headers
 from organelle.transport._memory_broker import Broker, Reply, broker_named, open_brokers
 from organelle.transport._memory_serve import MemoryNode
 from organelle.transport._nats_headers import (
@@ -332,7 +334,7 @@ class MemoryTransport(MemoryNode):
             # Refused unrun by a node that withdrew meanwhile: another instance takes it.
 
     # -- events --------------------------------------------------------------------------
-    async def publish(self, topic: str, payload: Any, ctx: Context) -> None:
+    async def publish(self, topic: str, envelope: Envelope[Any], ctx: Context) -> None:
         """Publish an event to every subscriber on every node (local ones included).
 
         Each subscription's queue gets it before this returns; a node whose
@@ -344,11 +346,11 @@ class MemoryTransport(MemoryNode):
             UnavailableError: not connected.
         """
         broker = self._joined(f"cannot publish {topic!r}")
-        body = self._codec.encode(payload)
+        body = self._codec.encode(envelope.data)
         if len(body) > self._max:
             message = f"event of {len(body)} bytes exceeds the server's {self._max}"
             raise ValidationError(message, errors=[{"field": "$", "message": message}])
-        headers = parse_headers(headers_for(ctx, self._codec.name, timeout=False))[1]
+        headers = parse_headers(event_headers(ctx, envelope, self._codec.name))[1]
         behind = False
         for member, module, handler in broker.deliveries(topic):
             member.take_event(module, handler, topic, body, headers)

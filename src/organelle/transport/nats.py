@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import codec_for
+from organelle.envelope import Envelope
 from organelle.errors import (
     CallTimeoutError,
     NotServedError,
@@ -36,6 +37,7 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
+from organelle.transport._event_wire import event_headers
 from organelle.transport._nats_headers import (
     codec_of,
     decode_error,
@@ -326,14 +328,14 @@ class NatsTransport:
             raise NotServedError(f"no node serves module {module!r}", details={"target": target})
 
     # -- events --------------------------------------------------------------------------
-    async def publish(self, topic: str, payload: Any, ctx: Context) -> None:
+    async def publish(self, topic: str, envelope: Envelope[Any], ctx: Context) -> None:
         """Publish an event to every subscriber on every node (local ones included).
 
         Raises:
             ValidationError: the payload cannot be encoded or is too large.
             UnavailableError: disconnected for longer than ``call_timeout_s``.
         """
-        body = self._codec.encode(payload)
+        body = self._codec.encode(envelope.data)
         wire = self._wire
         if len(body) > wire.max_payload:
             message = f"event of {len(body)} bytes exceeds the server's {wire.max_payload}"
@@ -345,7 +347,7 @@ class NatsTransport:
             (self._evt_prefix + topic).encode(),
             body,
             None,
-            headers_for(ctx, self._codec_name, timeout=False),
+            event_headers(ctx, envelope, self._codec_name),
         )
         self._published += 1
 

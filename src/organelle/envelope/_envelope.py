@@ -1,0 +1,190 @@
+"""The CloudEvents 1.0 envelope of an event or stream record, and its binary-mode headers.
+
+Every event and stream record has one. In memory it is ``Envelope``: the
+context attributes plus ``data`` (the payload). On the wire it travels in
+CloudEvents **binary content mode**: each attribute a ``ce-<name>`` header,
+``datacontenttype`` the ``content-type`` header, the payload the body — the
+way the CloudEvents HTTP and NATS bindings lay it out, so any CloudEvents SDK
+reads organelle's events and writes events organelle handlers take.
+
+Header values are percent-encoded where the binding asks for it (outside
+printable ASCII, and ``%``, ``"`` and space), and decoded on the way in.
+Extension names are the CloudEvents rule (lowercase letters and digits, at
+most 20): ``correlationid``, ``causationid``, ``traceparent``,
+``dataversion`` (the event type's version) and ``partitionkey``.
+
+A local emit builds no envelope unless a handler asks for one (an
+``Envelope[T]`` parameter or an idempotent handler): then it is built once
+per event and shared by every handler.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote, unquote
+
+import msgspec
+
+from organelle.errors import ValidationError
+
+__all__ = ["CE_PREFIX", "SPECVERSION", "Envelope", "from_headers", "to_headers"]
+
+T = TypeVar("T")
+
+SPECVERSION = "1.0"
+CE_PREFIX = "ce-"
+_REQUIRED = ("id", "source", "type", "specversion")
+_EXT = re.compile(r"^[a-z0-9]{1,20}$")
+# RFC 3986 unreserved plus the printable ASCII the binding leaves alone.
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '%"')
+
+
+class Envelope(msgspec.Struct, Generic[T], frozen=True, kw_only=True, omit_defaults=True):
+    """One event: CloudEvents context attributes and ``data``.
+
+    A handler that annotates its parameter ``Envelope[OrderPlaced]`` gets the
+    whole envelope, ``data`` converted to ``OrderPlaced``; one annotated
+    ``OrderPlaced`` gets the data alone.
+    """
+
+    id: str
+    source: str
+    type: str
+    data: T
+    specversion: str = SPECVERSION
+    time: datetime | None = None
+    subject: str | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    correlationid: str | None = None
+    causationid: str | None = None
+    traceparent: str | None = None
+    dataversion: int | None = None
+    partitionkey: str | None = None
+    extensions: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def with_data(self, data: Any) -> Envelope[Any]:
+        """The same envelope around other data (the payload converted for a handler)."""
+        return msgspec.structs.replace(self, data=data)
+
+    def attributes(self) -> dict[str, str]:
+        """The context attributes as strings (``time`` in RFC 3339), extensions included."""
+        out: dict[str, str] = {
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "specversion": self.specversion,
+        }
+        if self.time is not None:
+            out["time"] = _rfc3339(self.time)
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = str(value)
+        out.update(self.extensions)
+        return out
+
+
+_OPTIONAL = (
+    "subject",
+    "datacontenttype",
+    "dataschema",
+    "correlationid",
+    "causationid",
+    "traceparent",
+    "dataversion",
+    "partitionkey",
+)
+_KNOWN = frozenset((*_REQUIRED, "time", "data", "extensions", *_OPTIONAL))
+
+
+def _rfc3339(when: datetime) -> str:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    text = when.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise ValidationError(
+            f"ce-time {text!r} is not an RFC 3339 timestamp",
+            errors=[{"field": "ce-time", "message": "not RFC 3339"}],
+        ) from None
+
+
+def to_headers(env: Envelope[Any]) -> dict[str, str]:
+    """The binary-mode headers of ``env``: ``ce-*`` and ``content-type``."""
+    headers: dict[str, str] = {}
+    for name, value in env.attributes().items():
+        if name == "datacontenttype":
+            headers["content-type"] = value
+        else:
+            headers[CE_PREFIX + name] = quote(value, safe=_SAFE)
+    return headers
+
+
+def from_headers(headers: Mapping[str, str], data: Any) -> Envelope[Any] | None:
+    """The envelope in binary-mode ``headers`` around ``data``; ``None`` if there is none.
+
+    Header names are matched case-insensitively (any client may write them).
+
+    Raises:
+        ValidationError: ``ce-*`` headers are there but a required attribute
+            is missing, the spec version is not 1.x, or ``ce-time`` or
+            ``ce-dataversion`` does not parse.
+    """
+    attrs: dict[str, str] = {}
+    content_type: str | None = None
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith(CE_PREFIX):
+            attrs[lower[len(CE_PREFIX) :]] = unquote(value)
+        elif lower == "content-type":
+            content_type = value
+    if not attrs:
+        return None
+    missing = [a for a in _REQUIRED if not attrs.get(a)]
+    if missing:
+        raise ValidationError(
+            f"CloudEvent lacks required attributes: {', '.join('ce-' + m for m in missing)}",
+            errors=[{"field": "ce-" + m, "message": "required"} for m in missing],
+        )
+    if not attrs["specversion"].startswith("1."):
+        raise ValidationError(
+            f"CloudEvents specversion {attrs['specversion']!r} is not supported (1.x is)",
+            errors=[{"field": "ce-specversion", "message": "unsupported"}],
+        )
+    version: int | None = None
+    if "dataversion" in attrs:
+        try:
+            version = int(attrs["dataversion"])
+        except ValueError:
+            raise ValidationError(
+                f"ce-dataversion {attrs['dataversion']!r} is not an integer",
+                errors=[{"field": "ce-dataversion", "message": "not an integer"}],
+            ) from None
+    extensions = {k: v for k, v in attrs.items() if k not in _KNOWN and _EXT.match(k)}
+    time_text = attrs.get("time")
+    return Envelope(
+        id=attrs["id"],
+        source=attrs["source"],
+        type=attrs["type"],
+        specversion=attrs["specversion"],
+        data=data,
+        time=_parse_time(time_text) if time_text else None,
+        subject=attrs.get("subject"),
+        datacontenttype=content_type,
+        dataschema=attrs.get("dataschema"),
+        correlationid=attrs.get("correlationid"),
+        causationid=attrs.get("causationid"),
+        traceparent=attrs.get("traceparent"),
+        dataversion=version,
+        partitionkey=attrs.get("partitionkey"),
+        extensions=extensions,
+    )

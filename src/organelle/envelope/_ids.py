@@ -1,0 +1,60 @@
+"""Event ids: UUIDv5 from the business key (a retry makes the same id), else UUIDv7.
+
+The namespace is the app's: ``uuid5(NAMESPACE_URL, "organelle:<app>")``, so
+two apps that happen to share a type and key do not share ids. Within the
+namespace the name hashed is ``<type>@<version>:<key values>``, each value
+encoded with msgspec JSON (stable across processes and Python versions).
+
+UUIDv7 (RFC 9562) is time-ordered: 48 bits of Unix milliseconds, then a
+counter that keeps ids from one process increasing within a millisecond, then
+random bits. Python 3.11 has no ``uuid.uuid7``; this is the small part of it
+organelle needs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+
+__all__ = ["app_namespace", "keyed_id", "uuid7"]
+
+_json = msgspec.json.Encoder(order="sorted")
+_last_ms = 0
+_counter = 0
+_COUNTER_MAX = 0xFFF  # 12 bits: 4096 ids in one millisecond
+
+
+@lru_cache(maxsize=64)
+def app_namespace(app: str) -> uuid.UUID:
+    """The UUIDv5 namespace of one app's event ids."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"organelle:{app}")
+
+
+def keyed_id(app: str, type_name: str, version: int, values: Sequence[Any]) -> str:
+    """The deterministic id of the event of ``type_name@version`` with these key values."""
+    name = f"{type_name}@{version}:".encode() + _json.encode(list(values))
+    return str(uuid.uuid5(app_namespace(app), name.decode()))
+
+
+def uuid7() -> str:
+    """A fresh time-ordered UUIDv7, increasing within this process."""
+    global _last_ms, _counter  # noqa: PLW0603 - one clock per process
+    ms = time.time_ns() // 1_000_000
+    if ms > _last_ms:
+        _last_ms = ms
+        _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # room to count up
+    else:
+        _counter += 1
+        if _counter > _COUNTER_MAX:  # borrow the next millisecond
+            _last_ms += 1
+            _counter = 0
+        ms = _last_ms
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | _counter << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))

@@ -1,0 +1,69 @@
+"""The dedup inbox: which event ids each idempotent consumer has handled, in the Store.
+
+An idempotent handler (``@on(..., idempotent=True)``, and ``@consume`` by
+default) asks the inbox before it runs and records the id once it returns,
+so an event delivered twice — a producer that retried with the same
+deterministic id, a redelivery after a crash — has its effect once. Entries
+live ``[kernel] inbox_window_s`` (a Store TTL), so the inbox does not grow
+for ever; a repeat later than the window runs again.
+
+Rows are ``_inbox.<consumer>.<digest of the id>`` (any id a foreign producer
+sends fits every backend's key rules). Ids this process recorded are also
+kept in a bounded in-memory set, so a burst of repeats costs no Store read;
+a miss there always asks the Store, which all nodes share.
+
+Recording happens after the handler returns, so a crash between the two
+runs the handler again on redelivery (at-least-once); where the handler's
+own writes and the inbox row must commit together, use the transactional
+outbox's ``transaction()`` (``docs/events.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from organelle.storage import Store
+
+__all__ = ["StoreInbox"]
+
+_NAMESPACE = "_inbox"
+_REMEMBERED = 16_384  # ids kept in memory per process
+
+
+def inbox_key(consumer: str, event_id: str) -> str:
+    """The Store key of one consumer's record of one event."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=16).hexdigest()
+    return f"{_NAMESPACE}.{consumer}.{digest}"
+
+
+class StoreInbox:
+    """The inbox over the kernel's Store (opened on first use)."""
+
+    def __init__(self, store: Callable[[], Store], window_s: Callable[[], float]) -> None:
+        self._store = store
+        self._window_s = window_s
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    async def seen(self, consumer: str, event_id: str) -> bool:
+        """Whether ``consumer`` handled ``event_id`` within the window."""
+        key = inbox_key(consumer, event_id)
+        if key in self._recent:
+            return True
+        return await self._store().get(key) is not None
+
+    async def record(self, consumer: str, event_id: str) -> None:
+        """Remember that ``consumer`` handled ``event_id`` (for the window)."""
+        key = inbox_key(consumer, event_id)
+        await self._store().put(key, 1, ttl_s=self._window_s())
+        self.remember(key)
+
+    def remember(self, key: str) -> None:
+        """Keep ``key`` in the bounded in-memory set of recorded ids."""
+        recent = self._recent
+        recent[key] = None
+        if len(recent) > _REMEMBERED:
+            recent.popitem(last=False)

@@ -1,0 +1,103 @@
+"""The envelope and its CloudEvents binary-mode headers, both ways."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from organelle import Envelope, ValidationError
+from organelle.envelope import from_headers, to_headers
+
+
+def envelope(**extra: Any) -> Envelope[Any]:
+    fields: dict[str, Any] = {
+        "id": "e-1",
+        "source": "/organelle/shop/n1/orders",
+        "type": "order.placed",
+        "data": {"n": 1},
+    }
+    fields.update(extra)
+    return Envelope(**fields)
+
+
+def test_headers_round_trip_every_attribute() -> None:
+    env = envelope(
+        time=datetime(2026, 12, 3, 7, 0, 1, 250000, tzinfo=UTC),
+        subject="order o-1 — é",
+        datacontenttype="application/json",
+        dataschema="urn:organelle:event:order.placed@2",
+        correlationid="c-1",
+        causationid="p-1",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        dataversion=2,
+        partitionkey="o-1",
+        extensions={"tenant": "acme"},
+    )
+    headers = to_headers(env)
+    assert headers["ce-id"] == "e-1"
+    assert headers["ce-specversion"] == "1.0"
+    assert headers["ce-time"] == "2026-12-03T07:00:01.250000Z"
+    assert headers["content-type"] == "application/json"
+    assert headers["ce-tenant"] == "acme"
+    assert all(h.isascii() and " " not in v for h, v in headers.items() for _ in [v])
+    assert from_headers(headers, {"n": 1}) == env
+
+
+def test_names_are_read_in_any_case_and_offsets_kept() -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    headers = {k.upper(): v for k, v in to_headers(envelope(time=when)).items()}
+    got = from_headers(headers, None)
+    assert got is not None
+    assert got.time == when
+    assert got.data is None
+
+
+def test_no_ce_headers_means_no_envelope() -> None:
+    assert from_headers({"organelle-id": "x", "content-type": "application/json"}, 1) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        ({"ce-id": "1", "ce-source": "/s", "ce-specversion": "1.0"}, "ce-type"),
+        (
+            {"ce-id": "1", "ce-source": "/s", "ce-type": "t", "ce-specversion": "0.3"},
+            "ce-specversion",
+        ),
+        (
+            {
+                "ce-id": "1",
+                "ce-source": "/s",
+                "ce-type": "t",
+                "ce-specversion": "1.0",
+                "ce-time": "x",
+            },
+            "ce-time",
+        ),
+        (
+            {
+                "ce-id": "1",
+                "ce-source": "/s",
+                "ce-type": "t",
+                "ce-specversion": "1.0",
+                "ce-dataversion": "two",
+            },
+            "ce-dataversion",
+        ),
+    ],
+)
+def test_malformed_attributes_are_validation_errors(headers: dict[str, str], field: str) -> None:
+    with pytest.raises(ValidationError) as bad:
+        from_headers(headers, None)
+    assert field in {e["field"] for e in bad.value.errors}
+    assert bad.value.code == "organelle.validation"
+
+
+def test_with_data_keeps_the_attributes() -> None:
+    env = envelope(dataversion=3)
+    other = env.with_data([1, 2])
+    assert other.data == [1, 2]
+    assert other.id == env.id
+    assert other.dataversion == 3

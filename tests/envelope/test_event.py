@@ -1,0 +1,116 @@
+"""Typed, versioned events: the decorator, the registry, deterministic ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import msgspec
+import pydantic
+import pytest
+
+from organelle import DefinitionError, event
+from organelle.envelope import event_type, event_types, keyed_id, registered, uuid7
+
+
+@event("test.shipped", version=1, key=("order_id", "parcel"))
+class Shipped(msgspec.Struct):
+    order_id: str
+    parcel: int
+    carrier: str = "post"
+
+
+@event("test.refunded", version=3, key="order_id", personal=("email",))
+class Refunded(pydantic.BaseModel):
+    order_id: str
+    email: str
+
+
+@event("test.noted")
+@dataclasses.dataclass
+class Noted:
+    text: str
+
+
+def test_the_decorator_describes_the_class() -> None:
+    meta = event_type(Shipped)
+    assert meta is not None
+    assert (meta.name, meta.version, meta.key, meta.ref) == (
+        "test.shipped",
+        1,
+        ("order_id", "parcel"),
+        "test.shipped@1",
+    )
+    assert event_type(Shipped(order_id="o", parcel=1)) is meta
+    refunded = event_type(Refunded)
+    assert refunded is not None
+    assert refunded.personal == ("email",)
+    assert refunded.key == ("order_id",)
+    assert event_type(Noted) is not None
+    assert event_type(dict) is None
+
+
+def test_the_registry_finds_types_by_name_and_version() -> None:
+    assert registered("test.refunded", 3) is event_type(Refunded)
+    assert registered("test.refunded") is event_type(Refunded)  # the newest
+    assert registered("test.refunded", 1) is None
+    assert registered("test.nothing") is None
+    assert any(m.cls is Shipped for m in event_types())
+
+
+def test_a_subclass_is_not_the_event_unless_declared() -> None:
+    class Later(Shipped):
+        pass
+
+    assert event_type(Later) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("bad name",), {}, "dotted words"),
+        (("a..b",), {}, "dotted words"),
+        (("ok.name",), {"version": 0}, "version"),
+        (("ok.name",), {"version": True}, "version"),
+        (("ok.name",), {"key": ("missing",)}, "lacks"),
+        (("ok.name",), {"secret": ("nope",)}, "lacks"),
+    ],
+)
+def test_bad_declarations_are_definition_errors(
+    args: tuple[str], kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(DefinitionError, match=message):
+
+        @event(*args, **kwargs)  # type: ignore[arg-type]
+        class Bad(msgspec.Struct):
+            order_id: str
+
+
+def test_two_classes_cannot_share_a_name_and_version() -> None:
+    with pytest.raises(DefinitionError, match="already"):
+
+        @event("test.shipped", version=1)
+        class Impostor(msgspec.Struct):
+            order_id: str
+            parcel: int
+
+    with pytest.raises(DefinitionError, match="Struct, pydantic model or dataclass"):
+        event("test.plain")(int)
+
+
+def test_keyed_ids_are_deterministic_and_namespaced() -> None:
+    one = keyed_id("shop", "test.shipped", 1, ["o-1", 2])
+    assert one == keyed_id("shop", "test.shipped", 1, ["o-1", 2])
+    assert uuid.UUID(one).version == 5
+    assert one != keyed_id("shop", "test.shipped", 1, ["o-1", 3])  # other key
+    assert one != keyed_id("shop", "test.shipped", 2, ["o-1", 2])  # other version
+    assert one != keyed_id("bank", "test.shipped", 1, ["o-1", 2])  # other app
+
+
+def test_uuid7_is_time_ordered_and_unique() -> None:
+    ids = [uuid7() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)  # increasing within a process, also inside one millisecond
+    parsed = uuid.UUID(ids[0])
+    assert parsed.version == 7
+    assert parsed.variant == uuid.RFC_4122

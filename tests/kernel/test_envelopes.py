@@ -1,0 +1,129 @@
+"""Envelopes on one node: typed emit, ``Envelope[T]`` handlers and the dedup inbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from organelle import DefinitionError, Envelope, Kernel, Module, ValidationError, event, on
+from organelle.kernel._inbox import inbox_key
+
+
+@event("kt.paid", version=1, key=("invoice",))
+class Paid(msgspec.Struct):
+    invoice: str
+    cents: int
+
+
+@event("kt.pinged")
+class Pinged(msgspec.Struct):
+    n: int
+
+
+class Books(Module):
+    name = "books"
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope[Paid]] = []
+        self.plain: list[Any] = []
+        self.applied: list[str] = []
+        self.pings: list[Envelope[Any]] = []
+
+    @on(Paid, priority=5)
+    async def whole(self, env: Envelope[Paid]) -> None:
+        self.envelopes.append(env)
+
+    @on("kt.paid")
+    async def data_only(self, paid: Paid) -> None:
+        self.plain.append(paid)
+
+    @on("kt.paid", idempotent=True)
+    async def apply(self, paid: Paid) -> None:
+        self.applied.append(paid.invoice)
+
+    @on("kt.pinged")
+    async def ping(self, env: Envelope) -> None:  # type: ignore[type-arg]
+        self.pings.append(env)
+
+    async def pay(self, invoice: str) -> None:
+        await self.emit(Paid(invoice=invoice, cents=100))
+
+
+def config(**kernel: Any) -> dict[str, Any]:
+    return {"kernel": {"storage": "memory://", "app": "books-app", **kernel}}
+
+
+@pytest.fixture(params=[True, False], ids=["compiled", "pure"])
+def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(Kernel, "_compiled_path", request.param)
+    return bool(request.param)
+
+
+async def test_one_envelope_per_event_shared_by_its_handlers(compiled: bool) -> None:
+    async with Kernel([Books], config()) as kernel:
+        books: Books = kernel.module("books")  # type: ignore[assignment]
+        await books.pay("i-1")
+        await books.pay("i-1")  # a retry: same id, applied once
+        await kernel.emit("kt.paid", {"invoice": "i-2", "cents": "7"} | {"cents": 7})
+        await kernel.emit(Pinged(n=1), module="books")
+        await kernel.emit("kt.pinged", {"n": 2})
+        await kernel.drain()
+        assert [type(p) for p in books.plain] == [Paid, Paid, Paid]
+        assert [e.data.invoice for e in books.envelopes] == ["i-1", "i-1", "i-2"]
+        first, again, other = books.envelopes
+        assert first.id == again.id != other.id
+        assert first.source == other.source == f"/organelle/books-app/{kernel.transport.node}"
+        assert other.dataversion is None  # a dict on a topic: no declared type
+        assert books.applied == ["i-1", "i-2"]
+        stats = {s.handler: s for s in kernel.subscriptions()}
+        assert (stats["apply"].delivered, stats["apply"].duplicates, stats["apply"].skipped) == (
+            2,
+            1,
+            0,
+        )
+        assert [p.data for p in books.pings] == [Pinged(n=1), {"n": 2}]
+        assert books.pings[0].type == "kt.pinged"
+        assert books.pings[0].source.endswith("/books")  # the emitting module, when named
+        store = kernel.store
+        assert await store.get(inbox_key("books.apply", first.id)) is not None
+
+
+async def test_events_nobody_asks_the_envelope_of_travel_bare() -> None:
+    class Plain(Module):
+        name = "plain"
+        got: list[Any] = []
+
+        @on("kt.bare")
+        async def take(self, payload: Any) -> None:
+            self.got.append(payload)
+
+    async with Kernel([Plain], config()) as kernel:
+        await kernel.emit("kt.bare", {"a": 1})
+        await kernel.drain()
+        assert Plain.got == [{"a": 1}]
+
+
+async def test_bad_emits_are_validation_errors() -> None:
+    async with Kernel([Books], config()) as kernel:
+        with pytest.raises(ValidationError, match="topic string or an @event"):
+            await kernel.emit(42)
+        with pytest.raises(ValidationError, match="topic string or an @event"):
+            await kernel.emit(Paid)  # the class, not an instance
+        with pytest.raises(ValidationError, match="its own payload"):
+            await kernel.emit(Paid(invoice="x", cents=1), {"also": 1})
+
+
+def test_on_takes_only_event_classes() -> None:
+    class NotAnEvent(msgspec.Struct):
+        n: int
+
+    with pytest.raises(DefinitionError, match="not an @event type"):
+        on(NotAnEvent)
+
+
+async def test_the_inbox_window_is_a_setting() -> None:
+    with pytest.raises(Exception, match="inbox_window_s"):
+        async with Kernel([Books], config(inbox_window_s=0)):
+            pass
