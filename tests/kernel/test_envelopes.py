@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from organelle import DefinitionError, Envelope, Kernel, Module, ValidationError, event, on
+from organelle import (
+    DefinitionError,
+    Envelope,
+    Kernel,
+    Module,
+    ValidationError,
+    consume,
+    event,
+    on,
+)
 from organelle.kernel._inbox import inbox_key
 
 
@@ -127,3 +137,43 @@ async def test_the_inbox_window_is_a_setting() -> None:
     with pytest.raises(Exception, match="inbox_window_s"):
         async with Kernel([Books], config(inbox_window_s=0)):
             pass
+
+
+class Billing(Module):
+    name = "billing"
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.whole: list[Envelope[Paid]] = []
+
+    @consume("invoices")
+    async def apply(self, paid: Paid) -> None:
+        self.applied.append(paid.invoice)
+
+    @consume("invoices", group="audit", idempotent=False)
+    async def audit(self, env: Envelope[Paid]) -> None:
+        self.whole.append(env)
+
+
+async def test_stream_records_carry_envelopes_and_repeats_are_skipped(tmp_path: Path) -> None:
+    streams = f"sqlite:///{tmp_path}/streams.db"
+    async with Kernel([Billing], config(streams=streams)) as kernel:
+        billing: Billing = kernel.module("billing")  # type: ignore[assignment]
+        paid = Paid(invoice="i-7", cents=5)
+        await kernel.append("invoices", paid, key="i-7")
+        await kernel.append("invoices", paid, key="i-7")  # the producer retried
+        await kernel.append("invoices", {"invoice": "i-8", "cents": 1})
+        # A record written without an envelope (an older producer): its place is its id.
+        await kernel.streams.append("invoices", b'{"invoice": "i-9", "cents": 2}', key=None)
+        await kernel.drain_streams()
+        assert billing.applied == ["i-7", "i-8", "i-9"]
+        assert [e.data.invoice for e in billing.whole] == ["i-7", "i-7", "i-8", "i-9"]
+        first, again, plain, old = billing.whole
+        assert first.id == again.id
+        assert (first.type, first.dataversion, first.partitionkey) == ("kt.paid", 1, "i-7")
+        assert plain.type == "invoices"  # an untyped payload: the stream names it
+        assert old.id.startswith("invoices/")
+        assert old.source == "/organelle/stream/invoices"
+        stats = {(s.group, s.handler): s for s in kernel.consumers()}
+        assert stats["billing", "apply"].duplicates == 1
+        assert stats["audit", "audit"].duplicates == 0

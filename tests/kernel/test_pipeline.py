@@ -204,7 +204,7 @@ async def test_job_stream_and_event_hosts_reset_the_context(tmp_path: Path) -> N
         assert current_context() is None
 
         consumer = slot.spec.consumers[0]
-        run_record = kernel._streams._handler("works", consumer)
+        run_record = kernel._streams._handler("works", consumer, kernel._streams.consumers[0].stats)
         record = Record(stream="ledger", partition=0, offset=0, key=None, data=b"4", headers={})
         await run_record(Delivery(record=record, group="works", attempt=1))
         assert current_context() is None

@@ -158,7 +158,10 @@ class Kernel:
         )
         self._storage = StoreHost(settings, self.emit, listeners)
         storage = self._storage
-        self._bus.use_inbox(StoreInbox(lambda: storage.store, lambda: self.settings.inbox_window_s))
+        inbox = StoreInbox(lambda: storage.store, lambda: self.settings.inbox_window_s)
+        self._bus.use_inbox(inbox)
+        self._streams.inbox = inbox
+        self._streams.envelopes = dispatcher.envelopes
         self._life = Lifecycle(
             self._slots,
             dispatcher,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from organelle.codec import JsonCodec
 from organelle.context import context, root_context
+from organelle.envelope import Envelope, EnvelopeFactory, event_type, from_headers, to_headers
 from organelle.errors import ConfigError, ValidationError
 from organelle.kernel._dispatch import Invocation, run_invocation
 from organelle.kernel._listen import RecordReport
@@ -26,11 +27,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from organelle.config.settings import KernelSettings
+    from organelle.kernel._bus import Inbox
     from organelle.kernel._dispatch import CallNext
     from organelle.kernel._listen import Listeners
     from organelle.kernel._slots import Slot, Slots
     from organelle.module._describe import Consumer
-    from organelle.streams.base import Delivery, StreamLog, StreamSpec
+    from organelle.streams.base import Delivery, Record, StreamLog, StreamSpec
     from organelle.streams.consumer import ConsumerStats, GroupConsumer, Outcome, RecordObserver
 
 __all__ = ["DEFAULT_URL", "StreamHost"]
@@ -71,6 +73,8 @@ class StreamHost:
         self._ensured: dict[str, StreamSpec] = {}
         self._lock = asyncio.Lock()
         self._started = False
+        self.envelopes: Callable[[], EnvelopeFactory] | None = None  # set by the kernel
+        self.inbox: Inbox | None = None  # where idempotent consumers remember records
 
     def _local(self) -> list[tuple[str, Consumer]]:
         return [(slot.name, c) for slot in self._slots.values() for c in slot.spec.consumers]
@@ -132,9 +136,14 @@ class StreamHost:
         meta = {k: str(ctx.meta[k]) for k in _TRACE if k in ctx.meta}
         meta[_H_CORR] = ctx.correlation_id
         meta[_H_CAUSE] = ctx.request_id
-        placed = await log.append(
-            stream, _codec.encode(payload), key=key, headers={**meta, **(headers or {})}
-        )
+        body = _codec.encode(payload)
+        if self.envelopes is not None:
+            typed = event_type(payload)
+            env = self.envelopes().make(
+                stream if typed is None else typed.name, payload, ctx, key=key
+            )
+            meta.update(to_headers(env))
+        placed = await log.append(stream, body, key=key, headers={**meta, **(headers or {})})
         for member in self.consumers:
             if member.stream == stream:
                 member.wake()
@@ -160,7 +169,7 @@ class StreamHost:
                 stream=o.stream,
                 group=group,
                 partitions=spec.partitions,
-                handler=self._handler(slot.name, consumer),
+                handler=self._handler(slot.name, consumer, stats),
                 stats=stats,
                 start=o.start,
                 max_attempts=o.max_attempts,
@@ -193,18 +202,27 @@ class StreamHost:
         """Counters of every local group member."""
         return [c.stats for c in self.consumers]
 
-    def _handler(self, module: str, consumer: Consumer) -> Any:
+    def _handler(self, module: str, consumer: Consumer, stats: ConsumerStats) -> Any:
         slots = self._slots
         chain_of = self._chain
         contract = consumer.contract
         attr = consumer.attr
         validate = consumer.options.validate
+        idempotent = consumer.options.idempotent
+        whole = contract.wants_envelope
+        name = f"stream.{consumer.options.stream}.{stats.group}.{attr}"
 
         async def run(delivery: Delivery) -> None:
             rec = delivery.record
             payload = _codec.decode(rec.data)
+            env = from_headers(rec.headers, payload) or _record_envelope(rec, payload)
+            inbox = self.inbox if idempotent else None
+            if inbox is not None and await inbox.seen(name, env.id):
+                stats.duplicates += 1
+                return
             if validate:
                 payload = contract.convert(payload)
+            arg = env.with_data(payload) if whole else payload
             fn = getattr(slots.require(module).instance, attr)  # the live one, after reloads too
             meta = {k: rec.headers[k] for k in _TRACE if k in rec.headers}
             ctx = root_context(None, meta=meta or None, topic=rec.stream)
@@ -212,10 +230,12 @@ class StreamHost:
             ctx.cause = rec.headers.get(_H_CAUSE)
 
             async def call(_: Invocation) -> Any:
-                return await (fn(payload) if contract.takes_payload else fn())
+                return await (fn(arg) if contract.takes_payload else fn())
 
-            inv = Invocation("stream", rec.stream, module, None, payload, ctx, call)
+            inv = Invocation("stream", rec.stream, module, None, arg, ctx, call)
             await run_invocation(chain_of(), inv)
+            if inbox is not None:
+                await inbox.record(name, env.id)
 
         return run
 
@@ -288,3 +308,17 @@ class StreamHost:
         self._ensured.clear()
         if log is not None:
             await log.close()
+
+
+def _record_envelope(rec: Record, payload: Any) -> Envelope[Any]:
+    """The envelope of a record appended without one (before envelopes, or by hand).
+
+    Its id is the record's place, so a redelivery of the same record is a repeat.
+    """
+    return Envelope(
+        id=f"{rec.stream}/{rec.partition}/{rec.offset}",
+        source=f"/organelle/stream/{rec.stream}",
+        type=rec.stream,
+        data=payload,
+        partitionkey=rec.key,
+    )

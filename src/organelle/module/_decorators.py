@@ -202,6 +202,7 @@ class ConsumeOptions:
     backoff_max_s: float = 30.0
     lease_s: float = 30.0
     validate: bool = True
+    idempotent: bool = True
 
 
 def consume(
@@ -214,6 +215,7 @@ def consume(
     backoff_max_s: float = 30.0,
     lease_s: float = 30.0,
     validate: bool = True,
+    idempotent: bool = True,
 ) -> Callable[[F], F]:
     """Consume a durable stream as a member of a consumer group.
 
@@ -232,6 +234,9 @@ def consume(
         backoff_max_s: the longest retry delay.
         lease_s: how long a member holds a partition per record (the handler's time limit).
         validate: convert the payload to the handler's declared type.
+        idempotent: skip a record whose event id this group's handler already
+            handled (the dedup inbox): a producer that appended twice, or a
+            redelivery after the handler's effect but before the commit.
     """
     from organelle.streams.base import check_name
 
@@ -254,6 +259,7 @@ def consume(
         backoff_max_s=backoff_max_s,
         lease_s=lease_s,
         validate=validate,
+        idempotent=idempotent,
     )
 
     def mark(f: F) -> F:

@@ -53,6 +53,7 @@ class ConsumerStats:
     failed: int = 0
     dead: int = 0
     lost: int = 0
+    duplicates: int = 0
     in_flight: int = 0
     last_error: dict[str, object] | None = field(default=None)
 
