@@ -93,6 +93,7 @@ class _Document:
         self.messages: dict[str, dict[str, Any]] = {}
         self._by_payload: dict[tuple[str, Any], str] = {}  # (channel, payload) -> message
         self._typed: dict[tuple[str, int], str] = {}  # (event name, version) -> message
+        self._patterns: dict[str, str] = {}  # @on pattern -> its channel
 
     def _id(self, base: str, taken: dict[str, Any]) -> str:
         key = _UNSAFE.sub("_", base.replace("*", "any").replace(">", "rest"))
@@ -232,12 +233,9 @@ class _Document:
 
     def event(self, spec: ModuleSpec, sub: Subscription) -> None:
         pattern = sub.spec.pattern
-        channel = f"event.{pattern}"
-        channel = next(
-            (k for k, c in self.channels.items() if c.get("x-organelle-pattern") == pattern),
-            None,
-        ) or self._id(channel, self.channels)
-        if channel not in self.channels:
+        channel = self._patterns.get(pattern)
+        if channel is None:
+            channel = self._patterns[pattern] = self._id(f"event.{pattern}", self.channels)
             address, params = _address(self.prefix, pattern)
             self.channels[channel] = {
                 "address": address,
