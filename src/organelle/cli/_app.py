@@ -1,4 +1,7 @@
-"""The typer app: ``organelle run``, ``check``, ``nodes``, ``contract`` and ``--version``."""
+"""The typer app: ``organelle run``, ``check``, ``nodes``, ``contract``, ``asyncapi``.
+
+``run``, ``check`` and ``--version`` live here; the other commands in files of their own.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import typer
 from rich.text import Text
 
 from organelle._version import __version__
+from organelle.cli._asyncapi import asyncapi
 from organelle.cli._contract import contract
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
@@ -132,6 +136,7 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
 
 
 app.command(name="nodes")(nodes)
+app.command(name="asyncapi")(asyncapi)
 app.add_typer(contract, name="contract")
 
 

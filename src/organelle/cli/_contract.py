@@ -59,10 +59,7 @@ def _fail(ctx: typer.Context, exc: BaseException) -> NoReturn:
 
 
 def _specs(target: str, sets: list[str] | None, only: list[str] | None) -> list[ModuleSpec]:
-    from organelle.contracts import specs_of
-
-    loaded = load_app(target, sets=sets or [], only=only or [])
-    return [spec for spec in specs_of(loaded.kernel) if spec.name not in loaded.drop]
+    return load_app(target, sets=sets or [], only=only or []).specs()
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 from organelle.config import import_object, merge
 from organelle.errors import ConfigError
 from organelle.kernel import Kernel
+from organelle.module import ModuleSpec
 
 __all__ = ["App", "load_app", "parse_only", "parse_sets"]
 
@@ -33,6 +34,12 @@ class App:
     kernel: Kernel
     label: str
     drop: list[str] = field(default_factory=list)
+
+    def specs(self) -> list[ModuleSpec]:
+        """The specs of the modules ``--only`` keeps, read from their classes (nothing starts)."""
+        from organelle.contracts import specs_of
+
+        return [spec for spec in specs_of(self.kernel) if spec.name not in self.drop]
 
     async def select(self) -> None:
         """Remove the modules ``--only`` left out; nothing has been loaded yet."""

@@ -4,7 +4,8 @@
 jobs, event subscriptions and stream consumers, with JSON Schemas) as plain
 JSON-able data; ``compare(old, new)`` lists what changed and which changes
 would break a client of the old version. The ``organelle contract`` command
-wraps both for CI.
+wraps both for CI. ``asyncapi(kernel)`` describes the same handlers as an
+AsyncAPI 3.0 document of the app's NATS subjects (``organelle asyncapi``).
 
 Not imported by ``import organelle``: only by the command and by those who ask.
 
@@ -19,8 +20,19 @@ Example::
 
 from __future__ import annotations
 
+from organelle.contracts._asyncapi import ASYNCAPI, asyncapi
 from organelle.contracts._compare import ContractChange, compare
 from organelle.contracts._format import FORMAT, dumps, loads
 from organelle.contracts._snapshot import snapshot, specs_of
 
-__all__ = ["FORMAT", "ContractChange", "compare", "dumps", "loads", "snapshot", "specs_of"]
+__all__ = [
+    "ASYNCAPI",
+    "FORMAT",
+    "ContractChange",
+    "asyncapi",
+    "compare",
+    "dumps",
+    "loads",
+    "snapshot",
+    "specs_of",
+]

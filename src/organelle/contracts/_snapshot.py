@@ -14,50 +14,15 @@ import msgspec
 
 from organelle.codec import to_builtins
 from organelle.contracts._format import FORMAT, parse, to_dict
-from organelle.contracts._render import render
+from organelle.contracts._render import Hints, fill, render
 from organelle.errors import DefinitionError
 from organelle.module import Module, ModuleSpec, describe
 
 if TYPE_CHECKING:
     from organelle.kernel import Kernel
-    from organelle.module._signature import ParamsContract, PayloadContract
+    from organelle.module._signature import ParamsContract
 
-__all__ = ["snapshot", "specs_of"]
-
-_ANY: dict[str, Any] = {}
-
-
-class _ContractSlot:
-    """Where a hint's schema goes once every hint has been rendered together."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-
-class _Hints:
-    """Collects hints so that one render gives every schema a shared name table."""
-
-    def __init__(self) -> None:
-        self.hints: list[Any] = []
-
-    def add(self, hint: Any) -> _ContractSlot:
-        self.hints.append(hint)
-        return _ContractSlot(len(self.hints) - 1)
-
-    def payload(self, contract: PayloadContract) -> Any:
-        return _ANY if contract.target is None else self.add(contract.target)
-
-
-def _fill(node: Any, rendered: list[Any]) -> Any:
-    if isinstance(node, _ContractSlot):
-        return rendered[node.index]
-    if isinstance(node, dict):
-        return {k: _fill(v, rendered) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_fill(v, rendered) for v in node]
-    return node
+__all__ = ["json_default", "return_hint", "snapshot", "specs_of"]
 
 
 def specs_of(source: Kernel | Iterable[ModuleSpec | type[Module]]) -> list[ModuleSpec]:
@@ -79,38 +44,45 @@ def specs_of(source: Kernel | Iterable[ModuleSpec | type[Module]]) -> list[Modul
     return specs
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``value`` as JSON-able data, or ``msgspec.UNSET`` when JSON cannot hold it."""
     try:
         return to_builtins(value)
     except (TypeError, ValueError, NotImplementedError, OverflowError):
         return msgspec.UNSET  # not JSON-able (a sentinel object, say): left out
 
 
-def _params(contract: ParamsContract, hints: _Hints) -> dict[str, Any]:
+def _params(contract: ParamsContract, hints: Hints) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in contract.fields:
         param: dict[str, Any] = {"required": len(field) == 2, "schema": hints.add(field[1])}  # noqa: PLR2004 - (name, hint) means required
         if len(field) == 3:  # noqa: PLR2004 - (name, hint, default)
-            default = _default(field[2])
+            default = json_default(field[2])
             if default is not msgspec.UNSET:
                 param["default"] = default
         out[field[0]] = param
     return out
 
 
-def _returns(spec: ModuleSpec, attr: str, hints: _Hints) -> Any:
-    """The result's schema slot, or None when the method does not annotate it."""
+def return_hint(spec: ModuleSpec, attr: str) -> Any:
+    """The return type a handler declares, or None when it does not annotate one."""
     declared = typing.get_type_hints(getattr(spec.cls, attr), include_extras=True)
-    return hints.add(declared["return"]) if "return" in declared else None
+    return declared.get("return")
 
 
-def _module(spec: ModuleSpec, hints: _Hints) -> dict[str, Any]:
+def _returns(spec: ModuleSpec, attr: str, hints: Hints) -> Any:
+    """The result's schema slot, or None when the method does not annotate it."""
+    hint = return_hint(spec, attr)
+    return None if hint is None else hints.add(hint)
+
+
+def _module(spec: ModuleSpec, hints: Hints) -> dict[str, Any]:
     rpcs = {
         method: {"params": _params(m.contract, hints), "returns": _returns(spec, m.attr, hints)}
         for method, m in spec.rpcs.items()
     }
     events = [
-        {"pattern": s.spec.pattern, "handler": s.attr, "payload": hints.payload(s.contract)}
+        {"pattern": s.spec.pattern, "handler": s.attr, "payload": hints.payload(s.contract.target)}
         for s in spec.subscriptions
     ]
     consumers = [
@@ -118,7 +90,7 @@ def _module(spec: ModuleSpec, hints: _Hints) -> dict[str, Any]:
             "stream": c.options.stream,
             "group": c.options.group or spec.name,
             "handler": c.attr,
-            "payload": hints.payload(c.contract),
+            "payload": hints.payload(c.contract.target),
         }
         for c in spec.consumers
     ]
@@ -148,9 +120,9 @@ def snapshot(source: Kernel | Iterable[ModuleSpec | type[Module]]) -> dict[str, 
 
         Path("contract.json").write_text(dumps(snapshot([Pricing, Inventory])))
     """
-    hints = _Hints()
+    hints = Hints()
     modules = {spec.name: _module(spec, hints) for spec in specs_of(source)}
     rendered, table = render(hints.hints)
-    data = {"format": FORMAT, "modules": _fill(modules, rendered), "schemas": table}
+    data = {"format": FORMAT, "modules": fill(modules, rendered), "schemas": table}
     # Read back through the file's own shape: what is written is what loads() accepts.
     return to_dict(parse(data))

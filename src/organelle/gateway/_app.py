@@ -1,4 +1,4 @@
-"""The Starlette application: routes, aggregates, the event stream, OpenAPI, docs, dashboard.
+"""The Starlette application: routes, aggregates, event streams, OpenAPI, AsyncAPI, docs, dashboard.
 
 Starlette provides routing (path templates, 405 with ``Allow``), CORS and
 the middleware stack; each route's endpoint is our plain ASGI callable.
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from organelle.auth.rbac import Rbac
     from organelle.gateway._runtime import Runtime
     from organelle.gateway._table import RouteEntry
+    from organelle.module import Module
 
 __all__ = ["build_app"]
 
@@ -74,8 +75,13 @@ def build_app(
     hub: EventHub | None,
     rbac: Rbac | None,
     asgi_middleware: Sequence[Middleware] = (),
+    modules: Sequence[type[Module]] = (),
 ) -> Starlette:
-    """The ASGI app serving ``entries`` plus the gateway's own endpoints."""
+    """The ASGI app serving ``entries`` plus the gateway's own endpoints.
+
+    ``modules`` are the classes ``/asyncapi.json`` describes: those running
+    here and those of ``route_modules``.
+    """
     cfg = rt.config
     routes: list[BaseRoute] = [
         Route(e.path, _endpoint(rt, e), methods=[e.method], name=f"{e.target}.{e.method.lower()}")
@@ -112,6 +118,12 @@ def build_app(
 
         routes += [
             Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+            Route(
+                "/asyncapi.json",
+                _AsyncApi(rt, modules).respond,
+                methods=["GET"],
+                include_in_schema=False,
+            ),
             Route("/docs", docs, methods=["GET"], include_in_schema=False),
         ]
     middleware = list(asgi_middleware)
@@ -130,6 +142,30 @@ def build_app(
         )
     handlers: dict[Any, Any] = {HTTPException: _http_error}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+class _AsyncApi:
+    """``GET /asyncapi.json``: built on its first request (most apps never ask), then kept."""
+
+    def __init__(self, rt: Runtime, modules: Sequence[type[Module]]) -> None:
+        self._rt = rt
+        self._modules = list(modules)
+        self._body: bytes | None = None
+
+    async def respond(self, _: Request) -> Response:
+        """The document, encoded once."""
+        if self._body is None:
+            from organelle.contracts import asyncapi
+
+            cfg = self._rt.config
+            doc = asyncapi(
+                self._modules,
+                title=cfg.title,
+                version=cfg.version,
+                settings=self._rt.kernel.settings,
+            )
+            self._body = msgspec.json.encode(doc)
+        return Response(self._body, media_type="application/json")
 
 
 # The docs page ships its script inline and loads nothing from elsewhere.

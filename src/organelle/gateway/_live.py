@@ -8,7 +8,7 @@ one method and path) fails the attach, so the change that brought it fails
 and the table stays as it was.
 
 The server keeps one ASGI app for its whole life, a ``LiveApp``; it rebuilds
-its Starlette app (routes, OpenAPI, docs) on the first request after the table
+its Starlette app (routes, OpenAPI, AsyncAPI, docs) on the first request after the table
 changed — a change costs a counter, a burst of changes one rebuild, and a
 request costs one comparison.
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from organelle.errors import DefinitionError
 from organelle.gateway._table import RouteEntry, entries_of, remote_classes, table
-from organelle.module import describe
+from organelle.module import Module, describe
 
 if TYPE_CHECKING:
     from organelle.gateway.config import GatewayConfig
@@ -76,11 +76,11 @@ class HttpRoutes:
         self._config = config
         self._own = own
         self._changed = changed
-        self._remote = {
-            describe(c).name: entries_of(c, config) for c in remote_classes(config, own)
-        }
+        self._remote_classes = remote_classes(config, own)
+        self._remote = {describe(c).name: entries_of(c, config) for c in self._remote_classes}
         table(self._remote.values())  # the remote groups must agree among themselves
         self._local: dict[str, list[RouteEntry]] = {}
+        self._classes: dict[str, type[Module]] = {}  # every module bound here, routes or not
         # The groups in effect, and (method, path shape) -> module over them: a
         # clash is found in the size of one module, however many are bound.
         self._effective: dict[str, list[RouteEntry]] = {}
@@ -92,10 +92,17 @@ class HttpRoutes:
         """Every operation served now, static paths before templated ones."""
         return table(self._effective.values())
 
+    def modules(self) -> list[type[Module]]:
+        """The classes of the modules bound here, then those of ``route_modules`` not bound here."""
+        remote = [c for c in self._remote_classes if describe(c).name not in self._classes]
+        return [*self._classes.values(), *remote]
+
     async def attach(self, slot: Slot) -> None:
         """Route the module's operations; raises ``DefinitionError`` on a clash."""
         name = slot.name
         if name == self._own:
+            self._classes[name] = type(slot.instance)
+            self._changed()
             return
         mine = entries_of(type(slot.instance), self._config)
         table([mine])  # clashes within the module itself
@@ -108,12 +115,14 @@ class HttpRoutes:
                 f"by module {self._owners[clash.key]!r}"
             )
         self._local[name] = mine
+        self._classes[name] = type(slot.instance)
         self._put(name, mine)
         self._changed()
 
     async def detach(self, slot: Slot) -> None:
         """Unroute the module's operations (its ``route_modules`` group, if any, comes back)."""
         name = slot.name
+        self._classes.pop(name, None)
         if self._local.pop(name, None) is None:
             return
         self._take(name)

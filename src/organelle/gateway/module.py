@@ -30,7 +30,7 @@ log = logging.getLogger("organelle.gateway")
 
 
 class Gateway(Module):
-    """Serves routes, exposed RPC methods, aggregates, events, OpenAPI and docs over HTTP.
+    """Serves routes, exposed RPC methods, aggregates, events, OpenAPI, AsyncAPI and docs over HTTP.
 
     Args:
         factory: a principal factory used instead of ``[auth]`` config.
@@ -128,7 +128,12 @@ class Gateway(Module):
 
         def build() -> Any:
             return build_app(
-                runtime, routes.entries(), hub=hub, rbac=self._rbac, asgi_middleware=self._asgi
+                runtime,
+                routes.entries(),
+                hub=hub,
+                rbac=self._rbac,
+                asgi_middleware=self._asgi,
+                modules=routes.modules(),
             )
 
         app = self.app = LiveApp(build)

@@ -26,7 +26,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from organelle.errors import ConfigError
 
-__all__ = ["CONNECT_KEYS", "NatsConnectOptions", "Server", "backend_options", "parse_connect"]
+__all__ = [
+    "CONNECT_KEYS",
+    "NatsConnectOptions",
+    "Server",
+    "backend_options",
+    "parse_connect",
+    "server_pool",
+]
 
 DEFAULT_PORT = 4222
 _FILES = ("creds", "nkey_seed", "tls_ca", "tls_cert", "tls_key")
@@ -272,6 +279,19 @@ def parse_connect(
     values["servers"] = tuple(pool)
     _check_files(values if base is None else _fields(base) | values, parse)
     return values, own
+
+
+def server_pool(url: str, servers: object = None, *, url_key: str = "url") -> tuple[Server, ...]:
+    """The servers ``url`` and a ``servers`` option name, without credentials.
+
+    Reads nothing else (no option, no file): for describing where an app
+    connects (its AsyncAPI document) on a machine that has none of its files.
+
+    Raises:
+        ConfigError: a server URL that is not ``nats://`` or ``tls://``, or has a bad port.
+    """
+    pool, _ = _Parse("", url_key, (), ()).servers(url.partition("?")[0], servers)
+    return tuple(pool)
 
 
 def _fields(options: NatsConnectOptions) -> dict[str, Any]:
