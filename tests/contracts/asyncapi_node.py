@@ -1,14 +1,17 @@
 """Validate AsyncAPI documents with the official parser, ``@asyncapi/parser``, run by Node.js.
 
-The parser is installed by ``.ci/run`` into ``.cache/asyncapi-node`` (git-ignored).
-A machine without ``node`` skips these checks; one with ``node`` but without the
-parser fails them, naming the step that installs it.
+The parser is installed by ``.ci/run`` into ``.cache/asyncapi-node`` (git-ignored);
+where it is missing but ``npm`` is there, the first check installs it (the
+version ``.ci/run`` pins), so the README's test line needs nothing more. A
+machine without ``node`` skips these checks; one where the install fails
+fails them, naming the step that installs it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,12 +28,46 @@ INSTALL = (
 )
 
 
+def _pinned() -> str:
+    """The parser version ``.ci/run`` installs."""
+    match = re.search(
+        r"^ASYNCAPI_PARSER=([\w.\-]+)", (ROOT / ".ci" / "run").read_text(), re.MULTILINE
+    )
+    assert match, ".ci/run pins ASYNCAPI_PARSER"
+    return match.group(1)
+
+
+def _install() -> None:
+    """Install the pinned parser with npm (once; bounded), as ``.ci/run`` does."""
+    npm = shutil.which("npm")
+    if npm is None:
+        return
+    subprocess.run(
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(PREFIX),
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            f"@asyncapi/parser@{_pinned()}",
+        ],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def parse(doc: dict[str, Any] | str) -> tuple[int, list[dict[str, Any]]]:
     """Run the parser on ``doc``: its exit code and its diagnostics."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    if not (PREFIX / "node_modules" / "@asyncapi" / "parser" / "package.json").is_file():
+    marker = PREFIX / "node_modules" / "@asyncapi" / "parser" / "package.json"
+    if not marker.is_file():
+        _install()
+    if not marker.is_file():
         pytest.fail(f"{INSTALL} (looked in {PREFIX})")
     text = doc if isinstance(doc, str) else json.dumps(doc)
     proc = subprocess.run(

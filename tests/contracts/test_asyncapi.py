@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import pytest
 
-from organelle import Kernel, Module, consume, on, rpc
+from organelle import Kernel, Module, consume, event, on, rpc
 from organelle.config.settings import KernelSettings
 from organelle.contracts import ASYNCAPI, asyncapi
 from organelle.errors import ConfigError, DefinitionError
@@ -24,35 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"^[\w.\-]+$")  # what AsyncAPI allows as a components key
 
 
-@dataclass(frozen=True)
-class StandIn:
-    """What ``@event`` (organelle.envelope) puts on a class, reduced to what is read."""
-
-    name: str
-    version: int
-    key: tuple[str, ...] = ()
-    secret: tuple[str, ...] = ()
-    personal: tuple[str, ...] = ()
-    description: str = ""
-
-
-_ATTR = "__organelle_event__"
-T = TypeVar("T", bound=type)
-
-
-def event(
-    name: str, *, version: int, key: tuple[str, ...] = (), personal: tuple[str, ...] = ()
-) -> Callable[[T], T]:
-    """A stand-in for ``organelle.envelope.event``: it only marks the class."""
-
-    def mark(cls: T) -> T:
-        setattr(cls, _ATTR, StandIn(name, version, key=key, personal=personal))
-        return cls
-
-    return mark
-
-
-@event("order.placed", version=2, key=("order_id",), personal=("email",))
+@event("aa.order.placed", version=2, key=("order_id",), personal=("email",))
 class OrderPlaced(msgspec.Struct):
     """An order was placed."""
 
@@ -78,7 +48,7 @@ class Shop(Module):
     async def ping(self):  # type: ignore[no-untyped-def]
         return "pong"
 
-    @on("order.placed")
+    @on("aa.order.placed")
     async def placed(self, event: OrderPlaced) -> None:
         """Book the order."""
 
@@ -106,7 +76,7 @@ class Mail(Module):
     name = "mail"
     version = "0.2.0"
 
-    @on("order.placed")
+    @on("aa.order.placed")
     async def confirm(self, event: OrderPlaced) -> None: ...
 
     @on("order.*")
@@ -180,7 +150,7 @@ def test_wildcards_become_channel_parameters() -> None:
     rest = channels["event.audit.rest"]
     assert rest["address"] == "org.evt.audit.{rest}"
     assert "dot-separated" in rest["parameters"]["rest"]["description"]
-    assert "parameters" not in channels["event.order.placed"]
+    assert "parameters" not in channels["event.aa.order.placed"]
 
 
 def test_subscriptions_share_a_channel_and_each_payload_type_is_one_message() -> None:
@@ -204,11 +174,11 @@ def test_subscriptions_share_a_channel_and_each_payload_type_is_one_message() ->
 def test_typed_event_names_the_message_by_type_and_version() -> None:
     doc = _doc()
     messages = doc["components"]["messages"]
-    typed = messages["order.placed.v2"]
-    assert typed["name"] == "order.placed@v2"
+    typed = messages["aa.order.placed.v2"]
+    assert typed["name"] == "aa.order.placed@2"
     assert typed["title"] == "OrderPlaced"
     assert typed["summary"] == "An order was placed."
-    assert typed["x-organelle-event"] == "order.placed"
+    assert typed["x-organelle-event"] == "aa.order.placed"
     assert typed["x-organelle-event-version"] == 2
     assert typed["x-organelle-key"] == ["order_id"]
     assert typed["x-organelle-personal"] == ["email"]
@@ -216,13 +186,13 @@ def test_typed_event_names_the_message_by_type_and_version() -> None:
     assert typed["payload"] == {"$ref": "#/components/schemas/OrderPlaced"}
     fixed = typed["headers"]["allOf"][1]["properties"]
     assert fixed == {
-        "ce-type": {"type": "string", "const": "order.placed"},
+        "ce-type": {"type": "string", "const": "aa.order.placed"},
         "ce-dataversion": {"type": "string", "const": "2"},
     }
     # One message wherever the type is received: two subscribers and a stream.
-    placed = doc["channels"]["event.order.placed"]["messages"]
-    assert list(placed) == ["order.placed.v2"]
-    assert "order.placed.v2" in doc["channels"]["stream.orders"]["messages"]
+    placed = doc["channels"]["event.aa.order.placed"]["messages"]
+    assert list(placed) == ["aa.order.placed.v2"]
+    assert "aa.order.placed.v2" in doc["channels"]["stream.orders"]["messages"]
     # A subclass does not inherit the declaration: it is described from its stream.
     assert not any(m.get("x-organelle-event") for k, m in messages.items() if "Subclassed" in k)
 
@@ -306,7 +276,7 @@ def test_servers_come_from_the_transport_without_credentials() -> None:
     }
     assert "secret" not in str(doc)
     assert doc["channels"]["rpc.shop.quote"]["address"] == "shop.rpc.shop.quote"
-    assert doc["channels"]["event.order.placed"]["address"] == "shop.evt.order.placed"
+    assert doc["channels"]["event.aa.order.placed"]["address"] == "shop.evt.aa.order.placed"
     assert doc["channels"]["stream.orders"]["address"] == "LOG.st.orders.{partition}"
     assert_valid(doc)
 

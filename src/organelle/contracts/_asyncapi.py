@@ -26,6 +26,7 @@ from organelle.config.settings import KernelSettings
 from organelle.contracts._asyncapi_headers import ERROR_PAYLOAD, HEADER_SCHEMAS, event_headers
 from organelle.contracts._render import Hints, fill, render
 from organelle.contracts._snapshot import json_default, return_hint, specs_of
+from organelle.envelope import EventType, event_type
 from organelle.module import Module, ModuleSpec
 from organelle.transport.nats_connect import Server, server_pool
 
@@ -54,10 +55,9 @@ def _summary(cls: type, attr: str) -> str | None:
     return doc.strip().splitlines()[0] if doc else None
 
 
-def _event_meta(target: Any) -> Any:
-    """The ``@event`` declaration of a payload class (``.name``, ``.version``), if it has one."""
-    meta = vars(target).get("__organelle_event__") if isinstance(target, type) else None
-    return meta if hasattr(meta, "name") and hasattr(meta, "version") else None
+def _event_meta(target: Any) -> EventType | None:
+    """The ``@event`` declaration of a payload class, if it has one."""
+    return event_type(target) if isinstance(target, type) else None
 
 
 def _address(prefix: str, pattern: str) -> tuple[str, dict[str, Any]]:
@@ -141,7 +141,7 @@ class _Document:
             version = int(meta.version)
             message_id = self._id(f"{meta.name}.v{version}", self.messages)
             self._typed[(meta.name, version)] = message_id
-            message = {"name": f"{meta.name}@v{version}", "title": target.__name__}
+            message = {"name": meta.ref, "title": target.__name__}
             description = getattr(meta, "description", "") or inspect.getdoc(target)
             if description:
                 message["summary"] = description.strip().splitlines()[0]
