@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from shop.orders import Order
 
 from organelle import Kernel
 from organelle.testing import eventually
@@ -46,12 +47,14 @@ async def test_orders_flow_across_three_processes(nats_server: NatsServer, prefi
             order = await client.call(
                 "orders.place_order", customer="zoe", lines=[{"sku": "pear", "qty": 2}]
             )
-            assert order["customer"] == "zoe"
-            assert Decimal(order["total"]) > 0
-            assert await client.call("orders.get_order", order_id=order["id"]) == order
+            # The shop's classes are imported here, so the result is rebuilt as an Order.
+            assert isinstance(order, Order)
+            assert order.customer == "zoe"
+            assert order.total > Decimal(0)
+            assert await client.call("orders.get_order", order_id=order.id) == order
             assert await client.call("inventory.stock", sku="pear") <= before - 2
             # order.placed crossed from the orders process to the notifications handler.
-            expected = f"order {order['id']} placed for zoe"
+            expected = f"order {order.id} placed for zoe"
 
             async def notified() -> None:
                 sent = await client.call("notifications.list_notifications", limit=200)

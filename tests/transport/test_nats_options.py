@@ -13,7 +13,7 @@ from organelle.testing.servers import NatsServer
 from organelle.transport._nats_options import Server, parse_options
 
 from .conftest import node_config
-from .nodes import Peer
+from .nodes import Item, Peer
 from .nodes import Server as ServerModule
 
 
@@ -64,7 +64,7 @@ async def test_user_and_password_against_a_server(prefix: str) -> None:
             Kernel([ServerModule], node_config(good, prefix)),
             Kernel([Peer], node_config(good, prefix)) as client,
         ):
-            assert await client.call("server.echo", sku="auth") == {"sku": "auth", "qty": 1}
+            assert await client.call("server.echo", sku="auth") == Item(sku="auth", qty=1)
         bad = node_config(f"nats://app:wrong@127.0.0.1:{server.port}", prefix, connect_timeout_s=1)
         with pytest.raises(TransportError):
             await Kernel([Peer], bad).start()

@@ -14,7 +14,7 @@ from organelle.testing.servers import NatsServer
 from organelle.transport.nats import NatsTransport
 
 from .conftest import node_config
-from .nodes import Peer, Server
+from .nodes import Item, Peer, Server
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ async def own_server() -> AsyncIterator[NatsServer]:
 async def test_server_restart(own_server: NatsServer, prefix: str) -> None:
     cfg = node_config(own_server.url, prefix, kernel={"call_timeout_s": 10})
     async with Kernel([Server], cfg) as server, Kernel([Peer], cfg) as client:
-        assert await client.call("server.echo", sku="before") == {"sku": "before", "qty": 1}
+        assert await client.call("server.echo", sku="before") == Item(sku="before", qty=1)
         in_flight = asyncio.create_task(
             client.call_with("server.sleep", {"seconds": 5}, timeout_s=8)
         )
@@ -45,13 +45,12 @@ async def test_server_restart(own_server: NatsServer, prefix: str) -> None:
         await asyncio.to_thread(own_server.restart)
         # No restart of either node: both reconnect and resubscribe.
         result = await client.call_with("server.echo", {"sku": "after"}, timeout_s=8)
-        assert result == {"sku": "after", "qty": 1}
+        assert result == Item(sku="after", qty=1)
         assert server.transport.connected
         for i in range(20):
-            assert await client.call("server.echo", sku=str(i), qty=i + 1) == {
-                "sku": str(i),
-                "qty": i + 1,
-            }
+            assert await client.call("server.echo", sku=str(i), qty=i + 1) == Item(
+                sku=str(i), qty=i + 1
+            )
 
 
 async def test_unreachable_server_fails_start(prefix: str) -> None:

@@ -16,7 +16,7 @@ from organelle.transport.nats import NatsTransport
 from tests.cli.proc import run_once
 
 from .conftest import Config
-from .nodes import Peer, Server
+from .nodes import Item, Peer, Server
 
 
 def transport(kernel: Kernel) -> NatsTransport:
@@ -46,7 +46,7 @@ async def test_wait_for_a_module_that_starts_later(config: Config) -> None:
         await asyncio.sleep(0.1)
         async with Kernel([Server], config()):
             await asyncio.wait_for(waiter, 5)
-            assert await client.call("server.echo", sku="late") == {"sku": "late", "qty": 1}
+            assert await client.call("server.echo", sku="late") == Item(sku="late", qty=1)
 
 
 async def test_a_silent_node_expires_and_a_stopped_one_leaves_at_once(config: Config) -> None:

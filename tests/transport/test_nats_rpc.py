@@ -21,7 +21,7 @@ from organelle.errors import (
 from organelle.transport.nats import NatsTransport
 
 from .conftest import Config
-from .nodes import OutOfCoffeeError, Peer, Server
+from .nodes import Item, OutOfCoffeeError, Peer, Server
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ async def pair(config: Config) -> AsyncIterator[tuple[Kernel, Kernel]]:
 async def test_remote_call_returns_the_result(pair: tuple[Kernel, Kernel]) -> None:
     _, client = pair
     assert isinstance(client.transport, NatsTransport)
-    assert await client.call("server.echo", sku="A1", qty=3) == {"sku": "A1", "qty": 3}
-    assert await client.call_with("server.echo", {"sku": "B"}) == {"sku": "B", "qty": 1}
+    assert await client.call("server.echo", sku="A1", qty=3) == Item(sku="A1", qty=3)
+    assert await client.call_with("server.echo", {"sku": "B"}) == Item(sku="B", qty=1)
 
 
 async def test_errors_come_back_as_the_same_class(pair: tuple[Kernel, Kernel]) -> None:
@@ -140,5 +140,5 @@ async def test_prefer_local_off_goes_over_the_wire(config: Config) -> None:
             return await original(target, params, ctx)
 
         kernel.dispatch = spy  # type: ignore[method-assign]
-        assert await kernel.call("server.echo", sku="A") == {"sku": "A", "qty": 1}
+        assert await kernel.call("server.echo", sku="A") == Item(sku="A", qty=1)
         assert calls == ["server.echo"]

@@ -26,7 +26,7 @@ from organelle.transport.nats import NatsTransport
 
 from .conftest import node_config
 from .creds import new_nkey, nkey_config, operator_setup, write
-from .nodes import Peer, Server
+from .nodes import Item, Peer, Server
 from .pki import Pki, make_pki
 
 TOKEN = "t0k3n-for-tests"  # noqa: S105 - a test value
@@ -83,7 +83,7 @@ async def _serves_rpc(cfg: dict[str, Any]) -> tuple[Kernel, Kernel]:
     except BaseException:
         await server.stop()
         raise
-    assert await client.call("server.echo", sku="tls", qty=2) == {"sku": "tls", "qty": 2}
+    assert await client.call("server.echo", sku="tls", qty=2) == Item(sku="tls", qty=2)
     await client.wait_for("server", timeout_s=5)  # read from the registry over its own link
     return server, client
 
@@ -262,7 +262,7 @@ async def test_plain_nkey_user(prefix: str, tmp_path: Path) -> None:
         cfg = node_config(nats.url, prefix, nkey_seed=seed)
         async with Kernel([Server], cfg) as server, Kernel([Peer], cfg) as client:
             await client.wait_for("server", 5)
-            assert await client.call("server.echo", sku="nk") == {"sku": "nk", "qty": 1}
+            assert await client.call("server.echo", sku="nk") == Item(sku="nk", qty=1)
             assert server.running
         bad = node_config(nats.url, prefix, nkey_seed=other, connect_timeout_s=1)
         assert "Authorization Violation" in await _refused(bad)

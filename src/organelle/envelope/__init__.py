@@ -19,6 +19,7 @@ from organelle.envelope._envelope import (
 )
 from organelle.envelope._event import EventType, event, event_type, event_types, registered
 from organelle.envelope._ids import app_namespace, keyed_id, uuid7
+from organelle.envelope._wire import convert, register, remember_module, wire_name, wire_type
 
 __all__ = [
     "CE_PREFIX",
@@ -27,14 +28,19 @@ __all__ = [
     "EnvelopeFactory",
     "EventType",
     "app_namespace",
+    "convert",
     "event",
     "event_type",
     "event_types",
     "from_headers",
     "keyed_id",
+    "register",
     "registered",
+    "remember_module",
     "to_headers",
     "uuid7",
+    "wire_name",
+    "wire_type",
 ]
 
 _JSON = "application/json"

@@ -15,6 +15,7 @@ from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from organelle.context import _current, root_context
+from organelle.envelope import remember_module
 from organelle.errors import DefinitionError
 from organelle.module._decorators import is_handler
 
@@ -142,7 +143,9 @@ class ModuleMeta(type):
         return _ClassNamespace()
 
     def __new__(cls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kw: Any) -> Any:
-        return super().__new__(cls, name, bases, dict(ns), **kw)
+        made = super().__new__(cls, name, bases, dict(ns), **kw)
+        remember_module(made)  # its RPC results can be rebuilt by a remote caller
+        return made
 
 
 class Module(metaclass=ModuleMeta):

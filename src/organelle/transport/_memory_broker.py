@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Broker", "Member", "Reply", "Route", "broker_named", "open_brokers"]
 
-Reply = tuple[str | None, bool, bytes]
+# (error code or None, refused unrun, body, the result's wire type name or None)
+Reply = tuple[str | None, bool, bytes, str | None]
 """An RPC reply as NATS would carry it: ``(error code or None, retry, body)``."""
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
+from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
 from organelle.transport._event_wire import decode_event
 from organelle.transport._memory_broker import Reply
@@ -113,7 +114,7 @@ class MemoryNode:
             return self._error(codec, err)
         except Exception as exc:
             return self._error(codec, InternalError.wrap(exc))
-        return None, False, out
+        return None, False, out, wire_name(result)
 
     def _error(self, codec: Codec, err: OrganelleError, *, retry: bool = False) -> Reply:
         try:
@@ -122,7 +123,7 @@ class MemoryNode:
             body = codec.encode({**err.to_wire(), "details": {}})
         if len(body) > self._max:
             body = codec.encode({**err.to_wire(), "details": {}})
-        return err.code, retry, body
+        return err.code, retry, body, None
 
     # -- events --------------------------------------------------------------------------
     def take_event(

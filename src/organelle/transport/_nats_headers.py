@@ -15,17 +15,20 @@ import msgspec
 
 from organelle.codec import Codec, codec_for
 from organelle.context import Context, _next_seq
+from organelle.envelope import convert, wire_type
 from organelle.errors import OrganelleError, RemoteError, ValidationError
 
 __all__ = [
     "H_CODEC",
     "H_ERROR",
     "H_RETRY",
+    "H_TYPE",
     "context_from",
     "decode_error",
     "headers_for",
     "parse_headers",
     "reply_headers",
+    "typed_result",
 ]
 
 H_ID = "Organelle-Id"
@@ -39,6 +42,7 @@ H_ROLES = "Organelle-Roles"
 H_META = "Organelle-Meta"
 H_ERROR = "Organelle-Error"
 H_RETRY = "Organelle-Retry"
+H_TYPE = "Organelle-Type"
 _TRACE = ("traceparent", "tracestate")
 _STATUS_AT = 9  # "NATS/1.0 503": the status code starts here
 _STATUS_END = 12
@@ -126,13 +130,20 @@ def _meta_part(parts: list[str], meta: dict[str, Any]) -> None:
         parts += [H_META, ": ", encoded, "\r\n"]
 
 
-def reply_headers(codec: str, error: str | None = None, *, retry: bool = False) -> bytes:
-    """The header block of a reply; empty for a JSON success (plain clients read the body)."""
-    if error is None and codec == "json":
+def reply_headers(
+    codec: str, error: str | None = None, *, retry: bool = False, type_name: str | None = None
+) -> bytes:
+    """The header block of a reply; empty for a plain JSON success (plain clients read the body).
+
+    ``type_name`` names the class of the result (``envelope/_wire.py``).
+    """
+    if error is None and codec == "json" and type_name is None:
         return b""
     parts = ["NATS/1.0\r\n"]
     if codec != "json":
         parts += [H_CODEC, ": ", codec, "\r\n"]
+    if type_name is not None:
+        parts += [H_TYPE, ": ", _clean(type_name), "\r\n"]
     if error is not None:
         parts += [H_ERROR, ": ", error, "\r\n"]
     if retry:
@@ -232,3 +243,12 @@ def decode_error(codec: Codec, data: bytes, code: str) -> OrganelleError:
         return RemoteError(f"unreadable error reply ({code})", remote_code=code)
     body.setdefault("code", code)
     return OrganelleError.from_wire(body)
+
+
+def typed_result(headers: Mapping[str, str], value: Any) -> Any:
+    """A decoded result rebuilt as the class its ``Organelle-Type`` names, if known here."""
+    name = headers.get("organelle-type")
+    if name is None or value is None:
+        return value
+    cls = wire_type(name)
+    return value if cls is None else convert(value, cls)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
+from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
 from organelle.transport._event_wire import decode_event
 from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
@@ -150,9 +151,10 @@ class Exposer:
             params = self._params(codec, data)
             result = await inbound.dispatch(target, params, context_from(headers))
             body = codec.encode(result)
+            type_name = wire_name(result)
             if len(body) > self.wire.max_payload:
                 raise _too_large("reply", len(body), self.wire.max_payload)  # noqa: TRY301
-            self.wire.publish(reply, body, None, reply_headers(codec.name))
+            self.wire.publish(reply, body, None, reply_headers(codec.name, type_name=type_name))
         except OrganelleError as err:
             self._reply_error(reply, codec, err)
         except Exception as exc:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import codec_for
-from organelle.envelope import Envelope
+from organelle.envelope import Envelope, convert, wire_type
 from organelle.errors import (
     CallTimeoutError,
     ConfigError,
@@ -323,12 +323,14 @@ class MemoryTransport(MemoryNode):
             member.take_call(target, body, headers, reply)
             timer = loop.call_later(deadline - _monotonic(), _expire, reply, target)
             try:
-                code, retry, data = await reply
+                code, retry, data, type_name = await reply
             finally:
                 timer.cancel()
                 self._pending.discard(reply)
             if code is None:
-                return codec.decode(data) if data else None
+                value = codec.decode(data) if data else None
+                cls = None if type_name is None or value is None else wire_type(type_name)
+                return value if cls is None else convert(value, cls)
             if not retry:
                 raise decode_error(codec, data, code)
             # Refused unrun by a node that withdrew meanwhile: another instance takes it.

@@ -43,6 +43,7 @@ from organelle.transport._nats_headers import (
     decode_error,
     headers_for,
     parse_headers,
+    typed_result,
 )
 from organelle.transport._nats_options import NatsOptions, parse_options
 from organelle.transport._nats_serve import Exposer
@@ -282,7 +283,7 @@ class NatsTransport:
                 raise TransportError(f"reply from {target!r}: {exc}") from None
             code = headers.get("organelle-error")
             if code is None:
-                return codec.decode(data) if data else None
+                return typed_result(headers, codec.decode(data) if data else None)
             if not headers.get("organelle-retry"):
                 raise decode_error(codec, data, code)
             # Refused unrun by a node that is leaving: another instance takes it.
