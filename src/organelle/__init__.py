@@ -6,6 +6,7 @@ lifecycle and connects them through RPC and events.
 
 from organelle._version import __version__
 from organelle.auth import Principal
+from organelle.blobs import BlobInfo, BlobStore, open_blobs
 from organelle.codec import Codec, JsonCodec, MsgpackCodec
 from organelle.context import Context, context
 from organelle.errors import (
@@ -32,6 +33,8 @@ from organelle.kernel._states import ModuleInfo, ModuleState
 from organelle.module import Module, consume, cron, job, on, rpc
 
 __all__ = [
+    "BlobInfo",
+    "BlobStore",
     "CallNext",
     "CallTimeoutError",
     "Codec",
@@ -67,6 +70,7 @@ __all__ = [
     "cron",
     "job",
     "on",
+    "open_blobs",
     "route",
     "rpc",
 ]
