@@ -10,7 +10,9 @@ import asyncio
 import base64
 import hashlib
 import math
+import os
 import random
+import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +39,7 @@ from organelle.errors import (
     StorageUnavailableError,
     ValidationError,
 )
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -406,6 +409,35 @@ async def test_a_streamed_blob_expires_too(blobs: BaseBlobStore, clock: Clock) -
     assert (await blobs.head("s")) == info
     clock.now += 2
     assert await blobs.head("s") is None
+
+
+async def test_expiry_on_the_real_clock(make: Make) -> None:
+    async with make(clock=time.time) as store:
+        info = await store.put("brief", b"x", ttl_s=0.3)
+        assert info.expires_at is not None
+        assert abs(info.expires_at - (time.time() + 0.3)) < 5
+
+        async def gone() -> None:
+            assert await store.head("brief") is None
+            assert await store.purge_expired() == 1
+
+        await eventually(gone, timeout_s=10)
+
+
+@pytest.mark.parametrize("backend", ["filesystem"])
+async def test_files_a_crash_left_behind_are_swept(blobs: FilesystemBlobStore) -> None:
+    await blobs.put("k", b"v")
+    with pytest.raises(RuntimeError):
+        await blobs.put_stream("k", _chunks(3, 1000, fail_after=2))
+    (sidecar,) = blobs.root.glob("objects/*/*/*.json")
+    (kept,) = blobs.root.glob("objects/*/*/*.data")  # the failed write left nothing
+    leftovers = [sidecar.parent / f"{sidecar.stem}.0123.data", sidecar.parent / ".x.1.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"crashed mid-write")
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    assert await blobs.purge_expired() == 0
+    assert sorted(p.name for p in sidecar.parent.iterdir()) == sorted([sidecar.name, kept.name])
+    assert await blobs.get("k") == b"v"
 
 
 # -- integrity -----------------------------------------------------------------------------
