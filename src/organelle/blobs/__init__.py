@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from organelle.blobs.base import BaseBlobStore, BlobInfo, BlobReader, BlobStore
-from organelle.blobs.memory import MemoryBlobStore
 from organelle.blobs.url import open_blobs
 from organelle.errors import BlobIntegrityError, BlobNotFoundError
 
 if TYPE_CHECKING:
     from organelle.blobs.filesystem import FilesystemBlobStore
+    from organelle.blobs.memory import MemoryBlobStore
     from organelle.blobs.nats import NatsBlobStore
     from organelle.blobs.s3 import S3BlobStore
 
@@ -35,6 +35,7 @@ __all__ = [
 
 _LAZY = {
     "FilesystemBlobStore": "organelle.blobs.filesystem",
+    "MemoryBlobStore": "organelle.blobs.memory",
     "NatsBlobStore": "organelle.blobs.nats",
     "S3BlobStore": "organelle.blobs.s3",
 }

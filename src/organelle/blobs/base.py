@@ -20,9 +20,8 @@ backend supplies five raw operations (``_write``, ``_read``, ``_head``,
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
+import string
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -61,11 +60,10 @@ MAX_KEY_LENGTH = 1024
 MAX_METADATA_BYTES = 2048  # S3's limit on user metadata: the strictest backend sets it
 DEFAULT_CHUNK_BYTES = 256 * 1024
 
-_SEGMENT = r"[A-Za-z0-9._~=+:@!-]+"
-_KEY = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
-_PREFIX = re.compile(r"[A-Za-z0-9._~=+:@!/-]*")
-_META_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+# Character sets, not regular expressions: ``import organelle`` compiles nothing here.
+_KEY_CHARS = frozenset(string.ascii_letters + string.digits + "._~=+:@!-")
+_META_CHARS = frozenset(string.ascii_lowercase + string.digits + "-")
+_PRINTABLE = frozenset(chr(c) for c in range(0x20, 0x7F))
 _RESERVED_META = "organelle-"  # the backends keep their own fields under this prefix
 
 
@@ -139,6 +137,8 @@ class BlobReader(AsyncIterator[bytes]):
         release: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Built by a backend: ``release`` frees what ``chunks`` holds, even if never started."""
+        import hashlib
+
         self.info = info
         self._chunks = chunks
         self._release = release
@@ -284,13 +284,14 @@ def check_key(key: object) -> str:
         raise _bad("key", f"key must be a str, not {type(key).__name__}")
     if not key or len(key) > MAX_KEY_LENGTH:
         raise _bad("key", f"key must be 1-{MAX_KEY_LENGTH} characters, got {len(key)}")
-    if not _KEY.fullmatch(key):
+    segments = key.split("/")
+    if not all(segment and _KEY_CHARS.issuperset(segment) for segment in segments):
         raise _bad(
             "key",
             f"key {key!r} must be '/'-separated segments of [A-Za-z0-9._~=+:@!-] "
             "(no leading, trailing or double '/')",
         )
-    if any(segment in {".", ".."} for segment in key.split("/")):
+    if any(segment in {".", ".."} for segment in segments):
         raise _bad("key", f"key {key!r} must not have a '.' or '..' segment")
     return key
 
@@ -299,7 +300,7 @@ def check_prefix(prefix: object) -> str:
     """Return ``prefix`` if it can start a key (empty lists everything)."""
     if not isinstance(prefix, str) or len(prefix) > MAX_KEY_LENGTH:
         raise _bad("prefix", f"prefix must be a str of at most {MAX_KEY_LENGTH} characters")
-    if not _PREFIX.fullmatch(prefix) or prefix.startswith("/"):
+    if not _KEY_CHARS.union("/").issuperset(prefix) or prefix.startswith("/"):
         raise _bad("prefix", f"prefix {prefix!r} cannot start a valid key")
     return prefix
 
@@ -307,7 +308,7 @@ def check_prefix(prefix: object) -> str:
 def _check_content_type(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 255:  # noqa: PLR2004 - RFC 6838 bound
         raise _bad("content_type", "content_type must be a str of 1-255 characters")
-    if not _PRINTABLE.fullmatch(value):
+    if not _PRINTABLE.issuperset(value):
         raise _bad("content_type", "content_type must be printable ASCII")
     return value
 
@@ -320,11 +321,16 @@ def _check_metadata(metadata: object) -> dict[str, str]:
         raise _bad("metadata", "metadata must be a mapping of str to str")
     out: dict[str, str] = {}
     for name, value in metadata.items():
-        if not isinstance(name, str) or not _META_KEY.fullmatch(name):
+        if (
+            not isinstance(name, str)
+            or not 0 < len(name) < 64  # noqa: PLR2004 - the documented bound
+            or name.startswith("-")
+            or not _META_CHARS.issuperset(name)
+        ):
             raise _bad("metadata", f"metadata name {name!r} must be 1-63 of [a-z0-9-]")
         if name.startswith(_RESERVED_META):
             raise _bad("metadata", f"metadata name {name!r}: '{_RESERVED_META}' is reserved")
-        if not isinstance(value, str) or not _PRINTABLE.fullmatch(value):
+        if not isinstance(value, str) or not _PRINTABLE.issuperset(value):
             raise _bad("metadata", f"metadata value of {name!r} must be a printable ASCII str")
         out[name] = value
     if sum(len(k) + len(v) for k, v in out.items()) > MAX_METADATA_BYTES:
@@ -577,6 +583,8 @@ class Digest:
     __slots__ = ("_hash", "size")
 
     def __init__(self) -> None:
+        import hashlib
+
         self._hash = hashlib.sha256()
         self.size = 0
 

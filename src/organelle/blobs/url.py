@@ -18,7 +18,6 @@ S3 credentials go in keyword options or botocore's usual chain, never the URL.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from organelle.errors import ConfigError
 
@@ -72,6 +71,8 @@ def blobs_backend(url: str, **options: Any) -> BaseBlobStore:
 
         return MemoryBlobStore(**options)
     if scheme == "file":
+        from urllib.parse import unquote
+
         from organelle.blobs.filesystem import FilesystemBlobStore
 
         path = unquote(rest.split("?", 1)[0])
@@ -95,6 +96,8 @@ def blobs_backend(url: str, **options: Any) -> BaseBlobStore:
 
 
 def _s3(url: str, options: dict[str, Any]) -> BaseBlobStore:
+    from urllib.parse import parse_qs, unquote, urlsplit
+
     from organelle.blobs.s3 import S3BlobStore
 
     parts = urlsplit(url)
