@@ -20,8 +20,6 @@ backend supplies five raw operations (``_write``, ``_read``, ``_head``,
 
 from __future__ import annotations
 
-import math
-import string
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -34,12 +32,22 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import Protocol, Self, runtime_checkable
 
-from organelle.errors import (
-    BlobIntegrityError,
-    BlobNotFoundError,
-    StorageUnavailableError,
-    ValidationError,
+from organelle.blobs._checks import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_CONTENT_TYPE,
+    MAX_KEY_LENGTH,
+    bad,
+    check_chunk_bytes,
+    check_content_type,
+    check_key,
+    check_metadata,
+    check_prefix,
+    check_ttl,
+    checked_chunks,
+    one_chunk,
 )
+from organelle.blobs._chunks import Digest, regroup
+from organelle.errors import BlobIntegrityError, BlobNotFoundError, StorageUnavailableError
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
@@ -54,17 +62,6 @@ __all__ = [
     "check_prefix",
     "regroup",
 ]
-
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-MAX_KEY_LENGTH = 1024
-MAX_METADATA_BYTES = 2048  # S3's limit on user metadata: the strictest backend sets it
-DEFAULT_CHUNK_BYTES = 256 * 1024
-
-# Character sets, not regular expressions: ``import organelle`` compiles nothing here.
-_KEY_CHARS = frozenset(string.ascii_letters + string.digits + "._~=+:@!-")
-_META_CHARS = frozenset(string.ascii_lowercase + string.digits + "-")
-_PRINTABLE = frozenset(chr(c) for c in range(0x20, 0x7F))
-_RESERVED_META = "organelle-"  # the backends keep their own fields under this prefix
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,108 +267,6 @@ class BlobStore(Protocol):
         ...
 
 
-def _bad(field_: str, message: str) -> ValidationError:
-    return ValidationError(message, errors=[{"field": field_, "message": message}])
-
-
-def check_key(key: object) -> str:
-    """Return ``key`` if it is a valid blob key, else raise ``ValidationError``.
-
-    Keys map onto file names, S3 keys and NATS subjects alike, so the safe
-    alphabet is narrow and path tricks (``..``, a leading ``/``) never pass.
-    """
-    if not isinstance(key, str):
-        raise _bad("key", f"key must be a str, not {type(key).__name__}")
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise _bad("key", f"key must be 1-{MAX_KEY_LENGTH} characters, got {len(key)}")
-    segments = key.split("/")
-    if not all(segment and _KEY_CHARS.issuperset(segment) for segment in segments):
-        raise _bad(
-            "key",
-            f"key {key!r} must be '/'-separated segments of [A-Za-z0-9._~=+:@!-] "
-            "(no leading, trailing or double '/')",
-        )
-    if any(segment in {".", ".."} for segment in segments):
-        raise _bad("key", f"key {key!r} must not have a '.' or '..' segment")
-    return key
-
-
-def check_prefix(prefix: object) -> str:
-    """Return ``prefix`` if it can start a key (empty lists everything)."""
-    if not isinstance(prefix, str) or len(prefix) > MAX_KEY_LENGTH:
-        raise _bad("prefix", f"prefix must be a str of at most {MAX_KEY_LENGTH} characters")
-    if not _KEY_CHARS.union("/").issuperset(prefix) or prefix.startswith("/"):
-        raise _bad("prefix", f"prefix {prefix!r} cannot start a valid key")
-    return prefix
-
-
-def _check_content_type(value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > 255:  # noqa: PLR2004 - RFC 6838 bound
-        raise _bad("content_type", "content_type must be a str of 1-255 characters")
-    if not _PRINTABLE.issuperset(value):
-        raise _bad("content_type", "content_type must be printable ASCII")
-    return value
-
-
-def _check_metadata(metadata: object) -> dict[str, str]:
-    """Lower-case ``[a-z0-9-]`` names and printable ASCII values: what S3 headers carry intact."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise _bad("metadata", "metadata must be a mapping of str to str")
-    out: dict[str, str] = {}
-    for name, value in metadata.items():
-        if (
-            not isinstance(name, str)
-            or not 0 < len(name) < 64  # noqa: PLR2004 - the documented bound
-            or name.startswith("-")
-            or not _META_CHARS.issuperset(name)
-        ):
-            raise _bad("metadata", f"metadata name {name!r} must be 1-63 of [a-z0-9-]")
-        if name.startswith(_RESERVED_META):
-            raise _bad("metadata", f"metadata name {name!r}: '{_RESERVED_META}' is reserved")
-        if not isinstance(value, str) or not _PRINTABLE.issuperset(value):
-            raise _bad("metadata", f"metadata value of {name!r} must be a printable ASCII str")
-        out[name] = value
-    if sum(len(k) + len(v) for k, v in out.items()) > MAX_METADATA_BYTES:
-        raise _bad("metadata", f"metadata is larger than {MAX_METADATA_BYTES} bytes")
-    return out
-
-
-def _check_ttl(ttl_s: object) -> float | None:
-    if ttl_s is None:
-        return None
-    if (
-        isinstance(ttl_s, bool)
-        or not isinstance(ttl_s, int | float)
-        or not math.isfinite(ttl_s)
-        or ttl_s <= 0
-    ):
-        raise _bad("ttl_s", "ttl_s must be a positive finite number of seconds")
-    return float(ttl_s)
-
-
-def _check_chunk_bytes(chunk_bytes: object) -> int:
-    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
-        raise _bad("chunk_bytes", "chunk_bytes must be a positive int")
-    return chunk_bytes
-
-
-async def _checked(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-    """The caller's chunks as ``bytes``, empty ones dropped, anything else refused."""
-    if not isinstance(chunks, AsyncIterable):
-        raise _bad("chunks", "chunks must be an async iterable of bytes")
-    async for chunk in chunks:
-        if not isinstance(chunk, bytes | bytearray | memoryview):
-            raise _bad("chunks", f"a chunk must be bytes, not {type(chunk).__name__}")
-        if chunk:
-            yield bytes(chunk)
-
-
-async def _one(data: bytes) -> AsyncGenerator[bytes, None]:
-    yield data
-
-
 class BaseBlobStore:
     """What every backend shares: checks, opening, expiry and the integrity-checked reader.
 
@@ -439,10 +334,10 @@ class BaseBlobStore:
             ValidationError: bad key, data, content type, TTL or metadata.
         """
         if not isinstance(data, bytes | bytearray | memoryview):
-            raise _bad("data", f"data must be bytes, not {type(data).__name__}")
+            raise bad("data", f"data must be bytes, not {type(data).__name__}")
         draft = self._draft(key, content_type, ttl_s, metadata)
         await self._ready()
-        return await self._write(draft, _one(bytes(data)))
+        return await self._write(draft, one_chunk(bytes(data)))
 
     async def put_stream(
         self,
@@ -459,7 +354,7 @@ class BaseBlobStore:
         """
         draft = self._draft(key, content_type, ttl_s, metadata)
         await self._ready()
-        return await self._write(draft, _checked(chunks))
+        return await self._write(draft, checked_chunks(chunks))
 
     async def get(self, key: str) -> bytes:
         """Return the whole blob, checked against its recorded size and SHA-256."""
@@ -473,7 +368,7 @@ class BaseBlobStore:
             BlobNotFoundError: absent or expired.
         """
         key = check_key(key)
-        chunk_bytes = _check_chunk_bytes(chunk_bytes)
+        chunk_bytes = check_chunk_bytes(chunk_bytes)
         await self._ready()
         reader = await self._read(key, chunk_bytes)
         if reader is not None and reader.info.expired(self.clock()):
@@ -564,9 +459,9 @@ class BaseBlobStore:
         self, key: str, content_type: str, ttl_s: float | None, metadata: Mapping[str, str] | None
     ) -> Draft:
         key = check_key(key)
-        content_type = _check_content_type(content_type)
-        ttl = _check_ttl(ttl_s)
-        meta = _check_metadata(metadata)
+        content_type = check_content_type(content_type)
+        ttl = check_ttl(ttl_s)
+        meta = check_metadata(metadata)
         now = self.clock()
         return Draft(
             key=key,
@@ -575,52 +470,3 @@ class BaseBlobStore:
             expires_at=None if ttl is None else now + ttl,
             metadata=meta,
         )
-
-
-class Digest:
-    """Size and SHA-256 of the bytes a backend writes, counted as they pass."""
-
-    __slots__ = ("_hash", "size")
-
-    def __init__(self) -> None:
-        import hashlib
-
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def update(self, chunk: bytes) -> bytes:
-        """Count ``chunk``; return it unchanged."""
-        self._hash.update(chunk)
-        self.size += len(chunk)
-        return chunk
-
-    @property
-    def hex(self) -> str:
-        """The hex SHA-256 so far."""
-        return self._hash.hexdigest()
-
-
-async def regroup(chunks: AsyncIterable[bytes], size: int) -> AsyncGenerator[bytes, None]:
-    """The same bytes in pieces of exactly ``size`` (the last one shorter).
-
-    For backends with a fixed unit (a NATS chunk, an S3 part): holds at most
-    one piece plus one incoming chunk.
-    """
-    buffer = bytearray()
-    async for chunk in chunks:
-        view = memoryview(chunk)
-        if buffer:
-            take = size - len(buffer)
-            buffer += view[:take]
-            view = view[take:]
-            if len(buffer) < size:
-                continue
-            piece = bytes(buffer)
-            buffer.clear()  # frees its storage: one copy of the piece is alive, not two
-            yield piece
-        while len(view) >= size:
-            yield bytes(view[:size])
-            view = view[size:]
-        buffer += view
-    if buffer:
-        yield bytes(buffer)
