@@ -4,6 +4,8 @@ Write modules; the kernel loads them, orders them by dependency, runs their
 lifecycle and connects them through RPC and events.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from organelle._version import __version__
 from organelle.auth import Principal
 from organelle.codec import Codec, JsonCodec, MsgpackCodec
@@ -32,7 +34,12 @@ from organelle.kernel._dispatch import CallNext, Invocation, Middleware
 from organelle.kernel._states import ModuleInfo, ModuleState
 from organelle.module import Module, consume, cron, job, on, rpc
 
+if TYPE_CHECKING:
+    from organelle.blobs import BlobInfo, BlobStore, open_blobs
+
 __all__ = [
+    "BlobInfo",
+    "BlobStore",
     "CallNext",
     "CallTimeoutError",
     "Codec",
@@ -70,6 +77,25 @@ __all__ = [
     "event",
     "job",
     "on",
+    "open_blobs",
     "route",
     "rpc",
 ]
+
+
+# The blob port loads on first use: most services never touch it, and
+# ``import organelle`` stays within its time budget (tests/test_public_api.py).
+_LAZY = {
+    "BlobInfo": "organelle.blobs",
+    "BlobStore": "organelle.blobs",
+    "open_blobs": "organelle.blobs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'organelle' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -11,10 +11,12 @@ known ancestor for a code this process does not know)::
     ├── NotFoundError (LookupError)     organelle.not_found
     │   ├── NotServedError              organelle.not_found      no node serves the module now
     │   ├── JobNotFoundError            organelle.jobs.not_found
-    │   └── StreamNotFoundError         organelle.stream.not_found
+    │   ├── StreamNotFoundError         organelle.stream.not_found
+    │   └── BlobNotFoundError           organelle.blobs.not_found   absent or expired blob
     ├── ValidationError (ValueError)    organelle.validation     carries a field list
     ├── ConflictError                   organelle.storage.conflict  compare-and-set lost
     ├── LeaseLostError                  organelle.lease_lost     a job's or a partition's lease
+    ├── BlobIntegrityError              organelle.blobs.integrity   size or SHA-256 mismatch on read
     ├── TransportError                  organelle.transport
     │   ├── CallTimeoutError            organelle.timeout        (also TimeoutError)
     │   └── UnavailableError            organelle.unavailable    draining, disconnected
@@ -43,6 +45,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AuthError",
+    "BlobIntegrityError",
+    "BlobNotFoundError",
     "BodyTimeoutError",
     "CallTimeoutError",
     "ConfigError",
@@ -338,6 +342,23 @@ class StreamNotFoundError(NotFoundError):
     """The stream was never created on this log."""
 
     code = "organelle.stream.not_found"
+
+
+class BlobNotFoundError(NotFoundError):
+    """No live blob under that key: never written, deleted, or past its ``expires_at``."""
+
+    code = "organelle.blobs.not_found"
+
+
+class BlobIntegrityError(OrganelleError):
+    """A blob read back differs from what was written: its size or SHA-256 does not match.
+
+    Raised by ``BlobStore.get`` and at the end of ``open_read``; ``details``
+    holds ``key``, ``expected`` and ``actual``. The stored copy is damaged
+    (disk, a foreign writer): do not trust what was read.
+    """
+
+    code = "organelle.blobs.integrity"
 
 
 class ConflictError(OrganelleError):

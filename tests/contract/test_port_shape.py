@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from organelle.blobs import open_blobs
 from organelle.errors import ConfigError
 from organelle.jobs import open_queue
 from organelle.storage import open_store
@@ -33,6 +34,8 @@ def _url(request: pytest.FixtureRequest, tmp_path: Path, port: str, backend: str
     """A fresh, isolated URL of ``backend`` for ``port`` (servers from the session fixtures)."""
     if backend == "memory":
         return "memory://"
+    if backend in {"filesystem", "s3"}:
+        return _blobs_url(request, tmp_path, backend)
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / f'{port}.db'}"
     if backend == "sqlite-memory":
@@ -46,7 +49,15 @@ def _url(request: pytest.FixtureRequest, tmp_path: Path, port: str, backend: str
         "store": f"nats-kv://{host}/{_tag()}",
         "jobs": f"nats://{host}?stream={_tag().upper()}",
         "streams": f"nats://{host}?prefix={_tag().upper()}",
+        "blobs": f"nats://{host}?bucket={_tag()}",
     }[port]
+
+
+def _blobs_url(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> str:
+    if backend == "filesystem":
+        return f"file://{tmp_path / 'blobs'}"
+    endpoint: str = request.getfixturevalue("s3_server")
+    return f"s3://{_tag()}?endpoint={endpoint}&region=us-east-1&create=true"
 
 
 async def _store_is_open(store: Any) -> None:
@@ -62,15 +73,21 @@ async def _log_is_open(log: Any) -> None:
     assert (await log.info("shape")).name == "shape"
 
 
+async def _blobs_are_open(blobs: Any) -> None:
+    assert await blobs.head("absent") is None
+
+
 PORTS: dict[str, tuple[Opener, Callable[[Any], Awaitable[None]], dict[str, Any]]] = {
     "store": (open_store, _store_is_open, {}),
     "jobs": (open_queue, _queue_is_open, {}),
     "streams": (open_log, _log_is_open, {}),
+    "blobs": (open_blobs, _blobs_are_open, {}),
 }
 CASES = [
     *(("store", b) for b in ("memory", "sqlite", "sqlite-memory", "postgresql", "nats")),
     *(("jobs", b) for b in ("memory", "sqlite", "postgresql", "nats")),
     *(("streams", b) for b in ("memory", "sqlite", "sqlite-memory", "nats")),
+    *(("blobs", b) for b in ("memory", "filesystem", "s3", "nats")),
 ]
 
 
@@ -81,6 +98,8 @@ async def test_open_returns_it_connected_usable_as_async_with(
     opener, is_open, options = PORTS[port]
     if port == "store" and backend == "postgresql":
         options = {"table": _tag()}
+    if port == "blobs" and backend == "s3":
+        options = {"access_key_id": "testing", "secret_access_key": "testing"}
     url = _url(request, tmp_path, port, backend)
     async with await opener(url, **options) as opened:
         await is_open(opened)  # connected before anything else was asked of it
