@@ -14,6 +14,9 @@ known ancestor for a code this process does not know)::
     │   └── StreamNotFoundError         organelle.stream.not_found
     ├── ValidationError (ValueError)    organelle.validation     carries a field list
     ├── ConflictError                   organelle.storage.conflict  compare-and-set lost
+    ├── TransactionError                organelle.storage.transaction  Store transaction misuse
+    │   ├── TransactionClosedError      organelle.storage.tx_closed  used after its block
+    │   └── TransactionUnsupportedError organelle.storage.tx_unsupported  none on NATS KV
     ├── LeaseLostError                  organelle.lease_lost     a job's or a partition's lease
     ├── TransportError                  organelle.transport
     │   ├── CallTimeoutError            organelle.timeout        (also TimeoutError)
@@ -62,6 +65,9 @@ __all__ = [
     "RemoteError",
     "StorageUnavailableError",
     "StreamNotFoundError",
+    "TransactionClosedError",
+    "TransactionError",
+    "TransactionUnsupportedError",
     "TransportError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -347,6 +353,27 @@ class ConflictError(OrganelleError):
     """
 
     code = "organelle.storage.conflict"
+
+
+class TransactionError(OrganelleError):
+    """A Store transaction was misused (see ``Store.transaction``)."""
+
+    code = "organelle.storage.transaction"
+
+
+class TransactionClosedError(TransactionError):
+    """A transaction object was used after its ``async with`` block had ended."""
+
+    code = "organelle.storage.tx_closed"
+
+
+class TransactionUnsupportedError(TransactionError):
+    """The Store's backend cannot run multi-key transactions (NATS KV has none).
+
+    ``details["backend"]`` names the backend.
+    """
+
+    code = "organelle.storage.tx_unsupported"
 
 
 class LeaseLostError(OrganelleError):
