@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from organelle.errors import TransactionClosedError, TransactionError
+from organelle.errors import StorageUnavailableError, TransactionClosedError, TransactionError
 
 if TYPE_CHECKING:
     from organelle.storage.base import ChangeOp, Entry, Page, Store, StoreTx
@@ -69,6 +69,7 @@ class TxCore:
         self.parent = CURRENT.get()
         self.owner = asyncio.current_task()
         self.open = True
+        self.aborted = False  # rolled back under it: the store closed
         self.changes: list[Chg] = []
         self.handle = TxHandle(self)
         self._publish = publish
@@ -99,7 +100,9 @@ class TxCore:
     # -- shared -------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Raise ``TransactionClosedError`` unless the transaction is open."""
+        """Raise unless the transaction is open: closed, or unavailable if the store closed."""
+        if self.aborted:
+            raise StorageUnavailableError("store is closed; the transaction was rolled back")
         if not self.open:
             raise closed_error()
 
@@ -227,8 +230,9 @@ class TxHandle:
         self.closed = False
 
     def _enter(self) -> contextvars.Token[TxCore | None]:
-        if self.closed or not self._core.open:
+        if self.closed:
             raise closed_error()
+        self._core.check()
         return CURRENT.set(self._core)
 
     async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors Store.get

@@ -393,7 +393,6 @@ class _SqliteTx(TxCore):
         self._s = store
         self._lane = lane
         self._points = 0
-        self._aborted = False
 
     async def run(self, op: Op, *, write: bool) -> Any:
         """Run ``op`` on the writer inside the transaction (a write in a savepoint of its own)."""
@@ -406,13 +405,13 @@ class _SqliteTx(TxCore):
 
     def abort(self) -> None:
         """Roll back now without waiting (the store is closing)."""
-        self._aborted, self.open = True, False
+        self.aborted, self.open = True, False
         self._s._txs.discard(self)
         self._lane.abort()
 
     async def commit(self) -> None:
         self._s._txs.discard(self)
-        if self._aborted:
+        if self.aborted:
             raise StorageUnavailableError("store is closed; the transaction was rolled back")
         try:
             await self._lane.commit()
@@ -421,7 +420,7 @@ class _SqliteTx(TxCore):
 
     async def rollback(self) -> None:
         self._s._txs.discard(self)
-        if not self._aborted:
+        if not self.aborted:
             await self._lane.rollback()
 
     async def savepoint(self) -> object:
