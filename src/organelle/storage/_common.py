@@ -20,7 +20,7 @@ import msgspec
 
 from organelle.codec import codec_for, convert
 from organelle.errors import ConflictError, StorageUnavailableError, TransactionUnsupportedError
-from organelle.storage._tx import CURRENT, Chg, TxBlock, TxCore
+from organelle.storage._tx import CURRENT, Chg, TxBlock, TxCore, any_tx
 from organelle.storage.base import Change, Entry, Store, StoreTx, Watch, WatchFeed, bad
 from organelle.storage.retry import RetryPolicy
 
@@ -274,7 +274,7 @@ class BaseStore:
 
     def current_tx(self) -> StoreTx | None:
         """The transaction of this store current in this context, or ``None``."""
-        tx = self._current()
+        tx = any_tx() and self._current()
         return None if tx is None else tx.handle
 
     def _publish_changes(self, changes: list[Chg]) -> None:

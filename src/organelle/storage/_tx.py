@@ -28,7 +28,7 @@ from organelle.errors import StorageUnavailableError, TransactionClosedError, Tr
 if TYPE_CHECKING:
     from organelle.storage.base import ChangeOp, Entry, Page, Store, StoreTx
 
-__all__ = ["CURRENT", "Chg", "TxBlock", "TxCore", "TxHandle", "current_tx"]
+__all__ = ["CURRENT", "Chg", "TxBlock", "TxCore", "TxHandle", "any_tx", "current_tx"]
 
 log = logging.getLogger("organelle.storage")
 
@@ -39,6 +39,9 @@ Chg = tuple[str, int | None, bytes | None, int, "ChangeOp"]
 CURRENT: contextvars.ContextVar[TxCore | None] = contextvars.ContextVar(
     "organelle.storage.tx", default=None
 )
+# The hot-path test, one C call: ``any_tx() and store._current()`` is ``None``
+# at the cost of this read alone while no transaction is open in the context.
+any_tx = CURRENT.get
 
 
 def current_tx(store: object) -> StoreTx | None:

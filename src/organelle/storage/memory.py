@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar, cast
 
 from organelle.storage._common import BaseStore, prefix_upper
-from organelle.storage._tx import TxCore
+from organelle.storage._tx import TxCore, any_tx
 from organelle.storage.base import Change, ChangeOp, Entry, Page, Watch
 
 __all__ = ["MemoryStore"]
@@ -48,6 +48,7 @@ class MemoryStore(BaseStore):
         self._sorted: list[str] = []
         self._rev = 0
         self._lock = asyncio.Lock()  # held by the open transaction
+        self._tx_open = False  # the same fact, read by every write
 
     # -- the writer: the store itself, or its open transaction (same three methods) --
 
@@ -91,10 +92,10 @@ class MemoryStore(BaseStore):
     async def _apply(self, fn: Callable[[MemoryStore | _MemoryTx], T]) -> T:
         """Run a write on the current transaction, or on the store once none is open."""
         self._check_open()
-        tx = self._current()
+        tx = any_tx() and self._current()
         if tx is not None:
             return fn(cast("_MemoryTx", tx))
-        if self._lock.locked():  # another context's transaction is open: wait for its end
+        if self._tx_open:  # another context's transaction is open: wait for its end
             async with self._lock:
                 self._check_open()
                 return fn(self)
@@ -102,18 +103,21 @@ class MemoryStore(BaseStore):
 
     def _reader(self) -> MemoryStore | _MemoryTx:
         self._check_open()
-        tx = self._current()
+        tx = any_tx() and self._current()
         return self if tx is None else cast("_MemoryTx", tx)
 
     async def _begin(self) -> TxCore:
         self._check_open()
         await self._lock.acquire()
+        self._tx_open = True
         return _MemoryTx(self)
 
     async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors codec.decode(target)
         """Return the live entry for ``key``, or ``None``."""
         key = self._key(key)
-        rec = self._reader()._live(key, time.time())
+        self._check_open()
+        tx = any_tx() and self._current()
+        rec = (self if tx is None else cast("_MemoryTx", tx))._live(key, time.time())
         return None if rec is None else self._entry(key, rec, type)
 
     async def put(self, key: str, value: Any, *, ttl_s: float | None = None) -> int:
@@ -231,7 +235,7 @@ class MemoryStore(BaseStore):
 
     async def sweep(self) -> int:
         """Drop expired keys now; return how many (none while a transaction is open)."""
-        if self._lock.locked():  # the transaction counts on the revisions standing still
+        if self._tx_open:  # the transaction counts on the revisions standing still
             return 0
         now = time.time()
         expired = [
@@ -320,9 +324,11 @@ class _MemoryTx(TxCore):
                 s._set(key, rec, rev, op)
             s._rev = max(s._rev, self._rev)
         finally:
+            s._tx_open = False
             s._lock.release()
 
     async def rollback(self) -> None:
+        self._s._tx_open = False
         self._s._lock.release()
 
     async def savepoint(self) -> object:

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, prefix_upper
-from organelle.storage._tx import Chg, TxCore
+from organelle.storage._tx import Chg, TxCore, any_tx
 from organelle.storage.base import Change, Entry, Page, Watch, WatchFeed
 from organelle.storage.retry import retrying
 
@@ -251,7 +251,7 @@ class PostgresStore(BaseStore):
         return Entry(key=key, value=value, revision=row["rev"], expires_at=row["expires_at"])
 
     def _tx(self) -> _PgTx | None:
-        return cast("_PgTx | None", self._current())
+        return cast("_PgTx | None", any_tx() and self._current())
 
     def _changed(self, tx: _PgTx | None, changes: list[Chg]) -> None:
         """Hand puts to this process's watchers (none if notify is on): now, or at commit."""

@@ -30,7 +30,7 @@ from typing import Any, Self, cast
 from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage._common import BaseStore, prefix_upper
 from organelle.storage._sqlite_thread import READ, WRITE, Lane, Op, SqliteThread
-from organelle.storage._tx import TxCore
+from organelle.storage._tx import TxCore, any_tx
 from organelle.storage.base import ChangeOp, Entry, Page, Watch
 from organelle.storage.retry import retrying
 
@@ -134,7 +134,7 @@ class SqliteStore(BaseStore):
         self._writer, self._reader = writer, reader
 
     async def _run(self, op: Op, *, write: bool) -> Any:
-        tx = self._current()
+        tx = any_tx() and self._current()
         if tx is not None:
             return await cast("_SqliteTx", tx).run(op, write=write)
         return await self._plain(op, write=write)
@@ -153,7 +153,7 @@ class SqliteStore(BaseStore):
         )
 
     async def _write(self, op: Op) -> Any:
-        tx = self._current()
+        tx = any_tx() and self._current()
         if tx is not None:  # the changes reach the watchers once it commits
             result, changes = await cast("_SqliteTx", tx).run(op, write=True)
             tx.changes += changes
