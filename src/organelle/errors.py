@@ -15,6 +15,9 @@ known ancestor for a code this process does not know)::
     │   └── BlobNotFoundError           organelle.blobs.not_found   absent or expired blob
     ├── ValidationError (ValueError)    organelle.validation     carries a field list
     ├── ConflictError                   organelle.storage.conflict  compare-and-set lost
+    ├── TransactionError                organelle.storage.transaction  Store transaction misuse
+    │   ├── TransactionClosedError      organelle.storage.tx_closed  used after its block
+    │   └── TransactionUnsupportedError organelle.storage.tx_unsupported  none on NATS KV
     ├── LeaseLostError                  organelle.lease_lost     a job's or a partition's lease
     ├── BlobIntegrityError              organelle.blobs.integrity   size or SHA-256 mismatch on read
     ├── TransportError                  organelle.transport
@@ -66,6 +69,9 @@ __all__ = [
     "RemoteError",
     "StorageUnavailableError",
     "StreamNotFoundError",
+    "TransactionClosedError",
+    "TransactionError",
+    "TransactionUnsupportedError",
     "TransportError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -368,6 +374,27 @@ class ConflictError(OrganelleError):
     """
 
     code = "organelle.storage.conflict"
+
+
+class TransactionError(OrganelleError):
+    """A Store transaction was misused (see ``Store.transaction``)."""
+
+    code = "organelle.storage.transaction"
+
+
+class TransactionClosedError(TransactionError):
+    """A transaction object was used after its ``async with`` block had ended."""
+
+    code = "organelle.storage.tx_closed"
+
+
+class TransactionUnsupportedError(TransactionError):
+    """The Store's backend cannot run multi-key transactions (NATS KV has none).
+
+    ``details["backend"]`` names the backend.
+    """
+
+    code = "organelle.storage.tx_unsupported"
 
 
 class LeaseLostError(OrganelleError):

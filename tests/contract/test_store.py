@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from organelle.errors import ConflictError, ValidationError
+from organelle.errors import (
+    ConflictError,
+    TransactionClosedError,
+    TransactionError,
+    TransactionUnsupportedError,
+    ValidationError,
+)
 from organelle.storage import (
     MemoryStore,
     NamespacedStore,
@@ -22,6 +28,7 @@ from organelle.storage import (
     PostgresStore,
     SqliteStore,
     Store,
+    current_tx,
 )
 from organelle.testing import eventually
 from organelle.testing.servers import NatsServer, PostgresServer
@@ -332,12 +339,237 @@ class StoreContract:
             NamespacedStore(store, "bad.name")
 
 
-class TestMemoryStore(StoreContract):
+class TransactionContract(StoreContract):
+    """``transaction()`` on the backends that have transactions (all but NATS KV)."""
+
+    serializable = True  # a read inside a transaction stays true until it commits
+    outside_reads_wait = False  # reads from outside wait for the commit (one connection)
+
+    async def test_tx_commit(self, store: Store) -> None:
+        await store.put("keep", 0)
+        async with store.transaction() as tx:
+            r1 = await tx.put("a", 1)
+            revs = await tx.put_many({"b": 2, "c": 3})
+            assert await tx.delete("keep") is True
+            assert await tx.delete("never") is False
+            assert await tx.incr("n", 5) == 5
+            assert await tx.delete_many(["c", "never"]) == 1
+        got = await store.get_many(["a", "b", "c", "keep", "n"])
+        assert {k: e.value for k, e in got.items()} == {"a": 1, "b": 2, "n": 5}
+        assert got["a"].revision == r1
+        assert got["b"].revision == revs["b"]
+        assert r1 < min(revs.values())
+        assert await store.put("later", 0) > got["n"].revision > max(revs.values())
+
+    async def test_tx_rolls_back_on_exception(self, store: Store) -> None:
+        rev = await store.put("keep", "v")
+        with pytest.raises(RuntimeError, match="boom"):
+            async with store.transaction() as tx:
+                await tx.put("new", 1)
+                await tx.put("keep", "changed")
+                await tx.put_many({"m1": 1, "m2": 2})
+                await tx.incr("n")
+                await tx.delete("keep")
+                raise RuntimeError("boom")
+        assert await store.get_many(["new", "m1", "m2", "n"]) == {}
+        entry = await store.get("keep")
+        assert entry is not None
+        assert (entry.value, entry.revision) == ("v", rev)
+
+    async def test_tx_reads_its_own_writes(self, store: Store) -> None:
+        await store.put_many({"r.a": 1, "r.b": 2, "r.c": 3})
+        async with store.transaction() as tx:
+            await tx.put("r.b", 20)
+            await tx.delete("r.c")
+            await tx.put_many({"r.d": 4, "r.0": 0})
+            assert (await tx.get("r.b")).value == 20  # type: ignore[union-attr]
+            assert await tx.get("r.c") is None
+            got = await tx.get_many(["r.a", "r.b", "r.c", "r.d"])
+            assert {k: e.value for k, e in got.items()} == {"r.a": 1, "r.b": 20, "r.d": 4}
+            page = await tx.scan("r.", limit=2)
+            assert [e.key for e in page.items] == ["r.0", "r.a"]
+            rest = await tx.scan("r.", limit=2, cursor=page.cursor)
+            assert [(e.key, e.value) for e in rest.items] == [("r.b", 20), ("r.d", 4)]
+            assert rest.cursor is None
+
+    async def test_tx_isolation(self, store: Store) -> None:
+        await store.put("iso", "old")
+        opened = asyncio.Event()
+
+        async def read() -> Any:
+            await opened.wait()
+            return (await store.get("iso")).value  # type: ignore[union-attr]
+
+        async def write() -> int:
+            await opened.wait()
+            return await store.put("iso", "outside")
+
+        # Started before the block: their context holds no transaction, so they do not join.
+        reader, writer = asyncio.create_task(read()), asyncio.create_task(write())
+        async with store.transaction() as tx:
+            await tx.put("iso", "inside")
+            opened.set()
+            if not self.outside_reads_wait:
+                assert await asyncio.wait_for(reader, 5) == "old"  # never the uncommitted value
+            done, _ = await asyncio.wait({writer}, timeout=0.2)
+            assert not done, "a write from outside did not wait for the transaction"
+        rev = await asyncio.wait_for(writer, 5)
+        assert await asyncio.wait_for(reader, 5) in {"old", "inside"}
+        entry = await store.get("iso")
+        assert entry is not None
+        assert (entry.value, entry.revision) == ("outside", rev)
+
+    async def test_tx_cas_and_incr(self, store: Store) -> None:
+        r1 = await store.put("c", 1)
+        async with store.transaction() as tx:
+            r2 = await tx.compare_and_set("c", 2, revision=r1)
+            with pytest.raises(ConflictError):  # caught: the transaction goes on
+                await tx.compare_and_set("c", 3, revision=r1)
+            assert await tx.compare_and_set("fresh", 1, revision=None) > r2
+            assert await tx.incr("n") == 1
+            assert await tx.incr("n", 4) == 5
+        got = await store.get_many(["c", "fresh", "n"])
+        assert {k: e.value for k, e in got.items()} == {"c": 2, "fresh": 1, "n": 5}
+        assert got["c"].revision == r2
+        with pytest.raises(ConflictError):  # not caught: everything rolls back
+            async with store.transaction() as tx:
+                await tx.put("other", 1)
+                await tx.compare_and_set("c", 9, revision=r1)
+        assert await store.get("other") is None
+        assert (await store.get("c")).revision == r2  # type: ignore[union-attr]
+
+    async def test_tx_ttl(self, store: Store) -> None:
+        await store.put("ctr", 1, ttl_s=60)
+        async with store.transaction() as tx:
+            await tx.put("t", 1, ttl_s=0.3)
+            entry = await tx.get("t")
+            assert entry is not None
+            assert entry.expires_at is not None
+            assert entry.expires_at > time.time()
+            assert await tx.incr("ctr") == 2
+        ctr = await store.get("ctr")
+        assert ctr is not None
+        assert ctr.expires_at is not None  # incr keeps the expiry, inside a transaction too
+
+        async def gone() -> None:
+            assert await store.get("t") is None
+
+        await eventually(gone, timeout_s=5, interval_s=0.05)
+
+    async def test_tx_watch_sees_only_committed(self, store: Store) -> None:
+        async with store.watch("w.") as changes:
+            with pytest.raises(RuntimeError):
+                async with store.transaction() as tx:
+                    await tx.put("w.rolled", 1)
+                    raise RuntimeError
+            async with store.transaction() as tx:
+                await tx.put("w.a", 1)
+                await tx.put("w.b", 2)
+                with pytest.raises(TimeoutError):  # nothing before the commit
+                    await asyncio.wait_for(anext(changes), 0.1)
+            await store.put("w.after", 3)
+            got = [await asyncio.wait_for(anext(changes), 5) for _ in range(3)]
+        assert [(c.key, c.value) for c in got] == [("w.a", 1), ("w.b", 2), ("w.after", 3)]
+
+    async def test_tx_used_after_its_block_is_a_typed_error(self, store: Store) -> None:
+        async with store.transaction() as tx:
+            await tx.put("a", 1)
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as rolled:
+                raise RuntimeError
+        for done in (tx, rolled):
+            calls: list[Any] = [
+                done.get("a"),
+                done.get_many(["a"]),
+                done.put("b", 2),
+                done.put_many({"b": 2}),
+                done.delete("a"),
+                done.delete_many(["a"]),
+                done.scan(),
+                done.compare_and_set("a", 2, revision=None),
+                done.incr("n"),
+            ]
+            for call in calls:
+                with pytest.raises(TransactionClosedError) as info:
+                    await call
+                assert info.value.code == "organelle.storage.tx_closed"
+            with pytest.raises(TransactionClosedError):
+                done.on_end(lambda _committed: None)
+        assert await store.get_many(["b", "n"]) == {}
+        assert (await store.get("a")).value == 1  # type: ignore[union-attr]
+
+    async def test_tx_plain_calls_and_views_join_the_current_one(self, store: Store) -> None:
+        view = NamespacedStore(store, "mod")
+        assert current_tx(store) is None
+        with pytest.raises(RuntimeError):
+            async with store.transaction() as tx:
+                await store.put("plain", 1)
+                await view.put("k", 2)
+                assert (await tx.get("mod.k")).value == 2  # type: ignore[union-attr]
+                assert (await view.get("k")).value == 2  # type: ignore[union-attr]
+                assert (await store.get("plain")).value == 1  # type: ignore[union-attr]
+                assert current_tx(store) is not None
+                joined = current_tx(view)
+                assert joined is not None
+                assert (await joined.get("k")).value == 2  # type: ignore[union-attr]
+                # tasks started inside the block carry its context: they join too
+                assert sorted(await asyncio.gather(store.incr("g"), view.incr("g"))) == [1, 1]
+                raise RuntimeError
+        assert await store.get_many(["plain", "mod.k", "g", "mod.g"]) == {}
+        assert current_tx(store) is None
+        async with view.transaction() as vtx:  # a view's transaction prefixes its keys
+            await vtx.put("v", 1)
+            await store.put("bare", 1)
+            assert (await store.get("mod.v")).value == 1  # type: ignore[union-attr]
+        got = await store.get_many(["mod.v", "bare"])
+        assert {k: e.value for k, e in got.items()} == {"mod.v": 1, "bare": 1}
+
+    async def test_tx_nested_is_a_savepoint(self, store: Store) -> None:
+        async with store.transaction() as outer:
+            await outer.put("o", 1)
+            with pytest.raises(RuntimeError):
+                async with store.transaction() as inner:
+                    await inner.put("i", 1)
+                    await outer.put("o", 2)
+                    raise RuntimeError
+            assert await outer.get("i") is None
+            assert (await outer.get("o")).value == 1  # type: ignore[union-attr]
+            async with NamespacedStore(store, "v").transaction() as inner:
+                await inner.put("j", 1)
+            with pytest.raises(TransactionClosedError):
+                await inner.put("x", 1)
+            assert (await outer.get("v.j")).value == 1  # type: ignore[union-attr]
+
+            async def nest_from_a_child() -> None:
+                async with store.transaction():
+                    pass
+
+            with pytest.raises(TransactionError):
+                await asyncio.create_task(nest_from_a_child())
+        got = await store.get_many(["o", "i", "v.j"])
+        assert {k: e.value for k, e in got.items()} == {"o": 1, "v.j": 1}
+
+    async def test_concurrent_transactions_count_exactly(self, store: Store) -> None:
+        async def worker() -> None:
+            for _ in range(10):
+                async with store.transaction() as tx:
+                    await tx.incr("n")
+                    if self.serializable:  # read-modify-write holds where reads are serializable
+                        entry = await tx.get("m")
+                        await tx.put("m", 1 + (0 if entry is None else entry.value))
+
+        await asyncio.gather(*(worker() for _ in range(20)))
+        assert (await store.get("n")).value == 200  # type: ignore[union-attr]
+        if self.serializable:
+            assert (await store.get("m")).value == 200  # type: ignore[union-attr]
+
+
+class TestMemoryStore(TransactionContract):
     def make(self, **opts: Any) -> Store:
         return MemoryStore(**opts)
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(TransactionContract):
     @pytest.fixture(autouse=True)
     def _dir(self, tmp_path: Path) -> None:
         self.path = str(tmp_path / "kv.db")
@@ -346,12 +578,16 @@ class TestSqliteStore(StoreContract):
         return SqliteStore(self.path, **opts)
 
 
-class TestSqliteMemoryStore(StoreContract):
+class TestSqliteMemoryStore(TransactionContract):
+    outside_reads_wait = True  # one connection serves reads and writes
+
     def make(self, **opts: Any) -> Store:
         return SqliteStore(":memory:", **opts)
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(TransactionContract):
+    serializable = False  # READ COMMITTED: read-modify-write needs incr or compare_and_set
+
     @pytest.fixture(autouse=True)
     def _server(self, postgres_server: PostgresServer) -> None:
         self.dsn = postgres_server.dsn
@@ -376,3 +612,15 @@ class TestNatsKvStore(StoreContract):
 
     def make(self, **opts: Any) -> Store:
         return NatsKvStore(servers=self.url, bucket=self.bucket, **opts)
+
+    async def test_transactions_are_refused(self, store: Store) -> None:
+        with pytest.raises(TransactionUnsupportedError) as info:
+            async with store.transaction():
+                pytest.fail("NATS KV opened a transaction")
+        assert info.value.code == "organelle.storage.tx_unsupported"
+        assert info.value.details == {"backend": "NatsKvStore"}
+        assert "no multi-key transactions" in str(info.value)
+        with pytest.raises(TransactionUnsupportedError):
+            NamespacedStore(store, "mod").transaction()
+        assert current_tx(store) is None
+        assert await store.put("still", 1) > 0  # every other operation works as before

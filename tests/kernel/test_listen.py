@@ -324,3 +324,29 @@ async def test_listening_twice_is_once_and_unlisten_stops() -> None:
         kernel.unlisten(seen)  # not listening: nothing happens
         await kernel.call("shop.quick", n=2)
     assert len(seen.calls) == 1
+
+
+async def test_store_ops_in_a_transaction_are_reported_once_it_ends() -> None:
+    seen = Everything()
+    async with Kernel([Shop], {"kernel": {"storage": "memory://"}}) as kernel:
+        kernel.listen(seen)
+        with pytest.raises(RuntimeError):
+            async with kernel.store.transaction():
+                await kernel.call("shop.keep", key="rolled")  # the module's self.store joins
+                assert seen.store == []  # told once the transaction has ended
+                raise RuntimeError
+        assert [(s.op, s.error) for s in seen.store] == [
+            ("put", None),
+            ("transaction", "RuntimeError"),
+        ]
+        assert await kernel.store.get("shop.rolled") is None
+        seen.store.clear()
+        async with kernel.store.transaction() as tx:
+            await kernel.call("shop.keep", key="kept")
+            await tx.incr("n")
+        assert [(s.op, s.error) for s in seen.store] == [
+            ("put", None),
+            ("incr", None),
+            ("transaction", None),
+        ]
+        assert (await kernel.store.get("shop.kept")).value == 1  # type: ignore[union-attr]

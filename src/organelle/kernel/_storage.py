@@ -4,7 +4,9 @@ Modules reach it as ``self.store`` (their own namespace); ``kernel.states``
 holds live values shared by modules, persisted in the Store when
 ``[kernel] persist_state`` is on. The Store is always handed out inside an
 ``ObservedStore``, which reports each operation to the ``on_store`` listeners
-of the moment (and costs a flag check while there are none).
+of the moment (and costs a flag check while there are none). Operations inside
+a transaction are reported once it has ended (committed or rolled back),
+followed by one ``transaction`` report whose ``error`` says why it rolled back.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from organelle.kernel._listen import StoreReport
@@ -19,7 +23,15 @@ from organelle.kernel._listen import StoreReport
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
     from organelle.kernel._listen import Listeners
-    from organelle.storage import Entry, NamespacedStore, Page, StateEngine, Store, Watch
+    from organelle.storage import (
+        Entry,
+        NamespacedStore,
+        Page,
+        StateEngine,
+        Store,
+        StoreTx,
+        Watch,
+    )
 
 __all__ = ["DEFAULT_STORAGE", "ObservedStore", "StoreHost"]
 
@@ -48,7 +60,15 @@ class ObservedStore:
             error = type(exc).__name__
             raise
         finally:
-            self._listeners.stored(StoreReport(op=op, duration_s=_perf() - started, error=error))
+            self._report(StoreReport(op=op, duration_s=_perf() - started, error=error))
+
+    def _report(self, report: StoreReport) -> None:
+        """Report now, or once the transaction the operation ran in has ended."""
+        tx = self.current_tx()
+        if tx is None:
+            self._listeners.stored(report)
+        else:
+            tx.on_end(lambda _committed: self._listeners.stored(report))
 
     async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors Store.get
         """See ``Store.get``."""
@@ -97,6 +117,16 @@ class ObservedStore:
         """See ``Store.watch`` (a feed, not an operation: not reported)."""
         return self.inner.watch(prefix)
 
+    def transaction(self) -> AbstractAsyncContextManager[StoreTx]:
+        """See ``Store.transaction``; its operations are reported once it has ended."""
+        return _ObservedBlock(self, self.inner.transaction())
+
+    def current_tx(self) -> StoreTx | None:
+        """The inner store's transaction current in this context, or ``None``."""
+        from organelle.storage import current_tx  # the Store is imported on first use
+
+        return current_tx(self.inner)
+
     async def close(self) -> None:
         """Close the inner store."""
         await self.inner.close()
@@ -109,6 +139,91 @@ class ObservedStore:
 
     def __getattr__(self, name: str) -> Any:  # backend extras (e.g. a SQLite path) stay reachable
         return getattr(self.inner, name)
+
+
+class _ObservedBlock:
+    """A transaction block that reports itself (op ``transaction``) and its operations."""
+
+    def __init__(self, store: ObservedStore, inner: AbstractAsyncContextManager[StoreTx]) -> None:
+        self._store = store
+        self._inner = inner
+        self._started = 0.0
+
+    async def __aenter__(self) -> StoreTx:
+        self._started = _perf()
+        return _ObservedTx(self._store, await self._inner.__aenter__())
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        error = None if exc_type is None else exc_type.__name__
+        try:
+            await self._inner.__aexit__(exc_type, exc, tb)
+        except Exception as failed:  # the commit failed
+            error = type(failed).__name__
+            raise
+        finally:
+            if self._store._listeners.store:
+                took = _perf() - self._started
+                self._store._report(StoreReport(op="transaction", duration_s=took, error=error))
+
+
+class _ObservedTx:
+    """A ``StoreTx`` whose operations are reported like the store's."""
+
+    def __init__(self, store: ObservedStore, tx: StoreTx) -> None:
+        self._store = store
+        self._tx = tx
+
+    async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors Store.get
+        """See ``StoreTx.get``."""
+        return await self._store._op("get", self._tx.get(key, type=type))
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """See ``StoreTx.get_many``."""
+        return await self._store._op("get_many", self._tx.get_many(keys))
+
+    async def put(self, key: str, value: Any, *, ttl_s: float | None = None) -> int:
+        """See ``StoreTx.put``."""
+        return await self._store._op("put", self._tx.put(key, value, ttl_s=ttl_s))
+
+    async def put_many(
+        self, items: Mapping[str, Any], *, ttl_s: float | None = None
+    ) -> dict[str, int]:
+        """See ``StoreTx.put_many``."""
+        return await self._store._op("put_many", self._tx.put_many(items, ttl_s=ttl_s))
+
+    async def delete(self, key: str) -> bool:
+        """See ``StoreTx.delete``."""
+        return await self._store._op("delete", self._tx.delete(key))
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """See ``StoreTx.delete_many``."""
+        return await self._store._op("delete_many", self._tx.delete_many(keys))
+
+    async def scan(self, prefix: str = "", *, limit: int = 100, cursor: str | None = None) -> Page:
+        """See ``StoreTx.scan``."""
+        return await self._store._op("scan", self._tx.scan(prefix, limit=limit, cursor=cursor))
+
+    async def compare_and_set(
+        self, key: str, value: Any, *, revision: int | None, ttl_s: float | None = None
+    ) -> int:
+        """See ``StoreTx.compare_and_set``."""
+        return await self._store._op(
+            "compare_and_set",
+            self._tx.compare_and_set(key, value, revision=revision, ttl_s=ttl_s),
+        )
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """See ``StoreTx.incr``."""
+        return await self._store._op("incr", self._tx.incr(key, by))
+
+    def on_end(self, fn: Callable[[bool], object]) -> None:
+        """See ``StoreTx.on_end``."""
+        self._tx.on_end(fn)
 
 
 class StoreHost:

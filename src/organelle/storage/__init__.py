@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from organelle.errors import ConflictError, StorageUnavailableError
-from organelle.storage.base import Change, ChangeOp, Entry, Page, Store, Watch, WatchFeed
+from organelle.errors import (
+    ConflictError,
+    StorageUnavailableError,
+    TransactionClosedError,
+    TransactionError,
+    TransactionUnsupportedError,
+)
+from organelle.storage._tx import current_tx
+from organelle.storage.base import Change, ChangeOp, Entry, Page, Store, StoreTx, Watch, WatchFeed
 from organelle.storage.cache import CachedStore
 from organelle.storage.memory import MemoryStore
-from organelle.storage.namespace import NamespacedStore
+from organelle.storage.namespace import NamespacedStore, NamespacedTx
 from organelle.storage.retry import RetryPolicy
 from organelle.storage.state import StateChange, StateEngine
 from organelle.storage.url import open_store
@@ -31,6 +38,7 @@ __all__ = [
     "Entry",
     "MemoryStore",
     "NamespacedStore",
+    "NamespacedTx",
     "NatsKvStore",
     "Page",
     "PostgresStore",
@@ -40,8 +48,13 @@ __all__ = [
     "StateEngine",
     "StorageUnavailableError",
     "Store",
+    "StoreTx",
+    "TransactionClosedError",
+    "TransactionError",
+    "TransactionUnsupportedError",
     "Watch",
     "WatchFeed",
+    "current_tx",
     "open_store",
 ]
 

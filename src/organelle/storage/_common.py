@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import random
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Self
 
 import msgspec
 
 from organelle.codec import codec_for, convert
-from organelle.errors import ConflictError, StorageUnavailableError
-from organelle.storage.base import Change, Entry, Store, Watch, WatchFeed, bad
+from organelle.errors import ConflictError, StorageUnavailableError, TransactionUnsupportedError
+from organelle.storage._tx import CURRENT, Chg, TxBlock, TxCore, any_tx
+from organelle.storage.base import Change, Entry, Store, StoreTx, Watch, WatchFeed, bad
 from organelle.storage.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -244,6 +247,44 @@ class BaseStore:
         if self._closed:
             raise StorageUnavailableError("store is closed")
 
+    # -- transactions ---------------------------------------------------------------
+
+    def _current(self) -> TxCore | None:
+        """This store's open transaction in this context (the one read when there is none)."""
+        tx = CURRENT.get()
+        while tx is not None:
+            if tx.home is self:
+                return tx if tx.open else None
+            tx = tx.parent
+        return None
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTx]:
+        """Group operations: all commit when the block ends, or none (see ``Store``)."""
+        return TxBlock(self._current, self._begin)
+
+    async def _begin(self) -> TxCore:
+        """Open a backend transaction (backends that have them override this)."""
+        raise self._no_transactions()
+
+    def _no_transactions(self) -> TransactionUnsupportedError:
+        name = type(self).__name__
+        return TransactionUnsupportedError(
+            f"{name} has no multi-key transactions", details={"backend": name}
+        )
+
+    def current_tx(self) -> StoreTx | None:
+        """The transaction of this store current in this context, or ``None``."""
+        tx = any_tx() and self._current()
+        return None if tx is None else tx.handle
+
+    def _publish_changes(self, changes: list[Chg]) -> None:
+        """Hand committed changes (key, kind, data, revision, op) to the watchers."""
+        if not self._watchers:
+            return
+        for key, kind, data, rev, what in changes:
+            value = None if kind is None or data is None else self._decode(kind, data)
+            self._publish(Change(key=key, value=value, revision=rev, op=what))
+
     # -- lifecycle ----------------------------------------------------------------
 
     async def open(self) -> Self:
@@ -270,8 +311,11 @@ class BaseStore:
     def _start_sweeper(self) -> None:
         if self._sweeper is None and not self._closed:
             with contextlib.suppress(RuntimeError):  # no running loop: try again later
+                # A fresh context: started inside a transaction, it must not join it.
                 self._sweeper = asyncio.get_running_loop().create_task(
-                    self._sweep_loop(), name=f"{type(self).__name__}.sweeper"
+                    self._sweep_loop(),
+                    name=f"{type(self).__name__}.sweeper",
+                    context=contextvars.Context(),
                 )
 
     async def _sweep_loop(self) -> None:

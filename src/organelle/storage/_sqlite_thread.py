@@ -14,6 +14,13 @@ other processes keep committing, backing off to ``IDLE_POLL_MAX_S`` after
 ``HOT_S`` without a foreign commit, so an idle worker costs a few dozen
 wakeups a second, not thousands. (Work from this process wakes its workers
 directly and needs no poll.)
+
+A *transaction* (``begin()``) takes the thread over: queued behind the work
+before it, it opens ``BEGIN IMMEDIATE`` and then serves only its own
+``Lane`` — one operation at a time, each in a savepoint, as the event loop
+sends them between its awaits — until the lane commits, rolls back or is
+aborted. Everything else queued meanwhile waits in the main queue and runs
+after it, as SQLite's single writer demands anyway.
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DURABLE", "READ", "WRITE", "Op", "SqliteThread"]
+__all__ = ["DURABLE", "READ", "WRITE", "Lane", "Op", "SqliteThread"]
 
 Op = Callable[[sqlite3.Connection], Any]
-_Item = tuple[Op, int, asyncio.Future[Any]]  # mode: READ, WRITE or DURABLE
+_Item = tuple[Op, int, asyncio.Future[Any]]  # mode: READ, WRITE, DURABLE or _TX
 _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 MAX_ROUND = 512
 READ, WRITE, DURABLE = 0, 1, 2
+_TX, _COMMIT, _ROLLBACK = 3, 4, 5
 BUSY_TIMEOUT_S = 10.0
 HOT_S = 1.0  # poll at full speed for this long after another process last committed
 IDLE_POLL_MAX_S = 0.025  # the slowest poll of a quiet queue
@@ -100,6 +108,17 @@ class SqliteThread:
         self._queue.put((op, mode, fut))
         return fut
 
+    def begin(self) -> tuple[asyncio.Future[None], Lane]:
+        """Queue a transaction; the future resolves once it holds the thread and the write lock.
+
+        Whoever calls this must end the lane (``commit``, ``rollback`` or
+        ``abort``), or the thread serves it for ever.
+        """
+        lane = Lane(self)
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put((lane.serve, _TX, fut))
+        return fut, lane
+
     async def stop(self) -> None:
         """Finish what is queued, close the connection, end the thread."""
         if self._thread.is_alive():
@@ -137,15 +156,20 @@ class SqliteThread:
                     continue
                 if item is None:
                     return
-                if item is _NUDGE:
-                    continue
-                batch, stop = self._gather(item)
-                self._set_sync(conn, batch)
-                self.post(_done, _round(conn, batch, self._busy_timeout_s))
-                if stop:
+                if item is not _NUDGE and self._serve(conn, item):
                     return
         finally:
             conn.close()
+
+    def _serve(self, conn: sqlite3.Connection, item: _Item) -> bool:
+        """Run one round (and the transaction that ends it); ``True``: time to stop."""
+        batch, held, stop = self._gather(item)
+        if batch:
+            self._set_sync(conn, batch)
+            self.post(_done, _round(conn, batch, self._busy_timeout_s))
+        if held is not None:
+            self._transaction(conn, held)
+        return stop
 
     def _set_sync(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         if not self._full_sync:
@@ -155,7 +179,10 @@ class SqliteThread:
             conn.execute(f"PRAGMA synchronous = {'FULL' if want else 'NORMAL'}")
             self._sync_full = want
 
-    def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
+    def _gather(self, first: _Item) -> tuple[list[_Item], _Item | None, bool]:
+        """This round's batch, the transaction that ends it (if any), and whether to stop."""
+        if first[1] == _TX:
+            return [], first, False
         batch = [first]
         while len(batch) < MAX_ROUND:
             try:
@@ -163,10 +190,96 @@ class SqliteThread:
             except queue.Empty:
                 break
             if nxt is None:
-                return batch, True
-            if nxt is not _NUDGE:
-                batch.append(nxt)
-        return batch, False
+                return batch, None, True
+            if nxt is _NUDGE:
+                continue
+            if nxt[1] == _TX:
+                return batch, nxt, False
+            batch.append(nxt)
+        return batch, None, False
+
+    def _transaction(self, conn: sqlite3.Connection, item: _Item) -> None:
+        serve, _, fut = item
+        if self._full_sync and not self._sync_full:
+            conn.execute("PRAGMA synchronous = FULL")
+            self._sync_full = True
+        try:
+            _begin(conn, self._busy_timeout_s)
+        except Exception as exc:
+            self.post(_done, [(fut, None, exc)])
+            return
+        self.post(_done, [(fut, None, None)])
+        serve(conn)
+
+
+class Lane:
+    """The queue of one open transaction: its operations, then its commit or rollback."""
+
+    def __init__(self, thread: SqliteThread) -> None:
+        self._thread = thread
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+
+    def submit(self, op: Op, *, mode: int) -> asyncio.Future[Any]:
+        """Run ``op`` inside the transaction (``WRITE``: in a savepoint of its own)."""
+        fut: asyncio.Future[Any] = self._thread._loop.create_future()
+        self._queue.put((op, mode, fut))
+        return fut
+
+    def commit(self) -> asyncio.Future[Any]:
+        """Commit; the future fails (after a rollback) if the commit did."""
+        return self.submit(_nothing, mode=_COMMIT)
+
+    def rollback(self) -> asyncio.Future[Any]:
+        """Roll back."""
+        return self.submit(_nothing, mode=_ROLLBACK)
+
+    def abort(self) -> None:
+        """Roll back without waiting (the store is closing, or the opener gave up)."""
+        self._queue.put(None)
+
+    def serve(self, conn: sqlite3.Connection) -> None:
+        """In the thread: run the lane's items until it ends."""
+        post = self._thread.post
+        while True:
+            item = self._queue.get()
+            if item is None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                return
+            op, mode, fut = item
+            if mode in {_COMMIT, _ROLLBACK}:
+                post(_done, [_end(conn, fut, commit=mode == _COMMIT)])
+                return
+            if mode != WRITE:
+                try:
+                    post(_done, [(fut, op(conn), None)])
+                except Exception as exc:
+                    post(_done, [(fut, None, exc)])
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                result = op(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                post(_done, [(fut, None, exc)])
+            else:
+                conn.execute("RELEASE op")
+                post(_done, [(fut, result, None)])
+
+
+def _nothing(_conn: sqlite3.Connection) -> None:
+    return None
+
+
+def _end(conn: sqlite3.Connection, fut: asyncio.Future[Any], *, commit: bool) -> _Result:
+    try:
+        conn.execute("COMMIT" if commit else "ROLLBACK")
+    except Exception as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        return fut, None, exc
+    return fut, None, None
 
 
 def _round(conn: sqlite3.Connection, batch: list[_Item], busy_timeout_s: float) -> list[_Result]:

@@ -9,13 +9,16 @@ contract, checked by one suite in ``tests/contract/test_store.py``:
 * every write gives the key a new revision, strictly increasing per store;
 * an expired key is never returned, whatever the sweeper has done so far;
 * ``scan`` returns keys in code point order; its cursor is the last key
-  returned, so a page boundary is stable under concurrent writes.
+  returned, so a page boundary is stable under concurrent writes;
+* ``transaction()`` groups operations: all commit or none (``StoreTx``; NATS KV
+  refuses it with ``TransactionUnsupportedError``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
@@ -30,6 +33,7 @@ __all__ = [
     "Entry",
     "Page",
     "Store",
+    "StoreTx",
     "Watch",
     "WatchFeed",
     "bad",
@@ -173,6 +177,67 @@ class Watch(AsyncIterator[Change]):
         await self.aclose()
 
 
+class StoreTx(Protocol):
+    """The operations of one open transaction, yielded by ``Store.transaction()``.
+
+    The same operations and semantics as on the ``Store`` (revisions, TTL,
+    compare-and-set, validation), run inside the transaction: reads see its
+    own writes, and nothing it writes is visible to others or to watchers
+    before it commits. Once its ``async with`` block has ended, every method
+    raises ``TransactionClosedError``.
+    """
+
+    async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors Store.get
+        """Return the live entry for ``key`` as this transaction sees it."""
+        ...
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """Return the live entries among ``keys`` as this transaction sees them."""
+        ...
+
+    async def put(self, key: str, value: Any, *, ttl_s: float | None = None) -> int:
+        """Write ``value`` in the transaction; return its revision."""
+        ...
+
+    async def put_many(
+        self, items: Mapping[str, Any], *, ttl_s: float | None = None
+    ) -> dict[str, int]:
+        """Write all ``items`` in the transaction."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key`` in the transaction; ``True`` if it was live."""
+        ...
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` in the transaction; return how many were live."""
+        ...
+
+    async def scan(self, prefix: str = "", *, limit: int = 100, cursor: str | None = None) -> Page:
+        """Scan as this transaction sees the keys (its own writes included)."""
+        ...
+
+    async def compare_and_set(
+        self, key: str, value: Any, *, revision: int | None, ttl_s: float | None = None
+    ) -> int:
+        """Write only if the key is at ``revision``, as this transaction sees it.
+
+        Raises:
+            ConflictError: the key is at another revision; this operation wrote
+                nothing, the transaction goes on (and rolls back if the error
+                leaves the block).
+        """
+        ...
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to an integer value in the transaction (absent counts as 0)."""
+        ...
+
+    def on_end(self, fn: Callable[[bool], object]) -> None:
+        """Call ``fn(committed)`` once the outermost transaction has committed or rolled back."""
+        ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """Async key/value store port; see the module docstring for the contract."""
@@ -223,6 +288,19 @@ class Store(Protocol):
 
     def watch(self, prefix: str = "") -> Watch:
         """Yield changes to keys under ``prefix`` made after the watch starts."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTx]:
+        """Group operations: ``async with store.transaction() as tx:``.
+
+        Leaving the block normally commits everything; an exception rolls
+        everything back and propagates. Inside the block, plain calls on this
+        store (and its namespace views) from this context join the transaction.
+        Opened again inside it, it is a savepoint. See ``docs/storage.md``.
+
+        Raises:
+            TransactionUnsupportedError: the backend has no transactions (NATS KV).
+        """
         ...
 
     async def close(self) -> None:

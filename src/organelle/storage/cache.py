@@ -5,6 +5,12 @@ made through the cache invalidate it at once; writes by other processes are
 seen after at most ``ttl_s``, which is the staleness you accept by using it.
 An entry's own expiry is always honoured: a cached key is never returned
 past its ``expires_at``. Wrap a ``NamespacedStore`` to cache one module only.
+
+Inside a transaction of the store underneath (opened through the cache or
+not), reads go to the store and cache nothing, since the transaction may hold
+writes of its own; the keys it writes are invalidated at once and again when
+it ends. A transaction opened through the cache clears the whole cache when
+it ends.
 """
 
 from __future__ import annotations
@@ -12,10 +18,13 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any, Self
 
 from organelle.codec import convert
-from organelle.storage.base import Entry, Page, Store, Watch, bad
+from organelle.storage._tx import current_tx
+from organelle.storage.base import Entry, Page, Store, StoreTx, Watch, bad
 
 __all__ = ["CachedStore"]
 
@@ -59,6 +68,19 @@ class CachedStore:
         self._gen += 1
         self._cache.pop(key, None)
 
+    def _wrote(self, *keys: str) -> None:
+        """Invalidate ``keys`` now, and when the transaction they were written in ends."""
+        for key in keys:
+            self._drop(key)
+        tx = current_tx(self._store)
+        if tx is not None:
+
+            def again(_committed: bool) -> None:
+                for key in keys:
+                    self._drop(key)
+
+            tx.on_end(again)
+
     def _cached(self, key: str) -> tuple[bool, Entry | None]:
         hit = self._cache.get(key)
         if hit is None or hit[0] <= time.monotonic():
@@ -71,6 +93,8 @@ class CachedStore:
 
     async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors codec.decode(target)
         """Return the entry from the cache, or read it through and cache it."""
+        if current_tx(self._store) is not None:  # may see the transaction's own writes
+            return await self._store.get(key, type=type)
         found, entry = self._cached(key) if isinstance(key, str) else (False, None)
         if found:
             self.hits += 1
@@ -96,14 +120,14 @@ class CachedStore:
         try:
             return await self._store.put(key, value, ttl_s=ttl_s)
         finally:
-            self._drop(key)
+            self._wrote(key)
 
     async def delete(self, key: str) -> bool:
         """Delete through and invalidate ``key``."""
         try:
             return await self._store.delete(key)
         finally:
-            self._drop(key)
+            self._wrote(key)
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
         """Read through without caching (bulk reads are rarely hot)."""
@@ -116,8 +140,7 @@ class CachedStore:
         try:
             return await self._store.put_many(items, ttl_s=ttl_s)
         finally:
-            for key in items:
-                self._drop(key)
+            self._wrote(*items)
 
     async def delete_many(self, keys: Iterable[str]) -> int:
         """Delete through and invalidate the keys."""
@@ -125,8 +148,7 @@ class CachedStore:
         try:
             return await self._store.delete_many(keys if isinstance(keys, str) else wanted)
         finally:
-            for key in wanted:
-                self._drop(key)
+            self._wrote(*wanted)
 
     async def scan(self, prefix: str = "", *, limit: int = 100, cursor: str | None = None) -> Page:
         """Scan the store directly."""
@@ -139,18 +161,26 @@ class CachedStore:
         try:
             return await self._store.compare_and_set(key, value, revision=revision, ttl_s=ttl_s)
         finally:
-            self._drop(key)
+            self._wrote(key)
 
     async def incr(self, key: str, by: int = 1) -> int:
         """Increment through the store and invalidate ``key``."""
         try:
             return await self._store.incr(key, by)
         finally:
-            self._drop(key)
+            self._wrote(key)
 
     def watch(self, prefix: str = "") -> Watch:
         """Watch the store directly."""
         return self._store.watch(prefix)
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTx]:
+        """The store's transaction; the cache is cleared when it ends."""
+        return _ClearingBlock(self, self._store.transaction())
+
+    def current_tx(self) -> StoreTx | None:
+        """The store's transaction current in this context, or ``None``."""
+        return current_tx(self._store)
 
     async def close(self) -> None:
         """Drop the cache and close the store underneath."""
@@ -163,3 +193,22 @@ class CachedStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class _ClearingBlock:
+    def __init__(self, cache: CachedStore, inner: AbstractAsyncContextManager[StoreTx]) -> None:
+        self._cache = cache
+        self._inner = inner
+
+    async def __aenter__(self) -> StoreTx:
+        tx = await self._inner.__aenter__()
+        tx.on_end(lambda _committed: self._cache.invalidate())
+        return tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)

@@ -7,7 +7,10 @@ or codec output) and the kind and expiry travel in message headers, so a
 header-only listing can skip expired keys and other NATS clients read plain
 payloads. Keys are escaped into the KV alphabet token by token (``_keys``),
 so ``.`` keeps its subject meaning and a prefix ending at a dot is filtered
-by the server. ``put_many`` is not atomic: NATS KV has no transactions.
+by the server. ``put_many`` is not atomic: NATS KV has no transactions, so
+``transaction()`` is refused (``TransactionUnsupportedError``) rather than
+faked: a buffered "commit" that could stop half-way would promise what the
+bucket cannot keep. Each key's writes stay atomic (compare-and-set, ``incr``).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Self
 
-from organelle.errors import StorageUnavailableError
+from organelle.errors import StorageUnavailableError, TransactionUnsupportedError
 from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, cas_incr
 from organelle.storage._nats_keys import decode_key, encode_key, subject_filter
-from organelle.storage.base import Change, Entry, Page, Watch, WatchFeed, bad
+from organelle.storage.base import Change, Entry, Page, StoreTx, Watch, WatchFeed, bad
 from organelle.storage.retry import retrying
 from organelle.transport.nats_connect import NatsConnectOptions
 
@@ -390,6 +394,21 @@ class NatsKvStore(BaseStore):
             return WatchFeed(queue=out, close=sub.unsubscribe)
 
         return Watch(opener)
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTx]:
+        """Refused: NATS KV has no multi-key transactions.
+
+        Raises:
+            TransactionUnsupportedError: always (``details["backend"]`` is
+                ``"NatsKvStore"``); use SQLite or PostgreSQL storage where
+                writes must commit together.
+        """
+        raise TransactionUnsupportedError(
+            "NATS KV has no multi-key transactions: each key's write is atomic on its own "
+            "(compare_and_set, incr), several keys never commit together; use SQLite or "
+            "PostgreSQL storage for transaction()",
+            details={"backend": type(self).__name__},
+        )
 
     async def sweep(self) -> int:
         """Delete expired keys now (delete markers tagged ``expire``); return how many."""

@@ -12,6 +12,10 @@ With ``notify=True`` (``?notify=true`` in the URL) every write also
 ``watch`` LISTENs, so it sees every process that writes with notify on. That
 is opt-in because PostgreSQL serializes the commits of notifying transactions
 on one global lock: concurrent writers then commit one at a time.
+
+A transaction (``transaction()``) holds one pooled connection with a database
+transaction open on it (READ COMMITTED, PostgreSQL's default) and runs every
+operation inside it on that connection, one at a time.
 """
 
 # Table names are interpolated into SQL only after matching _IDENT; values are
@@ -23,19 +27,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any, Self
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Self, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, prefix_upper
-from organelle.storage.base import Change, ChangeOp, Entry, Page, Watch, WatchFeed
+from organelle.storage._tx import Chg, TxCore, any_tx
+from organelle.storage.base import Change, Entry, Page, Watch, WatchFeed
 from organelle.storage.retry import retrying
 
 __all__ = ["PostgresStore"]
+
+T = TypeVar("T")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,50}$")
 _NOW = "extract(epoch from clock_timestamp())::float8"
@@ -223,7 +231,9 @@ class PostgresStore(BaseStore):
             raise
         return pool
 
-    async def _call(self, method: str, sql: str, *args: Any) -> Any:
+    async def _call(self, tx: _PgTx | None, method: str, sql: str, *args: Any) -> Any:
+        if tx is not None:
+            return await tx.run(lambda conn: getattr(conn, method)(sql, *args))
         if self._pool is None:
             await self.open()
         self._check_open()
@@ -240,24 +250,30 @@ class PostgresStore(BaseStore):
         value = self._decode(row["kind"], bytes(row["value"]), type_)
         return Entry(key=key, value=value, revision=row["rev"], expires_at=row["expires_at"])
 
-    def _changed(
-        self, key: str, rev: int, kind: int | None = None, data: bytes | None = None
-    ) -> None:
-        """Hand a committed put to this process's watchers (there are none if notify is on)."""
-        value = None if kind is None or data is None else self._decode(kind, data)
-        self._publish(Change(key=key, value=value, revision=rev))
+    def _tx(self) -> _PgTx | None:
+        return cast("_PgTx | None", any_tx() and self._current())
 
-    def _removed(self, rows: list[Any]) -> None:
-        for r in rows:
-            op: ChangeOp = "delete" if r["live"] else "expire"
-            self._publish(Change(key=r["key"], value=None, revision=r["rev"], op=op))
+    def _changed(self, tx: _PgTx | None, changes: list[Chg]) -> None:
+        """Hand puts to this process's watchers (none if notify is on): now, or at commit."""
+        if tx is not None:
+            tx.changes += changes
+        elif self._watchers:
+            self._publish_changes(changes)
+
+    def _removed(self, tx: _PgTx | None, rows: list[Any]) -> None:
+        if tx is None and not self._watchers:
+            return
+        gone: list[Chg] = [
+            (r["key"], None, None, r["rev"], "delete" if r["live"] else "expire") for r in rows
+        ]
+        self._changed(tx, gone)
 
     # -- the port -------------------------------------------------------------------
 
     async def get(self, key: str, *, type: Any = None) -> Entry | None:  # noqa: A002 - mirrors codec.decode(target)
         """Return the live entry for ``key``, or ``None``."""
         key = self._key(key)
-        row = await self._call("fetchrow", self._sql["get"], key)
+        row = await self._call(self._tx(), "fetchrow", self._sql["get"], key)
         return None if row is None else self._entry(key, row, type)
 
     async def put(self, key: str, value: Any, *, ttl_s: float | None = None) -> int:
@@ -265,9 +281,10 @@ class PostgresStore(BaseStore):
         key = self._key(key)
         kind, data = self._encode(value)
         ttl = self._write_ttl(ttl_s)
-        rev = int(await self._call("fetchval", self._sql["put"], key, kind, data, ttl))
-        if self._watchers:
-            self._changed(key, rev, kind, data)
+        tx = self._tx()
+        rev = int(await self._call(tx, "fetchval", self._sql["put"], key, kind, data, ttl))
+        if tx is not None or self._watchers:
+            self._changed(tx, [(key, kind, data, rev, "put")])
         return rev
 
     async def put_many(
@@ -279,11 +296,11 @@ class PostgresStore(BaseStore):
         if not rows:
             return {}
         keys, kinds, datas = (list(col) for col in zip(*rows, strict=True))
-        result = await self._call("fetch", self._sql["put_many"], keys, kinds, datas, ttl)
+        tx = self._tx()
+        result = await self._call(tx, "fetch", self._sql["put_many"], keys, kinds, datas, ttl)
         revs: dict[str, int] = {r["key"]: r["rev"] for r in result}
-        if self._watchers:
-            for key, kind, data in rows:
-                self._changed(key, revs[key], kind, data)
+        if tx is not None or self._watchers:
+            self._changed(tx, [(k, kind, data, revs[k], "put") for k, kind, data in rows])
         return revs
 
     async def delete(self, key: str) -> bool:
@@ -295,15 +312,17 @@ class PostgresStore(BaseStore):
         wanted = self._keys(keys)
         if not wanted:
             return 0
-        rows = await self._call("fetch", self._sql["delete"], wanted)
-        if self._watchers:
-            self._removed(rows)
+        tx = self._tx()
+        rows = await self._call(tx, "fetch", self._sql["delete"], wanted)
+        self._removed(tx, rows)
         return sum(1 for r in rows if r["live"])
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
         """Return the live entries among ``keys``."""
         wanted = self._keys(keys)
-        rows = await self._call("fetch", self._sql["get_many"], wanted) if wanted else []
+        rows = (
+            await self._call(self._tx(), "fetch", self._sql["get_many"], wanted) if wanted else []
+        )
         return {e.key: e for e in self._entries(rows)}
 
     async def scan(self, prefix: str = "", *, limit: int = 100, cursor: str | None = None) -> Page:
@@ -319,7 +338,7 @@ class PostgresStore(BaseStore):
             args.append(cursor)
             sql += f" AND key > ${len(args)}"
         sql += f" AND {_LIVE} ORDER BY key LIMIT $2"
-        rows = await self._call("fetch", sql, *args)
+        rows = await self._call(self._tx(), "fetch", sql, *args)
         items = self._entries(rows[:limit])
         return Page(items=items, cursor=items[-1].key if len(rows) > limit else None)
 
@@ -330,36 +349,47 @@ class PostgresStore(BaseStore):
         key, expected = self._key(key), self._revision(revision)
         kind, data = self._encode(value)
         ttl = self._write_ttl(ttl_s)
+        tx = self._tx()
         if expected == 0:
-            rev = await self._call("fetchval", self._sql["create"], key, kind, data, ttl)
+            rev = await self._call(tx, "fetchval", self._sql["create"], key, kind, data, ttl)
         else:
-            rev = await self._call("fetchval", self._sql["update"], key, kind, data, ttl, expected)
+            sql = self._sql["update"]
+            rev = await self._call(tx, "fetchval", sql, key, kind, data, ttl, expected)
         if rev is None:
             current = await self.get(key)
             raise self._conflict(key, expected, None if current is None else current.revision)
-        if self._watchers:
-            self._changed(key, rev, kind, data)
+        if tx is not None or self._watchers:
+            self._changed(tx, [(key, kind, data, int(rev), "put")])
         return int(rev)
 
     async def incr(self, key: str, by: int = 1) -> int:
         """Atomically add ``by`` to an int value (absent counts as 0); keeps the expiry."""
         key, by = self._key(key), self._as_int("by", by)
         zero_kind, zero = self._encode(0)
+
+        async def add(conn: Any) -> tuple[int, int, bytes, int]:  # on a connection in a transaction
+            await conn.execute(self._sql["ensure"], key, zero_kind, zero)
+            row = await conn.fetchrow(self._sql["lock"], key)
+            current = self._as_int(key, self._decode(row["kind"], bytes(row["value"])))
+            new = by + (current if row["live"] else 0)
+            kind, data = self._encode(new)
+            rev = await conn.fetchval(self._sql["set"], key, kind, data, row["exp"])
+            return new, kind, data, int(rev)
+
+        tx = self._tx()
+        if tx is not None:
+            new, kind, data, rev = await tx.run(add)
+            tx.changes.append((key, kind, data, rev, "put"))
+            return new
         if self._pool is None:
             await self.open()
         self._check_open()
 
-        async def attempt() -> tuple[int, int]:
+        async def attempt() -> tuple[int, int, bytes, int]:
             async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(self._sql["ensure"], key, zero_kind, zero)
-                row = await conn.fetchrow(self._sql["lock"], key)
-                current = self._as_int(key, self._decode(row["kind"], bytes(row["value"])))
-                new = by + (current if row["live"] else 0)
-                kind, data = self._encode(new)
-                rev = await conn.fetchval(self._sql["set"], key, kind, data, row["exp"])
-                return new, int(rev)
+                return await add(conn)
 
-        new, rev = await retrying(
+        new, kind, data, rev = await retrying(
             attempt, policy=self.retry, is_transient=_transient, what="PostgreSQL"
         )
         if self._watchers:
@@ -390,7 +420,8 @@ class PostgresStore(BaseStore):
                 if note[0].startswith(prefix):
                     raw.put_nowait(note)
 
-            task = asyncio.create_task(self._pump(raw, out))
+            # A fresh context: opened inside a transaction, its reads must not join it.
+            task = asyncio.create_task(self._pump(raw, out), context=contextvars.Context())
             await conn.add_listener(self.channel, on_note)
 
             async def close() -> None:
@@ -436,10 +467,31 @@ class PostgresStore(BaseStore):
 
     async def sweep(self) -> int:
         """Delete expired rows now; return how many."""
-        rows = await self._call("fetch", self._sql["sweep"])
-        if self._watchers:
-            self._removed(rows)
+        tx = self._tx()
+        rows = await self._call(tx, "fetch", self._sql["sweep"])
+        self._removed(tx, rows)
         return len(rows)
+
+    async def _begin(self) -> TxCore:
+        if self._pool is None:
+            await self.open()
+        self._check_open()
+        pool = self._pool
+
+        async def attempt() -> tuple[Any, Any]:
+            conn = await pool.acquire()
+            try:
+                tr = conn.transaction()
+                await tr.start()
+            except BaseException:
+                await pool.release(conn)
+                raise
+            return conn, tr
+
+        conn, tr = await retrying(
+            attempt, policy=self.retry, is_transient=_transient, what="PostgreSQL"
+        )
+        return _PgTx(self, pool, conn, tr)
 
     async def close(self) -> None:
         """Stop the sweeper and close the pool."""
@@ -452,3 +504,64 @@ class PostgresStore(BaseStore):
         if pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pool.close(), 10)
+
+
+class _PgTx(TxCore):
+    """A transaction of a ``PostgresStore``: one pooled connection, held until it ends."""
+
+    def __init__(self, store: PostgresStore, pool: Any, conn: Any, tr: Any) -> None:
+        super().__init__(store, store._publish_changes)
+        self._s = store
+        self._pool = pool
+        self._conn = conn
+        self._tr = tr
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
+
+    async def run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``fn(conn)`` inside the transaction; a driver error becomes unavailable."""
+        self._s._check_open()
+        self.check()  # before queueing: the commit waits for what was queued before it
+        async with self._lock:
+            try:
+                return await fn(self._conn)
+            except Exception as exc:
+                if not _driver_error(exc):
+                    raise
+                raise StorageUnavailableError(
+                    f"PostgreSQL failed inside a transaction (it is rolled back): {exc}"
+                ) from exc
+
+    async def _finish(self, step: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            async with self._lock:
+                await step()
+        finally:
+            await self._pool.release(self._conn)  # a closing pool waits for this
+
+    async def commit(self) -> None:
+        try:
+            await self._finish(self._tr.commit)
+        except Exception as exc:
+            if not _driver_error(exc):
+                raise
+            raise StorageUnavailableError(f"PostgreSQL commit failed: {exc}") from exc
+
+    async def rollback(self) -> None:
+        await self._finish(self._tr.rollback)
+
+    async def savepoint(self) -> object:
+        point = self._conn.transaction()
+        await self.run(lambda _conn: point.start())
+        return point
+
+    async def release(self, mark: object) -> None:
+        await self.run(lambda _conn: cast("Any", mark).commit())
+
+    async def rollback_to(self, mark: object) -> None:
+        await self.run(lambda _conn: cast("Any", mark).rollback())
+
+
+def _driver_error(exc: BaseException) -> bool:
+    import asyncpg
+
+    return isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError)

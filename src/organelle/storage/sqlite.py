@@ -6,6 +6,12 @@ loss. sqlite3 runs in two private threads (one writer with group commit, one
 reader, see ``_sqlite_thread``), so the event loop never blocks on disk.
 Revisions come from a counter row updated in the same transaction, so they
 stay monotonic across restarts and across processes sharing the file.
+
+A transaction (``transaction()``) is one ``BEGIN IMMEDIATE`` … ``COMMIT`` on
+the writer thread, which serves only that transaction until it ends (see
+``_sqlite_thread.Lane``): this store's other writes wait behind it, other
+processes' writers wait on the file lock, reads from elsewhere go on against
+the last commit (WAL). A process killed inside it leaves nothing of it.
 """
 
 # Table names are interpolated into SQL only after matching _IDENT; values are
@@ -19,12 +25,13 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage._common import BaseStore, prefix_upper
-from organelle.storage._sqlite_thread import READ, WRITE, Op, SqliteThread
-from organelle.storage.base import Change, ChangeOp, Entry, Page, Watch
+from organelle.storage._sqlite_thread import READ, WRITE, Lane, Op, SqliteThread
+from organelle.storage._tx import TxCore, any_tx
+from organelle.storage.base import ChangeOp, Entry, Page, Watch
 from organelle.storage.retry import retrying
 
 __all__ = ["SqliteStore"]
@@ -73,6 +80,7 @@ class SqliteStore(BaseStore):
         self._writer: SqliteThread | None = None
         self._reader: SqliteThread | None = None
         self._open_lock = asyncio.Lock()
+        self._txs: set[_SqliteTx] = set()
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -126,6 +134,12 @@ class SqliteStore(BaseStore):
         self._writer, self._reader = writer, reader
 
     async def _run(self, op: Op, *, write: bool) -> Any:
+        tx = any_tx() and self._current()
+        if tx is not None:
+            return await cast("_SqliteTx", tx).run(op, write=write)
+        return await self._plain(op, write=write)
+
+    async def _plain(self, op: Op, *, write: bool) -> Any:
         if self._writer is None or (self._reader is None and self.path != ":memory:"):
             await self.open()
         self._check_open()
@@ -139,12 +153,39 @@ class SqliteStore(BaseStore):
         )
 
     async def _write(self, op: Op) -> Any:
-        result, changes = await self._run(op, write=True)
+        tx = any_tx() and self._current()
+        if tx is not None:  # the changes reach the watchers once it commits
+            result, changes = await cast("_SqliteTx", tx).run(op, write=True)
+            tx.changes += changes
+            return result
+        result, changes = await self._plain(op, write=True)
         if self._watchers:
-            for key, kind, data, rev, what in changes:
-                value = None if kind is None or data is None else self._decode(kind, data)
-                self._publish(Change(key=key, value=value, revision=rev, op=what))
+            self._publish_changes(changes)
         return result
+
+    async def _begin(self) -> TxCore:
+        if self._writer is None:
+            await self.open()
+        self._check_open()
+        writer = self._writer
+        assert writer is not None  # noqa: S101 - set by open()
+
+        async def attempt() -> Lane:
+            started, lane = writer.begin()
+            try:
+                await started
+            except BaseException:
+                lane.abort()
+                raise
+            return lane
+
+        lane = await retrying(attempt, policy=self.retry, is_transient=_transient, what="SQLite")
+        if self._closed:  # closed while it waited for the writer
+            lane.abort()
+            self._check_open()
+        tx = _SqliteTx(self, lane)
+        self._txs.add(tx)
+        return tx
 
     def _next_rev(self, conn: sqlite3.Connection, n: int = 1) -> int:
         row = conn.execute(
@@ -336,7 +377,64 @@ class SqliteStore(BaseStore):
         self._closed = True
         await self._stop_sweeper()
         self._end_watchers()
+        for tx in list(self._txs):  # the writer would serve them for ever
+            tx.abort()
         for worker in (self._reader, self._writer):
             if worker is not None:
                 await worker.stop()
         self._reader = self._writer = None
+
+
+class _SqliteTx(TxCore):
+    """A transaction of a ``SqliteStore``: a lane of the writer thread."""
+
+    def __init__(self, store: SqliteStore, lane: Lane) -> None:
+        super().__init__(store, store._publish_changes)
+        self._s = store
+        self._lane = lane
+        self._points = 0
+
+    async def run(self, op: Op, *, write: bool) -> Any:
+        """Run ``op`` on the writer inside the transaction (a write in a savepoint of its own)."""
+        self._s._check_open()
+        self.check()
+        try:
+            return await self._lane.submit(op, mode=WRITE if write else READ)
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"SQLite failed inside a transaction: {exc}") from exc
+
+    def abort(self) -> None:
+        """Roll back now without waiting (the store is closing)."""
+        self.aborted, self.open = True, False
+        self._s._txs.discard(self)
+        self._lane.abort()
+
+    async def commit(self) -> None:
+        self._s._txs.discard(self)
+        if self.aborted:
+            raise StorageUnavailableError("store is closed; the transaction was rolled back")
+        try:
+            await self._lane.commit()
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
+
+    async def rollback(self) -> None:
+        self._s._txs.discard(self)
+        if not self.aborted:
+            await self._lane.rollback()
+
+    async def savepoint(self) -> object:
+        self._points += 1
+        name = f"tx{self._points}"
+        await self.run(lambda c: c.execute(f"SAVEPOINT {name}"), write=False)
+        return name
+
+    async def release(self, mark: object) -> None:
+        await self.run(lambda c: c.execute(f"RELEASE {mark}"), write=False)
+
+    async def rollback_to(self, mark: object) -> None:
+        def undo(c: sqlite3.Connection) -> None:
+            c.execute(f"ROLLBACK TO {mark}")
+            c.execute(f"RELEASE {mark}")
+
+        await self.run(undo, write=False)

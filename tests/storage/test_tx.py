@@ -1,0 +1,97 @@
+"""Transactions around the backends: the cache, ``on_end``, closing and cancelling mid-way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from organelle.errors import StorageUnavailableError
+from organelle.storage import CachedStore, MemoryStore, SqliteStore, Store, current_tx
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened: Store = (
+        MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "t.db"))
+    )
+    yield opened
+    await opened.close()
+
+
+async def test_on_end_is_told_whether_it_committed(store: Store) -> None:
+    ends: list[tuple[str, bool]] = []
+    async with store.transaction() as tx:
+        tx.on_end(lambda ok: ends.append(("first", ok)))
+        async with store.transaction() as inner:  # registered in a savepoint: the outer outcome
+            inner.on_end(lambda ok: ends.append(("inner", ok)))
+        joined = current_tx(store)
+        assert joined is not None
+        joined.on_end(lambda ok: ends.append(("joined", ok)))
+    with pytest.raises(KeyError):
+        async with store.transaction() as tx:
+            tx.on_end(lambda ok: ends.append(("rolled", ok)))
+            raise KeyError
+    assert ends == [("first", True), ("inner", True), ("joined", True), ("rolled", False)]
+
+
+async def test_the_cache_never_keeps_what_a_transaction_wrote_or_hid(store: Store) -> None:
+    cache = CachedStore(store, ttl_s=60)
+    await cache.put("k", "old")
+    assert (await cache.get("k")).value == "old"  # type: ignore[union-attr]
+    with pytest.raises(KeyError):
+        async with cache.transaction() as tx:
+            await cache.put("k", "rolled")  # joins the transaction
+            assert (await cache.get("k")).value == "rolled"  # type: ignore[union-attr]
+            assert (await tx.get("k")).value == "rolled"  # type: ignore[union-attr]
+            raise KeyError
+    assert (await cache.get("k")).value == "old"  # type: ignore[union-attr]
+    outside = asyncio.Event()
+
+    async def read_outside() -> None:
+        await outside.wait()
+        assert (await cache.get("k")).value == "old"  # type: ignore[union-attr] # caches "old"
+
+    reader = asyncio.create_task(read_outside())
+    async with store.transaction():  # opened under the cache: plain cache calls join it
+        await cache.put("k", "new")
+        outside.set()
+        await reader
+    assert (await cache.get("k")).value == "new"  # type: ignore[union-attr] # dropped at commit
+    await cache.close()
+
+
+async def test_closing_the_store_inside_a_transaction_ends_it(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "c.db"))
+    await store.put("k", 1)
+    with pytest.raises(StorageUnavailableError):
+        async with store.transaction() as tx:
+            await tx.put("k", 2)
+            await asyncio.wait_for(store.close(), 10)  # does not wait for the block
+            await tx.put("k", 3)
+    reopened = SqliteStore(str(tmp_path / "c.db"))
+    assert (await reopened.get("k")).value == 1  # type: ignore[union-attr]
+    await reopened.close()
+
+
+async def test_a_cancelled_transaction_rolls_back_and_frees_the_writer(store: Store) -> None:
+    inside = asyncio.Event()
+
+    async def stuck() -> None:
+        async with store.transaction() as tx:
+            await tx.put("k", "cancelled")
+            inside.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(stuck())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5):
+        await store.put("other", 1)  # the lock (or the writer thread) is free again
+    assert await store.get("k") is None
