@@ -1,7 +1,9 @@
 """Event envelopes: CloudEvents 1.0 attributes, typed versioned events, deterministic ids.
 
 Ground floor: plain data and pure functions the transport, the stream host
-and the kernel share. See ``docs/events.md``.
+and the kernel share. See ``docs/events.md``; signatures, compression and
+protected fields on the wire (``_seal``, ``_compress``, ``_protect``,
+``_security``) in ``docs/event-security.md``.
 """
 
 from __future__ import annotations
@@ -19,19 +21,25 @@ from organelle.envelope._envelope import (
 )
 from organelle.envelope._event import EventType, event, event_type, event_types, registered
 from organelle.envelope._ids import app_namespace, keyed_id, uuid7
+from organelle.envelope._protect import mask
+from organelle.envelope._security import EventSecurity, SecuritySettings, parse_security
 
 __all__ = [
     "CE_PREFIX",
     "SPECVERSION",
     "Envelope",
     "EnvelopeFactory",
+    "EventSecurity",
     "EventType",
+    "SecuritySettings",
     "app_namespace",
     "event",
     "event_type",
     "event_types",
     "from_headers",
     "keyed_id",
+    "mask",
+    "parse_security",
     "registered",
     "to_headers",
     "uuid7",
