@@ -9,7 +9,7 @@ protected fields on the wire (``_seal``, ``_compress``, ``_protect``,
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from organelle.context import Context
 from organelle.envelope._envelope import (
@@ -21,8 +21,10 @@ from organelle.envelope._envelope import (
 )
 from organelle.envelope._event import EventType, event, event_type, event_types, registered
 from organelle.envelope._ids import app_namespace, keyed_id, uuid7
-from organelle.envelope._protect import mask
-from organelle.envelope._security import EventSecurity, SecuritySettings, parse_security
+
+if TYPE_CHECKING:
+    from organelle.envelope._protect import mask
+    from organelle.envelope._security import EventSecurity, SecuritySettings, parse_security
 
 __all__ = [
     "CE_PREFIX",
@@ -46,6 +48,25 @@ __all__ = [
 ]
 
 _JSON = "application/json"
+# Imported on first use: only a node whose events cross a wire needs them, and
+# ``import organelle`` stays fast.
+_LAZY = {
+    "mask": "organelle.envelope._protect",
+    "EventSecurity": "organelle.envelope._security",
+    "SecuritySettings": "organelle.envelope._security",
+    "parse_security": "organelle.envelope._security",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
 
 
 class EnvelopeFactory:
