@@ -62,9 +62,12 @@ def _pydantic_summary(exc: ValueError) -> str:
     return "; ".join(parts)
 
 
-def to_builtins(obj: Any) -> Any:
-    """Turn any encodable object into JSON-like builtins (dicts, lists, str...)."""
-    return msgspec.to_builtins(obj, enc_hook=_enc_hook)
+def to_builtins(obj: Any, builtin_types: tuple[type, ...] = ()) -> Any:
+    """Turn any encodable object into JSON-like builtins (dicts, lists, str...).
+
+    ``builtin_types`` (bytes, datetime, UUID, Decimal…) are kept as they are.
+    """
+    return msgspec.to_builtins(obj, enc_hook=_enc_hook, builtin_types=builtin_types or None)
 
 
 def convert(obj: Any, target: type[T]) -> T:

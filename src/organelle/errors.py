@@ -28,6 +28,7 @@ known ancestor for a code this process does not know)::
     ├── RemoteError                     organelle.remote         an unknown remote code
     ├── AuthError                       organelle.auth
     │   ├── UnauthenticatedError        organelle.unauthenticated
+    │   │   └── SignatureError          organelle.signature      an unsigned or tampered event
     │   └── ForbiddenError              organelle.forbidden
     ├── RateLimitedError                organelle.rate_limited   HTTP 429, ``retry_after_s``
     ├── PayloadTooLargeError            organelle.payload_too_large  HTTP 413
@@ -67,6 +68,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RateLimitedError",
     "RemoteError",
+    "SignatureError",
     "StorageUnavailableError",
     "StreamNotFoundError",
     "TransactionClosedError",
@@ -282,6 +284,15 @@ class UnauthenticatedError(AuthError):
     """No valid identity was presented."""
 
     code = "organelle.unauthenticated"
+
+
+class SignatureError(UnauthenticatedError):
+    """An event's signature is missing, made with a key this node lacks, or does not match.
+
+    ``details["reason"]`` is ``unsigned``, ``unknown_kid`` or ``bad_signature``.
+    """
+
+    code = "organelle.signature"
 
 
 class ForbiddenError(AuthError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from organelle import Kernel, Module, NotFoundError, job, on, rpc
 from organelle.observability.metrics import Metrics
+from organelle.transport._memory_broker import broker_named
 
 
 class Svc(Module):
@@ -180,3 +182,17 @@ async def test_stream_consumers_are_counted(tmp_path: Any) -> None:
     outcomes = {lab["outcome"]: v for lab, v in got["organelle_stream_records_total"]}
     assert outcomes == {"done": 3.0, "failed": 1.0, "dead": 1.0, "lost": 0.0}
     assert got["organelle_stream_in_flight"] == [({"stream": "ledger", "group": "reader"}, 0.0)]
+
+
+async def test_events_the_transport_rejects_are_counted_by_reason() -> None:
+    name = f"metrics-{uuid.uuid4().hex[:8]}"
+    security = {"require_signatures": True, "keys": {"k1": "a-shared-secret-for-metrics"}}
+    config = {"transport": f"memory://{name}", "transport_options": {"security": security}}
+    kernel = Kernel([Svc], {"kernel": {**config, "storage": "memory://"}})
+    metrics = Metrics(kernel)
+    metrics.install()
+    async with kernel:
+        for member, module, handler in broker_named(name).deliveries("item.a.seen"):
+            member.take_event(module, handler, "item.a.seen", b'{"n": 1}', {})
+        got = samples(metrics)
+    assert got["organelle_events_rejected_total"] == [({"reason": "unsigned"}, 1.0)]

@@ -28,7 +28,13 @@ def is_secret(value: object) -> bool:
 
 def _secret_key(key: object) -> bool:
     name = str(key).lower()
-    return any(word in name for word in _SECRET_WORDS) or name in ("key", "api_key", "nkey")
+    return any(word in name for word in _SECRET_WORDS) or name in (
+        "key",
+        "keys",  # transport_options.security: signing keys
+        "field_keys",
+        "api_key",
+        "nkey",
+    )
 
 
 def mask_url(url: str) -> str:

@@ -1,13 +1,15 @@
 """Event envelopes: CloudEvents 1.0 attributes, typed versioned events, deterministic ids.
 
 Ground floor: plain data and pure functions the transport, the stream host
-and the kernel share. See ``docs/events.md``.
+and the kernel share. See ``docs/events.md``; signatures, compression and
+protected fields on the wire (``_seal``, ``_compress``, ``_protect``,
+``_security``) in ``docs/event-security.md``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from organelle.context import Context
 from organelle.envelope._envelope import (
@@ -21,12 +23,18 @@ from organelle.envelope._event import EventType, event, event_type, event_types,
 from organelle.envelope._ids import app_namespace, keyed_id, uuid7
 from organelle.envelope._wire import convert, register, remember_module, wire_name, wire_type
 
+if TYPE_CHECKING:
+    from organelle.envelope._protect import mask
+    from organelle.envelope._security import EventSecurity, SecuritySettings, parse_security
+
 __all__ = [
     "CE_PREFIX",
     "SPECVERSION",
     "Envelope",
     "EnvelopeFactory",
+    "EventSecurity",
     "EventType",
+    "SecuritySettings",
     "app_namespace",
     "convert",
     "event",
@@ -34,6 +42,8 @@ __all__ = [
     "event_types",
     "from_headers",
     "keyed_id",
+    "mask",
+    "parse_security",
     "register",
     "registered",
     "remember_module",
@@ -44,6 +54,25 @@ __all__ = [
 ]
 
 _JSON = "application/json"
+# Imported on first use: only a node whose events cross a wire needs them, and
+# ``import organelle`` stays fast.
+_LAZY = {
+    "mask": "organelle.envelope._protect",
+    "EventSecurity": "organelle.envelope._security",
+    "SecuritySettings": "organelle.envelope._security",
+    "parse_security": "organelle.envelope._security",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
 
 
 class EnvelopeFactory:

@@ -76,6 +76,12 @@ class MetricsCollector(Collector):
             ["op"],
             (((k,), v) for k, v in m.storage_errors.items()),
         )
+        yield self._counter(
+            "organelle_events_rejected_total",
+            "Incoming events dropped by the transport, by reason (unsigned, bad_signature, …).",
+            ["reason"],
+            (((k,), v) for k, v in sorted(m.kernel.transport.rejected.items())),
+        )
         for event in ("disconnects", "reconnects"):
             yield CounterMetricFamily(
                 f"organelle_transport_{event}_total",

@@ -11,10 +11,19 @@ too, since SDKs default to it.
 The body is decoded by what ``content-type`` says: JSON (``application/json``
 or any ``+json``), MessagePack, text as ``str``, anything else as ``bytes``.
 ``Organelle-Codec`` (organelle's own header) wins when present.
+
+``EventWire`` adds what ``transport_options.security`` asks for
+(docs/event-security.md), in this order out: protected fields encrypted,
+the payload encoded, the body compressed, the whole signed; and the reverse
+in: the signature checked (before anything is decompressed), the body
+decompressed within its bound, decoded, the fields opened. Each dropped
+event is counted by reason (``rejected``) and logged at most once per
+interval per reason.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -23,21 +32,32 @@ import msgspec
 from organelle.codec import Codec, codec_for
 from organelle.context import Context
 from organelle.envelope import Envelope, from_headers, to_headers
-from organelle.errors import ValidationError
-from organelle.transport._nats_headers import headers_for
+from organelle.envelope._compress import ENCODING_HEADER, compress, decompress
+from organelle.envelope._protect import protect, unprotect
+from organelle.envelope._seal import SIGNATURE_HEADER
+from organelle.envelope._security import EventSecurity
+from organelle.errors import OrganelleError, ValidationError
+from organelle.transport._nats_headers import headers_for, parse_headers
+from organelle.transport._throttle import ThrottledLog
 
-__all__ = ["CONTENT_TYPES", "decode_event", "event_headers"]
+__all__ = ["CONTENT_TYPES", "EventWire", "decode_event", "event_headers"]
 
 CONTENT_TYPES = {"json": "application/json", "msgpack": "application/msgpack"}
 _STRUCTURED = "application/cloudevents+json"
 _json = msgspec.json.Decoder(dict[str, Any])
 _JSON = codec_for("json")
+_ENCODING = ENCODING_HEADER.lower()
+_SIGNATURE = SIGNATURE_HEADER.lower()
 
 
-def event_headers(ctx: Context, env: Envelope[Any], codec: str) -> bytes:
-    """The header block of an outgoing event."""
+def event_headers(
+    ctx: Context, env: Envelope[Any], codec: str, encoding: str | None = None
+) -> bytes:
+    """The header block of an outgoing event (``encoding``: the body's compression)."""
     ce = to_headers(env)
     ce["content-type"] = CONTENT_TYPES.get(codec, "application/octet-stream")
+    if encoding is not None:
+        ce[ENCODING_HEADER] = encoding
     return headers_for(ctx, codec, timeout=False, extra=ce)
 
 
@@ -98,3 +118,98 @@ def _structured(body: bytes) -> Envelope[Any]:
     if env is None:
         raise ValidationError("a structured CloudEvent without attributes")
     return env
+
+
+def _too_large(what: str, size: int, limit: int) -> ValidationError:
+    message = f"{what} of {size} bytes exceeds the server's {limit}"
+    return ValidationError(message, errors=[{"field": "$", "message": message}])
+
+
+class EventWire:
+    """One transport's events on the wire, with its security settings applied.
+
+    Args:
+        security: what to sign, compress and protect (``EventSecurity.default()``:
+            compression only).
+        codec: ``json`` or ``msgpack``: what this node encodes its events with.
+        logger: where dropped events are reported (throttled per reason).
+    """
+
+    __slots__ = ("_codec", "_dropped", "codec_name", "rejected", "security")
+
+    def __init__(self, security: EventSecurity, codec: str, logger: logging.Logger) -> None:
+        self.security = security
+        self.codec_name = codec
+        self._codec = codec_for(codec)
+        self._dropped = ThrottledLog(logger, security.log_interval_s)
+        self.rejected: dict[str, int] = {}
+
+    def encode(self, ctx: Context, env: Envelope[Any], max_payload: int) -> tuple[bytes, bytes]:
+        """``(header block, body)`` of an outgoing event.
+
+        Raises:
+            ValidationError: the payload cannot be encoded, or is larger than
+                ``max_payload`` (compressed: than ``max_decompressed_bytes``
+                before, ``max_payload`` after).
+        """
+        sec = self.security
+        data = env.data
+        if sec.fields.active is not None:
+            data = protect(data, sec.fields, self._codec.encode, env.type)
+        body = self._codec.encode(data)
+        encoding = None
+        if sec.compression is not None and len(body) > sec.compress_above:
+            limit = sec.max_decompressed_bytes or max_payload
+            if len(body) > limit:
+                raise _too_large("event", len(body), limit)
+            packed = compress(body, sec.compression, sec.compression_level)
+            if len(packed) < len(body):
+                body, encoding = packed, sec.compression
+        if len(body) > max_payload:
+            raise _too_large("event", len(body), max_payload)
+        block = event_headers(ctx, env, self.codec_name, encoding)
+        if sec.signing.active is not None:
+            value = sec.signing.sign(parse_headers(block)[1], body)
+            block = block[:-2] + f"{SIGNATURE_HEADER}: {value}\r\n\r\n".encode()
+        return block, body
+
+    def decode(self, headers: Mapping[str, str], body: bytes, max_payload: int) -> Any:
+        """The payload of an incoming event (see ``decode_event``), security checks first.
+
+        Raises:
+            SignatureError: signatures are required and this one is missing,
+                unknown or wrong (a wrong one with a known key is refused even
+                when they are not required).
+            ValidationError: a body that decompresses past its bound
+                (``details["reason"] == "too_large"``), a bad encoding or a
+                protected field that does not open; anything ``decode_event`` raises.
+        """
+        sec = self.security
+        if sec.require_signatures or (_SIGNATURE in headers and sec.signing.keys):
+            try:
+                sec.signing.verify(headers, body)
+            except OrganelleError as err:
+                if sec.require_signatures or err.details.get("reason") == "bad_signature":
+                    raise
+        encoding = headers.get(_ENCODING)
+        if encoding:
+            body = decompress(body, encoding, sec.max_decompressed_bytes or max_payload)
+        payload = decode_event(headers, body)
+        if sec.fields.keys and isinstance(payload, Envelope) and isinstance(payload.data, dict):
+            how = _body_codec(headers)
+            if not isinstance(how, str):
+                opened = unprotect(payload.data, sec.fields, how.decode, payload.type)
+                if opened is not payload.data:
+                    payload = payload.with_data(opened)
+        return payload
+
+    def drop(self, topic: str, err: OrganelleError) -> None:
+        """Count and (throttled) log an incoming event that is not delivered."""
+        reason = err.details.get("reason")
+        if not isinstance(reason, str):
+            reason = "malformed"
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if reason == "malformed":
+            self._dropped.warning(reason, "dropping a malformed event on %r: %s", topic, err)
+        else:
+            self._dropped.warning(reason, "dropping an event on %r (%s): %s", topic, reason, err)

@@ -19,13 +19,13 @@ from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
 from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
-from organelle.transport._event_wire import decode_event
 from organelle.transport._memory_broker import Reply
 from organelle.transport._nats_headers import codec_of, context_from
 
 if TYPE_CHECKING:
     from organelle.context import Context
     from organelle.module import ModuleSpec
+    from organelle.transport._event_wire import EventWire
     from organelle.transport.base import Inbound
 
 __all__ = ["MemoryNode"]
@@ -46,11 +46,13 @@ class MemoryNode:
     Args:
         node: its name, unique in the broker.
         max_payload_bytes: the largest request, reply or event it takes or sends.
+        events: its events on the wire (security settings, rejected counts).
     """
 
-    def __init__(self, node: str, max_payload_bytes: int) -> None:
+    def __init__(self, node: str, max_payload_bytes: int, events: EventWire) -> None:
         self._node = node
         self._max = max_payload_bytes
+        self._events = events
         self._inbound: Inbound | None = None
         self._exposed: dict[str, ModuleSpec] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -136,10 +138,10 @@ class MemoryNode:
         try:
             if len(body) > self._max:
                 raise _too_large("event", len(body), self._max)
-            payload = decode_event(headers, body)
+            payload = self._events.decode(headers, body, self._max)
             ctx = context_from(headers, topic)
         except OrganelleError as err:
-            log.warning("dropping a malformed event on %r: %s", topic, err)
+            self._events.drop(topic, err)
             return
         if self._backlog is not None:  # the local queue is full: keep order behind it
             self._backlog.append((module, handler, payload, ctx))

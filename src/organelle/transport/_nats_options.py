@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 import socket
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from organelle.envelope._security import EventSecurity, parse_security
 from organelle.errors import ConfigError
 from organelle.transport.nats_connect import CONNECT_KEYS, NatsConnectOptions, Server, parse_connect
 
@@ -47,6 +48,8 @@ class NatsOptions(NatsConnectOptions):
         registry_bucket: KV bucket of the registry (default ``<prefix>_nodes``).
         registry_replicas: replicas of that bucket when this node creates it.
         discover: add the cluster's other servers announced by the server to the pool.
+        security: signing, compression and protected fields of events
+            (``transport_options.security``; docs/event-security.md).
     """
 
     node: str
@@ -63,6 +66,7 @@ class NatsOptions(NatsConnectOptions):
     registry_bucket: str = ""
     registry_replicas: int = 1
     discover: bool = True
+    security: EventSecurity = field(default_factory=EventSecurity.default)
 
     @property
     def bucket(self) -> str:
@@ -81,6 +85,7 @@ _FLOATS = {
 _INTS = {"max_outstanding_pings", "max_payload_bytes", "registry_replicas"}
 _STRS = {"prefix", "codec", "registry_bucket"}
 _OWN = {f.name for f in fields(NatsOptions)} - CONNECT_KEYS - {"node"}
+_SECURITY = "security"
 
 
 def _bad(key: str, reason: str) -> ConfigError:
@@ -118,7 +123,9 @@ def parse_options(settings: KernelSettings) -> NatsOptions:
         key_prefix=_PREFIX,
         url_key="kernel.transport",
     )
+    security = own.pop(_SECURITY, None)
     values |= {key: _coerce(key, value) for key, value in own.items()}
+    values[_SECURITY] = parse_security(security, f"{_PREFIX}{_SECURITY}")
     if values.get("codec", "json") not in ("json", "msgpack"):
         raise _bad("codec", "expected 'json' or 'msgpack'")
     if not _TOKEN.match(values.get("prefix", "org")):

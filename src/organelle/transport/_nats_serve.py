@@ -21,13 +21,13 @@ from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
 from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
-from organelle.transport._event_wire import decode_event
 from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
 from organelle.transport.registry import ModuleEntry
 
 if TYPE_CHECKING:
     from organelle.context import Context
     from organelle.module import ModuleSpec
+    from organelle.transport._event_wire import EventWire
     from organelle.transport._nats_options import NatsOptions
     from organelle.transport._nats_wire import NatsWire
     from organelle.transport.base import Inbound
@@ -47,9 +47,10 @@ def _too_large(what: str, size: int, limit: int) -> ValidationError:
 class Exposer:
     """Subscribes exposed modules and serves what arrives for them."""
 
-    def __init__(self, wire: NatsWire, options: NatsOptions) -> None:
+    def __init__(self, wire: NatsWire, options: NatsOptions, events: EventWire) -> None:
         self.wire = wire
         self.options = options
+        self.events = events
         self.inbound: Inbound | None = None
         self.exposed: dict[str, tuple[ModuleSpec, list[int]]] = {}
         self._rpc_prefix = f"{options.prefix}.rpc."
@@ -194,10 +195,10 @@ class Exposer:
             _, headers = self._decode_headers(hdr)
             if len(data) > self.max_in:
                 raise _too_large("event", len(data), self.max_in)
-            payload = decode_event(headers, data)
+            payload = self.events.decode(headers, data, self.max_in)
             ctx = context_from(headers, topic)
         except OrganelleError as err:
-            log.warning("dropping a malformed event on %r: %s", topic, err)
+            self.events.drop(topic, err)
             return
         if self._backlog is not None:  # the local queue is full: keep order behind it
             self._backlog.append((module, attr, payload, ctx))

@@ -9,7 +9,7 @@ it does not run locally, and events, through it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -100,6 +100,16 @@ class Transport(Protocol):
     @property
     def published(self) -> int:
         """How many events this node has published so far (``drain`` compares it)."""
+        ...
+
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Incoming events dropped so far, by reason (docs/event-security.md).
+
+        ``unsigned``, ``unknown_kid``, ``bad_signature``, ``too_large`` (a body
+        that decompresses past its bound), ``encoding``, ``field`` (a protected
+        field that does not open) and ``malformed``; a solo node has none.
+        """
         ...
 
     async def settle(self) -> None:

@@ -32,12 +32,13 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import codec_for
 from organelle.envelope import Envelope, convert, wire_type
+from organelle.envelope._security import EventSecurity, parse_security
 from organelle.errors import (
     CallTimeoutError,
     ConfigError,
@@ -46,7 +47,7 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
-from organelle.transport._event_wire import event_headers
+from organelle.transport._event_wire import EventWire
 from organelle.transport._memory_broker import Broker, Reply, broker_named, open_brokers
 from organelle.transport._memory_serve import MemoryNode
 from organelle.transport._nats_headers import (
@@ -88,6 +89,8 @@ class MemoryOptions:
         solo: the bare ``memory://``: no other node can join (see ``MemoryTransport.solo``).
         codec: ``json`` or ``msgpack``: what this node encodes its requests and events with.
         max_payload_bytes: the largest request, reply or event (NATS's default, 1 MiB).
+        security: signing, compression and protected fields of events
+            (``transport_options.security``; docs/event-security.md).
     """
 
     broker: str
@@ -95,6 +98,7 @@ class MemoryOptions:
     codec: str = "json"
     max_payload_bytes: int = _MAX_PAYLOAD
     solo: bool = False
+    security: EventSecurity = field(default_factory=EventSecurity.default)
 
     @classmethod
     def from_settings(cls, settings: KernelSettings) -> MemoryOptions:
@@ -121,8 +125,12 @@ class MemoryOptions:
             elif key == "max_payload_bytes":
                 if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                     raise _bad(key, f"expected a positive integer, got {value!r}")
+            elif key == "security":
+                value = parse_security(value)  # noqa: PLW2901 - the parsed form replaces it
             else:
-                raise _bad(key, "unknown option; expected one of: codec, max_payload_bytes")
+                raise _bad(
+                    key, "unknown option; expected one of: codec, max_payload_bytes, security"
+                )
             values[key] = value
         return cls(broker=name, node=node, **values)
 
@@ -136,7 +144,9 @@ class MemoryTransport(MemoryNode):
     """
 
     def __init__(self, options: MemoryOptions, *, call_timeout_s: float = 30.0) -> None:
-        super().__init__(options.node, options.max_payload_bytes)
+        super().__init__(
+            options.node, options.max_payload_bytes, EventWire(options.security, options.codec, log)
+        )
         self.options = options
         self.call_timeout_s = call_timeout_s
         self._codec = codec_for(options.codec)
@@ -348,11 +358,8 @@ class MemoryTransport(MemoryNode):
             UnavailableError: not connected.
         """
         broker = self._joined(f"cannot publish {topic!r}")
-        body = self._codec.encode(envelope.data)
-        if len(body) > self._max:
-            message = f"event of {len(body)} bytes exceeds the server's {self._max}"
-            raise ValidationError(message, errors=[{"field": "$", "message": message}])
-        headers = parse_headers(event_headers(ctx, envelope, self._codec.name))[1]
+        hdr, body = self._events.encode(ctx, envelope, self._max)
+        headers = parse_headers(hdr)[1]
         behind = False
         for member, module, handler in broker.deliveries(topic):
             member.take_event(module, handler, topic, body, headers)
@@ -365,6 +372,11 @@ class MemoryTransport(MemoryNode):
     def published(self) -> int:
         """How many events this node has published so far."""
         return self._published
+
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Incoming events dropped so far, by reason (``unsigned``, ``bad_signature``…)."""
+        return self._events.rejected
 
     async def settle(self) -> None:
         """Return once every node's backlog is on its kernel's queue.

@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import codec_for
@@ -37,7 +37,7 @@ from organelle.errors import (
     UnavailableError,
     ValidationError,
 )
-from organelle.transport._event_wire import event_headers
+from organelle.transport._event_wire import EventWire
 from organelle.transport._nats_headers import (
     codec_of,
     decode_error,
@@ -82,7 +82,8 @@ class NatsTransport:
         self._codec = codec_for(options.codec)
         self._codec_name = options.codec
         self._wire = NatsWire(options, on_lost=self._on_lost, on_back=self._on_back)
-        self._exposer = Exposer(self._wire, options)
+        self._events = EventWire(options.security, options.codec, log)
+        self._exposer = Exposer(self._wire, options, self._events)
         self._inbox = f"_INBOX.{os.urandom(8).hex()}."
         self._inbox_b = self._inbox.encode()
         self._inbox_len = len(self._inbox_b)
@@ -336,26 +337,23 @@ class NatsTransport:
             ValidationError: the payload cannot be encoded or is too large.
             UnavailableError: disconnected for longer than ``call_timeout_s``.
         """
-        body = self._codec.encode(envelope.data)
         wire = self._wire
-        if len(body) > wire.max_payload:
-            message = f"event of {len(body)} bytes exceeds the server's {wire.max_payload}"
-            raise ValidationError(message, errors=[{"field": "$", "message": message}])
+        hdr, body = self._events.encode(ctx, envelope, wire.max_payload)
         if not wire.connected and not await wire.wait_connected(self.call_timeout_s):
             raise UnavailableError(f"cannot publish {topic!r}: not connected to NATS")
         await wire.writable()
-        wire.publish(
-            (self._evt_prefix + topic).encode(),
-            body,
-            None,
-            event_headers(ctx, envelope, self._codec_name),
-        )
+        wire.publish((self._evt_prefix + topic).encode(), body, None, hdr)
         self._published += 1
 
     @property
     def published(self) -> int:
         """How many events this node has published so far."""
         return self._published
+
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Incoming events dropped so far, by reason (``unsigned``, ``bad_signature``…)."""
+        return self._events.rejected
 
     async def settle(self) -> None:
         """PING/PONG on the publishing connection, then wait until reads are queued.
