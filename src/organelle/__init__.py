@@ -35,11 +35,9 @@ from organelle.kernel._states import ModuleInfo, ModuleState
 from organelle.module import Module, consume, cron, job, on, rpc
 
 if TYPE_CHECKING:
-    from organelle.blobs import BlobInfo, BlobStore, open_blobs
+    from organelle.blobs import open_blobs
 
 __all__ = [
-    "BlobInfo",
-    "BlobStore",
     "CallNext",
     "CallTimeoutError",
     "Codec",
@@ -83,11 +81,10 @@ __all__ = [
 ]
 
 
-# The blob port loads on first use: most services never touch it, and
-# ``import organelle`` stays within its time budget (tests/test_public_api.py).
+# The blob port (``organelle.blobs``: BlobStore, BlobInfo) loads on first use: most
+# services never touch it, and ``import organelle`` stays within its time budget
+# (tests/test_public_api.py).
 _LAZY = {
-    "BlobInfo": "organelle.blobs",
-    "BlobStore": "organelle.blobs",
     "open_blobs": "organelle.blobs",
 }
 

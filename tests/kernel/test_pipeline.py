@@ -195,7 +195,13 @@ async def test_run_invocation_resets_the_context_whatever_happens() -> None:
 async def test_job_stream_and_event_hosts_reset_the_context(tmp_path: Path) -> None:
     """The async kinds run elsewhere; their host entry points leave no context behind."""
     recorder = Recorder()
-    config = {"kernel": {"jobs": "memory://", "streams": f"sqlite:///{tmp_path}/s.db"}}
+    config = {
+        "kernel": {
+            "jobs": "memory://",
+            "streams": f"sqlite:///{tmp_path}/s.db",
+            "storage": "memory://",
+        }
+    }
     async with Kernel([Works], config, middleware=[recorder]) as kernel:
         slot = kernel._slots.require("works")
         method = slot.spec.jobs["chore"]

@@ -20,6 +20,8 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             the first part of its events' CloudEvents ``source``.
         inbox_window_s: how long an idempotent handler remembers an event id
             (a repeat later than this runs again).
+        outbox_interval_s: how often the outbox relay looks for messages a
+            committed transaction left unsent (a crash right after the commit).
         pythonpath: folders (relative to the config file) put on ``sys.path``
             before the modules are imported.
         transport: ``memory://`` (one kernel, in-process), ``memory://<name>`` (the
@@ -84,6 +86,7 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     modules: list[str] = msgspec.field(default_factory=list)
     app: str = "organelle"
     inbox_window_s: float = 7 * 24 * 3600.0
+    outbox_interval_s: float = 1.0
     pythonpath: list[str] = msgspec.field(default_factory=list)
     transport: str = "memory://"
     transport_options: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -134,7 +137,13 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             raise ValueError("health_timeout_s must be > 0")
         if self.slow_call_s is not None and self.slow_call_s < 0:
             raise ValueError("slow_call_s must be >= 0")
-        for name in ("call_timeout_s", "hook_timeout_s", "drain_timeout_s", "inbox_window_s"):
+        for name in (
+            "call_timeout_s",
+            "hook_timeout_s",
+            "drain_timeout_s",
+            "inbox_window_s",
+            "outbox_interval_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         for name in ("max_pending_events", "max_concurrent_handlers"):

@@ -62,12 +62,10 @@ class SubscriptionStats:
 class Inbox(Protocol):
     """Processed event ids per consumer (``kernel/_inbox.py``): an idempotent handler's memory."""
 
-    async def seen(self, consumer: str, event_id: str) -> bool:
-        """Whether ``consumer`` already handled the event ``event_id`` (within the window)."""
-        ...
-
-    async def record(self, consumer: str, event_id: str) -> None:
-        """Remember that ``consumer`` handled ``event_id``."""
+    async def once(
+        self, consumer: str, event_id: str, coro: Coroutine[Any, Any, Any]
+    ) -> tuple[bool, Any]:
+        """Run ``coro`` unless ``consumer`` handled ``event_id``; ``(ran, result)``."""
         ...
 
 
@@ -168,16 +166,9 @@ class _Sub:
 
     async def _idempotent(self, inbox: Inbox, event_id: str, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run the handler unless this consumer already handled ``event_id``; then remember it."""
-        try:
-            seen = await inbox.seen(self.consumer, event_id)
-        except BaseException:
-            coro.close()
-            raise
-        if seen:
-            coro.close()
+        ran, result = await inbox.once(self.consumer, event_id, coro)
+        if not ran:
             raise _Duplicate
-        result = await coro
-        await inbox.record(self.consumer, event_id)
         return result
 
 

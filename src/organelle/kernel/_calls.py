@@ -499,8 +499,13 @@ class Dispatcher:
         meta: dict[str, Any] | None = None,
         module: str | None = None,
         key: str | None = None,
+        event_id: str | None = None,
     ) -> None:
-        """Emit an event (see ``Kernel.emit``); the C path falls back to this."""
+        """Emit an event (see ``Kernel.emit``); the C path falls back to this.
+
+        ``event_id`` fixes the envelope's id (the outbox relays with the id given in
+        the transaction).
+        """
         if type(topic) is not str:  # emit(OrderPlaced(...)): the type names the topic
             topic, payload = _typed_topic(topic, payload), topic
         bus = self._bus
@@ -519,11 +524,15 @@ class Dispatcher:
             self.emitted(topic, payload)
         transport = self._router.transport
         if not transport.solo:  # own events come back through it, once per subscription
-            env = self.envelopes().make(topic, payload, ctx, module=module, key=key)
+            env = self.envelopes().make(
+                topic, payload, ctx, module=module, key=key, event_id=event_id
+            )
             await transport.publish(topic, env, ctx)
         elif subs:
             if type(subs) is EnvelopeRoute:  # a handler wants the envelope: built once, shared
-                payload = self.envelopes().make(topic, payload, ctx, module=module, key=key)
+                payload = self.envelopes().make(
+                    topic, payload, ctx, module=module, key=key, event_id=event_id
+                )
             if not bus.offer(subs, payload, ctx):
                 await bus.publish(subs, payload, ctx)
 

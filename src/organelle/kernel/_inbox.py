@@ -12,18 +12,23 @@ sends fits every backend's key rules). Ids this process recorded are also
 kept in a bounded in-memory set, so a burst of repeats costs no Store read;
 a miss there always asks the Store, which all nodes share.
 
-Recording happens after the handler returns, so a crash between the two
-runs the handler again on redelivery (at-least-once); where the handler's
-own writes and the inbox row must commit together, use the transactional
-outbox's ``transaction()`` (``docs/events.md``).
+Where the Store has transactions (memory, SQLite, PostgreSQL) the check,
+the handler and the inbox row are one transaction: the handler's own Store
+writes (``self.store``, which joins the current transaction) commit with the
+row or not at all, so a crash at any moment leaves either both or neither —
+the effect happens exactly once. On NATS KV (no transactions) the row is
+written after the handler returns: a crash between the two runs the handler
+again on redelivery (at-least-once).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from organelle.errors import TransactionUnsupportedError
 
 if TYPE_CHECKING:
     from organelle.storage import Store
@@ -47,6 +52,50 @@ class StoreInbox:
         self._store = store
         self._window_s = window_s
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._atomic: bool | None = None  # learnt on first use: does the Store have transactions?
+
+    async def once(
+        self, consumer: str, event_id: str, coro: Coroutine[Any, Any, Any]
+    ) -> tuple[bool, Any]:
+        """Run ``coro`` unless ``consumer`` handled ``event_id``: ``(ran, result)``.
+
+        ``coro`` is closed unstarted when the event is a repeat.
+        """
+        key = inbox_key(consumer, event_id)
+        if key in self._recent:
+            coro.close()
+            return False, None
+        store = self._store()
+        if self._atomic is not False:
+            entered = False
+            try:
+                async with store.transaction() as tx:
+                    entered = True
+                    self._atomic = True
+                    if await tx.get(key) is not None:
+                        coro.close()
+                        return False, None
+                    result = await coro
+                    await tx.put(key, 1, ttl_s=self._window_s())
+                    tx.on_end(lambda committed: committed and self.remember(key))
+            except TransactionUnsupportedError:
+                if entered:
+                    raise
+                self._atomic = False
+            else:
+                return True, result
+        try:
+            seen = await store.get(key) is not None
+        except BaseException:
+            coro.close()
+            raise
+        if seen:
+            coro.close()
+            return False, None
+        result = await coro
+        await store.put(key, 1, ttl_s=self._window_s())
+        self.remember(key)
+        return True, result
 
     async def seen(self, consumer: str, event_id: str) -> bool:
         """Whether ``consumer`` handled ``event_id`` within the window."""
@@ -61,9 +110,10 @@ class StoreInbox:
         await self._store().put(key, 1, ttl_s=self._window_s())
         self.remember(key)
 
-    def remember(self, key: str) -> None:
+    def remember(self, key: str) -> bool:
         """Keep ``key`` in the bounded in-memory set of recorded ids."""
         recent = self._recent
         recent[key] = None
         if len(recent) > _REMEMBERED:
             recent.popitem(last=False)
+        return True

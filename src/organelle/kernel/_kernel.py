@@ -16,9 +16,11 @@ The façade builds them, hands each what it needs, and forwards the public API.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
@@ -35,6 +37,7 @@ from organelle.kernel._inbox import StoreInbox
 from organelle.kernel._jobhost import JobHost
 from organelle.kernel._lifecycle import Lifecycle
 from organelle.kernel._listen import ConnectionReport, Listener, Listeners
+from organelle.kernel._outbox import Outbox, Transaction
 from organelle.kernel._router import Router
 from organelle.kernel._routes import CallStats
 from organelle.kernel._slots import Binder, Slot, Slots, Tasks
@@ -162,6 +165,16 @@ class Kernel:
         self._bus.use_inbox(inbox)
         self._streams.inbox = inbox
         self._streams.envelopes = dispatcher.envelopes
+        streams = self._streams
+        self._outbox = Outbox(
+            lambda: storage.store,
+            view=storage.view,
+            envelopes=dispatcher.envelopes,
+            emit=dispatcher.python_emit,
+            append=streams.append,
+            enqueue=self.enqueue,
+        )
+        self._relay_task: asyncio.Task[None] | None = None
         self._life = Lifecycle(
             self._slots,
             dispatcher,
@@ -484,6 +497,8 @@ class Kernel:
             LifecycleError: a hook failed or timed out; what had started is stopped.
         """
         await self._life.start(self)
+        if self._storage.opened is not None:  # a Store named in config: send what a crash left
+            self._start_relay()
 
     async def stop(self) -> None:
         """Shut down gracefully; never raises because of a module.
@@ -491,7 +506,40 @@ class Kernel:
         Refuses new outside calls and events, waits for in-flight work up to
         ``drain_timeout_s``, then stops modules in reverse order.
         """
+        if self._dispatcher.running:
+            await self._stop_relay()  # while emits are still taken: what committed goes out
         await self._life.stop(before=self._supervisor.stop)
+
+    async def _stop_relay(self) -> None:
+        """Before modules stop: finish relaying what committed, stop the periodic relay."""
+        task, self._relay_task = self._relay_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._outbox.settle()
+
+    def _start_relay(self) -> None:
+        if self._relay_task is None:
+            self._relay_task = asyncio.get_running_loop().create_task(
+                self._outbox.run(lambda: self.settings.outbox_interval_s),
+                name="organelle-outbox-relay",
+            )
+
+    def transaction(self, module: str | None = None) -> AbstractAsyncContextManager[Transaction]:
+        """Store writes and messages that commit together (the transactional outbox).
+
+        ``async with kernel.transaction() as tx:`` — ``tx.store`` (and plain
+        Store calls from this task) write in one Store transaction;
+        ``tx.emit`` / ``tx.append`` / ``tx.enqueue`` are sent once it commits,
+        never if it rolls back. ``module`` gives ``tx.store`` that module's
+        namespace. See ``docs/events.md``.
+
+        Raises:
+            TransactionUnsupportedError: the Store has no transactions (NATS KV).
+        """
+        if self._relay_task is None and self._dispatcher.running:
+            self._start_relay()
+        return self._outbox.transaction(module)
 
     async def add_module(self, module: ModuleRef, config: Mapping[str, Any] | None = None) -> None:
         """Register and start a module while the kernel runs, with every binding it declares.

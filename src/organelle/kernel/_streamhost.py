@@ -127,7 +127,13 @@ class StreamHost:
         return self.log
 
     async def append(
-        self, stream: str, payload: Any, key: str | None, headers: Mapping[str, str] | None
+        self,
+        stream: str,
+        payload: Any,
+        key: str | None,
+        headers: Mapping[str, str] | None,
+        *,
+        event_id: str | None = None,
     ) -> tuple[int, int]:
         """Encode and store one record durably; wake local members of its groups."""
         log = self._require()
@@ -140,7 +146,7 @@ class StreamHost:
         if self.envelopes is not None:
             typed = event_type(payload)
             env = self.envelopes().make(
-                stream if typed is None else typed.name, payload, ctx, key=key
+                stream if typed is None else typed.name, payload, ctx, key=key, event_id=event_id
             )
             meta.update(to_headers(env))
         placed = await log.append(stream, body, key=key, headers={**meta, **(headers or {})})
@@ -215,11 +221,11 @@ class StreamHost:
         async def run(delivery: Delivery) -> None:
             rec = delivery.record
             payload = _codec.decode(rec.data)
-            env = from_headers(rec.headers, payload) or _record_envelope(rec, payload)
-            inbox = self.inbox if idempotent else None
-            if inbox is not None and await inbox.seen(name, env.id):
-                stats.duplicates += 1
-                return
+            env = from_headers(rec.headers, payload)
+            # A record without an id (not appended by organelle) cannot be recognised again.
+            inbox = self.inbox if idempotent and env is not None else None
+            if env is None:
+                env = _record_envelope(rec, payload)
             if validate:
                 payload = contract.convert(payload)
             arg = env.with_data(payload) if whole else payload
@@ -233,9 +239,11 @@ class StreamHost:
                 return await (fn(arg) if contract.takes_payload else fn())
 
             inv = Invocation("stream", rec.stream, module, None, arg, ctx, call)
-            await run_invocation(chain_of(), inv)
-            if inbox is not None:
-                await inbox.record(name, env.id)
+            work = run_invocation(chain_of(), inv)
+            if inbox is None:
+                await work
+            elif not (await inbox.once(name, env.id, work))[0]:
+                stats.duplicates += 1
 
         return run
 
@@ -313,7 +321,8 @@ class StreamHost:
 def _record_envelope(rec: Record, payload: Any) -> Envelope[Any]:
     """The envelope of a record appended without one (before envelopes, or by hand).
 
-    Its id is the record's place, so a redelivery of the same record is a repeat.
+    Its id is the record's place; the inbox never keys on it (a stream log
+    recreated from scratch reuses places).
     """
     return Envelope(
         id=f"{rec.stream}/{rec.partition}/{rec.offset}",

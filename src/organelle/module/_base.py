@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from organelle.context import _current, root_context
@@ -26,7 +27,34 @@ if TYPE_CHECKING:
     from organelle.storage import NamespacedStore, StateEngine, Store
     from organelle.streams.base import StreamLog
 
-__all__ = ["KernelAPI", "Module"]
+__all__ = ["KernelAPI", "Module", "TransactionAPI"]
+
+
+class TransactionAPI(Protocol):
+    """An open outbox transaction, as a module sees it (``Module.transaction()``)."""
+
+    store: Any
+
+    async def emit(
+        self,
+        topic: str | object,
+        payload: Any = None,
+        *,
+        key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> str:
+        """Emit once the transaction commits; the event id."""
+        ...
+
+    async def append(self, stream: str, payload: Any = None, *, key: str | None = None) -> str:
+        """Append once the transaction commits; the event id."""
+        ...
+
+    async def enqueue(
+        self, job: str, /, *, delay_s: float | None = None, priority: int = 0, **params: Any
+    ) -> str:
+        """Enqueue once the transaction commits (exactly once)."""
+        ...
 
 
 class KernelAPI(Protocol):
@@ -46,6 +74,10 @@ class KernelAPI(Protocol):
         principal: Any = None,
     ) -> Any:
         """Call with explicit options."""
+        ...
+
+    def transaction(self, module: str | None = None) -> AbstractAsyncContextManager[TransactionAPI]:
+        """Store writes and messages that commit together (the transactional outbox)."""
         ...
 
     async def emit(
@@ -263,6 +295,16 @@ class Module(metaclass=ModuleMeta):
     ) -> None:
         """Emit an event (a topic and payload, or an ``@event`` instance); see ``Kernel.emit``."""
         await self.kernel.emit(topic, payload, meta=meta, module=self.name, key=key)
+
+    def transaction(self) -> AbstractAsyncContextManager[TransactionAPI]:
+        """Store writes and messages that commit together or not at all.
+
+        ``async with self.transaction() as tx:`` — ``tx.store`` is this
+        module's Store namespace (plain ``self.store`` calls join too);
+        ``tx.emit`` / ``tx.append`` / ``tx.enqueue`` are sent once the
+        transaction commits. See ``docs/events.md``.
+        """
+        return self.kernel.transaction(self.name)
 
     async def enqueue(
         self,

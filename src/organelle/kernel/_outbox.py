@@ -1,0 +1,239 @@
+"""The transactional outbox: Store writes, events, records and jobs that commit together.
+
+``async with self.transaction() as tx:`` opens one Store transaction. Inside
+it ``tx.store`` (and the module's plain ``self.store``, which joins the
+current transaction) writes as usual, and ``tx.emit`` / ``tx.append`` /
+``tx.enqueue`` write **outbox rows** into the same transaction instead of
+sending anything. Either all of it commits or none of it does.
+
+Once the transaction commits, the rows are relayed at once (published,
+appended, enqueued) and then deleted. A crash between the commit and the
+relay leaves the rows: the relay task picks them up when a kernel next runs
+on that Store (and every ``[kernel] outbox_interval_s``), so a committed
+message is sent at least once — and with the id it was given inside the
+transaction (a deterministic id for keyed events, else a UUIDv7 fixed at
+``tx.emit``), so an idempotent consumer handles it exactly once. A job
+relayed twice is one job: its idempotency key is the row's id.
+
+Several nodes on one Store may relay the same leftover row; the ids make
+that harmless for idempotent consumers. NATS KV has no transactions:
+``transaction()`` raises ``TransactionUnsupportedError`` there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from organelle.codec import to_builtins
+from organelle.envelope import EnvelopeFactory, convert, event_type, uuid7, wire_name, wire_type
+from organelle.errors import ValidationError
+
+if TYPE_CHECKING:
+    from organelle.storage import Store, StoreTx
+
+__all__ = ["Outbox", "Transaction"]
+
+log = logging.getLogger("organelle.outbox")
+
+PREFIX = "_outbox."
+_BATCH = 200
+
+Emit = Callable[..., Awaitable[None]]
+
+
+class Transaction:
+    """One open outbox transaction (``Module.transaction()`` / ``Kernel.transaction()``)."""
+
+    def __init__(self, outbox: Outbox, tx: StoreTx, store: Any, module: str | None) -> None:
+        self._outbox = outbox
+        self._tx = tx
+        self.store = store  # the module's view (or the kernel's store); joins the transaction
+        self._module = module
+        self.rows: list[tuple[str, dict[str, Any]]] = []
+
+    async def emit(
+        self,
+        topic: str | object,
+        payload: Any = None,
+        *,
+        key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> str:
+        """Emit an event when the transaction commits; returns its event id."""
+        if not isinstance(topic, str):
+            meta_type = event_type(topic)
+            if meta_type is None or isinstance(topic, type):
+                raise ValidationError(
+                    f"tx.emit() takes a topic string or an @event instance, not "
+                    f"{type(topic).__name__}"
+                )
+            topic, payload = meta_type.name, topic
+        event_id = self._outbox.envelopes().event_id(payload)
+        await self._add("emit", topic, payload, {"id": event_id, "key": key, "meta": meta or None})
+        return event_id
+
+    async def append(self, stream: str, payload: Any = None, *, key: str | None = None) -> str:
+        """Append a record to ``stream`` when the transaction commits; returns its event id."""
+        event_id = self._outbox.envelopes().event_id(payload)
+        await self._add("append", stream, payload, {"id": event_id, "key": key})
+        return event_id
+
+    async def enqueue(
+        self,
+        job: str,
+        /,
+        *,
+        delay_s: float | None = None,
+        priority: int = 0,
+        **params: Any,
+    ) -> str:
+        """Enqueue ``job`` when the transaction commits (exactly once: keyed by the row)."""
+        return await self._add("enqueue", job, params, {"delay_s": delay_s, "priority": priority})
+
+    async def _add(self, kind: str, target: str, payload: Any, extra: dict[str, Any]) -> str:
+        row_id = uuid7()
+        row = {
+            "kind": kind,
+            "target": target,
+            "payload": to_builtins(payload),
+            "type": wire_name(payload),
+            "module": self._module,
+            **{k: v for k, v in extra.items() if v is not None},
+        }
+        await self._tx.put(PREFIX + row_id, row)
+        self.rows.append((row_id, row))
+        return row_id
+
+
+class Outbox:
+    """The kernel's outbox: opens transactions and relays what they committed."""
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        *,
+        view: Callable[[str], Any],
+        envelopes: Callable[[], EnvelopeFactory],
+        emit: Emit,
+        append: Callable[..., Awaitable[Any]],
+        enqueue: Callable[..., Awaitable[Any]],
+    ) -> None:
+        self._store = store
+        self._view = view
+        self.envelopes = envelopes
+        self._emit = emit
+        self._append = append
+        self._enqueue = enqueue
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self.relayed = 0
+        self.failed = 0
+
+    @asynccontextmanager
+    async def transaction(self, module: str | None = None) -> AsyncIterator[Transaction]:
+        """One Store transaction whose messages are sent once it commits."""
+        store = self._store()
+        async with store.transaction() as stx:
+            view = store if module is None else self._view(module)
+            tx = Transaction(self, stx, view, module)
+            yield tx
+            if tx.rows:
+                rows = list(tx.rows)
+                stx.on_end(lambda committed: committed and self._soon(rows))
+
+    def _soon(self, rows: list[tuple[str, dict[str, Any]]]) -> bool:
+        task = asyncio.get_running_loop().create_task(self._relay_rows(rows))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def settle(self) -> None:
+        """Wait for the relays started so far."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _raw(self) -> Store:
+        """The Store under the kernel's observing wrapper: housekeeping is not reported."""
+        store = self._store()
+        inner = getattr(store, "inner", None)
+        return store if inner is None else inner
+
+    async def relay(self) -> int:
+        """Relay every leftover row (a crash between commit and relay); how many were sent."""
+        store = self._raw()
+        sent = 0
+        async with self._lock:
+            cursor: str | None = None
+            while True:
+                page = await store.scan(PREFIX, limit=_BATCH, cursor=cursor)
+                rows = [(e.key[len(PREFIX) :], e.value) for e in page.items]
+                sent += await self._send(rows)
+                cursor = page.cursor
+                if not cursor:
+                    return sent
+
+    async def run(self, interval_s: Callable[[], float]) -> None:
+        """Relay leftovers now and then every ``interval_s`` (the kernel's background task)."""
+        while True:
+            try:
+                await self.relay()
+            except Exception:  # a Store hiccup: the next round tries again
+                log.exception("outbox relay failed")
+            await asyncio.sleep(interval_s())
+
+    async def _relay_rows(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            await self._send(rows)
+        except Exception:  # left in the Store: the periodic relay sends it
+            log.exception("outbox relay after commit failed")
+
+    async def _send(self, rows: list[tuple[str, dict[str, Any]]]) -> int:
+        store = self._raw()
+        sent = 0
+        for row_id, row in rows:
+            try:
+                await self._one(row_id, row)
+            except Exception:
+                self.failed += 1
+                log.exception(
+                    "outbox row %s (%s %s) not sent yet", row_id, row.get("kind"), row.get("target")
+                )
+                continue
+            await store.delete(PREFIX + row_id)
+            self.relayed += 1
+            sent += 1
+        return sent
+
+    async def _one(self, row_id: str, row: dict[str, Any]) -> None:
+        payload = row.get("payload")
+        type_name = row.get("type")
+        if type_name is not None and payload is not None:
+            cls = wire_type(type_name)
+            if cls is not None:
+                payload = convert(payload, cls)
+        kind, target = row["kind"], row["target"]
+        if kind == "emit":
+            await self._emit(
+                target,
+                payload,
+                meta=row.get("meta"),
+                module=row.get("module"),
+                key=row.get("key"),
+                event_id=row.get("id"),
+            )
+        elif kind == "append":
+            await self._append(target, payload, row.get("key"), None, event_id=row.get("id"))
+        elif kind == "enqueue":
+            await self._enqueue(
+                target,
+                delay_s=row.get("delay_s"),
+                priority=row.get("priority", 0),
+                idempotency_key=f"outbox-{row_id}",
+                **(payload or {}),
+            )
+        else:
+            raise ValidationError(f"unknown outbox row kind {kind!r}")
