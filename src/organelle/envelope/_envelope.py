@@ -24,7 +24,6 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote, unquote
 
 import msgspec
 
@@ -38,8 +37,24 @@ SPECVERSION = "1.0"
 CE_PREFIX = "ce-"
 _REQUIRED = ("id", "source", "type", "specversion")
 _EXT = re.compile(r"^[a-z0-9]{1,20}$")
-# RFC 3986 unreserved plus the printable ASCII the binding leaves alone.
-_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '%"')
+# Printable ASCII the binding leaves alone (not space, ``%`` or ``"``).
+_SAFE = frozenset(c for c in range(0x21, 0x7F) if chr(c) not in '%"')
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def quote(value: str) -> str:
+    """Percent-encode what a header value may not hold as is (UTF-8 bytes)."""
+    if value.isascii() and all(ord(c) in _SAFE for c in value):
+        return value
+    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in value.encode())
+
+
+def unquote(value: str) -> str:
+    """Undo ``quote`` (invalid UTF-8 is replaced, never raised)."""
+    if "%" not in value:
+        return value
+    raw = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), value.encode())
+    return raw.decode(errors="replace")
 
 
 class Envelope(msgspec.Struct, Generic[T], frozen=True, kw_only=True, omit_defaults=True):
@@ -125,7 +140,7 @@ def to_headers(env: Envelope[Any]) -> dict[str, str]:
         if name == "datacontenttype":
             headers["content-type"] = value
         else:
-            headers[CE_PREFIX + name] = quote(value, safe=_SAFE)
+            headers[CE_PREFIX + name] = quote(value)
     return headers
 
 
