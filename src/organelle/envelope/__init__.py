@@ -16,6 +16,7 @@ from organelle.envelope._envelope import (
     CE_PREFIX,
     SPECVERSION,
     Envelope,
+    Incoming,
     from_headers,
     to_headers,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "EnvelopeFactory",
     "EventSecurity",
     "EventType",
+    "Incoming",
     "SecuritySettings",
     "app_namespace",
     "convert",
@@ -91,9 +93,10 @@ class EnvelopeFactory:
         self.source = f"/organelle/{app}/{node}"
         self.content_type = content_type
 
-    def event_id(self, payload: Any) -> str:
+    def event_id(self, payload: Any, meta: EventType | None = None) -> str:
         """The id of an event with this payload (the same for the same business key)."""
-        meta = event_type(payload)
+        if meta is None:
+            meta = event_type(payload)
         if meta is not None and meta.key:
             return keyed_id(self.app, meta.name, meta.version, meta.key_values(payload))
         return uuid7()
@@ -114,7 +117,7 @@ class EnvelopeFactory:
         if source is None:
             source = self.source if module is None else f"{self.source}/{module}"
         return Envelope(
-            id=event_id or self.event_id(payload),
+            id=event_id or self.event_id(payload, meta),
             source=source,
             type=topic,
             data=payload,

@@ -27,7 +27,11 @@ __all__ = ["app_namespace", "keyed_id", "uuid7"]
 _json = msgspec.json.Encoder(order="sorted")
 _last_ms = 0
 _counter = 0
-_COUNTER_MAX = 0xFFF  # 12 bits: 4096 ids in one millisecond
+_COUNTER_MAX = 0xFFF
+_MS = (1 << 48) - 1
+_RAND_B = (1 << 62) - 1
+_VARIANT = 0b10 << 62
+_urandom = os.urandom  # 12 bits: 4096 ids in one millisecond
 
 
 @lru_cache(maxsize=64)
@@ -55,6 +59,7 @@ def uuid7() -> str:
             _last_ms += 1
             _counter = 0
         ms = _last_ms
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | _counter << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    rand_b = int.from_bytes(_urandom(8), "big") & _RAND_B | _VARIANT
+    hi = (ms & _MS) << 16 | 0x7000 | _counter
+    text = f"{hi:016x}{rand_b:016x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -14,6 +14,7 @@ place the compiled path is bound; ``_sync`` keeps its flags in step.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Coroutine, Mapping
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from organelle._coro import Unfinished
 from organelle._native import speedups
 from organelle.context import _EMPTY_META, Context, _counter, _current, _next_seq, root_context
-from organelle.envelope import Envelope, EnvelopeFactory, event_type
+from organelle.envelope import Envelope, EnvelopeFactory, Incoming, event_type
 from organelle.errors import (
     CallTimeoutError,
     InternalError,
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from organelle.kernel._routes import CallStats, RpcEntry
     from organelle.kernel._slots import Slots
 
+
+log = logging.getLogger("organelle.events")
 __all__ = ["Dispatcher"]
 
 _monotonic = time.monotonic
@@ -456,10 +459,17 @@ class Dispatcher:
         subs = bus.handler_subs(module, handler, ctx.topic or "")
         if not subs:
             return
+        kind = type(payload)
         if type(subs) is EnvelopeRoute:
-            if type(payload) is not Envelope:  # a plain NATS client's event: give it one
+            if kind is Incoming:
+                try:
+                    payload = payload.open()
+                except ValidationError as err:  # attributes read only now, where they matter
+                    log.warning("dropping an event on %r: %s", ctx.topic, err)
+                    return
+            elif kind is not Envelope:  # a plain NATS client's event: give it one
                 payload = self.envelopes().make(ctx.topic or "", payload, ctx, source=_FOREIGN)
-        elif type(payload) is Envelope:
+        elif kind is Incoming or kind is Envelope:
             payload = payload.data
         if not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)

@@ -2,9 +2,10 @@
 
 Out: the context headers (``_nats_headers``) plus the envelope's ``ce-*``
 attributes, ``content-type`` naming the codec; the body is the payload alone.
-In: a message with ``ce-*`` headers becomes an ``Envelope`` around the decoded
-payload; one without (a plain NATS client) is the payload alone — the kernel
-makes an envelope for it only if a handler asks. Structured content mode
+In: a message with ``ce-*`` headers becomes an ``Incoming`` around the decoded
+payload (its envelope read only if a handler asks); one without (a plain NATS
+client) is the payload alone — the kernel makes one for it if a handler asks.
+Structured content mode
 (``application/cloudevents+json``: the whole event as a JSON body) is read
 too, since SDKs default to it.
 
@@ -31,8 +32,9 @@ import msgspec
 
 from organelle.codec import Codec, codec_for
 from organelle.context import Context
-from organelle.envelope import Envelope, from_headers, to_headers
+from organelle.envelope import Envelope, Incoming, from_headers
 from organelle.envelope._compress import ENCODING_HEADER, compress, decompress
+from organelle.envelope._envelope import header_lines
 from organelle.envelope._protect import protect, unprotect
 from organelle.envelope._seal import SIGNATURE_HEADER
 from organelle.envelope._security import EventSecurity
@@ -54,11 +56,10 @@ def event_headers(
     ctx: Context, env: Envelope[Any], codec: str, encoding: str | None = None
 ) -> bytes:
     """The header block of an outgoing event (``encoding``: the body's compression)."""
-    ce = to_headers(env)
-    ce["content-type"] = CONTENT_TYPES.get(codec, "application/octet-stream")
+    lines = header_lines(env, CONTENT_TYPES.get(codec, "application/octet-stream"))
     if encoding is not None:
-        ce[ENCODING_HEADER] = encoding
-    return headers_for(ctx, codec, timeout=False, extra=ce)
+        lines += f"{ENCODING_HEADER}: {encoding}\r\n"
+    return headers_for(ctx, codec, timeout=False, extra=lines)
 
 
 def _body_codec(headers: Mapping[str, str]) -> Codec | str:
@@ -75,7 +76,7 @@ def _body_codec(headers: Mapping[str, str]) -> Codec | str:
 
 
 def decode_event(headers: Mapping[str, str], body: bytes) -> Any:
-    """The payload of an incoming event, inside an ``Envelope`` when it carries one.
+    """The payload of an incoming event, inside an ``Incoming`` when it carries ``ce-*`` headers.
 
     Raises:
         ValidationError: the body does not decode, or the CloudEvents
@@ -96,8 +97,9 @@ def decode_event(headers: Mapping[str, str], body: bytes) -> Any:
         data = body
     else:
         data = cast("Codec", how).decode(body)
-    env = from_headers(headers, data)
-    return data if env is None else env
+    if "ce-id" in headers or "ce-specversion" in headers:
+        return Incoming(headers, data)  # the envelope is read only if a handler asks
+    return data
 
 
 def _structured(body: bytes) -> Envelope[Any]:
@@ -195,12 +197,11 @@ class EventWire:
         if encoding:
             body = decompress(body, encoding, sec.max_decompressed_bytes or max_payload)
         payload = decode_event(headers, body)
-        if sec.fields.keys and isinstance(payload, Envelope) and isinstance(payload.data, dict):
+        if sec.fields.keys and isinstance(payload, Incoming) and isinstance(payload.data, dict):
             how = _body_codec(headers)
             if not isinstance(how, str):
-                opened = unprotect(payload.data, sec.fields, how.decode, payload.type)
-                if opened is not payload.data:
-                    payload = payload.with_data(opened)
+                kind = headers.get("ce-type", "")
+                payload.data = unprotect(payload.data, sec.fields, how.decode, kind)
         return payload
 
     def drop(self, topic: str, err: OrganelleError) -> None:

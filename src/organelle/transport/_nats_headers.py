@@ -76,7 +76,7 @@ def _principal_fields(principal: Any) -> tuple[str, str, str] | None:
 
 
 def headers_for(
-    ctx: Context, codec: str, *, timeout: bool, extra: Mapping[str, str] | None = None
+    ctx: Context, codec: str, *, timeout: bool, extra: Mapping[str, str] | str | None = None
 ) -> bytes:
     """The header block of an outgoing request (``timeout``) or event (``extra``: its ``ce-*``).
 
@@ -98,7 +98,9 @@ def headers_for(
         _principal_part(parts, who)
     if ctx.meta:
         _meta_part(parts, ctx.meta)
-    if extra:
+    if isinstance(extra, str):  # ready-made lines (an event's ce-* headers)
+        parts.append(extra)
+    elif extra:
         for name, value in extra.items():
             parts += [name, ": ", _clean(value), "\r\n"]
     parts.append("\r\n")
