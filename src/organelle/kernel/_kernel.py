@@ -33,6 +33,7 @@ from organelle.kernel import _states as st
 from organelle.kernel._bus import EventBus, Subscriptions, SubscriptionStats
 from organelle.kernel._calls import Dispatcher
 from organelle.kernel._changes import Changes, ModuleRef
+from organelle.kernel._claims import Claims
 from organelle.kernel._inbox import StoreInbox
 from organelle.kernel._jobhost import JobHost
 from organelle.kernel._lifecycle import Lifecycle
@@ -156,9 +157,11 @@ class Kernel:
             lambda: dispatcher.running,
             listeners,
         )
+        self._claims = Claims(settings)
         self._streams = StreamHost(
             self._slots, settings, lambda: dispatcher.chain, lambda: dispatcher.running, listeners
         )
+        self._streams.claims = self._claims
         self._storage = StoreHost(settings, self.emit, listeners)
         storage = self._storage
         inbox = StoreInbox(lambda: storage.store, lambda: self.settings.inbox_window_s)
@@ -193,6 +196,7 @@ class Kernel:
                 self._jobs,
                 self._streams,
             ],
+            claims=self._claims,
         )
         self._changes = Changes(self._life, lambda: self.config, self._make_slot, self._attach)
         self._supervisor = Supervisor(self._life, self._attach)
