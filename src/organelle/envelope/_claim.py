@@ -81,8 +81,18 @@ def _malformed(message: str) -> ValidationError:
     return ValidationError(message, errors=[{"field": DATAREF, "message": message}])
 
 
+def _header(headers: Mapping[str, str], lower: str) -> str:
+    found = headers.get(lower)
+    if found is None:
+        found = next((v for k, v in headers.items() if k.lower() == lower), "")
+    return found.strip()
+
+
 def claim_of(headers: Mapping[str, str]) -> ClaimRef | None:
-    """The claim in (lower-cased) ``headers``, or ``None`` when there is none of organelle's.
+    """The claim in ``headers``, or ``None`` when there is none of organelle's.
+
+    ``ce-dataref`` is looked up as written (lower case, as every ``ce-*``
+    header organelle writes and NATS parses); the two others in any case.
 
     A ``ce-dataref`` that is not ``urn:organelle:blob:…`` (another producer's
     reference) is not a claim: the event keeps it as an extension.
@@ -97,8 +107,8 @@ def claim_of(headers: Mapping[str, str]) -> ClaimRef | None:
     if not uri.startswith(BLOB_URN):
         return None
     key = uri[len(BLOB_URN) :]
-    size_text = headers.get(_SIZE, "").strip()
-    sha = headers.get(_SHA256, "").strip().lower()
+    size_text = _header(headers, _SIZE)
+    sha = _header(headers, _SHA256).lower()
     if not key or not size_text.isdigit():
         raise _malformed(f"claim-check reference {uri!r} without a key or a valid size")
     if not _HEX64.match(sha):
