@@ -33,7 +33,6 @@ from organelle.kernel import _states as st
 from organelle.kernel._bus import EventBus, Subscriptions, SubscriptionStats
 from organelle.kernel._calls import Dispatcher
 from organelle.kernel._changes import Changes, ModuleRef
-from organelle.kernel._claims import Claims
 from organelle.kernel._inbox import StoreInbox
 from organelle.kernel._jobhost import JobHost
 from organelle.kernel._lifecycle import Lifecycle
@@ -157,6 +156,8 @@ class Kernel:
             lambda: dispatcher.running,
             listeners,
         )
+        from organelle.kernel._claims import Claims  # its imports wait for a kernel
+
         self._claims = Claims(settings)
         self._streams = StreamHost(
             self._slots, settings, lambda: dispatcher.chain, lambda: dispatcher.running, listeners

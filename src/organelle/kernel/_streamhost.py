@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from organelle.codec import JsonCodec
 from organelle.context import context, root_context
 from organelle.envelope import Envelope, EnvelopeFactory, event_type, from_headers, to_headers
-from organelle.envelope._claim import DATAREF, claim_of, without_claim
 from organelle.errors import ClaimCheckError, ConfigError, ValidationError
 from organelle.kernel._dispatch import Invocation, run_invocation
 from organelle.kernel._listen import RecordReport
@@ -51,6 +50,7 @@ _TRACE = ("traceparent", "tracestate")
 # A claimed record's blob outlives the record's own max_age_s by this much: the
 # log trims lazily, and a consumer reading a record at the edge still finds it.
 _GRACE_S = 600.0
+_DATAREF = "ce-dataref"  # envelope._claim.DATAREF, imported when a record has it
 
 
 class StreamHost:
@@ -240,7 +240,11 @@ class StreamHost:
         async def run(delivery: Delivery) -> None:
             rec = delivery.record
             headers: Mapping[str, str] = rec.headers
-            ref = claim_of(headers) if DATAREF in headers else None
+            ref = None
+            if _DATAREF in headers:
+                from organelle.envelope._claim import claim_of
+
+                ref = claim_of(headers)
             if ref is None:
                 payload = _codec.decode(rec.data)
             else:  # a ClaimCheckError fails the attempt: retried, then dead-lettered
@@ -249,6 +253,8 @@ class StreamHost:
                         f"claim-check {ref.uri}: no blob store",
                         details={"reason": "claim_unavailable", "key": ref.key},
                     )
+                from organelle.envelope._claim import without_claim
+
                 payload = _codec.decode(await self.claims.redeem(ref))
                 headers = without_claim(headers)
             env = from_headers(headers, payload)
