@@ -20,6 +20,7 @@ known ancestor for a code this process does not know)::
     │   └── TransactionUnsupportedError organelle.storage.tx_unsupported  none on NATS KV
     ├── LeaseLostError                  organelle.lease_lost     a job's or a partition's lease
     ├── BlobIntegrityError              organelle.blobs.integrity   size or SHA-256 mismatch on read
+    ├── ClaimCheckError                 organelle.claim_check    claimed payload missing, damaged
     ├── TransportError                  organelle.transport
     │   ├── CallTimeoutError            organelle.timeout        (also TimeoutError)
     │   └── UnavailableError            organelle.unavailable    draining, disconnected
@@ -53,6 +54,7 @@ __all__ = [
     "BlobNotFoundError",
     "BodyTimeoutError",
     "CallTimeoutError",
+    "ClaimCheckError",
     "ConfigError",
     "ConflictError",
     "DefinitionError",
@@ -376,6 +378,19 @@ class BlobIntegrityError(OrganelleError):
     """
 
     code = "organelle.blobs.integrity"
+
+
+class ClaimCheckError(OrganelleError):
+    """The payload a claim-check reference names cannot be had as it was sent.
+
+    ``details["reason"]`` is ``claim_missing`` (no live blob: expired, deleted,
+    or another store), ``claim_integrity`` (its size or SHA-256 differs from the
+    reference) or ``claim_unavailable`` (the blob store is unreachable);
+    ``details["key"]`` names the blob. An event is dropped (counted under that
+    reason); a stream record fails and is retried.
+    """
+
+    code = "organelle.claim_check"
 
 
 class ConflictError(OrganelleError):

@@ -38,6 +38,16 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
         streams: the stream log URL (``sqlite:///…`` or ``nats://…``; default
             ``sqlite:///organelle-streams.db`` when a module uses ``@consume``).
         stream_specs: per stream, ``partitions``, ``max_age_s``, ``max_records``.
+        blobs: the blob store URL of the claim-check (``file:///…``, ``memory://``,
+            ``s3://…``, ``nats://…``; default ``file://organelle-blobs``, a
+            directory made on first use).
+        claim_check_above: event payloads and stream records whose encoded body
+            is longer than this many bytes go to the blob store, the message
+            carrying a reference (``ce-dataref``); 0 turns the claim-check off.
+        claim_check_ttl_s: how long a claimed event payload is kept.
+        claim_check_record_ttl_s: how long a claimed stream record's payload is
+            kept when its stream has no ``max_age_s`` (``None``: as long as the
+            blob store keeps it).
         job_worker: run a worker for this node's ``@job`` methods.
         job_scheduler: run this node's ``@cron`` schedules (each tick fires once
             per cluster however many nodes run them).
@@ -97,6 +107,10 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     jobs: str = ""
     streams: str = ""
     stream_specs: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    blobs: str = ""
+    claim_check_above: int = 1 << 20
+    claim_check_ttl_s: float = 24 * 3600.0
+    claim_check_record_ttl_s: float | None = None
     job_worker: bool = True
     job_scheduler: bool = True
     job_slots: int = 10
@@ -143,12 +157,20 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             "drain_timeout_s",
             "inbox_window_s",
             "outbox_interval_s",
+            "claim_check_ttl_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        self._check_claims()
         for name in ("max_pending_events", "max_concurrent_handlers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+    def _check_claims(self) -> None:
+        if self.claim_check_above < 0:
+            raise ValueError("claim_check_above must be >= 0")
+        if self.claim_check_record_ttl_s is not None and self.claim_check_record_ttl_s <= 0:
+            raise ValueError("claim_check_record_ttl_s must be > 0")
 
 
 def parse_settings(section: Any) -> KernelSettings:

@@ -3,7 +3,8 @@
 Ground floor: plain data and pure functions the transport, the stream host
 and the kernel share. See ``docs/events.md``; signatures, compression and
 protected fields on the wire (``_seal``, ``_compress``, ``_protect``,
-``_security``) in ``docs/event-security.md``.
+``_security``) in ``docs/event-security.md``; the claim-check's reference
+headers (``_claim``) in ``docs/events.md``.
 """
 
 from __future__ import annotations

@@ -156,9 +156,13 @@ class Kernel:
             lambda: dispatcher.running,
             listeners,
         )
+        from organelle.kernel._claims import Claims  # its imports wait for a kernel
+
+        self._claims = Claims(settings)
         self._streams = StreamHost(
             self._slots, settings, lambda: dispatcher.chain, lambda: dispatcher.running, listeners
         )
+        self._streams.claims = self._claims
         self._storage = StoreHost(settings, self.emit, listeners)
         storage = self._storage
         inbox = StoreInbox(lambda: storage.store, lambda: self.settings.inbox_window_s)
@@ -193,6 +197,7 @@ class Kernel:
                 self._jobs,
                 self._streams,
             ],
+            claims=self._claims,
         )
         self._changes = Changes(self._life, lambda: self.config, self._make_slot, self._attach)
         self._supervisor = Supervisor(self._life, self._attach)

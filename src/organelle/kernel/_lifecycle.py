@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
     from organelle.kernel._bus import EventBus
     from organelle.kernel._calls import Dispatcher
+    from organelle.kernel._claims import Claims
     from organelle.kernel._jobhost import JobHost
     from organelle.kernel._router import Router
     from organelle.kernel._slots import Binder, Slot, Slots
@@ -58,6 +59,7 @@ class Lifecycle:
         storage: StoreHost,
         settings: Callable[[], KernelSettings],
         binders: Sequence[Binder],
+        claims: Claims | None = None,
     ) -> None:
         self.slots = slots
         self.dispatcher = dispatcher
@@ -68,6 +70,7 @@ class Lifecycle:
         self.storage = storage
         self.settings = settings
         self.binders = tuple(binders)
+        self.claims = claims
         self.lock = asyncio.Lock()
         self.started_at: float | None = None
 
@@ -108,7 +111,8 @@ class Lifecycle:
             self.dispatcher.running = True
             try:
                 settings = self.settings()
-                self.router.transport = open_transport(settings)  # fresh at each start
+                # fresh at each start
+                self.router.transport = open_transport(settings, self.claims)
                 self.dispatcher.resync()
                 await self.router.transport.connect(inbound)
                 await self.router.await_remote_deps()
@@ -140,6 +144,7 @@ class Lifecycle:
         await self.jobs.close()
         await self.streams.close()
         await self._close_transport()
+        await self._close_claims()
         await self.bus.stop()
         await self.storage.close()
 
@@ -172,6 +177,7 @@ class Lifecycle:
             await self.jobs.close()
             await self.streams.close()
             await self._close_transport()
+            await self._close_claims()
             await self.bus.stop()
             await self.storage.close()
             self.dispatcher.running = False
@@ -180,6 +186,13 @@ class Lifecycle:
 
     async def _close_transport(self) -> None:
         await self.router.transport.close()
+
+    async def _close_claims(self) -> None:
+        if self.claims is not None:
+            try:
+                await self.claims.close()
+            except Exception:
+                log.exception("closing the claim-check blob store")
 
     # one slot -----------------------------------------------------------------
     def timeout(self, slot: Slot) -> float:

@@ -7,6 +7,10 @@ handler's declared type. Each record carries the appender's ids and trace
 headers, so the consumer's context links to the request that appended it.
 Each record runs through the kernel's one pipeline as a ``"stream"``
 invocation; each outcome (done, failed, dead, lost) goes to the listeners.
+A body over ``[kernel] claim_check_above`` goes to the claim-check's blob
+store (expiring with the stream's ``max_age_s``, else
+``claim_check_record_ttl_s``); the record holds the reference, and the
+consumer fetches and checks the payload before the handler sees it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from organelle.codec import JsonCodec
 from organelle.context import context, root_context
 from organelle.envelope import Envelope, EnvelopeFactory, event_type, from_headers, to_headers
-from organelle.errors import ConfigError, ValidationError
+from organelle.errors import ClaimCheckError, ConfigError, ValidationError
 from organelle.kernel._dispatch import Invocation, run_invocation
 from organelle.kernel._listen import RecordReport
 
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 
     from organelle.config.settings import KernelSettings
     from organelle.kernel._bus import Inbox
+    from organelle.kernel._claims import Claims
     from organelle.kernel._dispatch import CallNext
     from organelle.kernel._listen import Listeners
     from organelle.kernel._slots import Slot, Slots
@@ -42,6 +47,10 @@ _codec = JsonCodec()
 _H_CORR = "organelle-correlation-id"
 _H_CAUSE = "organelle-causation-id"
 _TRACE = ("traceparent", "tracestate")
+# A claimed record's blob outlives the record's own max_age_s by this much: the
+# log trims lazily, and a consumer reading a record at the edge still finds it.
+_GRACE_S = 600.0
+_DATAREF = "ce-dataref"  # envelope._claim.DATAREF, imported when a record has it
 
 
 class StreamHost:
@@ -75,6 +84,7 @@ class StreamHost:
         self._started = False
         self.envelopes: Callable[[], EnvelopeFactory] | None = None  # set by the kernel
         self.inbox: Inbox | None = None  # where idempotent consumers remember records
+        self.claims: Claims | None = None  # where large records' payloads go (set by the kernel)
 
     def _local(self) -> list[tuple[str, Consumer]]:
         return [(slot.name, c) for slot in self._slots.values() for c in slot.spec.consumers]
@@ -137,7 +147,7 @@ class StreamHost:
     ) -> tuple[int, int]:
         """Encode and store one record durably; wake local members of its groups."""
         log = self._require()
-        await self.ensure(stream)
+        spec = await self.ensure(stream)
         ctx = context()
         meta = {k: str(ctx.meta[k]) for k in _TRACE if k in ctx.meta}
         meta[_H_CORR] = ctx.correlation_id
@@ -149,6 +159,15 @@ class StreamHost:
                 stream if typed is None else typed.name, payload, ctx, key=key, event_id=event_id
             )
             meta.update(to_headers(env))
+        claims = self.claims
+        if claims is not None and claims.above and len(body) > claims.above:
+            # The record holds the reference; the blob lives as long as the record.
+            ttl_s = claims.record_ttl_s(spec.max_age_s)
+            ref = await claims.claim(
+                body, kind="records", ttl_s=None if ttl_s is None else ttl_s + _GRACE_S
+            )
+            meta.update(ref.headers())
+            body = b""
         placed = await log.append(stream, body, key=key, headers={**meta, **(headers or {})})
         for member in self.consumers:
             if member.stream == stream:
@@ -220,8 +239,25 @@ class StreamHost:
 
         async def run(delivery: Delivery) -> None:
             rec = delivery.record
-            payload = _codec.decode(rec.data)
-            env = from_headers(rec.headers, payload)
+            headers: Mapping[str, str] = rec.headers
+            ref = None
+            if _DATAREF in headers:
+                from organelle.envelope._claim import claim_of
+
+                ref = claim_of(headers)
+            if ref is None:
+                payload = _codec.decode(rec.data)
+            else:  # a ClaimCheckError fails the attempt: retried, then dead-lettered
+                if self.claims is None:
+                    raise ClaimCheckError(
+                        f"claim-check {ref.uri}: no blob store",
+                        details={"reason": "claim_unavailable", "key": ref.key},
+                    )
+                from organelle.envelope._claim import without_claim
+
+                payload = _codec.decode(await self.claims.redeem(ref))
+                headers = without_claim(headers)
+            env = from_headers(headers, payload)
             # A record without an id (not appended by organelle) cannot be recognised again.
             inbox = self.inbox if idempotent and env is not None else None
             if env is None:

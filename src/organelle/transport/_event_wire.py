@@ -20,12 +20,20 @@ in: the signature checked (before anything is decompressed), the body
 decompressed within its bound, decoded, the fields opened. Each dropped
 event is counted by reason (``rejected``) and logged at most once per
 interval per reason.
+
+With a claim-check (``claims``), an encoded payload longer than
+``claims.above`` goes to the blob store before compression and the size
+check (``seal``); the event carries ``ce-dataref`` and the
+``Organelle-Dataref-*`` headers, signed like the others, and an empty body.
+A receiver verifies, fetches and checks it (``redeem``) — asynchronously,
+so the transports hold the events behind it (their order kept) meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
@@ -33,16 +41,17 @@ import msgspec
 from organelle.codec import Codec, codec_for
 from organelle.context import Context
 from organelle.envelope import Envelope, Incoming, from_headers
+from organelle.envelope._claim import DATAREF, ClaimCheck, ClaimRef, claim_of, without_claim
 from organelle.envelope._compress import ENCODING_HEADER, compress, decompress
 from organelle.envelope._envelope import header_lines
 from organelle.envelope._protect import protect, unprotect
 from organelle.envelope._seal import SIGNATURE_HEADER
 from organelle.envelope._security import EventSecurity
-from organelle.errors import OrganelleError, ValidationError
+from organelle.errors import ClaimCheckError, OrganelleError, ValidationError
 from organelle.transport._nats_headers import headers_for, parse_headers
 from organelle.transport._throttle import ThrottledLog
 
-__all__ = ["CONTENT_TYPES", "EventWire", "decode_event", "event_headers"]
+__all__ = ["CONTENT_TYPES", "Claimed", "EventWire", "decode_event", "event_headers"]
 
 CONTENT_TYPES = {"json": "application/json", "msgpack": "application/msgpack"}
 _STRUCTURED = "application/cloudevents+json"
@@ -50,15 +59,26 @@ _json = msgspec.json.Decoder(dict[str, Any])
 _JSON = codec_for("json")
 _ENCODING = ENCODING_HEADER.lower()
 _SIGNATURE = SIGNATURE_HEADER.lower()
+_DATAREF = DATAREF
 
 
 def event_headers(
-    ctx: Context, env: Envelope[Any], codec: str, encoding: str | None = None
+    ctx: Context,
+    env: Envelope[Any],
+    codec: str,
+    encoding: str | None = None,
+    claim: Mapping[str, str] | None = None,
 ) -> bytes:
-    """The header block of an outgoing event (``encoding``: the body's compression)."""
+    """The header block of an outgoing event.
+
+    ``encoding``: the body's compression; ``claim``: the claim-check headers
+    that stand for the body.
+    """
     lines = header_lines(env, CONTENT_TYPES.get(codec, "application/octet-stream"))
     if encoding is not None:
         lines += f"{ENCODING_HEADER}: {encoding}\r\n"
+    if claim:
+        lines += "".join(f"{name}: {value}\r\n" for name, value in claim.items())
     return headers_for(ctx, codec, timeout=False, extra=lines)
 
 
@@ -75,7 +95,7 @@ def _body_codec(headers: Mapping[str, str]) -> Codec | str:
     return "text" if media.startswith("text/") else "bytes"
 
 
-def decode_event(headers: Mapping[str, str], body: bytes) -> Any:
+def decode_event(headers: Mapping[str, str], body: bytes | bytearray) -> Any:
     """The payload of an incoming event, inside an ``Incoming`` when it carries ``ce-*`` headers.
 
     Raises:
@@ -94,7 +114,7 @@ def decode_event(headers: Mapping[str, str], body: bytes) -> Any:
         except UnicodeDecodeError:
             raise ValidationError("a text/* event body is not valid UTF-8") from None
     elif how == "bytes":
-        data = body
+        data = bytes(body)  # a claimed payload arrives in a bytearray
     else:
         data = cast("Codec", how).decode(body)
     if "ce-id" in headers or "ce-specversion" in headers:
@@ -102,7 +122,7 @@ def decode_event(headers: Mapping[str, str], body: bytes) -> Any:
     return data
 
 
-def _structured(body: bytes) -> Envelope[Any]:
+def _structured(body: bytes | bytearray) -> Envelope[Any]:
     """An event in structured content mode: attributes and ``data`` in one JSON object."""
     try:
         doc = _json.decode(body)
@@ -122,6 +142,20 @@ def _structured(body: bytes) -> Envelope[Any]:
     return env
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claim-checked event read off the wire, its payload still in the blob store.
+
+    A transport queues it in place of the payload and hands it to
+    ``EventWire.redeem`` when its turn comes.
+    """
+
+    topic: str
+    headers: Mapping[str, str]
+    body: bytes
+    ref: ClaimRef
+
+
 def _too_large(what: str, size: int, limit: int) -> ValidationError:
     message = f"{what} of {size} bytes exceeds the server's {limit}"
     return ValidationError(message, errors=[{"field": "$", "message": message}])
@@ -135,30 +169,71 @@ class EventWire:
             compression only).
         codec: ``json`` or ``msgpack``: what this node encodes its events with.
         logger: where dropped events are reported (throttled per reason).
+        claims: the claim-check (the kernel's blob store), or ``None``: large
+            payloads are refused as too large, claimed ones received are dropped.
     """
 
-    __slots__ = ("_codec", "_dropped", "codec_name", "rejected", "security")
+    __slots__ = ("_codec", "_dropped", "claims", "codec_name", "rejected", "security")
 
-    def __init__(self, security: EventSecurity, codec: str, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        security: EventSecurity,
+        codec: str,
+        logger: logging.Logger,
+        claims: ClaimCheck | None = None,
+    ) -> None:
         self.security = security
+        self.claims = claims
         self.codec_name = codec
         self._codec = codec_for(codec)
         self._dropped = ThrottledLog(logger, security.log_interval_s)
         self.rejected: dict[str, int] = {}
 
     def encode(self, ctx: Context, env: Envelope[Any], max_payload: int) -> tuple[bytes, bytes]:
-        """``(header block, body)`` of an outgoing event.
+        """``(header block, body)`` of an outgoing event, never claim-checked.
 
         Raises:
             ValidationError: the payload cannot be encoded, or is larger than
                 ``max_payload`` (compressed: than ``max_decompressed_bytes``
                 before, ``max_payload`` after).
         """
-        sec = self.security
+        return self._frame(ctx, env, self._body(env), max_payload, None)
+
+    async def seal(self, ctx: Context, env: Envelope[Any], max_payload: int) -> tuple[bytes, bytes]:
+        """``(header block, body)`` of an outgoing event, its payload claim-checked if large.
+
+        A body longer than ``claims.above`` goes to the blob store; the event
+        carries its reference (``ce-dataref`` and the ``Organelle-Dataref-*``
+        headers, signed with the rest) and an empty body, so the size check
+        below applies to what is left.
+
+        Raises:
+            ValidationError: as ``encode``.
+            StorageUnavailableError: the blob store is unreachable.
+        """
+        body = self._body(env)
+        claims = self.claims
+        if claims is None or not claims.above or len(body) <= claims.above:
+            return self._frame(ctx, env, body, max_payload, None)
+        ref = await claims.claim(body, kind="events", ttl_s=claims.event_ttl_s)
+        return self._frame(ctx, env, b"", max_payload, ref.headers())
+
+    def _body(self, env: Envelope[Any]) -> bytes:
         data = env.data
-        if sec.fields.active is not None:
-            data = protect(data, sec.fields, self._codec.encode, env.type)
-        body = self._codec.encode(data)
+        fields = self.security.fields
+        if fields.active is not None:
+            data = protect(data, fields, self._codec.encode, env.type)
+        return self._codec.encode(data)
+
+    def _frame(
+        self,
+        ctx: Context,
+        env: Envelope[Any],
+        body: bytes,
+        max_payload: int,
+        claim: dict[str, str] | None,
+    ) -> tuple[bytes, bytes]:
+        sec = self.security
         encoding = None
         if sec.compression is not None and len(body) > sec.compress_above:
             limit = sec.max_decompressed_bytes or max_payload
@@ -169,14 +244,28 @@ class EventWire:
                 body, encoding = packed, sec.compression
         if len(body) > max_payload:
             raise _too_large("event", len(body), max_payload)
-        block = event_headers(ctx, env, self.codec_name, encoding)
+        block = event_headers(ctx, env, self.codec_name, encoding, claim)
         if sec.signing.active is not None:
             value = sec.signing.sign(parse_headers(block)[1], body)
             block = block[:-2] + f"{SIGNATURE_HEADER}: {value}\r\n\r\n".encode()
         return block, body
 
+    @staticmethod
+    def claim_of(headers: Mapping[str, str]) -> ClaimRef | None:
+        """The claim-check reference of an incoming event, or ``None`` (decode it at once).
+
+        Raises:
+            ValidationError: an organelle reference without a valid size or SHA-256.
+        """
+        if _DATAREF not in headers:
+            return None
+        return claim_of(headers)
+
     def decode(self, headers: Mapping[str, str], body: bytes, max_payload: int) -> Any:
         """The payload of an incoming event (see ``decode_event``), security checks first.
+
+        An event carrying a claim-check reference (``claim_of``) goes through
+        ``redeem`` instead.
 
         Raises:
             SignatureError: signatures are required and this one is missing,
@@ -186,6 +275,41 @@ class EventWire:
                 (``details["reason"] == "too_large"``), a bad encoding or a
                 protected field that does not open; anything ``decode_event`` raises.
         """
+        self._verify(headers, body)
+        encoding = headers.get(_ENCODING)
+        if encoding:
+            body = decompress(body, encoding, self.security.max_decompressed_bytes or max_payload)
+        return self._open(headers, body)
+
+    async def redeem(self, claimed: Claimed) -> Any:
+        """The payload of an incoming claim-checked event: verified, fetched, decoded.
+
+        The signature (over the reference headers and the empty body) is
+        checked before anything is fetched; the fetched payload is checked
+        against the reference's size and SHA-256.
+
+        Raises:
+            SignatureError: as ``decode``.
+            ClaimCheckError: the payload is missing, damaged or unreachable
+                (``details["reason"]``: ``claim_missing``, ``claim_integrity``,
+                ``claim_unavailable``).
+            ValidationError: a body beside the reference, a compressed claim,
+                or anything ``decode_event`` raises.
+        """
+        headers, body, ref = claimed.headers, claimed.body, claimed.ref
+        self._verify(headers, body)
+        if body or headers.get(_ENCODING):
+            raise ValidationError("a claim-checked event has an empty, uncompressed body")
+        claims = self.claims
+        if claims is None:
+            raise ClaimCheckError(
+                f"claim-check {ref.uri}: this node has no blob store",
+                details={"reason": "claim_unavailable", "key": ref.key},
+            )
+        data = await claims.redeem(ref)
+        return self._open(without_claim(headers), data)
+
+    def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
         sec = self.security
         if sec.require_signatures or (_SIGNATURE in headers and sec.signing.keys):
             try:
@@ -193,9 +317,9 @@ class EventWire:
             except OrganelleError as err:
                 if sec.require_signatures or err.details.get("reason") == "bad_signature":
                     raise
-        encoding = headers.get(_ENCODING)
-        if encoding:
-            body = decompress(body, encoding, sec.max_decompressed_bytes or max_payload)
+
+    def _open(self, headers: Mapping[str, str], body: bytes | bytearray) -> Any:
+        sec = self.security
         payload = decode_event(headers, body)
         if sec.fields.keys and isinstance(payload, Incoming) and isinstance(payload.data, dict):
             how = _body_codec(headers)

@@ -19,6 +19,7 @@ from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
 from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
+from organelle.transport._event_wire import Claimed
 from organelle.transport._memory_broker import Reply
 from organelle.transport._nats_headers import codec_of, context_from
 
@@ -138,13 +139,22 @@ class MemoryNode:
         try:
             if len(body) > self._max:
                 raise _too_large("event", len(body), self._max)
-            payload = self._events.decode(headers, body, self._max)
+            ref = self._events.claim_of(headers)
+            payload: Any
+            if ref is None:
+                payload = self._events.decode(headers, body, self._max)
+            else:  # fetched in order, behind what is queued, by the draining task
+                payload = Claimed(topic, headers, body, ref)
             ctx = context_from(headers, topic)
         except OrganelleError as err:
             self._events.drop(topic, err)
             return
         if self._backlog is not None:  # the local queue is full: keep order behind it
             self._backlog.append((module, handler, payload, ctx))
+            return
+        if isinstance(payload, Claimed):  # what follows waits while it is fetched
+            self._backlog = deque([(module, handler, payload, ctx)])
+            self._spawn_drain(self._drain(inbound, None, None))
             return
         coro = inbound.deliver(module, handler, payload, ctx)
         try:
@@ -156,19 +166,29 @@ class MemoryNode:
             return
         # The local queue is full: what follows waits in the backlog until it has room.
         self._backlog = deque()
-        task = asyncio.get_running_loop().create_task(
-            self._drain(inbound, coro, first), context=contextvars.Context()
-        )
+        self._spawn_drain(self._drain(inbound, coro, first))
+
+    def _spawn_drain(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._draining = task
 
-    async def _drain(self, inbound: Inbound, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+    async def _drain(
+        self, inbound: Inbound, coro: Coroutine[Any, Any, Any] | None, first: Any
+    ) -> None:
         backlog = self._backlog
         try:
-            await Continuation(coro, first)
+            if coro is not None:
+                await Continuation(coro, first)
             while backlog:
                 module, handler, payload, ctx = backlog.popleft()
+                if isinstance(payload, Claimed):
+                    try:
+                        payload = await self._events.redeem(payload)
+                    except OrganelleError as err:
+                        self._events.drop(payload.topic, err)
+                        continue
                 await inbound.deliver(module, handler, payload, ctx)
         except Exception:
             log.exception("event delivery failed")

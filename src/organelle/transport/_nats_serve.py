@@ -21,6 +21,7 @@ from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
 from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
+from organelle.transport._event_wire import Claimed
 from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
 from organelle.transport.registry import ModuleEntry
 
@@ -195,13 +196,24 @@ class Exposer:
             _, headers = self._decode_headers(hdr)
             if len(data) > self.max_in:
                 raise _too_large("event", len(data), self.max_in)
-            payload = self.events.decode(headers, data, self.max_in)
+            ref = self.events.claim_of(headers)
+            payload: Any
+            if ref is None:
+                payload = self.events.decode(headers, data, self.max_in)
+            else:  # fetched in order, behind what is queued, by the draining task
+                payload = Claimed(topic, headers, data, ref)
             ctx = context_from(headers, topic)
         except OrganelleError as err:
             self.events.drop(topic, err)
             return
         if self._backlog is not None:  # the local queue is full: keep order behind it
             self._backlog.append((module, attr, payload, ctx))
+            return
+        if isinstance(payload, Claimed):
+            # Stop reading while the payload is fetched: what follows waits its turn.
+            self._backlog = deque([(module, attr, payload, ctx)])
+            self.wire.pause_reading()
+            self._spawn_drain(self._drain(inbound, None, None))
             return
         coro = inbound.deliver(module, attr, payload, ctx)
         try:
@@ -215,17 +227,29 @@ class Exposer:
         # never a drop); NATS holds what follows, the rest of this read waits here.
         self._backlog = deque()
         self.wire.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._drain(inbound, coro, first))
+        self._spawn_drain(self._drain(inbound, coro, first))
+
+    def _spawn_drain(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._draining = task
 
-    async def _drain(self, inbound: Inbound, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+    async def _drain(
+        self, inbound: Inbound, coro: Coroutine[Any, Any, Any] | None, first: Any
+    ) -> None:
         backlog = self._backlog
         try:
-            await Continuation(coro, first)
+            if coro is not None:
+                await Continuation(coro, first)
             while backlog:
                 module, attr, payload, ctx = backlog.popleft()
+                if isinstance(payload, Claimed):
+                    try:
+                        payload = await self.events.redeem(payload)
+                    except OrganelleError as err:
+                        self.events.drop(payload.topic, err)
+                        continue
                 await inbound.deliver(module, attr, payload, ctx)
         except Exception:
             log.exception("event delivery failed")

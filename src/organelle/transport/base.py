@@ -108,7 +108,9 @@ class Transport(Protocol):
 
         ``unsigned``, ``unknown_kid``, ``bad_signature``, ``too_large`` (a body
         that decompresses past its bound), ``encoding``, ``field`` (a protected
-        field that does not open) and ``malformed``; a solo node has none.
+        field that does not open), ``claim_missing``, ``claim_integrity`` and
+        ``claim_unavailable`` (a claim-checked payload that cannot be had as
+        sent) and ``malformed``; a solo node has none.
         """
         ...
 

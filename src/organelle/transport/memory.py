@@ -60,6 +60,7 @@ from organelle.transport.registry import ModuleEntry, NodeInfo
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
     from organelle.context import Context
+    from organelle.envelope._claim import ClaimCheck
     from organelle.module import ModuleSpec
     from organelle.transport.base import Inbound
 
@@ -143,9 +144,17 @@ class MemoryTransport(MemoryNode):
         call_timeout_s: deadline of a call whose context has none.
     """
 
-    def __init__(self, options: MemoryOptions, *, call_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        options: MemoryOptions,
+        *,
+        call_timeout_s: float = 30.0,
+        claims: ClaimCheck | None = None,
+    ) -> None:
         super().__init__(
-            options.node, options.max_payload_bytes, EventWire(options.security, options.codec, log)
+            options.node,
+            options.max_payload_bytes,
+            EventWire(options.security, options.codec, log, claims),
         )
         self.options = options
         self.call_timeout_s = call_timeout_s
@@ -156,13 +165,21 @@ class MemoryTransport(MemoryNode):
         self._published = 0
 
     @classmethod
-    def from_settings(cls, settings: KernelSettings) -> MemoryTransport:
+    def from_settings(
+        cls, settings: KernelSettings, claims: ClaimCheck | None = None
+    ) -> MemoryTransport:
         """Build from ``[kernel] transport``, ``transport_options`` and ``node``.
+
+        ``claims``: where payloads over ``[kernel] claim_check_above`` go.
 
         Raises:
             ConfigError: a bad URL or option.
         """
-        return cls(MemoryOptions.from_settings(settings), call_timeout_s=settings.call_timeout_s)
+        return cls(
+            MemoryOptions.from_settings(settings),
+            call_timeout_s=settings.call_timeout_s,
+            claims=claims,
+        )
 
     @property
     def solo(self) -> bool:
@@ -353,12 +370,16 @@ class MemoryTransport(MemoryNode):
         queue is full keeps the rest in order in a backlog (what the NATS
         server would hold) and this yields once so it can catch up.
 
+        A payload over the claim-check threshold goes to the blob store first
+        (``EventWire.seal``): the size limit applies to what is left.
+
         Raises:
             ValidationError: the payload cannot be encoded or is too large.
             UnavailableError: not connected.
+            StorageUnavailableError: a claimed payload's blob store is unreachable.
         """
         broker = self._joined(f"cannot publish {topic!r}")
-        hdr, body = self._events.encode(ctx, envelope, self._max)
+        hdr, body = await self._events.seal(ctx, envelope, self._max)
         headers = parse_headers(hdr)[1]
         behind = False
         for member, module, handler in broker.deliveries(topic):

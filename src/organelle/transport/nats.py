@@ -53,6 +53,7 @@ from organelle.transport.registry import Announcer, NatsRegistry, NodeInfo
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
     from organelle.context import Context
+    from organelle.envelope._claim import ClaimCheck
     from organelle.module import ModuleSpec
     from organelle.transport.base import Inbound
 
@@ -76,13 +77,19 @@ class NatsTransport:
         call_timeout_s: deadline of a call whose context has none.
     """
 
-    def __init__(self, options: NatsOptions, *, call_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        options: NatsOptions,
+        *,
+        call_timeout_s: float = 30.0,
+        claims: ClaimCheck | None = None,
+    ) -> None:
         self.options = options
         self.call_timeout_s = call_timeout_s
         self._codec = codec_for(options.codec)
         self._codec_name = options.codec
         self._wire = NatsWire(options, on_lost=self._on_lost, on_back=self._on_back)
-        self._events = EventWire(options.security, options.codec, log)
+        self._events = EventWire(options.security, options.codec, log, claims)
         self._exposer = Exposer(self._wire, options, self._events)
         self._inbox = f"_INBOX.{os.urandom(8).hex()}."
         self._inbox_b = self._inbox.encode()
@@ -96,13 +103,17 @@ class NatsTransport:
         self._published = 0
 
     @classmethod
-    def from_settings(cls, settings: KernelSettings) -> NatsTransport:
+    def from_settings(
+        cls, settings: KernelSettings, claims: ClaimCheck | None = None
+    ) -> NatsTransport:
         """Build from ``[kernel] transport``, ``transport_options`` and ``node``.
+
+        ``claims``: where payloads over ``[kernel] claim_check_above`` go.
 
         Raises:
             ConfigError: a bad URL or option.
         """
-        return cls(parse_options(settings), call_timeout_s=settings.call_timeout_s)
+        return cls(parse_options(settings), call_timeout_s=settings.call_timeout_s, claims=claims)
 
     @property
     def connected(self) -> bool:
@@ -333,12 +344,16 @@ class NatsTransport:
     async def publish(self, topic: str, envelope: Envelope[Any], ctx: Context) -> None:
         """Publish an event to every subscriber on every node (local ones included).
 
+        A payload over the claim-check threshold goes to the blob store first
+        (``EventWire.seal``): the size limit applies to what is left.
+
         Raises:
             ValidationError: the payload cannot be encoded or is too large.
             UnavailableError: disconnected for longer than ``call_timeout_s``.
+            StorageUnavailableError: a claimed payload's blob store is unreachable.
         """
         wire = self._wire
-        hdr, body = self._events.encode(ctx, envelope, wire.max_payload)
+        hdr, body = await self._events.seal(ctx, envelope, wire.max_payload)
         if not wire.connected and not await wire.wait_connected(self.call_timeout_s):
             raise UnavailableError(f"cannot publish {topic!r}: not connected to NATS")
         await wire.writable()

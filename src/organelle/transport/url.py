@@ -8,6 +8,7 @@ from organelle.errors import ConfigError
 
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
+    from organelle.envelope._claim import ClaimCheck
     from organelle.transport.base import Transport
 
 __all__ = ["in_process", "open_transport"]
@@ -22,12 +23,13 @@ def in_process(url: str) -> bool:
     return url == "memory://"
 
 
-def open_transport(settings: KernelSettings) -> Transport:
+def open_transport(settings: KernelSettings, claims: ClaimCheck | None = None) -> Transport:
     """Return the (unconnected) transport for the settings.
 
     The bare ``memory://`` is a solo ``MemoryTransport`` (one process, one
     node); ``memory://<name>`` joins the in-process cluster called ``<name>``
-    (tests, single-process clusters); ``nats://`` the NATS cluster.
+    (tests, single-process clusters); ``nats://`` the NATS cluster. ``claims``
+    is the claim-check its events' large payloads go through (the kernel's).
 
     Raises:
         ConfigError: unknown scheme, a bad option, or the backend's extra is not installed.
@@ -37,7 +39,7 @@ def open_transport(settings: KernelSettings) -> Transport:
     if scheme == "memory":
         from organelle.transport.memory import MemoryTransport
 
-        return MemoryTransport.from_settings(settings)
+        return MemoryTransport.from_settings(settings, claims)
     if scheme in ("nats", "tls"):
         try:
             from organelle.transport.nats import NatsTransport
@@ -46,7 +48,7 @@ def open_transport(settings: KernelSettings) -> Transport:
                 f"kernel.transport: {url!r} needs the NATS extra: "
                 f"pip install 'organelle[nats]' ({exc})"
             ) from None
-        return NatsTransport.from_settings(settings)
+        return NatsTransport.from_settings(settings, claims)
     raise ConfigError(
         f"kernel.transport: unknown transport {url!r}; use 'memory://', 'memory://<name>' or 'nats://host:port'",
         details={"key": "kernel.transport"},
