@@ -460,7 +460,10 @@ class Dispatcher:
             if type(payload) is not Envelope:  # a plain NATS client's event: give it one
                 payload = self.envelopes().make(ctx.topic or "", payload, ctx, source=_FOREIGN)
         elif type(payload) is Envelope:
-            payload = payload.data
+            meta = subs[0].event  # data at another version stays wrapped: make_coro upcasts it
+            version = payload.dataversion
+            if meta is None or version is None or version == meta.version:
+                payload = payload.data
         if not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
 

@@ -3,7 +3,8 @@
 Opened with the job queue (before modules load), consumers start once every
 module is active and stop before modules stop, like the job worker. Payloads
 are encoded with the JSON codec; a consumer's payload is converted to its
-handler's declared type. Each record carries the appender's ids and trace
+handler's declared type (upcast first when the record is of an older version
+of that ``@event`` type). Each record carries the appender's ids and trace
 headers, so the consumer's context links to the request that appended it.
 Each record runs through the kernel's one pipeline as a ``"stream"``
 invocation; each outcome (done, failed, dead, lost) goes to the listeners.
@@ -18,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from organelle.codec import JsonCodec
 from organelle.context import context, root_context
-from organelle.envelope import Envelope, EnvelopeFactory, event_type, from_headers, to_headers
+from organelle.envelope import (
+    Envelope,
+    EnvelopeFactory,
+    event_type,
+    from_headers,
+    lift,
+    to_headers,
+)
 from organelle.errors import ConfigError, ValidationError
 from organelle.kernel._dispatch import Invocation, run_invocation
 from organelle.kernel._listen import RecordReport
@@ -217,6 +225,8 @@ class StreamHost:
         idempotent = consumer.options.idempotent
         whole = contract.wants_envelope
         name = f"stream.{consumer.options.stream}.{stats.group}.{attr}"
+        target = contract.target
+        typed = event_type(target) if isinstance(target, type) else None  # upcast to it
 
         async def run(delivery: Delivery) -> None:
             rec = delivery.record
@@ -226,6 +236,8 @@ class StreamHost:
             inbox = self.inbox if idempotent and env is not None else None
             if env is None:
                 env = _record_envelope(rec, payload)
+            elif typed is not None and env.dataversion is not None:
+                payload = lift(typed, env)  # a record of an older version: upcast
             if validate:
                 payload = contract.convert(payload)
             arg = env.with_data(payload) if whole else payload
