@@ -141,7 +141,7 @@ def test_snapshot_is_deterministic_and_sorted() -> None:
     assert first == again
     data = json.loads(first)
     assert first == json.dumps(data, indent=2, sort_keys=True) + "\n"
-    assert list(data) == ["format", "modules", "schemas"]
+    assert list(data) == ["event_types", "format", "modules", "schemas"]
     assert list(snapshot([Stock, Pricing])["modules"]) == ["pricing", "stock"]
 
 

@@ -84,7 +84,8 @@ def export(
 
     The snapshot lists every module's version, RPC methods (parameters and
     result with their JSON Schema), jobs, event subscriptions and stream
-    consumers. Commit it; 'organelle contract check' compares against it.
+    consumers, and the app's event types (version, data schema, upcasters).
+    Commit it; 'organelle contract check' compares against it.
     Exit codes: 0 written, 2 the app cannot be built or the file not written.
     """
     from organelle.contracts import dumps, snapshot
@@ -118,7 +119,9 @@ def check(
     Breaking: a module, RPC method, job, subscription or consumer removed; a
     parameter removed or newly required; a parameter or payload type that
     accepts less, or a result type that may return more; breaking changes
-    without a major version bump. Everything else is compatible.
+    without a major version bump; an event type whose data accepts less at
+    the same version, or whose new version has no upcaster from the old one.
+    Everything else is compatible.
     Exit codes: 0 nothing breaking, 1 something breaking, 2 bad input.
     """
     from organelle.contracts import compare, snapshot

@@ -1,9 +1,10 @@
 """Contract snapshots and a backward-compatibility check between two versions of an app.
 
 ``snapshot(kernel)`` describes every module's public contract (RPC methods,
-jobs, event subscriptions and stream consumers, with JSON Schemas) as plain
-JSON-able data; ``compare(old, new)`` lists what changed and which changes
-would break a client of the old version. The ``organelle contract`` command
+jobs, event subscriptions and stream consumers, with JSON Schemas) and the
+app's ``@event`` types (version, data schema, upcasters) as plain JSON-able
+data; ``compare(old, new)`` lists what changed and which changes would break
+a client of the old version — or leave old events unreadable. The ``organelle contract`` command
 wraps both for CI. ``asyncapi(kernel)`` describes the same handlers as an
 AsyncAPI 3.0 document of the app's NATS subjects (``organelle asyncapi``).
 

@@ -1,5 +1,9 @@
 """Comparing two snapshots: what would break a caller, emitter or producer of the old version.
 
+Event types (``event_types``) are compared as data that outlives a deploy:
+what the old version wrote must still be readable, at the same version or
+through upcasters to the new one.
+
 Inputs (RPC and job parameters, event and stream payloads) may accept more
 than before, never less; an RPC's result may promise more, never less. Calls
 are validated with unknown parameters forbidden, so a removed parameter breaks
@@ -17,6 +21,7 @@ from packaging.version import Version
 
 from organelle.contracts._format import (
     EventContract,
+    EventTypeContract,
     ModuleContract,
     ParamDoc,
     Schema,
@@ -242,11 +247,60 @@ def _group(
     return groups
 
 
+def _event_types(
+    diff: _Diff, old: dict[str, EventTypeContract], new: dict[str, EventTypeContract]
+) -> list[ContractChange]:
+    """The app's event types: data that outlives a deploy must stay readable."""
+    out: list[ContractChange] = []
+    for name in sorted(old.keys() | new.keys()):
+        where = f"event {name}"
+        was, now = old.get(name), new.get(name)
+        if now is None:
+            out.append(_ok(where, "event_type.removed", "no longer an event type of the app"))
+        elif was is None:
+            out.append(_ok(where, "event_type.added", f"new event type (version {now.version})"))
+        elif now.version == was.version:
+            for change in diff.accepts(where, "event_type.data", "data", was.data, now.data):
+                if change.breaking:  # the fix: a new version and an upcaster to it
+                    text = f"{change.message}; bump the version (now {now.version}) and upcast"
+                    change = _bad(where, change.rule, text)  # noqa: PLW2901 - reworded
+                out.append(change)
+            if now.key != was.key:
+                text = (
+                    f"key changed from {was.key} to {now.key} at version {now.version}: the "
+                    "same event gets another id, so idempotent consumers handle repeats again"
+                )
+                out.append(_bad(where, "event_type.key", text))
+        elif now.version < was.version:
+            text = (
+                f"version went down from {was.version} to {now.version}: events written at "
+                f"version {was.version} cannot be read (downcasting is not supported)"
+            )
+            out.append(_bad(where, "event_type.version", text))
+        else:
+            missing = [v for v in range(was.version, now.version) if v not in now.upcasters]
+            if missing:
+                steps = ", ".join(f"{v} -> {v + 1}" for v in missing)
+                text = (
+                    f"version {was.version} -> {now.version} without an upcaster {steps}: "
+                    f"version {was.version} events and records can no longer be read "
+                    f"(register @upcaster({name!r}, {missing[0]}, {missing[0] + 1}))"
+                )
+                out.append(_bad(where, "event_type.upcaster", text))
+            else:
+                text = f"version {was.version} -> {now.version}, older data upcast"
+                out.append(_ok(where, "event_type.version", text))
+    return out
+
+
 def compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[ContractChange]:
     r"""Every change from ``old`` to ``new`` (two ``snapshot()`` results), breaking or not.
 
     A module with breaking changes whose version is not a major bump (a minor
-    one for 0.x) gets one more breaking change, rule ``version``.
+    one for 0.x) gets one more breaking change, rule ``version``. The app's
+    event types come last (rules ``event_type.*``): data that changed
+    incompatibly at the same version, and a new version with no upcaster from
+    the old one, are breaking.
 
     Raises:
         ConfigError: either argument is not a snapshot.
@@ -283,4 +337,5 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[ContractChan
                 f"bump (expected {least} or later)"
             )
             out.append(_bad(name, "version", text))
+    out += _event_types(diff, was.event_types, now.event_types)
     return out

@@ -17,6 +17,7 @@ from organelle.errors import ConfigError
 __all__ = [
     "FORMAT",
     "EventContract",
+    "EventTypeContract",
     "JobContract",
     "ModuleContract",
     "ParamDoc",
@@ -84,11 +85,30 @@ class ModuleContract(msgspec.Struct, kw_only=True):
     consumers: list[StreamContract] = msgspec.field(default_factory=list)
 
 
+class EventTypeContract(msgspec.Struct, kw_only=True):
+    """An ``@event`` type of the app at its newest version.
+
+    ``data`` is the schema of its data, ``key`` its business key fields, and
+    ``upcasters`` the versions a registered ``@upcaster`` lifts from (each to
+    the next one).
+    """
+
+    version: int
+    data: Schema
+    key: list[str] = msgspec.field(default_factory=list)
+    upcasters: list[int] = msgspec.field(default_factory=list)
+
+
 class Snapshot(msgspec.Struct, kw_only=True):
-    """The contracts of every module of an app, and the named schemas they share."""
+    """The contracts of every module of an app, its event types, and the named schemas they share.
+
+    ``event_types`` is keyed by the type's name (snapshots written before it
+    existed read as having none).
+    """
 
     format: int
     modules: dict[str, ModuleContract]
+    event_types: dict[str, EventTypeContract] = msgspec.field(default_factory=dict)
     schemas: dict[str, Schema] = msgspec.field(default_factory=dict)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from organelle.codec import to_builtins
+from organelle.contracts._events import event_types_part
 from organelle.contracts._format import FORMAT, parse, to_dict
 from organelle.contracts._render import Hints, fill, render
 from organelle.errors import DefinitionError
@@ -109,7 +110,9 @@ def snapshot(source: Kernel | Iterable[ModuleSpec | type[Module]]) -> dict[str, 
     Covers each module's name and version, its RPC methods (parameters with
     their JSON Schema, whether required, defaults; the return type when
     annotated), jobs (parameters), ``@on`` subscriptions and ``@consume``
-    handlers (payload schema). Named types live once in ``schemas``.
+    handlers (payload schema); and the app's ``@event`` types (newest version,
+    data schema, key fields, the versions upcasters lift from; see
+    ``_events``). Named types live once in ``schemas``.
 
     Args:
         source: a built (not necessarily started) Kernel, or module classes or specs.
@@ -121,8 +124,15 @@ def snapshot(source: Kernel | Iterable[ModuleSpec | type[Module]]) -> dict[str, 
         Path("contract.json").write_text(dumps(snapshot([Pricing, Inventory])))
     """
     hints = Hints()
-    modules = {spec.name: _module(spec, hints) for spec in specs_of(source)}
+    specs = specs_of(source)
+    modules = {spec.name: _module(spec, hints) for spec in specs}
+    events = event_types_part(specs, hints)
     rendered, table = render(hints.hints)
-    data = {"format": FORMAT, "modules": fill(modules, rendered), "schemas": table}
+    data = {
+        "format": FORMAT,
+        "modules": fill(modules, rendered),
+        "event_types": fill(events, rendered),
+        "schemas": table,
+    }
     # Read back through the file's own shape: what is written is what loads() accepts.
     return to_dict(parse(data))

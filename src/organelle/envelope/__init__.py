@@ -1,10 +1,11 @@
-"""Event envelopes: CloudEvents 1.0 attributes, typed versioned events, deterministic ids.
+"""Event envelopes: CloudEvents 1.0 attributes, typed versioned events, ids, upcasters.
 
 Ground floor: plain data and pure functions the transport, the stream host
 and the kernel share. See ``docs/events.md``; signatures, compression and
 protected fields on the wire (``_seal``, ``_compress``, ``_protect``,
 ``_security``) in ``docs/event-security.md``; the claim-check's reference
-headers (``_claim``) in ``docs/events.md``.
+headers (``_claim``) in ``docs/events.md``. ``upcaster`` (``_upcast``)
+lifts an older version's data to the version a handler declares.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from organelle.envelope._envelope import (
 )
 from organelle.envelope._event import EventType, event, event_type, event_types, registered
 from organelle.envelope._ids import app_namespace, keyed_id, uuid7
+from organelle.envelope._upcast import lift, upcast, upcaster, upcasters
 from organelle.envelope._wire import convert, register, remember_module, wire_name, wire_type
 
 if TYPE_CHECKING:
@@ -45,12 +47,16 @@ __all__ = [
     "event_types",
     "from_headers",
     "keyed_id",
+    "lift",
     "mask",
     "parse_security",
     "register",
     "registered",
     "remember_module",
     "to_headers",
+    "upcast",
+    "upcaster",
+    "upcasters",
     "uuid7",
     "wire_name",
     "wire_type",

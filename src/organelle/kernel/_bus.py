@@ -7,6 +7,9 @@ finishes without suspending costs no task, one that suspends goes on in its
 own task, up to ``max_concurrent`` at once (then the dispatcher waits, the
 queue fills, and emitters wait in turn). A failing handler is logged and
 counted on its subscription; it never reaches the emitter or other handlers.
+An event in an envelope whose data is at an older version of the ``@event``
+type a handler declares is upcast in the handler's first step
+(``envelope/_upcast.py``).
 
 With middleware, each delivery is an ``"event"`` invocation run through the
 kernel's one pipeline (``run_invocation``); without, the handler is started
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from organelle.context import Context, _current
-from organelle.envelope import Envelope
+from organelle.envelope import Envelope, EventType, event_type, lift
 from organelle.errors import InternalError, OrganelleError
 from organelle.kernel._dispatch import CallNext, Continuation, Invocation, run_invocation
 from organelle.kernel._listen import EventReport, Listeners
@@ -84,6 +87,7 @@ class _Sub:
         "consumer",
         "contract",
         "envelope",
+        "event",
         "fast",
         "filter",
         "fn",
@@ -105,6 +109,9 @@ class _Sub:
         self.order = (-spec.priority, order)
         self.stats = SubscriptionStats(module, sub.attr, spec.pattern, spec.delivery, spec.priority)
         self.envelope = sub.contract.wants_envelope  # the handler takes Envelope[T]
+        # The @event type the handler declares: data of an older version is upcast to it.
+        target = sub.contract.target
+        self.event: EventType | None = event_type(target) if isinstance(target, type) else None
         self.idempotent = spec.idempotent
         self.consumer = f"{module}.{sub.attr}"
         self.inbox: Inbox | None = None  # set by the bus while it has one
@@ -137,6 +144,9 @@ class _Sub:
         if type(payload) is Envelope:
             env = payload
             payload = env.data
+            meta = self.event
+            if meta is not None and env.dataversion is not None and env.dataversion != meta.version:
+                payload = lift(meta, env)  # an older version's data, upcast
         contract = self.contract
         if contract is None:  # validation off, payload passed as is
             arg = payload
@@ -153,7 +163,7 @@ class _Sub:
         if self.envelope:
             if env is None:
                 raise InternalError(f"{self.consumer} takes an envelope but got a bare payload")
-            arg = env.with_data(arg) if arg is not payload else env
+            arg = env.with_data(arg) if arg is not env.data else env
         return self._once(env, self.fn(arg))
 
     def _once(

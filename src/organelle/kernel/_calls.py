@@ -459,20 +459,38 @@ class Dispatcher:
         subs = bus.handler_subs(module, handler, ctx.topic or "")
         if not subs:
             return
+        try:
+            payload = self._as_handlers_want(subs, payload, ctx)
+        except ValidationError as err:  # attributes read only now, where they matter
+            log.warning("dropping an event on %r: %s", ctx.topic, err)
+            return
+        if not bus.offer(subs, payload, ctx):
+            await bus.publish(subs, payload, ctx)
+
+    def _as_handlers_want(self, subs: tuple[Any, ...], payload: Any, ctx: Context) -> Any:
+        """The envelope, or the data alone, as the handler asks (``Incoming`` opened lazily).
+
+        Raises:
+            ValidationError: the handler needs the envelope and its attributes are malformed.
+        """
         kind = type(payload)
         if type(subs) is EnvelopeRoute:
             if kind is Incoming:
-                try:
-                    payload = payload.open()
-                except ValidationError as err:  # attributes read only now, where they matter
-                    log.warning("dropping an event on %r: %s", ctx.topic, err)
-                    return
-            elif kind is not Envelope:  # a plain NATS client's event: give it one
-                payload = self.envelopes().make(ctx.topic or "", payload, ctx, source=_FOREIGN)
-        elif kind is Incoming or kind is Envelope:
-            payload = payload.data
-        if not bus.offer(subs, payload, ctx):
-            await bus.publish(subs, payload, ctx)
+                return payload.open()
+            if kind is Envelope:
+                return payload
+            # a plain NATS client's event: give it one
+            return self.envelopes().make(ctx.topic or "", payload, ctx, source=_FOREIGN)
+        if kind is not Incoming and kind is not Envelope:
+            return payload
+        # Data at another version than the handler's stays wrapped: make_coro upcasts it.
+        meta = subs[0].event
+        version = None
+        if meta is not None:
+            version = payload.dataversion if kind is Envelope else _version_of(payload.headers)
+        if version is None or meta is None or version == meta.version:
+            return payload.data
+        return payload.open() if kind is Incoming else payload
 
     def envelopes(self) -> EnvelopeFactory:
         """The factory of this node's envelopes (app from settings, node from the transport)."""
@@ -722,3 +740,9 @@ def _typed_topic(obj: Any, payload: Any) -> str:
             errors=[{"field": "payload", "message": "given twice"}],
         )
     return meta.name
+
+
+def _version_of(headers: Mapping[str, str]) -> int | None:
+    """``ce-dataversion`` of an incoming event, without reading the rest of its envelope."""
+    text = headers.get("ce-dataversion")
+    return int(text) if text is not None and text.isdigit() else None

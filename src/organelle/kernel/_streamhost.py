@@ -3,7 +3,8 @@
 Opened with the job queue (before modules load), consumers start once every
 module is active and stop before modules stop, like the job worker. Payloads
 are encoded with the JSON codec; a consumer's payload is converted to its
-handler's declared type. Each record carries the appender's ids and trace
+handler's declared type (upcast first when the record is of an older version
+of that ``@event`` type). Each record carries the appender's ids and trace
 headers, so the consumer's context links to the request that appended it.
 Each record runs through the kernel's one pipeline as a ``"stream"``
 invocation; each outcome (done, failed, dead, lost) goes to the listeners.
@@ -22,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from organelle.codec import JsonCodec
 from organelle.context import context, root_context
-from organelle.envelope import Envelope, EnvelopeFactory, event_type, from_headers, to_headers
+from organelle.envelope import (
+    Envelope,
+    EnvelopeFactory,
+    event_type,
+    from_headers,
+    lift,
+    to_headers,
+)
 from organelle.errors import ClaimCheckError, ConfigError, ValidationError
 from organelle.kernel._dispatch import Invocation, run_invocation
 from organelle.kernel._listen import RecordReport
@@ -227,6 +235,28 @@ class StreamHost:
         """Counters of every local group member."""
         return [c.stats for c in self.consumers]
 
+    async def _payload_of(self, rec: Record) -> tuple[Any, Mapping[str, str]]:
+        """A record's decoded payload and headers, its claimed blob fetched if it has one.
+
+        Raises:
+            ClaimCheckError: the blob is missing, damaged or there is no blob store
+                (the attempt fails: retried, then dead-lettered).
+        """
+        headers: Mapping[str, str] = rec.headers
+        if _DATAREF not in headers:
+            return _codec.decode(rec.data), headers
+        from organelle.envelope._claim import claim_of, without_claim
+
+        ref = claim_of(headers)
+        if ref is None:
+            return _codec.decode(rec.data), headers
+        if self.claims is None:
+            raise ClaimCheckError(
+                f"claim-check {ref.uri}: no blob store",
+                details={"reason": "claim_unavailable", "key": ref.key},
+            )
+        return _codec.decode(await self.claims.redeem(ref)), without_claim(headers)
+
     def _handler(self, module: str, consumer: Consumer, stats: ConsumerStats) -> Any:
         slots = self._slots
         chain_of = self._chain
@@ -236,32 +266,19 @@ class StreamHost:
         idempotent = consumer.options.idempotent
         whole = contract.wants_envelope
         name = f"stream.{consumer.options.stream}.{stats.group}.{attr}"
+        target = contract.target
+        typed = event_type(target) if isinstance(target, type) else None  # upcast to it
 
         async def run(delivery: Delivery) -> None:
             rec = delivery.record
-            headers: Mapping[str, str] = rec.headers
-            ref = None
-            if _DATAREF in headers:
-                from organelle.envelope._claim import claim_of
-
-                ref = claim_of(headers)
-            if ref is None:
-                payload = _codec.decode(rec.data)
-            else:  # a ClaimCheckError fails the attempt: retried, then dead-lettered
-                if self.claims is None:
-                    raise ClaimCheckError(
-                        f"claim-check {ref.uri}: no blob store",
-                        details={"reason": "claim_unavailable", "key": ref.key},
-                    )
-                from organelle.envelope._claim import without_claim
-
-                payload = _codec.decode(await self.claims.redeem(ref))
-                headers = without_claim(headers)
+            payload, headers = await self._payload_of(rec)
             env = from_headers(headers, payload)
             # A record without an id (not appended by organelle) cannot be recognised again.
             inbox = self.inbox if idempotent and env is not None else None
             if env is None:
                 env = _record_envelope(rec, payload)
+            elif typed is not None and env.dataversion is not None:
+                payload = lift(typed, env)  # a record of an older version: upcast
             if validate:
                 payload = contract.convert(payload)
             arg = env.with_data(payload) if whole else payload
