@@ -10,7 +10,14 @@ import pydantic
 import pytest
 
 from organelle import DefinitionError, event
-from organelle.envelope import event_type, event_types, keyed_id, registered, uuid7
+from organelle.envelope import (
+    app_namespace,
+    event_type,
+    event_types,
+    keyed_id,
+    registered,
+    uuid7,
+)
 
 
 @event("test.shipped", version=1, key=("order_id", "parcel"))
@@ -105,6 +112,14 @@ def test_keyed_ids_are_deterministic_and_namespaced() -> None:
     assert one != keyed_id("shop", "test.shipped", 1, ["o-1", 3])  # other key
     assert one != keyed_id("shop", "test.shipped", 2, ["o-1", 2])  # other version
     assert one != keyed_id("bank", "test.shipped", 1, ["o-1", 2])  # other app
+
+
+@pytest.mark.parametrize("values", [["o-1", 2], [1], ["ü", 2.5, None], [{"b": 1, "a": [True]}], []])
+def test_keyed_ids_are_the_standard_uuid5(values: list[object]) -> None:
+    name = f"test.shipped@3:{msgspec.json.encode(values, order='sorted').decode()}"
+    assert keyed_id("shop", "test.shipped", 3, values) == str(
+        uuid.uuid5(app_namespace("shop"), name)
+    )
 
 
 def test_uuid7_is_time_ordered_and_unique() -> None:

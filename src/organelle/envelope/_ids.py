@@ -13,6 +13,7 @@ organelle needs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -40,10 +41,28 @@ def app_namespace(app: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"organelle:{app}")
 
 
+@lru_cache(maxsize=64)
+def _namespace_bytes(app: str) -> bytes:
+    return app_namespace(app).bytes
+
+
+def _dashed(hex32: str) -> str:
+    """``8-4-4-4-12`` form of 32 hex digits (what ``str(uuid.UUID)`` prints)."""
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
+
+
 def keyed_id(app: str, type_name: str, version: int, values: Sequence[Any]) -> str:
-    """The deterministic id of the event of ``type_name@version`` with these key values."""
+    """The deterministic id of the event of ``type_name@version`` with these key values.
+
+    ``uuid.uuid5(app_namespace(app), name)`` computed without building
+    ``uuid.UUID`` objects (the same bits, a third of the time: it runs once
+    per keyed event).
+    """
     name = f"{type_name}@{version}:".encode() + _json.encode(list(values))
-    return str(uuid.uuid5(app_namespace(app), name.decode()))
+    digest = bytearray(hashlib.sha1(_namespace_bytes(app) + name, usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return _dashed(digest[:16].hex())
 
 
 def uuid7() -> str:
