@@ -74,7 +74,7 @@ async def test_rpc_events_storage_and_states() -> None:
     assert buckets[-1] == 4.0
     assert got["organelle_events_emitted_total"] == [({"pattern": "item.*.seen"}, 4.0)]
     deliveries = {lab["outcome"]: v for lab, v in got["organelle_event_deliveries_total"]}
-    assert deliveries == {"handled": 3.0, "failed": 1.0, "skipped": 0.0}
+    assert deliveries == {"handled": 3.0, "failed": 1.0, "skipped": 0.0, "duplicate": 0.0}
     puts = [
         v for lab, v in got["organelle_storage_op_duration_seconds_count"] if lab["op"] == "put"
     ]
@@ -84,6 +84,27 @@ async def test_rpc_events_storage_and_states() -> None:
     # no id ever becomes a label: no key, no raw topic
     values = {v for rows in got.values() for labels, _ in rows for v in labels.values()}
     assert not values & {"k0", "k1", "item.0.seen", "item.1.seen"}
+
+
+class Once(Module):
+    name = "once"
+
+    @on("pay.done", idempotent=True)
+    async def apply(self, payload: dict[str, int]) -> None:
+        pass
+
+
+async def test_duplicates_an_idempotent_handler_skipped_are_counted() -> None:
+    kernel = Kernel([Once], {"kernel": {"storage": "memory://"}})
+    metrics = Metrics(kernel)
+    metrics.install()
+    async with kernel:
+        for _ in range(3):  # one event, delivered three times (the same id)
+            await kernel._dispatcher.python_emit("pay.done", {"n": 1}, event_id="pay-7")
+        await kernel.drain()
+        got = samples(metrics)
+    deliveries = {lab["outcome"]: v for lab, v in got["organelle_event_deliveries_total"]}
+    assert (deliveries["handled"], deliveries["duplicate"]) == (1.0, 2.0)
 
 
 async def test_each_kernel_has_its_own_registry() -> None:
@@ -180,7 +201,7 @@ async def test_stream_consumers_are_counted(tmp_path: Any) -> None:
         await kernel.drain_streams(timeout_s=10)
         got = samples(metrics)
     outcomes = {lab["outcome"]: v for lab, v in got["organelle_stream_records_total"]}
-    assert outcomes == {"done": 3.0, "failed": 1.0, "dead": 1.0, "lost": 0.0}
+    assert outcomes == {"done": 3.0, "failed": 1.0, "dead": 1.0, "lost": 0.0, "duplicates": 0.0}
     assert got["organelle_stream_in_flight"] == [({"stream": "ledger", "group": "reader"}, 0.0)]
 
 

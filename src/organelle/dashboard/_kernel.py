@@ -141,6 +141,7 @@ class KernelViews(BaseListener):
                     delivered=s.delivered,
                     failed=s.failed,
                     skipped=s.skipped,
+                    duplicates=s.duplicates,
                     last_error=None if s.last_error is None else dict(s.last_error),
                 )
                 for s in self.kernel.subscriptions()

@@ -48,6 +48,7 @@ def _member(stats: ConsumerStats) -> StreamMemberView:
         failed=stats.failed,
         dead=stats.dead,
         lost=stats.lost,
+        duplicates=stats.duplicates,
         in_flight=stats.in_flight,
         last_error=None if stats.last_error is None else dict(stats.last_error),
     )

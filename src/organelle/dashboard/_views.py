@@ -115,6 +115,7 @@ class SubscriptionView(msgspec.Struct, kw_only=True, frozen=True):
     delivered: int
     failed: int
     skipped: int
+    duplicates: int = 0
     last_error: dict[str, Any] | None
 
 
@@ -252,6 +253,7 @@ class StreamMemberView(msgspec.Struct, kw_only=True, frozen=True):
     lost: int
     in_flight: int
     last_error: dict[str, Any] | None
+    duplicates: int = 0
 
 
 class DeadCountView(msgspec.Struct, kw_only=True, frozen=True):

@@ -43,7 +43,7 @@ class MetricsCollector(Collector):
         totals: dict[tuple[str, str, str], int] = {}
         flight: dict[tuple[str, str], int] = {}
         for s in members:
-            for outcome in ("done", "failed", "dead", "lost"):
+            for outcome in ("done", "failed", "dead", "lost", "duplicates"):
                 key = (s.stream, s.group, outcome)
                 totals[key] = totals.get(key, 0) + getattr(s, outcome)
             flight[(s.stream, s.group)] = flight.get((s.stream, s.group), 0) + s.in_flight
@@ -133,6 +133,7 @@ class MetricsCollector(Collector):
                 ("handled", s.delivered),
                 ("failed", s.failed),
                 ("skipped", s.skipped),
+                ("duplicate", s.duplicates),
             ):
                 deliveries.add_metric([s.module, s.handler, s.pattern, outcome], value)
         yield deliveries

@@ -123,7 +123,8 @@
       ["group", (r) => r.g.group], ["member", (r) => (r.m ? `${r.m.module}.${r.m.handler}` : "other nodes")],
       ["lag", (r) => lagged(r.g.lag), "num"], ["done", count("done"), "num"],
       ["failed", count("failed"), "num"], ["dead-lettered", count("dead"), "num"],
-      ["leases lost", count("lost"), "num"], ["in flight", count("in_flight"), "num"],
+      ["leases lost", count("lost"), "num"], ["duplicates", count("duplicates"), "num"],
+      ["in flight", count("in_flight"), "num"],
       ["dead letters", (r) => dead(r.g.dead_letters), "num"], ["last error", (r) => lastError(r.m), "wrap"],
     ], rows, "no groups", (r) => (r.g.dead_letters && r.g.dead_letters.count > 0) || (r.m && r.m.failed > 0));
     return box;
@@ -183,6 +184,7 @@
         ["handler", (s) => `${s.module}.${s.handler}`], ["pattern", (s) => s.pattern],
         ["delivery", (s) => s.delivery], ["delivered", (s) => num(s.delivered), "num"],
         ["failed", (s) => num(s.failed), "num"], ["skipped", (s) => num(s.skipped), "num"],
+        ["duplicates", (s) => num(s.duplicates), "num"],
         ["last error", lastError, "wrap"],
       ], e.subscriptions, "no subscriptions", (s) => s.failed > 0);
     },
