@@ -18,6 +18,12 @@ def test_public_names() -> None:
 
 
 def test_import_is_fast_and_light() -> None:
+    """No heavy dependency at import; the time itself is a benchmark (bench/local.py, < 200 ms).
+
+    A timed assertion on a shared 2-core machine fails with the load of its
+    neighbours (0.15 s quiet, 0.25 s busy for the same code), so this only
+    catches a gross regression; the figure and its target live in bench/.
+    """
     code = (
         "import time, sys; t = time.perf_counter(); import organelle; "
         "print(time.perf_counter() - t); "
@@ -35,4 +41,4 @@ def test_import_is_fast_and_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split("\n")[1]
     assert heavy == ""
-    assert best < 0.2
+    assert best < 0.5  # a gross regression: something heavy pulled in at import

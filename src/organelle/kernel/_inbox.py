@@ -23,7 +23,6 @@ again on redelivery (at-least-once).
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -41,6 +40,8 @@ _REMEMBERED = 16_384  # ids kept in memory per process
 
 def inbox_key(consumer: str, event_id: str) -> str:
     """The Store key of one consumer's record of one event."""
+    import hashlib  # loaded on first use, not with the kernel
+
     digest = hashlib.blake2b(event_id.encode(), digest_size=16).hexdigest()
     return f"{_NAMESPACE}.{consumer}.{digest}"
 
