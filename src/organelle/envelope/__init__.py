@@ -22,10 +22,24 @@ from organelle.envelope._envelope import (
     from_headers,
     to_headers,
 )
-from organelle.envelope._event import EventType, event, event_type, event_types, registered
+from organelle.envelope._event import (
+    EventType,
+    event,
+    event_topic,
+    event_type,
+    event_types,
+    registered,
+)
 from organelle.envelope._ids import app_namespace, keyed_id, uuid7
 from organelle.envelope._upcast import lift, upcast, upcaster, upcasters
-from organelle.envelope._wire import convert, register, remember_module, wire_name, wire_type
+from organelle.envelope._wire import (
+    convert,
+    rebuild,
+    register,
+    remember_module,
+    wire_name,
+    wire_type,
+)
 
 if TYPE_CHECKING:
     from organelle.envelope._protect import mask
@@ -43,6 +57,7 @@ __all__ = [
     "app_namespace",
     "convert",
     "event",
+    "event_topic",
     "event_type",
     "event_types",
     "from_headers",
@@ -50,6 +65,7 @@ __all__ = [
     "lift",
     "mask",
     "parse_security",
+    "rebuild",
     "register",
     "registered",
     "remember_module",

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from organelle.errors import DefinitionError
+from organelle.errors import DefinitionError, ValidationError
 
-__all__ = ["EventType", "event", "event_type", "event_types", "registered"]
+__all__ = ["EventType", "event", "event_topic", "event_type", "event_types", "registered"]
 
 T = TypeVar("T", bound=type)
 
@@ -136,6 +136,27 @@ def event_type(obj: object) -> EventType | None:
     cls = obj if isinstance(obj, type) else type(obj)
     meta = cls.__dict__.get(_ATTR)
     return meta if isinstance(meta, EventType) else None
+
+
+def event_topic(obj: object, payload: object) -> str:
+    """The topic of ``emit(event)`` (no topic string): the ``@event`` type's name.
+
+    Raises:
+        ValidationError: ``obj`` is neither a topic string nor an ``@event``
+            instance, or a payload was passed beside an event.
+    """
+    meta = event_type(obj)
+    if meta is None or isinstance(obj, type):
+        raise ValidationError(
+            f"emit() takes a topic string or an @event instance, not {type(obj).__name__}",
+            errors=[{"field": "topic", "message": "not a topic or an event"}],
+        )
+    if payload is not None:
+        raise ValidationError(
+            f"emit({meta.name}): an event instance is its own payload; pass one or the other",
+            errors=[{"field": "payload", "message": "given twice"}],
+        )
+    return meta.name
 
 
 def registered(name: str, version: int | None = None) -> EventType | None:

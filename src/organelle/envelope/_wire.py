@@ -24,7 +24,7 @@ import msgspec
 
 from organelle.envelope._event import event_type
 
-__all__ = ["convert", "register", "remember_module", "wire_name", "wire_type"]
+__all__ = ["convert", "rebuild", "register", "remember_module", "wire_name", "wire_type"]
 
 _BY_NAME: dict[str, type] = {}
 _MODULES: list[type] = []  # module classes whose RPC return types are not read yet
@@ -92,6 +92,14 @@ def _is_model(cls: type) -> bool:
         return True
     pydantic = sys.modules.get("pydantic")
     return pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
+
+
+def rebuild(type_name: str | None, value: Any) -> Any:
+    """``value`` as decoded, rebuilt as the class ``type_name`` names here (else unchanged)."""
+    if type_name is None or value is None:
+        return value
+    cls = wire_type(type_name)
+    return value if cls is None else convert(value, cls)
 
 
 def convert(value: Any, cls: type) -> Any:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from organelle._coro import Unfinished
 from organelle._native import speedups
 from organelle.context import _EMPTY_META, Context, _counter, _current, _next_seq, root_context
-from organelle.envelope import Envelope, EnvelopeFactory, Incoming, event_type
+from organelle.envelope import Envelope, EnvelopeFactory, Incoming, event_topic
 from organelle.errors import (
     CallTimeoutError,
     InternalError,
@@ -535,7 +535,7 @@ class Dispatcher:
         the transaction).
         """
         if type(topic) is not str:  # emit(OrderPlaced(...)): the type names the topic
-            topic, payload = _typed_topic(topic, payload), topic
+            topic, payload = event_topic(topic, payload), topic
         bus = self._bus
         subs = bus._cache.get(topic)
         if subs is None:
@@ -719,27 +719,6 @@ class Dispatcher:
 
 
 _FOREIGN = "/organelle/foreign"  # the source of an event that came without an envelope
-
-
-def _typed_topic(obj: Any, payload: Any) -> str:
-    """The topic of ``emit(event)``: the event type's name.
-
-    Raises:
-        ValidationError: ``obj`` is neither a topic string nor an ``@event`` instance,
-            or a payload was passed beside an event.
-    """
-    meta = event_type(obj)
-    if meta is None or isinstance(obj, type):
-        raise ValidationError(
-            f"emit() takes a topic string or an @event instance, not {type(obj).__name__}",
-            errors=[{"field": "topic", "message": "not a topic or an event"}],
-        )
-    if payload is not None:
-        raise ValidationError(
-            f"emit({meta.name}): an event instance is its own payload; pass one or the other",
-            errors=[{"field": "payload", "message": "given twice"}],
-        )
-    return meta.name
 
 
 def _version_of(headers: Mapping[str, str]) -> int | None:

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import to_builtins
-from organelle.envelope import EnvelopeFactory, convert, event_type, uuid7, wire_name, wire_type
+from organelle.envelope import EnvelopeFactory, event_topic, rebuild, uuid7, wire_name
 from organelle.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -64,14 +64,8 @@ class Transaction:
         meta: dict[str, Any] | None = None,
     ) -> str:
         """Emit an event when the transaction commits; returns its event id."""
-        if not isinstance(topic, str):
-            meta_type = event_type(topic)
-            if meta_type is None or isinstance(topic, type):
-                raise ValidationError(
-                    f"tx.emit() takes a topic string or an @event instance, not "
-                    f"{type(topic).__name__}"
-                )
-            topic, payload = meta_type.name, topic
+        if not isinstance(topic, str):  # tx.emit(OrderPlaced(...)), as emit()
+            topic, payload = event_topic(topic, payload), topic
         event_id = self._outbox.envelopes().event_id(payload)
         await self._add("emit", topic, payload, {"id": event_id, "key": key, "meta": meta or None})
         return event_id
@@ -209,12 +203,7 @@ class Outbox:
         return sent
 
     async def _one(self, row_id: str, row: dict[str, Any]) -> None:
-        payload = row.get("payload")
-        type_name = row.get("type")
-        if type_name is not None and payload is not None:
-            cls = wire_type(type_name)
-            if cls is not None:
-                payload = convert(payload, cls)
+        payload = rebuild(row.get("type"), row.get("payload"))
         kind, target = row["kind"], row["target"]
         if kind == "emit":
             await self._emit(

@@ -15,7 +15,7 @@ import msgspec
 
 from organelle.codec import Codec, codec_for
 from organelle.context import Context, _next_seq
-from organelle.envelope import convert, wire_type
+from organelle.envelope import rebuild
 from organelle.errors import OrganelleError, RemoteError, ValidationError
 
 __all__ = [
@@ -249,8 +249,4 @@ def decode_error(codec: Codec, data: bytes, code: str) -> OrganelleError:
 
 def typed_result(headers: Mapping[str, str], value: Any) -> Any:
     """A decoded result rebuilt as the class its ``Organelle-Type`` names, if known here."""
-    name = headers.get("organelle-type")
-    if name is None or value is None:
-        return value
-    cls = wire_type(name)
-    return value if cls is None else convert(value, cls)
+    return rebuild(headers.get("organelle-type"), value)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import codec_for
-from organelle.envelope import Envelope, convert, wire_type
+from organelle.envelope import Envelope, rebuild
 from organelle.envelope._security import EventSecurity, parse_security
 from organelle.errors import (
     CallTimeoutError,
@@ -356,8 +356,7 @@ class MemoryTransport(MemoryNode):
                 self._pending.discard(reply)
             if code is None:
                 value = codec.decode(data) if data else None
-                cls = None if type_name is None or value is None else wire_type(type_name)
-                return value if cls is None else convert(value, cls)
+                return rebuild(type_name, value)
             if not retry:
                 raise decode_error(codec, data, code)
             # Refused unrun by a node that withdrew meanwhile: another instance takes it.
