@@ -42,6 +42,7 @@ from organelle.kernel._dispatch import (
     run_until,
 )
 from organelle.kernel._listen import CallReport, EventReport, LifecycleReport
+from organelle.kernel._policy import Policies
 from organelle.module._topics import check_topic
 
 if TYPE_CHECKING:
@@ -85,9 +86,11 @@ class Dispatcher:
         middleware: list[Middleware],
         listeners: Listeners,
         *,
+        policies: Policies,
         compiled: bool = True,
     ) -> None:
         self._slots = slots
+        self.policies = policies
         self._router = router
         self._rpc = router.local  # the very dict the compiled path reads
         self._bus = bus
@@ -343,11 +346,13 @@ class Dispatcher:
         timeout_s: float | None = None,
         meta: dict[str, Any] | None = None,
         principal: Any = None,
+        caller: str | None = None,
     ) -> Any:
         """Call with explicit options.
 
         ``timeout_s`` is capped by the caller's deadline, ``meta`` is merged into
-        the context and ``principal`` replaces the caller's.
+        the context and ``principal`` replaces the caller's. ``caller`` names
+        the calling module for ``"<caller> -> <target>"`` policies.
         """
         if params is None:
             params = {}
@@ -358,17 +363,26 @@ class Dispatcher:
             )
         entry = self._rpc.get(target)
         if entry is None:
-            return await self._call_remote(target, dict(params), timeout_s, meta, principal)
+            return await self._call_remote(target, dict(params), timeout_s, meta, principal, caller)
         ctx = self._outgoing(target, timeout_s, meta, principal)
-        return await self._invoke(entry, dict(params), ctx, ctx.deadline)  # type: ignore[arg-type]
+        return await self._invoke(entry, dict(params), ctx, ctx.deadline, caller)  # type: ignore[arg-type]
 
-    async def _call_remote(
+    def caller_call(self, caller: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+        """``call`` for module ``caller``, whose calls have policies of their own."""
+
+        async def call(target: str, /, **params: Any) -> Any:
+            return await self.call_with(target, params, caller=caller)
+
+        return call
+
+    async def _call_remote(  # noqa: PLR0917 - call_with's options, passed on
         self,
         target: str,
         params: dict[str, Any],
         timeout_s: float | None,
         meta: dict[str, Any] | None,
         principal: Any,
+        caller: str | None = None,
     ) -> Any:
         router = self._router
         if router.transport.solo or not isinstance(target, str) or "." not in target:
@@ -376,6 +390,27 @@ class Dispatcher:
         if router.blocked(target):
             raise self._missing(target)
         ctx = self._outgoing(target, timeout_s, meta, principal)
+        guard = self.policies.guard(caller, target)
+        if guard is None:
+            return await self._remote_once(target, params, ctx)
+
+        async def attempt(until: float) -> Any:
+            ctx.deadline = until
+            return await self._remote_once(target, params, ctx)
+
+        return await guard.run(attempt, ctx.deadline, self._fallback(params, caller))  # type: ignore[arg-type]
+
+    def _fallback(
+        self, params: Mapping[str, Any], caller: str | None
+    ) -> Callable[[str], Coroutine[Any, Any, Any]]:
+        async def fallback(target: str) -> Any:
+            return await self.call_with(target, params, caller=caller)
+
+        return fallback
+
+    async def _remote_once(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
+        """One try of a call to another node: the transport request, through the onion."""
+        router = self._router
         if not self._detour:
             return await router.send(target, params, ctx)
         inv = Invocation(
@@ -614,9 +649,29 @@ class Dispatcher:
             drain.cancel()
 
     async def _invoke(
+        self,
+        entry: RpcEntry,
+        params: dict[str, Any],
+        ctx: Context,
+        deadline: float,
+        caller: str | None = None,
+    ) -> Any:
+        """The shared call path: the call's policy, then ``_invoke_once`` (once or retried)."""
+        if entry.policied:
+            guard = self.policies.guard(caller, entry.target)
+            if guard is not None:
+
+                async def attempt(until: float) -> Any:
+                    ctx.deadline = until
+                    return await self._invoke_once(entry, params, ctx, until)
+
+                return await guard.run(attempt, deadline, self._fallback(params, caller))
+        return await self._invoke_once(entry, params, ctx, deadline)
+
+    async def _invoke_once(
         self, entry: RpcEntry, params: dict[str, Any], ctx: Context, deadline: float
     ) -> Any:
-        """The shared call path: guard, per-method timeout, the onion, listeners, counters."""
+        """One try: access guard, per-method timeout, the onion, listeners, counters."""
         if not self.listeners.calls:
             return await self._run_entry(entry, params, ctx, deadline)
         started = _perf()

@@ -89,7 +89,7 @@ else:
 class RpcEntry(_RouteBase):
     """A routable RPC method: the bound handler and everything checked before it runs."""
 
-    __slots__ = ("guard", "module", "timeout_s")
+    __slots__ = ("guard", "module", "policied", "timeout_s")
 
     def __init__(self, slot: Slot, method: str, validate: bool, authorizer: Authorizer) -> None:
         meta = slot.spec.rpcs[method]
@@ -104,8 +104,14 @@ class RpcEntry(_RouteBase):
         self.timeout_s = meta.spec.timeout_s
         self.guard = authorizer.guard_for(self.target, meta.spec.roles, meta.spec.permissions)
         self.stats: CallStats | None = None
+        self.policied = False  # a call policy may apply (set by the router)
         # Anything beyond a plain call takes _invoke, keeping the inline path lean.
         self.slow = self.timeout_s is not None or self.guard is not None
+
+    def mark_policy(self, policied: bool) -> None:
+        """Whether some caller's calls to this method run under a policy (they leave the C path)."""
+        self.policied = policied
+        self.slow = policied or self.timeout_s is not None or self.guard is not None
 
     def bad_params(self, exc: TypeError) -> ValidationError:
         """The error for params that do not bind to an unvalidated handler."""
