@@ -116,10 +116,13 @@ class BreakerPolicy(_Part, frozen=True, kw_only=True, forbid_unknown_fields=True
     as a validation error is a success for the breaker.
 
     Attributes:
+        scope: ``"method"`` (a breaker per target) or ``"module"`` (one for all
+            of the callee module's methods).
         per_node: remotely, one breaker per serving node as well, so one bad
             node is left out while the others serve.
     """
 
+    scope: Literal["method", "module"] = "method"
     failures: int = 5
     failure_ratio: float = 0.5
     window: int = 20

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
 from organelle.config.loader import extend_path
-from organelle.config.policy import Policy, parse_policies
+from organelle.config.policy import Policy, layer_key, parse_policies, parse_policy
 from organelle.errors import DefinitionError
 from organelle.kernel import _states as st
 from organelle.kernel._bus import EventBus, Subscriptions, SubscriptionStats
@@ -294,6 +294,21 @@ class Kernel:
                 instance.call = self._dispatcher.caller_call(instance.name)  # type: ignore[method-assign]
             else:
                 instance.call = self.call  # type: ignore[method-assign]
+
+    def set_policy(self, key: str, policy: Policy | Mapping[str, Any] | None) -> None:
+        """Set the call policy of ``key`` from code (``"<caller> -> <target>"`` and the like).
+
+        For a module or an edge that brings its own defaults (the gateway's
+        retries and breaker): ``[policies]`` in config still overrides it.
+        ``None`` removes it.
+
+        Raises:
+            ConfigError: a bad key or policy.
+        """
+        caller, target = layer_key(key)
+        parsed = None if policy is None else parse_policy(policy, f"policies.{key}")
+        self._policies.set_layer(caller, target, parsed)
+        self._policies_changed()
 
     def policy_stats(self) -> dict[str, Any]:
         """Circuit breakers (state, transitions) and what the call policies did, by target."""

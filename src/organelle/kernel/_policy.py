@@ -81,9 +81,8 @@ def _failed(exc: BaseException) -> bool:
     """Whether ``exc`` counts against a breaker: no answer, or the callee broke."""
     if isinstance(exc, (CircuitOpenError, BulkheadFullError)):
         return False  # refused here: says nothing about the callee
-    return isinstance(exc, (TransportError, InternalError, RemoteError)) or not isinstance(
-        exc, OrganelleError
-    )
+    failures = (TransportError, InternalError, RemoteError, NotServedError)
+    return isinstance(exc, failures) or not isinstance(exc, OrganelleError)
 
 
 def _retryable(exc: BaseException, idempotent: bool) -> bool:
@@ -267,8 +266,8 @@ class TokenBucket:
         """0 if a token was taken, else the seconds until there is one."""
         tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
-        if tokens >= 1.0:
-            self.tokens = tokens - 1.0
+        if tokens >= 1.0 - 1e-9:  # float dust from the refill must not refuse a due token
+            self.tokens = max(0.0, tokens - 1.0)
             return 0.0
         self.tokens = tokens
         return (1.0 - tokens) / self.rate
@@ -415,7 +414,7 @@ class Guard:
             breaker = self.breaker
             if breaker is not None and not breaker.allow(now):
                 raise CircuitOpenError(
-                    f"calls to {self.target!r} are failing; the circuit is open",
+                    f"calls to {self.target!r} are failing: circuit open",
                     details={"target": self.target, "retry_after_s": breaker.retry_after(now)},
                 )
             try:
@@ -461,6 +460,8 @@ class Policies:
     def __init__(self, table: PolicyTable, declared: Declared) -> None:
         self.table = table
         self._declared = declared
+        # Layers set by code (``Kernel.set_policy``): under config's caller layers.
+        self.code: dict[tuple[str | None, str], Policy] = {}
         self._guards: dict[tuple[str | None, str], Guard | None] = {}
         self.breakers: dict[str, Breaker] = {}
         self._bulkheads: dict[tuple[str | None, str], Bulkhead] = {}
@@ -472,7 +473,7 @@ class Policies:
     @property
     def callers(self) -> frozenset[str]:
         """Modules with caller-specific policies (their calls name them)."""
-        return self.table.callers
+        return self.table.callers | {c for c, _ in self.code if c is not None}
 
     def resolve(self, caller: str | None, target: str) -> tuple[Policy, bool]:
         """The policy in force for ``caller`` → ``target`` and whether the method is idempotent."""
@@ -484,6 +485,10 @@ class Policies:
             policy = declared.over(policy)
         for layer in table.layers(None, target):
             policy = layer.over(policy)
+        for key in ((caller, "*"), (caller, module), (caller, target)):
+            found = self.code.get(key)
+            if found is not None:
+                policy = found.over(policy)
         if caller is not None:
             for key in ((caller, "*"), (caller, module), (caller, target)):
                 found = table.by_caller.get(key)
@@ -512,7 +517,8 @@ class Policies:
     def _make(self, caller: str | None, target: str, policy: Policy, idempotent: bool) -> Guard:
         breaker = None
         if policy.breaker:
-            breaker = self.breaker(target, policy.breaker)
+            scope = target.partition(".")[0] if policy.breaker.scope == "module" else target
+            breaker = self.breaker(scope, policy.breaker)
         bulkhead = None
         if policy.bulkhead:
             bulkhead = self._bulkheads.get((caller, target))
@@ -548,6 +554,14 @@ class Policies:
     def reload(self, table: PolicyTable) -> None:
         """Use new policies; state of unchanged parts is kept, guards are rebuilt on demand."""
         self.table = table
+        self._guards.clear()
+
+    def set_layer(self, caller: str | None, target: str, policy: Policy | None) -> None:
+        """Set (or with ``None`` remove) a layer made by code; config still overrides it."""
+        if policy is None:
+            self.code.pop((caller, target), None)
+        else:
+            self.code[caller, target] = policy
         self._guards.clear()
 
     def forget(self, target_prefix: str) -> None:
