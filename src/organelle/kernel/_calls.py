@@ -42,7 +42,7 @@ from organelle.kernel._dispatch import (
     run_until,
 )
 from organelle.kernel._listen import CallReport, EventReport, LifecycleReport
-from organelle.kernel._policy import Policies
+from organelle.kernel._policy import CANCELLED, Policies
 from organelle.module._topics import check_topic
 
 if TYPE_CHECKING:
@@ -248,13 +248,24 @@ class Dispatcher:
                     raise CallTimeoutError(f"call to {target!r} timed out before it started")
                 deadline = pd
             ctx = parent.child(deadline)
+        guard = None
         if entry.slow or self._detour:
-            return await self._invoke(entry, params, ctx, deadline)
+            # A policy of breaker, bulkhead, timeout and rate limit alone runs on the
+            # inline path below (entered and left without awaiting); the rest take _invoke.
+            if entry.inline_policy and not self._detour:
+                guard = entry.policy
+            if guard is None or not guard.inline:
+                return await self._invoke(entry, params, ctx, deadline)
+            entered = guard.enter(now, deadline)
+            if entered is None:  # the bulkhead is full: wait (or be refused) on the slow path
+                return await self._invoke(entry, params, ctx, deadline)
+            deadline = ctx.deadline = entered
         # The hot path, inlined: _invoke without middleware, listeners or per-method timeout.
         # A handler that finishes in its first step cannot be seen half-done by
         # shutdown, so only suspended calls are counted as in flight.
         token = _current.set(ctx)
         coro = None
+        failure: BaseException | None = None
         stats = entry.stats
         if stats is not None:
             stats.calls += 1
@@ -272,6 +283,7 @@ class Dispatcher:
                 return stop.value
             return await self._suspended(coro, first, deadline, target, stats)
         except OrganelleError as exc:
+            failure = exc
             if stats is not None:
                 stats.error(exc.code)
             raise
@@ -281,15 +293,22 @@ class Dispatcher:
                 if coro is None and contract is None  # binding failed: the handler never ran
                 else InternalError.wrap(exc)
             )
+            failure = err
             if stats is not None:
                 stats.error(err.code)
             raise err from (None if coro is None and contract is None else exc)
         except Exception as exc:
+            failure = InternalError.wrap(exc)
             if stats is not None:
                 stats.error(InternalError.code)
-            raise InternalError.wrap(exc) from exc
+            raise failure from exc
+        except BaseException:
+            failure = CANCELLED
+            raise
         finally:
             _current.reset(token)
+            if guard is not None:
+                guard.leave(failure)
 
     def _resume(
         self,

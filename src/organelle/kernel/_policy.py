@@ -49,6 +49,7 @@ from organelle.errors import (
 )
 
 __all__ = [
+    "CANCELLED",
     "EMPTY",
     "Breaker",
     "Bulkhead",
@@ -61,6 +62,9 @@ __all__ = [
 
 _monotonic = time.monotonic
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+# What ``Guard.leave`` is told of a call cancelled or stopped by a BaseException:
+# neither a success nor a failure for the breaker.
+CANCELLED = BaseException("cancelled")
 Declared = Callable[[str], "tuple[Policy | None, bool]"]
 Attempt = Callable[[float], Awaitable[Any]]
 
@@ -337,6 +341,7 @@ class Guard:
         "bulkhead",
         "fallback",
         "idempotent",
+        "inline",
         "owner",
         "policy",
         "retry",
@@ -364,6 +369,63 @@ class Guard:
         self.bucket = bucket
         self.budget = budget
         self.fallback = bool(policy.fallback) or policy.fallback_value is not msgspec.UNSET
+        # Without retries or a fallback a call is entered and left around one try,
+        # with no await of its own: the dispatcher runs it on its inline path.
+        self.inline = self.retry is None and not self.fallback
+
+    def enter(self, now: float, deadline: float) -> float | None:
+        """Admit one call without waiting: its deadline, or ``None`` when it would wait.
+
+        Raises:
+            RateLimitedError: the caller's bucket is empty.
+            CircuitOpenError: the breaker refuses.
+        """
+        if self.bucket is not None:
+            self._take_token(now)
+        bulkhead = self.bulkhead
+        if bulkhead is not None:
+            if bulkhead.active >= bulkhead.policy.max_concurrent or bulkhead.waiters:
+                return None
+            bulkhead.active += 1
+        breaker = self.breaker
+        if breaker is not None and not breaker.allow(now):
+            if bulkhead is not None:
+                bulkhead.release()
+            raise self._open(breaker, now)
+        timeout = self.policy.timeout_s
+        return deadline if timeout is None else min(deadline, now + timeout)
+
+    def leave(self, failure: BaseException | None) -> None:
+        """The end of a call ``enter`` admitted (``failure``: what it raised, if anything)."""
+        bulkhead = self.bulkhead
+        if bulkhead is not None:
+            if bulkhead.waiters:
+                bulkhead.release()
+            else:
+                bulkhead.active -= 1
+        breaker = self.breaker
+        if breaker is None or failure is CANCELLED:
+            return
+        if failure is None and breaker.state == CLOSED:  # the common case, inlined
+            breaker.consecutive = 0
+            breaker.outcomes.append(True)
+            return
+        breaker.record(ok=failure is None or not _failed(failure), now=_monotonic())
+
+    def _take_token(self, now: float) -> None:
+        wait = self.bucket.take(now) if self.bucket is not None else 0.0
+        if wait > 0:
+            _bump(self.owner.stats.rate_limited, self.target)
+            raise RateLimitedError(
+                f"too many calls to {self.target!r}",
+                details={"target": self.target, "retry_after_s": wait},
+            )
+
+    def _open(self, breaker: Breaker, now: float) -> CircuitOpenError:
+        return CircuitOpenError(
+            f"calls to {self.target!r} are failing: circuit open",
+            details={"target": self.target, "retry_after_s": breaker.retry_after(now)},
+        )
 
     def deadline(self, deadline: float, now: float) -> float:
         """The call's deadline under the policy's timeout."""
@@ -392,17 +454,11 @@ class Guard:
         on = self.policy.fallback_on
         return any(getattr(c, "code", None) in on for c in type(exc).__mro__)
 
-    async def _attempts(self, attempt: Attempt, deadline: float) -> Any:  # noqa: C901, PLR0912, PLR0915 - one loop, every part in order
+    async def _attempts(self, attempt: Attempt, deadline: float) -> Any:  # noqa: C901, PLR0912 - one loop, every part in order
         now = _monotonic()
         owner = self.owner
         if self.bucket is not None:
-            wait = self.bucket.take(now)
-            if wait > 0:
-                _bump(owner.stats.rate_limited, self.target)
-                raise RateLimitedError(
-                    f"too many calls to {self.target!r}",
-                    details={"target": self.target, "retry_after_s": wait},
-                )
+            self._take_token(now)
         deadline = self.deadline(deadline, now)
         retry = self.retry
         budget = self.budget
@@ -413,10 +469,7 @@ class Guard:
             tries += 1
             breaker = self.breaker
             if breaker is not None and not breaker.allow(now):
-                raise CircuitOpenError(
-                    f"calls to {self.target!r} are failing: circuit open",
-                    details={"target": self.target, "retry_after_s": breaker.retry_after(now)},
-                )
+                raise self._open(breaker, now)
             try:
                 until = deadline
                 if retry is not None and retry.attempt_timeout_s is not None:

@@ -96,7 +96,9 @@ class Router:
         for method in slot.spec.rpcs:
             entry = RpcEntry(slot, method, settings.validate, authorizer)
             if policies is not None:
-                entry.mark_policy(policies.applies(entry.target))
+                entry.mark_policy(
+                    policies.applies(entry.target), policies.guard(None, entry.target)
+                )
             if self.stats is not None:
                 entry.stats = self.stats.setdefault(entry.target, CallStats(self._bounds))
             self.serving[entry.target] = entry
@@ -109,7 +111,9 @@ class Router:
         policies = self.policies
         if policies is not None:
             for entry in self.serving.values():
-                entry.mark_policy(policies.applies(entry.target))
+                entry.mark_policy(
+                    policies.applies(entry.target), policies.guard(None, entry.target)
+                )
 
     def unbind(self, name: str) -> None:
         """Take module ``name``'s methods out of the tables."""
