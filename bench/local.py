@@ -45,6 +45,10 @@ REFERENCE_FLOOR = 4.44e6  # the same floor on the machine Moleculer was measured
 PATH = "C path" if speedups is not None else "pure Python (no C extension)"
 
 
+# A timeout + breaker + bulkhead policy (issue 13's benchmark: ≤ 10 % over no policy).
+GUARD = {"timeout_s": 5, "breaker": {"failures": 5}, "bulkhead": {"max_concurrent": 1000}}
+
+
 class Math(Module):
     name = "math"
     version = "1.0.0"
@@ -55,6 +59,10 @@ class Math(Module):
 
     @rpc(validate=False)
     async def add_raw(self, a: int, b: int) -> int:
+        return a + b
+
+    @rpc(policy=GUARD)
+    async def add_guarded(self, a: int, b: int) -> int:
         return a + b
 
 
@@ -106,6 +114,10 @@ async def rpc_rows(n: int, rounds: int) -> list[Row]:
             for _ in range(count):
                 await call("math.add", a=1, b=2)
 
+        async def guarded(count: int) -> None:
+            for _ in range(count):
+                await call("math.add_guarded", a=1, b=2)
+
         async def pure_raw(count: int) -> None:
             for _ in range(count):
                 await pure("math.add_raw", a=1, b=2)
@@ -118,6 +130,7 @@ async def rpc_rows(n: int, rounds: int) -> list[Row]:
             "floor": floor,
             "raw": raw,
             "valid": validated,
+            "guarded": guarded,
             "pure_raw": pure_raw,
             "pure_valid": pure_validated,
         }
@@ -146,6 +159,16 @@ async def rpc_rows(n: int, rounds: int) -> list[Row]:
                 extra={"vs_moleculer": best[key] / f / moleculer, "peak_rss_mb": rss},
             )
         )
+    rows.append(
+        Row(
+            "local call, validation on, timeout + breaker + bulkhead policy",
+            "kernel.call (policy path)",
+            best["guarded"],
+            baseline="kernel.call, validation on, no policy",
+            ratio=best["guarded"] / best["valid"],
+            target="≥ 0.9× no policy",
+        )
+    )
     for key, label in (("pure_raw", "validation off"), ("pure_valid", "validation on")):
         rows.append(
             Row(

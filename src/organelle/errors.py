@@ -24,7 +24,9 @@ known ancestor for a code this process does not know)::
     ├── TransportError                  organelle.transport
     │   ├── CallTimeoutError            organelle.timeout        (also TimeoutError)
     │   └── UnavailableError            organelle.unavailable    draining, disconnected
-    │       └── StorageUnavailableError organelle.storage.unavailable
+    │       ├── StorageUnavailableError organelle.storage.unavailable
+    │       ├── CircuitOpenError        organelle.circuit_open   a policy's breaker refused the call
+    │       └── BulkheadFullError       organelle.bulkhead_full  a policy's bulkhead refused it
     ├── LifecycleError                  organelle.lifecycle      a hook failed or timed out
     ├── RemoteError                     organelle.remote         an unknown remote code
     ├── AuthError                       organelle.auth
@@ -53,7 +55,9 @@ __all__ = [
     "BlobIntegrityError",
     "BlobNotFoundError",
     "BodyTimeoutError",
+    "BulkheadFullError",
     "CallTimeoutError",
+    "CircuitOpenError",
     "ClaimCheckError",
     "ConfigError",
     "ConflictError",
@@ -442,6 +446,22 @@ class StorageUnavailableError(UnavailableError):
     """The backend stayed unreachable (or locked) for the whole retry budget."""
 
     code = "organelle.storage.unavailable"
+
+
+class CircuitOpenError(UnavailableError):
+    """A circuit breaker is open: the call was refused at once and never ran.
+
+    ``details`` names the ``target`` (and the ``node`` when one node's breaker
+    refused) and ``retry_after_s``, when the breaker half-opens.
+    """
+
+    code = "organelle.circuit_open"
+
+
+class BulkheadFullError(UnavailableError):
+    """A bulkhead's slots and queue are full: the call was refused and never ran."""
+
+    code = "organelle.bulkhead_full"
 
 
 class RateLimitedError(OrganelleError):

@@ -56,6 +56,22 @@ async def test_rpc_counts_calls_errors_and_latency() -> None:
     assert lookup["p50_ms"] is None  # raised before suspending: never timed
 
 
+async def test_rpc_shows_the_call_policies_breakers() -> None:
+    async with serve(Calc, Audit, dashboard=ON) as (k, client):
+        assert "calc.lookup" not in [b["key"] for b in (await view(client, "rpc"))["breakers"]]
+        k.set_policy("calc.lookup", {"breaker": {"failures": 1, "reset_s": 30}})
+        with pytest.raises(NotFoundError):  # an answer: the breaker stays closed
+            await k.call("calc.lookup", key="k")
+        table = await view(client, "rpc")
+    assert by(table["breakers"], "key", "calc.lookup") == {
+        "key": "calc.lookup",
+        "state": "closed",
+        "consecutive_failures": 0,
+        "opened": 0,
+        "retry_after_s": 0.0,
+    }
+
+
 async def test_events_count_deliveries_and_keep_the_last_error() -> None:
     async with serve(Calc, Audit, dashboard=ON) as (k, client):
         await k.emit("calc.done", {"n": 1})

@@ -133,7 +133,7 @@ async def test_remote_errors_keep_their_status(cluster: Cluster) -> None:
     assert resp.status_code == 422, resp.text  # refused by the remote kernel's validation
     assert [e["field"] for e in error(resp)["details"]["errors"]] == ["b"]
     # Answers, even error ones, prove the module is reachable: the breaker stays closed.
-    assert cluster.gw.runtime.remote.breaker("ledger").state == "closed"
+    assert cluster.gateway.policy_stats()["breakers"]["ledger"]["state"] == "closed"
 
 
 async def test_the_principal_reaches_the_remote_handler(cluster: Cluster) -> None:
@@ -158,8 +158,8 @@ async def test_a_stopped_module_is_503_then_the_breaker_opens_and_closes(
     cluster: Cluster,
 ) -> None:
     http = cluster.http
-    breaker = cluster.gw.runtime.remote.breaker("ledger")
     assert (await http.get("/ledger/a")).status_code == 200
+    breaker = cluster.gateway._policies.breakers["ledger"]
     await cluster.remote.stop()
 
     # Each request is tried 1 + retries times, then 503 (never 500, never 404).
@@ -167,7 +167,7 @@ async def test_a_stopped_module_is_503_then_the_breaker_opens_and_closes(
         resp = await http.get("/ledger/a")
         assert resp.status_code == 503, resp.text
         assert error(resp)["code"] == "organelle.unavailable"
-        assert breaker.count == 3 * failed
+        assert breaker.consecutive == 3 * failed
     assert breaker.state == "open"
 
     # Open: 503 without a call going out (no attempt is counted), at once.
@@ -175,7 +175,8 @@ async def test_a_stopped_module_is_503_then_the_breaker_opens_and_closes(
         resp = await http.post("/api/ledger/add", json={"a": 1, "b": 2})
         assert resp.status_code == 503
         assert "circuit open" in error(resp)["message"]
-    assert breaker.count == BREAKER_FAILURES
+        assert error(resp)["code"] == "organelle.circuit_open"
+    assert breaker.consecutive == BREAKER_FAILURES
     start = time.monotonic()
     with pytest.raises(UnavailableError, match="circuit open"):
         await cluster.gw.runtime.invoke("ledger.balance", {"account": "a"}, None, 5.0)
@@ -183,7 +184,10 @@ async def test_a_stopped_module_is_503_then_the_breaker_opens_and_closes(
 
     # The module comes back; after breaker_reset_s one trial call closes the breaker.
     await cluster.start_remote()
-    await eventually(lambda: breaker.state != "open", timeout_s=5 * BREAKER_RESET_S)
+    stats = cluster.gateway.policy_stats
+    await eventually(
+        lambda: stats()["breakers"]["ledger"]["state"] != "open", timeout_s=5 * BREAKER_RESET_S
+    )
     resp = await http.get("/ledger/a")
     assert resp.status_code == 200, resp.text
     assert breaker.state == "closed"

@@ -217,3 +217,34 @@ async def test_events_the_transport_rejects_are_counted_by_reason() -> None:
             member.take_event(module, handler, "item.a.seen", b'{"n": 1}', {})
         got = samples(metrics)
     assert got["organelle_events_rejected_total"] == [({"reason": "unsigned"}, 1.0)]
+
+
+class Shaky(Module):
+    name = "shaky"
+
+    @rpc(idempotent=True, policy={"retry": {"attempts": 2, "backoff_s": 0.001}})
+    async def once(self) -> None:
+        raise RuntimeError("always")
+
+    @rpc(policy={"breaker": {"failures": 1, "reset_s": 60}, "fallback_value": "spare"})
+    async def breaks(self) -> None:
+        raise RuntimeError("always")
+
+
+async def test_call_policies_breakers_retries_and_fallbacks() -> None:
+    kernel = Kernel([Shaky], {"kernel": {"storage": "memory://"}})
+    metrics = Metrics(kernel)
+    metrics.install()
+    async with kernel:
+        with pytest.raises(Exception):  # noqa: B017
+            await kernel.call("shaky.once")
+        with pytest.raises(Exception):  # noqa: B017
+            await kernel.call("shaky.breaks")  # opens the breaker: not a fallback error
+        assert await kernel.call("shaky.breaks") == "spare"  # refused: the fallback answers
+        got = samples(metrics)
+    state = {lab["state"]: v for lab, v in got["organelle_breaker_state"]}
+    assert state == {"closed": 0.0, "open": 1.0, "half_open": 0.0}
+    opened = [v for lab, v in got["organelle_breaker_transitions_total"] if lab["state"] == "open"]
+    assert opened == [1.0]
+    assert got["organelle_policy_retries_total"] == [({"target": "shaky.once"}, 1.0)]
+    assert got["organelle_policy_fallbacks_total"] == [({"target": "shaky.breaks"}, 1.0)]

@@ -1,6 +1,25 @@
 """App configuration: files, environment overrides and kernel settings."""
 
 from organelle.config.loader import apply_env, import_object, load_file, merge
+from organelle.config.policy import (
+    BreakerPolicy,
+    BulkheadPolicy,
+    Policy,
+    RateLimitPolicy,
+    RetryPolicy,
+)
 from organelle.config.settings import KernelSettings, parse_settings
 
-__all__ = ["KernelSettings", "apply_env", "import_object", "load_file", "merge", "parse_settings"]
+__all__ = [
+    "BreakerPolicy",
+    "BulkheadPolicy",
+    "KernelSettings",
+    "Policy",
+    "RateLimitPolicy",
+    "RetryPolicy",
+    "apply_env",
+    "import_object",
+    "load_file",
+    "merge",
+    "parse_settings",
+]

@@ -20,6 +20,7 @@ from organelle.config.secrets import mask, mask_url
 from organelle.dashboard._nodes import this_node
 from organelle.dashboard._quantile import quantile
 from organelle.dashboard._views import (
+    BreakerView,
     EventsView,
     ModulesView,
     ModuleView,
@@ -123,9 +124,21 @@ class KernelViews(BaseListener):
         """``/api/rpc``: calls, errors by code and latency estimates per RPC method."""
         table = self.kernel.call_stats or {}
         bounds = next(iter(table.values())).bounds if table else BOUNDS_S
+        policies = self.kernel.policy_stats()
         return RpcTable(
             bounds_s=list(bounds),
             methods=[_rpc_view(target, table[target]) for target in sorted(table)],
+            breakers=[
+                BreakerView(
+                    key=key,
+                    state=b["state"],
+                    consecutive_failures=b["consecutive_failures"],
+                    opened=b["changes"]["open"],
+                    retry_after_s=round(b["retry_after_s"], 3),
+                )
+                for key, b in sorted(policies["breakers"].items())
+            ],
+            policy_counts={k: v for k, v in policies.items() if k != "breakers" and v},
         )
 
     def events(self) -> EventsView:

@@ -97,11 +97,23 @@ class RpcView(msgspec.Struct, kw_only=True, frozen=True):
     p99_ms: float | None
 
 
+class BreakerView(msgspec.Struct, kw_only=True, frozen=True):
+    """One circuit breaker of the call policies (``key``: target, module or ``target@node``)."""
+
+    key: str
+    state: str
+    consecutive_failures: int
+    opened: int
+    retry_after_s: float
+
+
 class RpcTable(msgspec.Struct, kw_only=True, frozen=True):
-    """``GET <path>/api/rpc``: counters since the stats were switched on."""
+    """``GET <path>/api/rpc``: counters since the stats were switched on, and call policies."""
 
     bounds_s: list[float]
     methods: list[RpcView]
+    breakers: list[BreakerView] = msgspec.field(default_factory=list)
+    policy_counts: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
 
 
 class SubscriptionView(msgspec.Struct, kw_only=True, frozen=True):

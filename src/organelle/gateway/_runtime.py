@@ -29,6 +29,7 @@ import msgspec
 from organelle.auth.base import Principal
 from organelle.auth.factory import Credentials, PrincipalFactory
 from organelle.codec import _enc_hook
+from organelle.config.policy import BreakerPolicy, Policy, RetryPolicy
 from organelle.errors import (
     ForbiddenError,
     InternalError,
@@ -37,7 +38,6 @@ from organelle.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from organelle.gateway._resilience import RemoteCaller
 
 if TYPE_CHECKING:
     from organelle.gateway._cache import ResponseCache
@@ -46,7 +46,9 @@ if TYPE_CHECKING:
     from organelle.gateway.config import GatewayConfig
     from organelle.kernel import Kernel, Middleware
 
-__all__ = ["HttpCall", "Runtime", "require_roles"]
+__all__ = ["CALLER", "HttpCall", "Runtime", "require_roles"]
+
+CALLER = "gateway"  # who the gateway's calls come from, for "[policies]" keys
 
 
 def require_roles(principal: Principal | None, roles: frozenset[str], rbac: Any, what: str) -> None:
@@ -124,13 +126,21 @@ class Runtime:
         self.trust_forwarded = config.trust_forwarded
         self._encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
         r = config.resilience
-        self.remote = RemoteCaller(
-            self._call_remote,
-            retries=r.retries,
-            backoff_s=r.backoff_s,
-            max_backoff_s=r.max_backoff_s,
-            breaker_failures=r.breaker_failures,
-            breaker_reset_s=r.breaker_reset_s,
+        # The gateway's calls to other nodes run under a kernel call policy of
+        # its own ("gateway -> *"), which [policies] in config may override.
+        kernel.set_policy(
+            f"{CALLER} -> *",
+            Policy(
+                retry=RetryPolicy(
+                    attempts=r.retries + 1, backoff_s=r.backoff_s, max_backoff_s=r.max_backoff_s
+                ),
+                breaker=BreakerPolicy(
+                    scope="module",
+                    failures=r.breaker_failures,
+                    reset_s=r.breaker_reset_s,
+                    failure_ratio=1.0,
+                ),
+            ),
         )
 
     def client_of(self, scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
@@ -166,14 +176,6 @@ class Runtime:
             return False
         return True
 
-    async def _call_remote(self, target: str, params: dict[str, Any], **options: Any) -> Any:
-        try:
-            return await self.kernel.call_with(target, params, **options)
-        except NotServedError as exc:
-            # The route table names this module, so it exists: nobody runs it right
-            # now. That is 503 (retried, counted by the breaker), not 404.
-            raise UnavailableError(exc.message, details=exc.details) from None
-
     async def invoke(
         self,
         target: str,
@@ -190,9 +192,14 @@ class Runtime:
             return await self.kernel.call_with(
                 target, params, timeout_s=timeout_s, principal=principal, meta=meta
             )
-        return await self.remote.call(
-            target, params, timeout_s=timeout_s, principal=principal, meta=meta
-        )
+        try:
+            return await self.kernel.call_with(
+                target, params, timeout_s=timeout_s, principal=principal, meta=meta, caller=CALLER
+            )
+        except NotServedError as exc:
+            # The route table names this module, so it exists: nobody runs it right
+            # now. That is 503 (retried, counted by the breaker), not 404.
+            raise UnavailableError(exc.message, details=exc.details) from None
 
     def encode(self, result: Any) -> bytes:
         """JSON bytes of a result; a result that cannot be encoded is our bug (500)."""

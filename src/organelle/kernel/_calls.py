@@ -42,6 +42,7 @@ from organelle.kernel._dispatch import (
     run_until,
 )
 from organelle.kernel._listen import CallReport, EventReport, LifecycleReport
+from organelle.kernel._policy import CANCELLED, Policies
 from organelle.module._topics import check_topic
 
 if TYPE_CHECKING:
@@ -85,9 +86,11 @@ class Dispatcher:
         middleware: list[Middleware],
         listeners: Listeners,
         *,
+        policies: Policies,
         compiled: bool = True,
     ) -> None:
         self._slots = slots
+        self.policies = policies
         self._router = router
         self._rpc = router.local  # the very dict the compiled path reads
         self._bus = bus
@@ -245,13 +248,24 @@ class Dispatcher:
                     raise CallTimeoutError(f"call to {target!r} timed out before it started")
                 deadline = pd
             ctx = parent.child(deadline)
+        guard = None
         if entry.slow or self._detour:
-            return await self._invoke(entry, params, ctx, deadline)
+            # A policy of breaker, bulkhead, timeout and rate limit alone runs on the
+            # inline path below (entered and left without awaiting); the rest take _invoke.
+            if entry.inline_policy and not self._detour:
+                guard = entry.policy
+            if guard is None or not guard.inline:
+                return await self._invoke(entry, params, ctx, deadline)
+            entered = guard.enter(now, deadline)
+            if entered is None:  # the bulkhead is full: wait (or be refused) on the slow path
+                return await self._invoke(entry, params, ctx, deadline)
+            deadline = ctx.deadline = entered
         # The hot path, inlined: _invoke without middleware, listeners or per-method timeout.
         # A handler that finishes in its first step cannot be seen half-done by
         # shutdown, so only suspended calls are counted as in flight.
         token = _current.set(ctx)
         coro = None
+        failure: BaseException | None = None
         stats = entry.stats
         if stats is not None:
             stats.calls += 1
@@ -269,6 +283,7 @@ class Dispatcher:
                 return stop.value
             return await self._suspended(coro, first, deadline, target, stats)
         except OrganelleError as exc:
+            failure = exc
             if stats is not None:
                 stats.error(exc.code)
             raise
@@ -278,15 +293,22 @@ class Dispatcher:
                 if coro is None and contract is None  # binding failed: the handler never ran
                 else InternalError.wrap(exc)
             )
+            failure = err
             if stats is not None:
                 stats.error(err.code)
             raise err from (None if coro is None and contract is None else exc)
         except Exception as exc:
+            failure = InternalError.wrap(exc)
             if stats is not None:
                 stats.error(InternalError.code)
-            raise InternalError.wrap(exc) from exc
+            raise failure from exc
+        except BaseException:
+            failure = CANCELLED
+            raise
         finally:
             _current.reset(token)
+            if guard is not None:
+                guard.leave(failure)
 
     def _resume(
         self,
@@ -343,11 +365,13 @@ class Dispatcher:
         timeout_s: float | None = None,
         meta: dict[str, Any] | None = None,
         principal: Any = None,
+        caller: str | None = None,
     ) -> Any:
         """Call with explicit options.
 
         ``timeout_s`` is capped by the caller's deadline, ``meta`` is merged into
-        the context and ``principal`` replaces the caller's.
+        the context and ``principal`` replaces the caller's. ``caller`` names
+        the calling module for ``"<caller> -> <target>"`` policies.
         """
         if params is None:
             params = {}
@@ -358,17 +382,26 @@ class Dispatcher:
             )
         entry = self._rpc.get(target)
         if entry is None:
-            return await self._call_remote(target, dict(params), timeout_s, meta, principal)
+            return await self._call_remote(target, dict(params), timeout_s, meta, principal, caller)
         ctx = self._outgoing(target, timeout_s, meta, principal)
-        return await self._invoke(entry, dict(params), ctx, ctx.deadline)  # type: ignore[arg-type]
+        return await self._invoke(entry, dict(params), ctx, ctx.deadline, caller)  # type: ignore[arg-type]
 
-    async def _call_remote(
+    def caller_call(self, caller: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+        """``call`` for module ``caller``, whose calls have policies of their own."""
+
+        async def call(target: str, /, **params: Any) -> Any:
+            return await self.call_with(target, params, caller=caller)
+
+        return call
+
+    async def _call_remote(  # noqa: PLR0917 - call_with's options, passed on
         self,
         target: str,
         params: dict[str, Any],
         timeout_s: float | None,
         meta: dict[str, Any] | None,
         principal: Any,
+        caller: str | None = None,
     ) -> Any:
         router = self._router
         if router.transport.solo or not isinstance(target, str) or "." not in target:
@@ -376,6 +409,27 @@ class Dispatcher:
         if router.blocked(target):
             raise self._missing(target)
         ctx = self._outgoing(target, timeout_s, meta, principal)
+        guard = self.policies.guard(caller, target)
+        if guard is None:
+            return await self._remote_once(target, params, ctx)
+
+        async def attempt(until: float) -> Any:
+            ctx.deadline = until
+            return await self._remote_once(target, params, ctx)
+
+        return await guard.run(attempt, ctx.deadline, self._fallback(params, caller))  # type: ignore[arg-type]
+
+    def _fallback(
+        self, params: Mapping[str, Any], caller: str | None
+    ) -> Callable[[str], Coroutine[Any, Any, Any]]:
+        async def fallback(target: str) -> Any:
+            return await self.call_with(target, params, caller=caller)
+
+        return fallback
+
+    async def _remote_once(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
+        """One try of a call to another node: the transport request, through the onion."""
+        router = self._router
         if not self._detour:
             return await router.send(target, params, ctx)
         inv = Invocation(
@@ -614,9 +668,29 @@ class Dispatcher:
             drain.cancel()
 
     async def _invoke(
+        self,
+        entry: RpcEntry,
+        params: dict[str, Any],
+        ctx: Context,
+        deadline: float,
+        caller: str | None = None,
+    ) -> Any:
+        """The shared call path: the call's policy, then ``_invoke_once`` (once or retried)."""
+        if entry.policied:
+            guard = self.policies.guard(caller, entry.target)
+            if guard is not None:
+
+                async def attempt(until: float) -> Any:
+                    ctx.deadline = until
+                    return await self._invoke_once(entry, params, ctx, until)
+
+                return await guard.run(attempt, deadline, self._fallback(params, caller))
+        return await self._invoke_once(entry, params, ctx, deadline)
+
+    async def _invoke_once(
         self, entry: RpcEntry, params: dict[str, Any], ctx: Context, deadline: float
     ) -> Any:
-        """The shared call path: guard, per-method timeout, the onion, listeners, counters."""
+        """One try: access guard, per-method timeout, the onion, listeners, counters."""
         if not self.listeners.calls:
             return await self._run_entry(entry, params, ctx, deadline)
         started = _perf()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
 from organelle.config.loader import extend_path
+from organelle.config.policy import Policy, layer_key, parse_policies, parse_policy
 from organelle.errors import DefinitionError
 from organelle.kernel import _states as st
 from organelle.kernel._bus import EventBus, Subscriptions, SubscriptionStats
@@ -38,6 +39,7 @@ from organelle.kernel._jobhost import JobHost
 from organelle.kernel._lifecycle import Lifecycle
 from organelle.kernel._listen import ConnectionReport, Listener, Listeners
 from organelle.kernel._outbox import Outbox, Transaction
+from organelle.kernel._policy import Policies
 from organelle.kernel._router import Router
 from organelle.kernel._routes import CallStats
 from organelle.kernel._slots import Binder, Slot, Slots, Tasks
@@ -139,6 +141,8 @@ class Kernel:
             listeners=listeners,
         )
         self._router = Router(self._slots, settings, lambda: self.authorizer)
+        self._policies = Policies(parse_policies(self.config.get("policies")), self._declared)
+        self._router.policies = self._policies
         self._dispatcher = Dispatcher(
             self._slots,
             self._router,
@@ -146,6 +150,7 @@ class Kernel:
             settings,
             list(middleware),
             listeners,
+            policies=self._policies,
             compiled=self._compiled_path,
         )
         dispatcher = self._dispatcher
@@ -266,6 +271,48 @@ class Kernel:
 
     def _attach(self, instance: Module, config: Any) -> None:
         instance._attach(self, config)
+        if instance.name in self._policies.callers:
+            instance.call = self._dispatcher.caller_call(instance.name)  # type: ignore[method-assign]
+
+    def _declared(self, target: str) -> tuple[Policy | None, bool]:
+        """The callee's own ``@rpc(policy=, idempotent=)`` for ``target``, when known here."""
+        module, _, method = target.partition(".")
+        slot = self._slots.get(module)
+        if slot is not None:
+            meta = slot.spec.rpcs.get(method)
+            if meta is not None:
+                return meta.spec.policy, meta.spec.idempotent
+        return None, False
+
+    def _policies_changed(self) -> None:
+        """After a reload of ``[policies]``: routes and callers' ``call`` follow."""
+        self._router.mark_policies()
+        callers = self._policies.callers
+        for slot in self._slots.values():
+            instance = slot.instance
+            if instance.name in callers:
+                instance.call = self._dispatcher.caller_call(instance.name)  # type: ignore[method-assign]
+            else:
+                instance.call = self.call  # type: ignore[method-assign]
+
+    def set_policy(self, key: str, policy: Policy | Mapping[str, Any] | None) -> None:
+        """Set the call policy of ``key`` from code (``"<caller> -> <target>"`` and the like).
+
+        For a module or an edge that brings its own defaults (the gateway's
+        retries and breaker): ``[policies]`` in config still overrides it.
+        ``None`` removes it.
+
+        Raises:
+            ConfigError: a bad key or policy.
+        """
+        caller, target = layer_key(key)
+        parsed = None if policy is None else parse_policy(policy, f"policies.{key}")
+        self._policies.set_layer(caller, target, parsed)
+        self._policies_changed()
+
+    def policy_stats(self) -> dict[str, Any]:
+        """Circuit breakers (state, transitions) and what the call policies did, by target."""
+        return self._policies.snapshot()
 
     # calls ------------------------------------------------------------------
     async def call(self, target: str, /, **params: Any) -> Any:
@@ -291,14 +338,17 @@ class Kernel:
         timeout_s: float | None = None,
         meta: dict[str, Any] | None = None,
         principal: Any = None,
+        caller: str | None = None,
     ) -> Any:
         """Call with explicit options.
 
         ``timeout_s`` is capped by the caller's deadline, ``meta`` is merged into
-        the context and ``principal`` replaces the caller's.
+        the context and ``principal`` replaces the caller's. ``caller`` names
+        who calls, for ``[policies."<caller> -> <target>"]`` (a module's own
+        ``call`` names it already).
         """
         return await self._dispatcher.call_with(
-            target, params, timeout_s=timeout_s, meta=meta, principal=principal
+            target, params, timeout_s=timeout_s, meta=meta, principal=principal, caller=caller
         )
 
     async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from organelle.config.loader import merge
+from organelle.config.policy import PolicyTable, parse_policies
 from organelle.config.secrets import dump_model, mask, settings_dump
 from organelle.config.settings import KernelSettings, parse_settings
 from organelle.errors import ConfigError
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
     from organelle.kernel._calls import Dispatcher
     from organelle.kernel._lifecycle import Lifecycle
+    from organelle.kernel._policy import Policies
     from organelle.kernel._slots import Slot
 
 __all__ = ["HOT_KERNEL_KEYS", "REJECTED", "RELOADED", "ReloadResult", "Reloadable", "reload_config"]
@@ -61,6 +63,9 @@ class Reloadable(Protocol):
     config_loader: Callable[[], dict[str, Any]] | None
     _life: Lifecycle
     _dispatcher: Dispatcher
+    _policies: Policies
+
+    def _policies_changed(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +96,7 @@ class _Step:
 class _Plan:
     config: dict[str, Any]
     settings: KernelSettings
+    policies: PolicyTable | None = None  # set when [policies] changed
     steps: list[_Step] = field(default_factory=list)
     raws: dict[str, dict[str, Any]] = field(default_factory=dict)
     diff: list[dict[str, Any]] = field(default_factory=list)
@@ -161,12 +167,26 @@ def _plan(kernel: Reloadable, config: Mapping[str, Any] | None) -> _Plan:
     if not isinstance(sections, dict):
         raise ConfigError("modules: the [modules] section must be a table of tables")
     errors = _plan_modules(kernel, plan, sections)
+    try:
+        _plan_policies(kernel, plan, new.get("policies"))
+    except ConfigError as exc:
+        errors.append(str(exc))
     for section in sections:
         if section not in kernel._life.slots:
             log.warning("config section [modules.%s] names no loaded module", section)
     if errors:
         raise ConfigError("; ".join(errors), details={"errors": errors, "diff": plan.diff})
     return plan
+
+
+def _plan_policies(kernel: Reloadable, plan: _Plan, section: Any) -> None:
+    """``[policies]`` is validated with the rest and applied live (docs/resilience.md)."""
+    old = kernel.config.get("policies") or {}
+    new = section or {}
+    table = parse_policies(new)
+    if old != new:
+        plan.policies = table
+        plan.diff += _diff("policies", old, new)
 
 
 def _plan_kernel(kernel: Reloadable, plan: _Plan, fresh: KernelSettings) -> None:
@@ -237,6 +257,9 @@ async def _apply(kernel: Reloadable, plan: _Plan) -> None:
     kernel.config = plan.config
     kernel.settings = plan.settings
     kernel._dispatcher.call_timeout_s = plan.settings.call_timeout_s
+    if plan.policies is not None:
+        kernel._policies.reload(plan.policies)
+        kernel._policies_changed()
     if any(d["key"] in ("kernel.log_level", "kernel.log_levels") for d in plan.diff):
         from organelle.observability.logging import apply_levels
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from organelle.auth.base import Authorizer
     from organelle.config.settings import KernelSettings
     from organelle.context import Context
+    from organelle.kernel._policy import Policies
     from organelle.kernel._slots import Slot, Slots
     from organelle.module._graph import Dependency
     from organelle.transport import Transport
@@ -62,6 +63,7 @@ class Router:
         self.transport: Transport = open_transport(settings())
         self.stats: dict[str, CallStats] | None = None
         self._bounds: tuple[float, ...] = ()
+        self.policies: Policies | None = None  # set by the kernel: marks routes with a policy
         self.routes = _Routes(self)
         self.exposure = _Exposure(self)
 
@@ -88,14 +90,30 @@ class Router:
         settings = self._settings()
         authorizer = self._authorizer()
         prefer_local = settings.prefer_local or self.transport.solo
+        policies = self.policies
+        if policies is not None:
+            policies.forget(slot.name + ".")  # the new instance may declare other policies
         for method in slot.spec.rpcs:
             entry = RpcEntry(slot, method, settings.validate, authorizer)
+            if policies is not None:
+                entry.mark_policy(
+                    policies.applies(entry.target), policies.guard(None, entry.target)
+                )
             if self.stats is not None:
                 entry.stats = self.stats.setdefault(entry.target, CallStats(self._bounds))
             self.serving[entry.target] = entry
             self._targets.setdefault(slot.name, []).append(entry.target)
             if prefer_local:
                 self.local[entry.target] = entry
+
+    def mark_policies(self) -> None:
+        """Re-mark every route after the policies changed (a reload)."""
+        policies = self.policies
+        if policies is not None:
+            for entry in self.serving.values():
+                entry.mark_policy(
+                    policies.applies(entry.target), policies.guard(None, entry.target)
+                )
 
     def unbind(self, name: str) -> None:
         """Take module ``name``'s methods out of the tables."""

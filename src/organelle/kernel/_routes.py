@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from organelle.auth.base import Authorizer
     from organelle.kernel._dispatch import Invocation
+    from organelle.kernel._policy import Guard
     from organelle.kernel._slots import Slot
     from organelle.module._signature import ParamsContract
 
@@ -89,7 +90,7 @@ else:
 class RpcEntry(_RouteBase):
     """A routable RPC method: the bound handler and everything checked before it runs."""
 
-    __slots__ = ("guard", "module", "timeout_s")
+    __slots__ = ("guard", "inline_policy", "module", "policied", "policy", "timeout_s")
 
     def __init__(self, slot: Slot, method: str, validate: bool, authorizer: Authorizer) -> None:
         meta = slot.spec.rpcs[method]
@@ -104,8 +105,22 @@ class RpcEntry(_RouteBase):
         self.timeout_s = meta.spec.timeout_s
         self.guard = authorizer.guard_for(self.target, meta.spec.roles, meta.spec.permissions)
         self.stats: CallStats | None = None
+        self.policied = False  # a call policy may apply (set by the router)
+        self.policy: Guard | None = None  # the policy of calls naming no caller
+        # A policy may run on the inline call path: nothing else makes this route slow.
+        self.inline_policy = self.timeout_s is None and self.guard is None
         # Anything beyond a plain call takes _invoke, keeping the inline path lean.
         self.slow = self.timeout_s is not None or self.guard is not None
+
+    def mark_policy(self, policied: bool, guard: Guard | None = None) -> None:
+        """Whether some caller's calls to this method run under a policy (they leave the C path).
+
+        ``guard``: the policy of calls that name no caller, kept here so the
+        inline path finds it without a lookup.
+        """
+        self.policied = policied
+        self.policy = guard
+        self.slow = policied or self.timeout_s is not None or self.guard is not None
 
     def bad_params(self, exc: TypeError) -> ValidationError:
         """The error for params that do not bind to an unvalidated handler."""

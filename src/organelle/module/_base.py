@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 from collections.abc import Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -72,8 +73,9 @@ class KernelAPI(Protocol):
         timeout_s: float | None = None,
         meta: dict[str, Any] | None = None,
         principal: Any = None,
+        caller: str | None = None,
     ) -> Any:
-        """Call with explicit options."""
+        """Call with explicit options (``caller``: who calls, for its call policies)."""
         ...
 
     def transaction(self, module: str | None = None) -> AbstractAsyncContextManager[TransactionAPI]:
@@ -265,7 +267,7 @@ class Module(metaclass=ModuleMeta):
         # Bind the kernel's entry points straight onto the instance: a call from
         # a module costs no extra frame.
         self.call = kernel.call  # type: ignore[method-assign]
-        self.call_with = kernel.call_with  # type: ignore[method-assign]
+        self.call_with = functools.partial(kernel.call_with, caller=self.name)  # type: ignore[method-assign]
         self.emit = kernel.emit  # type: ignore[method-assign]
         self.enqueue = kernel.enqueue  # type: ignore[method-assign]
         self.append = kernel.append  # type: ignore[method-assign]

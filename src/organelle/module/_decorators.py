@@ -10,12 +10,13 @@ registered.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
+from organelle.config.policy import Policy, parse_policy
 from organelle.envelope import event_type
-from organelle.errors import DefinitionError
+from organelle.errors import ConfigError, DefinitionError
 from organelle.module._topics import pattern_error
 
 __all__ = [
@@ -46,6 +47,8 @@ class RpcOptions:
     timeout_s: float | None = None
     roles: tuple[str, ...] = ()
     permissions: tuple[str, ...] = ()
+    idempotent: bool = False
+    policy: Policy | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,6 +297,8 @@ def rpc(
     timeout_s: float | None = None,
     roles: tuple[str, ...] | list[str] = (),
     permissions: tuple[str, ...] | list[str] = (),
+    idempotent: bool = False,
+    policy: Policy | Mapping[str, Any] | None = None,
 ) -> Callable[[F], F]: ...
 def rpc(
     fn: F | None = None,
@@ -304,6 +309,8 @@ def rpc(
     timeout_s: float | None = None,
     roles: tuple[str, ...] | list[str] = (),
     permissions: tuple[str, ...] | list[str] = (),
+    idempotent: bool = False,
+    policy: Policy | Mapping[str, Any] | None = None,
 ) -> F | Callable[[F], F]:
     """Expose a module method as ``"<module>.<name>"``.
 
@@ -316,6 +323,11 @@ def rpc(
         roles: the caller's principal needs one of these roles, on every call
             path (HTTP, remote, a direct kernel call).
         permissions: the caller's roles must grant each permission (RBAC).
+        idempotent: running it twice does what running it once does, so a
+            call policy may retry it after a timeout or a lost reply.
+        policy: how calls to it behave (timeout, retry, breaker, bulkhead,
+            rate limit, fallback): a ``Policy`` or the same keys as a
+            ``[policies]`` table; config overrides it (docs/resilience.md).
 
     Example::
 
@@ -323,6 +335,10 @@ def rpc(
         async def add(self, a: int, b: int) -> int:
             return a + b
     """
+    try:
+        parsed = None if policy is None else parse_policy(policy, "@rpc policy")
+    except ConfigError as exc:
+        raise DefinitionError(str(exc)) from None
 
     def mark(f: F) -> F:
         _require_async(f, "rpc")
@@ -334,6 +350,8 @@ def rpc(
             timeout_s=timeout_s,
             roles=_names(roles, "roles", f),
             permissions=_names(permissions, "permissions", f),
+            idempotent=bool(idempotent),
+            policy=None if parsed is None or parsed.empty else parsed,
         )
         return f
 

@@ -92,11 +92,45 @@ class MetricsCollector(Collector):
             "organelle_jobs_total", "Job events by outcome.", ["job", "event"], m.jobs.items()
         )
         yield from self._streams()
+        yield from self._policies()
         yield self._hist("organelle_job_duration_seconds", "Job run time.", "job", m.job_durations)
         depth = GaugeMetricFamily("organelle_job_queue_depth", "Jobs waiting.", labels=["queue"])
         for queue, value in m.queue_depth.items():
             depth.add_metric([queue], value)
         yield depth
+
+    def _policies(self) -> Iterator[Metric]:
+        """Call policies: breaker states and transitions, retries, refusals, fallbacks."""
+        snap = self.m.kernel.policy_stats()
+        state = GaugeMetricFamily(
+            "organelle_breaker_state",
+            "1 for the state each circuit breaker is in (key: target, module or target@node).",
+            labels=["breaker", "state"],
+        )
+        changes = CounterMetricFamily(
+            "organelle_breaker_transitions",
+            "Circuit breaker state changes, by the state entered.",
+            labels=["breaker", "state"],
+        )
+        for key, b in sorted(snap["breakers"].items()):
+            for name in ("closed", "open", "half_open"):
+                state.add_metric([key, name], 1.0 if b["state"] == name else 0.0)
+                changes.add_metric([key, name], b["changes"][name])
+        yield state
+        yield changes
+        for what, doc in (
+            ("retries", "Calls retried by a policy."),
+            ("retries_denied", "Retries a retry budget refused."),
+            ("bulkhead_rejected", "Calls a bulkhead refused (full)."),
+            ("rate_limited", "Calls a per-caller rate limit refused."),
+            ("fallbacks", "Calls answered by a fallback."),
+        ):
+            yield self._counter(
+                f"organelle_policy_{what}_total",
+                doc,
+                ["target"],
+                (((k,), v) for k, v in sorted(snap[what].items())),
+            )
 
     def _rpc(self) -> Iterator[Metric]:
         m = self.m

@@ -9,7 +9,7 @@
   const VIEWS = ["overview", "health", "modules", "rpc", "events", "jobs", "streams", "nodes", "config"];
   const STATES = new Set([
     "loaded", "starting", "active", "stopping", "stopped", "failed", "healthy", "degraded",
-    "unhealthy", "serving", "draining", "alive", "dead",
+    "unhealthy", "serving", "draining", "alive", "dead", "closed", "open", "half_open",
   ]);
   const $ = (id) => document.getElementById(id);
   let timer = null;
@@ -173,6 +173,12 @@
         ["mean", (x) => ms(x.mean_ms), "num"], ["p50", (x) => ms(x.p50_ms), "num"],
         ["p99", (x) => ms(x.p99_ms), "num"],
       ], r.methods, "no RPC methods served here", (x) => x.errors > 0);
+      table("breakers-table", [
+        ["breaker", (b) => b.key], ["state", (b) => badge(b.state)],
+        ["failures in a row", (b) => num(b.consecutive_failures), "num"],
+        ["opened", (b) => num(b.opened), "num"],
+        ["half-opens in", (b) => (b.state === "open" ? `${b.retry_after_s.toFixed(1)} s` : "–"), "num"],
+      ], r.breakers || [], "no circuit breakers (no call policy has one)", (b) => b.state !== "closed");
     },
     events(e) {
       const lastError = (s) => {
