@@ -163,20 +163,13 @@ def _generate(target: str, owner: str, attr: str, fn: Callable[..., Any]) -> Cal
     except Exception as exc:
         raise DefinitionError(f"{owner}.{attr}: cannot resolve type hints: {exc}") from exc
     signature, body, request = _call_source(owner, attr, fn)
+    # The call starts here, as kernel.call does; only the conversion waits for the await.
     finish = None if _wire_safe(returns) else _converter(target, returns)
-    if finish is None:
-        body.append(f"return {request}")
-        head = "def"
-    else:
-        head = "async def"
-        body.append(f"{_PREFIX}result = await {request}")
-        if isinstance(returns, type) and get_origin(returns) is None:  # local: one isinstance
-            body.append(f"if isinstance({_PREFIX}result, {_PREFIX}returns): return {_PREFIX}result")
-        body.append(f"return {_PREFIX}finish({_PREFIX}result)")
+    body.append(f"return {request}" if finish is None else f"return {_PREFIX}finish({request})")
     source = "\n".join(
         [
             f"def {_PREFIX}make({_PREFIX}call):",
-            f"    {head} {attr}({', '.join(signature)}):",
+            f"    def {attr}({', '.join(signature)}):",
             *(f"        {line}" for line in body),
             f"    return {attr}",
         ]
@@ -184,7 +177,6 @@ def _generate(target: str, owner: str, attr: str, fn: Callable[..., Any]) -> Cal
     namespace: dict[str, Any] = {
         f"{_PREFIX}target": target,
         f"{_PREFIX}unset": _UNSET,
-        f"{_PREFIX}returns": returns,
         f"{_PREFIX}finish": finish,
     }
     exec(source, namespace)  # noqa: S102 - built above from identifiers and reprs only
@@ -244,16 +236,13 @@ def _wire_safe(hint: Any) -> bool:
 
 
 def _converter(target: str, hint: Any) -> Callable[[Any], Any]:
-    """Return a function that gives a result as ``hint``, converting only what is not one yet."""
+    """Return what awaits a call and gives its result as ``hint``, converting only if needed."""
     try:
         msgspec.inspect.type_info(hint)
     except (TypeError, ValueError) as exc:
         raise DefinitionError(f"{target}: results cannot be converted to {hint!r}: {exc}") from exc
-    check = _checker(hint)
 
-    def finish(value: Any) -> Any:
-        if check is not None and check(value):
-            return value
+    def convert(value: Any) -> Any:
         try:
             return msgspec.convert(
                 value, hint, dec_hook=_dec_hook, from_attributes=True, strict=False
@@ -264,6 +253,19 @@ def _converter(target: str, hint: Any) -> Callable[[Any], Any]:
                 f"the result of {target} is not a {_name(hint)}: {message}",
                 errors=[{"field": "$result", "message": message}],
             ) from None
+
+    if isinstance(hint, type) and get_origin(hint) is None:  # a class: one isinstance
+
+        async def finish_class(pending: Any) -> Any:
+            result = await pending
+            return result if isinstance(result, hint) else convert(result)
+
+        return finish_class
+    check = _checker(hint)
+
+    async def finish(pending: Any) -> Any:
+        result = await pending
+        return result if check is not None and check(result) else convert(result)
 
     return finish
 
