@@ -41,8 +41,20 @@ class Box:
     size: int
 
 
+KEPT = Quote("kept", 1.0)
+KEPT_LIST = [KEPT]
+
+
 class Pricing(Module):
     name = "pricing"
+
+    @rpc
+    async def kept(self) -> Quote:
+        return KEPT
+
+    @rpc
+    async def kept_list(self) -> list[Quote]:
+        return KEPT_LIST
 
     @rpc
     async def quote(self, sku: str, qty: int = 1) -> Quote:
@@ -158,10 +170,10 @@ async def test_local_calls_return_the_declared_types() -> None:
 
 async def test_a_local_result_comes_back_as_the_handler_returned_it() -> None:
     async with Kernel([Pricing]) as kernel:
-        made = await kernel.call("pricing.quotes", skus=["a"])
-        typed = await kernel.client(Pricing).quotes(["a"])
-        assert typed == made
-        assert kernel.client(Pricing).quotes.__qualname__ == "Pricing.quotes"
+        pricing = kernel.client(Pricing)
+        assert await pricing.kept() is KEPT  # checked, not converted
+        assert await pricing.kept_list() is KEPT_LIST
+        assert pricing.quotes.__qualname__ == "Pricing.quotes"
 
 
 def memory_node(cluster: str, node: str) -> dict[str, Any]:
@@ -280,8 +292,20 @@ class Quote(msgspec.Struct):
     price: float
 
 
+KEPT = Quote("kept", 1.0)
+KEPT_LIST = [KEPT]
+
+
 class Pricing(Module):
     name = "pricing"
+
+    @rpc
+    async def kept(self) -> Quote:
+        return KEPT
+
+    @rpc
+    async def kept_list(self) -> list[Quote]:
+        return KEPT_LIST
 
     @rpc
     async def quote(self, sku: str, qty: int = 1) -> Quote:
@@ -289,6 +313,7 @@ class Pricing(Module):
 """
 
 
+@pytest.mark.timeout(150)  # a cold mypy run over organelle's imports, on a busy machine
 def test_mypy_checks_calls_through_a_client(tmp_path: Path) -> None:
     (tmp_path / "test_sample_module.py").write_text(textwrap.dedent(SAMPLE_MODULE))
     (tmp_path / "good.py").write_text(textwrap.dedent(SAMPLE.format(sku='"a"')))
@@ -302,7 +327,7 @@ def test_mypy_checks_calls_through_a_client(tmp_path: Path) -> None:
         env={**os.environ, "MYPYPATH": str(SRC)},
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=140,
         check=False,
     )
     errors = [line for line in out.stdout.splitlines() if ": error:" in line]
