@@ -34,7 +34,7 @@ from organelle.errors import DefinitionError, ValidationError
 from organelle.module._base import Module
 from organelle.module._describe import describe
 
-__all__ = ["Client", "client_of"]
+__all__ = ["TypedClient", "client_of"]
 
 T = TypeVar("T")
 Call = Callable[..., Any]
@@ -48,32 +48,32 @@ _WIRE_SAFE = (int, float, str, bool, type(None))
 
 
 @dataclass(frozen=True, slots=True)
-class _Method:
+class _ClientMethod:
     attr: str
     target: str
     make: Callable[[Call], Callable[..., Any]]  # the method, given the kernel's call
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class _ClientPlan:
     owner: str  # the class's name, for messages
     module: str
-    methods: tuple[_Method, ...]
+    methods: tuple[_ClientMethod, ...]
 
 
-_PLANS: weakref.WeakKeyDictionary[type, dict[str, _Plan]] = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[type, dict[str, _ClientPlan]] = weakref.WeakKeyDictionary()
 
 
-class Client:
+class TypedClient:
     """A typed client's run-time shape: one attribute per RPC method, nothing else."""
 
-    def __init__(self, plan: _Plan, call: Call) -> None:
+    def __init__(self, plan: _ClientPlan, call: Call) -> None:
         self.__dict__["_organelle_plan"] = plan
         for method in plan.methods:
             self.__dict__[method.attr] = method.make(call)
 
     def __getattr__(self, name: str) -> Any:
-        plan: _Plan = self.__dict__["_organelle_plan"]
+        plan: _ClientPlan = self.__dict__["_organelle_plan"]
         known = ", ".join(m.attr for m in plan.methods)
         raise AttributeError(
             f"{plan.owner} client: {name!r} is not an RPC method of module {plan.module!r}; "
@@ -86,7 +86,7 @@ class Client:
         raise AttributeError(f"a client is read-only (setting {name!r})")
 
     def __repr__(self) -> str:
-        plan: _Plan = self.__dict__["_organelle_plan"]
+        plan: _ClientPlan = self.__dict__["_organelle_plan"]
         return f"<client of module {plan.module!r} ({plan.owner})>"
 
 
@@ -106,10 +106,10 @@ def client_of(cls: Callable[..., T], call: Call, module: str | None = None) -> T
     plan = by_module.get(key)
     if plan is None:
         plan = by_module[key] = _plan(cls, module)
-    return typing.cast("T", Client(plan, call))
+    return typing.cast("T", TypedClient(plan, call))
 
 
-def _plan(cls: type, module: str | None) -> _Plan:
+def _plan(cls: type, module: str | None) -> _ClientPlan:
     owner = cls.__qualname__
     if module is not None and not (isinstance(module, str) and module):
         raise DefinitionError(f"client({owner}): module must be a non-empty string")
@@ -130,10 +130,10 @@ def _plan(cls: type, module: str | None) -> _Plan:
     if not found:
         raise DefinitionError(f"client({owner}): {owner} has no RPC methods to call")
     methods = tuple(
-        _Method(attr, f"{name}.{method}", _generate(f"{name}.{method}", owner, attr, fn))
+        _ClientMethod(attr, f"{name}.{method}", _generate(f"{name}.{method}", owner, attr, fn))
         for attr, method, fn in sorted(found)
     )
-    return _Plan(owner, name, methods)
+    return _ClientPlan(owner, name, methods)
 
 
 def _protocol_methods(cls: type, owner: str) -> list[tuple[str, str, Callable[..., Any]]]:
