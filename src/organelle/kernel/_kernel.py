@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     from organelle.transport import Transport
 
 __all__ = ["Kernel", "ModuleRef", "kernel_of"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("organelle.kernel")
 
@@ -329,6 +331,19 @@ class Kernel:
             InternalError: the handler raised a non-organelle exception.
         """
         return await self._dispatcher.call(target, **params)
+
+    def client(self, cls: Callable[..., T], *, module: str | None = None) -> T:
+        """A typed client of a module: ``await kernel.client(Pricing).quote(sku="a")``.
+
+        ``cls`` is the module's class, or a Protocol of ``async def`` stubs
+        named by its ``name`` attribute or ``module=``; see ``Module.client``.
+
+        Raises:
+            DefinitionError: ``cls`` is neither, or has a method a client cannot call.
+        """
+        from organelle.module._client import client_of
+
+        return client_of(cls, self.call, module)
 
     async def call_with(
         self,

@@ -12,9 +12,9 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from organelle.context import _current, root_context
 from organelle.envelope import remember_module
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from organelle.streams.base import StreamLog
 
 __all__ = ["KernelAPI", "Module", "TransactionAPI"]
+
+T = TypeVar("T")
 
 
 class TransactionAPI(Protocol):
@@ -121,6 +123,10 @@ class KernelAPI(Protocol):
 
     async def wait_for(self, name: str, timeout_s: float = 10.0) -> None:
         """Return once module ``name`` serves, here or on another node."""
+        ...
+
+    def client(self, cls: Callable[..., T], *, module: str | None = None) -> T:
+        """A typed client of a module (its class, or a Protocol of its methods)."""
         ...
 
     def store_for(self, namespace: str) -> NamespacedStore:
@@ -275,6 +281,31 @@ class Module(metaclass=ModuleMeta):
     async def call(self, target: str, /, **params: Any) -> Any:
         """Call ``"<module>.<method>"`` with ``params``; see ``Kernel.call``."""
         return await self.kernel.call(target, **params)
+
+    def client(self, cls: Callable[..., T], *, module: str | None = None) -> T:
+        """A typed client of another module: ``await self.client(Pricing).quote(sku="a")``.
+
+        ``cls`` is the module's class, or a Protocol of ``async def`` stubs
+        named by its ``name`` attribute or ``module=``. Type checkers see an
+        instance of ``cls``, so calls are checked against its signatures;
+        results come back as the declared return type, here or remote. Only
+        RPC methods are there (other attributes raise ``AttributeError``).
+        Build it in ``on_load`` or later (it calls through the kernel).
+
+        Raises:
+            DefinitionError: not attached to a kernel yet, or ``cls`` cannot be a client.
+        """
+        if "kernel" not in self.__dict__:
+            raise DefinitionError(
+                f"{type(self).__qualname__}.client(): the module is not attached to a kernel "
+                "yet; make clients in on_load or later"
+            )
+        clients: dict[tuple[object, str | None], Any]
+        clients = self.__dict__.setdefault("_organelle_clients", {})
+        made = clients.get((cls, module))
+        if made is None:
+            made = clients[cls, module] = self.kernel.client(cls, module=module)
+        return made
 
     async def call_with(
         self,
