@@ -41,4 +41,4 @@ def test_import_is_fast_and_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split("\n")[1]
     assert heavy == ""
-    assert best < 0.5  # a gross regression: something heavy pulled in at import
+    assert best < 1.0  # a gross regression (5x the quiet figure): something heavy at import
