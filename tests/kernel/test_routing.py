@@ -16,12 +16,14 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from organelle import Kernel, Module, rpc
 from organelle.auth.base import Principal
 from organelle.context import context
 from organelle.errors import ConfigError, InternalError, UnavailableError
 from organelle.kernel._routing import MIRROR_META
+from organelle.observability.metrics import Metrics
 from organelle.testing import running
 from organelle.testing.servers import NatsServer, shared_nats
 from organelle.transport.memory import open_brokers
@@ -193,6 +195,18 @@ class RoutingSuite:
         assert primary.p99_s is not None
         assert primary.p50_s is not None
         assert primary.p50_s <= primary.p99_s
+        # The same figures on /metrics, for dashboards comparing the two versions.
+        found = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(Metrics(caller).render().decode())
+            for sample in family.samples
+        }
+        side = (("module", "pricing"), ("role", "mirror"), ("version", "2.0.0"))
+        assert found["organelle_routing_calls_total", side] == calls
+        errors = tuple(sorted((*side, ("code", "organelle.internal"))))
+        assert found["organelle_routing_errors_total", errors] == calls // 3
+        p99 = tuple(sorted((*side, ("quantile", "0.99"))))
+        assert found["organelle_routing_latency_seconds", p99] == mirror.p99_s
 
     async def test_requires_ranges_exclude_a_version(self, cluster: Start) -> None:
         caller = await cluster({"pricing": {"weights": {"1.0.0": 50, "2.0.0": 50}}}, OldShop)
