@@ -224,8 +224,8 @@ class TransportContract:
         with pytest.raises(OutOfStockError) as out:
             await client.call("stock.fail", kind="stock")
         assert (out.value.code, out.value.message) == ("contract.out_of_stock", "sold out")
-        # The serving node names itself (details["node"]) next to the handler's details.
-        assert out.value.details == {"sku": "A1", "node": server.transport.node}
+        assert out.value.details == {"sku": "A1"}
+        assert out.value.node == server.transport.node  # the node that raised it
         with pytest.raises(InternalError) as bug:
             await client.call("stock.fail", kind="bug")
         assert bug.value.error_type == "ValueError"
@@ -343,7 +343,7 @@ class TransportContract:
             assert seen == {tag}
         with pytest.raises(UnavailableError) as gone:  # nobody by that name: never delivered
             await transport.request("stock.where", {}, context(), "nobody")
-        assert (gone.value.details["node"], gone.value.details["delivered"]) == ("nobody", False)
+        assert (gone.value.node, gone.value.details["delivered"]) == ("nobody", False)
         with pytest.raises(UnavailableError):  # a node that does not serve the module
             await transport.request("stock.where", {}, context(), transport.node)
 

@@ -239,10 +239,11 @@ class RoutingSuite:
         routing = caller._router.routing
         with pytest.raises(InternalError) as bad:  # the handler's ValueError, as it travels
             await routing.send_to(v2, "pricing.quote", {"user_id": "bad"}, _shadow_ctx())
-        assert bad.value.details["node"] == v2
+        assert bad.value.node == v2
+        assert "node" not in bad.value.details
         with pytest.raises(UnavailableError) as gone:
             await routing.send_to("no-such-node", "pricing.quote", {}, context())
-        assert gone.value.details["node"] == "no-such-node"
+        assert gone.value.node == "no-such-node"
         assert gone.value.details["delivered"] is False
 
     async def test_a_bad_table_rejects_the_reload_and_keeps_the_old_one(

@@ -246,11 +246,12 @@ class Routing:
         return await self._timed(node, target, params, ctx, role="primary", count=table is not None)
 
     async def send_to(self, node: str, target: str, params: dict[str, Any], ctx: Context) -> Any:
-        """Send a call to one node; every error it raises names it in ``details["node"]``."""
+        """Send a call to one node; every error it raises names it in ``OrganelleError.node``."""
         try:
             return await self._transport().request(target, params, ctx, node)
         except OrganelleError as exc:
-            exc.details.setdefault("node", node)
+            if exc.node is None:  # the transport's own (a timeout): about that node too
+                exc.node = node
             raise
 
     async def _timed(

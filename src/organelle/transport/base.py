@@ -93,8 +93,8 @@ class Transport(Protocol):
         ``node=None`` lets the broker pick one of the nodes serving the module
         (the queue group); a node name sends the call to that node only, and
         when it does not serve the module the call fails at once, undelivered,
-        with ``UnavailableError`` (``details["node"]``, ``details["delivered"] = False``).
-        An error a serving node raised carries its name in ``details["node"]``.
+        with ``UnavailableError`` (``details["delivered"]`` is false). Every
+        error from another node, or about one, names it in ``OrganelleError.node``.
         """
         ...
 

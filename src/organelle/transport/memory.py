@@ -322,7 +322,7 @@ class MemoryTransport(MemoryNode):
             ValidationError: bad params (checked by the serving node) or too large.
             CallTimeoutError: the deadline passed.
             UnavailableError: the module is exposed but takes no calls, or not connected
-                (at once when ``node`` does not serve it: ``details["node"]`` names it).
+                (at once when ``node`` does not serve it; ``details["delivered"]`` is false).
         """
         broker = self._joined(f"call to {target!r}")
         if not _TARGET.match(target):
@@ -344,10 +344,12 @@ class MemoryTransport(MemoryNode):
                 raise CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
             member = broker.rpc_node(module) if node is None else broker.rpc_member(node, module)
             if member is None and node is not None:
-                raise UnavailableError(
+                gone = UnavailableError(
                     f"node {node!r} does not answer calls to {target!r}",
-                    details={"target": target, "node": node, "delivered": False},
+                    details={"target": target, "delivered": False},
                 )
+                gone.node = node
+                raise gone
             if member is None:
                 if broker.versions(module):  # exposed, but without RPC methods
                     raise UnavailableError(
@@ -372,7 +374,7 @@ class MemoryTransport(MemoryNode):
                 return rebuild(type_name, value)
             if not retry:
                 err = decode_error(codec, data, code)
-                err.details.setdefault("node", member.node)
+                err.node = member.node
                 raise err
             # Refused unrun by a node that withdrew meanwhile: another instance takes it.
 

@@ -293,7 +293,7 @@ class NatsTransport:
             ValidationError: bad params (checked by the serving node) or too large.
             CallTimeoutError: the deadline passed.
             UnavailableError: disconnected past the deadline, or nobody answers
-                (at once when ``node`` does not: ``details["node"]`` names it).
+                (at once when ``node`` does not; ``details["delivered"]`` is false).
         """
         subject = self._subject(target) if node is None else self._direct_subject(node, target)
         if ctx.deadline is None:
@@ -314,10 +314,12 @@ class NatsTransport:
             status, headers = parse_headers(hdr)
             if status == _NO_RESPONDERS and node is not None:
                 # That node does not serve the module (any more): never delivered.
-                raise UnavailableError(
+                gone = UnavailableError(
                     f"node {node!r} does not answer calls to {target!r}",
-                    details={"target": target, "node": node, "delivered": False},
+                    details={"target": target, "delivered": False},
                 )
+                gone.node = node
+                raise gone
             if status == _NO_RESPONDERS:
                 # Nobody subscribed right now: a node may be reconnecting. Unknown
                 # modules fail at once; known ones are retried for a short while.
@@ -340,9 +342,7 @@ class NatsTransport:
                 return typed_result(headers, codec.decode(data) if data else None)
             if not headers.get("organelle-retry"):
                 err = decode_error(codec, data, code)
-                served_by = headers.get("organelle-node")
-                if served_by:
-                    err.details.setdefault("node", served_by)
+                err.node = headers.get("organelle-node") or node
                 raise err
             # Refused unrun by a node that is leaving: another instance takes it.
 
