@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from organelle import Kernel, Module, rpc
 from organelle.auth.base import Principal
 from organelle.context import context
-from organelle.errors import ConfigError, InternalError, UnavailableError
+from organelle.errors import ConfigError, InternalError, NotFoundError, UnavailableError
 from organelle.kernel._routing import MIRROR_META
 from organelle.observability.metrics import Metrics
 from organelle.testing import running
@@ -245,6 +245,13 @@ class RoutingSuite:
             await routing.send_to("no-such-node", "pricing.quote", {}, context())
         assert gone.value.node == "no-such-node"
         assert gone.value.details["delivered"] is False
+
+    async def test_a_module_the_registry_does_not_list_goes_to_the_queue_group(
+        self, cluster: Start
+    ) -> None:
+        caller = await cluster({"ghost": {"weights": {"1.0.0": 100}}})
+        with pytest.raises(NotFoundError):  # the transport's answer, not a routing refusal
+            await caller.call("ghost.boo")
 
     async def test_a_bad_table_rejects_the_reload_and_keeps_the_old_one(
         self, cluster: Start

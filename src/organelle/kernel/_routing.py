@@ -152,6 +152,10 @@ class Routing:
                 return None
             return self._pick_without_table(module, avoid)
         plan = self._plan(module, table) if not avoid else self._build(module, table, avoid)
+        if not plan.served:
+            # The registry lists nobody (not read yet, or heartbeats late): it is
+            # advisory, so the queue group decides, as without a table.
+            return None
         for rule, nodes in zip(table.rules, plan.rules, strict=True):
             if nodes and _matches(rule, params, ctx):
                 return nodes[next(self._turn) % len(nodes)]
