@@ -58,7 +58,7 @@ class Caller(Module):
 
 
 def node(url: str, routing: dict[str, Any] | None = None) -> dict[str, Any]:
-    options = {"prefix": "benchroute", "heartbeat_s": 0.2, "registry_ttl_s": 2.0}
+    options = {"prefix": "benchroute", "heartbeat_s": 0.5, "registry_ttl_s": 6.0}
     kernel = {"transport": url, "transport_options": options, "prefer_local": False}
     return {"kernel": kernel, "routing": routing or {}}
 
