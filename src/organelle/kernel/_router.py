@@ -91,7 +91,6 @@ class Router:
     def bind(self, slot: Slot) -> None:
         """Put the slot's RPC methods in the tables (replacing a previous instance's)."""
         self.unbind(slot.name)
-        self.routing.forget()  # its requires may narrow the versions routing picks
         settings = self._settings()
         authorizer = self._authorizer()
         prefer_local = settings.prefer_local or self.transport.solo
@@ -106,6 +105,7 @@ class Router:
 
     def unbind(self, name: str) -> None:
         """Take module ``name``'s methods out of the tables."""
+        self.routing.forget()  # local modules change: so may the requires routing honours
         for target in self._targets.pop(name, ()):
             self.local.pop(target, None)
             self.serving.pop(target, None)

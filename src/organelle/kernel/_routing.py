@@ -114,19 +114,20 @@ class Routing:
         self._accepts = accepts
         self._call_timeout_s = call_timeout_s
         self.tables: dict[str, RouteTable] = {}
+        self.active = False
         self._plans: dict[str, _Plan] = {}
         self._turn = itertools.count()
         self._sides: dict[tuple[str, str, str], _Side] = {}
         self._mirrors: set[asyncio.Task[None]] = set()
 
-    @property
-    def active(self) -> bool:
-        """Whether any table is configured (else ``Router.send`` skips this step)."""
-        return bool(self.tables)
-
     def configure(self, tables: Mapping[str, RouteTable]) -> None:
-        """Replace the tables (at start and on a config reload); new calls follow at once."""
+        """Replace the tables (at start and on a config reload); new calls follow at once.
+
+        ``active`` (a plain attribute: ``Router.send`` reads it on every remote
+        call) says whether any table is set; without one this step is skipped.
+        """
         self.tables = dict(tables)
+        self.active = bool(self.tables)
         self._plans.clear()
 
     def forget(self) -> None:
