@@ -85,7 +85,7 @@ class _Side:
 
 
 @dataclass(slots=True)
-class _Plan:
+class _RoutePlan:
     """A table applied to one view of the served versions (rebuilt when the view changes)."""
 
     served: Mapping[str, str]
@@ -115,7 +115,7 @@ class Routing:
         self._call_timeout_s = call_timeout_s
         self.tables: dict[str, RouteTable] = {}
         self.active = False
-        self._plans: dict[str, _Plan] = {}
+        self._plans: dict[str, _RoutePlan] = {}
         self._turn = itertools.count()
         self._sides: dict[tuple[str, str, str], _Side] = {}
         self._mirrors: set[asyncio.Task[None]] = set()
@@ -185,7 +185,7 @@ class Routing:
             )
         return nodes[next(self._turn) % len(nodes)]
 
-    def _plan(self, module: str, table: RouteTable) -> _Plan:
+    def _plan(self, module: str, table: RouteTable) -> _RoutePlan:
         served = self._transport().versions(module)
         plan = self._plans.get(module)
         if plan is None or plan.served is not served:
@@ -198,7 +198,7 @@ class Routing:
         table: RouteTable,
         avoid: Collection[str],
         served: Mapping[str, str] | None = None,
-    ) -> _Plan:
+    ) -> _RoutePlan:
         if served is None:
             served = self._transport().versions(module)
         ok = {
@@ -220,7 +220,7 @@ class Routing:
         shadows = []
         if mirror is not None:
             shadows = [n for n, v in sorted(served.items()) if mirror.version.matches(v)]
-        return _Plan(served, rules, groups, cumulative, shadows)
+        return _RoutePlan(served, rules, groups, cumulative, shadows)
 
     # -- sending -------------------------------------------------------------------------
     async def send(
