@@ -102,6 +102,10 @@ class OrganelleError(Exception):
     """
 
     code: ClassVar[str] = "organelle.error"
+    node: str | None = None
+    """The node that answered with this error when a call went to another node
+    (its ``Organelle-Node`` reply header), else ``None``; kept out of ``details``
+    and of the wire, so a caller further up sees the node it called itself."""
 
     def __init__(self, message: str = "", *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)

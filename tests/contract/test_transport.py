@@ -29,6 +29,7 @@ from organelle.errors import (
     InternalError,
     LifecycleError,
     NotFoundError,
+    UnavailableError,
     ValidationError,
 )
 from organelle.testing import running
@@ -208,7 +209,7 @@ class TransportContract:
         assert items == [1, 2]  # the serving node worked on a copy
 
     async def test_typed_errors_travel(self, start: Start) -> None:
-        await start(Stock)
+        server = await start(Stock)
         client = await start(Desk)
         with pytest.raises(NotFoundError):  # a served module without that method
             await client.call("stock.nope")
@@ -224,6 +225,7 @@ class TransportContract:
             await client.call("stock.fail", kind="stock")
         assert (out.value.code, out.value.message) == ("contract.out_of_stock", "sold out")
         assert out.value.details == {"sku": "A1"}
+        assert out.value.node == server.transport.node  # the node that raised it
         with pytest.raises(InternalError) as bug:
             await client.call("stock.fail", kind="bug")
         assert bug.value.error_type == "ValueError"
@@ -326,6 +328,24 @@ class TransportContract:
         assert seen == {"one", "two"}
         await one.stop()
         assert {await client.call("stock.where") for _ in range(10)} == {"two"}
+
+    async def test_a_call_can_address_one_node(self, start: Start) -> None:
+        one, two = await start(stock("one")), await start(stock("two"))
+        client = await start(Desk)
+        transport = client.transport
+        async with asyncio.timeout(10):  # the registry view catches up within a heartbeat
+            while len(transport.versions("stock")) < 2:
+                await asyncio.sleep(0.05)
+        nodes = {one.transport.node: "one", two.transport.node: "two"}
+        assert dict(transport.versions("stock")) == dict.fromkeys(nodes, "2.1.0")
+        for node, tag in nodes.items():
+            seen = {await transport.request("stock.where", {}, context(), node) for _ in range(6)}
+            assert seen == {tag}
+        with pytest.raises(UnavailableError) as gone:  # nobody by that name: never delivered
+            await transport.request("stock.where", {}, context(), "nobody")
+        assert (gone.value.node, gone.value.details["delivered"]) == ("nobody", False)
+        with pytest.raises(UnavailableError):  # a node that does not serve the module
+            await transport.request("stock.where", {}, context(), transport.node)
 
     # -- envelopes -----------------------------------------------------------------------
     async def test_typed_events_cross_as_their_class_in_an_envelope(self, start: Start) -> None:

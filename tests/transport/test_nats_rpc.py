@@ -38,10 +38,11 @@ async def test_remote_call_returns_the_result(pair: tuple[Kernel, Kernel]) -> No
 
 
 async def test_errors_come_back_as_the_same_class(pair: tuple[Kernel, Kernel]) -> None:
-    _, client = pair
+    server, client = pair
     with pytest.raises(OutOfCoffeeError) as coffee:
         await client.call("server.fail", kind="coffee")
     assert (coffee.value.message, coffee.value.details) == ("no coffee left", {"left": 0})
+    assert coffee.value.node == server.transport.node  # the Organelle-Node reply header
     with pytest.raises(InternalError) as bug:
         await client.call("server.fail", kind="bug")
     assert bug.value.error_type == "ValueError"

@@ -29,6 +29,7 @@ from organelle.auth.base import Authorizer, RoleAuthorizer
 from organelle.config import apply_env, import_object, load_file, merge, parse_settings
 from organelle.config.loader import extend_path
 from organelle.config.policy import Policy, layer_key, parse_policies, parse_policy
+from organelle.config.routing import parse_routing
 from organelle.errors import DefinitionError
 from organelle.kernel import _states as st
 from organelle.kernel._bus import EventBus, Subscriptions, SubscriptionStats
@@ -42,6 +43,7 @@ from organelle.kernel._outbox import Outbox, Transaction
 from organelle.kernel._policy import Policies
 from organelle.kernel._router import Router
 from organelle.kernel._routes import CallStats
+from organelle.kernel._routing import RouteStats
 from organelle.kernel._slots import Binder, Slot, Slots, Tasks
 from organelle.kernel._states import ModuleInfo, ModuleState
 from organelle.kernel._storage import StoreHost
@@ -121,6 +123,7 @@ class Kernel:
         self.config_loader: Callable[[], dict[str, Any]] | None = None
 
         self._build_parts(middleware)
+        self._router.routing.configure(parse_routing(self.config.get("routing")))
         # Modules last: each binds the kernel's entry points.
         for ref in refs:
             slot = self._make_slot(ref)
@@ -482,6 +485,15 @@ class Kernel:
         one increment; calls that suspend are timed into the buckets.
         """
         return self._router.stats
+
+    def routing_stats(self) -> list[RouteStats]:
+        """Calls this node routed by a ``[routing]`` table, per module, version and role.
+
+        ``role`` is ``primary`` (the calls whose results callers got) or
+        ``mirror`` (shadow copies): compare their errors and p50 / p99 latency
+        before shifting weights to a new version (docs/routing.md).
+        """
+        return self._router.routing.stats()
 
     # config -----------------------------------------------------------------
     async def reload_config(self, config: Mapping[str, Any] | None = None) -> ReloadResult:

@@ -185,6 +185,7 @@ class Lifecycle:
             log.info("kernel stopped")
 
     async def _close_transport(self) -> None:
+        await self.router.routing.close()
         await self.router.transport.close()
 
     async def _close_claims(self) -> None:

@@ -4,8 +4,9 @@ nginx's rule on SIGHUP, kept here: check the whole new config first; apply it;
 if applying fails, roll back and keep working with the old one. So a reload
 either changes every module whose section changed or none of them:
 
-1. the ``[kernel]`` section and every module's section are validated by their
-   models; one invalid value rejects the reload before anything is touched;
+1. the ``[kernel]`` section, ``[routing]`` and every module's section are
+   validated by their models; one invalid value rejects the reload before
+   anything is touched (routing tables apply to the next call once it succeeds);
 2. each module whose parsed section differs gets ``self.config = new`` and
    ``on_config_changed(old, new)``, in start (dependency) order;
 3. if one of those hooks fails, the modules already changed get
@@ -28,6 +29,7 @@ import msgspec
 
 from organelle.config.loader import merge
 from organelle.config.policy import PolicyTable, parse_policies
+from organelle.config.routing import RouteTable, parse_routing
 from organelle.config.secrets import dump_model, mask, settings_dump
 from organelle.config.settings import KernelSettings, parse_settings
 from organelle.errors import ConfigError
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from organelle.kernel._calls import Dispatcher
     from organelle.kernel._lifecycle import Lifecycle
     from organelle.kernel._policy import Policies
+    from organelle.kernel._router import Router
     from organelle.kernel._slots import Slot
 
 __all__ = ["HOT_KERNEL_KEYS", "REJECTED", "RELOADED", "ReloadResult", "Reloadable", "reload_config"]
@@ -66,6 +69,8 @@ class Reloadable(Protocol):
     _policies: Policies
 
     def _policies_changed(self) -> None: ...
+
+    _router: Router
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +102,7 @@ class _Plan:
     config: dict[str, Any]
     settings: KernelSettings
     policies: PolicyTable | None = None  # set when [policies] changed
+    routing: dict[str, RouteTable] = field(default_factory=dict)
     steps: list[_Step] = field(default_factory=list)
     raws: dict[str, dict[str, Any]] = field(default_factory=dict)
     diff: list[dict[str, Any]] = field(default_factory=list)
@@ -163,6 +169,8 @@ def _plan(kernel: Reloadable, config: Mapping[str, Any] | None) -> _Plan:
     new = merge({}, config)
     plan = _Plan(config=new, settings=kernel.settings)
     _plan_kernel(kernel, plan, parse_settings(new.get("kernel")))
+    plan.routing = parse_routing(new.get("routing"))  # applied live: weights, rules, mirror
+    plan.diff += _diff("routing", kernel.config.get("routing") or {}, new.get("routing") or {})
     sections = new.get("modules") or {}
     if not isinstance(sections, dict):
         raise ConfigError("modules: the [modules] section must be a table of tables")
@@ -256,6 +264,7 @@ async def _apply(kernel: Reloadable, plan: _Plan) -> None:
         kernel._life.slots[name].raw_config = raw
     kernel.config = plan.config
     kernel.settings = plan.settings
+    kernel._router.routing.configure(plan.routing)
     kernel._dispatcher.call_timeout_s = plan.settings.call_timeout_s
     if plan.policies is not None:
         kernel._policies.reload(plan.policies)

@@ -2,7 +2,9 @@
 
 It owns the route tables (what this node serves, and where its own calls go)
 and the transport; it checks at start that the modules this node requires
-from others are served in an accepted version. Per-call policies and weighted routing plug in here.
+from others are served in an accepted version. Weighted routing
+(``_routing.py``) picks the node of a call when a ``[routing]`` table asks;
+per-call policies plug in here.
 
 Two binders live here: ``routes`` puts a slot's RPC methods in the tables
 before its ``on_start`` (so it can be called while starting others) and
@@ -13,13 +15,14 @@ the wire once it is active and withdraws it before it stops.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
 
 from organelle.errors import CallTimeoutError, DependencyError, LifecycleError
 from organelle.kernel._routes import CallStats, RpcEntry
+from organelle.kernel._routing import Routing
 from organelle.transport import in_process, open_transport
 
 if TYPE_CHECKING:
@@ -64,6 +67,9 @@ class Router:
         self.stats: dict[str, CallStats] | None = None
         self._bounds: tuple[float, ...] = ()
         self.policies: Policies | None = None  # set by the kernel: marks routes with a policy
+        self.routing = Routing(
+            lambda: self.transport, self.accepts, lambda: self._settings().call_timeout_s
+        )
         self.routes = _Routes(self)
         self.exposure = _Exposure(self)
 
@@ -117,6 +123,7 @@ class Router:
 
     def unbind(self, name: str) -> None:
         """Take module ``name``'s methods out of the tables."""
+        self.routing.forget()  # local modules change: so may the requires routing honours
         for target in self._targets.pop(name, ()):
             self.local.pop(target, None)
             self.serving.pop(target, None)
@@ -127,10 +134,24 @@ class Router:
         slot = self._slots.get(module)
         return slot is not None and self._settings().prefer_local and method not in slot.spec.rpcs
 
-    async def send(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
-        """Send a call to another node."""
-        transport = self.transport
-        return await transport.request(target, params, ctx)
+    async def send(
+        self, target: str, params: dict[str, Any], ctx: Context, *, avoid: Collection[str] = ()
+    ) -> Any:
+        """Send a call to another node: routed by a ``[routing]`` table, else the queue group.
+
+        ``avoid``: nodes not to send it to (``Routing.pick``).
+        """
+        if avoid or self.routing.active:
+            return await self.routing.send(target, params, ctx, avoid)
+        return await self.transport.request(target, params, ctx)
+
+    def accepts(self, module: str, version: str) -> bool:
+        """Whether ``version`` of ``module`` is in the ``requires`` range of every local module."""
+        for slot in self._slots.values():
+            for dep in slot.spec.deps:
+                if dep.name == module and not _satisfies(dep, version):
+                    return False
+        return True
 
     # remote dependencies -----------------------------------------------------
     def local_deps(self, slot: Slot) -> tuple[Dependency, ...]:

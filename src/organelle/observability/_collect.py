@@ -93,6 +93,7 @@ class MetricsCollector(Collector):
         )
         yield from self._streams()
         yield from self._policies()
+        yield from self._routing()
         yield self._hist("organelle_job_duration_seconds", "Job run time.", "job", m.job_durations)
         depth = GaugeMetricFamily("organelle_job_queue_depth", "Jobs waiting.", labels=["queue"])
         for queue, value in m.queue_depth.items():
@@ -148,6 +149,42 @@ class MetricsCollector(Collector):
             m.rpc_errors.items(),
         )
         yield self._hist("organelle_rpc_duration_seconds", "RPC latency.", "method", m.rpc)
+
+    def _routing(self) -> Iterator[Metric]:
+        """Calls routed by ``[routing]`` tables: each version as primary or mirror (shadow)."""
+        labels = ["module", "version", "role"]
+        calls = CounterMetricFamily(
+            "organelle_routing_calls", "Calls routed by version and role.", labels=labels
+        )
+        errors = CounterMetricFamily(
+            "organelle_routing_errors",
+            "Routed calls that raised, by version, role and error code.",
+            labels=[*labels, "code"],
+        )
+        dropped = CounterMetricFamily(
+            "organelle_routing_mirror_dropped",
+            "Shadow copies not sent: max_in_flight were running.",
+            labels=labels,
+        )
+        latency = GaugeMetricFamily(
+            "organelle_routing_latency_seconds",
+            "Latency of the last routed calls (p50, p99) by version and role.",
+            labels=[*labels, "quantile"],
+        )
+        for s in self.m.kernel.routing_stats():
+            key = [s.module, s.version, s.role]
+            calls.add_metric(key, s.calls)
+            for code, count in sorted(s.errors.items()):
+                errors.add_metric([*key, code], count)
+            if s.role == "mirror":
+                dropped.add_metric(key, s.dropped)
+            for q, value in (("0.5", s.p50_s), ("0.99", s.p99_s)):
+                if value is not None:
+                    latency.add_metric([*key, q], value)
+        yield calls
+        yield errors
+        yield dropped
+        yield latency
 
     def _events(self) -> Iterator[Metric]:
         m = self.m

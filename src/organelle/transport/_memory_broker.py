@@ -85,6 +85,7 @@ class Broker:
         self._turns: dict[str, itertools.count[int]] = {}
         self._routes: dict[str, tuple[list[Route], list[tuple[str, list[Route]]]]] = {}
         self._waiters: set[asyncio.Future[None]] = set()
+        self._versions: dict[str, dict[str, str]] = {}
 
     # -- membership ----------------------------------------------------------------------
     def join(self, member: Member) -> None:
@@ -118,6 +119,7 @@ class Broker:
     def changed(self) -> None:
         """A node joined, left, exposed or withdrew: re-route, wake ``wait_changed``."""
         self._routes.clear()
+        self._versions.clear()
         waiters, self._waiters = self._waiters, set()
         for fut in waiters:
             if not fut.done():
@@ -141,13 +143,25 @@ class Broker:
             return None
         return members[next(self._turn("rpc " + module)) % len(members)]
 
-    def versions(self, module: str) -> dict[str, str]:
-        """The version of ``module`` each node exposing it announces, by node name."""
-        return {
-            m.node: str(spec.version)
-            for m in self.nodes.values()
-            if (spec := m.exposed.get(module)) is not None
-        }
+    def rpc_member(self, node: str, module: str) -> Member | None:
+        """Node ``node`` if its ``module`` takes calls (a call addressed to one node)."""
+        member = self.nodes.get(node)
+        spec = None if member is None else member.exposed.get(module)
+        return member if spec is not None and spec.rpcs else None
+
+    def versions(self, module: str) -> Mapping[str, str]:
+        """The version of ``module`` each node exposing it announces, by node name.
+
+        The same mapping until the next ``changed()`` (routing rebuilds its plan when not).
+        """
+        found = self._versions.get(module)
+        if found is None:
+            found = self._versions[module] = {
+                m.node: str(spec.version)
+                for m in self.nodes.values()
+                if (spec := m.exposed.get(module)) is not None
+            }
+        return found
 
     # -- events --------------------------------------------------------------------------
     def deliveries(self, topic: str) -> list[Route]:

@@ -21,6 +21,7 @@ from organelle.errors import OrganelleError, RemoteError, ValidationError
 __all__ = [
     "H_CODEC",
     "H_ERROR",
+    "H_NODE",
     "H_RETRY",
     "H_TYPE",
     "context_from",
@@ -43,6 +44,7 @@ H_META = "Organelle-Meta"
 H_ERROR = "Organelle-Error"
 H_RETRY = "Organelle-Retry"
 H_TYPE = "Organelle-Type"
+H_NODE = "Organelle-Node"
 _TRACE = ("traceparent", "tracestate")
 _STATUS_AT = 9  # "NATS/1.0 503": the status code starts here
 _STATUS_END = 12
@@ -133,11 +135,17 @@ def _meta_part(parts: list[str], meta: dict[str, Any]) -> None:
 
 
 def reply_headers(
-    codec: str, error: str | None = None, *, retry: bool = False, type_name: str | None = None
+    codec: str,
+    error: str | None = None,
+    *,
+    retry: bool = False,
+    type_name: str | None = None,
+    node: str | None = None,
 ) -> bytes:
     """The header block of a reply; empty for a plain JSON success (plain clients read the body).
 
-    ``type_name`` names the class of the result (``envelope/_wire.py``).
+    ``type_name`` names the class of the result (``envelope/_wire.py``); an
+    error reply names the ``node`` that served it (successes stay header-free).
     """
     if error is None and codec == "json" and type_name is None:
         return b""
@@ -150,6 +158,8 @@ def reply_headers(
         parts += [H_ERROR, ": ", error, "\r\n"]
     if retry:
         parts += [H_RETRY, ": 1\r\n"]
+    if error is not None and node:
+        parts += [H_NODE, ": ", _clean(node), "\r\n"]
     parts.append("\r\n")
     return "".join(parts).encode()
 

@@ -2,7 +2,9 @@
 
 A module's RPC methods share one queue subscription ``<prefix>.rpc.<module>.*``
 (queue group ``<prefix>.rpc.<module>``), so every instance of a module on any
-node takes a share and a withdrawn or dead one takes none. Each ``@on``
+node takes a share and a withdrawn or dead one takes none; a plain one on
+``<prefix>.node.<node>.rpc.<module>.*`` lets a caller address this node
+(weighted routing, ``kernel/_routing.py``). Each ``@on``
 handler gets ``<prefix>.evt.<pattern>``: in queue group
 ``<prefix>.evt.<module>.<handler>`` when balanced, plain when broadcast.
 Whatever the wire sends, the sender gets a typed error reply and the node
@@ -23,7 +25,7 @@ from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
 from organelle.transport._event_wire import Claimed
 from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
-from organelle.transport.registry import ModuleEntry
+from organelle.transport.registry import ModuleEntry, node_key
 
 if TYPE_CHECKING:
     from organelle.context import Context
@@ -56,6 +58,8 @@ class Exposer:
         self.exposed: dict[str, tuple[ModuleSpec, list[int]]] = {}
         self._rpc_prefix = f"{options.prefix}.rpc."
         self._rpc_plen = len(self._rpc_prefix)
+        self.direct_prefix = f"{options.prefix}.node.{node_key(options.node)}.rpc."
+        self._direct_plen = len(self.direct_prefix)
         self._evt_plen = len(options.prefix) + len(".evt.")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._backlog: deque[tuple[str, str, Any, Context]] | None = None
@@ -88,6 +92,7 @@ class Exposer:
             sids.append(
                 wire.subscribe(f"{self._rpc_prefix}{name}.*", self._on_rpc, f"{prefix}.rpc.{name}")
             )
+            sids.append(wire.subscribe(f"{self.direct_prefix}{name}.*", self._on_direct))
         for sub in spec.subscriptions:
             queue = f"{prefix}.evt.{name}.{sub.attr}" if sub.spec.delivery != "broadcast" else None
             handler = self._event_handler(name, sub.attr)
@@ -119,7 +124,19 @@ class Exposer:
         if reply is None:
             log.debug("dropping a request on %r without a reply subject", subject)
             return
-        task = asyncio.get_running_loop().create_task(self._serve(subject, reply, hdr, data))
+        target = subject[self._rpc_plen :].decode()
+        task = asyncio.get_running_loop().create_task(self._serve(target, reply, hdr, data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_direct(
+        self, subject: bytes, reply: bytes | None, hdr: bytes | None, data: bytes
+    ) -> None:
+        """A call addressed to this very node: served as one from the queue group."""
+        if reply is None:
+            return
+        target = subject[self._direct_plen :].decode()
+        task = asyncio.get_running_loop().create_task(self._serve(target, reply, hdr, data))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -140,9 +157,8 @@ class Exposer:
             )
         return params
 
-    async def _serve(self, subject: bytes, reply: bytes, hdr: bytes | None, data: bytes) -> None:
+    async def _serve(self, target: str, reply: bytes, hdr: bytes | None, data: bytes) -> None:
         codec: Codec = _JSON
-        target = subject[self._rpc_plen :].decode()
         inbound = self.inbound
         if inbound is None or target.partition(".")[0] not in self.exposed:
             err = UnavailableError(f"{target!r} is no longer served by this node")
@@ -172,7 +188,8 @@ class Exposer:
         if len(body) > self.wire.max_payload:
             body = codec.encode({**err.to_wire(), "details": {}})
         try:
-            self.wire.publish(reply, body, None, reply_headers(codec.name, err.code, retry=retry))
+            headers = reply_headers(codec.name, err.code, retry=retry, node=self.options.node)
+            self.wire.publish(reply, body, None, headers)
         except UnavailableError:
             log.debug("could not reply %s: disconnected", err.code)
 

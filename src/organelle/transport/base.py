@@ -85,8 +85,25 @@ class Transport(Protocol):
         """Stop serving a local module (before it stops)."""
         ...
 
-    async def request(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
-        """Call a module on another node; same errors as a local call."""
+    async def request(
+        self, target: str, params: dict[str, Any], ctx: Context, node: str | None = None
+    ) -> Any:
+        """Call a module on another node; same errors as a local call.
+
+        ``node=None`` lets the broker pick one of the nodes serving the module
+        (the queue group); a node name sends the call to that node only, and
+        when it does not serve the module the call fails at once, undelivered,
+        with ``UnavailableError`` (``details["delivered"]`` is false). Every
+        error from another node, or about one, names it in ``OrganelleError.node``.
+        """
+        ...
+
+    def versions(self, module: str) -> Mapping[str, str]:
+        """The version of ``module`` each node serving it announces, by node name.
+
+        Read from what the transport already knows (the registry view it keeps
+        fresh, the broker's table): no I/O, cheap enough to read per call.
+        """
         ...
 
     async def publish(self, topic: str, envelope: Envelope[Any], ctx: Context) -> None:

@@ -262,7 +262,7 @@ class MemoryTransport(MemoryNode):
             broker = self._broker
             if broker is None:
                 raise CallTimeoutError(f"module {name!r}: the memory transport is not connected")
-            found = broker.versions(name)
+            found = dict(broker.versions(name))
             if any(accept is None or accept(v) for v in found.values()):
                 return
             left = deadline - _monotonic()
@@ -306,15 +306,23 @@ class MemoryTransport(MemoryNode):
             raise UnavailableError(f"{what}: the memory transport is not connected")
         return broker
 
+    def versions(self, module: str) -> Mapping[str, str]:
+        """The version of ``module`` each node serves, by node (read from the broker, no I/O)."""
+        broker = self._broker
+        return {} if broker is None else broker.versions(module)
+
     # -- RPC: calling --------------------------------------------------------------------
-    async def request(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
-        """Call a module on some node (maybe this one); the same errors as a local call.
+    async def request(  # noqa: C901
+        self, target: str, params: dict[str, Any], ctx: Context, node: str | None = None
+    ) -> Any:
+        """Call a module on some node (maybe this one; ``node``: that one); errors as a local call.
 
         Raises:
             NotServedError: no node exposes the module (a ``NotFoundError``).
             ValidationError: bad params (checked by the serving node) or too large.
             CallTimeoutError: the deadline passed.
-            UnavailableError: the module is exposed but takes no calls, or not connected.
+            UnavailableError: the module is exposed but takes no calls, or not connected
+                (at once when ``node`` does not serve it; ``details["delivered"]`` is false).
         """
         broker = self._joined(f"call to {target!r}")
         if not _TARGET.match(target):
@@ -334,7 +342,14 @@ class MemoryTransport(MemoryNode):
         while True:
             if deadline - _monotonic() <= 0:
                 raise CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
-            member = broker.rpc_node(module)
+            member = broker.rpc_node(module) if node is None else broker.rpc_member(node, module)
+            if member is None and node is not None:
+                gone = UnavailableError(
+                    f"node {node!r} does not answer calls to {target!r}",
+                    details={"target": target, "delivered": False},
+                )
+                gone.node = node
+                raise gone
             if member is None:
                 if broker.versions(module):  # exposed, but without RPC methods
                     raise UnavailableError(
@@ -358,7 +373,9 @@ class MemoryTransport(MemoryNode):
                 value = codec.decode(data) if data else None
                 return rebuild(type_name, value)
             if not retry:
-                raise decode_error(codec, data, code)
+                err = decode_error(codec, data, code)
+                err.node = member.node
+                raise err
             # Refused unrun by a node that withdrew meanwhile: another instance takes it.
 
     # -- events --------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from organelle.transport._nats_headers import (
 from organelle.transport._nats_options import NatsOptions, parse_options
 from organelle.transport._nats_serve import Exposer
 from organelle.transport._nats_wire import NatsWire
-from organelle.transport.registry import Announcer, NatsRegistry, NodeInfo
+from organelle.transport.registry import Announcer, NatsRegistry, NodeInfo, node_key
 
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
@@ -97,6 +97,9 @@ class NatsTransport:
         self._tokens = itertools.count(1)
         self._pending: dict[bytes, asyncio.Future[_Reply]] = {}
         self._subjects: dict[str, bytes] = {}
+        self._direct: dict[tuple[str, str], bytes] = {}
+        self._versions: dict[str, Mapping[str, str]] = {}
+        self._versions_of: object = None  # the registry view ``_versions`` was read from
         self._evt_prefix = f"{options.prefix}.evt."
         self._registry: NatsRegistry | None = None
         self._announcer: Announcer | None = None
@@ -194,6 +197,24 @@ class NatsTransport:
             raise CallTimeoutError(f"module {name!r}: the cluster registry is unavailable")
         await self._announcer.wait_for(name, timeout_s, accept)
 
+    def versions(self, module: str) -> Mapping[str, str]:
+        """The version of ``module`` each live node serves, by node (no I/O: the registry view).
+
+        The view is what the last heartbeat read (every ``heartbeat_s``); the
+        map of each module is built once per view.
+        """
+        announcer = self._announcer
+        if announcer is None:
+            return {}
+        view = announcer.view
+        if view is not self._versions_of:
+            self._versions = {}
+            self._versions_of = view
+        found = self._versions.get(module)
+        if found is None:
+            found = self._versions[module] = announcer.versions(module)
+        return found
+
     async def nodes(self) -> list[NodeInfo]:
         """Every live node of the cluster, read now."""
         if self._announcer is None:
@@ -236,6 +257,18 @@ class NatsTransport:
             subject = self._subjects[target] = f"{self.options.prefix}.rpc.{target}".encode()
         return subject
 
+    def _direct_subject(self, node: str, target: str) -> bytes:
+        """``<prefix>.node.<node>.rpc.<module>.<method>``: one node's own subscription."""
+        subject = self._direct.get((node, target))
+        if subject is None:
+            self._subject(target)  # validates the target
+            if len(self._direct) > _MAX_CACHED_SUBJECTS:
+                self._direct.clear()
+            subject = self._direct[node, target] = (
+                f"{self.options.prefix}.node.{node_key(node)}.rpc.{target}".encode()
+            )
+        return subject
+
     def _on_reply(
         self, subject: bytes, _reply: bytes | None, hdr: bytes | None, data: bytes
     ) -> None:
@@ -250,16 +283,19 @@ class NatsTransport:
                 CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
             )
 
-    async def request(self, target: str, params: dict[str, Any], ctx: Context) -> Any:  # noqa: C901
-        """Call a module on another node; the same errors as a local call.
+    async def request(  # noqa: C901
+        self, target: str, params: dict[str, Any], ctx: Context, node: str | None = None
+    ) -> Any:
+        """Call a module on another node (``node``: that one); the same errors as a local call.
 
         Raises:
             NotServedError: no live node announces the module (a ``NotFoundError``).
             ValidationError: bad params (checked by the serving node) or too large.
             CallTimeoutError: the deadline passed.
-            UnavailableError: disconnected past the deadline, or nobody answers.
+            UnavailableError: disconnected past the deadline, or nobody answers
+                (at once when ``node`` does not; ``details["delivered"]`` is false).
         """
-        subject = self._subject(target)
+        subject = self._subject(target) if node is None else self._direct_subject(node, target)
         if ctx.deadline is None:
             ctx.deadline = _monotonic() + self.call_timeout_s
         deadline = ctx.deadline
@@ -276,6 +312,14 @@ class NatsTransport:
             if hdr is None:  # a JSON success: the common case
                 return _JSON.decode(data) if data else None
             status, headers = parse_headers(hdr)
+            if status == _NO_RESPONDERS and node is not None:
+                # That node does not serve the module (any more): never delivered.
+                gone = UnavailableError(
+                    f"node {node!r} does not answer calls to {target!r}",
+                    details={"target": target, "delivered": False},
+                )
+                gone.node = node
+                raise gone
             if status == _NO_RESPONDERS:
                 # Nobody subscribed right now: a node may be reconnecting. Unknown
                 # modules fail at once; known ones are retried for a short while.
@@ -297,7 +341,9 @@ class NatsTransport:
             if code is None:
                 return typed_result(headers, codec.decode(data) if data else None)
             if not headers.get("organelle-retry"):
-                raise decode_error(codec, data, code)
+                err = decode_error(codec, data, code)
+                err.node = headers.get("organelle-node") or node
+                raise err
             # Refused unrun by a node that is leaving: another instance takes it.
 
     async def _roundtrip(
