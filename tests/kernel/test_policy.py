@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from organelle import CallTimeoutError, InternalError, Kernel, Module, UnavailableError, rpc
-from organelle.config.policy import BreakerPolicy, BulkheadPolicy, Policy, RetryPolicy
+from organelle.config.policy import BreakerPolicy, BulkheadPolicy, CallRetryPolicy, Policy
 from organelle.errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -283,7 +283,7 @@ def test_token_bucket_refills_at_its_rate() -> None:
 
 
 def test_retry_budget_bounds_retries_to_a_share_of_calls() -> None:
-    budget = RetryBudget(RetryPolicy(budget=0.1, min_per_s=0, budget_window_s=10))
+    budget = RetryBudget(CallRetryPolicy(budget=0.1, min_per_s=0, budget_window_s=10))
     for _ in range(100):
         budget.called(5.0)
     allowed = sum(budget.spend(5.0) for _ in range(50))
@@ -331,7 +331,7 @@ def test_which_errors_prove_the_call_did_not_run() -> None:
 
 
 def test_layers_replace_what_they_name() -> None:
-    base = Policy(timeout_s=1, retry=RetryPolicy(attempts=5), fallback_value=1)
+    base = Policy(timeout_s=1, retry=CallRetryPolicy(attempts=5), fallback_value=1)
     top = Policy(retry=False, bulkhead=BulkheadPolicy(max_concurrent=3))
     merged = top.over(base)
     assert merged.timeout_s == 1

@@ -4,19 +4,19 @@ from organelle.config.loader import apply_env, import_object, load_file, merge
 from organelle.config.policy import (
     BreakerPolicy,
     BulkheadPolicy,
+    CallRetryPolicy,
     Policy,
     RateLimitPolicy,
-    RetryPolicy,
 )
 from organelle.config.settings import KernelSettings, parse_settings
 
 __all__ = [
     "BreakerPolicy",
     "BulkheadPolicy",
+    "CallRetryPolicy",
     "KernelSettings",
     "Policy",
     "RateLimitPolicy",
-    "RetryPolicy",
     "apply_env",
     "import_object",
     "load_file",

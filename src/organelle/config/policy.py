@@ -37,10 +37,10 @@ __all__ = [
     "DEFAULT_FALLBACK_ON",
     "BreakerPolicy",
     "BulkheadPolicy",
+    "CallRetryPolicy",
     "Policy",
     "PolicyTable",
     "RateLimitPolicy",
-    "RetryPolicy",
     "layer_key",
     "parse_policies",
     "parse_policy",
@@ -65,7 +65,7 @@ class _Part(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     pass
 
 
-class RetryPolicy(_Part, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class CallRetryPolicy(_Part, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Retries with exponential backoff and full jitter, within a retry budget.
 
     A call is retried only when a retry cannot do harm: the method is declared
@@ -178,7 +178,7 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """
 
     timeout_s: float | None = None
-    retry: RetryPolicy | Literal[False] | None = None
+    retry: CallRetryPolicy | Literal[False] | None = None
     breaker: BreakerPolicy | Literal[False] | None = None
     bulkhead: BulkheadPolicy | Literal[False] | None = None
     rate_limit: RateLimitPolicy | Literal[False] | None = None

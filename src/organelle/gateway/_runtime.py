@@ -29,7 +29,7 @@ import msgspec
 from organelle.auth.base import Principal
 from organelle.auth.factory import Credentials, PrincipalFactory
 from organelle.codec import _enc_hook
-from organelle.config.policy import BreakerPolicy, Policy, RetryPolicy
+from organelle.config.policy import BreakerPolicy, CallRetryPolicy, Policy
 from organelle.errors import (
     ForbiddenError,
     InternalError,
@@ -131,7 +131,7 @@ class Runtime:
         kernel.set_policy(
             f"{CALLER} -> *",
             Policy(
-                retry=RetryPolicy(
+                retry=CallRetryPolicy(
                     attempts=r.retries + 1, backoff_s=r.backoff_s, max_backoff_s=r.max_backoff_s
                 ),
                 breaker=BreakerPolicy(

@@ -30,10 +30,10 @@ from organelle.config.policy import (
     EMPTY,
     BreakerPolicy,
     BulkheadPolicy,
+    CallRetryPolicy,
     Policy,
     PolicyTable,
     RateLimitPolicy,
-    RetryPolicy,
 )
 from organelle.errors import (
     BulkheadFullError,
@@ -282,7 +282,7 @@ class RetryBudget:
 
     __slots__ = ("calls", "policy", "retries", "stamps")
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: CallRetryPolicy) -> None:
         self.policy = policy
         size = max(1, round(policy.budget_window_s))
         self.stamps = [0] * size
