@@ -205,7 +205,7 @@ def context_from(headers: Mapping[str, str], topic: str | None = None) -> Contex
     if raw_meta:
         try:
             meta = _meta_decoder.decode(raw_meta)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: hostile nesting
             raise ValidationError(
                 f"header {H_META} must be a JSON object: {exc}",
                 errors=[{"field": H_META, "message": str(exc)}],
