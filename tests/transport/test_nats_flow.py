@@ -16,6 +16,8 @@ import nats
 import pytest
 
 from organelle import Kernel, Module, on
+from organelle.health import Status
+from organelle.health.checks import TransportCheck
 from organelle.kernel import BaseListener, ConnectionReport
 from organelle.testing import eventually
 
@@ -107,6 +109,9 @@ async def test_past_the_backlog_bound_events_are_counted_never_silently_gone(
         assert sink.handled + overflow == n
         assert overflow > n // 2
         assert kernel.transport.connected
+        check = TransportCheck(kernel)  # degraded while events are being dropped, then not
+        assert (await check.check()).status is Status.DEGRADED
+        assert (await check.check()).status is Status.HEALTHY
 
 
 async def test_a_balanced_group_loses_nothing_when_one_member_is_slow(
