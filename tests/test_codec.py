@@ -74,6 +74,26 @@ def test_malformed_payload_is_a_validation_error(codec: JsonCodec | MsgpackCodec
         codec.decode(b"\xc1{not valid")
 
 
+_DEEP = 50_000
+
+
+@pytest.mark.parametrize(
+    ("codec", "data"),
+    [
+        (JsonCodec(), b"[" * _DEEP + b"]" * _DEEP),
+        (JsonCodec(), b'{"a":' * _DEEP + b"1" + b"}" * _DEEP),
+        (MsgpackCodec(), b"\x91" * _DEEP + b"\x90"),
+    ],
+    ids=["json-lists", "json-objects", "msgpack"],
+)
+def test_hostile_nesting_is_a_validation_error(
+    codec: JsonCodec | MsgpackCodec, data: bytes
+) -> None:
+    # msgspec raises RecursionError here; a sender's input is never an internal error.
+    with pytest.raises(ValidationError, match="nested too deeply"):
+        codec.decode(data)
+
+
 def test_wrong_type_is_a_validation_error() -> None:
     with pytest.raises(ValidationError):
         JsonCodec().decode(b'{"sku": "A", "qty": "many"}', Item)

@@ -132,6 +132,13 @@ class _MsgspecCodec:
             ) from exc
         except (ValueError, TypeError) as exc:  # a dec_hook (pydantic) rejected the value
             raise ValidationError(str(exc), errors=[{"field": "$", "message": str(exc)}]) from exc
+        except RecursionError:  # msgspec's answer to hostile nesting: bad input, not a bug
+            raise _too_deep(self.name, "$") from None
+
+
+def _too_deep(what: str, field: str) -> ValidationError:
+    message = f"malformed {what} payload: nested too deeply"
+    return ValidationError(message, errors=[{"field": field, "message": "nested too deeply"}])
 
 
 class JsonCodec(_MsgspecCodec):

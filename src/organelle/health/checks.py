@@ -51,20 +51,31 @@ class ModuleCheck:
 
 @dataclass(slots=True)
 class TransportCheck:
-    """The transport is connected (a transport reports it with a ``connected`` property)."""
+    """The transport is connected (a transport reports it with a ``connected`` property).
+
+    Degraded while it is dropping incoming events because this node cannot keep
+    up (``rejected["overflow"]`` grew since the previous check): the node
+    serves, but its events are being lost and counted.
+    """
 
     kernel: Kernel
     name: str = "transport"
     required: bool = True
+    overflow_seen: int = 0
 
     async def check(self) -> CheckResult:
-        """Healthy in-process; unhealthy when the transport says it is disconnected."""
+        """Healthy in-process; unhealthy disconnected; degraded while events overflow."""
         transport = self.kernel.transport
         if transport.solo:
             return CheckResult(status=Status.HEALTHY, detail="in-process")
         connected = getattr(transport, "connected", None)
         if connected is False:
             return CheckResult(status=Status.UNHEALTHY, detail="disconnected")
+        overflow = transport.rejected.get("overflow", 0)
+        grew, self.overflow_seen = overflow - self.overflow_seen, overflow
+        if grew > 0:
+            detail = f"{grew} incoming events dropped since the last check: the backlog is full"
+            return CheckResult(status=Status.DEGRADED, detail=detail)
         return CheckResult(status=Status.HEALTHY)
 
 

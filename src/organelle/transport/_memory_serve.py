@@ -41,6 +41,14 @@ def _too_large(what: str, size: int, limit: int) -> ValidationError:
     return ValidationError(message, errors=[{"field": "$", "message": message}])
 
 
+async def _finish(delivery: Any) -> None:
+    """Await one delivery; a failure is logged and the backlog behind it still goes on."""
+    try:
+        await delivery
+    except Exception:
+        log.exception("event delivery failed")
+
+
 class MemoryNode:
     """One node as the broker and the other nodes see it (a ``Member``).
 
@@ -136,19 +144,10 @@ class MemoryNode:
         inbound = self._inbound
         if inbound is None or module not in self._exposed:
             return
-        try:
-            if len(body) > self._max:
-                raise _too_large("event", len(body), self._max)
-            ref = self._events.claim_of(headers)
-            payload: Any
-            if ref is None:
-                payload = self._events.decode(headers, body, self._max)
-            else:  # fetched in order, behind what is queued, by the draining task
-                payload = Claimed(topic, headers, body, ref)
-            ctx = context_from(headers, topic)
-        except OrganelleError as err:
-            self._events.drop(topic, err)
+        item = self._read(topic, body, headers)
+        if item is None:
             return
+        payload, ctx = item
         if self._backlog is not None:  # the local queue is full: keep order behind it
             self._backlog.append((module, handler, payload, ctx))
             return
@@ -168,6 +167,24 @@ class MemoryNode:
         self._backlog = deque()
         self._spawn_drain(self._drain(inbound, coro, first))
 
+    def _read(self, topic: str, body: bytes, headers: dict[str, str]) -> tuple[Any, Context] | None:
+        """``(payload, context)`` of an incoming event; ``None``: dropped (counted, logged)."""
+        try:
+            if len(body) > self._max:
+                raise _too_large("event", len(body), self._max)  # noqa: TRY301
+            ref = self._events.claim_of(headers)
+            payload: Any
+            if ref is None:
+                payload = self._events.decode(headers, body, self._max)
+            else:  # fetched in order, behind what is queued, by the draining task
+                payload = Claimed(topic, headers, body, ref)
+            return payload, context_from(headers, topic)
+        except OrganelleError as err:
+            self._events.drop(topic, err)
+        except Exception as exc:  # a decoder's own failure (deep nesting): still malformed
+            self._events.drop(topic, ValidationError(f"{type(exc).__name__}: {exc}"))
+        return None
+
     def _spawn_drain(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         self._tasks.add(task)
@@ -180,7 +197,7 @@ class MemoryNode:
         backlog = self._backlog
         try:
             if coro is not None:
-                await Continuation(coro, first)
+                await _finish(Continuation(coro, first))
             while backlog:
                 module, handler, payload, ctx = backlog.popleft()
                 if isinstance(payload, Claimed):
@@ -189,9 +206,7 @@ class MemoryNode:
                     except OrganelleError as err:
                         self._events.drop(payload.topic, err)
                         continue
-                await inbound.deliver(module, handler, payload, ctx)
-        except Exception:
-            log.exception("event delivery failed")
+                await _finish(inbound.deliver(module, handler, payload, ctx))
         finally:
             self._backlog = None
             self._draining = None

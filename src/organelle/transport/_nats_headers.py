@@ -190,6 +190,26 @@ def codec_of(headers: Mapping[str, str]) -> Codec:
     return codec_for(headers.get("organelle-codec", "json") or "json")
 
 
+def _meta_of(raw: str) -> dict[str, Any]:
+    """The ``Organelle-Meta`` header decoded.
+
+    Raises:
+        ValidationError: not a JSON object, or nested too deeply.
+    """
+    try:
+        return _meta_decoder.decode(raw)
+    except RecursionError:  # msgspec's answer to hostile nesting
+        raise ValidationError(
+            f"header {H_META} is nested too deeply",
+            errors=[{"field": H_META, "message": "nested too deeply"}],
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise ValidationError(
+            f"header {H_META} must be a JSON object: {exc}",
+            errors=[{"field": H_META, "message": str(exc)}],
+        ) from None
+
+
 def context_from(headers: Mapping[str, str], topic: str | None = None) -> Context:
     """Rebuild the sender's context: ids, remaining time as a local deadline, principal, meta.
 
@@ -210,16 +230,8 @@ def context_from(headers: Mapping[str, str], topic: str | None = None) -> Contex
             ) from None
         if deadline != deadline:  # NaN  # noqa: PLR0124
             raise ValidationError(f"header {H_TIMEOUT} is not a number")
-    meta: dict[str, Any] = {}
     raw_meta = headers.get("organelle-meta")
-    if raw_meta:
-        try:
-            meta = _meta_decoder.decode(raw_meta)
-        except msgspec.DecodeError as exc:
-            raise ValidationError(
-                f"header {H_META} must be a JSON object: {exc}",
-                errors=[{"field": H_META, "message": str(exc)}],
-            ) from None
+    meta = _meta_of(raw_meta) if raw_meta else {}
     for key in _TRACE:
         if key in headers:
             meta[key] = headers[key]

@@ -44,6 +44,8 @@ class NatsOptions(NatsConnectOptions):
         no_responders_wait_s: how long a call retries while nobody listens
             (a node reconnecting) before ``UnavailableError``.
         max_payload_bytes: largest message accepted or sent (``0``: the server's).
+        max_backlog_bytes: incoming events (bytes on the wire) held while the local
+            queue is full; past it an event is dropped and counted (``overflow``).
         heartbeat_s, registry_ttl_s: registry heartbeat period and entry lifetime.
         registry_bucket: KV bucket of the registry (default ``<prefix>_nodes``).
         registry_replicas: replicas of that bucket when this node creates it.
@@ -61,6 +63,7 @@ class NatsOptions(NatsConnectOptions):
     max_outstanding_pings: int = 2
     no_responders_wait_s: float = 1.0
     max_payload_bytes: int = 0
+    max_backlog_bytes: int = 64 << 20
     heartbeat_s: float = 2.0
     registry_ttl_s: float = 6.0
     registry_bucket: str = ""
@@ -82,7 +85,7 @@ _FLOATS = {
     "heartbeat_s",
     "registry_ttl_s",
 }
-_INTS = {"max_outstanding_pings", "max_payload_bytes", "registry_replicas"}
+_INTS = {"max_outstanding_pings", "max_payload_bytes", "max_backlog_bytes", "registry_replicas"}
 _STRS = {"prefix", "codec", "registry_bucket"}
 _OWN = {f.name for f in fields(NatsOptions)} - CONNECT_KEYS - {"node"}
 _SECURITY = "security"

@@ -62,7 +62,8 @@ class Exposer:
         self._direct_plen = len(self.direct_prefix)
         self._evt_plen = len(options.prefix) + len(".evt.")
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._backlog: deque[tuple[str, str, Any, Context]] | None = None
+        self._backlog: deque[tuple[str, str, bytes, bytes | None, bytes]] | None = None
+        self._backlog_bytes = 0
         self._draining: asyncio.Task[None] | None = None
 
     @property
@@ -125,10 +126,22 @@ class Exposer:
         if reply is None:
             log.debug("dropping a request on %r without a reply subject", subject)
             return
-        target = subject[self._rpc_plen :].decode()
+        target = self._method(subject, self._rpc_plen, reply)
+        if target is None:
+            return
         task = asyncio.get_running_loop().create_task(self._serve(target, reply, hdr, data))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _method(self, subject: bytes, plen: int, reply: bytes) -> str | None:
+        """The ``module.method`` of a request subject; a non-UTF-8 one is answered, ``None``."""
+        try:
+            return subject[plen:].decode()
+        except UnicodeDecodeError:
+            message = "the method of a request subject must be valid UTF-8"
+            field = [{"field": "subject", "message": "not valid UTF-8"}]
+            self._reply_error(reply, _JSON, ValidationError(message, errors=field))
+            return None
 
     def _on_direct(
         self, subject: bytes, reply: bytes | None, hdr: bytes | None, data: bytes
@@ -136,7 +149,9 @@ class Exposer:
         """A call addressed to this very node: served as one from the queue group."""
         if reply is None:
             return
-        target = subject[self._direct_plen :].decode()
+        target = self._method(subject, self._direct_plen, reply)
+        if target is None:
+            return
         task = asyncio.get_running_loop().create_task(self._serve(target, reply, hdr, data))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -162,8 +177,8 @@ class Exposer:
         codec: Codec = _JSON
         inbound = self.inbound
         if inbound is None or target.partition(".")[0] not in self.exposed:
-            err = UnavailableError(f"{target!r} is no longer served by this node")
-            self._reply_error(reply, codec, err, retry=True)
+            gone = UnavailableError(f"{target!r} is no longer served by this node")
+            self._reply_error(reply, codec, gone, retry=True)
             return
         try:
             codec, headers = self._decode_headers(hdr)
@@ -206,75 +221,130 @@ class Exposer:
     def _on_event(
         self, module: str, attr: str, subject: bytes, hdr: bytes | None, data: bytes
     ) -> None:
-        inbound = self.inbound
-        if inbound is None or module not in self.exposed:
+        if self.inbound is None or module not in self.exposed:
             return
-        topic = subject[self._evt_plen :].decode()
-        try:
-            _, headers = self._decode_headers(hdr)
-            if len(data) > self.max_in:
-                raise _too_large("event", len(data), self.max_in)
-            ref = self.events.claim_of(headers)
-            payload: Any
-            if ref is None:
-                payload = self.events.decode(headers, data, self.max_in)
-            else:  # fetched in order, behind what is queued, by the draining task
-                payload = Claimed(topic, headers, data, ref)
-            ctx = context_from(headers, topic)
-        except OrganelleError as err:
-            self.events.drop(topic, err)
+        backlog = self._backlog
+        if backlog is not None:  # the local queue is full: keep order behind it, unread
+            size = len(data) + (len(hdr) if hdr else 0)
+            if self._backlog_bytes + size > self.options.max_backlog_bytes:
+                self._overflow(subject)
+                return
+            self._backlog_bytes += size
+            backlog.append((module, attr, subject, hdr, data))
             return
-        if self._backlog is not None:  # the local queue is full: keep order behind it
-            self._backlog.append((module, attr, payload, ctx))
+        item = self._read_event(subject, hdr, data)
+        if item is not None:
+            self._take(module, attr, *item)
+
+    def _take(self, module: str, attr: str, payload: Any, ctx: Context) -> None:
+        """Hand a read event to the local queue, or start the backlog if it is full."""
+        assert self.inbound is not None  # noqa: S101 - checked by _on_event
+        if isinstance(payload, Claimed):  # fetched by the draining task; what follows waits
+            self._start_backlog(None, None, (module, attr, payload, ctx))
             return
-        if isinstance(payload, Claimed):
-            # Stop reading while the payload is fetched: what follows waits its turn.
-            self._backlog = deque([(module, attr, payload, ctx)])
-            self.wire.pause_reading()
-            self._spawn_drain(self._drain(inbound, None, None))
-            return
-        coro = inbound.deliver(module, attr, payload, ctx)
+        coro = self.inbound.deliver(module, attr, payload, ctx)
         try:
             first = coro.send(None)
         except StopIteration:
             return
         except Exception:
-            log.exception("delivering %r to %s.%s failed", topic, module, attr)
+            log.exception("delivering %r to %s.%s failed", ctx.topic, module, attr)
             return
-        # The local queue is full: stop reading until it has room (backpressure,
-        # never a drop); NATS holds what follows, the rest of this read waits here.
-        self._backlog = deque()
-        self.wire.pause_reading()
-        self._spawn_drain(self._drain(inbound, coro, first))
+        # The local queue is full. Reading goes on (PINGs, replies and RPC must
+        # flow, and NATS core would drop for a reader that stops): what follows
+        # waits in the backlog, bounded by max_backlog_bytes.
+        self._start_backlog(coro, first, None)
 
-    def _spawn_drain(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+    def _read_event(
+        self, subject: bytes, hdr: bytes | None, data: bytes
+    ) -> tuple[Any, Context] | None:
+        """``(payload, context)`` of an incoming event; ``None``: dropped (counted, logged)."""
+        topic = subject[self._evt_plen :].decode(errors="replace")
+        try:
+            _, headers = self._decode_headers(hdr)
+            if len(data) > self.max_in:
+                raise _too_large("event", len(data), self.max_in)  # noqa: TRY301
+            ref = self.events.claim_of(headers)
+            payload: Any
+            if ref is None:
+                payload = self.events.decode(headers, data, self.max_in)
+            else:
+                payload = Claimed(topic, headers, data, ref)
+            return payload, context_from(headers, topic)
+        except OrganelleError as err:
+            self.events.drop(topic, err)
+        except Exception as exc:  # a decoder's own failure (deep nesting): still malformed
+            self.events.drop(topic, ValidationError(f"{type(exc).__name__}: {exc}"))
+        return None
+
+    def _overflow(self, subject: bytes) -> None:
+        topic = subject[self._evt_plen :].decode(errors="replace")
+        limit = self.options.max_backlog_bytes
+        err = UnavailableError(
+            f"the local event queue is full and the backlog holds {self._backlog_bytes} "
+            f"of max_backlog_bytes={limit}",
+            details={"reason": "overflow"},
+        )
+        self.events.drop(topic, err)
+
+    def _start_backlog(
+        self,
+        coro: Coroutine[Any, Any, Any] | None,
+        first: Any,
+        claimed: tuple[str, str, Any, Context] | None,
+    ) -> None:
+        inbound = self.inbound
+        assert inbound is not None  # noqa: S101 - checked by the caller
+        self._backlog = deque()
+        self._backlog_bytes = 0
+        task = asyncio.get_running_loop().create_task(self._drain(inbound, coro, first, claimed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._draining = task
 
     async def _drain(
-        self, inbound: Inbound, coro: Coroutine[Any, Any, Any] | None, first: Any
+        self,
+        inbound: Inbound,
+        coro: Coroutine[Any, Any, Any] | None,
+        first: Any,
+        claimed: tuple[str, str, Any, Context] | None,
     ) -> None:
         backlog = self._backlog
+        assert backlog is not None  # noqa: S101 - set by _start_backlog
         try:
             if coro is not None:
-                await Continuation(coro, first)
+                await self._finish(Continuation(coro, first))
+            if claimed is not None:
+                await self._deliver(inbound, *claimed)
             while backlog:
-                module, attr, payload, ctx = backlog.popleft()
-                if isinstance(payload, Claimed):
-                    try:
-                        payload = await self.events.redeem(payload)
-                    except OrganelleError as err:
-                        self.events.drop(payload.topic, err)
-                        continue
-                await inbound.deliver(module, attr, payload, ctx)
-        except Exception:
-            log.exception("event delivery failed")
+                module, attr, subject, hdr, data = backlog.popleft()
+                self._backlog_bytes -= len(data) + (len(hdr) if hdr else 0)
+                item = self._read_event(subject, hdr, data)
+                if item is not None:
+                    await self._deliver(inbound, module, attr, *item)
         finally:
             self._backlog = None
+            self._backlog_bytes = 0
             self._draining = None
-            self.wire.resume_reading()
+
+    async def _deliver(
+        self, inbound: Inbound, module: str, attr: str, payload: Any, ctx: Context
+    ) -> None:
+        if isinstance(payload, Claimed):
+            try:
+                payload = await self.events.redeem(payload)
+            except OrganelleError as err:
+                self.events.drop(payload.topic, err)
+                return
+        await self._finish(inbound.deliver(module, attr, payload, ctx))
+
+    @staticmethod
+    async def _finish(delivery: Any) -> None:
+        """Await one delivery; a failure is logged and the backlog goes on (never lost)."""
+        try:
+            await delivery
+        except Exception:
+            log.exception("event delivery failed")
 
     async def events_settled(self) -> None:
         """Wait until every event read so far has been handed to the local queue."""

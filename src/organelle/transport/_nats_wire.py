@@ -159,18 +159,6 @@ class NatsWire:
             waiter.cancel()
         return self._connected.is_set()
 
-    def pause_reading(self) -> None:
-        """Stop reading the socket (the consumer is full); NATS buffers what follows."""
-        proto = self._proto
-        if proto is not None and proto.transport is not None:
-            proto.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        """Read again after ``pause_reading``."""
-        proto = self._proto
-        if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-            proto.transport.resume_reading()
-
     async def writable(self) -> None:
         """Wait while the socket's write buffer is over its high-water mark."""
         if not self._writable.is_set():
