@@ -61,6 +61,7 @@ __all__ = ["Dispatcher"]
 
 _monotonic = time.monotonic
 _perf = time.perf_counter
+_MAX_UNDELIVERED = 4  # nodes gone since the registry was read, tried in one attempt
 
 
 def error_code(exc: BaseException) -> str:
@@ -435,10 +436,48 @@ class Dispatcher:
     ) -> Any:
         """One try under per-node breakers: a node whose breaker is closed, not tried yet if any.
 
+        A node that never received the call (gone since the registry was read)
+        counts against its breaker and the call goes to another one at once.
+
         Raises:
             CircuitOpenError: every node serving the module has its breaker open.
         """
-        now = _monotonic()
+        for _ in range(_MAX_UNDELIVERED):
+            now = _monotonic()
+            node = self._node_for(guard, target, params, ctx, tried, now)
+            if node is None:  # the registry lists nobody yet: the queue group, no node breaker
+                return await self._remote_once(target, params, ctx)
+            tried.add(node)
+            breaker = guard.node_breaker(node)
+            if not breaker.allow(now):  # half-open, its probe already out
+                err = CircuitOpenError(
+                    f"calls to {target!r} on node {node!r} are failing: circuit open",
+                    details={"target": target, "retry_after_s": breaker.retry_after(now)},
+                )
+                err.node = node
+                raise err
+            try:
+                result = await self._remote_once(target, params, ctx, node)
+            except Exception as exc:
+                breaker.record(ok=not failed_call(exc), now=_monotonic())
+                if isinstance(exc, UnavailableError) and exc.details.get("delivered") is False:
+                    last = exc
+                    continue
+                raise
+            breaker.record(ok=True, now=_monotonic())
+            return result
+        raise last
+
+    def _node_for(  # noqa: PLR0917 - one call's parts, passed on
+        self,
+        guard: Guard,
+        target: str,
+        params: dict[str, Any],
+        ctx: Context,
+        tried: set[str],
+        now: float,
+    ) -> str | None:
+        """A node outside the open breakers, one not tried yet if there is one."""
         avoid = guard.avoid(now)
         routing = self._router.routing
         try:
@@ -455,24 +494,7 @@ class Dispatcher:
                     f"calls to {target!r}: every node serving it is failing: circuit open",
                     details={"target": target, "nodes": sorted(avoid)},
                 ) from None
-        if node is None:  # the registry lists nobody yet: the queue group, no node breaker
-            return await self._remote_once(target, params, ctx)
-        tried.add(node)
-        breaker = guard.node_breaker(node)
-        if not breaker.allow(now):  # half-open, its probe already out
-            err = CircuitOpenError(
-                f"calls to {target!r} on node {node!r} are failing: circuit open",
-                details={"target": target, "retry_after_s": breaker.retry_after(now)},
-            )
-            err.node = node
-            raise err
-        try:
-            result = await self._remote_once(target, params, ctx, node)
-        except Exception as exc:
-            breaker.record(ok=not failed_call(exc), now=_monotonic())
-            raise
-        breaker.record(ok=True, now=_monotonic())
-        return result
+        return node
 
     def _fallback(
         self, params: Mapping[str, Any], caller: str | None
