@@ -139,6 +139,7 @@ class Runtime:
                     failures=r.breaker_failures,
                     reset_s=r.breaker_reset_s,
                     failure_ratio=1.0,
+                    per_node=False,  # one breaker per module, as documented in gateway.md
                 ),
             ),
         )

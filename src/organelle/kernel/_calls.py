@@ -14,6 +14,7 @@ place the compiled path is bound; ``_sync`` keeps its flags in step.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from bisect import bisect_left
@@ -26,6 +27,7 @@ from organelle.context import _EMPTY_META, Context, _counter, _current, _next_se
 from organelle.envelope import Envelope, EnvelopeFactory, Incoming, event_topic
 from organelle.errors import (
     CallTimeoutError,
+    CircuitOpenError,
     InternalError,
     NotFoundError,
     OrganelleError,
@@ -42,7 +44,7 @@ from organelle.kernel._dispatch import (
     run_until,
 )
 from organelle.kernel._listen import CallReport, EventReport, LifecycleReport
-from organelle.kernel._policy import CANCELLED, Policies
+from organelle.kernel._policy import CANCELLED, Guard, Policies, failed_call
 from organelle.module._topics import check_topic
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ __all__ = ["Dispatcher"]
 
 _monotonic = time.monotonic
 _perf = time.perf_counter
+_MAX_UNDELIVERED = 4  # nodes gone since the registry was read, tried in one attempt
 
 
 def error_code(exc: BaseException) -> str:
@@ -412,12 +415,86 @@ class Dispatcher:
         guard = self.policies.guard(caller, target)
         if guard is None:
             return await self._remote_once(target, params, ctx)
+        fallback = self._fallback(params, caller)
+        if guard.per_node:
+            tried: set[str] = set()
+
+            async def to_a_node(until: float) -> Any:
+                ctx.deadline = until
+                return await self._remote_to_a_node(guard, target, params, ctx, tried)
+
+            return await guard.run(to_a_node, ctx.deadline, fallback, nodes=True)  # type: ignore[arg-type]
 
         async def attempt(until: float) -> Any:
             ctx.deadline = until
             return await self._remote_once(target, params, ctx)
 
-        return await guard.run(attempt, ctx.deadline, self._fallback(params, caller))  # type: ignore[arg-type]
+        return await guard.run(attempt, ctx.deadline, fallback)  # type: ignore[arg-type]
+
+    async def _remote_to_a_node(
+        self, guard: Guard, target: str, params: dict[str, Any], ctx: Context, tried: set[str]
+    ) -> Any:
+        """One try under per-node breakers: a node whose breaker is closed, not tried yet if any.
+
+        A node that never received the call (gone since the registry was read)
+        counts against its breaker and the call goes to another one at once.
+
+        Raises:
+            CircuitOpenError: every node serving the module has its breaker open.
+        """
+        for _ in range(_MAX_UNDELIVERED):
+            now = _monotonic()
+            node = self._node_for(guard, target, params, ctx, tried, now)
+            if node is None:  # the registry lists nobody yet: the queue group, no node breaker
+                return await self._remote_once(target, params, ctx)
+            tried.add(node)
+            breaker = guard.node_breaker(node)
+            if not breaker.allow(now):  # half-open, its probe already out
+                err = CircuitOpenError(
+                    f"calls to {target!r} on node {node!r} are failing: circuit open",
+                    details={"target": target, "retry_after_s": breaker.retry_after(now)},
+                )
+                err.node = node
+                raise err
+            try:
+                result = await self._remote_once(target, params, ctx, node)
+            except Exception as exc:
+                breaker.record(ok=not failed_call(exc), now=_monotonic())
+                if isinstance(exc, UnavailableError) and exc.details.get("delivered") is False:
+                    last = exc
+                    continue
+                raise
+            breaker.record(ok=True, now=_monotonic())
+            return result
+        raise last
+
+    def _node_for(  # noqa: PLR0917 - one call's parts, passed on
+        self,
+        guard: Guard,
+        target: str,
+        params: dict[str, Any],
+        ctx: Context,
+        tried: set[str],
+        now: float,
+    ) -> str | None:
+        """A node outside the open breakers, one not tried yet if there is one."""
+        avoid = guard.avoid(now)
+        routing = self._router.routing
+        try:
+            node = routing.pick_node(target, params, ctx, avoid | tried if tried else avoid)
+            if node is None and tried:
+                node = routing.pick_node(target, params, ctx, avoid)
+        except UnavailableError:
+            try:  # the nodes tried before are all there is: try one again
+                node = routing.pick_node(target, params, ctx, avoid) if tried else None
+            except UnavailableError:
+                node = None
+            if node is None:
+                raise CircuitOpenError(
+                    f"calls to {target!r}: every node serving it is failing: circuit open",
+                    details={"target": target, "nodes": sorted(avoid)},
+                ) from None
+        return node
 
     def _fallback(
         self, params: Mapping[str, Any], caller: str | None
@@ -427,13 +504,16 @@ class Dispatcher:
 
         return fallback
 
-    async def _remote_once(self, target: str, params: dict[str, Any], ctx: Context) -> Any:
-        """One try of a call to another node: the transport request, through the onion."""
+    async def _remote_once(
+        self, target: str, params: dict[str, Any], ctx: Context, node: str | None = None
+    ) -> Any:
+        """One try of a call to another node (``node``, or any): the request, through the onion."""
         router = self._router
         if not self._detour:
-            return await router.send(target, params, ctx)
+            return await router.send(target, params, ctx, node=node)
+        send = self._send if node is None else functools.partial(self._send, node=node)
         inv = Invocation(
-            "rpc", target, target.partition(".")[0], params, None, ctx, self._send, remote=True
+            "rpc", target, target.partition(".")[0], params, None, ctx, send, remote=True
         )
         if not self.listeners.calls:
             return await run_invocation(self._chain, inv)
@@ -455,9 +535,9 @@ class Dispatcher:
                 )
             )
 
-    def _send(self, inv: Invocation) -> Any:
+    def _send(self, inv: Invocation, node: str | None = None) -> Any:
         """The innermost step of a call leaving the node: the transport request."""
-        return self._router.send(inv.target, inv.params or {}, inv.context)
+        return self._router.send(inv.target, inv.params or {}, inv.context, node=node)
 
     def _outgoing(
         self, target: str, timeout_s: float | None, meta: dict[str, Any] | None, principal: Any

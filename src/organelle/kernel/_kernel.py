@@ -30,7 +30,7 @@ from organelle.config import apply_env, import_object, load_file, merge, parse_s
 from organelle.config.loader import extend_path
 from organelle.config.policy import Policy, layer_key, parse_policies, parse_policy
 from organelle.config.routing import parse_routing
-from organelle.errors import DefinitionError
+from organelle.errors import ConfigError, DefinitionError
 from organelle.kernel import _states as st
 from organelle.kernel._bus import EventBus, Subscriptions, SubscriptionStats
 from organelle.kernel._calls import Dispatcher
@@ -279,15 +279,29 @@ class Kernel:
         if instance.name in self._policies.callers:
             instance.call = self._dispatcher.caller_call(instance.name)  # type: ignore[method-assign]
 
-    def _declared(self, target: str) -> tuple[Policy | None, bool]:
-        """The callee's own ``@rpc(policy=, idempotent=)`` for ``target``, when known here."""
+    def _declared(self, target: str) -> tuple[Policy | None, bool] | None:
+        """The callee's own ``@rpc(policy=, idempotent=)`` for ``target``; ``None``: not known yet.
+
+        A local module says it directly; a module on other nodes through the
+        registry (``Transport.rpc_options``), once a node announcing it is seen.
+        """
         module, _, method = target.partition(".")
         slot = self._slots.get(module)
         if slot is not None:
             meta = slot.spec.rpcs.get(method)
             if meta is not None:
                 return meta.spec.policy, meta.spec.idempotent
-        return None, False
+        options = self._router.transport.rpc_options(module)
+        if options is None:
+            return None
+        found = options.get(method) or {}
+        raw = found.get("policy")
+        try:
+            policy = None if raw is None else parse_policy(raw, f"{target} (declared)")
+        except ConfigError as exc:  # a newer node's policy this one cannot read
+            log.warning("ignoring the declared policy of %s: %s", target, exc)
+            policy = None
+        return policy, bool(found.get("idempotent"))
 
     def _policies_changed(self) -> None:
         """After a reload of ``[policies]``: routes and callers' ``call`` follow."""

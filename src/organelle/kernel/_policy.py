@@ -57,6 +57,7 @@ __all__ = [
     "Policies",
     "PolicyStats",
     "did_not_run",
+    "failed_call",
     "no_declared",
 ]
 
@@ -65,7 +66,9 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 # What ``Guard.leave`` is told of a call cancelled or stopped by a BaseException:
 # neither a success nor a failure for the breaker.
 CANCELLED = BaseException("cancelled")
-Declared = Callable[[str], "tuple[Policy | None, bool]"]
+# The callee's declared policy and idempotence; ``None`` while not known (a remote
+# module the registry does not list yet): then nothing is cached.
+Declared = Callable[[str], "tuple[Policy | None, bool] | None"]
 Attempt = Callable[[float], Awaitable[Any]]
 
 
@@ -81,7 +84,7 @@ def did_not_run(exc: BaseException) -> bool:
     return type(exc) is UnavailableError and not exc.details.get("in_flight")
 
 
-def _failed(exc: BaseException) -> bool:
+def failed_call(exc: BaseException) -> bool:
     """Whether ``exc`` counts against a breaker: no answer, or the callee broke."""
     if isinstance(exc, (CircuitOpenError, BulkheadFullError)):
         return False  # refused here: says nothing about the callee
@@ -92,7 +95,7 @@ def _failed(exc: BaseException) -> bool:
 def _retryable(exc: BaseException, idempotent: bool) -> bool:
     if did_not_run(exc):
         return True
-    return idempotent and _failed(exc)
+    return idempotent and failed_call(exc)
 
 
 class Breaker:
@@ -151,6 +154,10 @@ class Breaker:
             self.probing += 1
             return True
         return False
+
+    def refuses(self, now: float) -> bool:
+        """Whether it is open and not yet due to half-open (a node to leave out)."""
+        return self.state == OPEN and now - self.opened_at < self.policy.reset_s
 
     def retry_after(self, now: float) -> float:
         """Seconds until an open breaker half-opens."""
@@ -342,7 +349,9 @@ class Guard:
         "fallback",
         "idempotent",
         "inline",
+        "nodes",
         "owner",
+        "per_node",
         "policy",
         "retry",
         "target",
@@ -372,6 +381,24 @@ class Guard:
         # Without retries or a fallback a call is entered and left around one try,
         # with no await of its own: the dispatcher runs it on its inline path.
         self.inline = self.retry is None and not self.fallback
+        # Remote calls: a breaker per serving node instead of one for the target.
+        self.per_node = isinstance(policy.breaker, BreakerPolicy) and policy.breaker.per_node
+        scope = breaker.key if breaker is not None else target
+        self.nodes: dict[str, Breaker] = owner.node_breakers.setdefault(scope, {})
+
+    def node_breaker(self, node: str) -> Breaker:
+        """The breaker of ``node`` for this target (shared with other callers' guards)."""
+        policy = self.policy.breaker
+        assert policy  # noqa: S101 - per_node implies a breaker
+        found = self.nodes.get(node)
+        if found is None or found.policy != policy:
+            key = f"{self.breaker.key if self.breaker else self.target}@{node}"
+            found = self.nodes[node] = self.owner.breaker(key, policy)
+        return found
+
+    def avoid(self, now: float) -> set[str]:
+        """Nodes whose breaker is open now: a call goes elsewhere."""
+        return {node for node, b in self.nodes.items() if b.refuses(now)}
 
     def enter(self, now: float, deadline: float) -> float | None:
         """Admit one call without waiting: its deadline, or ``None`` when it would wait.
@@ -410,7 +437,7 @@ class Guard:
             breaker.consecutive = 0
             breaker.outcomes.append(True)
             return
-        breaker.record(ok=failure is None or not _failed(failure), now=_monotonic())
+        breaker.record(ok=failure is None or not failed_call(failure), now=_monotonic())
 
     def _take_token(self, now: float) -> None:
         wait = self.bucket.take(now) if self.bucket is not None else 0.0
@@ -437,10 +464,16 @@ class Guard:
         attempt: Attempt,
         deadline: float,
         fallback: Callable[[str], Awaitable[Any]] | None = None,
+        *,
+        nodes: bool = False,
     ) -> Any:
-        """Run ``attempt(deadline)`` under the policy; ``fallback(target)`` calls a fallback."""
+        """Run ``attempt(deadline)`` under the policy; ``fallback(target)`` calls a fallback.
+
+        ``nodes``: each attempt tells its node's breaker itself (a remote call
+        under a per-node breaker); the target's breaker stays out of it.
+        """
         try:
-            return await self._attempts(attempt, deadline)
+            return await self._attempts(attempt, deadline, nodes)
         except Exception as exc:
             if not self.fallback or not self._falls_back(exc):
                 raise
@@ -454,7 +487,7 @@ class Guard:
         on = self.policy.fallback_on
         return any(getattr(c, "code", None) in on for c in type(exc).__mro__)
 
-    async def _attempts(self, attempt: Attempt, deadline: float) -> Any:  # noqa: C901, PLR0912 - one loop, every part in order
+    async def _attempts(self, attempt: Attempt, deadline: float, nodes: bool) -> Any:  # noqa: C901, PLR0912 - one loop, every part in order
         now = _monotonic()
         owner = self.owner
         if self.bucket is not None:
@@ -467,7 +500,7 @@ class Guard:
         tries = 0
         while True:
             tries += 1
-            breaker = self.breaker
+            breaker = None if nodes else self.breaker
             if breaker is not None and not breaker.allow(now):
                 raise self._open(breaker, now)
             try:
@@ -488,7 +521,7 @@ class Guard:
                 if isinstance(exc, BulkheadFullError):
                     _bump(owner.stats.bulkhead_rejected, self.target)
                 if breaker is not None and not isinstance(exc, BulkheadFullError):
-                    breaker.record(ok=not _failed(exc), now=now)
+                    breaker.record(ok=not failed_call(exc), now=now)
                 if retry is None or tries >= retry.attempts or not _retryable(exc, self.idempotent):
                     raise
                 cap = min(retry.max_backoff_s, retry.backoff_s * 2 ** (tries - 1))
@@ -517,6 +550,8 @@ class Policies:
         self.code: dict[tuple[str | None, str], Policy] = {}
         self._guards: dict[tuple[str | None, str], Guard | None] = {}
         self.breakers: dict[str, Breaker] = {}
+        # Per breaker scope (target or module): its nodes' breakers, shared by every guard.
+        self.node_breakers: dict[str, dict[str, Breaker]] = {}
         self._bulkheads: dict[tuple[str | None, str], Bulkhead] = {}
         self._buckets: dict[tuple[str | None, str], TokenBucket] = {}
         self._budgets: dict[str, RetryBudget] = {}
@@ -528,9 +563,14 @@ class Policies:
         """Modules with caller-specific policies (their calls name them)."""
         return self.table.callers | {c for c, _ in self.code if c is not None}
 
-    def resolve(self, caller: str | None, target: str) -> tuple[Policy, bool]:
-        """The policy in force for ``caller`` → ``target`` and whether the method is idempotent."""
-        declared, idempotent = self._declared(target)
+    def resolve(self, caller: str | None, target: str) -> tuple[Policy, bool, bool]:
+        """The policy for ``caller`` → ``target``, whether the method is idempotent, and known.
+
+        Not known: the callee is on another node the registry does not list
+        yet; the config layers apply, its declared ones later.
+        """
+        known = self._declared(target)
+        declared, idempotent = (None, False) if known is None else known
         table = self.table
         module = target.partition(".")[0]
         policy = table.default
@@ -538,16 +578,17 @@ class Policies:
             policy = declared.over(policy)
         for layer in table.layers(None, target):
             policy = layer.over(policy)
-        for key in ((caller, "*"), (caller, module), (caller, target)):
+        keys = ((caller, "*"), (caller, module), (caller, target))
+        for key in keys:
             found = self.code.get(key)
             if found is not None:
                 policy = found.over(policy)
         if caller is not None:
-            for key in ((caller, "*"), (caller, module), (caller, target)):
-                found = table.by_caller.get(key)
+            for key in keys:
+                found = table.by_caller.get(key)  # type: ignore[arg-type]
                 if found is not None:
                     policy = found.over(policy)
-        return policy, idempotent
+        return policy, idempotent, known is not None
 
     def guard(self, caller: str | None, target: str) -> Guard | None:
         """The guard of ``caller`` → ``target``, or ``None`` when no policy applies."""
@@ -556,9 +597,10 @@ class Policies:
             return self._guards[key]
         except KeyError:
             pass
-        policy, idempotent = self.resolve(caller, target)
+        policy, idempotent, known = self.resolve(caller, target)
         made = None if policy.empty else self._make(caller, target, policy, idempotent)
-        self._guards[key] = made
+        if known:
+            self._guards[key] = made
         return made
 
     def applies(self, target: str) -> bool:
@@ -646,6 +688,6 @@ class Policies:
         }
 
 
-def no_declared(_target: str) -> tuple[Policy | None, bool]:
+def no_declared(_target: str) -> tuple[Policy | None, bool] | None:
     """The declared-policy lookup of a kernel that knows no callee policies."""
     return None, False

@@ -135,14 +135,21 @@ class Router:
         return slot is not None and self._settings().prefer_local and method not in slot.spec.rpcs
 
     async def send(
-        self, target: str, params: dict[str, Any], ctx: Context, *, avoid: Collection[str] = ()
+        self,
+        target: str,
+        params: dict[str, Any],
+        ctx: Context,
+        *,
+        avoid: Collection[str] = (),
+        node: str | None = None,
     ) -> Any:
         """Send a call to another node: routed by a ``[routing]`` table, else the queue group.
 
-        ``avoid``: nodes not to send it to (``Routing.pick``).
+        ``avoid``: nodes not to send it to (``Routing.pick``); ``node``: the one
+        to send it to (a policy with per-node breakers picked it).
         """
-        if avoid or self.routing.active:
-            return await self.routing.send(target, params, ctx, avoid)
+        if avoid or node is not None or self.routing.active:
+            return await self.routing.send(target, params, ctx, avoid, node)
         return await self.transport.request(target, params, ctx)
 
     def accepts(self, module: str, version: str) -> bool:

@@ -223,21 +223,56 @@ class Routing:
         return _RoutePlan(served, rules, groups, cumulative, shadows)
 
     # -- sending -------------------------------------------------------------------------
+    def pick_node(
+        self, target: str, params: Mapping[str, Any], ctx: Context, avoid: Collection[str] = ()
+    ) -> str | None:
+        """Like ``pick``, but a node whenever the registry lists one (caller-side balancing).
+
+        For a call whose outcome must be told to one node's circuit breaker:
+        the node is known before the call goes out, success or not.
+        """
+        module = target.partition(".")[0]
+        if module in self.tables:
+            return self.pick(target, params, ctx, avoid)
+        served = self._transport().versions(module)
+        nodes = [n for n, v in served.items() if n not in avoid and self._accepts(module, v)]
+        if nodes:
+            return nodes[next(self._turn) % len(nodes)]
+        if any(n in avoid for n in served):
+            raise UnavailableError(
+                f"every node serving {module!r} is avoided",
+                details={"module": module, "avoid": sorted(avoid)},
+            )
+        return None  # the registry lists nobody: the queue group decides
+
     async def send(
-        self, target: str, params: dict[str, Any], ctx: Context, avoid: Collection[str] = ()
+        self,
+        target: str,
+        params: dict[str, Any],
+        ctx: Context,
+        avoid: Collection[str] = (),
+        node: str | None = None,
     ) -> Any:
         """Route one call: pick a node (maybe none: the queue group), mirror it, send it.
 
         A call the picked node never received (it stopped serving since the
-        registry was read) is routed once more without that node.
+        registry was read) is routed once more without that node. A ``node``
+        given by the caller is called as is (its policy picked it, and decides
+        about a call it did not receive).
         """
-        node = self.pick(target, params, ctx, avoid)
+        chosen = node is not None
         if node is None:
-            return await self._transport().request(target, params, ctx)
+            node = self.pick(target, params, ctx, avoid)
+            if node is None:
+                return await self._transport().request(target, params, ctx)
         module = target.partition(".")[0]
         table = self.tables.get(module)
         if table is not None and table.mirror is not None:
             self._mirror(table, target, params, ctx)
+        if chosen:
+            return await self._timed(
+                node, target, params, ctx, role="primary", count=table is not None
+            )
         try:
             return await self._timed(
                 node, target, params, ctx, role="primary", count=table is not None

@@ -25,7 +25,7 @@ from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
 from organelle.transport._event_wire import Claimed
 from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
-from organelle.transport.registry import ModuleEntry, node_key
+from organelle.transport.registry import ModuleEntry, node_key, rpc_options
 
 if TYPE_CHECKING:
     from organelle.context import Context
@@ -78,6 +78,7 @@ class Exposer:
                 version=str(spec.version),
                 methods=sorted(spec.rpcs),
                 events=[s.spec.pattern for s in spec.subscriptions],
+                options=rpc_options(spec),
             )
             for name, (spec, _) in self.exposed.items()
         }

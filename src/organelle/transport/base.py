@@ -106,6 +106,15 @@ class Transport(Protocol):
         """
         ...
 
+    def rpc_options(self, module: str) -> Mapping[str, Mapping[str, Any]] | None:
+        """What the nodes serving ``module`` declare of its RPC methods, by method.
+
+        ``{"quote": {"idempotent": True, "policy": {...}}}`` for methods that
+        declare either; ``None`` while no node is known to serve it. Read from
+        what the transport already knows (no I/O): callers' policies use it.
+        """
+        ...
+
     async def publish(self, topic: str, envelope: Envelope[Any], ctx: Context) -> None:
         """Publish an event to every subscriber on every node (local ones included).
 

@@ -55,7 +55,7 @@ from organelle.transport._nats_headers import (
     headers_for,
     parse_headers,
 )
-from organelle.transport.registry import ModuleEntry, NodeInfo
+from organelle.transport.registry import ModuleEntry, NodeInfo, rpc_options
 
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
@@ -295,6 +295,7 @@ class MemoryTransport(MemoryNode):
                     version=str(spec.version),
                     methods=sorted(spec.rpcs),
                     events=[s.spec.pattern for s in spec.subscriptions],
+                    options=rpc_options(spec),
                 )
                 for name, spec in self._exposed.items()
             },
@@ -310,6 +311,17 @@ class MemoryTransport(MemoryNode):
         """The version of ``module`` each node serves, by node (read from the broker, no I/O)."""
         broker = self._broker
         return {} if broker is None else broker.versions(module)
+
+    def rpc_options(self, module: str) -> Mapping[str, Mapping[str, Any]] | None:
+        """What a node serving ``module`` declares of its methods (``None``: no node serves it)."""
+        broker = self._broker
+        if broker is None:
+            return None
+        for member in broker.nodes.values():
+            spec = member.exposed.get(module)
+            if spec is not None:
+                return rpc_options(spec)
+        return None
 
     # -- RPC: calling --------------------------------------------------------------------
     async def request(  # noqa: C901

@@ -215,6 +215,14 @@ class NatsTransport:
             found = self._versions[module] = announcer.versions(module)
         return found
 
+    def rpc_options(self, module: str) -> Mapping[str, Mapping[str, Any]] | None:
+        """What a node serving ``module`` declares of its methods (the registry view; no I/O).
+
+        ``None`` while no live node announces the module.
+        """
+        announcer = self._announcer
+        return None if announcer is None else announcer.options(module)
+
     async def nodes(self) -> list[NodeInfo]:
         """Every live node of the cluster, read now."""
         if self._announcer is None:

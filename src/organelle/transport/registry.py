@@ -19,12 +19,15 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from organelle.errors import CallTimeoutError, TransportError
 from organelle.transport._nats_options import NatsOptions
+
+if TYPE_CHECKING:
+    from organelle.module import ModuleSpec
 
 __all__ = ["Announcer", "ModuleEntry", "NatsRegistry", "NodeInfo", "read_cluster"]
 
@@ -33,11 +36,31 @@ _KEY_BAD = re.compile(r"[^-_=A-Za-z0-9]")
 
 
 class ModuleEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """One module a node serves."""
+    """One module a node serves.
+
+    ``options``: per RPC method, what callers on other nodes need to know of
+    it (``idempotent``, its declared call ``policy``), only for methods that
+    declare either.
+    """
 
     version: str
     methods: list[str] = msgspec.field(default_factory=list)
     events: list[str] = msgspec.field(default_factory=list)
+    options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
+def rpc_options(spec: ModuleSpec) -> dict[str, dict[str, Any]]:
+    """``ModuleEntry.options`` of a module: idempotence and declared policies by method."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, meta in spec.rpcs.items():
+        entry: dict[str, Any] = {}
+        if meta.spec.idempotent:
+            entry["idempotent"] = True
+        if meta.spec.policy is not None:
+            entry["policy"] = meta.spec.policy.to_dict()
+        if entry:
+            out[name] = entry
+    return out
 
 
 class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -249,6 +272,15 @@ class Announcer:
             return None
         now = time.time()
         return any(module in n.modules and n.alive(now) for n in self.view.values())
+
+    def options(self, module: str) -> dict[str, dict[str, Any]] | None:
+        """What the first live node serving ``module`` announces of its methods; ``None``: none."""
+        now = time.time()
+        for n in self.view.values():
+            entry = n.modules.get(module)
+            if entry is not None and n.alive(now):
+                return entry.options
+        return None
 
     def versions(self, module: str) -> dict[str, str]:
         """The version of ``module`` each live node announces, by node name."""
