@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from organelle.envelope import keyed_id, uuid7
 from organelle.errors import ConflictError, NotFoundError, SagaNotFoundError
@@ -193,11 +193,18 @@ class Sagas:
         return _decode(entry.value)
 
     async def list(
-        self, *, state: SagaState | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        state: SagaState | Literal["unfinished"] | None = None,
+        name: str | None = None,
+        limit: int = 100,
     ) -> list[SagaRecord]:
-        """Up to ``limit`` sagas, by id; unfinished states read only the unfinished ones."""
+        """Up to ``limit`` sagas, by id; ``"unfinished"`` is running, compensating or stuck.
+
+        Unfinished states read only the unfinished sagas; the others scan every record.
+        """
         store = self._store()
-        unfinished = state in UNFINISHED
+        unfinished = state == "unfinished" or state in UNFINISHED
         prefix = "a." if unfinished else "s."
         out: list[SagaRecord] = []
         cursor: str | None = None
@@ -212,7 +219,8 @@ class Sagas:
             out += [
                 r
                 for r in records
-                if (state is None or r.state == state) and (name is None or r.name == name)
+                if (state in {None, "unfinished"} or r.state == state)
+                and (name is None or r.name == name)
             ]
             cursor = page.cursor
             if cursor is None:
