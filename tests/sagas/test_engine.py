@@ -1,13 +1,15 @@
 """Sagas in one kernel: forward, compensation in reverse, retries, timeouts, stuck, retry, abort.
 
-Real SQLite job queue and Store in the test's directory; the steps are RPC
-methods of a module and a method of the saga's owner.
+On a real SQLite job queue and Store (files in the test's directory) and on
+NATS (a JetStream job queue, a NATS KV Store); the steps are RPC methods of a
+module and a method of the saga's owner.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from organelle.errors import ConflictError, DefinitionError, NotFoundError, Saga
 from organelle.jobs import Backoff
 from organelle.sagas import ParamsFn, Saga, SagaRecord, Step, step_key, step_key_of, step_phase
 from organelle.storage import open_store
+from organelle.testing.servers import NatsServer, shared_nats
 
 FAST = Backoff(base_s=0.01, max_s=0.02, jitter=0)
 
@@ -114,12 +117,22 @@ class Orders(Module):
     fragile = Saga("fragile", steps=steps("a", "b", max_attempts=1, compensate_attempts=2))
 
 
-@pytest.fixture
-async def kernel(tmp_path: Path) -> AsyncIterator[Kernel]:
-    config = {
-        "kernel": {"jobs": f"sqlite:///{tmp_path}/jobs.db", "storage": f"sqlite:///{tmp_path}/s.db"}
-    }
-    async with Kernel([Ledger(), Orders], config) as k:
+@pytest.fixture(scope="module")
+def nats_server() -> Iterator[NatsServer]:
+    with shared_nats() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "nats"])
+async def kernel(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kernel]:
+    """SQLite files, or a JetStream job queue and a NATS KV Store (no transactions needed)."""
+    if request.param == "sqlite":
+        urls = {"jobs": f"sqlite:///{tmp_path}/jobs.db", "storage": f"sqlite:///{tmp_path}/s.db"}
+    else:
+        nats: NatsServer = request.getfixturevalue("nats_server")
+        host, tag = nats.url.removeprefix("nats://"), f"saga{uuid.uuid4().hex[:8]}"
+        urls = {"jobs": f"nats://{host}?stream={tag.upper()}", "storage": f"nats-kv://{host}/{tag}"}
+    async with Kernel([Ledger(), Orders], {"kernel": urls}) as k:
         yield k
 
 
