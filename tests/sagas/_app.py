@@ -11,9 +11,8 @@ rows written in one transaction with their marker:
 * ``n_do.<key>`` / ``n_undo.<key>`` — how often each effect was applied (must be 1);
 * ``undo.<step key>`` — the compensation's effect, written once; a
   compensation of a step with no ``do`` row is recorded as ``bad.<key>``;
-* ``calls.do`` / ``calls.undo`` count every invocation, ``replays.do`` /
-  ``replays.undo`` those of a step whose effect was already there (a kill
-  between the effect and the saga's record).
+* ``replays.do`` / ``replays.undo`` count the calls of a step whose effect
+  was already there (a kill between the effect and the saga's record).
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ class Stock(Module):
     async def apply(self, order: int) -> str:
         key = step_key()
         assert key is not None
-        await self.store.incr("calls.do")
         if await self.store.get(f"do.{key}") is not None:
             await self.store.incr("replays.do")
             return key  # done before a crash: the same answer again
@@ -69,7 +67,6 @@ class Stock(Module):
     async def undo(self, order: int) -> None:
         key = step_key()
         assert key is not None
-        await self.store.incr("calls.undo")
         if self.rng.random() < TRANSIENT_SHARE:
             raise ConnectionError("flaky")
         async with self.store.transaction() as tx:

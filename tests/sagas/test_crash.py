@@ -196,7 +196,7 @@ async def test_sagas_end_completed_or_compensated_through_five_kills(
     replays = effects.get("replays.do", 0) + effects.get("replays.undo", 0)
     print(  # the figures, for the record (pytest -s)
         f"\n{states}, applied {applied_total}, undone {undone_total}, "
-        f"calls do={effects['calls.do']} undo={effects['calls.undo']}, replays {replays}, "
+        f"replays {replays}, "
         f"{took:.1f}s"
     )
     assert replays <= KILLS * SLOTS

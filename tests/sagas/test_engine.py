@@ -115,6 +115,7 @@ class Orders(Module):
         ],
     )
     fragile = Saga("fragile", steps=steps("a", "b", max_attempts=1, compensate_attempts=2))
+    brief = Saga("brief", steps=steps("a"), retention_s=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +267,21 @@ async def test_abort_compensates_at_the_next_step(kernel: Kernel) -> None:
     await kernel.sagas.abort(sid)  # changes nothing now
 
 
+async def test_a_finished_saga_is_kept_for_its_retention(kernel: Kernel) -> None:
+    sagas = kernel.module("orders").sagas
+    sid = await sagas.start("brief", {}, key="k")
+    await settle(kernel)
+    assert (await kernel.sagas.get(sid)).state == "completed"
+    assert await sagas.start("brief", {}, key="k") == sid  # the key holds while kept
+    await asyncio.sleep(0.5)
+    with pytest.raises(SagaNotFoundError):
+        await kernel.sagas.get(sid)
+    assert await sagas.start("brief", {}, key="k") == sid  # a new saga under the same key
+    await settle(kernel)
+    assert (await kernel.sagas.get(sid)).state == "completed"
+    assert len([c for c in ledger(kernel).calls if c[0] == "do"]) == 2
+
+
 async def test_misuse_is_refused(kernel: Kernel) -> None:
     with pytest.raises(NotFoundError):
         await kernel.sagas.start("orders.nope")
@@ -281,6 +297,8 @@ async def test_misuse_is_refused(kernel: Kernel) -> None:
         Saga("x", steps=[Step("a", action="nodot")])
     with pytest.raises(DefinitionError, match="no steps"):
         Saga("x", steps=[])
+    with pytest.raises(DefinitionError, match="retention_s"):
+        Saga("x", steps=[Step("a", action="m.a")], retention_s=0)
     with pytest.raises(DefinitionError, match="async def"):
         Saga("x", steps=[Step("a", action=print)])
 

@@ -333,8 +333,9 @@ class Sagas:
         outcome = await self._perform(owner, saga, rec)
         while True:
             new, delay = self._apply(saga, rec, outcome)
+            ttl = None if new.active or new.state == "stuck" else saga.retention_s
             try:
-                await store.compare_and_set(_rec(saga_id), new, revision=entry.revision)
+                await store.compare_and_set(_rec(saga_id), new, revision=entry.revision, ttl_s=ttl)
                 break
             except ConflictError:  # an abort flag was set meanwhile: apply on top of it
                 entry = await store.get(_rec(saga_id), type=SagaRecord)
@@ -436,8 +437,12 @@ class Sagas:
         rec.cursor = -1
 
     async def _enqueue(self, rec: SagaRecord, delay_s: float) -> None:
-        """The job of ``rec.version`` (a no-op if it exists: its id is derived from it)."""
-        job_id = keyed_id(APP, "saga.job", 1, [rec.id, rec.version])
+        """The job of ``rec.version`` (a no-op if it exists: its id is derived from it).
+
+        ``created_at`` is in the id too: a key started again once its finished
+        record expired makes a new saga whose jobs are not the old one's.
+        """
+        job_id = keyed_id(APP, "saga.job", 1, [rec.id, rec.created_at, rec.version])
         await self._jobs().enqueue(
             self.job_name(rec.name),
             {"saga_id": rec.id, "version": rec.version},

@@ -105,16 +105,27 @@ class Saga:
     Attributes:
         lease_s: the job lease of a step's run: a process killed mid-step has its
             step taken over by another (or its restart) after this long.
+        retention_s: how long a finished (completed or compensated) saga's record
+            is kept, and with it its start key; ``None``: until deleted.
     """
 
     name: str
     steps: Sequence[Step]
     lease_s: float = 30.0
+    retention_s: float | None = 7 * 86400.0
 
-    def __init__(self, name: str, *, steps: Sequence[Step], lease_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        steps: Sequence[Step],
+        lease_s: float = 30.0,
+        retention_s: float | None = 7 * 86400.0,
+    ) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "steps", tuple(steps))
         object.__setattr__(self, "lease_s", lease_s)
+        object.__setattr__(self, "retention_s", retention_s)
         self._check()
 
     def _check(self) -> None:
@@ -135,6 +146,8 @@ class Saga:
             _check_action(self.name, step.name, "compensate", step.compensate)
         if self.lease_s <= 0:
             raise DefinitionError(f"saga {self.name!r}: lease_s must be > 0")
+        if self.retention_s is not None and self.retention_s <= 0:
+            raise DefinitionError(f"saga {self.name!r}: retention_s must be > 0 or None")
 
     def step(self, name: str) -> Step:
         """The step called ``name``."""
