@@ -129,7 +129,11 @@ async def main(quick: bool) -> None:
             unit="steps/s",
             baseline="plain job",
             ratio=p / s,
-            extra={"us": s * 1e6, "overhead_us": (s - p) * 1e6, "rounds_us": [x * 1e6 for x in step]},
+            extra={
+                "us": s * 1e6,
+                "overhead_us": (s - p) * 1e6,
+                "rounds_us": [x * 1e6 for x in step],
+            },
         ),
     ]
     publish(
