@@ -18,8 +18,19 @@ import pytest
 from organelle import Kernel, Module, rpc
 from organelle.errors import ConflictError, DefinitionError, NotFoundError, SagaNotFoundError
 from organelle.jobs import Backoff
-from organelle.sagas import ParamsFn, Saga, SagaRecord, Step, step_key, step_key_of, step_phase
+from organelle.kernel._dispatch import CallNext, Invocation
+from organelle.sagas import (
+    STEP_META,
+    ParamsFn,
+    Saga,
+    SagaRecord,
+    Step,
+    step_key,
+    step_key_of,
+    step_phase,
+)
 from organelle.storage import open_store
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer, shared_nats
 
 FAST = Backoff(base_s=0.01, max_s=0.02, jitter=0)
@@ -144,6 +155,12 @@ def ledger(kernel: Kernel) -> Ledger:
 
 
 async def settle(kernel: Kernel) -> None:
+    """Until no saga is running or compensating (a NATS queue's backlog shows late)."""
+
+    async def moving() -> bool:
+        return not any(r.active for r in await kernel.sagas.list(state="unfinished"))
+
+    await eventually(moving, timeout_s=20, interval_s=0.02)
     await kernel.drain_jobs(timeout_s=20, horizon_s=2)
 
 
@@ -329,3 +346,21 @@ async def test_a_start_killed_before_its_first_job_is_recovered(tmp_path: Path) 
         await settle(kernel)
         assert (await kernel.sagas.get("dead-start")).state == "completed"
         assert await kernel.sagas.list(state="running") == []
+
+
+async def test_middleware_sees_each_step_as_a_job_and_its_calls(tmp_path: Path) -> None:
+    seen: list[tuple[str, str, str | None]] = []
+
+    async def recorder(inv: Invocation, call_next: CallNext) -> Any:
+        meta = inv.context.meta if inv.context is not None else {}
+        seen.append((inv.kind, inv.target, meta.get(STEP_META)))
+        return await call_next(inv)
+
+    urls = {"jobs": f"sqlite:///{tmp_path}/jobs.db", "storage": f"sqlite:///{tmp_path}/s.db"}
+    async with Kernel([Ledger(), Orders], {"kernel": urls}, middleware=[recorder]) as kernel:
+        sid = await kernel.sagas.start("orders.keyed", {})
+        await settle(kernel)
+        assert (await kernel.sagas.get(sid)).state == "completed"
+    jobs = [s for s in seen if s[0] == "job"]
+    assert [s[1] for s in jobs] == ["_saga.orders.keyed"] * 2  # one job per step
+    assert ("rpc", "ledger.do", step_key_of(sid, "a")) in seen

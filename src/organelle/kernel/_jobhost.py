@@ -220,6 +220,26 @@ class JobHost:
 
         return run
 
+    def pipelined(
+        self, module: str, job_name: str, fn: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """A kernel-made job handler run like a ``@job``: a ``"job"`` invocation, a root context."""
+        from organelle.jobs import current_job
+
+        chain_of = self._chain
+
+        async def run(**params: Any) -> Any:
+            lease = current_job.get()
+            ctx = root_context(None, meta=dict(lease.meta) if lease and lease.meta else None)
+
+            async def call(_: Invocation) -> Any:
+                return await fn(**params)
+
+            inv = Invocation("job", job_name, module, params, None, ctx, call)
+            return await run_invocation(chain_of(), inv)
+
+        return run
+
     def jobs(self) -> JobsService:
         """The service behind ``kernel.jobs``."""
         if self.service is None:

@@ -4,10 +4,11 @@ As a binder (stage ``serve``) it registers an active module's sagas with
 the ``Sagas`` engine, gives the job worker a handler for each saga's job type
 and re-enqueues what a crash left without a job; on detach the saga jobs wait
 in the queue for a node that serves the module. Steps run through the
-kernel: a ``"module.method"`` action is a call (local or remote) with the
-step's key in the context meta; a method of the owner's class runs on its
-live instance (so a reloaded module runs its new code) in a root context
-carrying the same meta.
+kernel: each step's job is a ``"job"`` invocation through the middleware
+(as a ``@job`` run is); a ``"module.method"`` action is a call (local or
+remote) with the step's key in the context meta; a method of the owner's
+class runs on its live instance (so a reloaded module runs its new code) in
+a child of the job's context carrying the same meta.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
-from organelle.context import _current, root_context
+from organelle.context import _current, current_context, root_context
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -85,7 +86,9 @@ class SagaHost:
             async def run(saga_id: str, version: int) -> None:
                 await engine.run(saga_id, version)
 
-            await self._jobs.serve(engine.job_name(name), run, engine.job_spec(name))
+            job = engine.job_name(name)
+            handler = self._jobs.pipelined(slot.name, job, run)  # middleware sees a "job"
+            await self._jobs.serve(job, handler, engine.job_spec(name))
             await engine.recover(name)
 
     async def detach(self, slot: Slot) -> None:
@@ -117,7 +120,10 @@ class SagaHost:
                 action, params, timeout_s=timeout_s, meta=dict(meta), caller=owner
             )
         instance = self._slots.require(owner).instance
-        token = _current.set(root_context(None, meta=dict(meta)))
+        ctx = current_context()  # the step's job: keep its trace, add the step's keys
+        token = _current.set(
+            root_context(None, meta=dict(meta)) if ctx is None else ctx.child(None, meta=dict(meta))
+        )
         try:
             return await action(instance, **params)
         finally:
