@@ -177,3 +177,35 @@ async def test_stream_records_carry_envelopes_and_repeats_are_skipped(tmp_path: 
         stats = {(s.group, s.handler): s for s in kernel.consumers()}
         assert stats["billing", "apply"].duplicates == 1
         assert stats["audit", "audit"].duplicates == 0
+
+
+class EnvelopeTaker(Module):
+    name = "taker"
+
+    async def on_start(self) -> None:
+        self.got: list[Any] = []
+
+    @on("malformed.test")
+    async def take(self, env: Envelope[dict[str, Any]]) -> None:
+        self.got.append(env)
+
+
+async def test_malformed_envelopes_are_dropped_with_throttled_logging(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from organelle.context import root_context
+    from organelle.envelope import Incoming
+
+    async with Kernel([EnvelopeTaker]) as k:
+        bad = {"ce-id": "1", "ce-source": "/x", "ce-type": "malformed.test", "ce-specversion": "9"}
+        with caplog.at_level("WARNING", logger="organelle.events"):
+            for _ in range(1_000):
+                ctx = root_context()
+                ctx.topic = "malformed.test"
+                await k.deliver("taker", "take", Incoming(bad, {"a": 1}), ctx)
+            await k.drain()
+        taker = k.module("taker")
+        assert isinstance(taker, EnvelopeTaker)
+        assert taker.got == []
+    lines = [r for r in caplog.records if "dropping an event" in r.getMessage()]
+    assert 1 <= len(lines) <= 2  # one line per interval, not one per event

@@ -46,6 +46,7 @@ from organelle.kernel._dispatch import (
 from organelle.kernel._listen import CallReport, EventReport, LifecycleReport
 from organelle.kernel._policy import CANCELLED, Guard, Policies, failed_call
 from organelle.module._topics import check_topic
+from organelle.transport._throttle import ThrottledLog
 
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("organelle.events")
+_malformed = ThrottledLog(log, interval_s=10.0)
 __all__ = ["Dispatcher"]
 
 _monotonic = time.monotonic
@@ -596,7 +598,8 @@ class Dispatcher:
         try:
             payload = self._as_handlers_want(subs, payload, ctx)
         except ValidationError as err:  # attributes read only now, where they matter
-            log.warning("dropping an event on %r: %s", ctx.topic, err)
+            # Anyone who may publish could send these by the thousand: throttled.
+            _malformed.warning("envelope", "dropping an event on %r: %s", ctx.topic, err)
             return
         if not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
