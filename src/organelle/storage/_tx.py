@@ -131,8 +131,18 @@ class TxCore:
             self._publish(self.changes)
         self._ended(committed=True)
 
+    def undone(self, since: int) -> None:
+        """A savepoint rolled back: the ``on_end`` callbacks it registered learn it now."""
+        ends = self._ends[since:]
+        del self._ends[since:]
+        self._call(ends, committed=False)
+
     def _ended(self, *, committed: bool) -> None:
         ends, self._ends = self._ends, []
+        self._call(ends, committed=committed)
+
+    @staticmethod
+    def _call(ends: list[Callable[[bool], object]], *, committed: bool) -> None:
         for fn in ends:
             try:
                 fn(committed)
@@ -165,6 +175,7 @@ class TxBlock:
         self._token: contextvars.Token[TxCore | None] | None = None
         self._mark: object = None
         self._changes = 0
+        self._ends = 0
 
     async def __aenter__(self) -> TxHandle:
         if self._core is not None:
@@ -178,6 +189,7 @@ class TxBlock:
                 )
             self._mark = await outer.savepoint()
             self._changes = len(outer.changes)
+            self._ends = len(outer._ends)
             self._core, self._handle = outer, TxHandle(outer)
             return self._handle
         core = await self._begin()
@@ -204,6 +216,7 @@ class TxBlock:
             except Exception:
                 log.warning("rolling back to a Store savepoint failed", exc_info=True)
             del core.changes[self._changes :]
+            core.undone(self._ends)
             return
         CURRENT.reset(self._token)
         core.open = False

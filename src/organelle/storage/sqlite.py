@@ -169,21 +169,9 @@ class SqliteStore(BaseStore):
         self._check_open()
         writer = self._writer
         assert writer is not None  # noqa: S101 - set by open()
-
-        async def attempt() -> Lane:
-            started, lane = writer.begin()
-            try:
-                await started
-            except BaseException:
-                lane.abort()
-                raise
-            return lane
-
-        lane = await retrying(attempt, policy=self.retry, is_transient=_transient, what="SQLite")
-        if self._closed:  # closed while it waited for the writer
-            lane.abort()
-            self._check_open()
-        tx = _SqliteTx(self, lane)
+        # Not waited for: the first operations queue behind the BEGIN (a failed
+        # BEGIN fails them, and the commit).
+        tx = _SqliteTx(self, writer.begin())
         self._txs.add(tx)
         return tx
 
@@ -386,20 +374,27 @@ class SqliteStore(BaseStore):
 
 
 class _SqliteTx(TxCore):
-    """A transaction of a ``SqliteStore``: a lane of the writer thread."""
+    """A transaction of a ``SqliteStore``: a lane of the writer thread.
+
+    Savepoints cost no trip to the thread: ``SAVEPOINT`` / ``RELEASE`` /
+    ``ROLLBACK TO`` are kept here and sent ahead of the next operation (or
+    the commit); a savepoint with no operation inside is never sent at all.
+    """
 
     def __init__(self, store: SqliteStore, lane: Lane) -> None:
         super().__init__(store, store._publish_changes)
         self._s = store
         self._lane = lane
         self._points = 0
+        self._marks: list[str] = []  # statements not sent yet, in order
 
     async def run(self, op: Op, *, write: bool) -> Any:
         """Run ``op`` on the writer inside the transaction (a write in a savepoint of its own)."""
         self._s._check_open()
         self.check()
+        before, self._marks = tuple(self._marks), []
         try:
-            return await self._lane.submit(op, mode=WRITE if write else READ)
+            return await self._lane.submit(op, mode=WRITE if write else READ, before=before)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"SQLite failed inside a transaction: {exc}") from exc
 
@@ -413,8 +408,9 @@ class _SqliteTx(TxCore):
         self._s._txs.discard(self)
         if self.aborted:
             raise StorageUnavailableError("store is closed; the transaction was rolled back")
+        before, self._marks = tuple(self._marks), []
         try:
-            await self._lane.commit()
+            await self._lane.commit(before)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
 
@@ -424,17 +420,24 @@ class _SqliteTx(TxCore):
             await self._lane.rollback()
 
     async def savepoint(self) -> object:
+        self.check()
         self._points += 1
         name = f"tx{self._points}"
-        await self.run(lambda c: c.execute(f"SAVEPOINT {name}"), write=False)
+        self._marks.append(f"SAVEPOINT {name}")
         return name
 
+    def _unsent(self, mark: object) -> bool:
+        """Forget ``mark`` if it was never sent (nothing ran inside it); ``True`` if so."""
+        opened = f"SAVEPOINT {mark}"
+        if opened not in self._marks:
+            return False
+        del self._marks[self._marks.index(opened) :]
+        return True
+
     async def release(self, mark: object) -> None:
-        await self.run(lambda c: c.execute(f"RELEASE {mark}"), write=False)
+        if not self._unsent(mark):
+            self._marks.append(f"RELEASE {mark}")
 
     async def rollback_to(self, mark: object) -> None:
-        def undo(c: sqlite3.Connection) -> None:
-            c.execute(f"ROLLBACK TO {mark}")
-            c.execute(f"RELEASE {mark}")
-
-        await self.run(undo, write=False)
+        if not self._unsent(mark):
+            self._marks += [f"ROLLBACK TO {mark}", f"RELEASE {mark}"]
