@@ -9,8 +9,9 @@ sending anything. Either all of it commits or none of it does.
 Once the transaction commits, the rows are relayed at once (published,
 appended, enqueued); the relayed rows are deleted in batches afterwards
 (``DELETE_AFTER_S``, or when the kernel stops), so a relay costs no durable
-commit of its own. A crash between the commit and the relay leaves the rows: the relay task picks them up when a kernel next runs
-on that Store (and every ``[kernel] outbox_interval_s``), so a committed
+commit of its own. A crash between the commit and the relay leaves the
+rows: the relay task picks them up when a kernel next runs on that Store
+(and every ``[kernel] outbox_interval_s``), so a committed
 message is sent at least once — and with the id it was given inside the
 transaction (a deterministic id for keyed events, else a UUIDv7 fixed at
 ``tx.emit``), so an idempotent consumer handles it exactly once. A job
