@@ -11,7 +11,9 @@ one code path in each backend. With no transaction open anywhere, the cost to
 an operation is one ContextVar read.
 
 Entered again while its store already has a current transaction, a block is a
-savepoint of that transaction (only in the task that opened it).
+savepoint of that transaction (only in the task that opened it). When a
+savepoint rolls back, the ``on_end`` callbacks registered inside it are told
+``False`` at once (an outbox inside it must not relay what was undone).
 """
 
 from __future__ import annotations

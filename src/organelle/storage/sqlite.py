@@ -7,11 +7,13 @@ reader, see ``_sqlite_thread``), so the event loop never blocks on disk.
 Revisions come from a counter row updated in the same transaction, so they
 stay monotonic across restarts and across processes sharing the file.
 
-A transaction (``transaction()``) is one ``BEGIN IMMEDIATE`` … ``COMMIT`` on
-the writer thread, which serves only that transaction until it ends (see
-``_sqlite_thread.Lane``): this store's other writes wait behind it, other
-processes' writers wait on the file lock, reads from elsewhere go on against
-the last commit (WAL). A process killed inside it leaves nothing of it.
+A transaction (``transaction()``) runs on the writer thread, which serves
+only that transaction until it ends (see ``_sqlite_thread.Lane``), in a
+savepoint of a ``BEGIN IMMEDIATE``: this store's other writes wait behind
+it, other processes' writers wait on the file lock, reads from elsewhere go
+on against the last commit (WAL). Transactions queued together share one
+``COMMIT`` (group commit): each is acknowledged only after it, and all fail
+if it fails. A process killed inside it leaves nothing of it.
 """
 
 # Table names are interpolated into SQL only after matching _IDENT; values are
