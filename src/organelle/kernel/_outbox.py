@@ -103,8 +103,7 @@ class Transaction:
             "module": self._module,
             **{k: v for k, v in extra.items() if v is not None},
         }
-        await self._tx.put(PREFIX + row_id, row)
-        self.rows.append((row_id, row))
+        self.rows.append((row_id, row))  # written at the end of the block, with the commit
         return row_id
 
 
@@ -137,13 +136,22 @@ class Outbox:
     @asynccontextmanager
     async def transaction(self, module: str | None = None) -> AsyncIterator[Transaction]:
         """One Store transaction whose messages are sent once it commits."""
-        store = self._store()
+        from organelle.storage import current_tx  # the Store is imported on first use
+
+        store, raw = self._store(), self._raw()
+        nested = current_tx(raw) is not None  # a savepoint: its rows must roll back with it
         async with store.transaction() as stx:
             view = store if module is None else self._view(module)
             tx = Transaction(self, stx, view, module)
             yield tx
             if tx.rows:
                 rows = list(tx.rows)
+                items = {PREFIX + row_id: row for row_id, row in rows}
+                late = None if nested else getattr(current_tx(raw), "write_at_commit", None)
+                if late is None:
+                    await stx.put_many(items)
+                else:  # sent with the commit (SQLite: no trip to the writer of its own)
+                    late(items)
                 stx.on_end(lambda committed: committed and self._soon(rows))
 
     def _soon(self, rows: list[tuple[str, dict[str, Any]]]) -> bool:

@@ -297,9 +297,13 @@ class Lane:
         self._queue.put((op, mode, fut, before))
         return fut
 
-    def commit(self, before: tuple[str, ...] = ()) -> asyncio.Future[Any]:
-        """Commit; the future resolves after the round's ``COMMIT`` (fails if it did)."""
-        return self.submit(_nothing, mode=_COMMIT, before=before)
+    def commit(self, before: tuple[str, ...] = (), last: Op | None = None) -> asyncio.Future[Any]:
+        """Commit; the future resolves after the round's ``COMMIT`` (fails if it did).
+
+        ``last``: a write to run first, inside the transaction; the future
+        resolves to the changes it returns (its result is ``(_, changes)``).
+        """
+        return self.submit(last or _nothing, mode=_COMMIT, before=before)
 
     def rollback(self) -> asyncio.Future[Any]:
         """Roll back."""
@@ -334,10 +338,12 @@ class Lane:
                 return None
             mode, fut = item[1], item[2]
             if mode == _COMMIT:
-                if _marks(self._thread.post, conn, item):
+                done = _last(conn, item)
+                if done[2] is None:
                     conn.execute("RELEASE lane")
-                    return fut, None, None
+                    return done
                 _undo(conn, "lane")  # told it failed: nothing of it stays
+                self._thread.post(_done, [done])
                 return None
             if mode == _ROLLBACK:
                 _undo(conn, "lane")
@@ -365,15 +371,16 @@ def _refuse(post: Callable[..., None], item: _LaneItem, exc: BaseException) -> b
     return mode in {_COMMIT, _ROLLBACK}
 
 
-def _marks(post: Callable[..., None], conn: sqlite3.Connection, item: _LaneItem) -> bool:
-    """Run the item's lazily sent savepoint statements; ``False`` (item failed) if one fails."""
+def _last(conn: sqlite3.Connection, item: _LaneItem) -> _Result:
+    """A commit item's savepoint statements and last write: its result or its error."""
+    op, _, fut, before = item
     try:
-        for sql in item[3]:
+        for sql in before:
             conn.execute(sql)
-    except Exception as exc:  # a lost savepoint: the item must not run out of place
-        post(_done, [(item[2], None, exc)])
-        return False
-    return True
+        out = op(conn)
+    except Exception as exc:  # a lost savepoint, a failed write: the commit fails
+        return fut, None, exc
+    return fut, None if out is None else out[1], None
 
 
 def _op(conn: sqlite3.Connection, item: _LaneItem) -> _Result:

@@ -19,6 +19,7 @@ savepoint rolls back, the ``on_end`` callbacks registered inside it are told
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -79,6 +80,7 @@ class TxCore:
         self.handle = TxHandle(self)
         self._publish = publish
         self._ends: list[Callable[[bool], object]] = []
+        self.late: dict[str, Any] = {}  # written just before the commit (write_at_commit)
 
     # -- backend hooks ----------------------------------------------------------------
 
@@ -115,6 +117,28 @@ class TxCore:
         """Call ``fn(committed)`` after the transaction ends."""
         self._ends.append(fn)
 
+    def write_at_commit(self, items: Mapping[str, Any]) -> None:
+        """Put ``items`` (backend keys) as the last writes of the transaction, at its commit.
+
+        Only for the outermost block (a savepoint's rollback would not undo
+        them). A backend may send them with the commit itself (SQLite: no
+        extra trip to the writer); a failure fails the commit.
+        """
+        self.late.update(items)
+
+    async def write_late(self) -> None:
+        """Write what ``write_at_commit`` kept (the default: one ``put_many`` before commit)."""
+        if not self.late:
+            return
+        items, self.late = self.late, {}
+        token = CURRENT.set(self)
+        self.open = True  # the block has ended; these writes are still its own
+        try:
+            await self.store.put_many(items)
+        finally:
+            self.open = False
+            CURRENT.reset(token)
+
     async def end(self, *, commit: bool) -> None:
         """Commit or roll back, then tell the watchers and the ``on_end`` callbacks."""
         if not commit:
@@ -124,6 +148,13 @@ class TxCore:
                 log.warning("rolling back a Store transaction failed", exc_info=True)
             self._ended(committed=False)
             return
+        try:
+            await self.write_late()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the late writes' error is the one to raise
+                await self.rollback()
+            self._ended(committed=False)
+            raise
         try:
             await self.commit()
         except BaseException:
@@ -336,3 +367,9 @@ class TxHandle:
         if self.closed or not self._core.open:
             raise closed_error()
         self._core.on_end(fn)
+
+    def write_at_commit(self, items: Mapping[str, Any]) -> None:
+        """See ``TxCore.write_at_commit`` (the outermost block's handle only)."""
+        if self.closed or not self._core.open or self._core.handle is not self:
+            raise closed_error()
+        self._core.write_at_commit(items)

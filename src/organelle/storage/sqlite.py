@@ -232,10 +232,14 @@ class SqliteStore(BaseStore):
         self, items: Mapping[str, Any], *, ttl_s: float | None = None
     ) -> dict[str, int]:
         """Write all ``items`` in one durable transaction."""
+        if not items:
+            return {}
+        result: dict[str, int] = await self._write(self._put_many_op(items, ttl_s))
+        return result
+
+    def _put_many_op(self, items: Mapping[str, Any], ttl_s: float | None) -> Op:
         encoded = [(self._key(k), *self._encode(v)) for k, v in items.items()]
         ttl = self._write_ttl(ttl_s)
-        if not encoded:
-            return {}
 
         def op(c: sqlite3.Connection) -> tuple[dict[str, int], list[_Chg]]:
             base = self._next_rev(c, len(encoded))
@@ -244,8 +248,7 @@ class SqliteStore(BaseStore):
             self._upsert(c, rows)
             return {r[0]: r[3] for r in rows}, [(k, kd, d, rv, "put") for k, kd, d, rv, _ in rows]
 
-        result: dict[str, int] = await self._write(op)
-        return result
+        return op
 
     def _delete_op(self, keys: list[str]) -> Op:
         def op(c: sqlite3.Connection) -> tuple[int, list[_Chg]]:
@@ -389,6 +392,7 @@ class _SqliteTx(TxCore):
         self._lane = lane
         self._points = 0
         self._marks: list[str] = []  # statements not sent yet, in order
+        self._late_op: Op | None = None  # run just before the commit
 
     async def run(self, op: Op, *, write: bool) -> Any:
         """Run ``op`` on the writer inside the transaction (a write in a savepoint of its own)."""
@@ -412,9 +416,19 @@ class _SqliteTx(TxCore):
             raise StorageUnavailableError("store is closed; the transaction was rolled back")
         before, self._marks = tuple(self._marks), []
         try:
-            await self._lane.commit(before)
+            changes = await self._lane.commit(before, self._late_op)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
+        finally:
+            self._late_op = None
+        if changes:
+            self.changes += changes
+
+    async def write_late(self) -> None:
+        """Send the late writes with the commit: no trip to the writer of their own."""
+        if self.late:
+            items, self.late = self.late, {}
+            self._late_op = self._s._put_many_op(items, None)
 
     async def rollback(self) -> None:
         self._s._txs.discard(self)
