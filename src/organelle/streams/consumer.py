@@ -181,7 +181,7 @@ class GroupConsumer:
             started = time.monotonic()
             try:
                 async with scope(rest):
-                    failure = await self._run_in(rest, done, started)
+                    failure = await self._run_in(rest, done)
             except asyncio.CancelledError:
                 await self.log.release(rest[0], self.owner)
                 raise
@@ -214,9 +214,14 @@ class GroupConsumer:
         return True
 
     async def _run_in(
-        self, rest: list[Delivery], done: list[tuple[Delivery, float]], started: float
+        self, rest: list[Delivery], done: list[tuple[Delivery, float]]
     ) -> tuple[Delivery, BaseException, float] | None:
-        """Handle records of ``rest`` in order into ``done``; the failure that stopped it."""
+        """Handle records of ``rest`` in order into ``done``; the failure that stopped it.
+
+        The run's time counts from its first record: entering the scope may
+        have waited (for the Store's writer, say).
+        """
+        started = time.monotonic()
         for delivery in rest:
             if done and (self.stopping or time.monotonic() - started > SCOPE_S):
                 return None
