@@ -85,6 +85,10 @@ NOTES = """**Where the time goes.**
 Measured on a shared 2-core machine while other jobs ran (callgrind, test
 suites): interleaved rounds, best of each; every ratio divides by the floor
 measured in the same rounds, but absolute rates moved ±50 % between runs.
+Across five runs after the change: inbox 0.50–0.56× (empty handler) and
+0.59–1.14× (`store.incr`); outbox 0.52× typical for one producer (the
+1.69× of the table's run is one where the plain put's fsync stalled) and
+0.11–0.15× with 16 in flight.
 Stream log and Store are SQLite files (`synchronous=FULL`).
 `python bench/envelopes.py` reproduces it.
 """
