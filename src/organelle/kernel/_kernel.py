@@ -593,7 +593,7 @@ class Kernel:
             LifecycleError: a hook failed or timed out; what had started is stopped.
         """
         await self._life.start(self)
-        if self._storage.opened is not None:  # a Store named in config: send what a crash left
+        if self._storage.may_hold_rows():  # send what a crash left
             self._start_relay()
 
     async def stop(self) -> None:
