@@ -66,7 +66,7 @@ def unquote(value: str) -> str:
     return raw.decode(errors="replace")
 
 
-class Envelope(msgspec.Struct, Generic[T], frozen=True, kw_only=True, omit_defaults=True):
+class Envelope(msgspec.Struct, Generic[T], frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """One event: CloudEvents context attributes and ``data``.
 
     A handler that annotates its parameter ``Envelope[OrderPlaced]`` gets the
