@@ -49,19 +49,28 @@ from organelle import Envelope, Kernel, Module, consume, event, on
 from organelle.envelope import EnvelopeFactory
 
 ROUNDS = 5
-NOTES = """**All three targets are missed; where the time goes.**
+NOTES = """**The three targets are still missed; where the time goes.**
 
-* *Envelope on a local emit.* The floor is the C path (~1.4 µs per event,
-  emit + dispatch + handler). Building one envelope costs 3.7–4.5 µs on its
-  own (keyed: the UUIDv5 id ~2.2 µs — JSON of the key values, SHA-1,
-  formatting; then the `Envelope` object, `datetime.now(UTC)`, two
-  `event_type` lookups, the context's ids), and a topic whose handler takes
-  an envelope leaves the C path (the Python path alone is 0.61×). Against the
-  Python path the envelope emit is 0.17× (keyed) / 0.20× (keyless). A ≤ 15 %
-  envelope is out of reach for an envelope built in Python per event; it
-  needs a lazy envelope (id and time made on first access) or one built in C.
-  Done here: ids are computed without `uuid.UUID` objects (keyed id 6.9 →
-  ~3 µs, UUIDv7 5.0 → ~3 µs in a micro-benchmark).
+* *Envelope on a local emit.* A topic whose handlers take an envelope is
+  served on the Python path, so its ratio divides by the payload handler on
+  that path (`vs_c_path` in the JSON divides by the C path). Counted with
+  callgrind (instructions per event, repeatable on a shared machine): the
+  Python-path emit to a payload handler is 15.9 k; `emit(Keyed(...))` (typed)
+  18.6 k and builds nothing; an `Envelope[Keyed]` handler 67.1 k → 44.1 k
+  (keyless 61.0 k → 43.9 k), building one envelope 36.2 k → 19.4 k. Done: the
+  keyed id hashes only the key values (SHA-1 state per event type, copied),
+  UUIDv7 random bits from a buffer (one `os.urandom` per 256 ids), what every
+  envelope of a payload class shares worked out once, `Envelope` untracked by
+  the GC, the envelope route through the C first step of delivery. Left per
+  envelope (~2 µs): the id 0.5–0.9 µs, `datetime.now(UTC)` 0.25, the
+  `Struct` 0.2, the context's ids 0.3, and ~1 µs of route (the Python emit's
+  envelope branch, `make_coro` unwrapping it). A lazy envelope (id and time
+  made on first read) was rejected: msgspec cannot encode a `Struct` with
+  unset fields, and `Envelope` must stay the value handlers encode
+  (docs/events.md). ≤ 15 % needs the envelope built in C.
+* *In-process cluster* (`memory://<name>`): 217.5 k → 135.1 k instructions
+  per event (envelope, `ce-*` lines with their constant part cached, the
+  header block parsed in C).
 * *Inbox.* Each record is one SQLite Store transaction (`BEGIN IMMEDIATE`,
   get, put, `COMMIT` with fsync, each step a hop to the writer thread), ~1 ms
   here, one at a time: a transaction holds the writer lane and never shares a
@@ -78,6 +87,8 @@ NOTES = """**All three targets are missed; where the time goes.**
 
 Interleaved rounds, best of each; every ratio divides by the floor measured in
 the same rounds. Stream log and Store are SQLite files (`synchronous=FULL`).
+Measured on a shared machine (2 cores, other work running at the same time):
+rates move from run to run; compare ratios and instruction counts.
 `python bench/envelopes.py` reproduces it.
 """
 Fn = Callable[[int], Awaitable[None]]
