@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import uuid
 
@@ -146,3 +147,19 @@ def test_uuid7_carries_the_time_and_the_variant_across_buffer_refills() -> None:
 def test_keyed_hasher_matches_keyed_id() -> None:
     make = keyed_hasher("shop", "test.shipped", 3)
     assert make(("o-1", 2)) == keyed_id("shop", "test.shipped", 3, ["o-1", 2])
+
+
+def test_uuid7_from_several_threads_stays_unique() -> None:
+    out: list[list[str]] = [[] for _ in range(4)]
+
+    def make(ids: list[str]) -> None:
+        ids.extend(uuid7() for _ in range(5_000))
+
+    workers = [threading.Thread(target=make, args=(ids,)) for ids in out]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    every = [i for ids in out for i in ids]
+    assert len(every) == 20_000
+    assert len(set(every)) == len(every)

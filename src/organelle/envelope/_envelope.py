@@ -146,19 +146,20 @@ def _rfc3339(when: datetime) -> str:
 
 # ``isoformat`` costs about a microsecond; an event's time is mostly in the same
 # second as the last one's, so that second's text is kept and the fraction added.
-_second: tuple[int, ...] = ()
-_second_text = ""
+# Key and text live in one tuple: a thread never pairs one second's key with
+# another's text.
+_second: tuple[tuple[int, ...], str] = ((), "")
 
 
 def _utc_text(when: datetime) -> str:
     """``_rfc3339`` of a UTC time: the second's text reused, the microseconds appended."""
-    global _second, _second_text  # noqa: PLW0603 - one cached second per process
+    global _second  # noqa: PLW0603 - one cached second per process
     key = (when.second, when.minute, when.hour, when.day, when.month, when.year)
-    if key != _second:
-        _second_text = when.replace(microsecond=0, tzinfo=None).isoformat()
-        _second = key
+    kept = _second
+    if kept[0] != key:
+        kept = _second = (key, when.replace(microsecond=0, tzinfo=None).isoformat())
     micro = when.microsecond
-    return f"{_second_text}.{micro:06d}Z" if micro else f"{_second_text}Z"
+    return f"{kept[1]}.{micro:06d}Z" if micro else f"{kept[1]}Z"
 
 
 def _parse_time(text: str) -> datetime:

@@ -14,9 +14,7 @@ Both run once per event that has an envelope, so they are written for speed:
 the SHA-1 state after the namespace and ``<type>@<version>:`` is kept per event
 type and copied (``keyed_hasher``); a UUIDv7 reuses its millisecond's text and
 takes its random bits from a buffer of ``os.urandom`` (one system call per 256
-ids, not one per id). The buffer is read from one thread (the event loop's);
-ids made concurrently from several threads stay unique by their counter only
-when the clock has moved, as before.
+ids, not one per id), handed out so that threads never share them.
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -44,8 +42,9 @@ _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 _last_ms = -1
 _counter = 0
 _head = ""  # the millisecond's text: "tttttttt-tttt-7"
-_digits = ""
-_at = 0
+# 16 random hex digits per id, handed out by a list iterator: ``next`` on it is
+# one step under the GIL, so two threads never take the same digits.
+_random: Iterator[str] = iter(())
 
 
 @lru_cache(maxsize=64)
@@ -93,7 +92,7 @@ def keyed_id(app: str, type_name: str, version: int, values: Sequence[Any]) -> s
 
 def uuid7() -> str:
     """A fresh time-ordered UUIDv7, increasing within this process."""
-    global _last_ms, _counter, _head, _digits, _at  # noqa: PLW0603 - one clock per process
+    global _last_ms, _counter, _head, _random  # noqa: PLW0603 - one clock per process
     ms = _time_ns() // 1_000_000
     if ms > _last_ms:
         _last_ms = ms
@@ -105,9 +104,10 @@ def uuid7() -> str:
             _last_ms += 1
             _counter = 0
             _head = f"{_last_ms >> 16 & 0xFFFFFFFF:08x}-{_last_ms & 0xFFFF:04x}-7"
-    at = _at
-    if at + _ID_DIGITS > len(_digits):
-        _digits, at = _urandom(_BUFFER_BYTES).hex(), 0
-    _at = at + _ID_DIGITS
-    r = _digits[at : at + _ID_DIGITS]
+    r = next(_random, None)
+    if r is None:
+        digits = _urandom(_BUFFER_BYTES).hex()
+        chunks = [digits[i : i + _ID_DIGITS] for i in range(0, len(digits), _ID_DIGITS)]
+        _random = iter(chunks)
+        r = next(_random)
     return f"{_head}{_counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:16]}"
