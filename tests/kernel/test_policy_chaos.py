@@ -71,7 +71,7 @@ POLICY = {
         "budget": 1.0,
         "min_per_s": 200,
     },
-    "breaker": {"failures": 3, "failure_ratio": 0.3, "min_calls": 6, "reset_s": 0.3},
+    "breaker": {"failures": 5, "failure_ratio": 0.4, "min_calls": 10, "reset_s": 0.3},
     "bulkhead": {"max_concurrent": 64, "max_queue": 256},
 }
 

@@ -442,16 +442,16 @@ class Dispatcher:
         counts against its breaker and the call goes to another one at once.
 
         Raises:
-            CircuitOpenError: every node serving the module has its breaker open.
+            CircuitOpenError: the node picked is half-open with its probe out.
         """
         for _ in range(_MAX_UNDELIVERED):
             now = _monotonic()
-            node = self._node_for(guard, target, params, ctx, tried, now)
+            node, panic = self._node_for(guard, target, params, ctx, tried, now)
             if node is None:  # the registry lists nobody yet: the queue group, no node breaker
                 return await self._remote_once(target, params, ctx)
             tried.add(node)
             breaker = guard.node_breaker(node)
-            if not breaker.allow(now):  # half-open, its probe already out
+            if not panic and not breaker.allow(now):  # half-open, its probe already out
                 err = CircuitOpenError(
                     f"calls to {target!r} on node {node!r} are failing: circuit open",
                     details={"target": target, "retry_after_s": breaker.retry_after(now)},
@@ -478,25 +478,24 @@ class Dispatcher:
         ctx: Context,
         tried: set[str],
         now: float,
-    ) -> str | None:
-        """A node outside the open breakers, one not tried yet if there is one."""
+    ) -> tuple[str | None, bool]:
+        """A node whose breaker is closed, one not tried yet if there is one; and ``panic``.
+
+        When every node's breaker is open the call goes to one of them anyway
+        (``panic`` true: no breaker refuses it): leaving every node out would
+        turn a partial outage into a total one (Envoy's panic threshold).
+        """
         avoid = guard.avoid(now)
         routing = self._router.routing
+        for skip in (avoid | tried, avoid) if tried else (avoid,):
+            try:
+                return routing.pick_node(target, params, ctx, skip), False
+            except UnavailableError:  # every node is in ``skip``
+                continue
         try:
-            node = routing.pick_node(target, params, ctx, avoid | tried if tried else avoid)
-            if node is None and tried:
-                node = routing.pick_node(target, params, ctx, avoid)
+            return routing.pick_node(target, params, ctx, tried), True
         except UnavailableError:
-            try:  # the nodes tried before are all there is: try one again
-                node = routing.pick_node(target, params, ctx, avoid) if tried else None
-            except UnavailableError:
-                node = None
-            if node is None:
-                raise CircuitOpenError(
-                    f"calls to {target!r}: every node serving it is failing: circuit open",
-                    details={"target": target, "nodes": sorted(avoid)},
-                ) from None
-        return node
+            return routing.pick_node(target, params, ctx, ()), True
 
     def _fallback(
         self, params: Mapping[str, Any], caller: str | None
