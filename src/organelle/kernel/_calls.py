@@ -337,7 +337,7 @@ class Dispatcher:
         """Finish a handler the C path started and that suspended (in the awaiting task)."""
         token = _current.set(ctx)
         try:
-            return await self._suspended(coro, first, deadline, entry.target, entry.stats)
+            return await self._suspended(coro, first, deadline, entry.target, entry.stats, ctx=ctx)
         except Exception as exc:
             err = self._call_failed(entry, exc, ran=True)
             if err is exc:
@@ -830,8 +830,13 @@ class Dispatcher:
         deadline: float,
         target: str,
         stats: CallStats | None,
+        *,
+        ctx: Context | None = None,
     ) -> Any:
-        """Finish a handler that suspended: counted in flight, timed when stats are on."""
+        """Finish a handler that suspended: counted in flight, timed when stats are on.
+
+        ``ctx``: a handler the C path started is stepped in its context each time.
+        """
         self._inflight += 1
         self._suspends += 1
         started = 0.0
@@ -839,7 +844,7 @@ class Dispatcher:
             stats.pending += 1
             started = _perf()
         try:
-            return await run_until(coro, first, deadline, target)
+            return await run_until(coro, first, deadline, target, ctx)
         finally:
             self._inflight -= 1
             if stats is not None:
