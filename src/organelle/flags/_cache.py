@@ -87,14 +87,14 @@ class FlagCache:
             self.sets.pop(module, None)
             return None
         found = self.sets.get(module)
-        if found is None or found.model is not model:
+        if found is None or found._model is not model:
             found = self.sets[module] = FlagSet(module, model)
-            found.apply_all({f: rec for (m, f), (_, rec) in self._records.items() if m == module})
+            found._apply_all({f: rec for (m, f), (_, rec) in self._records.items() if m == module})
         return found
 
     def models(self) -> dict[str, type[BaseModel]]:
         """Module name → ``Flags`` model, for the modules attached here."""
-        return {name: flag_set.model for name, flag_set in self.sets.items()}
+        return {name: flag_set._model for name, flag_set in self.sets.items()}
 
     async def open(self) -> None:
         """Load every stored flag, then follow changes (nothing to do without flags)."""
@@ -161,7 +161,7 @@ class FlagCache:
         module, flag = key
         flag_set = self.sets.get(module)
         if flag_set is not None:
-            flag_set.apply(flag, record)
+            flag_set._apply(flag, record)
         if announce and record is not None:
             await self._announce(
                 CHANGED,

@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from organelle.errors import FlagRuleError
 
-__all__ = ["UNSET", "FlagRecord", "Rule", "bucket", "parse_record", "parse_rule"]
+__all__ = [
+    "UNSET",
+    "FlagRecord",
+    "Rule",
+    "bucket",
+    "parse_record",
+    "parse_rule",
+    "principal_parts",
+]
 
 _RULE_KEYS = frozenset({"value", "ids", "roles", "attributes", "percent"})
 _SCALARS = (str, int, float, bool)
@@ -44,21 +52,30 @@ def bucket(flag: str, principal_id: str) -> float:
     return int.from_bytes(digest, "big") * 100.0 / 2**64
 
 
-def _principal_parts(principal: Any) -> tuple[str | None, frozenset[str], Mapping[str, Any]]:
+_NOBODY: tuple[str | None, frozenset[str], Mapping[str, Any]] = (None, frozenset(), {})
+
+
+def principal_parts(principal: Any) -> tuple[str | None, frozenset[str], Mapping[str, Any]]:
     """Id, roles and claims of a ``Principal`` or of its dict form (as it crosses the wire)."""
     if principal is None:
-        return None, frozenset(), {}
-    if isinstance(principal, Mapping):
-        pid, roles, claims = principal.get("id"), principal.get("roles"), principal.get("claims")
-    else:
-        pid = getattr(principal, "id", None)
-        roles = getattr(principal, "roles", None)
-        claims = getattr(principal, "claims", None)
-    return (
-        None if pid is None else str(pid),
-        roles if isinstance(roles, frozenset) else frozenset(roles or ()),
-        claims if isinstance(claims, Mapping) else {},
-    )
+        return _NOBODY
+    try:  # a Principal (or alike): plain attribute reads, the common case
+        pid, roles, claims = principal.id, principal.roles, principal.claims
+    except AttributeError:
+        if isinstance(principal, Mapping):
+            pid, roles = principal.get("id"), principal.get("roles")
+            claims = principal.get("claims")
+        else:
+            pid = getattr(principal, "id", None)
+            roles = getattr(principal, "roles", None)
+            claims = getattr(principal, "claims", None)
+    if pid is not None and type(pid) is not str:
+        pid = str(pid)
+    if type(roles) is not frozenset:
+        roles = frozenset(roles or ())
+    if type(claims) is not dict and not isinstance(claims, Mapping):
+        claims = {}
+    return pid, roles, claims
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +99,17 @@ class Rule:
 
     def matches(self, flag: str, principal: Any) -> bool:
         """Whether this rule applies to ``principal`` for the flag named ``flag``."""
-        pid, roles, claims = _principal_parts(principal)
+        pid, roles, claims = principal_parts(principal)
+        return self.matches_parts(pid, roles, claims, lambda p: bucket(flag, p))
+
+    def matches_parts(
+        self,
+        pid: str | None,
+        roles: frozenset[str],
+        claims: Mapping[str, Any],
+        bucket_of: Callable[[str], float],
+    ) -> bool:
+        """``matches`` on a principal already taken apart (the hot path: once per check)."""
         if self.ids and pid not in self.ids:
             return False
         if self.roles and roles.isdisjoint(self.roles):
@@ -94,7 +121,7 @@ class Rule:
                 return False
         if self.percent is None:
             return True
-        return pid is not None and bucket(flag, pid) < self.percent
+        return pid is not None and bucket_of(pid) < self.percent
 
     def to_data(self) -> dict[str, Any]:
         """The rule as stored: only the conditions it has."""

@@ -1,9 +1,9 @@
 """``FlagSet``: a module's flags as attributes, evaluated from the local cache.
 
 A flag without rules is a plain instance attribute, so ``self.flags.x`` costs
-what any attribute read costs. A flag with rules is taken out of the instance
-dict, so the read falls through to ``__getattr__``, which matches the rules
-against the principal of the current request context. Nothing here does I/O:
+what any attribute read costs. A flag with rules becomes a property of the
+set's own class, which matches the rules against the principal of the
+current request context (a rollout's hash is remembered per principal). Nothing here does I/O:
 the kernel's flag cache calls ``apply`` when the store changes.
 """
 
@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from organelle.context import _current
 from organelle.errors import DefinitionError, FlagNotFoundError, FlagRuleError
-from organelle.flags._rules import UNSET, FlagRecord, Rule
+from organelle.flags._rules import UNSET, FlagRecord, Rule, bucket, principal_parts
 
 __all__ = ["CURRENT", "FlagSet", "check_value", "flags_model"]
 
@@ -76,19 +75,76 @@ def check_value(model: type[BaseModel], module: str, flag: str, value: Any) -> A
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Ruled:
-    """A flag with rules: what ``__getattr__`` evaluates."""
+_BUCKETS_MAX = 65_536  # per ruled flag: principals whose rollout bucket is remembered
 
-    full: str
-    rules: tuple[Rule, ...]
-    fallback: Any
+
+class _Ruled:
+    """A flag with rules, compiled for its property: evaluated on each read."""
+
+    __slots__ = ("anonymous", "buckets", "checks", "fallback", "full")
+
+    def __init__(self, full: str, rules: tuple[Rule, ...], fallback: Any) -> None:
+        self.full = full
+        self.fallback = fallback
+        self.buckets: dict[str, float] = {}
+        # Per rule: ids, roles (None: any), claims (name, accepted), percent, value.
+        self.checks = tuple(
+            (
+                frozenset(r.ids) or None,
+                frozenset(r.roles) or None,
+                tuple((k, frozenset(v)) for k, v in r.attributes.items()),
+                r.percent,
+                r.value,
+            )
+            for r in rules
+        )
+        self.anonymous = self.match(*principal_parts(None))  # no principal: known in advance
+
+    def bucket_of(self, pid: str) -> float:
+        found = self.buckets.get(pid)
+        if found is None:
+            if len(self.buckets) >= _BUCKETS_MAX:
+                self.buckets.clear()
+            found = self.buckets[pid] = bucket(self.full, pid)
+        return found
 
     def evaluate(self, principal: Any) -> Any:
-        for rule in self.rules:
-            if rule.matches(self.full, principal):
-                return rule.value
+        """The first matching rule's value for ``principal``, else the fallback."""
+        if principal is None:
+            return self.anonymous
+        return self.match(*principal_parts(principal))
+
+    def match(self, pid: str | None, roles: frozenset[str], claims: Mapping[str, Any]) -> Any:
+        """``Rule.matches`` over the rules in order, inlined: the hot path of a ruled flag."""
+        for ids, any_roles, attributes, percent, value in self.checks:
+            if ids is not None and pid not in ids:
+                continue
+            if any_roles is not None and roles.isdisjoint(any_roles):
+                continue
+            if attributes and not all(_claim_in(claims.get(k), ok) for k, ok in attributes):
+                continue
+            if percent is not None:
+                if pid is None:
+                    continue
+                place = self.buckets.get(pid)
+                if place is None:
+                    place = self.bucket_of(pid)
+                if place >= percent:
+                    continue
+            return value
         return self.fallback
+
+    def read(self, _flags: FlagSet) -> Any:
+        ctx = _current.get()
+        if ctx is None or ctx.principal is None:
+            return self.anonymous
+        return self.match(*principal_parts(ctx.principal))
+
+
+def _claim_in(have: Any, accepted: frozenset[Any]) -> bool:
+    if isinstance(have, (list, tuple, set, frozenset)):
+        return any(v in accepted for v in have if v is not None)
+    return have is not None and have in accepted
 
 
 class FlagSet:
@@ -96,28 +152,27 @@ class FlagSet:
 
     ``value(name, principal=...)`` evaluates a flag for a given principal
     rather than the current request's.
+
+    Each set gets a class of its own: a flag with rules is a property on it
+    (evaluated per read), a flag without rules an instance attribute.
     """
+
+    _module: str
+    _model: type[BaseModel]
+    _ruled: dict[str, _Ruled]
+    _defaults: dict[str, Any]
+
+    def __new__(cls, module: str, model: type[BaseModel]) -> Self:  # noqa: ARG004 - see __init__
+        own = type(f"FlagSet[{module}]", (cls,), {"__module__": cls.__module__})
+        return object.__new__(own)
 
     def __init__(self, module: str, model: type[BaseModel]) -> None:
         self._module = module
         self._model = model
-        self._ruled: dict[str, _Ruled] = {}
+        self._ruled = {}
         made = model()
-        self._defaults: dict[str, Any] = {name: getattr(made, name) for name in model.model_fields}
+        self._defaults = {name: getattr(made, name) for name in model.model_fields}
         self.__dict__.update(self._defaults)
-
-    @property
-    def model(self) -> type[BaseModel]:
-        """The module's ``Flags`` model."""
-        return self._model
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for flags with rules (the others live in the instance dict).
-        ruled = self.__dict__.get("_ruled", {}).get(name)
-        if ruled is None:
-            raise AttributeError(f"module {self._module!r} has no flag {name!r}")
-        ctx = _current.get()
-        return ruled.evaluate(None if ctx is None else ctx.principal)
 
     def value(self, name: str, *, principal: Any = CURRENT) -> Any:
         """The flag ``name`` for ``principal`` (default: the current request's).
@@ -134,11 +189,10 @@ class FlagSet:
         if ruled is None:
             return self.__dict__[name]
         if principal is CURRENT:
-            ctx = _current.get()
-            principal = None if ctx is None else ctx.principal
+            return ruled.read(self)
         return ruled.evaluate(principal)
 
-    def apply(self, flag: str, record: FlagRecord | None) -> None:
+    def _apply(self, flag: str, record: FlagRecord | None) -> None:
         """Take a stored record (``None``: none stored); a record that does not fit is ignored.
 
         A record written for another version of the model must not take the
@@ -165,17 +219,20 @@ class FlagSet:
             except (FlagRuleError, FlagNotFoundError) as exc:
                 log.warning("stored flag %s.%s ignored: %s", self._module, flag, exc)
                 fallback, rules = self._defaults[flag], ()
+        own = type(self)
         if rules:
-            self._ruled[flag] = _Ruled(f"{self._module}.{flag}", rules, fallback)
+            ruled = self._ruled[flag] = _Ruled(f"{self._module}.{flag}", rules, fallback)
+            setattr(own, flag, property(ruled.read, doc=f"flag {flag} (ruled)"))
             self.__dict__.pop(flag, None)
         else:
-            self._ruled.pop(flag, None)
+            if self._ruled.pop(flag, None) is not None:
+                delattr(own, flag)
             self.__dict__[flag] = fallback
 
-    def apply_all(self, records: Mapping[str, FlagRecord]) -> None:
+    def _apply_all(self, records: Mapping[str, FlagRecord]) -> None:
         """Apply every flag of the model from ``records`` (absent: the default)."""
         for flag in self._defaults:
-            self.apply(flag, records.get(flag))
+            self._apply(flag, records.get(flag))
 
     def __repr__(self) -> str:
         shown = {
