@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from organelle.context import Context
+    from organelle.flags import FlagAdmin, FlagCache
     from organelle.jobs import JobsService, Worker
     from organelle.kernel._dispatch import Middleware
     from organelle.kernel._reload import ReloadResult
@@ -209,6 +210,7 @@ class Kernel:
             ],
             claims=self._claims,
         )
+        self._flag_cache: FlagCache | None = None  # made when a module declares Flags
         self._changes = Changes(self._life, lambda: self.config, self._make_slot, self._attach)
         self._supervisor = Supervisor(self._life, self._attach)
         # The hot paths, bound straight onto the instance (the C ones, when built),
@@ -276,6 +278,8 @@ class Kernel:
 
     def _attach(self, instance: Module, config: Any) -> None:
         instance._attach(self, config)
+        if getattr(type(instance), "Flags", None) is not None:
+            instance.flags = self._flags_cache().attach(instance.name, type(instance))
         if instance.name in self._policies.callers:
             instance.call = self._dispatcher.caller_call(instance.name)  # type: ignore[method-assign]
 
@@ -770,6 +774,32 @@ class Kernel:
             TimeoutError: still busy after ``timeout_s``.
         """
         await self._streams.idle(timeout_s)
+
+    def _flags_cache(self) -> FlagCache:
+        if self._flag_cache is None:
+            from organelle.flags import FlagCache  # pydantic: only for apps with flags
+
+            self._flag_cache = FlagCache(lambda: self.store, self._announce)
+            self._life.services.append(self._flag_cache)
+        return self._flag_cache
+
+    async def _announce(self, topic: str, payload: dict[str, Any]) -> None:
+        from organelle.kernel._reload import announce
+
+        await announce(self, topic, payload)
+
+    @property
+    def flags(self) -> FlagAdmin:
+        """List and change the feature flags of this app's modules (``docs/flags.md``).
+
+        Changes go to the cluster store; every node's modules read them from
+        memory within a second and announce them as ``kernel.flags.changed``.
+        """
+        from organelle.flags import FlagAdmin
+
+        cache = self._flags_cache()
+        node = self.settings.node or "kernel"
+        return FlagAdmin(lambda: self.store, cache.models, by=lambda: f"node:{node}")
 
     @property
     def store(self) -> Store:
