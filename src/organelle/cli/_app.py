@@ -1,4 +1,4 @@
-"""The typer app: ``organelle run``, ``check``, ``nodes``, ``contract``, ``asyncapi``.
+"""The typer app: ``organelle run``, ``check``, ``nodes``, ``contract``, ``asyncapi``, ``config``.
 
 ``run``, ``check`` and ``--version`` live here; the other commands in files of their own.
 """
@@ -14,6 +14,7 @@ from rich.text import Text
 
 from organelle._version import __version__
 from organelle.cli._asyncapi import asyncapi
+from organelle.cli._config import config
 from organelle.cli._contract import contract
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
@@ -138,6 +139,7 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
 app.command(name="nodes")(nodes)
 app.command(name="asyncapi")(asyncapi)
 app.add_typer(contract, name="contract")
+app.add_typer(config, name="config")
 
 
 def main() -> None:
