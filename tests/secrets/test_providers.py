@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,7 @@ def test_resolving_replaces_references_anywhere_and_remembers_the_values(tmp_pat
     (tmp_path / "nats-token").write_text("file-nats-token")
     with vault_server() as vault:
         vault.put("secret/app", {"api": "vault-api-key"})
-        config = {
+        config: dict[str, Any] = {
             "kernel": {"transport_options": {"token": "secret://file/nats-token"}},
             "modules": {
                 "shop": {"password": "secret://env/SHOP_PW", "hosts": ["secret://env/SHOP_PW"]},
