@@ -52,14 +52,18 @@ def test_file_is_relative_to_the_config_folder_or_absolute(tmp_path: Path) -> No
 
 def test_vault_reads_kv2_fields_once_per_path_and_sees_new_versions() -> None:
     with vault_server() as vault:
-        vault.put("secret/shop/db", {"user": "shop", "password": "vault-value-1", "port": 5432})
+        vault.put(
+            "secret/shop/db",
+            {"user": "shop-user-1", "password": "vault-value-1", "opts": {"n": "vault-nested"}},
+        )
         provider = VaultProvider(address=vault.address, token=TOKEN)
         assert provider.read(parse_ref("secret://vault/secret/shop/db#password")) == "vault-value-1"
-        assert provider.read(parse_ref("secret://vault/secret/shop/db#user")) == "shop"
-        assert provider.read(parse_ref("secret://vault/secret/shop/db#port")) == "5432"
+        assert provider.read(parse_ref("secret://vault/secret/shop/db#user")) == "shop-user-1"
+        got = provider.read(parse_ref("secret://vault/secret/shop/db#opts"))
+        assert got == '{"n": "vault-nested"}'
         assert vault.requests == ["/v1/secret/data/shop/db"]  # one GET for three fields
 
-        vault.put("secret/shop/db", {"user": "shop", "password": "vault-value-2"})
+        vault.put("secret/shop/db", {"password": "vault-value-2"})
         fresh = VaultProvider(address=vault.address, token=TOKEN)  # a new resolution
         assert fresh.read(parse_ref("secret://vault/secret/shop/db#password")) == "vault-value-2"
 
@@ -146,7 +150,16 @@ def test_every_unresolvable_reference_is_named_with_its_key_never_a_value(tmp_pa
         ({"vault": {"adress": "x"}}, "secrets.vault.adress: unknown key"),
         ({"vault": {}}, "secrets.vault.address: not set"),
         ({"vault": {"address": "http://127.0.0.1:1"}}, "secrets.vault.token: not set"),
-        ({"vault": {"address": "http://127.0.0.1:1", "token": "t", "timeout_s": -1}}, "timeout_s"),
+        (
+            {
+                "vault": {
+                    "address": "http://127.0.0.1:1",
+                    "token": "tok-for-timeout",
+                    "timeout_s": -1,
+                }
+            },
+            "timeout_s",
+        ),
     ],
 )
 def test_the_secrets_section_is_validated(section: dict[str, object], reason: str) -> None:

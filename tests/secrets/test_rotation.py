@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class Db(Module):
-    """Keeps every password it was given; refuses ``reject``."""
+    """Keeps every password it was given; refuses one starting with ``reject-``."""
 
     name = "db"
     version = "1.0.0"
@@ -34,7 +34,7 @@ class Db(Module):
 
     async def on_config_changed(self, old: Config, new: Config) -> None:
         value = new.password.get_secret_value()
-        if value == "reject":
+        if value.startswith("reject-"):
             raise RuntimeError("the database refused the new password")
         self.seen.append(value)
 
@@ -61,7 +61,8 @@ def test_references_resolve_when_the_kernel_is_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DB_USER_T", "env-db-user")
-    monkeypatch.setenv("STORE_URL_T", "memory://")
+    store = f"sqlite:///{tmp_path / 'store.db'}"  # unique: a resolved value is masked process-wide
+    monkeypatch.setenv("STORE_URL_T", store)
     (tmp_path / "db.pw").write_text("file-db-password\n")
     path = app(
         tmp_path,
@@ -74,7 +75,7 @@ def test_references_resolve_when_the_kernel_is_built(
     dump = kernel.config_dump()
     assert dump["modules"]["db"] == {"password": MASK, "user": MASK}  # a plain str masked too
     built = Kernel([Db], {"kernel": {"storage": "secret://env/STORE_URL_T"}})
-    assert built.settings.storage == "memory://"
+    assert built.settings.storage == store
     assert built.config_dump()["kernel"]["storage"] == MASK  # any [kernel] key, by value
 
 
@@ -106,7 +107,7 @@ async def test_a_reload_rereads_a_rotated_file_secret(tmp_path: Path) -> None:
         assert "file-password" not in str(info.value)
         assert password(kernel) == "file-password-2"
 
-        secret.write_text("reject")  # the module refuses it: rolled back
+        secret.write_text("reject-this-password")  # the module refuses it: rolled back
         with pytest.raises(ConfigError, match="rolled back"):
             await kernel.reload_config()
         assert password(kernel) == "file-password-2"

@@ -19,7 +19,7 @@ __all__ = ["install", "redact", "remember"]
 
 MASK = "**********"  # the same as organelle.config.secrets.MASK
 # Shorter resolved values are masked where they stand alone, not inside other text.
-_MIN_REDACT = 4
+_MIN_REDACT = 6
 _known: set[str] = set()
 _by_length: list[str] = []  # longest first, so a secret inside another is not half-masked
 _installed = False

@@ -167,10 +167,10 @@ def _vault(section: Any, environ: Mapping[str, str], base: Path) -> SecretProvid
     token = token or environ.get("VAULT_TOKEN", "")
     if not token:
         raise ConfigError("secrets.vault.token: not set (nor token_file, nor VAULT_TOKEN)")
-    remember(token)
     timeout_s = section.get("timeout_s", 5.0)
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
         raise ConfigError("secrets.vault.timeout_s: must be a number of seconds > 0")
+    remember(str(token))
     return VaultProvider(
         address=str(address),
         token=str(token),
