@@ -30,7 +30,7 @@ log = logging.getLogger("organelle.config")
 _PREFIX = "secret://"
 
 
-class Kernel(Protocol):
+class Reloading(Protocol):
     """What re-reading needs of the kernel (the façade hands itself over)."""
 
     config: dict[str, Any]
@@ -109,7 +109,7 @@ class Secrets:
         self.source = dict(source)
         self.refresh_s = None if self._last is None else self._last.refresh_s
 
-    def start(self, kernel: Kernel) -> None:
+    def start(self, kernel: Reloading) -> None:
         """Start re-reading (every ``refresh_s``, once set) when the config has references."""
         if self._task is None and _mentions(self.source):
             self._task = asyncio.get_running_loop().create_task(
@@ -123,13 +123,13 @@ class Secrets:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _run(self, kernel: Kernel) -> None:
+    async def _run(self, kernel: Reloading) -> None:
         while True:
             await asyncio.sleep(self.refresh_s or 1.0)  # off: look again whether a reload set it
             if self.refresh_s is not None:
                 await self.refresh(kernel)
 
-    async def refresh(self, kernel: Kernel) -> bool:
+    async def refresh(self, kernel: Reloading) -> bool:
         """Re-read the references; reload when one changed or fails. Whether it reloaded."""
         try:
             source = kernel.config_loader() if kernel.config_loader is not None else self.source
