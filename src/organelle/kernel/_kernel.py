@@ -44,6 +44,7 @@ from organelle.kernel._policy import Policies
 from organelle.kernel._router import Router
 from organelle.kernel._routes import CallStats
 from organelle.kernel._routing import RouteStats
+from organelle.kernel._secrets import Secrets
 from organelle.kernel._slots import Binder, Slot, Slots, Tasks
 from organelle.kernel._states import ModuleInfo, ModuleState
 from organelle.kernel._storage import StoreHost
@@ -106,7 +107,8 @@ class Kernel:
         authorizer: Authorizer | None = None,
     ) -> None:
         self.authorizer: Authorizer = authorizer or RoleAuthorizer()
-        self.config: dict[str, Any] = merge({}, config or {})
+        self._secrets = Secrets(Path(base_path or ".").resolve())  # secret:// references
+        self.config: dict[str, Any] = self._secrets.load(merge({}, config or {}))
         self.settings = parse_settings(self.config.get("kernel"))
         modules_cfg = self.config.get("modules", {})
         if not isinstance(modules_cfg, dict):
@@ -599,6 +601,7 @@ class Kernel:
         await self._life.start(self)
         if self._storage.may_hold_rows():  # send what a crash left
             self._start_relay()
+        self._secrets.start(self)
 
     async def stop(self) -> None:
         """Shut down gracefully; never raises because of a module.
@@ -606,6 +609,7 @@ class Kernel:
         Refuses new outside calls and events, waits for in-flight work up to
         ``drain_timeout_s``, then stops modules in reverse order.
         """
+        await self._secrets.stop()
         if self._dispatcher.running:
             await self._stop_relay()  # while emits are still taken: what committed goes out
         await self._life.stop(before=self._supervisor.stop)
