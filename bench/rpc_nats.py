@@ -426,7 +426,10 @@ async def main() -> None:
             "(2 vCPUs shared by the three). JSON `{n, text}` in and out, decoded on both sides; "
             "organelle validates the params and returns a msgspec Struct. Events: the publisher "
             "sends N events, then polls the subscriber's count until all arrived. "
-            f"{'Quick run. ' if args.quick else ''}uvloop on both sides when installed.\n"
+            f"{'Quick run. ' if args.quick else ''}uvloop on both sides when installed. "
+            "Each organelle event is a CloudEvent (binary mode: ~8 `ce-*` headers); raw nats-py "
+            "sends bare messages. Measured on a shared machine (other work running): the raw "
+            "rate moves 40–83 k events/s between runs, so compare within one run.\n"
         ),
     )
 

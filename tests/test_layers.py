@@ -32,6 +32,8 @@ FLOORS: dict[str, int] = {
     "organelle.jobs": 2,
     "organelle.streams": 2,
     "organelle.blobs": 2,
+    "organelle.flags": 2,
+    "organelle.secrets": 2,
     "organelle.sagas": 2,
     # 3. the kernel and its listeners
     "organelle.kernel": 3,

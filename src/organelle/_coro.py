@@ -8,7 +8,12 @@ handed to ``Continuation``, which goes on driving it exactly as ``await`` would.
 from __future__ import annotations
 
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from organelle.context import _current
+
+if TYPE_CHECKING:
+    from organelle.context import Context
 
 __all__ = ["Continuation", "Unfinished"]
 
@@ -19,17 +24,26 @@ class Continuation:
     ``first`` is what the coroutine yielded on its first step (a future, or
     ``None`` for a bare yield); it is handed to the running task, which then
     drives the coroutine exactly as ``await coro`` would have.
+
+    ``ctx``: the request context set again before every step. A handler
+    started by hand inside another's first step began its continuation
+    before the outer one's: the outer one, starting later, sets its own
+    context over it, so the inner handler would wake up in the outer context.
     """
 
-    __slots__ = ("coro", "first")
+    __slots__ = ("coro", "ctx", "first")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], first: Any, ctx: Context | None = None
+    ) -> None:
         self.coro = coro
         self.first = first
+        self.ctx = ctx
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self.coro
         value = self.first
+        ctx = self.ctx
         while True:
             try:
                 sent = yield value
@@ -37,11 +51,15 @@ class Continuation:
                 coro.close()
                 raise
             except BaseException as exc:
+                if ctx is not None:
+                    _current.set(ctx)
                 try:
                     value = coro.throw(exc)
                 except StopIteration as stop:
                     return stop.value
             else:
+                if ctx is not None:
+                    _current.set(ctx)
                 try:
                     value = coro.send(sent)
                 except StopIteration as stop:

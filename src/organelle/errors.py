@@ -13,8 +13,10 @@ known ancestor for a code this process does not know)::
     │   ├── JobNotFoundError            organelle.jobs.not_found
     │   ├── StreamNotFoundError         organelle.stream.not_found
     │   ├── SagaNotFoundError           organelle.saga.not_found   no saga with that id
-    │   └── BlobNotFoundError           organelle.blobs.not_found   absent or expired blob
+    │   ├── BlobNotFoundError           organelle.blobs.not_found   absent or expired blob
+    │   └── FlagNotFoundError           organelle.flags.not_found   no such module flag
     ├── ValidationError (ValueError)    organelle.validation     carries a field list
+    │   └── FlagRuleError               organelle.flags.invalid  a bad flag value or rule
     ├── ConflictError                   organelle.storage.conflict  compare-and-set lost
     ├── TransactionError                organelle.storage.transaction  Store transaction misuse
     │   ├── TransactionClosedError      organelle.storage.tx_closed  used after its block
@@ -64,6 +66,8 @@ __all__ = [
     "ConflictError",
     "DefinitionError",
     "DependencyError",
+    "FlagNotFoundError",
+    "FlagRuleError",
     "ForbiddenError",
     "InternalError",
     "JobNotFoundError",
@@ -383,6 +387,18 @@ class BlobNotFoundError(NotFoundError):
     """No live blob under that key: never written, deleted, or past its ``expires_at``."""
 
     code = "organelle.blobs.not_found"
+
+
+class FlagNotFoundError(NotFoundError):
+    """No module with a ``Flags`` model by that name, or no such flag in it."""
+
+    code = "organelle.flags.not_found"
+
+
+class FlagRuleError(ValidationError):
+    """A flag value or rule does not fit the rule format or the flag's type."""
+
+    code = "organelle.flags.invalid"
 
 
 class BlobIntegrityError(OrganelleError):

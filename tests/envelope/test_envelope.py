@@ -9,6 +9,7 @@ import pytest
 
 from organelle import Envelope, ValidationError
 from organelle.envelope import from_headers, to_headers
+from organelle.envelope._envelope import header_lines
 
 
 def envelope(**extra: Any) -> Envelope[Any]:
@@ -101,3 +102,44 @@ def test_with_data_keeps_the_attributes() -> None:
     assert other.data == [1, 2]
     assert other.id == env.id
     assert other.dataversion == 3
+
+
+def _reference_lines(env: Envelope[Any], content_type: str) -> str:
+    """``header_lines`` spelled the slow way: ``to_headers`` minus what the wire carries apart."""
+    carried = {"ce-correlationid", "ce-causationid", "ce-traceparent", "content-type"}
+    lines = [f"{k}: {v}\r\n" for k, v in to_headers(env).items() if k not in carried]
+    return "".join(lines) + f"content-type: {content_type}\r\n"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"time": datetime(2026, 12, 3, 7, 0, 1, 250000, tzinfo=UTC)},
+        {"time": datetime(2026, 12, 3, 7, 0, 1, tzinfo=UTC)},  # no fraction: isoformat drops it
+        {"time": datetime(2026, 12, 3, 7, 0, 1, 7)},  # noqa: DTZ001 - naive: read as UTC
+        {"time": datetime(2026, 12, 3, 7, 0, 1, 5, tzinfo=timezone(timedelta(hours=2)))},
+        {
+            "time": datetime(2026, 12, 3, 7, 0, 2, 999999, tzinfo=UTC),
+            "subject": "o 1 — é",
+            "dataschema": "urn:organelle:event:order.placed@2",
+            "dataversion": 2,
+            "partitionkey": "k%1",
+            "correlationid": "c-1",
+            "traceparent": "00-abc-def-01",
+            "extensions": {"tenant": "a b", "region": "eu"},
+        },
+    ],
+)
+def test_header_lines_are_to_headers_in_order(extra: dict[str, Any]) -> None:
+    env = envelope(**extra)
+    for _ in range(2):  # the second time from the kept constant lines and second
+        assert header_lines(env, "application/json") == _reference_lines(env, "application/json")
+
+
+def test_ce_time_text_follows_the_second_it_is_in() -> None:
+    start = datetime(2026, 12, 31, 23, 59, 58, 999999, tzinfo=UTC)
+    for step_us in (0, 1, 2, 1_000_001, 3_600_000_000, 86_400_000_000 * 40):
+        when = start + timedelta(microseconds=step_us)
+        (line,) = [x for x in header_lines(envelope(time=when)).split("\r\n") if "ce-time" in x]
+        assert line == f"ce-time: {when.isoformat().replace('+00:00', 'Z')}"

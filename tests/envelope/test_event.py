@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 import uuid
 
 import msgspec
@@ -18,6 +20,7 @@ from organelle.envelope import (
     registered,
     uuid7,
 )
+from organelle.envelope._ids import keyed_hasher
 
 
 @event("test.shipped", version=1, key=("order_id", "parcel"))
@@ -129,3 +132,34 @@ def test_uuid7_is_time_ordered_and_unique() -> None:
     parsed = uuid.UUID(ids[0])
     assert parsed.version == 7
     assert parsed.variant == uuid.RFC_4122
+
+
+def test_uuid7_carries_the_time_and_the_variant_across_buffer_refills() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [uuid.UUID(uuid7()) for _ in range(2_000)]  # several refills of the random buffer
+    after = time.time_ns() // 1_000_000
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in ids)
+    stamps = [u.int >> 80 for u in ids]
+    assert before <= stamps[0] <= stamps[-1] <= after + 1  # +1: a borrowed millisecond
+    assert len({u.int & ((1 << 62) - 1) for u in ids}) == len(ids)  # random bits differ
+
+
+def test_keyed_hasher_matches_keyed_id() -> None:
+    make = keyed_hasher("shop", "test.shipped", 3)
+    assert make(("o-1", 2)) == keyed_id("shop", "test.shipped", 3, ["o-1", 2])
+
+
+def test_uuid7_from_several_threads_stays_unique() -> None:
+    out: list[list[str]] = [[] for _ in range(4)]
+
+    def make(ids: list[str]) -> None:
+        ids.extend(uuid7() for _ in range(5_000))
+
+    workers = [threading.Thread(target=make, args=(ids,)) for ids in out]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    every = [i for ids in out for i in ids]
+    assert len(every) == 20_000
+    assert len(set(every)) == len(every)

@@ -100,6 +100,42 @@ async def test_one_envelope_per_event_shared_by_its_handlers(compiled: bool) -> 
         assert await store.get(inbox_key("books.apply", first.id)) is not None
 
 
+class Mixed(Module):
+    """One topic, three handlers: the envelope, the typed data, the data as it came."""
+
+    name = "mixed"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    @on("kt.pinged", priority=3)
+    async def whole(self, env: Envelope[Pinged]) -> None:
+        self.seen.append(("whole", env))
+
+    @on("kt.pinged", priority=2)
+    async def typed(self, ping: Pinged) -> None:
+        self.seen.append(("typed", ping))
+
+    @on("kt.pinged", priority=1)
+    async def untyped(self, ping: Any) -> None:  # the data as it came
+        self.seen.append(("untyped", ping))
+
+
+@pytest.mark.usefixtures("compiled")
+async def test_an_envelope_route_hands_each_handler_what_it_asks() -> None:
+    async with Kernel([Mixed], config()) as kernel:
+        mixed: Mixed = kernel.module("mixed")  # type: ignore[assignment]
+        await kernel.emit(Pinged(n=4))
+        await kernel.emit("kt.pinged", Pinged(n=5))
+        await kernel.drain()
+    for n, chunk in ((4, mixed.seen[:3]), (5, mixed.seen[3:])):
+        (w, env), (t, typed), (u, untyped) = chunk
+        assert (w, t, u) == ("whole", "typed", "untyped")
+        assert isinstance(env, Envelope)
+        assert env.data == Pinged(n=n)
+        assert typed == untyped == Pinged(n=n)  # never the envelope
+
+
 async def test_events_nobody_asks_the_envelope_of_travel_bare() -> None:
     class Plain(Module):
         name = "plain"
@@ -177,3 +213,35 @@ async def test_stream_records_carry_envelopes_and_repeats_are_skipped(tmp_path: 
         stats = {(s.group, s.handler): s for s in kernel.consumers()}
         assert stats["billing", "apply"].duplicates == 1
         assert stats["audit", "audit"].duplicates == 0
+
+
+class EnvelopeTaker(Module):
+    name = "taker"
+
+    async def on_start(self) -> None:
+        self.got: list[Any] = []
+
+    @on("malformed.test")
+    async def take(self, env: Envelope[dict[str, Any]]) -> None:
+        self.got.append(env)
+
+
+async def test_malformed_envelopes_are_dropped_with_throttled_logging(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from organelle.context import root_context
+    from organelle.envelope import Incoming
+
+    async with Kernel([EnvelopeTaker]) as k:
+        bad = {"ce-id": "1", "ce-source": "/x", "ce-type": "malformed.test", "ce-specversion": "9"}
+        with caplog.at_level("WARNING", logger="organelle.events"):
+            for _ in range(1_000):
+                ctx = root_context()
+                ctx.topic = "malformed.test"
+                await k.deliver("taker", "take", Incoming(bad, {"a": 1}), ctx)
+            await k.drain()
+        taker = k.module("taker")
+        assert isinstance(taker, EnvelopeTaker)
+        assert taker.got == []
+    lines = [r for r in caplog.records if "dropping an event" in r.getMessage()]
+    assert 1 <= len(lines) <= 2  # one line per interval, not one per event

@@ -159,3 +159,21 @@ async def test_an_idempotent_handler_and_its_inbox_row_commit_together(
         await kernel.drain()
         assert (await shop.store.get("paid")).value == 1  # type: ignore[union-attr]
         assert (stats.delivered, stats.duplicates) == (1, 2)
+
+
+async def test_an_outbox_block_inside_a_rolled_back_savepoint_sends_nothing(
+    config: dict[str, Any],
+) -> None:
+    async with Kernel([Shop], config) as kernel:
+        shop: Shop = kernel.module("shop")  # type: ignore[assignment]
+        async with kernel.store.transaction():
+            with pytest.raises(KeyError):
+                async with kernel.store.transaction():  # a savepoint
+                    await shop.place("o-5")  # its block ends normally, inside the savepoint
+                    raise KeyError
+            await shop.place("o-6")
+        await settle(kernel)
+        assert [e.data.order_id for e in shop.placed] == ["o-6"]
+        assert (shop.records, shop.jobs) == (["o-6"], ["o-6"])
+        assert await shop.store.get("order.o-5") is None
+        assert (await kernel.store.scan(PREFIX)).items == []

@@ -71,7 +71,7 @@ POLICY = {
         "budget": 1.0,
         "min_per_s": 200,
     },
-    "breaker": {"failures": 3, "failure_ratio": 0.3, "min_calls": 6, "reset_s": 0.3},
+    "breaker": {"failures": 5, "failure_ratio": 0.4, "min_calls": 10, "reset_s": 0.3},
     "bulkhead": {"max_concurrent": 64, "max_queue": 256},
 }
 
@@ -131,7 +131,7 @@ async def test_retry_breaker_and_bulkhead_keep_calls_succeeding(nats: NatsServer
                 try:
                     result = await caller.call("pricing.quote", sku=f"s{i}")
                     assert result == {"sku": f"s{i}", "price": 42}
-                except Exception as exc:  # noqa: BLE001 - counted, the share is asserted
+                except Exception as exc:
                     errors.append(f"{type(exc).__name__}: {exc}")
                 took.append(time.perf_counter() - began)
 

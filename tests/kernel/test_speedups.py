@@ -559,3 +559,34 @@ async def test_taps_see_each_event_once_on_both_paths(c: bool) -> None:
         lis = kernel.module("listener")
         assert isinstance(lis, Listener)
         assert [g[0] for g in lis.got] == [*range(20), 100]
+
+
+class Nested(Module):
+    """r1 calls r2, which suspends, then calls r3: r3 must be caused by r2 on either path."""
+
+    name = "nested"
+
+    @rpc
+    async def r1(self) -> tuple[str, str | None]:
+        result: tuple[str, str | None] = await self.call("nested.r2")
+        return result
+
+    @rpc
+    async def r2(self) -> tuple[str, str | None]:
+        me = context().request_id
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        cause: str | None = await self.call("nested.r3")
+        return me, cause
+
+    @rpc
+    async def r3(self) -> str | None:
+        return context().causation_id
+
+
+@pytest.mark.parametrize("pure", [False, True])
+async def test_a_handler_resumes_in_its_own_context_inside_another_call(pure: bool) -> None:
+    async with Kernel([Nested]) as k:
+        call = k._dispatcher.python_call if pure else k.call
+        me, cause = await call("nested.r1")
+        assert cause == me

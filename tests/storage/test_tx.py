@@ -95,3 +95,16 @@ async def test_a_cancelled_transaction_rolls_back_and_frees_the_writer(store: St
     async with asyncio.timeout(5):
         await store.put("other", 1)  # the lock (or the writer thread) is free again
     assert await store.get("k") is None
+
+
+async def test_on_end_inside_a_rolled_back_savepoint_is_told_at_once(store: Store) -> None:
+    ends: list[tuple[str, bool]] = []
+    async with store.transaction():
+        with pytest.raises(KeyError):
+            async with store.transaction() as inner:
+                inner.on_end(lambda ok: ends.append(("undone", ok)))
+                raise KeyError
+        assert ends == [("undone", False)]  # before the outer transaction ends
+        async with store.transaction() as kept:
+            kept.on_end(lambda ok: ends.append(("kept", ok)))
+    assert ends == [("undone", False), ("kept", True)]

@@ -140,3 +140,34 @@ async def test_a_balanced_group_loses_nothing_when_one_member_is_slow(
         for node in (slow_node, quick_node):
             assert dict(node.transport.rejected) == {}
         assert watch.changes == []
+
+
+async def test_a_slow_member_leaves_its_group_to_the_others_until_it_catches_up(
+    config: Config, nc: Any, prefix: str
+) -> None:
+    # The quick node anchors the group (the lowest node name): it never leaves it.
+    slow_options = {**_SLOW, "node": "b-slow"}
+    async with (
+        Kernel([Sink], config(kernel=slow_options, shed_backlog_bytes=100_000)) as slow_node,
+        Kernel([Quick], config(kernel={"node": "a-quick"})) as quick_node,
+    ):
+        slow, quick = slow_node.module("sink"), quick_node.module("sink")
+        assert isinstance(slow, Sink)
+        assert isinstance(quick, Sink)
+        await eventually(lambda: len(slow_node.transport.versions("sink")) == 2, timeout_s=10)
+        n = 4000
+        for _ in range(n // 100):  # a steady 2,000 a second: more than the slow node's 500
+            for _ in range(100):
+                await nc.publish(f"{prefix}.evt.flood.item", _BODY)
+            await asyncio.sleep(0.05)
+        await nc.flush(timeout=30)
+        await eventually(lambda: slow.handled + quick.handled == n, timeout_s=120)
+        await slow_node.drain()
+        await quick_node.drain()
+        assert slow.handled + quick.handled == n  # each event once: none lost, none twice
+        exposer = slow_node.transport._exposer  # type: ignore[attr-defined]
+        assert exposer.sheds >= 1
+        assert quick.handled > n * 0.65  # far more than the half a random split gives
+        assert exposer._shed == []  # caught up: back in the group
+        for node in (slow_node, quick_node):
+            assert dict(node.transport.rejected) == {}

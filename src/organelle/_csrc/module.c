@@ -6,7 +6,8 @@
  * hands anything unusual back to it, so this code only has to be right about
  * the common case. Files: context.c (Context fields), finished.c (the finished
  * awaitable), route.c (RPC route fields, exact-type check), call.c (the call
- * path), events.c (emit and the dispatcher's first step). */
+ * path), events.c (emit and the dispatcher's first step), headers.c (the lines
+ * of a NATS header block, read for every message off the wire). */
 #include "speedups.h"
 
 #ifndef ORGANELLE_SOURCE_HASH
@@ -26,11 +27,18 @@ PyObject *org_finished_none;
 
 /* ----------------------------------------------------------------- module */
 
+static PyMethodDef speedups_functions[] = {
+    {"header_lines", (PyCFunction)(void (*)(void))org_header_lines, METH_FASTCALL,
+     "header_lines(block, start): the name: value lines of a header block from start, as a dict."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "organelle._speedups",
     .m_doc = "C hot path of local calls (optional; see docs/benchmarks.md).",
     .m_size = -1,
+    .m_methods = speedups_functions,
 };
 
 PyMODINIT_FUNC

@@ -137,6 +137,9 @@ typedef struct {
 extern PyTypeObject Finished_Type;
 PyObject *org_finished_new(PyObject *value, PyObject *error);
 
+/* headers.c */
+PyObject *org_header_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* route.c: the fields of an RPC route the call path reads. */
 typedef struct {
     PyObject_HEAD

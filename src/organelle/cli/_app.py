@@ -1,4 +1,6 @@
-"""The typer app: ``organelle run``, ``check``, ``nodes``, ``contract``, ``asyncapi``.
+"""The typer app: ``organelle run``, ``check`` and the command groups.
+
+Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``.
 
 ``run``, ``check`` and ``--version`` live here; the other commands in files of their own.
 """
@@ -14,7 +16,9 @@ from rich.text import Text
 
 from organelle._version import __version__
 from organelle.cli._asyncapi import asyncapi
+from organelle.cli._config import config
 from organelle.cli._contract import contract
+from organelle.cli._flags import flags
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
 from organelle.cli._output import EXIT_OK, out, plural, report
@@ -138,6 +142,8 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
 app.command(name="nodes")(nodes)
 app.command(name="asyncapi")(asyncapi)
 app.add_typer(contract, name="contract")
+app.add_typer(flags, name="flags")
+app.add_typer(config, name="config")
 
 
 def main() -> None:

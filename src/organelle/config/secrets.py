@@ -4,7 +4,9 @@ A module marks a secret by its type — a pydantic ``SecretStr`` / ``SecretBytes
 field — so masking follows the model, not a guess. The ``[kernel]`` section has
 no model of secrets, so there credentials are found where they live in practice:
 the password of a URL (``postgresql://user:pw@host``) and option keys named like
-``password``, ``token`` or ``seed``.
+``password``, ``token`` or ``seed``. Values resolved from ``secret://`` references
+(``organelle.secrets``) are remembered (``remember``), so they are masked wherever they
+land — any section, any key name — and redacted from log lines.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-__all__ = ["MASK", "config_dump", "dump_model", "mask", "mask_url"]
+from organelle.config._redact import redact, remember
+
+__all__ = ["MASK", "config_dump", "dump_model", "mask", "mask_url", "redact", "remember"]
 
 MASK = "**********"
 _SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "seed", "private_key")
@@ -76,6 +80,7 @@ def mask(value: Any, *, by_name: bool = False) -> Any:  # noqa: PLR0911 - one ca
     if isinstance(value, (list, tuple, set, frozenset)):
         return [mask(v, by_name=by_name) for v in value]
     if isinstance(value, str):
+        value = redact(value)
         return mask_url(value) if "://" in value else value
     if value is None or isinstance(value, (bool, int, float)):
         return value

@@ -10,7 +10,9 @@ lifts an older version's data to the version a handler declares.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from organelle.context import Context
@@ -30,7 +32,7 @@ from organelle.envelope._event import (
     event_types,
     registered,
 )
-from organelle.envelope._ids import app_namespace, keyed_id, uuid7
+from organelle.envelope._ids import app_namespace, keyed_hasher, keyed_id, uuid7
 from organelle.envelope._upcast import lift, upcast, upcaster, upcasters
 from organelle.envelope._wire import (
     convert,
@@ -106,21 +108,35 @@ class EnvelopeFactory:
     ``source`` is ``/organelle/<app>/<node>`` (plus ``/<module>`` when the
     emitting module is known); the id is deterministic for an event type with
     a key, else a fresh UUIDv7.
+
+    It runs once per event that has an envelope, so what is the same for every
+    event of one payload class (its ``@event`` type, ``dataschema``, the keyed
+    id's hash state) is worked out once per class (``_Kind``).
     """
 
-    __slots__ = ("app", "content_type", "node", "source")
+    __slots__ = ("_kinds", "_sources", "app", "content_type", "node", "source")
 
     def __init__(self, app: str, node: str, content_type: str = _JSON) -> None:
         self.app = app
         self.node = node
         self.source = f"/organelle/{app}/{node}"
         self.content_type = content_type
+        self._kinds: dict[type, _Kind] = {}
+        self._sources: dict[str, str] = {}
+
+    def _kind(self, cls: type) -> _Kind:
+        kind = self._kinds.get(cls)
+        if kind is None:
+            if len(self._kinds) >= _MAX_KINDS:  # payload classes made on the fly: stay bounded
+                self._kinds.clear()
+            kind = self._kinds[cls] = _Kind(self.app, event_type(cls))
+        return kind
 
     def event_id(self, payload: Any, meta: EventType | None = None) -> str:
         """The id of an event with this payload (the same for the same business key)."""
         if meta is None:
-            meta = event_type(payload)
-        if meta is not None and meta.key:
+            return self._kind(type(payload)).event_id(payload)
+        if meta.key:
             return keyed_id(self.app, meta.name, meta.version, meta.key_values(payload))
         return uuid7()
 
@@ -136,23 +152,64 @@ class EnvelopeFactory:
         source: str | None = None,
     ) -> Envelope[Any]:
         """The envelope of ``payload`` emitted on ``topic`` under ``ctx``."""
-        meta = event_type(payload)
+        kind = self._kinds.get(type(payload)) or self._kind(type(payload))
         if source is None:
-            source = self.source if module is None else f"{self.source}/{module}"
+            source = self.source if module is None else self._module_source(module)
+        if ctx is None:
+            corr = cause = trace = None
+        else:
+            corr, cause = ctx.correlation_id, ctx.causation_id
+            trace = _traceparent(ctx) if ctx.meta else None
         return Envelope(
-            id=event_id or self.event_id(payload, meta),
+            id=event_id or kind.event_id(payload),
             source=source,
             type=topic,
             data=payload,
-            time=datetime.now(UTC),
+            time=_now(_UTC),
             datacontenttype=self.content_type,
-            dataschema=None if meta is None else f"urn:organelle:event:{meta.ref}",
-            correlationid=None if ctx is None else ctx.correlation_id,
-            causationid=None if ctx is None else ctx.causation_id,
-            traceparent=None if ctx is None else _traceparent(ctx),
-            dataversion=None if meta is None else meta.version,
+            dataschema=kind.dataschema,
+            correlationid=corr,
+            causationid=cause,
+            traceparent=trace,
+            dataversion=kind.dataversion,
             partitionkey=key,
         )
+
+    def _module_source(self, module: str) -> str:
+        source = self._sources.get(module)
+        if source is None:
+            if len(self._sources) >= _MAX_KINDS:
+                self._sources.clear()
+            source = self._sources[module] = f"{self.source}/{module}"
+        return source
+
+
+_MAX_KINDS = 1024
+_UTC = UTC
+_now = datetime.now
+
+
+class _Kind:
+    """What every event of one payload class shares in its envelope."""
+
+    __slots__ = ("dataschema", "dataversion", "event_id", "meta")
+
+    def __init__(self, app: str, meta: EventType | None) -> None:
+        self.meta = meta
+        self.dataschema = None if meta is None else f"urn:organelle:event:{meta.ref}"
+        self.dataversion = None if meta is None else meta.version
+        self.event_id: Callable[[Any], str] = _fresh
+        if meta is not None and meta.key:
+            ids = keyed_hasher(app, meta.name, meta.version)
+            values = attrgetter(*meta.key)
+            if len(meta.key) == 1:
+                self.event_id = lambda payload: ids((values(payload),))
+            else:
+                self.event_id = lambda payload: ids(values(payload))
+
+
+def _fresh(_payload: Any) -> str:
+    return uuid7()
 
 
 def _traceparent(ctx: Context) -> str | None:

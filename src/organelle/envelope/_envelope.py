@@ -66,7 +66,7 @@ def unquote(value: str) -> str:
     return raw.decode(errors="replace")
 
 
-class Envelope(msgspec.Struct, Generic[T], frozen=True, kw_only=True, omit_defaults=True):
+class Envelope(msgspec.Struct, Generic[T], frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """One event: CloudEvents context attributes and ``data``.
 
     A handler that annotates its parameter ``Envelope[OrderPlaced]`` gets the
@@ -123,10 +123,10 @@ _OPTIONAL = (
     "partitionkey",
 )
 _KNOWN = frozenset((*_REQUIRED, "time", "data", "extensions", *_OPTIONAL))
-# On organelle's wire these already travel as headers of their own (the context's
-# ids, W3C trace context, content-type); ``header_lines`` leaves them out and
+# On organelle's wire ``datacontenttype``, ``correlationid``, ``causationid`` and
+# ``traceparent`` already travel as headers of their own (content-type, the
+# context's ids, W3C trace context); ``header_lines`` leaves them out and
 # ``from_headers`` reads them from there.
-_CARRIED = frozenset(("datacontenttype", "correlationid", "causationid", "traceparent"))
 _FROM = {
     "correlationid": "organelle-correlation-id",
     "causationid": "organelle-causation-id",
@@ -135,10 +135,31 @@ _FROM = {
 
 
 def _rfc3339(when: datetime) -> str:
+    """RFC 3339 text of ``when`` (``isoformat``, ``Z`` for UTC): what ``ce-time`` carries."""
+    if when.tzinfo is UTC:
+        return _utc_text(when)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     text = when.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+# ``isoformat`` costs about a microsecond; an event's time is mostly in the same
+# second as the last one's, so that second's text is kept and the fraction added.
+# Key and text live in one tuple: a thread never pairs one second's key with
+# another's text.
+_second: tuple[tuple[int, ...], str] = ((), "")
+
+
+def _utc_text(when: datetime) -> str:
+    """``_rfc3339`` of a UTC time: the second's text reused, the microseconds appended."""
+    global _second  # noqa: PLW0603 - one cached second per process
+    key = (when.second, when.minute, when.hour, when.day, when.month, when.year)
+    kept = _second
+    if kept[0] != key:
+        kept = _second = (key, when.replace(microsecond=0, tzinfo=None).isoformat())
+    micro = when.microsecond
+    return f"{kept[1]}.{micro:06d}Z" if micro else f"{kept[1]}Z"
 
 
 def _parse_time(text: str) -> datetime:
@@ -167,31 +188,57 @@ def header_lines(env: Envelope[Any], content_type: str | None = None) -> str:
 
     The same headers as ``to_headers``, written in one pass: the hot path of
     every event that crosses the wire. ``content_type`` overrides
-    ``datacontenttype`` (the transport knows its codec).
+    ``datacontenttype`` (the transport knows its codec). What every event of
+    one type from one source shares (``ce-source``, ``ce-type``,
+    ``ce-specversion``, ``ce-dataschema``, ``ce-dataversion``,
+    ``content-type``) is formatted once and kept (``_constant_lines``).
     """
-    parts = [
-        "ce-id: ",
-        quote(env.id),
-        "\r\nce-source: ",
-        quote(env.source),
-        "\r\nce-type: ",
-        quote(env.type),
-        "\r\nce-specversion: ",
-        quote(env.specversion),
-        "\r\n",
-    ]
-    if env.time is not None:
-        parts += ["ce-time: ", _rfc3339(env.time), "\r\n"]
-    for name in _OPTIONAL:
-        value = getattr(env, name)
-        if value is not None and name not in _CARRIED:
-            parts += [CE_PREFIX, name, ": ", quote(str(value)), "\r\n"]
-    for name, value in env.extensions.items():
-        parts += [CE_PREFIX, name, ": ", quote(value), "\r\n"]
     media = content_type or env.datacontenttype
-    if media is not None:
-        parts += ["content-type: ", media, "\r\n"]
-    return "".join(parts)
+    key = (env.source, env.type, env.specversion, env.dataschema, env.dataversion, media)
+    fixed = _CONSTANT.get(key)
+    if fixed is None:
+        fixed = _constant_lines(key)
+    head, middle, tail = fixed
+    out = f"ce-id: {quote(env.id)}\r\n{head}"
+    if env.time is not None:
+        out += f"ce-time: {_rfc3339(env.time)}\r\n"
+    if env.subject is not None:
+        out += f"ce-subject: {quote(env.subject)}\r\n"
+    out += middle
+    if env.partitionkey is not None:
+        out += f"ce-partitionkey: {quote(env.partitionkey)}\r\n"
+    if env.extensions:
+        out += "".join(f"ce-{name}: {quote(value)}\r\n" for name, value in env.extensions.items())
+    return out + tail
+
+
+_ConstantKey = tuple[str, str, str, str | None, int | None, str | None]
+_CONSTANT: dict[_ConstantKey, tuple[str, str, str]] = {}
+_MAX_CONSTANT = 4096  # topics are few; a node that makes them up per event stays bounded
+
+
+def _constant_lines(key: _ConstantKey) -> tuple[str, str, str]:
+    """The lines of ``header_lines`` that are the same for every event of one type and source.
+
+    ``(head, middle, tail)``: the lines before ``ce-time``, those between
+    ``ce-subject`` and ``ce-partitionkey``, and ``content-type`` last, in the
+    order ``to_headers`` has them.
+    """
+    source, kind, specversion, dataschema, dataversion, media = key
+    head = (
+        f"ce-source: {quote(source)}\r\nce-type: {quote(kind)}\r\n"
+        f"ce-specversion: {quote(specversion)}\r\n"
+    )
+    middle = ""
+    if dataschema is not None:
+        middle += f"ce-dataschema: {quote(dataschema)}\r\n"
+    if dataversion is not None:
+        middle += f"ce-dataversion: {dataversion}\r\n"
+    tail = "" if media is None else f"content-type: {media}\r\n"
+    if len(_CONSTANT) >= _MAX_CONSTANT:
+        _CONSTANT.clear()
+    fixed = _CONSTANT[key] = (head, middle, tail)
+    return fixed
 
 
 def _split(headers: Mapping[str, str]) -> tuple[dict[str, str], str | None]:

@@ -9,6 +9,12 @@ UUIDv7 (RFC 9562) is time-ordered: 48 bits of Unix milliseconds, then a
 counter that keeps ids from one process increasing within a millisecond, then
 random bits. Python 3.11 has no ``uuid.uuid7``; this is the small part of it
 organelle needs.
+
+Both run once per event that has an envelope, so they are written for speed:
+the SHA-1 state after the namespace and ``<type>@<version>:`` is kept per event
+type and copied (``keyed_hasher``); a UUIDv7 reuses its millisecond's text and
+takes its random bits from a buffer of ``os.urandom`` (one system call per 256
+ids, not one per id), handed out so that threads never share them.
 """
 
 from __future__ import annotations
@@ -16,22 +22,29 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
 import msgspec
 
-__all__ = ["app_namespace", "keyed_id", "uuid7"]
+__all__ = ["app_namespace", "keyed_hasher", "keyed_id", "uuid7"]
 
 _json = msgspec.json.Encoder(order="sorted")
-_last_ms = 0
+_time_ns = time.time_ns
+_urandom = os.urandom
+_COUNTER_MAX = 0xFFF  # 12 bits: 4096 ids in one millisecond
+_BUFFER_BYTES = 2048  # hex digits for 256 ids per system call
+_ID_DIGITS = 16
+# The RFC 4122 variant (0b10) in the top bits of a hex digit drawn at random.
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+_last_ms = -1
 _counter = 0
-_COUNTER_MAX = 0xFFF
-_MS = (1 << 48) - 1
-_RAND_B = (1 << 62) - 1
-_VARIANT = 0b10 << 62
-_urandom = os.urandom  # 12 bits: 4096 ids in one millisecond
+_head = ""  # the millisecond's text: "tttttttt-tttt-7"
+# 16 random hex digits per id, handed out by a list iterator: ``next`` on it is
+# one step under the GIL, so two threads never take the same digits.
+_random: Iterator[str] = iter(())
 
 
 @lru_cache(maxsize=64)
@@ -40,46 +53,61 @@ def app_namespace(app: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"organelle:{app}")
 
 
-@lru_cache(maxsize=64)
-def _namespace_bytes(app: str) -> bytes:
-    return app_namespace(app).bytes
+def _dashed_v5(hexdigest: str) -> str:
+    """``8-4-4-4-12`` text of a SHA-1 hex digest with the version (5) and variant bits set."""
+    x = hexdigest
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
-def _dashed(hex32: str) -> str:
-    """``8-4-4-4-12`` form of 32 hex digits (what ``str(uuid.UUID)`` prints)."""
-    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
+@lru_cache(maxsize=256)
+def keyed_hasher(app: str, type_name: str, version: int) -> Callable[[Sequence[Any]], str]:
+    """``keyed_id`` for one app and event type: a function of the key values alone.
+
+    The SHA-1 state after the namespace and ``<type>@<version>:`` is computed
+    once here; each id copies it and hashes the key values only.
+    """
+    import hashlib  # 4 ms at import: loaded for the first keyed event
+
+    prefix = hashlib.sha1(
+        app_namespace(app).bytes + f"{type_name}@{version}:".encode(), usedforsecurity=False
+    )
+    encode = _json.encode
+
+    def make(values: Sequence[Any]) -> str:
+        digest = prefix.copy()
+        digest.update(encode(tuple(values)))
+        return _dashed_v5(digest.hexdigest())
+
+    return make
 
 
 def keyed_id(app: str, type_name: str, version: int, values: Sequence[Any]) -> str:
     """The deterministic id of the event of ``type_name@version`` with these key values.
 
     ``uuid.uuid5(app_namespace(app), name)`` computed without building
-    ``uuid.UUID`` objects (the same bits, a third of the time: it runs once
-    per keyed event).
+    ``uuid.UUID`` objects (the same bits).
     """
-    name = f"{type_name}@{version}:".encode() + _json.encode(list(values))
-    import hashlib  # 4 ms at import: loaded for the first keyed event
-
-    digest = bytearray(hashlib.sha1(_namespace_bytes(app) + name, usedforsecurity=False).digest())
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return _dashed(digest[:16].hex())
+    return keyed_hasher(app, type_name, version)(values)
 
 
 def uuid7() -> str:
     """A fresh time-ordered UUIDv7, increasing within this process."""
-    global _last_ms, _counter  # noqa: PLW0603 - one clock per process
-    ms = time.time_ns() // 1_000_000
+    global _last_ms, _counter, _head, _random  # noqa: PLW0603 - one clock per process
+    ms = _time_ns() // 1_000_000
     if ms > _last_ms:
         _last_ms = ms
-        _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # room to count up
+        _counter = _urandom(1)[0] << 2  # a random start, room to count up
+        _head = f"{ms >> 16 & 0xFFFFFFFF:08x}-{ms & 0xFFFF:04x}-7"
     else:
         _counter += 1
         if _counter > _COUNTER_MAX:  # borrow the next millisecond
             _last_ms += 1
             _counter = 0
-        ms = _last_ms
-    rand_b = int.from_bytes(_urandom(8), "big") & _RAND_B | _VARIANT
-    hi = (ms & _MS) << 16 | 0x7000 | _counter
-    text = f"{hi:016x}{rand_b:016x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+            _head = f"{_last_ms >> 16 & 0xFFFFFFFF:08x}-{_last_ms & 0xFFFF:04x}-7"
+    r = next(_random, None)
+    if r is None:
+        digits = _urandom(_BUFFER_BYTES).hex()
+        chunks = [digits[i : i + _ID_DIGITS] for i in range(0, len(digits), _ID_DIGITS)]
+        _random = iter(chunks)
+        r = next(_random)
+    return f"{_head}{_counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:16]}"

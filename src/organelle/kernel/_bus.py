@@ -189,6 +189,20 @@ def _route(subs: list[_Sub]) -> tuple[_Sub, ...]:
     return tuple(subs)
 
 
+def _unwraps(subs: tuple[_Sub, ...]) -> bool:
+    """Whether the C first step may take an envelope for ``subs``.
+
+    It hands the payload as is to a handler whose ``fast`` takes any type
+    (``fast[1] is None``); every other handler goes through ``make_coro``,
+    which unwraps the envelope as the handler asks.
+    """
+    for sub in subs:
+        fast = sub.fast
+        if fast is not None and fast[1] is None:
+            return False
+    return True
+
+
 def _is_exact(pattern: str) -> bool:
     """A pattern without wildcards matches one topic: itself."""
     return "*" not in pattern and ">" not in pattern
@@ -398,7 +412,7 @@ class EventBus:
                 if self._space:
                     self._wake_space()
                 deliver = self.deliver
-                if deliver is not None and type(payload) is not Envelope:
+                if deliver is not None and (type(payload) is not Envelope or _unwraps(subs)):
                     left = deliver(subs, payload, ctx)
                     if left is not None:
                         self._finish_left(loop, left, payload, ctx)

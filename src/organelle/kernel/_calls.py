@@ -46,6 +46,7 @@ from organelle.kernel._dispatch import (
 from organelle.kernel._listen import CallReport, EventReport, LifecycleReport
 from organelle.kernel._policy import CANCELLED, Guard, Policies, failed_call
 from organelle.module._topics import check_topic
+from organelle.transport._throttle import ThrottledLog
 
 if TYPE_CHECKING:
     from organelle.config.settings import KernelSettings
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("organelle.events")
+_malformed = ThrottledLog(log, interval_s=10.0)
 __all__ = ["Dispatcher"]
 
 _monotonic = time.monotonic
@@ -335,7 +337,7 @@ class Dispatcher:
         """Finish a handler the C path started and that suspended (in the awaiting task)."""
         token = _current.set(ctx)
         try:
-            return await self._suspended(coro, first, deadline, entry.target, entry.stats)
+            return await self._suspended(coro, first, deadline, entry.target, entry.stats, ctx=ctx)
         except Exception as exc:
             err = self._call_failed(entry, exc, ran=True)
             if err is exc:
@@ -440,16 +442,16 @@ class Dispatcher:
         counts against its breaker and the call goes to another one at once.
 
         Raises:
-            CircuitOpenError: every node serving the module has its breaker open.
+            CircuitOpenError: the node picked is half-open with its probe out.
         """
         for _ in range(_MAX_UNDELIVERED):
             now = _monotonic()
-            node = self._node_for(guard, target, params, ctx, tried, now)
+            node, panic = self._node_for(guard, target, params, ctx, tried, now)
             if node is None:  # the registry lists nobody yet: the queue group, no node breaker
                 return await self._remote_once(target, params, ctx)
             tried.add(node)
             breaker = guard.node_breaker(node)
-            if not breaker.allow(now):  # half-open, its probe already out
+            if not panic and not breaker.allow(now):  # half-open, its probe already out
                 err = CircuitOpenError(
                     f"calls to {target!r} on node {node!r} are failing: circuit open",
                     details={"target": target, "retry_after_s": breaker.retry_after(now)},
@@ -476,25 +478,24 @@ class Dispatcher:
         ctx: Context,
         tried: set[str],
         now: float,
-    ) -> str | None:
-        """A node outside the open breakers, one not tried yet if there is one."""
+    ) -> tuple[str | None, bool]:
+        """A node whose breaker is closed, one not tried yet if there is one; and ``panic``.
+
+        When every node's breaker is open the call goes to one of them anyway
+        (``panic`` true: no breaker refuses it): leaving every node out would
+        turn a partial outage into a total one (Envoy's panic threshold).
+        """
         avoid = guard.avoid(now)
         routing = self._router.routing
+        for skip in (avoid | tried, avoid) if tried else (avoid,):
+            try:
+                return routing.pick_node(target, params, ctx, skip), False
+            except UnavailableError:  # every node is in ``skip``
+                continue
         try:
-            node = routing.pick_node(target, params, ctx, avoid | tried if tried else avoid)
-            if node is None and tried:
-                node = routing.pick_node(target, params, ctx, avoid)
+            return routing.pick_node(target, params, ctx, tried), True
         except UnavailableError:
-            try:  # the nodes tried before are all there is: try one again
-                node = routing.pick_node(target, params, ctx, avoid) if tried else None
-            except UnavailableError:
-                node = None
-            if node is None:
-                raise CircuitOpenError(
-                    f"calls to {target!r}: every node serving it is failing: circuit open",
-                    details={"target": target, "nodes": sorted(avoid)},
-                ) from None
-        return node
+            return routing.pick_node(target, params, ctx, ()), True
 
     def _fallback(
         self, params: Mapping[str, Any], caller: str | None
@@ -596,7 +597,8 @@ class Dispatcher:
         try:
             payload = self._as_handlers_want(subs, payload, ctx)
         except ValidationError as err:  # attributes read only now, where they matter
-            log.warning("dropping an event on %r: %s", ctx.topic, err)
+            # Anyone who may publish could send these by the thousand: throttled.
+            _malformed.warning("envelope", "dropping an event on %r: %s", ctx.topic, err)
             return
         if not bus.offer(subs, payload, ctx):
             await bus.publish(subs, payload, ctx)
@@ -828,8 +830,13 @@ class Dispatcher:
         deadline: float,
         target: str,
         stats: CallStats | None,
+        *,
+        ctx: Context | None = None,
     ) -> Any:
-        """Finish a handler that suspended: counted in flight, timed when stats are on."""
+        """Finish a handler that suspended: counted in flight, timed when stats are on.
+
+        ``ctx``: a handler the C path started is stepped in its context each time.
+        """
         self._inflight += 1
         self._suspends += 1
         started = 0.0
@@ -837,7 +844,7 @@ class Dispatcher:
             stats.pending += 1
             started = _perf()
         try:
-            return await run_until(coro, first, deadline, target)
+            return await run_until(coro, first, deadline, target, ctx)
         finally:
             self._inflight -= 1
             if stats is not None:

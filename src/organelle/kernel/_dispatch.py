@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Literal, Protocol
 
 from organelle._coro import Continuation
-from organelle.context import _current
+from organelle.context import Context, _current
 from organelle.errors import CallTimeoutError
 
 __all__ = [
@@ -41,11 +41,18 @@ _monotonic = time.monotonic
 
 
 async def run_until(
-    coro: Coroutine[Any, Any, Any], first: Any, deadline: float | None, target: str
+    coro: Coroutine[Any, Any, Any],
+    first: Any,
+    deadline: float | None,
+    target: str,
+    ctx: Context | None = None,
 ) -> Any:
-    """Finish a suspended handler, raising ``CallTimeoutError`` at the deadline."""
+    """Finish a suspended handler, raising ``CallTimeoutError`` at the deadline.
+
+    ``ctx``: set before each of its steps (see ``Continuation``).
+    """
     if deadline is None:
-        return await Continuation(coro, first)
+        return await Continuation(coro, first, ctx)
     remaining = deadline - _monotonic()
     if remaining <= 0:
         coro.close()
@@ -53,7 +60,7 @@ async def run_until(
     timeout = asyncio.timeout(remaining)
     try:
         async with timeout:
-            return await Continuation(coro, first)
+            return await Continuation(coro, first, ctx)
     except TimeoutError:
         if timeout.expired():
             raise CallTimeoutError(

@@ -19,23 +19,49 @@ row or not at all, so a crash at any moment leaves either both or neither —
 the effect happens exactly once. On NATS KV (no transactions) the row is
 written after the handler returns: a crash between the two runs the handler
 again on redelivery (at-least-once).
+
+A stream consumer handles a run of records in one transaction
+(``batch``): the inbox rows of the run are read in one ``get_many`` before
+it and written in one ``put_many`` at its end, each handler runs in a
+savepoint of its own (a failing one undoes only its own writes), and the
+transaction commits before the consumer moves the group past the records —
+a crash before that commit undoes the whole run, which then comes again.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from organelle.errors import TransactionUnsupportedError
 
 if TYPE_CHECKING:
-    from organelle.storage import Store
+    from organelle.storage import Store, StoreTx
 
 __all__ = ["StoreInbox"]
 
 _NAMESPACE = "_inbox"
 _REMEMBERED = 16_384  # ids kept in memory per process
+
+
+@dataclass(slots=True)
+class _Run:
+    """The records of one consumer handled in one transaction (``StoreInbox.batch``)."""
+
+    consumer: str
+    tx: StoreTx
+    checked: set[str]  # keys looked up before the run
+    seen: set[str]  # ... and found there
+    done: dict[str, None] = field(default_factory=dict)  # handled in this run, in order
+
+
+_RUN: contextvars.ContextVar[_Run | None] = contextvars.ContextVar(
+    "organelle.inbox.run", default=None
+)
 
 
 def inbox_key(consumer: str, event_id: str) -> str:
@@ -66,6 +92,9 @@ class StoreInbox:
         if key in self._recent:
             coro.close()
             return False, None
+        run = _RUN.get()
+        if run is not None and run.consumer == consumer:
+            return await self._in_run(run, key, coro)
         store = self._store()
         if self._atomic is not False:
             entered = False
@@ -97,6 +126,74 @@ class StoreInbox:
         await store.put(key, 1, ttl_s=self._window_s())
         self.remember(key)
         return True, result
+
+    async def _in_run(
+        self, run: _Run, key: str, coro: Coroutine[Any, Any, Any]
+    ) -> tuple[bool, Any]:
+        """``once`` inside a ``batch``: the handler in a savepoint, the row at the end."""
+        try:
+            repeat = key in run.done or key in run.seen
+            if not repeat and key not in run.checked:  # its id was not known before
+                repeat = await run.tx.get(key) is not None
+        except BaseException:
+            coro.close()
+            raise
+        if repeat:
+            coro.close()
+            return False, None
+        async with self._store().transaction():  # a savepoint of the run's transaction
+            result = await coro
+        run.done[key] = None
+        return True, result
+
+    @asynccontextmanager
+    async def batch(self, consumer: str, event_ids: Iterable[str]) -> AsyncIterator[None]:
+        """Handle several of ``consumer``'s events in one Store transaction.
+
+        ``once`` calls inside the block (in this task) run their handlers in
+        savepoints of it and write their rows together at its end; the block
+        raises if the commit fails (then none of it happened). Where the
+        Store has no transactions the block does nothing and ``once`` works
+        alone.
+        """
+        store = self._store()
+        if self._atomic is False:
+            yield
+            return
+        block = store.transaction()
+        try:
+            tx = await block.__aenter__()
+        except TransactionUnsupportedError:
+            self._atomic = False
+            yield
+            return
+        self._atomic = True
+        run: _Run | None = None
+        token = None
+        try:
+            keys = {inbox_key(consumer, i) for i in event_ids}
+            keys.difference_update(self._recent)
+            found = await tx.get_many(keys) if keys else {}
+            run = _Run(consumer, tx, keys, set(found))
+            token = _RUN.set(run)
+            yield
+            _RUN.reset(token)
+            token = None
+            if run.done:
+                await tx.put_many(dict.fromkeys(run.done, 1), ttl_s=self._window_s())
+                done = list(run.done)
+                tx.on_end(lambda committed: committed and self._remember_all(done))
+        except BaseException as exc:
+            if token is not None:
+                _RUN.reset(token)
+            await block.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        await block.__aexit__(None, None, None)
+
+    def _remember_all(self, keys: list[str]) -> bool:
+        for key in keys:
+            self.remember(key)
+        return True
 
     async def seen(self, consumer: str, event_id: str) -> bool:
         """Whether ``consumer`` handled ``event_id`` within the window."""

@@ -44,6 +44,7 @@ from organelle.kernel._policy import Policies
 from organelle.kernel._router import Router
 from organelle.kernel._routes import CallStats
 from organelle.kernel._routing import RouteStats
+from organelle.kernel._secrets import Secrets
 from organelle.kernel._slots import Binder, Slot, Slots, Tasks
 from organelle.kernel._states import ModuleInfo, ModuleState
 from organelle.kernel._storage import StoreHost
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from organelle.context import Context
+    from organelle.flags import FlagAdmin, FlagCache
     from organelle.jobs import JobsService, Worker
     from organelle.kernel._dispatch import Middleware
     from organelle.kernel._reload import ReloadResult
@@ -106,7 +108,8 @@ class Kernel:
         authorizer: Authorizer | None = None,
     ) -> None:
         self.authorizer: Authorizer = authorizer or RoleAuthorizer()
-        self.config: dict[str, Any] = merge({}, config or {})
+        self._secrets = Secrets(Path(base_path or ".").resolve())  # secret:// references
+        self.config: dict[str, Any] = self._secrets.load(merge({}, config or {}))
         self.settings = parse_settings(self.config.get("kernel"))
         modules_cfg = self.config.get("modules", {})
         if not isinstance(modules_cfg, dict):
@@ -220,6 +223,7 @@ class Kernel:
             ],
             claims=self._claims,
         )
+        self._flag_cache: FlagCache | None = None  # made when a module declares Flags
         self._changes = Changes(self._life, lambda: self.config, self._make_slot, self._attach)
         self._supervisor = Supervisor(self._life, self._attach)
         # The hot paths, bound straight onto the instance (the C ones, when built),
@@ -287,6 +291,8 @@ class Kernel:
 
     def _attach(self, instance: Module, config: Any) -> None:
         instance._attach(self, config)
+        if getattr(type(instance), "Flags", None) is not None:
+            instance.flags = self._flags_cache().attach(instance.name, type(instance))
         if instance.name in self._policies.callers:
             instance.call = self._dispatcher.caller_call(instance.name)  # type: ignore[method-assign]
 
@@ -604,8 +610,9 @@ class Kernel:
             LifecycleError: a hook failed or timed out; what had started is stopped.
         """
         await self._life.start(self)
-        if self._storage.opened is not None:  # a Store named in config: send what a crash left
+        if self._storage.may_hold_rows():  # send what a crash left
             self._start_relay()
+        self._secrets.start(self)
 
     async def stop(self) -> None:
         """Shut down gracefully; never raises because of a module.
@@ -613,6 +620,7 @@ class Kernel:
         Refuses new outside calls and events, waits for in-flight work up to
         ``drain_timeout_s``, then stops modules in reverse order.
         """
+        await self._secrets.stop()
         if self._dispatcher.running:
             await self._stop_relay()  # while emits are still taken: what committed goes out
         await self._life.stop(before=self._supervisor.stop)
@@ -781,6 +789,32 @@ class Kernel:
             TimeoutError: still busy after ``timeout_s``.
         """
         await self._streams.idle(timeout_s)
+
+    def _flags_cache(self) -> FlagCache:
+        if self._flag_cache is None:
+            from organelle.flags import FlagCache  # pydantic: only for apps with flags
+
+            self._flag_cache = FlagCache(lambda: self.store, self._announce)
+            self._life.services.append(self._flag_cache)
+        return self._flag_cache
+
+    async def _announce(self, topic: str, payload: dict[str, Any]) -> None:
+        from organelle.kernel._reload import announce
+
+        await announce(self, topic, payload)
+
+    @property
+    def flags(self) -> FlagAdmin:
+        """List and change the feature flags of this app's modules (``docs/flags.md``).
+
+        Changes go to the cluster store; every node's modules read them from
+        memory within a second and announce them as ``kernel.flags.changed``.
+        """
+        from organelle.flags import FlagAdmin
+
+        cache = self._flags_cache()
+        node = self.settings.node or "kernel"
+        return FlagAdmin(lambda: self.store, cache.models, by=lambda: f"node:{node}")
 
     @property
     def store(self) -> Store:

@@ -20,7 +20,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from organelle.errors import LifecycleError
 from organelle.kernel import _states as st
@@ -43,6 +43,18 @@ if TYPE_CHECKING:
 __all__ = ["Lifecycle"]
 
 log = logging.getLogger("organelle.kernel")
+
+
+class Service(Protocol):
+    """A kernel-side service on the Store: opened after the ports, closed before the Store."""
+
+    async def open(self) -> None:
+        """Get ready before modules load (the Store is open)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop after modules stopped; never raises."""
+        ...
 
 
 class Lifecycle:
@@ -73,6 +85,7 @@ class Lifecycle:
         self.claims = claims
         self.lock = asyncio.Lock()
         self.started_at: float | None = None
+        self.services: list[Service] = []  # e.g. the flag cache; opened in order
 
     @property
     def running(self) -> bool:
@@ -119,6 +132,8 @@ class Lifecycle:
                 await self.storage.open()
                 await self.jobs.open()
                 await self.streams.open()
+                for service in self.services:
+                    await service.open()
                 await self.load(levels)
                 await self.start_levels(levels)
                 for name in self.slots.order():
@@ -146,6 +161,7 @@ class Lifecycle:
         await self._close_transport()
         await self._close_claims()
         await self.bus.stop()
+        await self._close_services()
         await self.storage.close()
 
     async def stop(self, before: Callable[[], object] | None = None) -> None:
@@ -179,10 +195,18 @@ class Lifecycle:
             await self._close_transport()
             await self._close_claims()
             await self.bus.stop()
+            await self._close_services()
             await self.storage.close()
             self.dispatcher.running = False
             self.started_at = None
             log.info("kernel stopped")
+
+    async def _close_services(self) -> None:
+        for service in reversed(self.services):
+            try:
+                await service.close()
+            except Exception:
+                log.exception("closing %r", service)
 
     async def _close_transport(self) -> None:
         await self.router.routing.close()

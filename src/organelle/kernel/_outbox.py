@@ -7,16 +7,20 @@ current transaction) writes as usual, and ``tx.emit`` / ``tx.append`` /
 sending anything. Either all of it commits or none of it does.
 
 Once the transaction commits, the rows are relayed at once (published,
-appended, enqueued) and then deleted. A crash between the commit and the
-relay leaves the rows: the relay task picks them up when a kernel next runs
-on that Store (and every ``[kernel] outbox_interval_s``), so a committed
+appended, enqueued); the relayed rows are deleted in batches afterwards
+(``DELETE_AFTER_S``, or when the kernel stops), so a relay costs no durable
+commit of its own. A crash between the commit and the relay leaves the
+rows: the relay task picks them up when a kernel next runs on that Store
+(and every ``[kernel] outbox_interval_s``), so a committed
 message is sent at least once — and with the id it was given inside the
 transaction (a deterministic id for keyed events, else a UUIDv7 fixed at
 ``tx.emit``), so an idempotent consumer handles it exactly once. A job
 relayed twice is one job: its idempotency key is the row's id.
 
-Several nodes on one Store may relay the same leftover row; the ids make
-that harmless for idempotent consumers. NATS KV has no transactions:
+A crash after the relay but before the batched delete also
+leaves rows: they are sent again, with the same ids. Several nodes on one
+Store may relay the same leftover row; the ids make that harmless for
+idempotent consumers (and a job is enqueued once). NATS KV has no transactions:
 ``transaction()`` raises ``TransactionUnsupportedError`` there.
 """
 
@@ -41,6 +45,7 @@ log = logging.getLogger("organelle.outbox")
 
 PREFIX = "_outbox."
 _BATCH = 200
+DELETE_AFTER_S = 0.05  # relayed rows are deleted together, this long after the first
 
 Emit = Callable[..., Awaitable[None]]
 
@@ -98,8 +103,7 @@ class Transaction:
             "module": self._module,
             **{k: v for k, v in extra.items() if v is not None},
         }
-        await self._tx.put(PREFIX + row_id, row)
-        self.rows.append((row_id, row))
+        self.rows.append((row_id, row))  # written at the end of the block, with the commit
         return row_id
 
 
@@ -124,19 +128,30 @@ class Outbox:
         self._enqueue = enqueue
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._sent: set[str] = set()  # relayed; the row is not deleted yet
+        self._sweeper: asyncio.Task[None] | None = None
         self.relayed = 0
         self.failed = 0
 
     @asynccontextmanager
     async def transaction(self, module: str | None = None) -> AsyncIterator[Transaction]:
         """One Store transaction whose messages are sent once it commits."""
-        store = self._store()
+        from organelle.storage import current_tx  # the Store is imported on first use
+
+        store, raw = self._store(), self._raw()
+        nested = current_tx(raw) is not None  # a savepoint: its rows must roll back with it
         async with store.transaction() as stx:
             view = store if module is None else self._view(module)
             tx = Transaction(self, stx, view, module)
             yield tx
             if tx.rows:
                 rows = list(tx.rows)
+                items = {PREFIX + row_id: row for row_id, row in rows}
+                late = None if nested else getattr(current_tx(raw), "write_at_commit", None)
+                if late is None:
+                    await stx.put_many(items)
+                else:  # sent with the commit (SQLite: no trip to the writer of its own)
+                    late(items)
                 stx.on_end(lambda committed: committed and self._soon(rows))
 
     def _soon(self, rows: list[tuple[str, dict[str, Any]]]) -> bool:
@@ -146,9 +161,38 @@ class Outbox:
         return True
 
     async def settle(self) -> None:
-        """Wait for the relays started so far."""
+        """Wait for the relays started so far, and delete the rows they sent."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        sweeper = self._sweeper
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+        await self._delete_sent()
+
+    def _sent_one(self, row_id: str) -> None:
+        self._sent.add(row_id)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        try:
+            await asyncio.sleep(DELETE_AFTER_S)
+        finally:
+            self._sweeper = None
+        await self._delete_sent()
+
+    async def _delete_sent(self) -> None:
+        """Delete the relayed rows in one write (a failure keeps them for the next try)."""
+        if not self._sent:
+            return
+        ids = list(self._sent)
+        try:
+            await self._raw().delete_many([PREFIX + row_id for row_id in ids])
+        except Exception:  # kept for the next try; sent again after a restart: harmless
+            log.exception("deleting %d relayed outbox rows failed", len(ids))
+            return
+        self._sent.difference_update(ids)
 
     def _raw(self) -> Store:
         """The Store under the kernel's observing wrapper: housekeeping is not reported."""
@@ -165,7 +209,7 @@ class Outbox:
             while True:
                 page = await store.scan(PREFIX, limit=_BATCH, cursor=cursor)
                 rows = [(e.key[len(PREFIX) :], e.value) for e in page.items]
-                sent += await self._send(rows)
+                sent += await self._send([r for r in rows if r[0] not in self._sent])
                 cursor = page.cursor
                 if not cursor:
                     return sent
@@ -186,7 +230,6 @@ class Outbox:
             log.exception("outbox relay after commit failed")
 
     async def _send(self, rows: list[tuple[str, dict[str, Any]]]) -> int:
-        store = self._raw()
         sent = 0
         for row_id, row in rows:
             try:
@@ -197,7 +240,7 @@ class Outbox:
                     "outbox row %s (%s %s) not sent yet", row_id, row.get("kind"), row.get("target")
                 )
                 continue
-            await store.delete(PREFIX + row_id)
+            self._sent_one(row_id)
             self.relayed += 1
             sent += 1
         return sent

@@ -30,7 +30,7 @@ import msgspec
 from organelle.config.loader import merge
 from organelle.config.policy import PolicyTable, parse_policies
 from organelle.config.routing import RouteTable, parse_routing
-from organelle.config.secrets import dump_model, mask, settings_dump
+from organelle.config.secrets import dump_model, mask, redact, settings_dump
 from organelle.config.settings import KernelSettings, parse_settings
 from organelle.errors import ConfigError
 from organelle.kernel import _states as lc
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from organelle.kernel._lifecycle import Lifecycle
     from organelle.kernel._policy import Policies
     from organelle.kernel._router import Router
+    from organelle.kernel._secrets import Secrets
     from organelle.kernel._slots import Slot
 
 __all__ = ["HOT_KERNEL_KEYS", "REJECTED", "RELOADED", "ReloadResult", "Reloadable", "reload_config"]
@@ -67,6 +68,7 @@ class Reloadable(Protocol):
     _life: Lifecycle
     _dispatcher: Dispatcher
     _policies: Policies
+    _secrets: Secrets
 
     def _policies_changed(self) -> None: ...
 
@@ -120,12 +122,14 @@ async def reload_config(
     """
     async with kernel._life.lock:
         try:
-            plan = _plan(kernel, config)
+            source = _source(kernel, config)
+            plan = _plan(kernel, await kernel._secrets.resolve_async(source))
             await _apply(kernel, plan)
         except ConfigError as exc:
             log.warning("config reload rejected: %s", exc)
-            await announce(kernel, REJECTED, {"error": str(exc), **_public(exc.details)})
+            await announce(kernel, REJECTED, {"error": redact(str(exc)), **_public(exc.details)})
             raise
+        kernel._secrets.adopt(source)
     result = ReloadResult(
         changed=tuple(s.rec.name for s in plan.steps),
         diff=tuple(plan.diff),
@@ -151,6 +155,18 @@ async def reload_config(
         },
     )
     return result
+
+
+def _source(kernel: Reloadable, config: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The new config as written (``secret://`` references not yet resolved)."""
+    if config is not None:
+        return config
+    if kernel.config_loader is None:
+        raise ConfigError(
+            "no config source to re-read: pass the new config, or build the kernel "
+            "with Kernel.from_config"
+        )
+    return kernel.config_loader()
 
 
 def _public(details: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,7 +269,7 @@ async def _apply(kernel: Reloadable, plan: _Plan) -> None:
         if not isinstance(exc, Exception):
             raise  # cancelled: rolled back, and the cancellation goes on
         raise ConfigError(
-            f"config reload rolled back: {exc}",
+            f"config reload rolled back: {redact(str(exc))}",
             details={
                 "module": failed.rec.name if failed else None,
                 "rolled_back": [s.rec.name for s in reversed(done)],

@@ -284,6 +284,19 @@ class StoreHost:
             self._states = StateEngine(store=store, emit=self._emit)
         return self._states
 
+    def may_hold_rows(self) -> bool:
+        """Whether the Store may hold rows a crash left: named in config, or its file exists.
+
+        A module's ``self.store`` view makes the Store object without touching
+        the disk; an app that never stored anything must not get a file from
+        the outbox relay looking for leftovers.
+        """
+        if self._settings().storage != DEFAULT_STORAGE:
+            return True
+        from pathlib import Path
+
+        return Path(DEFAULT_STORAGE.removeprefix("sqlite:///")).exists()
+
     async def open(self) -> None:
         """Open a configured Store and restore persisted states, before any module loads."""
         settings = self._settings()

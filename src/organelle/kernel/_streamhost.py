@@ -37,11 +37,12 @@ from organelle.kernel._listen import RecordReport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import AbstractAsyncContextManager
 
     from organelle.config.settings import KernelSettings
-    from organelle.kernel._bus import Inbox
     from organelle.kernel._claims import Claims
     from organelle.kernel._dispatch import CallNext
+    from organelle.kernel._inbox import StoreInbox
     from organelle.kernel._listen import Listeners
     from organelle.kernel._slots import Slot, Slots
     from organelle.module._describe import Consumer
@@ -91,7 +92,7 @@ class StreamHost:
         self._lock = asyncio.Lock()
         self._started = False
         self.envelopes: Callable[[], EnvelopeFactory] | None = None  # set by the kernel
-        self.inbox: Inbox | None = None  # where idempotent consumers remember records
+        self.inbox: StoreInbox | None = None  # where idempotent consumers remember records
         self.claims: Claims | None = None  # where large records' payloads go (set by the kernel)
 
     def _local(self) -> list[tuple[str, Consumer]]:
@@ -210,6 +211,7 @@ class StreamHost:
                 backoff_max_s=o.backoff_max_s,
                 lease_s=o.lease_s,
                 observer=self._reporter(stats),
+                scope=self._scope(consumer, stats) if o.idempotent else None,
             )
             if self._started:
                 member.start()
@@ -265,7 +267,7 @@ class StreamHost:
         validate = consumer.options.validate
         idempotent = consumer.options.idempotent
         whole = contract.wants_envelope
-        name = f"stream.{consumer.options.stream}.{stats.group}.{attr}"
+        name = _inbox_name(consumer, stats)
         target = contract.target
         typed = event_type(target) if isinstance(target, type) else None  # upcast to it
 
@@ -299,6 +301,20 @@ class StreamHost:
                 stats.duplicates += 1
 
         return run
+
+    def _scope(
+        self, consumer: Consumer, stats: ConsumerStats
+    ) -> Callable[[list[Delivery]], AbstractAsyncContextManager[object]] | None:
+        """An idempotent consumer's runs of records: one inbox transaction each."""
+        inbox = self.inbox
+        if inbox is None:
+            return None
+        name = _inbox_name(consumer, stats)
+
+        def scope(deliveries: list[Delivery]) -> AbstractAsyncContextManager[object]:
+            return inbox.batch(name, filter(None, map(_event_id, deliveries)))
+
+        return scope
 
     def _reporter(self, stats: ConsumerStats) -> RecordObserver:
         """What a member tells of each record: a ``RecordReport`` for the listeners."""
@@ -369,6 +385,20 @@ class StreamHost:
         self._ensured.clear()
         if log is not None:
             await log.close()
+
+
+def _inbox_name(consumer: Consumer, stats: ConsumerStats) -> str:
+    """The inbox's name for one consumer: its records' ids are remembered under it."""
+    return f"stream.{consumer.options.stream}.{stats.group}.{consumer.attr}"
+
+
+def _event_id(delivery: Delivery) -> str | None:
+    """The envelope id of a record, to look it up in the inbox ahead (``None``: none/bad)."""
+    try:
+        env = from_headers(delivery.record.headers, None)
+    except ValidationError:
+        return None
+    return None if env is None else env.id
 
 
 def _record_envelope(rec: Record, payload: Any) -> Envelope[Any]:

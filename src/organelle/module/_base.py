@@ -230,6 +230,8 @@ class Module(metaclass=ModuleMeta):
 
     kernel: KernelAPI
     config: Any
+    flags: Any
+    """A ``FlagSet`` when the class declares a ``Flags`` model (``docs/flags.md``)."""
     log: logging.Logger
 
     @property

@@ -15,12 +15,21 @@ other processes keep committing, backing off to ``IDLE_POLL_MAX_S`` after
 wakeups a second, not thousands. (Work from this process wakes its workers
 directly and needs no poll.)
 
-A *transaction* (``begin()``) takes the thread over: queued behind the work
-before it, it opens ``BEGIN IMMEDIATE`` and then serves only its own
-``Lane`` — one operation at a time, each in a savepoint, as the event loop
-sends them between its awaits — until the lane commits, rolls back or is
-aborted. Everything else queued meanwhile waits in the main queue and runs
-after it, as SQLite's single writer demands anyway.
+A *transaction* (``begin()``) takes the thread over when its turn comes: it
+runs in a savepoint of the round's ``BEGIN IMMEDIATE`` and the thread serves
+only its ``Lane`` — one operation at a time, as the event loop sends them
+between its awaits — until the lane commits, rolls back or is aborted.
+Everything else queued meanwhile waits in the main queue, as SQLite's single
+writer demands anyway. The begin is not waited for: the lane's first
+operations queue up behind it and run as soon as the thread gets there.
+
+Transactions commit in groups too: a lane's commit releases its savepoint,
+and the thread goes on with whatever was queued meanwhile (plain writes,
+further transactions) in the same physical transaction, for at most
+``GROUP_S`` or ``MAX_TXS`` transactions, then ``COMMIT`` s once. Every commit
+future resolves only after that ``COMMIT``; when it fails, every participant
+fails (nothing of the group is on disk). A lane that rolls back undoes only
+its savepoint and is told at once.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["DURABLE", "READ", "WRITE", "Lane", "Op", "SqliteThread"]
 
@@ -40,6 +49,10 @@ Op = Callable[[sqlite3.Connection], Any]
 _Item = tuple[Op, int, asyncio.Future[Any]]  # mode: READ, WRITE, DURABLE or _TX
 _Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 MAX_ROUND = 512
+MAX_TXS = 64  # transactions sharing one COMMIT, at most
+GROUP_S = 0.002  # a round stops taking in more work after this long
+STALL_S = 0.005  # a transaction that sends nothing this long waits for the next round
+_STALLED = object()
 READ, WRITE, DURABLE = 0, 1, 2
 _TX, _COMMIT, _ROLLBACK = 3, 4, 5
 BUSY_TIMEOUT_S = 10.0
@@ -108,16 +121,15 @@ class SqliteThread:
         self._queue.put((op, mode, fut))
         return fut
 
-    def begin(self) -> tuple[asyncio.Future[None], Lane]:
-        """Queue a transaction; the future resolves once it holds the thread and the write lock.
+    def begin(self) -> Lane:
+        """Queue a transaction; its operations can be submitted at once (they wait for it).
 
         Whoever calls this must end the lane (``commit``, ``rollback`` or
         ``abort``), or the thread serves it for ever.
         """
         lane = Lane(self)
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put((lane.serve, _TX, fut))
-        return fut, lane
+        self._queue.put((cast("Op", lane.run), _TX, lane.slot))
+        return lane
 
     async def stop(self) -> None:
         """Finish what is queued, close the connection, end the thread."""
@@ -162,25 +174,85 @@ class SqliteThread:
             conn.close()
 
     def _serve(self, conn: sqlite3.Connection, item: _Item) -> bool:
-        """Run one round (and the transaction that ends it); ``True``: time to stop."""
-        batch, held, stop = self._gather(item)
-        if batch:
-            self._set_sync(conn, batch)
-            self.post(_done, _round(conn, batch, self._busy_timeout_s))
-        if held is not None:
-            self._transaction(conn, held)
+        """Run rounds until none is carried over; ``True``: time to stop."""
+        carried: _Item | None = item
+        stop = False
+        while carried is not None and not stop:
+            carried, stop = self._round(conn, carried)
         return stop
 
-    def _set_sync(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+    def _round(self, conn: sqlite3.Connection, item: _Item) -> tuple[_Item | None, bool]:
+        """One physical transaction (or a read-only round).
+
+        Returns a transaction to start the next round with (one that sent
+        nothing for ``STALL_S`` while others waited for the commit) and
+        whether to stop.
+        """
+        batch, held, stop = self._gather(item)
+        if not self._open_round(conn, batch, held):
+            return None, stop
+        results: list[_Result] = []
+        started, txs = time.monotonic(), 0
+        while True:
+            results += _items(conn, batch)
+            if held is not None:
+                outcome = _lane_of(held).run(conn, wait_s=STALL_S if results else None)
+                if outcome is _STALLED:
+                    self.post(_done, _commit(conn, results))
+                    return held, stop
+                if outcome is not None:
+                    results.append(cast("_Result", outcome))
+                txs += 1
+            if stop or not self._extend(conn, started, txs):
+                break
+            nxt = self._queue.get_nowait() if not self._queue.empty() else _NUDGE
+            if nxt is _NUDGE:
+                break
+            if nxt is None:
+                stop = True
+                break
+            batch, held, stop = self._gather(nxt)
+        self.post(_done, _commit(conn, results))
+        return None, stop
+
+    def _open_round(self, conn: sqlite3.Connection, batch: list[_Item], held: _Item | None) -> bool:
+        """``BEGIN`` the round; ``False`` when it was done without one (or could not begin)."""
+        if held is None and not any(mode != READ for _, mode, _ in batch):
+            self.post(_done, _reads(conn, batch))
+            return False
+        self._set_sync(conn, batch, tx=held is not None)
+        try:
+            _begin(conn, self._busy_timeout_s)
+        except Exception as exc:
+            self.post(_done, [(fut, None, exc) for _, _, fut in batch])
+            if held is not None:
+                _lane_of(held).fail(exc)
+            return False
+        if len(batch) == 1 and held is None:  # no neighbour to protect: no savepoint
+            self.post(_done, _single(conn, batch[0]))
+            return False
+        return True
+
+    def _extend(self, conn: sqlite3.Connection, started: float, txs: int) -> bool:
+        """Whether this round may take in more work before its ``COMMIT``."""
+        if not conn.in_transaction:  # SQLite rolled it back (I/O error, full disk)
+            return False
+        if txs >= MAX_TXS or time.monotonic() - started > GROUP_S:
+            return False
+        return not (self._full_sync and not self._sync_full)  # no DURABLE item may join
+
+    def _set_sync(self, conn: sqlite3.Connection, batch: list[_Item], *, tx: bool) -> None:
         if not self._full_sync:
             return
-        want = any(mode == DURABLE for _, mode, _ in batch)
+        want = tx or any(mode == DURABLE for _, mode, _ in batch)
         if want != self._sync_full:
             conn.execute(f"PRAGMA synchronous = {'FULL' if want else 'NORMAL'}")
             self._sync_full = want
 
     def _gather(self, first: _Item) -> tuple[list[_Item], _Item | None, bool]:
         """This round's batch, the transaction that ends it (if any), and whether to stop."""
+        if first is _NUDGE:
+            return [], None, False
         if first[1] == _TX:
             return [], first, False
         batch = [first]
@@ -198,18 +270,11 @@ class SqliteThread:
             batch.append(nxt)
         return batch, None, False
 
-    def _transaction(self, conn: sqlite3.Connection, item: _Item) -> None:
-        serve, _, fut = item
-        if self._full_sync and not self._sync_full:
-            conn.execute("PRAGMA synchronous = FULL")
-            self._sync_full = True
-        try:
-            _begin(conn, self._busy_timeout_s)
-        except Exception as exc:
-            self.post(_done, [(fut, None, exc)])
-            return
-        self.post(_done, [(fut, None, None)])
-        serve(conn)
+
+def _lane_of(item: _Item) -> Lane:
+    lane = item[0].__self__  # type: ignore[attr-defined]
+    assert isinstance(lane, Lane)  # noqa: S101 - only Lane.serve is queued as _TX
+    return lane
 
 
 class Lane:
@@ -217,17 +282,28 @@ class Lane:
 
     def __init__(self, thread: SqliteThread) -> None:
         self._thread = thread
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_LaneItem | None] = queue.SimpleQueue()
+        # The main queue's items carry a future; a lane's is never resolved (its
+        # operations have their own).
+        self.slot: asyncio.Future[Any] = thread._loop.create_future()
 
-    def submit(self, op: Op, *, mode: int) -> asyncio.Future[Any]:
-        """Run ``op`` inside the transaction (``WRITE``: in a savepoint of its own)."""
+    def submit(self, op: Op, *, mode: int, before: tuple[str, ...] = ()) -> asyncio.Future[Any]:
+        """Run ``op`` inside the transaction (``WRITE``: in a savepoint of its own).
+
+        ``before``: statements to run first, outside that savepoint (the
+        transaction's own ``SAVEPOINT`` / ``RELEASE`` marks, sent lazily).
+        """
         fut: asyncio.Future[Any] = self._thread._loop.create_future()
-        self._queue.put((op, mode, fut))
+        self._queue.put((op, mode, fut, before))
         return fut
 
-    def commit(self) -> asyncio.Future[Any]:
-        """Commit; the future fails (after a rollback) if the commit did."""
-        return self.submit(_nothing, mode=_COMMIT)
+    def commit(self, before: tuple[str, ...] = (), last: Op | None = None) -> asyncio.Future[Any]:
+        """Commit; the future resolves after the round's ``COMMIT`` (fails if it did).
+
+        ``last``: a write to run first, inside the transaction; the future
+        resolves to the changes it returns (its result is ``(_, changes)``).
+        """
+        return self.submit(last or _nothing, mode=_COMMIT, before=before)
 
     def rollback(self) -> asyncio.Future[Any]:
         """Roll back."""
@@ -237,82 +313,151 @@ class Lane:
         """Roll back without waiting (the store is closing, or the opener gave up)."""
         self._queue.put(None)
 
-    def serve(self, conn: sqlite3.Connection) -> None:
-        """In the thread: run the lane's items until it ends."""
+    def run(self, conn: sqlite3.Connection, *, wait_s: float | None) -> _Result | object | None:
+        """In the thread, inside the round's transaction: serve the lane until it ends.
+
+        Returns its commit future's result, to post once the round commits
+        (``None`` when it rolled back: already told), or ``_STALLED`` when
+        ``wait_s`` passed before its first item (it waits for another
+        transaction, maybe one of this round: commit the round first).
+        """
+        try:
+            first = self._queue.get(timeout=wait_s)
+        except queue.Empty:
+            return _STALLED
+        conn.execute("SAVEPOINT lane")
+        item: _LaneItem | None = first
+        while True:
+            if item is None:
+                _undo(conn, "lane")
+                return None
+            if not conn.in_transaction:  # SQLite rolled the round back (I/O error, full disk)
+                lost = sqlite3.OperationalError("the transaction was rolled back by SQLite")
+                if not _refuse(self._thread.post, item, lost):
+                    self.fail(lost)
+                return None
+            mode, fut = item[1], item[2]
+            if mode == _COMMIT:
+                done = _last(conn, item)
+                if done[2] is None:
+                    conn.execute("RELEASE lane")
+                    return done
+                _undo(conn, "lane")  # told it failed: nothing of it stays
+                self._thread.post(_done, [done])
+                return None
+            if mode == _ROLLBACK:
+                _undo(conn, "lane")
+                self._thread.post(_done, [(fut, None, None)])
+                return None
+            self._thread.post(_done, [_op(conn, item)])
+            item = self._queue.get()
+
+    def fail(self, exc: BaseException) -> None:
+        """In the thread: the transaction could not begin; fail each operation until it ends."""
         post = self._thread.post
         while True:
             item = self._queue.get()
-            if item is None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            if item is None or _refuse(post, item, exc):
                 return
-            op, mode, fut = item
-            if mode in {_COMMIT, _ROLLBACK}:
-                post(_done, [_end(conn, fut, commit=mode == _COMMIT)])
-                return
-            if mode != WRITE:
-                try:
-                    post(_done, [(fut, op(conn), None)])
-                except Exception as exc:
-                    post(_done, [(fut, None, exc)])
-                continue
-            conn.execute("SAVEPOINT op")
-            try:
-                result = op(conn)
-            except Exception as exc:
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                post(_done, [(fut, None, exc)])
-            else:
-                conn.execute("RELEASE op")
-                post(_done, [(fut, result, None)])
+
+
+_LaneItem = tuple[Op, int, asyncio.Future[Any], tuple[str, ...]]
+
+
+def _refuse(post: Callable[..., None], item: _LaneItem, exc: BaseException) -> bool:
+    """Fail one lane item (a rollback succeeds); ``True`` when it ended the lane."""
+    _, mode, fut, _ = item
+    post(_done, [(fut, None, None if mode == _ROLLBACK else exc)])
+    return mode in {_COMMIT, _ROLLBACK}
+
+
+def _last(conn: sqlite3.Connection, item: _LaneItem) -> _Result:
+    """A commit item's savepoint statements and last write: its result or its error."""
+    op, _, fut, before = item
+    try:
+        for sql in before:
+            conn.execute(sql)
+        out = op(conn)
+    except Exception as exc:  # a lost savepoint, a failed write: the commit fails
+        return fut, None, exc
+    return fut, None if out is None else out[1], None
+
+
+def _op(conn: sqlite3.Connection, item: _LaneItem) -> _Result:
+    """One operation of a lane (a write in a savepoint of its own)."""
+    op, mode, fut, before = item
+    try:
+        for sql in before:
+            conn.execute(sql)
+    except Exception as exc:  # a lost savepoint: the op must not run out of place
+        return fut, None, exc
+    if mode != WRITE:
+        try:
+            return fut, op(conn), None
+        except Exception as exc:
+            return fut, None, exc
+    conn.execute("SAVEPOINT op")
+    try:
+        result = op(conn)
+    except Exception as exc:
+        _undo(conn, "op")
+        return fut, None, exc
+    conn.execute("RELEASE op")
+    return fut, result, None
 
 
 def _nothing(_conn: sqlite3.Connection) -> None:
     return None
 
 
-def _end(conn: sqlite3.Connection, fut: asyncio.Future[Any], *, commit: bool) -> _Result:
+def _undo(conn: sqlite3.Connection, name: str) -> None:
+    with contextlib.suppress(sqlite3.Error):  # gone with a rollback SQLite did itself
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+
+
+def _reads(conn: sqlite3.Connection, batch: list[_Item]) -> list[_Result]:
+    out: list[_Result] = []
+    for op, _, fut in batch:
+        try:
+            out.append((fut, op(conn), None))
+        except Exception as exc:
+            out.append((fut, None, exc))
+    return out
+
+
+def _single(conn: sqlite3.Connection, item: _Item) -> list[_Result]:
+    op, _, fut = item
     try:
-        conn.execute("COMMIT" if commit else "ROLLBACK")
+        result = op(conn)
     except Exception as exc:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
-        return fut, None, exc
-    return fut, None, None
+        return [(fut, None, exc)]
+    return _commit(conn, [(fut, result, None)])
 
 
-def _round(conn: sqlite3.Connection, batch: list[_Item], busy_timeout_s: float) -> list[_Result]:
-    if not any(mode != READ for _, mode, _ in batch):
-        out: list[_Result] = []
-        for op, _, fut in batch:
-            try:
-                out.append((fut, op(conn), None))
-            except Exception as exc:
-                out.append((fut, None, exc))
-        return out
-    try:
-        _begin(conn, busy_timeout_s)
-    except Exception as exc:
-        return [(fut, None, exc) for _, _, fut in batch]
+def _items(conn: sqlite3.Connection, batch: list[_Item]) -> list[_Result]:
+    """Run plain items inside the open transaction, each in a savepoint."""
     results: list[_Result] = []
-    single = len(batch) == 1
     for op, _, fut in batch:
-        if single:  # no neighbour to protect: skip the savepoint
-            try:
-                results.append((fut, op(conn), None))
-            except Exception as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                return [(fut, None, exc)]
+        if not conn.in_transaction:  # SQLite rolled the round back: run nothing out of it
+            lost = sqlite3.OperationalError("the transaction was rolled back by SQLite")
+            results.append((fut, None, lost))
             continue
         conn.execute("SAVEPOINT op")
         try:
             results.append((fut, op(conn), None))
         except Exception as exc:
-            conn.execute("ROLLBACK TO op")
+            _undo(conn, "op")
             results.append((fut, None, exc))
-        conn.execute("RELEASE op")
+        else:
+            conn.execute("RELEASE op")
+    return results
+
+
+def _commit(conn: sqlite3.Connection, results: list[_Result]) -> list[_Result]:
+    """``COMMIT`` the round; on failure every participant fails with it."""
     try:
         conn.execute("COMMIT")
     except Exception as exc:

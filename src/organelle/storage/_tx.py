@@ -11,12 +11,15 @@ one code path in each backend. With no transaction open anywhere, the cost to
 an operation is one ContextVar read.
 
 Entered again while its store already has a current transaction, a block is a
-savepoint of that transaction (only in the task that opened it).
+savepoint of that transaction (only in the task that opened it). When a
+savepoint rolls back, the ``on_end`` callbacks registered inside it are told
+``False`` at once (an outbox inside it must not relay what was undone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -77,6 +80,7 @@ class TxCore:
         self.handle = TxHandle(self)
         self._publish = publish
         self._ends: list[Callable[[bool], object]] = []
+        self.late: dict[str, Any] = {}  # written just before the commit (write_at_commit)
 
     # -- backend hooks ----------------------------------------------------------------
 
@@ -113,6 +117,28 @@ class TxCore:
         """Call ``fn(committed)`` after the transaction ends."""
         self._ends.append(fn)
 
+    def write_at_commit(self, items: Mapping[str, Any]) -> None:
+        """Put ``items`` (backend keys) as the last writes of the transaction, at its commit.
+
+        Only for the outermost block (a savepoint's rollback would not undo
+        them). A backend may send them with the commit itself (SQLite: no
+        extra trip to the writer); a failure fails the commit.
+        """
+        self.late.update(items)
+
+    async def write_late(self) -> None:
+        """Write what ``write_at_commit`` kept (the default: one ``put_many`` before commit)."""
+        if not self.late:
+            return
+        items, self.late = self.late, {}
+        token = CURRENT.set(self)
+        self.open = True  # the block has ended; these writes are still its own
+        try:
+            await self.store.put_many(items)
+        finally:
+            self.open = False
+            CURRENT.reset(token)
+
     async def end(self, *, commit: bool) -> None:
         """Commit or roll back, then tell the watchers and the ``on_end`` callbacks."""
         if not commit:
@@ -123,6 +149,13 @@ class TxCore:
             self._ended(committed=False)
             return
         try:
+            await self.write_late()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the late writes' error is the one to raise
+                await self.rollback()
+            self._ended(committed=False)
+            raise
+        try:
             await self.commit()
         except BaseException:
             self._ended(committed=False)
@@ -131,8 +164,18 @@ class TxCore:
             self._publish(self.changes)
         self._ended(committed=True)
 
+    def undone(self, since: int) -> None:
+        """A savepoint rolled back: the ``on_end`` callbacks it registered learn it now."""
+        ends = self._ends[since:]
+        del self._ends[since:]
+        self._call(ends, committed=False)
+
     def _ended(self, *, committed: bool) -> None:
         ends, self._ends = self._ends, []
+        self._call(ends, committed=committed)
+
+    @staticmethod
+    def _call(ends: list[Callable[[bool], object]], *, committed: bool) -> None:
         for fn in ends:
             try:
                 fn(committed)
@@ -165,6 +208,7 @@ class TxBlock:
         self._token: contextvars.Token[TxCore | None] | None = None
         self._mark: object = None
         self._changes = 0
+        self._ends = 0
 
     async def __aenter__(self) -> TxHandle:
         if self._core is not None:
@@ -178,6 +222,7 @@ class TxBlock:
                 )
             self._mark = await outer.savepoint()
             self._changes = len(outer.changes)
+            self._ends = len(outer._ends)
             self._core, self._handle = outer, TxHandle(outer)
             return self._handle
         core = await self._begin()
@@ -204,6 +249,7 @@ class TxBlock:
             except Exception:
                 log.warning("rolling back to a Store savepoint failed", exc_info=True)
             del core.changes[self._changes :]
+            core.undone(self._ends)
             return
         CURRENT.reset(self._token)
         core.open = False
@@ -321,3 +367,9 @@ class TxHandle:
         if self.closed or not self._core.open:
             raise closed_error()
         self._core.on_end(fn)
+
+    def write_at_commit(self, items: Mapping[str, Any]) -> None:
+        """See ``TxCore.write_at_commit`` (the outermost block's handle only)."""
+        if self.closed or not self._core.open or self._core.handle is not self:
+            raise closed_error()
+        self._core.write_at_commit(items)

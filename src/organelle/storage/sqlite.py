@@ -7,11 +7,13 @@ reader, see ``_sqlite_thread``), so the event loop never blocks on disk.
 Revisions come from a counter row updated in the same transaction, so they
 stay monotonic across restarts and across processes sharing the file.
 
-A transaction (``transaction()``) is one ``BEGIN IMMEDIATE`` … ``COMMIT`` on
-the writer thread, which serves only that transaction until it ends (see
-``_sqlite_thread.Lane``): this store's other writes wait behind it, other
-processes' writers wait on the file lock, reads from elsewhere go on against
-the last commit (WAL). A process killed inside it leaves nothing of it.
+A transaction (``transaction()``) runs on the writer thread, which serves
+only that transaction until it ends (see ``_sqlite_thread.Lane``), in a
+savepoint of a ``BEGIN IMMEDIATE``: this store's other writes wait behind
+it, other processes' writers wait on the file lock, reads from elsewhere go
+on against the last commit (WAL). Transactions queued together share one
+``COMMIT`` (group commit): each is acknowledged only after it, and all fail
+if it fails. A process killed inside it leaves nothing of it.
 """
 
 # Table names are interpolated into SQL only after matching _IDENT; values are
@@ -169,21 +171,9 @@ class SqliteStore(BaseStore):
         self._check_open()
         writer = self._writer
         assert writer is not None  # noqa: S101 - set by open()
-
-        async def attempt() -> Lane:
-            started, lane = writer.begin()
-            try:
-                await started
-            except BaseException:
-                lane.abort()
-                raise
-            return lane
-
-        lane = await retrying(attempt, policy=self.retry, is_transient=_transient, what="SQLite")
-        if self._closed:  # closed while it waited for the writer
-            lane.abort()
-            self._check_open()
-        tx = _SqliteTx(self, lane)
+        # Not waited for: the first operations queue behind the BEGIN (a failed
+        # BEGIN fails them, and the commit).
+        tx = _SqliteTx(self, writer.begin())
         self._txs.add(tx)
         return tx
 
@@ -242,10 +232,14 @@ class SqliteStore(BaseStore):
         self, items: Mapping[str, Any], *, ttl_s: float | None = None
     ) -> dict[str, int]:
         """Write all ``items`` in one durable transaction."""
+        if not items:
+            return {}
+        result: dict[str, int] = await self._write(self._put_many_op(items, ttl_s))
+        return result
+
+    def _put_many_op(self, items: Mapping[str, Any], ttl_s: float | None) -> Op:
         encoded = [(self._key(k), *self._encode(v)) for k, v in items.items()]
         ttl = self._write_ttl(ttl_s)
-        if not encoded:
-            return {}
 
         def op(c: sqlite3.Connection) -> tuple[dict[str, int], list[_Chg]]:
             base = self._next_rev(c, len(encoded))
@@ -254,8 +248,7 @@ class SqliteStore(BaseStore):
             self._upsert(c, rows)
             return {r[0]: r[3] for r in rows}, [(k, kd, d, rv, "put") for k, kd, d, rv, _ in rows]
 
-        result: dict[str, int] = await self._write(op)
-        return result
+        return op
 
     def _delete_op(self, keys: list[str]) -> Op:
         def op(c: sqlite3.Connection) -> tuple[int, list[_Chg]]:
@@ -386,20 +379,28 @@ class SqliteStore(BaseStore):
 
 
 class _SqliteTx(TxCore):
-    """A transaction of a ``SqliteStore``: a lane of the writer thread."""
+    """A transaction of a ``SqliteStore``: a lane of the writer thread.
+
+    Savepoints cost no trip to the thread: ``SAVEPOINT`` / ``RELEASE`` /
+    ``ROLLBACK TO`` are kept here and sent ahead of the next operation (or
+    the commit); a savepoint with no operation inside is never sent at all.
+    """
 
     def __init__(self, store: SqliteStore, lane: Lane) -> None:
         super().__init__(store, store._publish_changes)
         self._s = store
         self._lane = lane
         self._points = 0
+        self._marks: list[str] = []  # statements not sent yet, in order
+        self._late_op: Op | None = None  # run just before the commit
 
     async def run(self, op: Op, *, write: bool) -> Any:
         """Run ``op`` on the writer inside the transaction (a write in a savepoint of its own)."""
         self._s._check_open()
         self.check()
+        before, self._marks = tuple(self._marks), []
         try:
-            return await self._lane.submit(op, mode=WRITE if write else READ)
+            return await self._lane.submit(op, mode=WRITE if write else READ, before=before)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"SQLite failed inside a transaction: {exc}") from exc
 
@@ -413,10 +414,21 @@ class _SqliteTx(TxCore):
         self._s._txs.discard(self)
         if self.aborted:
             raise StorageUnavailableError("store is closed; the transaction was rolled back")
+        before, self._marks = tuple(self._marks), []
         try:
-            await self._lane.commit()
+            changes = await self._lane.commit(before, self._late_op)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
+        finally:
+            self._late_op = None
+        if changes:
+            self.changes += changes
+
+    async def write_late(self) -> None:
+        """Send the late writes with the commit: no trip to the writer of their own."""
+        if self.late:
+            items, self.late = self.late, {}
+            self._late_op = self._s._put_many_op(items, None)
 
     async def rollback(self) -> None:
         self._s._txs.discard(self)
@@ -424,17 +436,24 @@ class _SqliteTx(TxCore):
             await self._lane.rollback()
 
     async def savepoint(self) -> object:
+        self.check()
         self._points += 1
         name = f"tx{self._points}"
-        await self.run(lambda c: c.execute(f"SAVEPOINT {name}"), write=False)
+        self._marks.append(f"SAVEPOINT {name}")
         return name
 
+    def _unsent(self, mark: object) -> bool:
+        """Forget ``mark`` if it was never sent (nothing ran inside it); ``True`` if so."""
+        opened = f"SAVEPOINT {mark}"
+        if opened not in self._marks:
+            return False
+        del self._marks[self._marks.index(opened) :]
+        return True
+
     async def release(self, mark: object) -> None:
-        await self.run(lambda c: c.execute(f"RELEASE {mark}"), write=False)
+        if not self._unsent(mark):
+            self._marks.append(f"RELEASE {mark}")
 
     async def rollback_to(self, mark: object) -> None:
-        def undo(c: sqlite3.Connection) -> None:
-            c.execute(f"ROLLBACK TO {mark}")
-            c.execute(f"RELEASE {mark}")
-
-        await self.run(undo, write=False)
+        if not self._unsent(mark):
+            self._marks += [f"ROLLBACK TO {mark}", f"RELEASE {mark}"]

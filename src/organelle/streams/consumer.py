@@ -9,6 +9,14 @@ forever. Several members (other
 processes, other nodes on a shared log) split the partitions by lease: a
 member whose lease lapsed is refused on commit and simply claims again.
 
+Given a ``scope`` (the kernel's dedup inbox gives one: a Store transaction),
+a run of a batch's records is handled inside one ``scope(deliveries)``
+block, at most ``SCOPE_S`` long: the block ends first, then the group moves
+past the run with one commit (of its last record: a commit moves the group
+past every record before it too). A record whose handler fails ends the run early
+(the records before it stay in the block); if the block itself fails, none
+of its records moved, and the first counts a failed attempt.
+
 Each outcome is counted in ``ConsumerStats`` and, when an ``observer`` is
 given (the kernel's listeners), reported to it; an observer's error is
 logged and never affects the record.
@@ -22,6 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,6 +45,9 @@ Handler = Callable[[Delivery], Awaitable[None]]
 Outcome = Literal["done", "failed", "dead", "lost"]
 RecordObserver = Callable[[Outcome, Delivery, float, "str | None"], None]
 """Told of each record's outcome: ``(outcome, delivery, duration_s, error)``."""
+Scope = Callable[[list[Delivery]], AbstractAsyncContextManager[object]]
+"""Wraps a run of consecutive records of one batch (given the records it may get)."""
+SCOPE_S = 0.01  # a scope takes in no more records after this long
 IDLE_MIN_S = 0.005
 IDLE_MAX_S = 0.25
 ERROR_PAUSE_S = 0.5
@@ -77,8 +89,10 @@ class GroupConsumer:
         lease_s: float = 30.0,
         batch: int = 32,
         observer: RecordObserver | None = None,
+        scope: Scope | None = None,
     ) -> None:
         self.log = log_
+        self.scope = scope
         self.batch = batch
         self.stream = stream
         self.group = group
@@ -146,12 +160,90 @@ class GroupConsumer:
                 idle = min(idle * 2, IDLE_MAX_S)
                 continue
             idle = IDLE_MIN_S
+            if self.scope is not None:
+                await self._run_scoped(batch, self.scope)
+                continue
             for i, delivery in enumerate(batch):
                 if self.stopping:  # give the rest back for another member
                     await self.log.release(delivery, self.owner, attempted=False)
                     break
                 if not await self._handle(delivery) and i + 1 < len(batch):
                     break  # released for a retry, or the lease is gone: claim afresh
+
+    async def _run_scoped(self, batch: list[Delivery], scope: Scope) -> None:
+        """Handle ``batch`` in runs, each inside one ``scope`` block, positions after it."""
+        rest = batch
+        while rest:
+            if self.stopping:  # give the rest back for another member
+                await self.log.release(rest[0], self.owner, attempted=False)
+                return
+            done: list[tuple[Delivery, float]] = []
+            started = time.monotonic()
+            try:
+                async with scope(rest):
+                    failure = await self._run_in(rest, done)
+            except asyncio.CancelledError:
+                await self.log.release(rest[0], self.owner)
+                raise
+            except Exception as exc:  # nothing of the block happened: the first comes again
+                await self._failed(rest[0], exc, time.monotonic() - started)
+                return
+            if done and not await self._commit_run(done):
+                return
+            if failure is not None:
+                await self._failed(*failure)
+                return
+            rest = rest[len(done) :]
+
+    async def _commit_run(self, done: list[tuple[Delivery, float]]) -> bool:
+        """Move the group past a run of consecutive records: one commit, of its last."""
+        stats = self.stats
+        try:
+            await self.log.commit(done[-1][0], self.owner)
+        except LeaseLostError:  # another member runs them again (the inbox knows them)
+            stats.lost += len(done)
+            for delivery, took in done:
+                self._tell("lost", delivery, took)
+            return False
+        except Exception as exc:  # not committed: the records come again
+            log.warning("commit on %s/%s failed: %s", self.stream, self.group, exc)
+            return False
+        stats.done += len(done)
+        for delivery, took in done:
+            self._tell("done", delivery, took)
+        return True
+
+    async def _run_in(
+        self, rest: list[Delivery], done: list[tuple[Delivery, float]]
+    ) -> tuple[Delivery, BaseException, float] | None:
+        """Handle records of ``rest`` in order into ``done``; the failure that stopped it.
+
+        The run's time counts from its first record: entering the scope may
+        have waited (for the Store's writer, say).
+        """
+        started = time.monotonic()
+        for delivery in rest:
+            if done and (self.stopping or time.monotonic() - started > SCOPE_S):
+                return None
+            took, exc = await self._attempt(delivery)
+            if exc is not None:
+                return delivery, exc, took
+            done.append((delivery, took))
+        return None
+
+    async def _attempt(self, delivery: Delivery) -> tuple[float, BaseException | None]:
+        """Run the handler on one record: how long it took and what it raised."""
+        stats = self.stats
+        stats.in_flight += 1
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.lease_s):
+                await self.handler(delivery)
+        except Exception as exc:  # any failure: retried, then dead
+            return time.perf_counter() - started, exc
+        finally:
+            stats.in_flight -= 1
+        return time.perf_counter() - started, None
 
     async def _pause(self, seconds: float) -> None:
         self._wake.clear()
@@ -182,7 +274,11 @@ class GroupConsumer:
             return await self._failed(delivery, exc, time.perf_counter() - started)
         finally:
             stats.in_flight -= 1
-        took = time.perf_counter() - started
+        return await self._commit(delivery, time.perf_counter() - started)
+
+    async def _commit(self, delivery: Delivery, took: float) -> bool:
+        """Move the group past a handled record; ``True`` if it did."""
+        stats = self.stats
         try:
             await self.log.commit(delivery, self.owner)
         except LeaseLostError:

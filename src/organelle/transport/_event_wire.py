@@ -87,12 +87,29 @@ def _body_codec(headers: Mapping[str, str]) -> Codec | str:
     named = headers.get("organelle-codec")
     if named:
         return codec_for(named)
-    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    content_type = headers.get("content-type", "")
+    how = _MEDIA.get(content_type)
+    if how is None:
+        how = _media_codec(content_type)
+        if len(_MEDIA) >= _MAX_MEDIA:
+            _MEDIA.clear()
+        _MEDIA[content_type] = how
+    return how
+
+
+def _media_codec(content_type: str) -> Codec | str:
+    media = content_type.split(";", 1)[0].strip().lower()
     if not media or media == "application/json" or media.endswith("+json"):
         return _JSON
     if media in ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack"):
         return codec_for("msgpack")
     return "text" if media.startswith("text/") else "bytes"
+
+
+# content-type → codec: the same few media types on every event (bounded against a
+# peer that varies its parameters per event).
+_MEDIA: dict[str, Codec | str] = {}
+_MAX_MEDIA = 256
 
 
 def decode_event(headers: Mapping[str, str], body: bytes | bytearray) -> Any:

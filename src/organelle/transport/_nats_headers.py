@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from organelle._native import speedups
 from organelle.codec import Codec, codec_for
 from organelle.context import Context, _next_seq
 from organelle.envelope import rebuild
@@ -165,20 +166,83 @@ def reply_headers(
 
 
 def parse_headers(block: bytes | None) -> tuple[int, dict[str, str]]:
-    """``(status, headers)`` of a header block; names lower-cased, status 0 when absent."""
+    """``(status, headers)`` of a header block; names lower-cased, status 0 when absent.
+
+    Every message read goes through here: the lines are read in C where the
+    extension is built (``_speedups.header_lines``), else by ``_read_lines``.
+    """
     if not block:
         return 0, {}
-    first, _, rest = block.decode(errors="replace").partition("\r\n")
+    cut = block.find(b"\r\n")
+    if cut < 0:
+        first, out = block.decode(errors="replace"), {}
+    else:
+        if _c_lines is not None and type(block) is bytes:
+            out = _c_lines(block, cut + 2)
+        else:
+            out = _read_lines(block[cut + 2 :])
+        if cut <= _STATUS_AT:  # "NATS/1.0": no status (bytes are never fewer than chars)
+            return 0, out
+        first = block[:cut].decode(errors="replace")
     status = 0
     if len(first) > _STATUS_AT:
         code = first[_STATUS_AT:_STATUS_END]
         status = int(code) if code.isdigit() else 0
-    out: dict[str, str] = {}
-    for line in rest.split("\r\n"):
-        name, sep, value = line.partition(":")
-        if sep:
-            out[name.strip().lower()] = value.strip()
     return status, out
+
+
+def _read_lines(rest: bytes) -> dict[str, str]:
+    """The ``name: value`` lines of a header block after its first line (the pure path).
+
+    The lines that repeat from message to message (an event type's
+    ``ce-source``, ``ce-type``, ``content-type``…: ``_STEADY``) are kept
+    parsed, so only the per-message ones (ids, time) are split again; header
+    names are lower-cased once each (``_NAMES``).
+    """
+    out: dict[str, str] = {}
+    lines = _LINES
+    for line in rest.decode(errors="replace").split("\r\n"):
+        pair = lines.get(line)
+        if pair is None:
+            name, sep, value = line.partition(":")
+            if not sep:
+                continue
+            pair = (_NAMES.get(name) or _name(name), value.strip())
+            if pair[0] in _STEADY:
+                if len(lines) >= _MAX_KEPT:
+                    lines.clear()
+                lines[line] = pair
+        out[pair[0]] = pair[1]
+    return out
+
+
+_c_lines = None if speedups is None else speedups.header_lines
+# Headers whose line is the same for every message of one kind (an event type
+# from one source, a codec): worth keeping parsed. Ids, times and keys are not.
+_STEADY = frozenset(
+    (
+        "ce-source",
+        "ce-type",
+        "ce-specversion",
+        "ce-dataschema",
+        "ce-dataversion",
+        "content-type",
+        "organelle-codec",
+        "organelle-type",
+    )
+)
+_LINES: dict[str, tuple[str, str]] = {}
+_NAMES: dict[str, str] = {}
+_MAX_KEPT = 1024  # a peer that makes names or types up per message stays bounded
+
+
+def _name(raw: str) -> str:
+    """The lower-cased, stripped form of a header name as written (kept for the next time)."""
+    name = raw.strip().lower()
+    if len(_NAMES) >= _MAX_KEPT:
+        _NAMES.clear()
+    _NAMES[raw] = name
+    return name
 
 
 def codec_of(headers: Mapping[str, str]) -> Codec:

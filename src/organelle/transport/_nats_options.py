@@ -46,6 +46,9 @@ class NatsOptions(NatsConnectOptions):
         max_payload_bytes: largest message accepted or sent (``0``: the server's).
         max_backlog_bytes: incoming events (bytes on the wire) held while the local
             queue is full; past it an event is dropped and counted (``overflow``).
+        shed_backlog_bytes: past this backlog a node leaves its balanced event
+            groups (other members take the events) until the backlog is half
+            that; ``0``: never (docs/nats.md, *When a node cannot keep up*).
         heartbeat_s, registry_ttl_s: registry heartbeat period and entry lifetime.
         registry_bucket: KV bucket of the registry (default ``<prefix>_nodes``).
         registry_replicas: replicas of that bucket when this node creates it.
@@ -64,6 +67,7 @@ class NatsOptions(NatsConnectOptions):
     no_responders_wait_s: float = 1.0
     max_payload_bytes: int = 0
     max_backlog_bytes: int = 64 << 20
+    shed_backlog_bytes: int = 4 << 20
     heartbeat_s: float = 2.0
     registry_ttl_s: float = 6.0
     registry_bucket: str = ""
@@ -85,7 +89,13 @@ _FLOATS = {
     "heartbeat_s",
     "registry_ttl_s",
 }
-_INTS = {"max_outstanding_pings", "max_payload_bytes", "max_backlog_bytes", "registry_replicas"}
+_INTS = {
+    "max_outstanding_pings",
+    "max_payload_bytes",
+    "max_backlog_bytes",
+    "shed_backlog_bytes",
+    "registry_replicas",
+}
 _STRS = {"prefix", "codec", "registry_bucket"}
 _OWN = {f.name for f in fields(NatsOptions)} - CONNECT_KEYS - {"node"}
 _SECURITY = "security"

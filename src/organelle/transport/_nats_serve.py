@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Exposer"]
 
+_OnMsg = Callable[[bytes, bytes | None, bytes | None, bytes], None]
+
 log = logging.getLogger("organelle.transport.nats")
 
 _JSON = codec_for("json")
@@ -65,6 +67,13 @@ class Exposer:
         self._backlog: deque[tuple[str, str, bytes, bytes | None, bytes]] | None = None
         self._backlog_bytes = 0
         self._draining: asyncio.Task[None] | None = None
+        # Balanced event subscriptions by module: (sid, subject, handler, queue).
+        self._balanced: dict[str, list[tuple[int, str, _OnMsg, str]]] = {}
+        self._shed: list[str] = []  # modules whose balanced groups this node left
+        self.sheds = 0  # times this node left its groups (a gauge of overload)
+        # Whether this node may leave module's balanced groups now: another live
+        # member stays (set by the transport, which reads the registry).
+        self.may_shed: Callable[[str], bool] = lambda _module: False
 
     @property
     def max_in(self) -> int:
@@ -95,11 +104,17 @@ class Exposer:
                 wire.subscribe(f"{self._rpc_prefix}{name}.*", self._on_rpc, f"{prefix}.rpc.{name}")
             )
             sids.append(wire.subscribe(f"{self.direct_prefix}{name}.*", self._on_direct))
+        balanced = []
         for sub in spec.subscriptions:
             queue = f"{prefix}.evt.{name}.{sub.attr}" if sub.spec.delivery != "broadcast" else None
             handler = self._event_handler(name, sub.attr)
-            sids.append(wire.subscribe(f"{prefix}.evt.{sub.spec.pattern}", handler, queue))
+            subject = f"{prefix}.evt.{sub.spec.pattern}"
+            sid = wire.subscribe(subject, handler, queue)
+            sids.append(sid)
+            if queue is not None:
+                balanced.append((sid, subject, handler, queue))
         self.exposed[name] = (spec, sids)
+        self._balanced[name] = balanced
         if wire.connected:
             await wire.flush()
 
@@ -108,8 +123,11 @@ class Exposer:
         entry = self.exposed.pop(name, None)
         if entry is None:
             return
+        if name in self._shed:  # its balanced groups are left already
+            self._shed.remove(name)
         for sid in entry[1]:
             self.wire.unsubscribe(sid)
+        self._balanced.pop(name, None)
         if self.wire.connected:
             try:
                 await self.wire.flush(2.0)
@@ -231,6 +249,9 @@ class Exposer:
                 return
             self._backlog_bytes += size
             backlog.append((module, attr, subject, hdr, data))
+            shed_at = self.options.shed_backlog_bytes
+            if shed_at and not self._shed and self._backlog_bytes >= shed_at:
+                self._leave_groups()
             return
         item = self._read_event(subject, hdr, data)
         if item is not None:
@@ -319,6 +340,8 @@ class Exposer:
             while backlog:
                 module, attr, subject, hdr, data = backlog.popleft()
                 self._backlog_bytes -= len(data) + (len(hdr) if hdr else 0)
+                if self._shed and self._backlog_bytes <= self.options.shed_backlog_bytes // 2:
+                    self._rejoin_groups()
                 item = self._read_event(subject, hdr, data)
                 if item is not None:
                     await self._deliver(inbound, module, attr, *item)
@@ -326,6 +349,53 @@ class Exposer:
             self._backlog = None
             self._backlog_bytes = 0
             self._draining = None
+            if self._shed:
+                self._rejoin_groups()
+
+    # -- shedding: a slow member leaves its balanced groups for a while ---------------------
+    def _leave_groups(self) -> None:
+        """Unsubscribe the balanced event groups another live member keeps serving.
+
+        NATS core sends a group's events to its subscribed members only, so the
+        others take them; a module whose other members are all gone (or that
+        this node anchors: ``may_shed``) keeps its subscription, so a group is
+        never left empty by its members shedding at once.
+        """
+        for module, entries in self._balanced.items():
+            if not entries or not self.may_shed(module):
+                continue
+            sids = self.exposed[module][1]
+            loop = asyncio.get_running_loop()
+            for sid, *_ in entries:
+                sids.remove(sid)
+                # What the server sent before the UNSUB is still taken (into the backlog).
+                task = loop.create_task(self.wire.leave(sid))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            self._shed.append(module)
+        if self._shed:
+            self.sheds += 1
+            log.warning(
+                "event backlog at %d bytes: leaving the balanced groups of %s to the other "
+                "members until it halves",
+                self._backlog_bytes,
+                ", ".join(self._shed),
+            )
+
+    def _rejoin_groups(self) -> None:
+        """Subscribe the balanced groups left by ``_leave_groups`` again."""
+        for module in self._shed:
+            if module not in self.exposed:
+                continue
+            _, sids = self.exposed[module]
+            fresh = []
+            for _, subject, handler, queue in self._balanced[module]:
+                sid = self.wire.subscribe(subject, handler, queue)
+                sids.append(sid)
+                fresh.append((sid, subject, handler, queue))
+            self._balanced[module] = fresh
+        log.info("event backlog down to %d bytes: back in %s", self._backlog_bytes, self._shed)
+        self._shed = []
 
     async def _deliver(
         self, inbound: Inbound, module: str, attr: str, payload: Any, ctx: Context

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from organelle.errors import TransportError, UnavailableError
+from organelle.errors import OrganelleError, TransportError, UnavailableError
 from organelle.transport._nats_auth import connect_fields
 from organelle.transport._nats_options import NatsOptions, Server
 
@@ -125,6 +125,7 @@ class NatsWire:
         self._buf = bytearray()
         self._need = 0
         self._subs: dict[int, tuple[bytes, Handler]] = {}
+        self._leaving: set[int] = set()  # unsubscribed, still handling what is on its way
         self._next_sid = 0
         self._out: list[bytes] = []
         self._out_bytes = 0
@@ -212,7 +213,11 @@ class NatsWire:
                     + json.dumps(connect_fields(self.options, self.info)).encode()
                     + _CRLF
                 ]
-                lines += [self._sub_line(sid, spec) for sid, (spec, _) in self._subs.items()]
+                lines += [
+                    self._sub_line(sid, spec)
+                    for sid, (spec, _) in self._subs.items()
+                    if sid not in self._leaving
+                ]
                 lines.append(b"PING\r\n")
                 self._raw_write(proto, b"".join(lines))
                 await pong
@@ -343,6 +348,25 @@ class NatsWire:
         """Stop a subscription; messages already in our buffer still reach no handler."""
         if self._subs.pop(sid, None) is not None and self._connected.is_set():
             self._write(b"UNSUB %d\r\n" % sid)
+
+    async def leave(self, sid: int, timeout_s: float = 5.0) -> None:
+        """Stop a subscription without losing what the server already sent it.
+
+        ``UNSUB`` goes out at once, but the handler keeps taking the messages
+        on their way until a PING round trip proves none are left (the server
+        answers the PING after everything it sent before the ``UNSUB``).
+        """
+        if sid not in self._subs or sid in self._leaving:
+            return
+        self._leaving.add(sid)
+        try:
+            if self._connected.is_set():
+                self._write(b"UNSUB %d\r\n" % sid)
+                with contextlib.suppress(OrganelleError, TimeoutError):
+                    await self.flush(timeout_s)
+        finally:
+            self._leaving.discard(sid)
+            self._subs.pop(sid, None)
 
     @staticmethod
     def _sub_line(sid: int, spec: bytes) -> bytes:

@@ -152,6 +152,7 @@ class NatsTransport:
             return
         self._registry = registry
         self._announcer = Announcer(registry, self._exposer.modules)
+        self._exposer.may_shed = self._may_shed
         self._announcer.start()
 
     async def close(self) -> None:
@@ -214,6 +215,25 @@ class NatsTransport:
         if found is None:
             found = self._versions[module] = announcer.versions(module)
         return found
+
+    def _may_shed(self, module: str) -> bool:
+        """Whether this node may leave ``module``'s balanced event groups for a while.
+
+        The anchor — the live member with the lowest node name, by a fresh
+        heartbeat — never leaves, so members shedding at once never leave a
+        group empty (NATS core would drop its events unseen).
+        """
+        announcer = self._announcer
+        if announcer is None:
+            return False
+        now = time.time()
+        fresh = 2 * self.options.heartbeat_s + 0.5
+        members = sorted(
+            info.node
+            for info in announcer.view.values()
+            if module in info.modules and info.alive(now) and now - info.ts < fresh
+        )
+        return bool(members) and members[0] != self.node
 
     def rpc_options(self, module: str) -> Mapping[str, Mapping[str, Any]] | None:
         """What a node serving ``module`` declares of its methods (the registry view; no I/O).

@@ -1,0 +1,242 @@
+"""``FlagSet``: a module's flags as attributes, evaluated from the local cache.
+
+A flag without rules is a plain instance attribute, so ``self.flags.x`` costs
+what any attribute read costs. A flag with rules becomes a property of the
+set's own class, which matches the rules against the principal of the
+current request context (a rollout's hash is remembered per principal). Nothing here does I/O:
+the kernel's flag cache calls ``apply`` when the store changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Self
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from organelle.context import _current
+from organelle.errors import DefinitionError, FlagNotFoundError, FlagRuleError
+from organelle.flags._rules import UNSET, FlagRecord, Rule, bucket, principal_parts
+
+__all__ = ["CURRENT", "FlagSet", "check_value", "flags_model"]
+
+log = logging.getLogger("organelle.flags")
+
+_RESERVED = frozenset({"value"})  # FlagSet's own method
+CURRENT: Any = object()
+"""``principal=`` default: the principal of the current request context."""
+
+
+def flags_model(cls: type) -> type[BaseModel] | None:
+    """The ``Flags`` model a module class declares, checked; ``None`` when it has none.
+
+    Raises:
+        DefinitionError: not a pydantic model, a field without a default, or a
+            field named like a ``FlagSet`` method.
+    """
+    model = getattr(cls, "Flags", None)
+    if model is None:
+        return None
+    name = getattr(cls, "name", "") or cls.__name__
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise DefinitionError(f"module {name!r}: Flags must be a pydantic BaseModel subclass")
+    for field, info in model.model_fields.items():
+        if info.is_required():
+            raise DefinitionError(
+                f"module {name!r}: flag {field!r} needs a default (what it reads as until set)"
+            )
+        if field in _RESERVED:
+            raise DefinitionError(f"module {name!r}: a flag cannot be named {field!r}")
+    return model
+
+
+def check_value(model: type[BaseModel], module: str, flag: str, value: Any) -> Any:
+    """``value`` as the flag's type makes it (``"3"`` → ``3`` for an int flag).
+
+    Raises:
+        FlagNotFoundError: the model has no such flag.
+        FlagRuleError: the value does not fit the flag's type or constraints.
+    """
+    if flag not in model.model_fields:
+        raise FlagNotFoundError(
+            f"module {module!r} has no flag {flag!r} (it has {', '.join(model.model_fields)})",
+            details={"module": module, "flag": flag},
+        )
+    try:
+        return getattr(model.model_validate({flag: value}), flag)
+    except PydanticValidationError as exc:
+        where = f"{module}.{flag}"
+        message = "; ".join(e["msg"] for e in exc.errors())
+        raise FlagRuleError(
+            f"{where}: {value!r} does not fit the flag: {message}",
+            errors=[{"field": where, "message": message}],
+        ) from None
+
+
+_BUCKETS_MAX = 65_536  # per ruled flag: principals whose rollout bucket is remembered
+
+
+class _Ruled:
+    """A flag with rules, compiled for its property: evaluated on each read."""
+
+    __slots__ = ("anonymous", "buckets", "checks", "fallback", "full")
+
+    def __init__(self, full: str, rules: tuple[Rule, ...], fallback: Any) -> None:
+        self.full = full
+        self.fallback = fallback
+        self.buckets: dict[str, float] = {}
+        # Per rule: ids, roles (None: any), claims (name, accepted), percent, value.
+        self.checks = tuple(
+            (
+                frozenset(r.ids) or None,
+                frozenset(r.roles) or None,
+                tuple((k, frozenset(v)) for k, v in r.attributes.items()),
+                r.percent,
+                r.value,
+            )
+            for r in rules
+        )
+        self.anonymous = self.match(*principal_parts(None))  # no principal: known in advance
+
+    def bucket_of(self, pid: str) -> float:
+        found = self.buckets.get(pid)
+        if found is None:
+            if len(self.buckets) >= _BUCKETS_MAX:
+                self.buckets.clear()
+            found = self.buckets[pid] = bucket(self.full, pid)
+        return found
+
+    def evaluate(self, principal: Any) -> Any:
+        """The first matching rule's value for ``principal``, else the fallback."""
+        if principal is None:
+            return self.anonymous
+        return self.match(*principal_parts(principal))
+
+    def match(self, pid: str | None, roles: frozenset[str], claims: Mapping[str, Any]) -> Any:
+        """``Rule.matches`` over the rules in order, inlined: the hot path of a ruled flag."""
+        for ids, any_roles, attributes, percent, value in self.checks:
+            if ids is not None and pid not in ids:
+                continue
+            if any_roles is not None and roles.isdisjoint(any_roles):
+                continue
+            if attributes and not all(_claim_in(claims.get(k), ok) for k, ok in attributes):
+                continue
+            if percent is not None:
+                if pid is None:
+                    continue
+                place = self.buckets.get(pid)
+                if place is None:
+                    place = self.bucket_of(pid)
+                if place >= percent:
+                    continue
+            return value
+        return self.fallback
+
+    def read(self, _flags: FlagSet) -> Any:
+        ctx = _current.get()
+        if ctx is None or ctx.principal is None:
+            return self.anonymous
+        return self.match(*principal_parts(ctx.principal))
+
+
+def _claim_in(have: Any, accepted: frozenset[Any]) -> bool:
+    if isinstance(have, (list, tuple, set, frozenset)):
+        return any(v in accepted for v in have if v is not None)
+    return have is not None and have in accepted
+
+
+class FlagSet:
+    """One module's flags, read as ``self.flags.<name>`` from the local cache.
+
+    ``value(name, principal=...)`` evaluates a flag for a given principal
+    rather than the current request's.
+
+    Each set gets a class of its own: a flag with rules is a property on it
+    (evaluated per read), a flag without rules an instance attribute.
+    """
+
+    _module: str
+    _model: type[BaseModel]
+    _ruled: dict[str, _Ruled]
+    _defaults: dict[str, Any]
+
+    def __new__(cls, module: str, model: type[BaseModel]) -> Self:  # noqa: ARG004 - see __init__
+        own = type(f"FlagSet[{module}]", (cls,), {"__module__": cls.__module__})
+        return object.__new__(own)
+
+    def __init__(self, module: str, model: type[BaseModel]) -> None:
+        self._module = module
+        self._model = model
+        self._ruled = {}
+        made = model()
+        self._defaults = {name: getattr(made, name) for name in model.model_fields}
+        self.__dict__.update(self._defaults)
+
+    def value(self, name: str, *, principal: Any = CURRENT) -> Any:
+        """The flag ``name`` for ``principal`` (default: the current request's).
+
+        Raises:
+            FlagNotFoundError: the module has no such flag.
+        """
+        if name not in self._defaults:
+            raise FlagNotFoundError(
+                f"module {self._module!r} has no flag {name!r}",
+                details={"module": self._module, "flag": name},
+            )
+        ruled = self._ruled.get(name)
+        if ruled is None:
+            return self.__dict__[name]
+        if principal is CURRENT:
+            return ruled.read(self)
+        return ruled.evaluate(principal)
+
+    def _apply(self, flag: str, record: FlagRecord | None) -> None:
+        """Take a stored record (``None``: none stored); a record that does not fit is ignored.
+
+        A record written for another version of the model must not take the
+        node down: it is logged and the flag keeps its default.
+        """
+        if flag not in self._defaults:
+            return
+        fallback = self._defaults[flag]
+        rules: tuple[Rule, ...] = ()
+        if record is not None:
+            try:
+                if record.value is not UNSET:
+                    fallback = check_value(self._model, self._module, flag, record.value)
+                rules = tuple(
+                    Rule(
+                        value=check_value(self._model, self._module, flag, r.value),
+                        ids=r.ids,
+                        roles=r.roles,
+                        attributes=r.attributes,
+                        percent=r.percent,
+                    )
+                    for r in record.rules
+                )
+            except (FlagRuleError, FlagNotFoundError) as exc:
+                log.warning("stored flag %s.%s ignored: %s", self._module, flag, exc)
+                fallback, rules = self._defaults[flag], ()
+        own = type(self)
+        if rules:
+            ruled = self._ruled[flag] = _Ruled(f"{self._module}.{flag}", rules, fallback)
+            setattr(own, flag, property(ruled.read, doc=f"flag {flag} (ruled)"))
+            self.__dict__.pop(flag, None)
+        else:
+            if self._ruled.pop(flag, None) is not None:
+                delattr(own, flag)
+            self.__dict__[flag] = fallback
+
+    def _apply_all(self, records: Mapping[str, FlagRecord]) -> None:
+        """Apply every flag of the model from ``records`` (absent: the default)."""
+        for flag in self._defaults:
+            self._apply(flag, records.get(flag))
+
+    def __repr__(self) -> str:
+        shown = {
+            name: "<rules>" if name in self._ruled else self.__dict__[name]
+            for name in self._defaults
+        }
+        return f"<FlagSet {self._module} {shown}>"
