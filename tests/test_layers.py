@@ -34,6 +34,7 @@ FLOORS: dict[str, int] = {
     "organelle.blobs": 2,
     "organelle.flags": 2,
     "organelle.secrets": 2,
+    "organelle.sagas": 2,
     # 3. the kernel and its listeners
     "organelle.kernel": 3,
     "organelle.observability": 3,

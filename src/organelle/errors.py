@@ -12,6 +12,7 @@ known ancestor for a code this process does not know)::
     │   ├── NotServedError              organelle.not_found      no node serves the module now
     │   ├── JobNotFoundError            organelle.jobs.not_found
     │   ├── StreamNotFoundError         organelle.stream.not_found
+    │   ├── SagaNotFoundError           organelle.saga.not_found   no saga with that id
     │   ├── BlobNotFoundError           organelle.blobs.not_found   absent or expired blob
     │   └── FlagNotFoundError           organelle.flags.not_found   no such module flag
     ├── ValidationError (ValueError)    organelle.validation     carries a field list
@@ -78,6 +79,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RateLimitedError",
     "RemoteError",
+    "SagaNotFoundError",
     "SignatureError",
     "StorageUnavailableError",
     "StreamNotFoundError",
@@ -367,6 +369,12 @@ class JobNotFoundError(NotFoundError):
     """No job with that id (never enqueued, or purged)."""
 
     code = "organelle.jobs.not_found"
+
+
+class SagaNotFoundError(NotFoundError):
+    """No saga with that id (never started, or its record was removed)."""
+
+    code = "organelle.saga.not_found"
 
 
 class StreamNotFoundError(NotFoundError):

@@ -19,6 +19,7 @@ from organelle.dashboard._http import ApiEndpoint, Query, StaticFile, View, int_
 from organelle.dashboard._jobs import MAX_PAGE, dead_letters, jobs_summary
 from organelle.dashboard._kernel import KernelViews
 from organelle.dashboard._nodes import list_nodes
+from organelle.dashboard._sagas import sagas_summary
 from organelle.dashboard._streams import streams_summary
 from organelle.health import Health
 
@@ -43,6 +44,7 @@ API_VIEWS = (
     "streams",
     "nodes",
     "config",
+    "sagas",
 )
 """Every JSON view, served as ``GET <path>/api/<view>``."""
 
@@ -88,6 +90,7 @@ class _Api:
             "streams": self.streams,
             "nodes": self.nodes,
             "config": self.config,
+            "sagas": self.sagas,
             "": self.index,
         }
 
@@ -125,6 +128,9 @@ class _Api:
 
     async def config(self, _: Query) -> Any:
         return self.views.config()
+
+    async def sagas(self, _: Query) -> Any:
+        return await sagas_summary(self.kernel)
 
 
 def dashboard_routes(rt: Runtime, config: DashboardConfig, rbac: Rbac | None) -> list[BaseRoute]:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from organelle.config.settings import KernelSettings
-    from organelle.jobs import JobQueue, JobsService, Schedule, Scheduler, Worker
+    from organelle.jobs import JobQueue, JobSpec, JobsService, Schedule, Scheduler, Worker
     from organelle.kernel._dispatch import CallNext
     from organelle.kernel._listen import Listeners
     from organelle.kernel._slots import Slot, Slots
@@ -126,11 +126,8 @@ class JobHost:
             self._register(job_name, method)
             if settings.job_worker:
                 handler = self._handler(slot.name, job_name, method)
-                if self.worker is None:
-                    self.worker = self.service.worker({}, slots=settings.job_slots)
-                    if self._started:
-                        await self.worker.start()
-                self.worker.add(job_name, handler, self.service.spec(job_name))
+                worker = await self._worker()
+                worker.add(job_name, handler, self.service.spec(job_name))
             if method.cron is not None and settings.job_scheduler:
                 if self.scheduler is None:
                     from organelle.jobs import Scheduler
@@ -139,6 +136,33 @@ class JobHost:
                     if self._started:
                         await self.scheduler.start()
                 self.scheduler.add(_schedule(job_name, method))
+
+    async def _worker(self) -> Worker:
+        assert self.service is not None  # noqa: S101 - opened by the caller
+        if self.worker is None:
+            self.worker = self.service.worker({}, slots=self._settings().job_slots)
+            if self._started:
+                await self.worker.start()
+        return self.worker
+
+    async def serve(
+        self, job_name: str, handler: Callable[..., Awaitable[Any]], spec: JobSpec
+    ) -> None:
+        """Run a kernel-made job type here (a saga's steps), opening the queue if needed."""
+        if self.service is None:
+            await self._open_queue()
+        assert self.service is not None  # noqa: S101 - opened above
+        self.service.register(job_name, spec)
+        if self._settings().job_worker:
+            (await self._worker()).add(job_name, handler, spec)
+
+    def unserve(self, names: list[str]) -> list[asyncio.Task[None]]:
+        """Stop running kernel-made job types here; return their runs still in flight."""
+        running = self.worker.remove(names) if self.worker is not None else []
+        if self.service is not None:
+            for name in names:
+                self.service.unregister(name)
+        return running
 
     async def detach(self, slot: Slot) -> None:
         """Stop running the slot's jobs here; let the runs in flight finish (bounded)."""
@@ -191,6 +215,26 @@ class JobHost:
                 return await fn(**args)
 
             # Tracing sees a "job" invocation as a CONSUMER span.
+            inv = Invocation("job", job_name, module, params, None, ctx, call)
+            return await run_invocation(chain_of(), inv)
+
+        return run
+
+    def pipelined(
+        self, module: str, job_name: str, fn: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """A kernel-made job handler run like a ``@job``: a ``"job"`` invocation, a root context."""
+        from organelle.jobs import current_job
+
+        chain_of = self._chain
+
+        async def run(**params: Any) -> Any:
+            lease = current_job.get()
+            ctx = root_context(None, meta=dict(lease.meta) if lease and lease.meta else None)
+
+            async def call(_: Invocation) -> Any:
+                return await fn(**params)
+
             inv = Invocation("job", job_name, module, params, None, ctx, call)
             return await run_invocation(chain_of(), inv)
 

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from organelle.jobs import JobsService, Worker
     from organelle.kernel._dispatch import Middleware
     from organelle.kernel._reload import ReloadResult
+    from organelle.sagas import Sagas
     from organelle.storage import NamespacedStore, StateEngine, Store
     from organelle.streams.base import StreamLog
     from organelle.streams.consumer import ConsumerStats
@@ -192,6 +193,15 @@ class Kernel:
             enqueue=self.enqueue,
         )
         self._relay_task: asyncio.Task[None] | None = None
+        from organelle.kernel._sagahost import NAMESPACE, SagaHost
+
+        self._sagas = SagaHost(
+            self._slots,
+            self._jobs,
+            lambda: storage.view(NAMESPACE),
+            self.call_with,
+            lambda: self.settings.drain_timeout_s,
+        )
         self._life = Lifecycle(
             self._slots,
             dispatcher,
@@ -208,6 +218,7 @@ class Kernel:
                 Subscriptions(self._bus),
                 self._router.exposure,
                 self._jobs,
+                self._sagas,
                 self._streams,
             ],
             claims=self._claims,
@@ -821,6 +832,11 @@ class Kernel:
     def store_if_open(self) -> Store | None:
         """The Store if something opened it, else ``None`` (a health probe must not open it)."""
         return self._storage.opened
+
+    @property
+    def sagas(self) -> Sagas:
+        """Sagas: ``start``, ``get``, ``list``, ``retry``, ``abort`` (see docs/sagas.md)."""
+        return self._sagas.engine
 
     @property
     def job_worker(self) -> Worker | None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from organelle.jobs import JobsService
+    from organelle.sagas import ModuleSagas, Sagas
     from organelle.storage import NamespacedStore, StateEngine, Store
     from organelle.streams.base import StreamLog
 
@@ -148,6 +149,11 @@ class KernelAPI(Protocol):
         ...
 
     @property
+    def sagas(self) -> Sagas:
+        """Sagas: start, list, retry, abort (``docs/sagas.md``)."""
+        ...
+
+    @property
     def jobs(self) -> JobsService:
         """Durable jobs."""
         ...
@@ -232,6 +238,13 @@ class Module(metaclass=ModuleMeta):
     def store(self) -> NamespacedStore:
         """This module's namespace of the kernel's Store; ``store.namespace(x)`` reaches another."""
         return self.kernel.store_for(self.name)
+
+    @property
+    def sagas(self) -> ModuleSagas:
+        """Start this module's sagas: ``await self.sagas.start("order", params, key=...)``."""
+        from organelle.sagas import ModuleSagas
+
+        return ModuleSagas(self.kernel.sagas, self.name)
 
     def spawn(
         self, coro: Coroutine[Any, Any, Any], *, name: str | None = None

@@ -6,7 +6,7 @@
   const BASE = document.body.dataset.base || "";
   const REFRESH_MS = Math.max(250, Number(document.body.dataset.refreshMs) || 2000);
   const KEY = "organelle.dashboard.authorization";
-  const VIEWS = ["overview", "health", "modules", "rpc", "events", "jobs", "streams", "nodes", "config"];
+  const VIEWS = ["overview", "health", "modules", "rpc", "events", "jobs", "streams", "nodes", "config", "sagas"];
   const STATES = new Set([
     "loaded", "starting", "active", "stopping", "stopped", "failed", "healthy", "degraded",
     "unhealthy", "serving", "draining", "alive", "dead", "closed", "open", "half_open",
@@ -237,6 +237,14 @@
       ]);
       if (!s.streams.length) list.replaceChildren(el("p", "no @consume members on this node", "empty"));
       else list.replaceChildren(...s.streams.map(streamBlock));
+    },
+    sagas(s) {
+      const steps = (x) => x.steps.map((st) => `${st.name}: ${st.state}${st.error ? ` (${st.error})` : ""}`).join(", ");
+      table("sagas-table", [
+        ["saga", (x) => x.name], ["id", (x) => el("code", x.id)], ["state", (x) => badge(x.state)],
+        ["updated", (x) => ago(x.updated_at, now), "num"], ["steps", steps, "wrap"],
+        ["error", (x) => el("span", x.error || "", "err"), "wrap"],
+      ], s.sagas, s.enabled ? "no unfinished sagas" : "no sagas declared on this node", (x) => x.state === "stuck");
     },
     dead(d) {
       table("jobs-dead", [
