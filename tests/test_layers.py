@@ -32,6 +32,7 @@ FLOORS: dict[str, int] = {
     "organelle.jobs": 2,
     "organelle.streams": 2,
     "organelle.blobs": 2,
+    "organelle.locks": 2,
     # 3. the kernel and its listeners
     "organelle.kernel": 3,
     "organelle.observability": 3,
