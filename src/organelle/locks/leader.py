@@ -90,12 +90,12 @@ def leader(
     Raises:
         DefinitionError: not an ``async def``, or ``ttl_s`` not positive.
     """
+    if not ttl_s > 0:
+        raise DefinitionError(f"@leader: ttl_s must be positive, got {ttl_s!r}")
 
     def mark(func: F) -> F:
         if not inspect.iscoroutinefunction(cast("Any", func)):
             raise DefinitionError(f"@leader {func.__qualname__}: must be an async def method")
-        if not ttl_s > 0:
-            raise DefinitionError(f"@leader {func.__qualname__}: ttl_s must be positive")
         setattr(func, _ATTR, LeaderSpec(ttl_s=ttl_s, name=name))
         return func
 
