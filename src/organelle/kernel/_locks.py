@@ -14,11 +14,19 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from organelle.context import _current, root_context
-from organelle.locks import Holder, Leadership, LockContext, StoreLocks, campaign, leader_spec
+from organelle.locks import (
+    Holder,
+    Leadership,
+    Lease,
+    LockContext,
+    StoreLocks,
+    campaign,
+    leader_spec,
+)
 
 if TYPE_CHECKING:
     from organelle.kernel._slots import Slot
@@ -94,3 +102,10 @@ class LockHost:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _runner(method: Callable[..., Awaitable[object]]) -> Callable[[Lease], Awaitable[object]]:
+    """Call a bound ``@leader`` method with the lease if it takes one."""
+    if inspect.signature(method).parameters:
+        return method
+    return lambda _lease: method()

@@ -81,7 +81,8 @@ def leader(
                     await self.close_due()
                     await asyncio.sleep(60)
 
-    The method starts once the module is active and it wins the election; it is
+    The method takes no argument, or one: the leadership's ``Lease`` (its
+    ``token`` for fenced writes). It starts once the module is active and wins the election; it is
     cancelled when leadership is lost or the module stops. Returning keeps the
     leadership (others stay followers); raising gives it up for another
     instance, and this one campaigns again. ``name`` overrides the lock name
@@ -96,6 +97,10 @@ def leader(
     def mark(func: F) -> F:
         if not inspect.iscoroutinefunction(cast("Any", func)):
             raise DefinitionError(f"@leader {func.__qualname__}: must be an async def method")
+        if len(inspect.signature(func).parameters) not in {1, 2}:
+            raise DefinitionError(
+                f"@leader {func.__qualname__}: takes self and at most one argument (the lease)"
+            )
         setattr(func, _ATTR, LeaderSpec(ttl_s=ttl_s, name=name))
         return func
 
@@ -111,14 +116,14 @@ def leader_spec(obj: object) -> LeaderSpec | None:
 async def campaign(
     locks: Locks,
     state: Leadership,
-    run: Callable[[], Awaitable[object]],
+    run: Callable[[Lease], Awaitable[object]],
     *,
     owner: str,
     ttl_s: float,
     poll_s: float = 0.1,
     retry_s: float = 1.0,
 ) -> None:
-    """Campaign for ``state.name`` forever, running ``run()`` while leading; cancel to stop."""
+    """Campaign for ``state.name`` forever, running ``run(lease)`` while leading; cancel to stop."""
     while True:
         try:
             lease = await acquire(locks, state.name, owner=owner, ttl_s=ttl_s, poll_s=poll_s)
@@ -133,11 +138,11 @@ async def campaign(
             await asyncio.sleep(retry_s)  # let another instance take it
 
 
-async def _lead(lease: Lease, state: Leadership, run: Callable[[], Awaitable[object]]) -> bool:
+async def _lead(lease: Lease, state: Leadership, run: Callable[[Lease], Awaitable[object]]) -> bool:
     state.leading, state.token, state.since = True, lease.token, time.time()
     state.terms += 1
     log.info("election %r: leading with token %s", state.name, lease.token)
-    task = asyncio.ensure_future(run())
+    task = asyncio.ensure_future(run(lease))
     lost = asyncio.ensure_future(lease.wait_lost())
     failed = False
     try:
