@@ -147,5 +147,13 @@ def test_leader_rejects_a_plain_function() -> None:
             @leader  # type: ignore[type-var]
             def lead(self) -> None: ...
 
+    with pytest.raises(DefinitionError, match="at most one argument"):
+
+        class TooMany(Module):
+            name = "too_many"
+
+            @leader
+            async def lead(self, lease: object, extra: object) -> None: ...
+
     with pytest.raises(DefinitionError, match="ttl_s"):
         leader(ttl_s=0)

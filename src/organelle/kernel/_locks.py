@@ -85,7 +85,7 @@ class LockHost:
                 campaign(
                     self.locks,
                     state,
-                    getattr(instance, attr),
+                    _runner(getattr(instance, attr)),
                     owner=self._owner(),
                     ttl_s=spec.ttl_s,
                 ),

@@ -51,7 +51,8 @@ class Lease:
         self._deadline = sent_at + ttl_s * 0.9
         self._lost = asyncio.Event()
         self._released = False
-        self._keeper: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._renewal: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:
@@ -92,44 +93,56 @@ class Lease:
         if self._released:
             return
         self._released = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._renewal is not None:  # let it land: its revision is the one to release at
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
         was_lost = self.lost
         self._lost.set()
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
         if not was_lost:
             await self._locks.release(self._grant)
 
-    def _start(self) -> None:
-        self._keeper = asyncio.get_running_loop().create_task(
-            self._keep(), name=f"lock-renew-{self.name}"
-        )
+    # Renewal runs off a timer, not a task sleeping in a loop: a lock held for
+    # a moment then costs a timer handle, not a task to create and cancel.
+    def _schedule(self, delay_s: float) -> None:
+        left = max(0.0, self._deadline - time.monotonic())
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(min(delay_s, left), self._tick)
 
-    async def _keep(self) -> None:
-        every = self.ttl_s / 3
-        while True:
-            await asyncio.sleep(min(every, max(0.0, self._deadline - time.monotonic())))
-            if self.lost:
-                break
-            sent = time.monotonic()
-            try:
-                self._grant = await asyncio.wait_for(
-                    self._locks.renew(self._grant, ttl_s=self.ttl_s),
-                    timeout=max(0.001, self._deadline - sent),
-                )
-            except LeaseLostError:
-                log.warning("lock %r: lease with token %s was lost", self.name, self.token)
-                self._lost.set()
-                return
-            except (OrganelleError, OSError, TimeoutError) as exc:
-                # The Store is slow or away: keep trying until the deadline says lost.
-                log.warning("lock %r: renewal failed (%s), retrying", self.name, exc)
-                every = self.ttl_s / 10
-                continue
-            self._deadline = sent + self.ttl_s * 0.9
-            every = self.ttl_s / 3
-        log.warning("lock %r: lease with token %s ran past its deadline", self.name, self.token)
+    def _tick(self) -> None:
+        self._timer = None
+        if self._released:
+            return
+        if self.lost:
+            log.warning("lock %r: lease with token %s ran past its deadline", self.name, self.token)
+            return
+        self._renewal = asyncio.ensure_future(self._renew())
+
+    async def _renew(self) -> None:
+        sent = time.monotonic()
+        try:
+            grant = await asyncio.wait_for(
+                self._locks.renew(self._grant, ttl_s=self.ttl_s),
+                timeout=max(0.001, self._deadline - sent),
+            )
+        except LeaseLostError:
+            log.warning("lock %r: lease with token %s was lost", self.name, self.token)
+            self._lost.set()
+            return
+        except (OrganelleError, OSError, TimeoutError) as exc:
+            # The Store is slow or away: keep trying until the deadline says lost.
+            log.warning("lock %r: renewal failed (%s), retrying", self.name, exc)
+            if not self._released:
+                self._schedule(self.ttl_s / 10)
+            return
+        finally:
+            self._renewal = None
+        self._grant = grant
+        self._deadline = sent + self.ttl_s * 0.9
+        if not self._released:
+            self._schedule(self.ttl_s / 3)
 
 
 async def acquire(
@@ -164,7 +177,7 @@ async def acquire(
         got = await locks.try_acquire(name, owner=owner, ttl_s=ttl_s)
         if isinstance(got, Grant):
             lease = Lease(locks, got, ttl_s=ttl_s, sent_at=sent)
-            lease._start()
+            lease._schedule(ttl_s / 3)  # renewals, started by the lease's maker
             return lease
         pause = _pause(delay, got)
         delay = min(delay * 2, poll_s)
