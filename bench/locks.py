@@ -4,8 +4,9 @@ A lock round trip (``async with LockContext(...)``: acquire, start the
 renewal task, stop it, release) is two compare-and-sets on the lock's key in
 ``StoreLocks``; the floor is those two compare-and-sets issued by hand on the
 same Store (same key shape, value and TTL), so the ratio is what the lease
-machinery adds on top of the backend. Rounds are interleaved (floor, lock,
-floor, lock, ...) and the best round of each side is kept. Target: 0.7 of the floor.
+machinery adds on top of the backend (MemoryStore's row shows that cost bare:
+its operations never wait). Rounds are interleaved (floor, lock,
+lock, floor, ...) and the best round of each side is kept. Target: 0.7 of the floor.
 
 Run: ``python bench/locks.py`` (about a minute; starts its own PostgreSQL and
 nats-server on 127.0.0.1).
@@ -40,6 +41,9 @@ async def _timed(step: Callable[[], Awaitable[None]], n: int) -> tuple[float, li
         t0 = time.perf_counter()
         await step()
         lat.append(time.perf_counter() - t0)
+        # Let the loop run between iterations as any program does: on MemoryStore
+        # nothing suspends, and cancelled renewal timers would pile up unreaped.
+        await asyncio.sleep(0)
     return n / (time.perf_counter() - start), lat
 
 
@@ -64,8 +68,9 @@ async def compare(backend: str, store: Store, n: int) -> list[Row]:
     await raw()
     await lock()  # warm both paths (the lock's free record now exists)
     best: dict[str, tuple[float, list[float]]] = {}
-    for _ in range(ROUNDS):
-        for name, step in (("raw", raw), ("lock", lock)):
+    sides: list[tuple[str, Callable[[], Awaitable[None]]]] = [("raw", raw), ("lock", lock)]
+    for r in range(ROUNDS):
+        for name, step in sides if r % 2 == 0 else sides[::-1]:  # neither side always first
             rate, lat = await _timed(step, n)
             if name not in best or rate > best[name][0]:
                 best[name] = (rate, lat)
@@ -81,7 +86,7 @@ async def compare(backend: str, store: Store, n: int) -> list[Row]:
             ratio=lock_rate / raw_rate,
             p50_us=percentile(lat, 50) * 1e6,
             p99_us=percentile(lat, 99) * 1e6,
-            target="≥ 0.7×",
+            target="—" if backend == "MemoryStore" else "≥ 0.7×",
             extra={"raw_p50_us": percentile(best["raw"][1], 50) * 1e6, "rounds": ROUNDS, "n": n},
         )
     ]
@@ -110,7 +115,8 @@ async def main() -> None:
         "revision with the lease TTL, write the free record at the new revision), issued by "
         f"hand on the same store. Best of {ROUNDS} interleaved rounds per side, one in flight. "
         "Measured on a shared 2-core machine with other work running: absolute rates vary "
-        "from run to run, the ratios less so.\n",
+        "from run to run, the ratios less so. MemoryStore has no target (one process, "
+        "no I/O): its row is the lease's own cost — objects, a renewal timer — in µs.\n",
     )
 
 

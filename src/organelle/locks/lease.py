@@ -44,12 +44,25 @@ class Lease:
     Made by ``acquire`` (or ``kernel.lock`` / ``Module.lock``), never directly.
     """
 
+    __slots__ = (
+        "_deadline",
+        "_grant",
+        "_is_lost",
+        "_locks",
+        "_lost",
+        "_released",
+        "_renewal",
+        "_timer",
+        "ttl_s",
+    )
+
     def __init__(self, locks: Locks, grant: Grant, *, ttl_s: float, sent_at: float) -> None:
         self._locks = locks
         self._grant = grant
         self.ttl_s = ttl_s
         self._deadline = sent_at + ttl_s * 0.9
-        self._lost = asyncio.Event()
+        self._is_lost = False
+        self._lost: asyncio.Event | None = None  # made by the first wait_lost()
         self._released = False
         self._timer: asyncio.TimerHandle | None = None
         self._renewal: asyncio.Future[None] | None = None
@@ -72,9 +85,14 @@ class Lease:
     @property
     def lost(self) -> bool:
         """Whether the lease may no longer be exclusive (taken, released, or past its deadline)."""
-        if not self._lost.is_set() and time.monotonic() >= self._deadline:
+        if not self._is_lost and time.monotonic() >= self._deadline:
+            self._set_lost()
+        return self._is_lost
+
+    def _set_lost(self) -> None:
+        self._is_lost = True
+        if self._lost is not None:
             self._lost.set()
-        return self._lost.is_set()
 
     def check(self) -> None:
         """Raise ``LeaseLostError`` if the lease is lost; call before acting on what it guards."""
@@ -86,6 +104,10 @@ class Lease:
 
     async def wait_lost(self) -> None:
         """Return once the lease is lost (or released)."""
+        if self._lost is None:
+            self._lost = asyncio.Event()
+            if self.lost:
+                self._lost.set()
         await self._lost.wait()
 
     async def release(self) -> None:
@@ -100,7 +122,7 @@ class Lease:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewal
         was_lost = self.lost
-        self._lost.set()
+        self._set_lost()
         if not was_lost:
             await self._locks.release(self._grant)
 
@@ -129,7 +151,7 @@ class Lease:
             )
         except LeaseLostError:
             log.warning("lock %r: lease with token %s was lost", self.name, self.token)
-            self._lost.set()
+            self._set_lost()
             return
         except (OrganelleError, OSError, TimeoutError) as exc:
             # The Store is slow or away: keep trying until the deadline says lost.
