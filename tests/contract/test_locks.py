@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from organelle.errors import FencedError, LeaseLostError, LockTimeoutError
+from organelle.errors import FencedError, LeaseLostError, LockTimeoutError, ValidationError
 from organelle.locks import (
     Grant,
     Holder,
@@ -177,6 +177,12 @@ class LocksContract:
         held = await locks.holder("steal")  # leaving the block did not free the thief's lock
         assert held is not None
         assert held.owner == "thief"
+
+    async def test_bad_ttl_is_refused(self, locks: StoreLocks) -> None:
+        with pytest.raises(ValidationError) as info:
+            await acquire(locks, "bad", owner="n1", ttl_s=0)
+        assert info.value.details["errors"][0]["field"] == "ttl_s"
+        assert await locks.holder("bad") is None
 
     async def test_exit_releases_on_error(self, locks: StoreLocks) -> None:
         with pytest.raises(RuntimeError, match="boom"):

@@ -25,8 +25,9 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from organelle.errors import LeaseLostError, LockTimeoutError, OrganelleError
+from organelle.errors import LeaseLostError, LockTimeoutError
 from organelle.locks.base import Grant, Holder
+from organelle.storage.base import bad
 
 if TYPE_CHECKING:
     from organelle.locks.base import Locks
@@ -153,7 +154,7 @@ class Lease:
             log.warning("lock %r: lease with token %s was lost", self.name, self.token)
             self._set_lost()
             return
-        except (OrganelleError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # any failure is retried until the deadline
             # The Store is slow or away: keep trying until the deadline says lost.
             log.warning("lock %r: renewal failed (%s), retrying", self.name, exc)
             if not self._released:
@@ -188,10 +189,11 @@ async def acquire(
 
     Raises:
         LockTimeoutError: still held by someone else after ``timeout_s``.
-        ValueError: ``ttl_s`` or ``poll_s`` not positive.
+        ValidationError: ``ttl_s`` or ``poll_s`` not positive.
     """
-    if not ttl_s > 0 or not poll_s > 0:
-        raise ValueError(f"lock {name!r}: ttl_s and poll_s must be positive")
+    for field, value in (("ttl_s", ttl_s), ("poll_s", poll_s)):
+        if not value > 0:
+            raise bad(field, f"lock {name!r}: {field} must be positive, got {value!r}")
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     delay = _FIRST_DELAY_S
     while True:
