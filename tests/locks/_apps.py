@@ -18,7 +18,7 @@ import random
 import sys
 
 from organelle import Kernel, Module
-from organelle.locks import Lease, LockContext, StoreLocks, fenced_put, leader
+from organelle.locks import LockContext, LockLease, StoreLocks, fenced_put, leader
 from organelle.storage import Store, open_store
 
 TTL_S = 2.0
@@ -57,7 +57,7 @@ class Elected(Module):
     name = "elected"
 
     @leader(ttl_s=TTL_S)
-    async def lead(self, lease: Lease) -> None:
+    async def lead(self, lease: LockLease) -> None:
         store, pid, token = self.kernel.store, os.getpid(), lease.token
         await store.compare_and_set(f"term.{token:020d}", pid, revision=None)  # one leader a token
         while True:

@@ -142,6 +142,9 @@ async def test_a_killed_leader_is_replaced_within_ttl_plus_one_second(
         token, pid = new_token, new_pid
         seen.append(token)
     assert seen == sorted(set(seen))
-    beat = await fenced_get(store, "beat")
-    assert beat is not None
-    assert beat[1] == token  # the newest leader's heartbeats, never an older token's
+
+    async def newest_beats() -> bool:  # the newest leader's heartbeats (an older token's: fenced)
+        beat = await fenced_get(store, "beat")
+        return beat is not None and beat[1] == token
+
+    await eventually(newest_beats, timeout_s=5)

@@ -21,8 +21,8 @@ from organelle.context import _current, root_context
 from organelle.locks import (
     Holder,
     Leadership,
-    Lease,
     LockContext,
+    LockLease,
     StoreLocks,
     campaign,
     leader_spec,
@@ -104,7 +104,7 @@ class LockHost:
                 await task
 
 
-def _runner(method: Callable[..., Awaitable[object]]) -> Callable[[Lease], Awaitable[object]]:
+def _runner(method: Callable[..., Awaitable[object]]) -> Callable[[LockLease], Awaitable[object]]:
     """Call a bound ``@leader`` method with the lease if it takes one."""
     if inspect.signature(method).parameters:
         return method

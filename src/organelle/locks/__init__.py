@@ -15,7 +15,7 @@ from organelle.errors import FencedError, LeaseLostError, LockTimeoutError
 from organelle.locks.base import Grant, Holder, Locks
 from organelle.locks.fencing import fenced_get, fenced_put
 from organelle.locks.leader import Leadership, LeaderSpec, campaign, leader, leader_spec
-from organelle.locks.lease import Lease, LockContext, acquire
+from organelle.locks.lease import LockContext, LockLease, acquire
 from organelle.locks.store import StoreLocks
 
 __all__ = [
@@ -24,9 +24,9 @@ __all__ = [
     "Holder",
     "LeaderSpec",
     "Leadership",
-    "Lease",
     "LeaseLostError",
     "LockContext",
+    "LockLease",
     "LockTimeoutError",
     "Locks",
     "StoreLocks",

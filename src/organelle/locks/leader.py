@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from organelle.errors import DefinitionError
-from organelle.locks.lease import Lease, acquire
+from organelle.locks.lease import LockLease, acquire
 
 if TYPE_CHECKING:
     from organelle.locks.base import Locks
@@ -81,7 +81,7 @@ def leader(
                     await self.close_due()
                     await asyncio.sleep(60)
 
-    The method takes no argument, or one: the leadership's ``Lease`` (its
+    The method takes no argument, or one: the leadership's ``LockLease`` (its
     ``token`` for fenced writes). It starts once the module is active and wins the election; it is
     cancelled when leadership is lost or the module stops. Returning keeps the
     leadership (others stay followers); raising gives it up for another
@@ -116,7 +116,7 @@ def leader_spec(obj: object) -> LeaderSpec | None:
 async def campaign(
     locks: Locks,
     state: Leadership,
-    run: Callable[[Lease], Awaitable[object]],
+    run: Callable[[LockLease], Awaitable[object]],
     *,
     owner: str,
     ttl_s: float,
@@ -138,7 +138,9 @@ async def campaign(
             await asyncio.sleep(retry_s)  # let another instance take it
 
 
-async def _lead(lease: Lease, state: Leadership, run: Callable[[Lease], Awaitable[object]]) -> bool:
+async def _lead(
+    lease: LockLease, state: Leadership, run: Callable[[LockLease], Awaitable[object]]
+) -> bool:
     state.leading, state.token, state.since = True, lease.token, time.time()
     state.terms += 1
     log.info("election %r: leading with token %s", state.name, lease.token)

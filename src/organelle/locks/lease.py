@@ -1,4 +1,4 @@
-"""``Lease``: a held lock, renewed in the background, and ``acquire`` to wait for one.
+"""``LockLease``: a held lock, renewed in the background, and ``acquire`` to wait for one.
 
 The backend (``Locks``) only grants, renews and releases; this file adds what
 every backend shares:
@@ -32,14 +32,14 @@ from organelle.storage.base import bad
 if TYPE_CHECKING:
     from organelle.locks.base import Locks
 
-__all__ = ["Lease", "LockContext", "acquire"]
+__all__ = ["LockContext", "LockLease", "acquire"]
 
 log = logging.getLogger("organelle.locks")
 
 _FIRST_DELAY_S = 0.002
 
 
-class Lease:
+class LockLease:
     """One held lock: ``token`` for fenced writes, ``lost`` / ``check()`` for safety, ``release()``.
 
     Made by ``acquire`` (or ``kernel.lock`` / ``Module.lock``), never directly.
@@ -176,7 +176,7 @@ async def acquire(
     ttl_s: float = 10.0,
     timeout_s: float | None = None,
     poll_s: float = 0.1,
-) -> Lease:
+) -> LockLease:
     """Wait for ``name`` and hold it: renewed in the background until ``release()``.
 
     Args:
@@ -200,7 +200,7 @@ async def acquire(
         sent = time.monotonic()
         got = await locks.try_acquire(name, owner=owner, ttl_s=ttl_s)
         if isinstance(got, Grant):
-            lease = Lease(locks, got, ttl_s=ttl_s, sent_at=sent)
+            lease = LockLease(locks, got, ttl_s=ttl_s, sent_at=sent)
             lease._schedule(ttl_s / 3)  # renewals, started by the lease's maker
             return lease
         pause = _pause(delay, got)
@@ -224,7 +224,7 @@ def _pause(delay: float, holder: Holder) -> float:
 
 
 class LockContext:
-    """``async with`` form of ``acquire``: yields the ``Lease``, releases it on exit.
+    """``async with`` form of ``acquire``: yields the ``LockLease``, releases it on exit.
 
     Leaving the block normally after the lease was lost raises
     ``LeaseLostError``: what the block did may have overlapped another holder.
@@ -242,9 +242,9 @@ class LockContext:
     ) -> None:
         self._locks, self._name, self._owner = locks, name, owner
         self._ttl_s, self._timeout_s, self._poll_s = ttl_s, timeout_s, poll_s
-        self._lease: Lease | None = None
+        self._lease: LockLease | None = None
 
-    async def __aenter__(self) -> Lease:
+    async def __aenter__(self) -> LockLease:
         self._lease = await acquire(
             self._locks,
             self._name,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from organelle.jobs import JobsService
-    from organelle.locks import Lease
+    from organelle.locks import LockLease
     from organelle.storage import NamespacedStore, StateEngine, Store
     from organelle.streams.base import StreamLog
 
@@ -140,7 +140,7 @@ class KernelAPI(Protocol):
 
     def lock(
         self, name: str, *, ttl_s: float = 10.0, timeout_s: float | None = None
-    ) -> AbstractAsyncContextManager[Lease]:
+    ) -> AbstractAsyncContextManager[LockLease]:
         """A cluster-wide lock on the Store (``organelle.locks``)."""
         ...
 
@@ -380,7 +380,7 @@ class Module(metaclass=ModuleMeta):
 
     def lock(
         self, name: str, *, ttl_s: float = 10.0, timeout_s: float | None = None
-    ) -> AbstractAsyncContextManager[Lease]:
+    ) -> AbstractAsyncContextManager[LockLease]:
         """Hold the cluster-wide lock ``<module>.<name>``: ``async with self.lock("x") as lease:``.
 
         Waits up to ``timeout_s`` (``None``: forever; ``LockTimeoutError``),
