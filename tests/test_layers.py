@@ -35,6 +35,7 @@ FLOORS: dict[str, int] = {
     "organelle.flags": 2,
     "organelle.secrets": 2,
     "organelle.sagas": 2,
+    "organelle.locks": 2,
     # 3. the kernel and its listeners
     "organelle.kernel": 3,
     "organelle.observability": 3,

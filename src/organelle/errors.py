@@ -18,10 +18,12 @@ known ancestor for a code this process does not know)::
     ├── ValidationError (ValueError)    organelle.validation     carries a field list
     │   └── FlagRuleError               organelle.flags.invalid  a bad flag value or rule
     ├── ConflictError                   organelle.storage.conflict  compare-and-set lost
+    │   └── FencedError                 organelle.lock.fenced    an older fencing token
     ├── TransactionError                organelle.storage.transaction  Store transaction misuse
     │   ├── TransactionClosedError      organelle.storage.tx_closed  used after its block
     │   └── TransactionUnsupportedError organelle.storage.tx_unsupported  none on NATS KV
-    ├── LeaseLostError                  organelle.lease_lost     a job's or a partition's lease
+    ├── LeaseLostError                  organelle.lease_lost     a job, partition or lock lease
+    ├── LockTimeoutError (TimeoutError) organelle.lock.timeout   still held after timeout_s
     ├── BlobIntegrityError              organelle.blobs.integrity   size or SHA-256 mismatch on read
     ├── ClaimCheckError                 organelle.claim_check    claimed payload missing, damaged
     ├── TransportError                  organelle.transport
@@ -66,6 +68,7 @@ __all__ = [
     "ConflictError",
     "DefinitionError",
     "DependencyError",
+    "FencedError",
     "FlagNotFoundError",
     "FlagRuleError",
     "ForbiddenError",
@@ -73,6 +76,7 @@ __all__ = [
     "JobNotFoundError",
     "LeaseLostError",
     "LifecycleError",
+    "LockTimeoutError",
     "NotFoundError",
     "NotServedError",
     "OrganelleError",
@@ -458,11 +462,31 @@ class TransactionUnsupportedError(TransactionError):
 class LeaseLostError(OrganelleError):
     """A lease expired and someone else holds the work now: this ack, fail or commit is refused.
 
-    One class for a job's lease (the worker) and a stream partition's (a
-    consumer group member); ``details`` may say which job or partition.
+    One class for a job's lease (the worker), a stream partition's (a
+    consumer group member) and a lock's (``organelle.locks``); ``details`` may
+    say which job, partition or lock.
     """
 
     code = "organelle.lease_lost"
+
+
+class FencedError(ConflictError):
+    """A fenced write carried an older fencing token than the one the key was last written with.
+
+    A newer holder of the lock has written since: this holder's lease is gone.
+    ``details`` holds ``key``, ``token`` (this write's) and ``current``.
+    """
+
+    code = "organelle.lock.fenced"
+
+
+class LockTimeoutError(OrganelleError, TimeoutError):
+    """A lock stayed held by someone else for the whole ``timeout_s`` of the wait.
+
+    ``details`` holds ``lock`` and ``timeout_s``.
+    """
+
+    code = "organelle.lock.timeout"
 
 
 # The codes each block used before the two lease errors became one still decode.

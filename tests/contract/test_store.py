@@ -114,6 +114,23 @@ class StoreContract:
         assert entry.revision == max(revs)
         assert entry.value == revs.index(max(revs))
 
+    async def test_concurrent_creates_have_one_winner(self, store: Store) -> None:
+        """``compare_and_set(revision=None)`` racing on an absent (or deleted) key: one write wins."""
+        for round_ in range(6):
+            key = f"new{round_ // 2}"
+            if round_ % 2:
+                await store.delete(key)  # the second race on each key starts from a delete
+            results = await asyncio.gather(
+                *(store.compare_and_set(key, i, revision=None) for i in range(8)),
+                return_exceptions=True,
+            )
+            wins = [r for r in results if isinstance(r, int)]
+            assert len(wins) == 1, results
+            assert all(isinstance(r, ConflictError) for r in results if not isinstance(r, int))
+            entry = await store.get(key)
+            assert entry is not None
+            assert entry.revision == wins[0]
+
     async def test_delete(self, store: Store) -> None:
         await store.put("k", 1)
         assert await store.delete("k") is True

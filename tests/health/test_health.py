@@ -10,6 +10,7 @@ import pytest
 
 from organelle import Kernel, Module, rpc
 from organelle.health import CheckResult, Health, Status, as_result
+from organelle.locks import leader
 from organelle.testing import eventually, running
 
 
@@ -66,7 +67,9 @@ async def test_all_healthy_is_ready() -> None:
             "storage",
             "jobs",
             "streams",
+            "leaders",
         }
+        assert report.checks["leaders"]["detail"] == "no elections"
 
 
 async def test_degraded_module_stays_ready_failing_one_is_not() -> None:
@@ -235,3 +238,23 @@ async def test_stream_lag_check(tmp_path: Any) -> None:
         ok = await StreamLagCheck(kernel, limit=2).check()
         assert ok.status is Status.HEALTHY
         assert ok.data["lag"] == 0
+
+
+class Leads(Module):
+    name = "leads"
+
+    @leader(ttl_s=2)
+    async def lead(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_leaders_check_says_what_this_node_leads() -> None:
+    async with running(Leads, config={"kernel": {"storage": "memory://"}}) as kernel:
+        health = Health(kernel, cache_s=0)
+        await eventually(lambda: kernel.leaders()[0].leading, timeout_s=5)
+        report = await health.report()
+        check = report.checks["leaders"]
+        assert check["status"] == "healthy"
+        assert check["detail"] == "leading leader.leads.lead"
+        token = kernel.leaders()[0].token
+        assert check["data"] == {"leader.leads.lead": {"leading": True, "token": token, "terms": 1}}

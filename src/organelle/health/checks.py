@@ -17,7 +17,14 @@ from organelle.kernel._states import ModuleState
 if TYPE_CHECKING:
     from organelle.kernel import Kernel
 
-__all__ = ["JobBacklogCheck", "ModuleCheck", "StorageCheck", "StreamLagCheck", "TransportCheck"]
+__all__ = [
+    "JobBacklogCheck",
+    "LeaderCheck",
+    "ModuleCheck",
+    "StorageCheck",
+    "StreamLagCheck",
+    "TransportCheck",
+]
 
 _PROBE_KEY = "__organelle__/health"
 
@@ -158,3 +165,28 @@ class StreamLagCheck:
                 status=Status.DEGRADED, detail=f"lag {total} over {self.limit}", data=data
             )
         return CheckResult(status=Status.HEALTHY, data=data)
+
+
+@dataclass(slots=True)
+class LeaderCheck:
+    """Which ``@leader`` elections this node leads (always healthy: following is normal).
+
+    Reads the kernel's election state only (no Store read): ``data`` maps each
+    election's lock name to ``{"leading", "token", "terms"}``.
+    """
+
+    kernel: Kernel
+    name: str = "leaders"
+    required: bool = False
+
+    async def check(self) -> CheckResult:
+        """This node's elections and whether it leads each."""
+        elections = self.kernel.leaders()
+        if not elections:
+            return CheckResult(status=Status.HEALTHY, detail="no elections")
+        data: dict[str, Any] = {
+            e.name: {"leading": e.leading, "token": e.token, "terms": e.terms} for e in elections
+        }
+        leading = sorted(e.name for e in elections if e.leading)
+        detail = f"leading {', '.join(leading)}" if leading else "following"
+        return CheckResult(status=Status.HEALTHY, detail=detail, data=data)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from organelle.health.base import CheckResult, HealthCheck, Status
 from organelle.health.checks import (
     JobBacklogCheck,
+    LeaderCheck,
     ModuleCheck,
     StorageCheck,
     StreamLagCheck,
@@ -91,6 +92,7 @@ class Health:
             StorageCheck(kernel),
             JobBacklogCheck(kernel, backlog_limit),
             StreamLagCheck(kernel, backlog_limit),
+            LeaderCheck(kernel),
         ]
         self._started = time.monotonic()
         self._was_accepting = False

@@ -39,6 +39,7 @@ from organelle.kernel._inbox import StoreInbox
 from organelle.kernel._jobhost import JobHost
 from organelle.kernel._lifecycle import Lifecycle
 from organelle.kernel._listen import ConnectionReport, Listener, Listeners
+from organelle.kernel._locks import LockHost
 from organelle.kernel._outbox import Outbox, Transaction
 from organelle.kernel._policy import Policies
 from organelle.kernel._router import Router
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from organelle.jobs import JobsService, Worker
     from organelle.kernel._dispatch import Middleware
     from organelle.kernel._reload import ReloadResult
+    from organelle.locks import Holder, Leadership, LockContext
     from organelle.sagas import Sagas
     from organelle.storage import NamespacedStore, StateEngine, Store
     from organelle.streams.base import StreamLog
@@ -202,6 +204,7 @@ class Kernel:
             self.call_with,
             lambda: self.settings.drain_timeout_s,
         )
+        self._locks = LockHost(lambda: storage.store, lambda: self._router.transport.node)
         self._life = Lifecycle(
             self._slots,
             dispatcher,
@@ -220,6 +223,7 @@ class Kernel:
                 self._jobs,
                 self._sagas,
                 self._streams,
+                self._locks,
             ],
             claims=self._claims,
         )
@@ -842,6 +846,34 @@ class Kernel:
     def job_worker(self) -> Worker | None:
         """This node's job worker (``None`` when it runs no jobs): counters for dashboards."""
         return self._jobs.worker
+
+    def lock(
+        self, name: str, *, ttl_s: float = 10.0, timeout_s: float | None = None
+    ) -> LockContext:
+        """A cluster-wide lock on the Store: ``async with kernel.lock("name") as lease:``.
+
+        Waits for the lock (``timeout_s``, ``None``: forever), renews it every
+        ``ttl_s / 3`` while the block runs, releases it on exit. ``lease.token``
+        grows with every holding (for ``organelle.locks.fenced_put``);
+        ``lease.check()`` raises ``LeaseLostError`` once the lease is lost, and
+        so does leaving the block after a loss. See ``docs/locks.md``.
+
+        Raises:
+            LockTimeoutError: still held by another after ``timeout_s``.
+        """
+        return self._locks.lock(name, ttl_s=ttl_s, timeout_s=timeout_s)
+
+    async def lock_holder(self, name: str) -> Holder | None:
+        """Who holds lock ``name`` in the cluster now (``None``: free).
+
+        A ``@leader`` method's lock is ``leader.<module>.<method>``; a module's
+        ``self.lock("x")`` is ``<module>.x``.
+        """
+        return await self._locks.holder(name)
+
+    def leaders(self) -> list[Leadership]:
+        """This node's ``@leader`` elections: lock name, whether it leads, its token."""
+        return self._locks.leaders()
 
     @property
     def states(self) -> StateEngine:

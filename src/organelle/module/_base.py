@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from organelle.jobs import JobsService
+    from organelle.locks import LockLease
     from organelle.sagas import ModuleSagas, Sagas
     from organelle.storage import NamespacedStore, StateEngine, Store
     from organelle.streams.base import StreamLog
@@ -136,6 +137,12 @@ class KernelAPI(Protocol):
 
     def module_crashed(self, module: Module, error: BaseException) -> None:
         """A module's background task died: restart it (supervision)."""
+        ...
+
+    def lock(
+        self, name: str, *, ttl_s: float = 10.0, timeout_s: float | None = None
+    ) -> AbstractAsyncContextManager[LockLease]:
+        """A cluster-wide lock on the Store (``organelle.locks``)."""
         ...
 
     @property
@@ -385,6 +392,19 @@ class Module(metaclass=ModuleMeta):
     ) -> tuple[int, int]:
         """Append a record to a durable stream; see ``Kernel.append``."""
         return await self.kernel.append(stream, payload, key=key, headers=headers)
+
+    def lock(
+        self, name: str, *, ttl_s: float = 10.0, timeout_s: float | None = None
+    ) -> AbstractAsyncContextManager[LockLease]:
+        """Hold the cluster-wide lock ``<module>.<name>``: ``async with self.lock("x") as lease:``.
+
+        Waits up to ``timeout_s`` (``None``: forever; ``LockTimeoutError``),
+        renews every ``ttl_s / 3`` in the background and releases on exit; a
+        holder that dies frees it after ``ttl_s``. Stamp writes with
+        ``lease.token`` (``organelle.locks.fenced_put``) or call
+        ``lease.check()`` before acting. See ``Kernel.lock`` and ``docs/locks.md``.
+        """
+        return self.kernel.lock(f"{self.name}.{name}", ttl_s=ttl_s, timeout_s=timeout_s)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} module {self.name!r} v{self.version}>"

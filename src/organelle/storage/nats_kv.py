@@ -157,7 +157,10 @@ class NatsKvStore(BaseStore):
             raise bad("key", f"key is too long once escaped for NATS KV ({len(subject)} chars)")
         return subject
 
-    async def _raw(self, subject: str) -> tuple[bytes, int, dict[str, str]] | None:
+    async def _raw(
+        self, subject: str, *, markers: bool = False
+    ) -> tuple[bytes, int, dict[str, str]] | None:
+        """The subject's last message; a delete marker reads as ``None`` unless ``markers``."""
         import nats.js.errors
 
         try:
@@ -165,7 +168,7 @@ class NatsKvStore(BaseStore):
         except nats.js.errors.NotFoundError:
             return None
         headers = dict(msg.headers or {})
-        if headers.get(H_OP) in {"DEL", "PURGE"}:
+        if not markers and headers.get(H_OP) in {"DEL", "PURGE"}:
             return None
         return msg.data or b"", int(msg.seq), headers
 
@@ -323,32 +326,20 @@ class NatsKvStore(BaseStore):
         key, expected = self._key(key), self._revision(revision)
         self._encode(value)
         self._ttl(ttl_s)
-        raw = await self._retry(lambda: self._raw(self._subject(key)))
+        # One read, delete markers included: the write then expects exactly the
+        # sequence seen (0: the subject never had a message), so a writer that
+        # slipped in after this read makes the write fail rather than be overwritten.
+        raw = await self._retry(lambda: self._raw(self._subject(key), markers=True))
         last = 0 if raw is None else raw[1]
-        exp = None if raw is None else self._meta(raw[2])[1]
-        live = raw is not None and (exp is None or exp > time.time())
+        deleted = raw is not None and raw[2].get(H_OP) in {"DEL", "PURGE"}
+        exp = None if raw is None or deleted else self._meta(raw[2])[1]
+        live = raw is not None and not deleted and (exp is None or exp > time.time())
         if (live and last != expected) or (not live and expected != 0):
             raise self._conflict(key, expected, last if live else None)
-        if raw is None:  # absent or a delete marker: expect whatever the subject's last seq is
-            last = await self._last_seq(key)
         try:
             return await self._write(key, value, ttl_s, last=last)
         except _WrongLastError:
             raise self._conflict(key, expected, None) from None
-
-    async def _last_seq(self, key: str) -> int:
-        import nats.js.errors
-
-        async def fetch() -> int:
-            try:
-                msg = await self._js.get_msg(
-                    self._stream, subject=self._subject(key), direct=self._direct
-                )
-            except nats.js.errors.NotFoundError:
-                return 0
-            return int(msg.seq)
-
-        return int(await self._retry(fetch))
 
     async def incr(self, key: str, by: int = 1) -> int:
         """Atomically add ``by`` (a compare-and-set loop on the key's revision)."""
