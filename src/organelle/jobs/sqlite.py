@@ -35,7 +35,7 @@ from organelle.jobs._records import (
     sweep_every_s,
 )
 from organelle.jobs.base import AttemptError, JobRecord, JobState, Lease, NewJob
-from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread
+from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread, use_wal
 
 __all__ = ["SqliteJobQueue"]
 
@@ -137,7 +137,7 @@ class SqliteJobQueue:
         # in WAL mode nothing else needs to wait once the write lock is held.
         conn.execute("PRAGMA busy_timeout = 0")
         if self.path != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         conn.executescript(_SCHEMA)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}

@@ -487,7 +487,7 @@ class Guard:
         on = self.policy.fallback_on
         return any(getattr(c, "code", None) in on for c in type(exc).__mro__)
 
-    async def _attempts(self, attempt: Attempt, deadline: float, nodes: bool) -> Any:  # noqa: C901, PLR0912 - one loop, every part in order
+    async def _attempts(self, attempt: Attempt, deadline: float, nodes: bool) -> Any:  # noqa: C901, PLR0912, PLR0915 - one loop, every part in order
         now = _monotonic()
         owner = self.owner
         if self.bucket is not None:
@@ -511,7 +511,10 @@ class Guard:
                 if bulkhead is None:
                     result = await attempt(until)
                 else:
-                    await bulkhead.acquire(until, self.target)
+                    if bulkhead.active < bulkhead.policy.max_concurrent and not bulkhead.waiters:
+                        bulkhead.active += 1  # a free slot: no await
+                    else:
+                        await bulkhead.acquire(until, self.target)
                     try:
                         result = await attempt(until)
                     finally:

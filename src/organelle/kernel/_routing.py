@@ -116,6 +116,8 @@ class Routing:
         self.tables: dict[str, RouteTable] = {}
         self.active = False
         self._plans: dict[str, _RoutePlan] = {}
+        # pick_node: per module, the registry view and its nodes in an accepted version.
+        self._accepted: dict[str, tuple[Mapping[str, str], list[str]]] = {}
         self._turn = itertools.count()
         self._sides: dict[tuple[str, str, str], _Side] = {}
         self._mirrors: set[asyncio.Task[None]] = set()
@@ -133,6 +135,7 @@ class Routing:
     def forget(self) -> None:
         """Local modules changed (their ``requires`` too): rebuild plans on the next call."""
         self._plans.clear()
+        self._accepted.clear()
 
     # -- choosing ------------------------------------------------------------------------
     def pick(
@@ -235,7 +238,11 @@ class Routing:
         if module in self.tables:
             return self.pick(target, params, ctx, avoid)
         served = self._transport().versions(module)
-        nodes = [n for n, v in served.items() if n not in avoid and self._accepts(module, v)]
+        known = self._accepted.get(module)
+        if known is None or known[0] is not served:  # a new registry view: filter it once
+            known = (served, [n for n, v in served.items() if self._accepts(module, v)])
+            self._accepted[module] = known
+        nodes = [n for n in known[1] if n not in avoid] if avoid else known[1]
         if nodes:
             return nodes[next(self._turn) % len(nodes)]
         if any(n in avoid for n in served):

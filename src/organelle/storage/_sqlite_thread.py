@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["DURABLE", "READ", "WRITE", "Lane", "Op", "SqliteThread"]
+__all__ = ["DURABLE", "READ", "WRITE", "Lane", "Op", "SqliteThread", "use_wal"]
 
 Op = Callable[[sqlite3.Connection], Any]
 _Item = tuple[Op, int, asyncio.Future[Any]]  # mode: READ, WRITE, DURABLE or _TX
@@ -59,6 +59,30 @@ BUSY_TIMEOUT_S = 10.0
 HOT_S = 1.0  # poll at full speed for this long after another process last committed
 IDLE_POLL_MAX_S = 0.025  # the slowest poll of a quiet queue
 _NUDGE: Any = ("nudge",)
+
+
+def use_wal(conn: sqlite3.Connection, wait_s: float = BUSY_TIMEOUT_S) -> None:
+    """Put the file in WAL mode, waiting out other openers.
+
+    Switching the journal mode takes an exclusive lock that SQLite does not wait
+    for through ``busy_timeout``: several connections opening one new file at
+    once get "database is locked". A file already in WAL needs no switch.
+    """
+    deadline = time.monotonic() + wait_s
+    pause = 0.001
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        else:
+            return
 
 
 class SqliteThread:

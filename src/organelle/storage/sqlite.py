@@ -31,7 +31,7 @@ from typing import Any, Self, cast
 
 from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage._common import BaseStore, prefix_upper
-from organelle.storage._sqlite_thread import READ, WRITE, Lane, Op, SqliteThread
+from organelle.storage._sqlite_thread import READ, WRITE, Lane, Op, SqliteThread, use_wal
 from organelle.storage._tx import TxCore, any_tx
 from organelle.storage.base import ChangeOp, Entry, Page, Watch
 from organelle.storage.retry import retrying
@@ -90,7 +90,7 @@ class SqliteStore(BaseStore):
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_ms / 1000)
         conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         if self.path != ":memory:":
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn)
         conn.execute(f"PRAGMA synchronous={self._sync}")
         if write:
             t = self._t

@@ -21,7 +21,7 @@ from typing import Any, Literal, Self
 import msgspec
 
 from organelle.errors import LeaseLostError, StreamNotFoundError, ValidationError
-from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread
+from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread, use_wal
 from organelle.streams.base import (
     BaseStreamLog,
     Delivery,
@@ -122,7 +122,7 @@ class SqliteStreamLog(BaseStreamLog):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 0")  # the thread retries BEGIN itself
         if self.path != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         conn.executescript(_SCHEMA)
         return conn
