@@ -224,7 +224,7 @@ class ActionEndpoint:
         try:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             principal = await self.rt.authenticate(scope, headers)
-            require_roles(principal, self.roles, self.rbac, "dashboard actions")
+            require_roles(principal, self.roles, self.rbac, "a dashboard action")
             body = await self._body(receive, headers)
             actor = Actor(kernel=self.rt.kernel, by=_who(principal))
             log.info("dashboard action %s by %s: %s", self.name, actor.by, _brief(body))

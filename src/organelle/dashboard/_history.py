@@ -133,11 +133,12 @@ class History:
         errors = sum(sum(s.errors.values()) for s in table.values())
         bounds: tuple[float, ...] = ()
         counts: list[int] = []
-        for stats in table.values():
+        for stats in table.values():  # every method has the same buckets: add them up
             bounds = tuple(stats.bounds)
-            counts = [a + b for a, b in zip(counts, stats.counts, strict=True)] or list(
-                stats.counts
-            )
+            if len(counts) < len(stats.counts):
+                counts += [0] * (len(stats.counts) - len(counts))
+            for i, n in enumerate(stats.counts):
+                counts[i] += n
         last, self._last = self._last, _Totals(now, calls, errors, counts)
         if last is None or now <= last.t:
             return None, None, None, None
