@@ -174,7 +174,7 @@ async def test_a_flag_is_changed_from_the_page_and_a_cancel_changes_nothing() ->
             "[...document.querySelectorAll('#flags-table .changed')]"
             ".some((e) => e.textContent === '25')"
         )
-        assert desk.flags.discount_pct == 25  # noqa: PLR2004
+        assert desk.flags.discount_pct == 25
     assert errors == []
 
 
