@@ -13,6 +13,7 @@ from organelle import Kernel, Module, job
 from organelle.auth.api_keys import hash_key
 from organelle.dashboard import ACTIONS
 from organelle.gateway import Gateway
+from organelle.jobs.worker import Worker
 from organelle.testing import capture, eventually
 from tests.dashboard.apps import API, ON, Audit, Calc, Mail, serve
 from tests.dashboard.test_sagas import Pay
@@ -254,3 +255,45 @@ async def test_an_app_without_flags_lists_none() -> None:
     async with serve(Calc, dashboard=ON) as (_, client):
         listed = (await client.get(f"{API}/flags")).json()
     assert listed == {"enabled": False, "flags": []}
+
+
+CAN_PAUSE = callable(getattr(Worker, "pause", None))
+
+
+@pytest.mark.skipif(CAN_PAUSE, reason="this job worker can pause: see the test below")
+async def test_pause_is_refused_where_the_worker_cannot_pause() -> None:
+    async with serve(Mail, dashboard=ON, gateway=GATEWAY, jobs="memory://") as (_, client):
+        r = await act(client, "jobs/pause", {"names": ["mail.send"]})
+        assert error(r, 409) == "organelle.storage.conflict"
+        assert "cannot pause" in r.json()["error"]["message"]
+        jobs = (await client.get(f"{API}/jobs", headers=KEYS)).json()
+        assert jobs["worker"]["paused"] is None  # the page shows no pause button
+
+
+@pytest.mark.skipif(not CAN_PAUSE, reason="this job worker has no pause / resume")
+async def test_a_paused_job_waits_until_resumed() -> None:
+    async with serve(Mail, dashboard=ON, gateway=GATEWAY, jobs="memory://") as (k, client):
+        r = await act(client, "jobs/pause", {"names": ["mail.send"]})
+        assert r.json()["result"] == {"paused": ["mail.send"]}
+        jobs = (await client.get(f"{API}/jobs", headers=KEYS)).json()
+        assert jobs["worker"]["paused"] == ["mail.send"]
+        job_id = await k.enqueue("mail.send", to="ada@example.com")
+        with pytest.raises(TimeoutError):
+            await k.drain_jobs(timeout_s=0.5)
+        assert (await k.jobs.get(job_id)).state == "queued"
+        r = await act(client, "jobs/resume", {})
+        assert r.json()["result"] == {"paused": []}
+        await k.drain_jobs(timeout_s=10)
+        assert (await k.jobs.get(job_id)).state == "succeeded"
+        r = await act(client, "jobs/pause", {"names": "mail.send"})
+        assert error(r, 422) == "organelle.validation"
+
+
+async def test_pause_needs_a_worker_on_this_node() -> None:
+    async with serve(Mail, dashboard=ON, gateway=GATEWAY, jobs="memory://", job_worker=False) as (
+        _,
+        client,
+    ):
+        r = await act(client, "jobs/pause", {})
+        assert error(r, 409) == "organelle.storage.conflict"
+        assert "no job worker" in r.json()["error"]["message"]

@@ -119,6 +119,38 @@ async def _purge_jobs(actor: Actor, body: Body) -> Any:
     return {"purged": await dead.purge(still) if still else 0}
 
 
+def _names(body: Body) -> list[str] | None:
+    value = body.get("names")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(n, str) and n for n in value):
+        message = "a non-empty list of job names, or absent for every job"
+        raise ValidationError(
+            f"'names' must be {message}", errors=[{"field": "names", "message": message}]
+        )
+    return list(value)
+
+
+def _worker(kernel: Kernel) -> Any:
+    """This node's job worker, if it can pause (``pause`` / ``resume`` / ``paused``)."""
+    worker = kernel.job_worker
+    if worker is None:
+        raise ConflictError("this node runs no job worker: there is nothing to pause here")
+    if not callable(getattr(worker, "pause", None)):
+        raise ConflictError("this node's job worker cannot pause (an organelle without it)")
+    return worker
+
+
+async def _pause_jobs(actor: Actor, body: Body) -> Any:
+    """This node's worker stops claiming the named jobs (default: all); they wait queued."""
+    return {"paused": sorted(_worker(actor.kernel).pause(_names(body)))}
+
+
+async def _resume_jobs(actor: Actor, body: Body) -> Any:
+    """This node's worker claims the named jobs (default: all) again."""
+    return {"paused": sorted(_worker(actor.kernel).resume(_names(body)))}
+
+
 async def _reload_module(actor: Actor, body: Body) -> Any:
     """A fresh instance of the module's class with its current config, swapped in live."""
     name = _text(body, "module")
@@ -184,6 +216,8 @@ async def _reset_flag(actor: Actor, body: Body) -> Any:
 ACTIONS: dict[str, Action] = {
     "jobs/retry": _retry_job,
     "jobs/purge": _purge_jobs,
+    "jobs/pause": _pause_jobs,
+    "jobs/resume": _resume_jobs,
     "modules/reload": _reload_module,
     "config/reload": _reload_config,
     "sagas/retry": _retry_saga,

@@ -217,11 +217,15 @@
       }
       const backlog = Object.values(j.backlog).reduce((a, b) => a + b, 0);
       const w = j.worker;
+      // pause / resume only where this node's worker can (a worker says what it paused)
+      const canPause = Boolean(w && Array.isArray(w.paused));
+      const paused = new Set(canPause ? w.paused : []);
       facts("jobs-summary", [
         ["due, waiting", num(backlog)], ["dead", `${num(j.dead)}${j.dead_capped ? "+" : ""}`],
         ["running here", w ? num(w.in_flight) : "no worker"],
         ["succeeded", w ? num(w.succeeded) : "–"], ["retried", w ? num(w.retried) : "–"],
         ["dead-lettered", w ? num(w.dead) : "–"], ["leases lost", w ? num(w.lost) : "–"],
+        ...(paused.size ? [["paused here", [...paused].join(", ")]] : []),
       ]);
       table("jobs-types", [
         ["job", (t) => t.name], ["due", (t) => num(t.backlog), "num"],
@@ -229,7 +233,11 @@
         ["timeout", (t) => (t.timeout_s === null ? "–" : `${t.timeout_s} s`), "num"],
         ["concurrency", (t) => num(t.concurrency), "num"], ["rate", (t) => (t.rate === null ? "–" : `${t.rate}/s`), "num"],
         ["cron", (t) => t.cron || ""],
-      ], j.types, "no job types registered here");
+        ...(canPause ? [["", (t) => (paused.has(t.name)
+          ? button("Resume", () => act("jobs/resume", { names: [t.name] }, `Resume ${t.name} on this node?`))
+          : button("Pause", () => act("jobs/pause", { names: [t.name] },
+            `Pause ${t.name} on this node? Its jobs wait in the queue until resumed.`), "danger"))]] : []),
+      ], j.types, "no job types registered here", (t) => paused.has(t.name));
     },
     streams(s) {
       const list = $("streams-list");
