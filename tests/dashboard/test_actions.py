@@ -156,6 +156,9 @@ async def test_reload_module_swaps_the_instance_and_reload_config_reports_the_di
         assert r.json()["result"] == {"reloaded": "calc", "state": "active"}
         assert k.module("calc") is not old
         assert await k.call("calc.add", a=1, b=2) == 3
+        r = await act(client, "modules/reload", {"module": "gateway"})
+        assert error(r, 409) == "organelle.storage.conflict"
+        assert "serves this dashboard" in r.json()["error"]["message"]
         r = await act(client, "config/reload")  # built from a dict: nothing to re-read
         assert error(r, 409) == "organelle.config"
         assert "no config source" in r.json()["error"]["message"]

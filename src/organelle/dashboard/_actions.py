@@ -63,6 +63,8 @@ class Actor:
 
     kernel: Kernel
     by: str
+    serving: object = None
+    """The gateway runtime serving the request (a module holding it is not reloaded)."""
 
 
 Body = Mapping[str, Any]
@@ -154,6 +156,12 @@ async def _resume_jobs(actor: Actor, body: Body) -> Any:
 async def _reload_module(actor: Actor, body: Body) -> Any:
     """A fresh instance of the module's class with its current config, swapped in live."""
     name = _text(body, "module")
+    if getattr(actor.kernel.module(name), "runtime", None) is actor.serving:
+        # its stop would wait for this very request to finish: reload it from elsewhere
+        raise ConflictError(
+            f"module {name!r} serves this dashboard: reload it from the CLI or the ops API",
+            details={"module": name},
+        )
     await actor.kernel.reload_module(name)
     return {"reloaded": name, "state": actor.kernel.state(name).value}
 
@@ -260,7 +268,7 @@ class ActionEndpoint:
             principal = await self.rt.authenticate(scope, headers)
             require_roles(principal, self.roles, self.rbac, "a dashboard action")
             body = await self._body(receive, headers)
-            actor = Actor(kernel=self.rt.kernel, by=_who(principal))
+            actor = Actor(kernel=self.rt.kernel, by=_who(principal), serving=self.rt)
             log.info("dashboard action %s by %s: %s", self.name, actor.by, _brief(body))
             result = await self.action(actor, body)
             try:

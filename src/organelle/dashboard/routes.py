@@ -112,6 +112,11 @@ class _Api:
             "": self.index,
         }
 
+    async def close(self) -> None:
+        """The gateway stops: stop sampling and stop counting calls for these views."""
+        await self.history.close()
+        self.kernel.unlisten(self.views)
+
     async def index(self, _: Query) -> Any:
         return {
             "views": {name: f"{self.base}/api/{name}" for name in API_VIEWS},
@@ -173,7 +178,7 @@ def _api(rt: Runtime, config: DashboardConfig) -> _Api:
     if api is None:
         api = _APIS[rt] = _Api(rt.kernel, config)
         api.history.start()
-        rt.on_close.append(api.history.close)
+        rt.on_close.append(api.close)
     return api
 
 
