@@ -37,6 +37,7 @@ from organelle import Kernel, Module, job, rpc  # noqa: E402
 from organelle.dashboard._history import History  # noqa: E402
 from organelle.gateway import Gateway  # noqa: E402
 
+
 class Svc(Module):
     name = "svc"
 

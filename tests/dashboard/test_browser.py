@@ -183,5 +183,6 @@ async def test_swagger_ui_shows_the_operations_and_component_schemas() -> None:
         await page.goto(f"{gw.url}/docs")
         await page.wait_for_selector(".swagger-ui .info .title")
         await page.wait_for_selector(".swagger-ui section.models")
+        await page.wait_for_selector(".swagger-ui section.models :text-is('Order')")  # a component
         assert await page.locator(".swagger-ui .opblock").count() > 0
     assert errors == []
