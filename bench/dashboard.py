@@ -51,8 +51,8 @@ class Svc(Module):
         return n
 
     @job
-    async def work(self, n: int) -> None:
-        return None
+    async def work(self, n: int) -> int:
+        return n
 
 
 def _config(dashboard: bool) -> dict[str, Any]:
