@@ -206,3 +206,33 @@ async def test_a_node_that_starts_later_runs_on_the_layer(cluster: Cluster) -> N
     assert len(report.nodes) == 4
     assert [c.region for c in cluster.configs()] == ["eu"] * 4
     assert (await admin.get()).layer == {"modules": {"shop": {"limit": 25}}}
+
+
+async def test_a_node_that_does_not_answer_in_time_is_a_no(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'slow.db'}"
+    release = asyncio.Event()
+
+    class Slow(Shop):
+        async def on_config_check(self, old: ShopConfig, new: ShopConfig) -> None:
+            await release.wait()  # stuck validating: it never votes in time
+
+    async with AsyncExitStack() as stack:
+        found = Cluster(url, stack)
+        await found.add(Shop())
+        await found.add(Slow())
+        admin = found.kernels[0].cluster_config
+
+        async def two() -> bool:
+            return len(await admin.nodes()) == 2
+
+        await eventually(two, timeout_s=5.0)
+        report = await admin.propose(
+            {"modules": {"shop": {"limit": 15}}}, timeout_s=0.5, check=False
+        )
+        release.set()
+        assert report.outcome == "aborted"
+        assert states(report) == {"n0": "validated", "n1": "timeout"}
+        assert found.limits() == [10, 10]
+        # The slow node's late vote changes nothing; the next change goes through.
+        report = await admin.propose({"modules": {"shop": {"limit": 16}}})
+        assert found.limits() == [16, 16]

@@ -194,6 +194,8 @@ class ConfigNode:
         await store.put(vote_key(change_id, self.node), vote)
 
     async def _follow(self, store: Store, entry: Entry | None, change_id: str, phase: str) -> None:
+        if self._reported and any(c != change_id for c, _ in self._reported):
+            self._reported = {r for r in self._reported if r[0] == change_id}  # only the current
         revision = 0 if entry is None else entry.revision
         if revision not in (self.revision, self._tried):
             self._tried = revision
