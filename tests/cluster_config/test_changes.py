@@ -148,7 +148,7 @@ async def test_a_change_one_node_fails_to_apply_is_rolled_back_everywhere(
     cluster: Cluster,
 ) -> None:
     admin = cluster.kernels[0].cluster_config
-    await admin.propose({"modules": {"shop": {"limit": 30}}})
+    first = await admin.propose({"modules": {"shop": {"limit": 30}}}, by="ann")
     with pytest.raises(ConfigChangeError, match="rolled back") as caught:
         await admin.propose({"modules": {"shop": {"region": "mars", "limit": 40}}})
     report = ChangeReport.from_data(caught.value.details["change"])
@@ -162,6 +162,7 @@ async def test_a_change_one_node_fails_to_apply_is_rolled_back_everywhere(
     assert shops[2].changes == [(10, 30)]  # it failed and rolled itself back
     info = await admin.get()
     assert info.layer == {"modules": {"shop": {"limit": 30}}}
+    assert (info.change, info.by) == (first.id, "ann")  # the layer back as it was
     assert info.revision == report.revision
     assert [h.outcome for h in await admin.history()] == ["committed", "rolled_back"]
 

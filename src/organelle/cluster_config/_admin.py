@@ -211,6 +211,7 @@ class ClusterConfig:
             by=by or self._by(),
             base=base,
             old=old,
+            old_record={} if entry is None else dict(entry.value),
             new=new,
             nodes=[m.node for m in await self.nodes()],
             wait_s=wait_s,
@@ -245,6 +246,7 @@ class _Change:
     by: str
     base: int
     old: dict[str, Any]
+    old_record: dict[str, Any]  # the layer's record before: restored whole by a rollback
     new: dict[str, Any]
     nodes: list[str]
     wait_s: float
@@ -319,7 +321,7 @@ class _Change:
             return self._report("committed", states, patch, rev)
         rev = await self.store.compare_and_set(
             LAYER_KEY,
-            {"layer": self.old, "change": self.id, "by": self.by, "at": self.at, "undone": True},
+            {**self.old_record, "layer": self.old, "undone": self.id},
             revision=rev,
         )
         await self.phase("rollback")
