@@ -16,6 +16,7 @@ from rich.text import Text
 
 from organelle._version import __version__
 from organelle.cli._asyncapi import asyncapi
+from organelle.cli._cluster_config import cluster_config
 from organelle.cli._config import config
 from organelle.cli._contract import contract
 from organelle.cli._flags import flags
@@ -144,6 +145,7 @@ app.command(name="asyncapi")(asyncapi)
 app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")
 app.add_typer(config, name="config")
+config.add_typer(cluster_config, name="cluster")
 
 
 def main() -> None:

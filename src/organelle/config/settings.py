@@ -87,6 +87,9 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             the globally configured tracer provider, if any).
         health_timeout_s: timeout of each health check.
         config_watch: reload the config file when it changes.
+        cluster_config: take part in cluster-wide config: read the layer in the
+            Store at start, validate and apply changes with the other nodes
+            (``docs/cluster-config.md``).
         slow_call_s: under ``organelle run``, log a warning for each RPC call
             (served here or sent) that takes at least this long; ``None``: off.
             Watching calls takes them off the compiled path (about four times the
@@ -138,6 +141,7 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     tracing_endpoint: str = ""
     health_timeout_s: float = 2.0
     config_watch: bool = False
+    cluster_config: bool = False
     slow_call_s: float | None = None
 
     def __post_init__(self) -> None:

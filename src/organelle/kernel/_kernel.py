@@ -56,9 +56,11 @@ from organelle.module import Module, describe
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from organelle.cluster_config import ClusterConfig
     from organelle.context import Context
     from organelle.flags import FlagAdmin, FlagCache
     from organelle.jobs import JobsService, Worker
+    from organelle.kernel._clusterhost import ClusterHost
     from organelle.kernel._dispatch import Middleware
     from organelle.kernel._reload import ReloadResult
     from organelle.locks import Holder, Leadership, LockContext
@@ -127,9 +129,17 @@ class Kernel:
             refs = self._select(refs, only)
         # What reload_config() re-reads (set by from_config).
         self.config_loader: Callable[[], dict[str, Any]] | None = None
+        # The config as written with a cluster layer in its place (set by from_config).
+        self._config_layered: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
         self._build_parts(middleware)
         self._router.routing.configure(parse_routing(self.config.get("routing")))
+        self._cluster_host: ClusterHost | None = None
+        if self.settings.cluster_config:  # docs/cluster-config.md
+            from organelle.kernel._clusterhost import ClusterHost
+
+            self._cluster_host = ClusterHost(self)
+            self._life.services.append(self._cluster_host)
         # Modules last: each binds the kernel's entry points.
         for ref in refs:
             slot = self._make_slot(ref)
@@ -254,12 +264,18 @@ class Kernel:
             ConfigError: unreadable file, invalid section or key, unimportable module.
         """
 
-        def load() -> dict[str, Any]:
-            config = apply_env(load_file(path), environ)
+        def layered(cluster: Mapping[str, Any]) -> dict[str, Any]:
+            # file < cluster layer < ORGANELLE__ variables < overrides (docs/cluster-config.md)
+            config = apply_env(merge(load_file(path), cluster), environ)
             return merge(config, overrides) if overrides else config
 
-        kernel = cls(modules, load(), base_path=Path(path).resolve().parent, only=only)
+        def load() -> dict[str, Any]:
+            host = kernel._cluster_host
+            return layered({} if host is None else host.layer)
+
+        kernel = cls(modules, layered({}), base_path=Path(path).resolve().parent, only=only)
         kernel.config_loader = load  # what reload_config() re-reads
+        kernel._config_layered = layered
         return kernel
 
     @staticmethod
@@ -819,6 +835,19 @@ class Kernel:
         cache = self._flags_cache()
         node = self.settings.node or "kernel"
         return FlagAdmin(lambda: self.store, cache.models, by=lambda: f"node:{node}")
+
+    @property
+    def cluster_config(self) -> ClusterConfig:
+        """The cluster-wide config layer: ``get``, ``propose``, ``history``.
+
+        A change is validated by every live node with ``[kernel] cluster_config``
+        on, then applied on all of them or rolled back on all of them
+        (``docs/cluster-config.md``).
+        """
+        from organelle.cluster_config import ClusterConfig
+
+        node = self.settings.node or "kernel"
+        return ClusterConfig(lambda: self.store, by=lambda: f"node:{node}")
 
     @property
     def store(self) -> Store:
