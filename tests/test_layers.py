@@ -46,6 +46,7 @@ FLOORS: dict[str, int] = {
     "organelle.ops": 4,
     "organelle.contracts": 4,
     "organelle.testing": 4,
+    "organelle.deploy": 4,
     # 5. the command line
     "organelle.cli": 5,
     # the package itself re-exports the public API from every floor

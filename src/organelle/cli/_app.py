@@ -1,6 +1,6 @@
 """The typer app: ``organelle run``, ``check`` and the command groups.
 
-Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``.
+Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``, ``deploy``.
 
 ``run``, ``check`` and ``--version`` live here; the other commands in files of their own.
 """
@@ -18,6 +18,7 @@ from organelle._version import __version__
 from organelle.cli._asyncapi import asyncapi
 from organelle.cli._config import config
 from organelle.cli._contract import contract
+from organelle.cli._deploy import deploy
 from organelle.cli._flags import flags
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
@@ -144,6 +145,7 @@ app.command(name="asyncapi")(asyncapi)
 app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")
 app.add_typer(config, name="config")
+app.add_typer(deploy, name="deploy")
 
 
 def main() -> None:
