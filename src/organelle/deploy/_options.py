@@ -27,10 +27,13 @@ _MAX_NAME = 52  # a Deployment's name plus the 11 characters its pods' names add
 def dns_name(raw: str, *, what: str) -> str:
     """``raw`` as a Kubernetes object name (RFC 1123 label: lowercase, digits, ``-``).
 
+    Upper case is lowered and ``_``, ``.`` and spaces become ``-`` (module and
+    file names use them); anything else is refused rather than guessed at.
+
     Raises:
-        ConfigError: nothing usable is left, or it is too long.
+        ConfigError: not usable as a name, or too long.
     """
-    name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
+    name = re.sub(r"[_. ]+", "-", raw.lower()).strip("-")
     if not name or not _DNS.fullmatch(name):
         raise ConfigError(f"{what} {raw!r}: not usable as a Kubernetes name")
     if len(name) > _MAX_NAME:
