@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from organelle.errors import ConfigError
 from organelle.kernel import BaseListener
@@ -64,6 +64,9 @@ class Metrics(Tables, BaseListener):
         # suspend); on_call would take every call off the inline path.
         self.call_buckets: tuple[float, ...] | None = self.bounds
         self.registry.register(MetricsCollector(self))
+        # process_cpu_seconds_total and memory: the scaling controller's CPU signal.
+        if registry is None:
+            ProcessCollector(registry=self.registry)
 
     def install(self) -> None:
         """Start listening to the kernel (``uninstall()`` stops)."""
