@@ -20,6 +20,7 @@ from organelle.dashboard._jobs import MAX_PAGE, dead_letters, jobs_summary
 from organelle.dashboard._kernel import KernelViews
 from organelle.dashboard._nodes import list_nodes
 from organelle.dashboard._sagas import sagas_summary
+from organelle.dashboard._scaling import scaling_summary
 from organelle.dashboard._streams import streams_summary
 from organelle.health import Health
 
@@ -45,6 +46,7 @@ API_VIEWS = (
     "nodes",
     "config",
     "sagas",
+    "scaling",
 )
 """Every JSON view, served as ``GET <path>/api/<view>``."""
 
@@ -91,6 +93,7 @@ class _Api:
             "nodes": self.nodes,
             "config": self.config,
             "sagas": self.sagas,
+            "scaling": self.scaling,
             "": self.index,
         }
 
@@ -131,6 +134,9 @@ class _Api:
 
     async def sagas(self, _: Query) -> Any:
         return await sagas_summary(self.kernel)
+
+    async def scaling(self, _: Query) -> Any:
+        return await scaling_summary(self.kernel)
 
 
 def dashboard_routes(rt: Runtime, config: DashboardConfig, rbac: Rbac | None) -> list[BaseRoute]:

@@ -6,7 +6,7 @@
   const BASE = document.body.dataset.base || "";
   const REFRESH_MS = Math.max(250, Number(document.body.dataset.refreshMs) || 2000);
   const KEY = "organelle.dashboard.authorization";
-  const VIEWS = ["overview", "health", "modules", "rpc", "events", "jobs", "streams", "nodes", "config", "sagas"];
+  const VIEWS = ["overview", "health", "modules", "rpc", "events", "jobs", "streams", "nodes", "config", "sagas", "scaling"];
   const STATES = new Set([
     "loaded", "starting", "active", "stopping", "stopped", "failed", "healthy", "degraded",
     "unhealthy", "serving", "draining", "alive", "dead", "closed", "open", "half_open",
@@ -245,6 +245,14 @@
         ["updated", (x) => ago(x.updated_at, now), "num"], ["steps", steps, "wrap"],
         ["error", (x) => el("span", x.error || "", "err"), "wrap"],
       ], s.sagas, s.enabled ? "no unfinished sagas" : "no sagas declared on this node", (x) => x.state === "stuck");
+    },
+    scaling(s) {
+      table("scaling-table", [
+        ["target", (d) => d.target], ["when", (d) => ago(d.at, now), "num"],
+        ["replicas", (d) => d.changed ? `${d.current} → ${d.desired}` : `${d.current}`, "num"],
+        ["reason", (d) => d.reason, "wrap"],
+        ["signals", (d) => el("code", JSON.stringify(d.signals)), "wrap"],
+      ], s.decisions, s.error || (s.enabled ? "no decision yet" : "no scaling controller in this cluster"));
     },
     dead(d) {
       table("jobs-dead", [
