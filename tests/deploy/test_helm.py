@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from organelle.deploy import NodeGroup, dump_yaml, helm_values, plan_app, render_k8s
-from tests.deploy.test_k8s import ROOT, validate, write_app
+from tests.deploy.test_k8s import ROOT, validate, write_app, write_controller_app
 
 CHART = ROOT / "deploy" / "helm" / "organelle"
 Manifest = dict[str, Any]
@@ -76,6 +76,21 @@ def test_the_chart_renders_what_the_command_writes(
         # Helm adds its own labels (managed-by Helm, helm.sh/chart); ours are all there.
         want = {k: v for k, v in ours["metadata"]["labels"].items() if "managed-by" not in k}
         assert want.items() <= theirs["metadata"]["labels"].items(), key
+
+
+def test_the_chart_renders_the_scaling_controllers_access_as_the_command_does(
+    tmp_path: Path,
+) -> None:
+    groups = (NodeGroup.parse("workers=billing"), NodeGroup.parse("control=scaling,front"))
+    plan = plan_app(write_controller_app(tmp_path), groups=groups, namespace="billing")
+    cli = {_key(o): o for o in render_k8s(plan)}
+    chart = {_key(o): o for o in render_chart(helm_values(plan), tmp_path)}
+    assert sorted(chart) == sorted(cli)
+    assert ("RoleBinding", "billing-app-scaler") in chart
+    for key, ours in cli.items():
+        validate(chart[key])
+        for part in ("spec", "data", "rules", "roleRef", "subjects"):
+            assert chart[key].get(part) == ours.get(part), (key, part)
 
 
 def test_the_charts_default_values_render_valid_objects(tmp_path: Path) -> None:

@@ -304,6 +304,70 @@ async def test_the_queries_select_what_a_kernel_exports(tmp_path: Path) -> None:
     }
 
 
+CONTROLLER_APP = """
+[kernel]
+app = "billing-app"
+pythonpath = [{root!r}]
+modules = ["tests.deploy.apps:Billing", "tests.deploy.apps:Front",
+           "organelle.scaling:ScalingController"]
+transport = "nats://nats.default.svc:4222"
+storage = "postgresql://app@db.default.svc/app"
+
+[[modules.scaling.targets]]
+name = "billing-app-workers"
+metrics = ["http://billing-app-workers:9000/metrics"]
+rules = [{{ metric = "queue_depth", up_above = 100 }}]
+"""
+
+
+def write_controller_app(tmp_path: Path) -> Path:
+    path = tmp_path / "app.toml"
+    path.write_text(CONTROLLER_APP.format(root=str(ROOT)), encoding="utf-8")
+    return path
+
+
+def test_the_scaling_controller_gets_api_access_and_its_targets_no_other_autoscaler(
+    tmp_path: Path,
+) -> None:
+    path = write_controller_app(tmp_path)
+    out = tmp_path / "out"
+    code, _, err = deploy(path, "--out", out, "--namespace", "billing", "--only",
+                          "workers=billing", "--only", "web=front", "--only", "control=scaling")  # fmt: skip
+    assert code == 0, err
+    objects = load(out)
+    for obj in objects.values():
+        validate(obj)
+    role = objects[("Role", "billing-app-scaler")]
+    assert role["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]}
+    ]
+    binding = objects[("RoleBinding", "billing-app-scaler")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "billing-app-scaler", "namespace": "billing"}
+    ]
+    assert ("ServiceAccount", "billing-app-scaler") in objects
+    pods = {
+        name: obj["spec"]["template"]["spec"]
+        for (kind, name), obj in objects.items()
+        if kind == "Deployment"
+    }
+    assert pods["billing-app-control"]["serviceAccountName"] == "billing-app-scaler"
+    for other in ("billing-app-workers", "billing-app-web"):
+        assert pods[other]["automountServiceAccountToken"] is False
+        assert "serviceAccountName" not in pods[other]
+    # The controller scales the workers: no HPA or ScaledObject fights it, apply keeps its count.
+    assert not [k for k in objects if k[1] == "billing-app-workers" and k[0] in
+                ("HorizontalPodAutoscaler", "ScaledObject")]  # fmt: skip
+    assert "replicas" not in objects[("Deployment", "billing-app-workers")]["spec"]
+    assert ("HorizontalPodAutoscaler", "billing-app-web") in objects
+
+
+def test_the_scaling_controller_needs_a_namespace(tmp_path: Path) -> None:
+    code, _, err = deploy(write_controller_app(tmp_path), "--out", tmp_path / "out")
+    assert code == 2
+    assert "RoleBinding needs a namespace" in err
+
+
 # options and bad input ---------------------------------------------------------------
 
 

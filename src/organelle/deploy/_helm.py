@@ -51,6 +51,8 @@ def helm_values(plan: AppPlan) -> dict[str, Any]:
                 "jobs": list(g.jobs),
                 "consumerGroups": list(g.consumer_groups),
                 "listeners": [{"module": m.name, "port": m.port} for m in g.listeners],
+                "controlled": g.controlled,
+                "scales": g.scales,
             }
             for g in plan.groups
         ],

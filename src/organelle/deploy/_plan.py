@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +36,33 @@ class ModuleFacts:
         groups: the consumer groups of its ``@consume`` handlers.
         port: the port it listens on, for a module whose config has ``host``
             and ``port`` (the gateway), else ``None``.
+        scales: it is the scaling controller (its pods need API access).
     """
 
     name: str
     jobs: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     port: int | None = None
+    scales: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GroupPlan:
-    """One Deployment: its name, its ``--only`` set and its modules' facts."""
+    """One Deployment: its name, its ``--only`` set and its modules' facts.
+
+    ``controlled``: the app's scaling controller scales it (a target of
+    ``[modules.scaling]``), so it gets no HPA or ScaledObject of its own.
+    """
 
     name: str
     only: tuple[str, ...]
     modules: tuple[ModuleFacts, ...]
+    controlled: bool = False
+
+    @property
+    def scales(self) -> bool:
+        """Whether it runs the scaling controller."""
+        return any(m.scales for m in self.modules)
 
     @property
     def jobs(self) -> tuple[str, ...]:
@@ -134,8 +146,11 @@ def plan_app(path: str | Path, options: K8sOptions | None = None, **overrides: A
     sections = config.get("modules") or {}
     facts = [_facts(ref, i, sections) for i, ref in enumerate(settings.modules)]
     by_name = {f.name: f for f in facts}
-    groups = _groups(opts.groups, by_name)
     name = dns_name(opts.name or _default_name(file, settings.app), what="app name")
+    targets = _scaling_targets(sections) if any(f.scales for f in facts) else set()
+    groups = tuple(
+        replace(g, controlled=f"{name}-{g.name}" in targets) for g in _groups(opts.groups, by_name)
+    )
     notes = list(_notes(settings.transport, settings.storage, groups, opts))
     return AppPlan(
         name=name,
@@ -165,12 +180,20 @@ def _facts(ref: str, index: int, sections: dict[str, Any]) -> ModuleFacts:
     spec = describe(cls)
     groups = tuple(dict.fromkeys(c.options.group or spec.name for c in spec.consumers))
     section = sections.get(spec.name) or {}
+    from organelle.scaling.module import ScalingController
+
     return ModuleFacts(
         name=spec.name,
         jobs=tuple(f"{spec.name}.{job}" for job in spec.jobs),
         groups=groups,
         port=_port(cls, section),
+        scales=issubclass(cls, ScalingController),
     )
+
+
+def _scaling_targets(sections: dict[str, Any]) -> set[str]:
+    targets = (sections.get("scaling") or {}).get("targets") or []
+    return {str(t.get("name")) for t in targets if isinstance(t, dict)}
 
 
 def _port(cls: type[Module], section: dict[str, Any]) -> int | None:

@@ -25,8 +25,13 @@ LAG_METRIC = "organelle_stream_lag"
 _SCALE_DOWN_WINDOW_S = 300
 
 
-def scaler_kind(plan: AppPlan, group: GroupPlan) -> Literal["hpa", "keda"] | None:
-    """Which autoscaler the group gets (``None``: a fixed replica count)."""
+def scaler_kind(plan: AppPlan, group: GroupPlan) -> Literal["hpa", "keda", "controller"] | None:
+    """Which autoscaler the group gets (``None``: a fixed replica count).
+
+    ``controller``: the app's own scaling controller (docs/scaling.md) scales it.
+    """
+    if group.controlled:
+        return "controller"
     choice = plan.options.autoscaler
     if choice == "none":
         return None

@@ -19,6 +19,7 @@ from typing import Any
 from organelle.deploy._options import dns_name
 from organelle.deploy._plan import AppPlan, GroupPlan
 from organelle.deploy._scaling import autoscaler, scaler_kind
+from organelle.errors import ConfigError
 
 __all__ = ["CONFIG_DIR", "LIVE_PATH", "READY_PATH", "labels", "render_k8s"]
 
@@ -44,6 +45,8 @@ def labels(plan: AppPlan, group: GroupPlan | None = None) -> dict[str, str]:
 def render_k8s(plan: AppPlan) -> list[Manifest]:
     """Every object of the app's deployment, the ConfigMap first."""
     objects: list[Manifest] = [_config_map(plan)]
+    if any(g.scales for g in plan.groups):
+        objects += _scaler_access(plan)
     for group in plan.groups:
         objects += [_deployment(plan, group), _service(plan, group), _pdb(plan, group)]
         name = object_name(plan, group)
@@ -200,6 +203,7 @@ def _deployment(plan: AppPlan, group: GroupPlan) -> Manifest:
                 },
                 "spec": {
                     "terminationGracePeriodSeconds": plan.grace_s,
+                    **_account(plan, group),
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": _UID,
@@ -217,6 +221,46 @@ def _deployment(plan: AppPlan, group: GroupPlan) -> Manifest:
             },
         },
     }
+
+
+def scaler_account(plan: AppPlan) -> str:
+    """The service account of the pods that run the scaling controller."""
+    return f"{plan.name}-scaler"
+
+
+def _account(plan: AppPlan, group: GroupPlan) -> dict[str, Any]:
+    # Only the scaling controller talks to the API; other pods get no token at all.
+    if group.scales:
+        return {"serviceAccountName": scaler_account(plan)}
+    return {"automountServiceAccountToken": False}
+
+
+def _scaler_access(plan: AppPlan) -> list[Manifest]:
+    """ServiceAccount, Role (get and patch ``deployments/scale``) and RoleBinding."""
+    name = scaler_account(plan)
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(plan, name)}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(plan, name),
+        "rules": [
+            {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]}
+        ],
+    }
+    if not plan.options.namespace:
+        raise ConfigError(
+            "the app runs the scaling controller: its RoleBinding needs a namespace "
+            "(--namespace or [deploy.k8s] namespace)"
+        )
+    subject = {"kind": "ServiceAccount", "name": name, "namespace": plan.options.namespace}
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(plan, name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [subject],
+    }
+    return [account, role, binding]
 
 
 def _service(plan: AppPlan, group: GroupPlan) -> Manifest:

@@ -32,11 +32,13 @@ namespace: {{ . }}
 {{- end }}
 {{- end -}}
 
-{{/* hpa, keda or "" for a group. Call with (list $ $group). */}}
+{{/* hpa, keda, controller (the app's scaling controller) or "" for a group. Call with (list $ $group). */}}
 {{- define "organelle.scaler" -}}
 {{- $root := index . 0 -}}{{- $g := index . 1 -}}
 {{- $choice := $root.Values.autoscaling.autoscaler -}}
-{{- if eq $choice "auto" -}}
+{{- if $g.controlled -}}
+controller
+{{- else if eq $choice "auto" -}}
 {{- if or $g.jobs $g.consumerGroups }}keda{{ else }}hpa{{ end -}}
 {{- else if ne $choice "none" -}}
 {{- $choice -}}
