@@ -431,3 +431,13 @@ def test_node_group_parsing() -> None:
     assert NodeGroup.parse("orders,billing_jobs").name == "orders-billing-jobs"
     with pytest.raises(ConfigError, match="not usable"):
         NodeGroup.parse("__=a")
+
+
+def test_the_ops_port_follows_the_config_unless_given(tmp_path: Path) -> None:
+    path = write_app(tmp_path)
+    path.write_text(
+        path.read_text().replace("hook_timeout_s = 4", "hook_timeout_s = 4\nops_port = 9100")
+    )
+    assert plan_app(path).ops_port == 9100
+    assert plan_app(path, ops_port=9200).ops_port == 9200
+    assert plan_app(write_app(tmp_path)).ops_port == 9000

@@ -22,7 +22,7 @@ def helm_values(plan: AppPlan) -> dict[str, Any]:
         "name": plan.name,
         "namespace": opts.namespace or "",
         "image": opts.image,
-        "opsPort": opts.ops_port,
+        "opsPort": plan.ops_port,
         "preStopSeconds": opts.pre_stop_s,
         "drainTimeoutSeconds": math.ceil(plan.drain_timeout_s),
         "hookTimeoutSeconds": math.ceil(plan.hook_timeout_s),

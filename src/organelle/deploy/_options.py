@@ -86,7 +86,8 @@ class K8sOptions:
         queue_per_replica: waiting jobs one replica is expected to keep up with.
         lag_per_replica: stream records behind one replica is expected to catch up.
         prometheus: the Prometheus KEDA asks for queue depth and stream lag.
-        ops_port: the ops server's port (probes and ``/metrics``) in the pod.
+        ops_port: the ops server's port (probes and ``/metrics``) in the pod
+            (default: ``[kernel] ops_port``, else 9000).
         pre_stop_s: how long a pod waits after it is told to stop before the
             kernel drains, so the Service stops sending it requests first.
         secret: the Kubernetes Secret ``secret://env/NAME`` references read
@@ -108,7 +109,7 @@ class K8sOptions:
     queue_per_replica: int = 100
     lag_per_replica: int = 1000
     prometheus: str = "http://prometheus-server.monitoring.svc:80"
-    ops_port: int = 9000
+    ops_port: int | None = None
     pre_stop_s: int = 5
     secret: str | None = None
     cpu_request: str = "100m"
@@ -124,7 +125,7 @@ class K8sOptions:
         if self.replicas < 0:
             raise ConfigError("deploy.k8s.replicas must not be negative")
         for key in ("cpu_percent", "queue_per_replica", "lag_per_replica", "ops_port"):
-            if getattr(self, key) < 1:
+            if (getattr(self, key) or 1) < 1:
                 raise ConfigError(f"deploy.k8s.{key} must be at least 1")
         if self.pre_stop_s < 0:
             raise ConfigError("deploy.k8s.pre_stop_s must not be negative")

@@ -22,6 +22,7 @@ from organelle.secrets import is_ref, parse_ref
 
 __all__ = ["AppPlan", "GroupPlan", "ModuleFacts", "plan_app"]
 
+DEFAULT_OPS_PORT = 9000
 _GENERIC_STEMS = frozenset({"app", "config", "organelle", "settings"})
 
 
@@ -93,6 +94,7 @@ class AppPlan:
         secret_env: variable names of the ``secret://env/NAME`` references.
         drain_timeout_s: ``[kernel] drain_timeout_s``.
         hook_timeout_s: ``[kernel] hook_timeout_s``.
+        ops_port: the ops server's port in the pod.
         notes: warnings about the app as deployed (a single-process transport
             across several pods, say); rendering goes on.
     """
@@ -105,6 +107,7 @@ class AppPlan:
     secret_env: tuple[str, ...]
     drain_timeout_s: float
     hook_timeout_s: float
+    ops_port: int
     notes: tuple[str, ...]
 
     @property
@@ -161,6 +164,7 @@ def plan_app(path: str | Path, options: K8sOptions | None = None, **overrides: A
         secret_env=tuple(sorted(set(_env_refs(config)))),
         drain_timeout_s=settings.drain_timeout_s,
         hook_timeout_s=settings.hook_timeout_s,
+        ops_port=opts.ops_port or settings.ops_port or DEFAULT_OPS_PORT,
         notes=tuple(notes),
     )
 

@@ -89,7 +89,7 @@ def env_of(plan: AppPlan, group: GroupPlan) -> list[dict[str, Any]]:
     """The container's environment: ops on, bound to the pod, secrets from the Secret."""
     opts = plan.options
     env: list[dict[str, Any]] = [
-        {"name": "ORGANELLE__KERNEL__OPS_PORT", "value": str(opts.ops_port)},
+        {"name": "ORGANELLE__KERNEL__OPS_PORT", "value": str(plan.ops_port)},
         {"name": "ORGANELLE__KERNEL__OPS_HOST", "value": "0.0.0.0"},  # noqa: S104 - the pod's own network
         {"name": "ORGANELLE__KERNEL__METRICS", "value": "true"},
         # The image puts the app's code on PYTHONPATH; the file's own folders do not exist there.
@@ -146,7 +146,7 @@ def _container(plan: AppPlan, group: GroupPlan) -> dict[str, Any]:
         "args": args,
         "workingDir": DATA_DIR,
         "env": env_of(plan, group),
-        "ports": _ports(group, opts.ops_port),
+        "ports": _ports(group, plan.ops_port),
         "startupProbe": _probe(READY_PATH, period_s=2, failures=60),
         "readinessProbe": _probe(READY_PATH, period_s=5, failures=2),
         "livenessProbe": _probe(LIVE_PATH, period_s=10, failures=3),
@@ -197,7 +197,7 @@ def _deployment(plan: AppPlan, group: GroupPlan) -> Manifest:
                     "annotations": {
                         "checksum/config": config_checksum(plan),
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(opts.ops_port),
+                        "prometheus.io/port": str(plan.ops_port),
                         "prometheus.io/path": METRICS_PATH,
                     },
                 },
@@ -264,7 +264,7 @@ def _scaler_access(plan: AppPlan) -> list[Manifest]:
 
 
 def _service(plan: AppPlan, group: GroupPlan) -> Manifest:
-    ports = [{"name": "ops", "port": plan.options.ops_port, "targetPort": "ops"}]
+    ports = [{"name": "ops", "port": plan.ops_port, "targetPort": "ops"}]
     ports += [
         {"name": port_name(m.name), "port": m.port, "targetPort": port_name(m.name)}
         for m in group.listeners
