@@ -105,3 +105,20 @@ def test_the_charts_default_values_render_valid_objects(tmp_path: Path) -> None:
     ]
     for obj in objects:
         validate(obj)
+
+
+def test_helm_lint_finds_nothing_above_info() -> None:
+    helm = shutil.which("helm")
+    if helm is not None:
+        done = subprocess.run(
+            [helm, "lint", "--strict", str(CHART)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return
+    helm_python = pytest.importorskip("helm_python", reason="no helm binary, no helm-python-sdk")
+    report = helm_python.lint(CHART, strict=True)
+    assert report["errors"] == []
+    assert [
+        m for m in report["messages"] if m["severity"] > 1
+    ] == []  # 1: INFO ("icon is recommended")
