@@ -47,6 +47,8 @@ FLOORS: dict[str, int] = {
     "organelle.ops": 4,
     "organelle.contracts": 4,
     "organelle.testing": 4,
+    "organelle.deploy": 4,
+    "organelle.scaling": 4,
     # 5. the command line
     "organelle.cli": 5,
     # the package itself re-exports the public API from every floor

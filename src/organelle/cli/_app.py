@@ -1,6 +1,6 @@
 """The typer app: ``organelle run``, ``check`` and the command groups.
 
-Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``.
+Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``, ``deploy``.
 
 ``run``, ``check`` and ``--version`` live here; the other commands in files of their own.
 """
@@ -19,6 +19,7 @@ from organelle.cli._asyncapi import asyncapi
 from organelle.cli._cluster_config import cluster_config
 from organelle.cli._config import config
 from organelle.cli._contract import contract
+from organelle.cli._deploy import deploy
 from organelle.cli._flags import flags
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
@@ -146,6 +147,7 @@ app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")
 app.add_typer(config, name="config")
 config.add_typer(cluster_config, name="cluster")
+app.add_typer(deploy, name="deploy")
 
 
 def main() -> None:

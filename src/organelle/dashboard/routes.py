@@ -24,6 +24,7 @@ from organelle.dashboard._jobs import MAX_PAGE, dead_letters, jobs_summary
 from organelle.dashboard._kernel import KernelViews
 from organelle.dashboard._nodes import list_nodes
 from organelle.dashboard._sagas import sagas_summary
+from organelle.dashboard._scaling import scaling_summary
 from organelle.dashboard._streams import streams_summary
 from organelle.dashboard._topology import topology
 from organelle.health import Health
@@ -53,6 +54,7 @@ API_VIEWS = (
     "flags",
     "history",
     "topology",
+    "scaling",
 )
 """Every JSON view, served as ``GET <path>/api/<view>``."""
 
@@ -109,6 +111,7 @@ class _Api:
             "flags": self.flags,
             "history": self.history_view,
             "topology": self.topology,
+            "scaling": self.scaling,
             "": self.index,
         }
 
@@ -166,6 +169,9 @@ class _Api:
 
     async def topology(self, _: Query) -> Any:
         return await topology(self.kernel)
+
+    async def scaling(self, _: Query) -> Any:
+        return await scaling_summary(self.kernel)
 
 
 # One set of views per gateway runtime: the app is rebuilt when routes change,

@@ -8,7 +8,7 @@
   const KEY = "organelle.dashboard.authorization";
   const VIEWS = [
     "overview", "health", "modules", "rpc", "events", "jobs", "streams", "nodes", "config", "sagas",
-    "flags", "history", "topology",
+    "flags", "history", "topology", "scaling",
   ];
   const EVENTS_WS = document.body.dataset.eventsWs || "";
   const TAIL_MAX = 100;
@@ -277,6 +277,14 @@
           return "";
         }],
       ], s.sagas, s.enabled ? "no unfinished sagas" : "no sagas declared on this node", (x) => x.state === "stuck");
+    },
+    scaling(s) {
+      table("scaling-table", [
+        ["target", (d) => d.target], ["when", (d) => ago(d.at, now), "num"],
+        ["replicas", (d) => d.changed ? `${d.current} → ${d.desired}` : `${d.current}`, "num"],
+        ["reason", (d) => d.reason, "wrap"],
+        ["signals", (d) => el("code", JSON.stringify(d.signals)), "wrap"],
+      ], s.decisions, s.error || (s.enabled ? "no decision yet" : "no scaling controller in this cluster"));
     },
     dead(d) {
       table("jobs-dead", [
