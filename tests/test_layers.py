@@ -21,6 +21,7 @@ FLOORS: dict[str, int] = {
     "organelle.context": 1,
     "organelle._native": 1,
     "organelle._coro": 1,
+    "organelle._extras": 1,
     "organelle._version": 1,
     "organelle.config": 1,
     "organelle.envelope": 1,

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from organelle._version import __version__
 from organelle.cli._asyncapi import asyncapi
+from organelle.cli._check import handlers
 from organelle.cli._cluster_config import cluster_config
 from organelle.cli._config import config
 from organelle.cli._contract import contract
@@ -137,6 +138,8 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
             if items:
                 line.append(f"  {label_}: {', '.join(items)}", style="")
         out.print(line)
+        for detail in handlers(info.instance):
+            out.print(Text(f"    {detail}"))
     summary = f"ok: {plural(len(modules), 'module')} would start in {plural(len(levels), 'level')}"
     out.print(Text(summary, "green"))
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from organelle.config._urls import url_problem
 from organelle.errors import ConfigError
 
 __all__ = ["KernelSettings", "parse_settings"]
@@ -166,9 +167,16 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         self._check_claims()
+        self._check_urls()
         for name in ("max_pending_events", "max_concurrent_handlers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+    def _check_urls(self) -> None:
+        for kind in ("transport", "storage", "jobs", "streams", "blobs"):
+            problem = url_problem(kind, getattr(self, kind))
+            if problem is not None:
+                raise ValueError(f"{kind} URL: {problem}")
 
     def _check_claims(self) -> None:
         if self.claim_check_above < 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from organelle._extras import missing_extra
 from organelle.errors import ConfigError
 from organelle.jobs.base import JobQueue
 
@@ -38,6 +39,13 @@ async def open_queue(url: str, **options: Any) -> JobQueue:
     Raises:
         ConfigError: unknown scheme, malformed URL, or a bad NATS connection option.
     """
+    try:
+        return await _open_queue(url, **options)
+    except ImportError as exc:  # the backend's driver is an extra
+        raise missing_extra(exc, f"{str(url).split('://', 1)[0]}:// URL") from exc
+
+
+async def _open_queue(url: str, **options: Any) -> JobQueue:
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     scheme = parts.scheme.lower()

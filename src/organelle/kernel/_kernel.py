@@ -17,6 +17,7 @@ The façade builds them, hands each what it needs, and forwards the public API.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -146,9 +147,10 @@ class Kernel:
             if slot.name in self._slots:
                 raise DefinitionError(f"two modules are named {slot.name!r}")
             self._slots.put(slot)
-        for section in modules_cfg:
-            if section not in self._slots and only is None:
-                log.warning("config section [modules.%s] names no loaded module", section)
+        # Sections naming no module: a typo leaves the module on its defaults.
+        self._orphans = [] if only is not None else [s for s in modules_cfg if s not in self._slots]
+        for section in self._orphans:
+            log.warning("config section [modules.%s] names no loaded module", section)
 
     def _build_parts(self, middleware: Iterable[Middleware]) -> None:
         def settings() -> Any:
@@ -606,7 +608,18 @@ class Kernel:
 
         Raises:
             DependencyError: unknown dependency, version mismatch or cycle.
+            ConfigError: a ``[modules.<name>]`` section names no module.
         """
+        orphans = [s for s in self._orphans if s not in self._slots]
+        if orphans:
+            names = sorted(self._slots)
+            close = difflib.get_close_matches(orphans[0], names, n=1, cutoff=0.6)
+            hint = f"; did you mean [modules.{close[0]}]?" if close else ""
+            raise ConfigError(
+                f"modules.{orphans[0]}: the section names no module of this app"
+                f" (modules: {', '.join(names) or 'none'}){hint}",
+                details={"key": f"modules.{orphans[0]}", "orphans": orphans},
+            )
         return self._life.check()
 
     # lifecycle --------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from organelle._extras import missing_extra
 from organelle.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ async def open_store(url: str, **opts: Any) -> Store:
     store = store_backend(url, **opts)
     try:
         await store.open()
+    except ImportError as exc:  # a driver imported on connect
+        await store.close()
+        raise missing_extra(exc, f"{url.split('://', 1)[0]}:// URL") from exc
     except BaseException:
         await store.close()
         raise
@@ -65,6 +69,13 @@ def store_backend(url: str, **opts: Any) -> Backend:
         ConfigError: unknown scheme, a URL the backend cannot use, or a bad
             NATS connection option.
     """
+    try:
+        return _store_backend(url, **opts)
+    except ImportError as exc:  # the backend's driver is an extra
+        raise missing_extra(exc, f"{str(url).split('://', 1)[0]}:// URL") from exc
+
+
+def _store_backend(url: str, **opts: Any) -> Backend:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
             f"storage URL must look like scheme://..., got {url!r}", details={"key": "url"}
