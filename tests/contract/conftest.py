@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,7 +13,14 @@ from collections.abc import Iterator
 import pytest
 
 from organelle.testing._process import HOST, free_port
-from organelle.testing.servers import NatsServer, PostgresServer, shared_nats, shared_postgres
+from organelle.testing.servers import (
+    NatsServer,
+    PostgresServer,
+    RedisServer,
+    shared_nats,
+    shared_postgres,
+    shared_redis,
+)
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +32,18 @@ def nats_server() -> Iterator[NatsServer]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     with shared_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Debian's ``redis-server`` (``.ci/run`` installs it); skipped without it, except under CI."""
+    if shutil.which("redis-server") is None:
+        reason = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must have it")
+        pytest.skip(reason)
+    with shared_redis() as server:
         yield server
 
 
