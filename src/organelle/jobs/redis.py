@@ -76,7 +76,7 @@ class RedisJobQueue:
         self._t = "{" + self.prefix + "}:"
         self._chan = self._t + "wake"
         self._r: Any = None
-        self._s: dict[str, Any] = {}
+        self._sha: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._last_sweep = 0.0
@@ -84,6 +84,10 @@ class RedisJobQueue:
         self._completes: Coalescer[tuple[Lease, bytes | None], None] = Coalescer(
             self._complete_many
         )
+        # Every script call goes through here: calls made while others are on
+        # the wire share one pipelined round trip (a worker's claim rides with
+        # the completions of the jobs that freed its slots).
+        self._calls: Coalescer[tuple[str, list[Any]], Any] = Coalescer(self._pipeline)
 
     async def open(self) -> Self:
         """Connect, load the scripts and subscribe to wake-ups; returns ``self``."""
@@ -96,8 +100,7 @@ class RedisJobQueue:
             await client.aclose()
             raise
         self._r = client
-        for name in lua.__all__:
-            self._s[name] = client.register_script(getattr(lua, name))
+        await self._load_scripts()
         pubsub = client.pubsub()
         await pubsub.subscribe(self._chan)
         await pubsub.get_message(timeout=5.0)  # the confirmation: wake-ups from here on
@@ -129,10 +132,43 @@ class RedisJobQueue:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def _load_scripts(self) -> None:
+        """Load every script (again after a server restart lost them: ``NOSCRIPT``)."""
+        pipe = self._r.pipeline(transaction=False)
+        for name in lua.__all__:
+            pipe.script_load(getattr(lua, name))
+        shas = await pipe.execute()
+        self._sha = {
+            n: s.decode() if isinstance(s, bytes) else s
+            for n, s in zip(lua.__all__, shas, strict=True)
+        }
+
     async def _run(self, script: str, args: list[Any]) -> Any:
         if self._r is None:
             raise ConfigError("RedisJobQueue is not open: await queue.open() first")
-        return await self._s[script](args=[self._t, *args])
+        return await self._calls.submit((script, args))
+
+    async def _pipeline(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        from redis.exceptions import NoScriptError
+
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(3):  # bounded: a NOSCRIPT reloads the scripts and reruns only those calls
+            pipe = self._r.pipeline(transaction=False)
+            for i in todo:
+                name, args = calls[i]
+                pipe.evalsha(self._sha[name], 0, self._t, *args)
+            got = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, result in zip(todo, got, strict=True):
+                results[i] = result
+                if isinstance(result, NoScriptError):
+                    missing.append(i)
+            if not missing:
+                break
+            todo = missing
+            await self._load_scripts()
+        return results
 
     # -- worker path -------------------------------------------------------
 
@@ -352,6 +388,7 @@ class RedisJobQueue:
         """Finish batched writes, stop the wake-up listener, close the pool."""
         await self._enqueues.close()
         await self._completes.close()
+        await self._calls.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
