@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import http.client
-import os
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+from tests._redis import redis_or_skip
 
 from organelle.testing._process import HOST, free_port
 from organelle.testing.servers import (
@@ -19,7 +18,6 @@ from organelle.testing.servers import (
     RedisServer,
     shared_nats,
     shared_postgres,
-    shared_redis,
 )
 
 
@@ -37,14 +35,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """Debian's ``redis-server`` (``.ci/run`` installs it); skipped without it, except under CI."""
-    if shutil.which("redis-server") is None:
-        reason = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must have it")
-        pytest.skip(reason)
-    with shared_redis() as server:
-        yield server
+    yield from redis_or_skip()
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,8 @@ from organelle.jobs._records import (
     sweep_every_s,
 )
 from organelle.jobs.base import AttemptError, JobRecord, JobState, Lease, NewJob
-from organelle.storage._redis_client import connect, split_url
+from organelle.storage._redis_client import connect, is_transient, split_url
+from organelle.storage.retry import RetryPolicy, retrying
 
 __all__ = ["RedisJobQueue"]
 
@@ -58,6 +59,8 @@ class RedisJobQueue:
         retention_s: how long succeeded jobs (and their idempotency keys) stay;
             claims delete older ones every ``min(60, retention_s / 2)`` seconds.
         clock: wall-clock seconds (keep clocks of all nodes in sync: leases use them).
+        retry: budget for a dropped connection or a restarting server; past it
+            calls raise ``StorageUnavailableError``.
     """
 
     supports_priority: ClassVar[bool] = True
@@ -69,8 +72,10 @@ class RedisJobQueue:
         prefix: str = "organelle-jobs",
         retention_s: float = 86_400.0,
         clock: Callable[[], float] = time.time,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.url, self.prefix = split_url(url, default_prefix=prefix)
+        self.retry = retry or RetryPolicy()
         self.retention_s = retention_s
         self.clock = clock
         self._t = "{" + self.prefix + "}:"
@@ -95,7 +100,7 @@ class RedisJobQueue:
             return self
         client = connect(self.url)
         try:
-            await client.ping()
+            await retrying(client.ping, policy=self.retry, is_transient=is_transient, what="Redis")
         except BaseException:
             await client.aclose()
             raise
@@ -149,6 +154,21 @@ class RedisJobQueue:
         return await self._calls.submit((script, args))
 
     async def _pipeline(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        """Run the calls in one round trip; a dropped connection is retried within ``retry``.
+
+        A retried script may have run already, and every script is safe to run
+        twice: enqueue dedupes by id, a lost claim's leases expire and come
+        back, a repeated complete or fail reports ``LeaseLostError`` for a job
+        whose outcome was in fact recorded.
+        """
+        return await retrying(
+            lambda: self._pipeline_once(calls),
+            policy=self.retry,
+            is_transient=is_transient,
+            what="Redis",
+        )
+
+    async def _pipeline_once(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
         from redis.exceptions import NoScriptError
 
         results: list[Any] = [None] * len(calls)
@@ -323,16 +343,26 @@ class RedisJobQueue:
             meta=f("meta"),
         )
 
+    async def _read(self, op: Callable[[], Any]) -> Any:
+        if self._r is None:
+            raise ConfigError("RedisJobQueue is not open: await queue.open() first")
+        return await retrying(op, policy=self.retry, is_transient=is_transient, what="Redis")
+
     async def _hashes(self, ids: Sequence[str]) -> list[dict[bytes, bytes]]:
-        pipe = self._r.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(self._t + "j:" + job_id)
-        return cast("list[dict[bytes, bytes]]", await pipe.execute())
+        async def fetch() -> Any:
+            pipe = self._r.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self._t + "j:" + job_id)
+            return await pipe.execute()
+
+        return cast("list[dict[bytes, bytes]]", await self._read(fetch))
+
+    async def _ids(self, index: str, start: int, stop: int) -> list[str]:
+        key = self._t + index
+        return [i.decode() for i in await self._read(lambda: self._r.zrange(key, start, stop))]
 
     async def get(self, job_id: str) -> JobRecord:
         """The job's record; ``JobNotFoundError`` if none."""
-        if self._r is None:
-            raise ConfigError("RedisJobQueue is not open: await queue.open() first")
         (h,) = await self._hashes([job_id])
         if not h:
             raise JobNotFoundError(f"no job {job_id!r}", details={"job_id": job_id})
@@ -340,13 +370,8 @@ class RedisJobQueue:
 
     async def scan(self, state: JobState, *, limit: int = 100, offset: int = 0) -> list[JobRecord]:
         """Jobs in ``state``, in enqueue order."""
-        if self._r is None:
-            raise ConfigError("RedisJobQueue is not open: await queue.open() first")
         if state not in ("queued", "scheduled"):
-            ids = [
-                i.decode()
-                for i in await self._r.zrange(self._t + "s:" + state, offset, offset + limit - 1)
-            ]
+            ids = await self._ids("s:" + state, offset, offset + limit - 1)
             return [
                 self._record(i, h) for i, h in zip(ids, await self._hashes(ids), strict=True) if h
             ]
@@ -354,10 +379,7 @@ class RedisJobQueue:
         out: list[JobRecord] = []
         skip, pos = offset, 0
         while len(out) < limit:
-            chunk = [
-                i.decode()
-                for i in await self._r.zrange(self._t + "s:queued", pos, pos + SCAN_CHUNK - 1)
-            ]
+            chunk = await self._ids("s:queued", pos, pos + SCAN_CHUNK - 1)
             if not chunk:
                 break
             pos += len(chunk)
