@@ -116,17 +116,15 @@ class RedisJobQueue:
         """Set the wake event on every publish; after a dropped connection, wake and resubscribe."""
         try:
             while True:
-                try:
+                with contextlib.suppress(Exception):  # workers poll meanwhile; nothing is lost
                     async for msg in pubsub.listen():
                         if msg.get("type") in {"message", b"message"}:
                             self._wake.set()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # workers poll meanwhile; nothing is lost
-                    self._wake.set()
-                    await asyncio.sleep(0.5)
-                    with contextlib.suppress(Exception):
-                        await pubsub.subscribe(self._chan)
+                # the connection dropped (or the subscription ended): wake, resubscribe
+                self._wake.set()
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(Exception):
+                    await pubsub.subscribe(self._chan)
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

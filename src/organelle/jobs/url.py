@@ -6,7 +6,7 @@
 ``nats://[user:pass@]host:port`` (``?stream=…``; several servers
 comma-separated; TLS and credentials as URL parameters or keywords, see
 ``NatsConnectOptions``) · ``redis://[:pass@]host:port/db`` (``?prefix=…``;
-``rediss://`` for TLS; Valkey too). Heavy drivers load only for the backend asked for.
+``rediss://`` for TLS). Heavy drivers load only for the backend asked for.
 ``?retention_s=…`` (any backend) sets how long succeeded jobs are kept.
 """
 

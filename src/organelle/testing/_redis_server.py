@@ -1,8 +1,8 @@
 """``RedisServer``: one ``redis-server`` on a free loopback port, in a temporary directory.
 
 Only builds the command line and waits for ``PING``; process handling
-(process group, stop, SIGKILL, restart) is in ``_process``. Works with
-Valkey too (``binary="valkey-server"``).
+(process group, stop, SIGKILL, restart) is in ``_process``. ``binary=``
+may name ``valkey-server``, which takes the same options (untested here).
 """
 
 from __future__ import annotations
