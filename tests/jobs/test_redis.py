@@ -1,4 +1,4 @@
-"""RedisJobQueue beyond the contract: URLs, wake-ups across clients, a Redis restart."""
+"""RedisJobQueue beyond the contract: URLs, wake-ups, a Redis restart, a kernel on Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from organelle import Kernel, Module, job, rpc
 from organelle.errors import ConfigError
 from organelle.jobs import JobSpec, JobsService, open_queue
 from organelle.jobs.redis import RedisJobQueue
@@ -73,3 +74,32 @@ async def test_jobs_survive_a_redis_kill_with_aof() -> None:
         assert sorted(done) == list(range(100))
         assert {(await jobs.get(i)).state for i in ids} == {"succeeded"}
         await jobs.queue.close()
+
+
+class Counter(Module):
+    """A job that counts in the module's Store namespace: both on Redis."""
+
+    name = "counter"
+
+    @rpc
+    async def bump(self, n: int) -> str:
+        return await self.enqueue("counter.add", n=n)
+
+    @job(max_attempts=2)
+    async def add(self, n: int) -> None:
+        await self.store.incr("total", n)
+
+
+async def test_a_kernel_runs_jobs_and_storage_on_redis(redis_server: RedisServer) -> None:
+    tag = uuid.uuid4().hex[:8]
+    urls = {
+        "jobs": f"{redis_server.url}?prefix=kj{tag}",
+        "storage": f"{redis_server.url}?prefix=ks{tag}",
+    }
+    async with Kernel([Counter], {"kernel": urls}) as kernel:
+        ids = [await kernel.call("counter.bump", n=n) for n in range(1, 11)]
+        await kernel.drain_jobs(timeout_s=20)
+        assert {(await kernel.jobs.get(i)).state for i in ids} == {"succeeded"}
+        entry = await kernel.store.get("counter.total")
+        assert entry is not None
+        assert entry.value == 55
