@@ -215,6 +215,11 @@ class RedisStore(BaseStore):
         if not self._scripts:
             await self.open()
         self._check_open()
+        try:  # the common case, without the retry machinery around it
+            return await op()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
         return await retrying(op, policy=self.retry, is_transient=is_transient, what="Redis")
 
     async def _script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
