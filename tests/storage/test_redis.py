@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from organelle.errors import ConfigError, StorageUnavailableError
+from organelle.errors import ConfigError, StorageUnavailableError, ValidationError
 from organelle.storage import RedisStore, RetryPolicy, open_store
 from organelle.testing import eventually
 from organelle.testing.servers import RedisServer
@@ -103,3 +103,31 @@ async def test_outage_gives_typed_errors_and_ends_watches() -> None:
             await eventually(lambda: store.put("k", 2), timeout_s=10, interval_s=0.1)
         finally:
             await store.close()
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "json"])
+async def test_incr_is_one_script_exact_and_keeps_expiry(
+    redis_server: RedisServer, codec: str
+) -> None:
+    store = RedisStore(redis_server.url, prefix=prefix(), codec=codec)
+    try:
+        await asyncio.gather(*(store.incr("n") for _ in range(50)))
+        assert (await store.get("n")).value == 50  # type: ignore[union-attr]
+        await store.put("t", 5, ttl_s=30)
+        assert await store.incr("t", -7) == -2
+        entry = await store.get("t")
+        assert entry is not None
+        assert entry.value == -2
+        assert entry.expires_at is not None  # incr kept the expiry
+        big = 2**53 - 1
+        await store.put("big", big)
+        assert await store.incr("big", 2) == big + 2  # past Lua's exact range: still exact
+        assert await store.incr("big", 2**60) == big + 2 + 2**60
+        assert (await store.get("big")).value == big + 2 + 2**60  # type: ignore[union-attr]
+        for value in [2.0, True, None, "3", b"3", [1]]:
+            await store.put("odd", value)
+            with pytest.raises(ValidationError):
+                await store.incr("odd")
+            assert (await store.get("odd")).value == value  # type: ignore[union-attr]
+    finally:
+        await store.close()

@@ -31,11 +31,21 @@ from typing import Any, Self
 from organelle.errors import StorageUnavailableError, TransactionUnsupportedError
 from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, cas_incr, prefix_upper
 from organelle.storage._redis_client import connect, is_transient, split_url
-from organelle.storage.base import Change, ChangeOp, Entry, Page, StoreTx, Watch, WatchFeed
+from organelle.storage.base import (
+    Change,
+    ChangeOp,
+    Entry,
+    Page,
+    StoreTx,
+    Watch,
+    WatchFeed,
+    bad,
+)
 from organelle.storage.retry import retrying
 
 __all__ = ["RedisStore"]
 
+_EXACT = 2**53  # Lua numbers are doubles: integers beyond this are not exact
 EXPIRE_GRACE_S = 1.0  # Redis's own expiry trails ours: the sweeper publishes the change first
 SWEEP_BATCH = 1000
 
@@ -91,6 +101,53 @@ _CAS = (
 local cur = live_rev(ARGV[4], tonumber(ARGV[3]))
 if cur ~= tonumber(ARGV[5]) then return {0, cur} end
 return {1, write(ARGV[4], ARGV[6], ARGV[7], ARGV[8], ARGV[9])}
+"""
+)
+
+# ARGV[3]: now, ARGV[4]: key, ARGV[5]: by, ARGV[6]: the codec kind for a new key.
+# Returns {1, new value}, {0} when the live value is not an int, {-1} when it is
+# past 2^53 (Lua numbers are doubles: the client's compare-and-set loop does it).
+_INCR = (
+    _WRITE
+    + """
+local key, now = ARGV[4], tonumber(ARGV[3])
+local hk = ARGV[1] .. key
+local cur = redis.call('HMGET', hk, 'k', 'd', 'e')
+local live = cur[1] and ((not cur[3]) or tonumber(cur[3]) > now)
+local n, kind = 0, ARGV[6]
+if live then
+  kind = cur[1]
+  local d = cur[2]
+  if kind == '1' then
+    local b = string.byte(d, 1)
+    if not b or not (b <= 0x7f or b >= 0xe0 or (b >= 0xcc and b <= 0xd3)) then
+      return {0}
+    end
+    n = cmsgpack.unpack(d)
+  elseif kind == '2' then
+    if not string.match(d, '^%-?%d+$') then return {0} end
+    n = tonumber(d)
+  else
+    return {0}
+  end
+end
+local limit = 9007199254740991
+if math.abs(n) > limit then return {-1} end
+n = n + tonumber(ARGV[5])
+if math.abs(n) > limit then return {-1} end
+local data
+if kind == '1' then data = cmsgpack.pack(n) else data = string.format('%d', n) end
+local rev = redis.call('INCR', KEYS[1])
+if live then
+  redis.call('HSET', hk, 'd', data, 'r', rev)
+else
+  redis.call('DEL', hk)
+  redis.call('HSET', hk, 'k', kind, 'd', data, 'r', rev)
+  redis.call('ZREM', KEYS[3], key)
+end
+redis.call('ZADD', KEYS[2], 0, key)
+redis.call('PUBLISH', ARGV[2], 'put\\0' .. rev .. '\\0' .. kind .. '\\0' .. key .. '\\0' .. data)
+return {1, n}
 """
 )
 
@@ -204,6 +261,7 @@ class RedisStore(BaseStore):
             for name, src in (
                 ("put", _PUT),
                 ("cas", _CAS),
+                ("incr", _INCR),
                 ("delete", _DELETE),
                 ("sweep", _SWEEP),
                 ("scan", _SCAN),
@@ -341,8 +399,20 @@ class RedisStore(BaseStore):
         return int(rev)
 
     async def incr(self, key: str, by: int = 1) -> int:
-        """Atomically add ``by`` (a compare-and-set loop: values are codec-encoded)."""
-        return await cas_incr(self, self._key(key), self._as_int("by", by))
+        """Atomically add ``by`` in one script; keeps the key's expiry.
+
+        Past 2**53 (where Lua's doubles lose integers) it falls back to a
+        compare-and-set loop, exact at any size.
+        """
+        key, by = self._key(key), self._as_int("by", by)
+        if abs(by) < _EXACT:
+            args = [self._hash_prefix, self._chan, repr(time.time()), key, by, self._kind]
+            got = await self._script("incr", self._keys3, args)
+            if got[0] == 1:
+                return int(got[1])
+            if got[0] == 0:
+                raise bad("value", f"incr needs an int value at {key!r}")
+        return await cas_incr(self, key, by)
 
     def watch(self, prefix: str = "") -> Watch:
         """Yield changes under ``prefix`` from every client of this store (Redis pub/sub)."""
