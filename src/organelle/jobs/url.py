@@ -5,7 +5,8 @@
 ``postgresql://user@host:port/db`` (``?table=…``) ·
 ``nats://[user:pass@]host:port`` (``?stream=…``; several servers
 comma-separated; TLS and credentials as URL parameters or keywords, see
-``NatsConnectOptions``). Heavy drivers load only for the backend asked for.
+``NatsConnectOptions``) · ``redis://[:pass@]host:port/db`` (``?prefix=…``;
+``rediss://`` for TLS). Heavy drivers load only for the backend asked for.
 ``?retention_s=…`` (any backend) sets how long succeeded jobs are kept.
 """
 
@@ -78,7 +79,12 @@ async def _open_queue(url: str, **options: Any) -> JobQueue:
             NatsJobQueue, url, options, query_known=("stream", "retention_s")
         )
         return await NatsJobQueue(connect, **own).open()
+    if scheme in ("redis", "rediss"):
+        from organelle.jobs.redis import RedisJobQueue
+
+        return await RedisJobQueue(url, **options).open()
     raise ConfigError(
-        f"unknown job queue URL {url!r}: expected memory://, sqlite://, postgresql:// or nats://",
+        f"unknown job queue URL {url!r}: expected memory://, sqlite://, postgresql://, nats://"
+        " or redis://",
         details={"key": "url", "scheme": scheme},
     )
