@@ -33,6 +33,11 @@ class OrderStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+MAX_LINES = 20
+OrderLines = Annotated[list[OrderLine], msgspec.Meta(min_length=1, max_length=MAX_LINES)]
+"""1 to 20 lines: in the type, so the OpenAPI schema and the validation say the same."""
+
+
 class Order(msgspec.Struct, frozen=True, kw_only=True):
     """A placed order: its priced lines, the reservations that back it, and the total."""
 
@@ -66,7 +71,7 @@ class Orders(Module):
         """Limits and the currency shown on orders."""
 
         currency: str = Field(default="EUR", min_length=3, max_length=3)
-        max_lines: int = Field(default=20, gt=0)
+        max_lines: int = Field(default=MAX_LINES, gt=0, le=MAX_LINES)
 
     config: Config
 
@@ -76,13 +81,14 @@ class Orders(Module):
 
     @route.post("/orders", status_code=201)
     @rpc
-    async def place_order(self, customer: Customer, lines: list[OrderLine]) -> Order:
+    async def place_order(self, customer: Customer, lines: OrderLines) -> Order:
         """Price every line, then reserve every line; on any failure release what was reserved.
 
         Emits ``order.placed`` on success and ``order.rejected`` (with the reason) on failure.
 
         Raises:
-            ValidationError: no lines, or more than ``max_lines``.
+            ValidationError: no lines, or more than ``max_lines`` (the schema says 1 to
+                ``MAX_LINES``; config may lower the ceiling).
             NotFoundError: a SKU has no price or no stock record.
             OutOfStockError: a line cannot be reserved (nothing stays reserved).
         """

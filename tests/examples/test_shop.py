@@ -120,7 +120,7 @@ async def test_failure_releases_reservations(shop: Kernel) -> None:
 async def test_bad_requests_are_refused_before_any_effect(shop: Kernel) -> None:
     with pytest.raises(NotFoundError, match="no price for sku 'tea'"):
         await shop.call("orders.place_order", customer="ada", lines=[{"sku": "tea", "qty": 1}])
-    with pytest.raises(ValidationError, match="an order needs 1 to 20 lines"):
+    with pytest.raises(ValidationError, match="lines: Expected `array` of length >= 1"):
         await shop.call("orders.place_order", customer="ada", lines=[])
     with pytest.raises(ValidationError) as info:
         await shop.call("orders.place_order", customer="", lines=[{"sku": "apple", "qty": 0}])

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 
 __all__ = ["build_openapi"]
 
+# ?topics= of the event stream: 1 to 32 patterns, each dot-separated tokens, '*'
+# for one token and '>' last (what pattern_error accepts, minus '+', which a
+# query string reads as a space).
+_SEGMENT = r"(?:[A-Za-z0-9_\-:$@=~]+|\*)"
+_ONE = rf"(?:{_SEGMENT}(?:\.{_SEGMENT})*(?:\.>)?|>)"
+TOPICS_PATTERN = rf"^{_ONE}(?:,{_ONE}){{0,31}}$"
+
 _REF = "#/components/schemas/{name}"
 _CONVERTOR = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*):[a-z]+}")
 _ERROR = {
@@ -214,7 +221,13 @@ def build_openapi(
             "summary": "Server-sent events whose topics match ?topics=",
             "tags": ["events"],
             "parameters": [
-                {"name": "topics", "in": "query", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": "topics",
+                    "in": "query",
+                    "required": True,
+                    "description": "1 to 32 comma-separated topic patterns (NATS wildcards)",
+                    "schema": {"type": "string", "pattern": TOPICS_PATTERN},
+                }
             ],
             "responses": {
                 "200": {

@@ -95,7 +95,17 @@ class ParamsContract:
         try:
             obj = msgspec.convert(params, self.struct, dec_hook=_dec_hook, from_attributes=True)
         except (msgspec.ValidationError, ValueError, TypeError):
-            raise self._explain(params) from None
+            # JSON Schema calls 3.0 an integer (and JSON has one number type): a
+            # client that sends it for an int parameter sent what the schema allows.
+            integral = _integral_floats(params)
+            if integral is params:
+                raise self._explain(params) from None
+            try:
+                obj = msgspec.convert(
+                    integral, self.struct, dec_hook=_dec_hook, from_attributes=True
+                )
+            except (msgspec.ValidationError, ValueError, TypeError):
+                raise self._explain(params) from None
         if self.positional:
             return msgspec.structs.astuple(obj)
         return msgspec.structs.asdict(obj)
@@ -129,6 +139,19 @@ class ParamsContract:
         """JSON Schema of the parameters object (for docs and gateways)."""
         schema: dict[str, Any] = msgspec.json.schema(self.struct)
         return schema
+
+
+def _integral_floats(value: Any) -> Any:
+    """``value`` with every float that is a whole number made an int (``value`` itself if none)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        items = {k: _integral_floats(v) for k, v in value.items()}
+        return value if all(items[k] is value[k] for k in value) else items
+    if isinstance(value, list):
+        seq = [_integral_floats(v) for v in value]
+        return value if all(a is b for a, b in zip(seq, value, strict=True)) else seq
+    return value
 
 
 class PayloadContract:
