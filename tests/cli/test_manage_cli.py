@@ -73,6 +73,12 @@ async def test_call_modules_and_errors_against_the_shop_on_nats(
         code, out, err = await run_once("call", "nowhere.at_all", "--app", SHOP, *sets, "--timeout", "1")  # fmt: skip
         assert code == 1, err
         assert err.startswith("error: organelle.")
+        code, out, err = await run_once(
+            "emit", "inventory.low_stock", "sku=durian", "available=1", "threshold=5",
+            "--app", SHOP, *sets,
+        )  # fmt: skip
+        assert code == 0, err
+        await shop.wait_for(r"reorder durian: 1 left \(threshold 5\)", timeout_s=20)
         code, out, err = await run_once("modules", "--app", SHOP, "--json", *sets)
         assert code == 0, err
         (node,) = json.loads(out)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from organelle import Kernel, Module, job, rpc
+from organelle import Kernel, Module, consume, job, rpc
 from organelle.auth.api_keys import hash_key
 from organelle.ops import Ops
 from organelle.ops._manage_routes import ROUTES, openapi
@@ -192,3 +192,40 @@ def test_openapi_document_is_valid_and_covers_every_route() -> None:
     validate(document)  # raises on an invalid OpenAPI 3.1 document
     operations = {op["operationId"] for path in document["paths"].values() for op in path.values()}
     assert operations == {route.op for route in ROUTES}
+
+
+class Ledger(Module):
+    name = "ledger"
+
+    @consume("payments", max_attempts=1)
+    async def book(self, record: dict[str, Any]) -> None:
+        if record.get("bad"):
+            raise ValueError("cannot book a bad payment")
+
+
+async def test_streams_info_seek_dead_letters() -> None:
+    config = _config()
+    config["kernel"]["streams"] = "memory://"
+    kernel = Kernel([Ledger], config)
+    async with Ops(kernel, port=0) as ops, kernel:
+        headers = {"x-api-key": OPS_KEY}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops.port}", headers=headers) as client:  # fmt: skip
+            await kernel.append("payments", {"amount": 1})
+            await kernel.append("payments", {"bad": True})
+            await kernel.drain_streams(timeout_s=10)
+            assert (await client.get("/manage/streams")).json() == ["payments"]
+            info = (await client.get("/manage/streams/payments")).json()
+            last = info["partitions"][0]["last"]
+            assert [(g["group"], g["next_offset"], g["lag"]) for g in info["groups"]] == [("ledger", last + 1, 0)]  # fmt: skip
+            dead = (await client.get("/manage/streams/payments/groups/ledger/dead")).json()
+            assert [d["offset"] for d in dead] == [last]
+            assert "cannot book a bad payment" in str(dead[0]["error"])
+            replay = await client.post(
+                "/manage/streams/payments/groups/ledger/seek", json={"to": "earliest"}
+            )
+            assert replay.status_code == 200, replay.text
+            await kernel.drain_streams(timeout_s=10)
+            bad_to = await client.post("/manage/streams/payments/groups/ledger/seek", json={"to": "soon"})  # fmt: skip
+            assert (bad_to.status_code, bad_to.json()["code"]) == (422, "organelle.validation")
+            missing = await client.get("/manage/streams/nowhere")
+            assert (missing.status_code, missing.json()["code"]) == (404, "organelle.stream.not_found")  # fmt: skip

@@ -11,7 +11,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.text import Text
 
 from organelle.cli._act import each, node_errors, one, print_json, run, table
@@ -213,6 +212,8 @@ def _last_error(record: dict[str, Any]) -> str:
 
 async def _purge_all(remote: Remote, node: str | None) -> dict[str, Any]:
     """Every dead job, a batch at a time, with a progress line on stderr."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
     total = 0
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True

@@ -1,0 +1,57 @@
+"""The management commands on an app's files, in process: purge with progress, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from organelle.cli import app
+from organelle.jobs import JobSpec, JobsService, open_queue
+
+
+def _dead_jobs(url: str, count: int) -> list[str]:
+    async def make() -> list[str]:
+        queue = await open_queue(url)
+        try:
+            jobs = JobsService(queue)
+            jobs.register("chores.sweep", JobSpec(max_attempts=1))
+            ids = [await jobs.enqueue("chores.sweep", {"n": n}) for n in range(count)]
+
+            async def sweep(n: int) -> None:
+                raise RuntimeError(f"broom {n} broke")
+
+            await jobs.worker({"chores.sweep": sweep}).drain(timeout_s=10)
+            return ids
+        finally:
+            await queue.close()
+
+    return asyncio.run(make())
+
+
+def test_purge_every_dead_job_of_an_app_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    ids = _dead_jobs(url, 3)
+    config = tmp_path / "app.toml"
+    config.write_text(f'[kernel]\njobs = "{url}"\nstorage = "memory://"\n')
+    runner = CliRunner()
+    listed = runner.invoke(app, ["jobs", "--state", "dead", "--json", "--app", str(config)])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(j["id"] for j in json.loads(listed.stdout)) == sorted(ids)
+    one = runner.invoke(app, ["jobs", "purge", ids[0], "--app", str(config)])
+    assert (one.exit_code, one.stdout.strip()) == (0, "purged: 1")
+    rest = runner.invoke(app, ["jobs", "purge", "--app", str(config)])
+    assert (rest.exit_code, rest.stdout.strip()) == (0, "purged: 2")
+    empty = runner.invoke(app, ["jobs", "--state", "dead", "--json", "--app", str(config)])
+    assert json.loads(empty.stdout) == []
+    bad = runner.invoke(app, ["jobs", "--state", "zombie", "--app", str(config)])
+    assert bad.exit_code == 1
+    assert "organelle.validation" in bad.stderr
+    memory = runner.invoke(app, ["kv", "get", "k", "--app", str(config)])
+    assert memory.exit_code == 2  # the store lives in the app's process: nothing to reach
+    assert "needs a running app" in memory.stderr
+    unknown = runner.invoke(app, ["jobs", "frobnicate", "--app", str(config)])
+    assert unknown.exit_code == 2
+    assert "unknown action 'frobnicate'" in unknown.stderr
