@@ -91,3 +91,13 @@ async def test_two_kernels_manage_each_other(nats_server: NatsServer) -> None:
             assert nodes.json() == ["node-a", "node-b"]
             unknown = await client.get("/manage/modules", params={"node": "node-z"})
             assert unknown.status_code == 404
+
+
+def test_every_operation_is_an_rpc_and_a_route() -> None:
+    from organelle.module import describe
+    from organelle.ops._manage_routes import ROUTES
+    from organelle.ops._manage_rpc import OpsModule
+    from organelle.ops.manage import OPERATIONS
+
+    assert set(describe(OpsModule).rpcs) == OPERATIONS
+    assert {r.op for r in ROUTES} == {*OPERATIONS, "nodes"}

@@ -128,8 +128,10 @@ async def _client(section: dict[str, Any], base: Path, timeout_s: float) -> Asyn
     from organelle.kernel import Kernel
     from organelle.ops.cluster import Cluster
 
-    for key in ("modules", "pythonpath", "ops_port", "config_watch"):
+    # a client only talks: no module, no server, no job queue, stream log or store of its own
+    for key in ("modules", "pythonpath", "ops_port", "config_watch", "jobs", "streams"):
         section.pop(key, None)
+    section.update(storage="memory://", persist_state=False)
     # its own name: the app's config may name its node, and two nodes of one name collide
     section["node"] = f"cli-{socket.gethostname()}-{os.getpid()}"
     client = Kernel([], {"kernel": section}, base_path=base)
