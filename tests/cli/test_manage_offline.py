@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from organelle.cli import app
 from organelle.jobs import JobSpec, JobsService, open_queue
+from tests.cli.proc import ROOT
 
 
 def _dead_jobs(url: str, count: int) -> list[str]:
@@ -55,3 +56,20 @@ def test_purge_every_dead_job_of_an_app_file(tmp_path: Path) -> None:
     unknown = runner.invoke(app, ["jobs", "frobnicate", "--app", str(config)])
     assert unknown.exit_code == 2
     assert "unknown action 'frobnicate'" in unknown.stderr
+
+
+def test_openapi_of_the_app_http_api_and_of_the_management_api(tmp_path: Path) -> None:
+    from openapi_spec_validator import validate
+
+    runner = CliRunner()
+    shop = runner.invoke(app, ["openapi", str(ROOT / "examples/shop/http.toml")])
+    assert shop.exit_code == 0, shop.output
+    document = json.loads(shop.stdout)
+    validate(document)
+    assert "/notifications" in document["paths"]
+    manage = runner.invoke(app, ["openapi", "-o", str(tmp_path / "m.json")])
+    assert manage.exit_code == 0, manage.output
+    assert "/manage/jobs/{job_id}/retry" in json.loads((tmp_path / "m.json").read_text())["paths"]
+    no_gateway = runner.invoke(app, ["openapi", str(ROOT / "examples/shop/app.toml")])
+    assert no_gateway.exit_code == 2
+    assert "no gateway module" in no_gateway.stderr

@@ -176,15 +176,56 @@ def config_diff(
     _per_node(ctx, "config_diff", app, node, set_, as_json)
 
 
+def _app_document(target: str, sets: list[str]) -> dict[str, Any]:
+    """The app's HTTP API (its gateway's ``/openapi.json``), built without starting it."""
+    from organelle.cli._target import load_app
+    from organelle.gateway import Gateway
+    from organelle.gateway._openapi import build_openapi
+    from organelle.gateway._table import entries_of, remote_classes, table
+    from organelle.gateway.config import GatewayConfig
+
+    kernel = load_app(target, sets=sets, only=[]).kernel
+    gateways = [i for i in kernel.modules().values() if isinstance(i.instance, Gateway)]
+    if not gateways:
+        raise ConfigError(f"{target}: no gateway module, so no HTTP API (see docs/gateway.md)")
+    cfg: GatewayConfig = gateways[0].instance.config
+    local = [type(i.instance) for i in kernel.modules().values()]
+    classes = local + [c for c in remote_classes(cfg, gateways[0].name) if c not in local]
+    entries = table(entries_of(cls, cfg) for cls in classes)
+    stream_path = cfg.stream.path if cfg.stream.enabled else None
+    return build_openapi(entries, cfg, stream_path=stream_path)
+
+
 def openapi(
+    ctx: typer.Context,
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[TARGET]", help="An app config file: its HTTP API (default: management API)."
+        ),
+    ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")
     ] = None,
+    set_: Sets = None,
 ) -> None:
-    """Write the OpenAPI 3.1 document of the management API (``/manage`` on the ops port)."""
-    from organelle.ops._manage_routes import openapi as document
+    """Write an OpenAPI 3.1 document: the app's HTTP API (TARGET), or the management API's.
 
-    text = json.dumps(document(), indent=2) + "\n"
+    With TARGET the app is built, not started, and its gateway's routes and
+    exposed RPC methods are described (what its ``/openapi.json`` serves);
+    without it, the ``/manage`` API of the ops server. Exit code 0 written, 2 bad input.
+    """
+    from organelle.ops._manage_routes import openapi as manage_document
+
+    what = "the app's HTTP API" if target else "the management API"
+    try:
+        document = _app_document(target, set_ or []) if target else manage_document()
+    except Exception as exc:
+        from organelle.cli._output import report
+
+        report(exc, building=True, show_traceback=bool(getattr(ctx.obj, "traceback", False)))
+        raise typer.Exit(EXIT_INVALID) from None
+    text = json.dumps(document, indent=2) + "\n"
     if out_file is None:
         sys.stdout.write(text)
         return
@@ -193,4 +234,4 @@ def openapi(
     except OSError as exc:
         err.print(Text(f"error: cannot write {out_file}: {exc}"))
         raise typer.Exit(EXIT_INVALID) from None
-    err.print(Text(f"wrote the management API's OpenAPI document to {out_file}"))
+    err.print(Text(f"wrote the OpenAPI document of {what} to {out_file}"))
