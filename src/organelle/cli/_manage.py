@@ -189,7 +189,7 @@ def jobs(  # noqa: C901, PLR0917 - typer passes options as arguments
         rows = [
             (
                 r["node"],
-                json.dumps(r["result"].get("backlog", "-")),
+                _backlog(r["result"]),
                 ", ".join(r["result"]["paused"]) or "-",
             )
             for r in result
@@ -200,6 +200,13 @@ def jobs(  # noqa: C901, PLR0917 - typer passes options as arguments
             raise typer.Exit(EXIT_FAILED)
     else:
         _show(result, as_json)
+
+
+def _backlog(result: dict[str, Any]) -> str:
+    backlog = result.get("backlog")
+    if backlog is None:
+        return "-"
+    return ", ".join(f"{name}: {n}" for name, n in sorted(backlog.items())) or "0"
 
 
 def _last_error(record: dict[str, Any]) -> str:
