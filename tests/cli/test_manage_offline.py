@@ -38,7 +38,9 @@ def test_purge_every_dead_job_of_an_app_file(tmp_path: Path) -> None:
     config = tmp_path / "app.toml"
     config.write_text(f'[kernel]\njobs = "{url}"\nstorage = "memory://"\n')
     runner = CliRunner()
-    listed = runner.invoke(app, ["jobs", "--state", "dead", "--json", "--app", str(config)])
+    listed = runner.invoke(
+        app, ["jobs", "--state", "dead", "--json"], env={"ORGANELLE_APP": str(config)}
+    )
     assert listed.exit_code == 0, listed.output
     assert sorted(j["id"] for j in json.loads(listed.stdout)) == sorted(ids)
     one = runner.invoke(app, ["jobs", "purge", ids[0], "--app", str(config)])

@@ -101,3 +101,12 @@ def test_every_operation_is_an_rpc_and_a_route() -> None:
 
     assert set(describe(OpsModule).rpcs) == OPERATIONS
     assert {r.op for r in ROUTES} == {*OPERATIONS, "nodes"}
+
+
+async def test_no_node_answers_says_why(nats_server: NatsServer) -> None:
+    from organelle.errors import CallTimeoutError
+
+    config = _config(nats_server.url, f"e{uuid.uuid4().hex[:8]}", "lonely")
+    async with Kernel([], config) as client:
+        with pytest.raises(CallTimeoutError, match="no node of the app answered"):
+            await Cluster(client).wait(timeout_s=0.3)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from organelle.auth.base import Principal
 from organelle.context import root_context
-from organelle.errors import NotFoundError, OrganelleError
+from organelle.errors import CallTimeoutError, NotFoundError, OrganelleError
 from organelle.ops._manage_rpc import OPS_ROLE
 from organelle.ops.manage import MODULE_NAME
 
@@ -56,7 +56,14 @@ class Cluster:
         Raises:
             CallTimeoutError: none did within ``timeout_s``.
         """
-        await self.kernel.wait_for(MODULE_NAME, timeout_s)
+        try:
+            await self.kernel.wait_for(MODULE_NAME, timeout_s)
+        except CallTimeoutError as exc:
+            raise CallTimeoutError(
+                f"no node of the app answered within {timeout_s:g}s: is it running, on this "
+                "transport and prefix, with [ops] manage on?",
+                details=exc.details,
+            ) from None
         return self.nodes()
 
     async def call(
