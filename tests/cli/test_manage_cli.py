@@ -125,9 +125,11 @@ async def test_sqlite_app_reached_through_its_files(tmp_path: Path) -> None:
     sets = [
         *("--set", f"kernel.storage=sqlite:///{tmp_path}/store.db"),
         *("--set", f"kernel.jobs=sqlite:///{tmp_path}/jobs.db"),
+        *("--set", f"kernel.streams=sqlite:///{tmp_path}/streams.db"),
     ]
     async with spawn("run", app, *sets) as child:
         await child.wait_for(r"modules? active", timeout_s=30)
+        await child.wait_for(r"log entry 2", timeout_s=20)
 
         async def one_dead() -> str:
             code, out, err = await run_once("jobs", "--state", "dead", "--json", "--app", app, *sets)  # fmt: skip
@@ -162,6 +164,18 @@ async def test_sqlite_app_reached_through_its_files(tmp_path: Path) -> None:
         code, out, err = await run_once("jobs", "show", "nope", "--app", app, *sets)
         assert code == 1
         assert "error: organelle.jobs.not_found:" in err
+        # replay the stream to its group, following the lag until it is 0
+        code, out, err = await run_once(
+            "streams", "seek", "chores-log", "--group", "chores", "--to", "earliest",
+            "--wait", "20", "--json", "--app", app, *sets,
+        )  # fmt: skip
+        assert code == 0, err
+        (group,) = json.loads(out)["groups"]
+        assert (group["group"], group["lag"]) == ("chores", 0)
+        await child.wait_for(r"log entry 0", timeout_s=10)  # the replay ran it again
+        code, out, err = await run_once("streams", "info", "chores-log", "--app", app, *sets)
+        assert code == 0, err
+        assert "chores" in out
 
 
 async def test_usage_errors_and_openapi_export(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from organelle import Module, job, rpc
+from organelle import Module, consume, job, rpc
 
 
 class Chores(Module):
@@ -17,10 +17,13 @@ class Chores(Module):
         kick_on_start: bool = False
 
     runs: ClassVar[int] = 0
+    logged: ClassVar[int] = 0
 
     async def on_start(self) -> None:
         if self.config.kick_on_start:
             await self.enqueue("chores.sweep", note="start")
+            for n in range(3):
+                await self.kernel.append("chores-log", {"n": n})
 
     @rpc
     async def kick(self, note: str) -> str:
@@ -36,3 +39,8 @@ class Chores(Module):
         Chores.runs += 1
         if Chores.runs == 1:
             raise RuntimeError(f"the broom broke on {note}")
+
+    @consume("chores-log", idempotent=False)  # a replay runs it again
+    async def log_entry(self, record: dict[str, int]) -> None:
+        Chores.logged += 1
+        self.log.info("log entry %d", record["n"])

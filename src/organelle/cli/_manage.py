@@ -249,10 +249,21 @@ def streams(  # noqa: C901, PLR0917 - typer passes options as arguments
         str | None, typer.Option("--to", help="seek: earliest, latest or an offset.")
     ] = None,
     limit: Limit = 100,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait", metavar="SECONDS", help="seek: show the replay until the group catches up."
+        ),
+    ] = None,
     as_json: Json = False,
     set_: Sets = None,
 ) -> None:
-    """Streams: list, info STREAM, seek STREAM --group G --to X, dead STREAM --group G."""
+    """Streams: list, info STREAM, seek STREAM --group G --to X [--wait S], dead STREAM --group G.
+
+    ``seek --to earliest`` replays the stream to the group (``latest`` skips
+    what is pending); with ``--wait`` a progress bar follows the group until
+    its lag is 0, for at most that many seconds (exit 1 if it is not).
+    """
     rest = args or []
 
     async def work(remote: Remote) -> Any:
@@ -272,7 +283,10 @@ def streams(  # noqa: C901, PLR0917 - typer passes options as arguments
         if to is None:
             raise _usage("organelle streams seek: --to earliest|latest|OFFSET is required")
         target: Any = int(to) if to.isdigit() else to
-        return await one(remote, "stream_seek", node, stream=stream, group=group, to=target)
+        moved = await one(remote, "stream_seek", node, stream=stream, group=group, to=target)
+        if wait is None:
+            return moved
+        return await _follow(remote, node, stream, group, moved, wait)
 
     result = run(ctx, app, set_, work)
     if as_json or action == "dead":
@@ -291,6 +305,41 @@ def streams(  # noqa: C901, PLR0917 - typer passes options as arguments
                 for g in result["groups"]
             ),
         )
+
+
+def _lag(info: dict[str, Any], group: str) -> int:
+    return sum(g["lag"] for g in info["groups"] if g["group"] == group)
+
+
+async def _follow(  # noqa: PLR0917 - the seek's parts
+    remote: Remote, node: str | None, stream: str, group: str, info: dict[str, Any], wait_s: float
+) -> dict[str, Any]:
+    """Poll the group's lag after a seek, with a progress bar on stderr, until it is 0."""
+    import asyncio
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from organelle.errors import CallTimeoutError
+
+    total = _lag(info, group)
+    deadline = time.monotonic() + wait_s
+    with Progress(
+        TextColumn(f"replaying {stream} to {group}"), BarColumn(), MofNCompleteColumn(),
+        console=err, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("replay", total=total or 1)
+        while (lag := _lag(info, group)) > 0:
+            progress.update(task, completed=max(0, total - lag))
+            if time.monotonic() >= deadline:
+                raise CallTimeoutError(
+                    f"group {group!r} still {lag} behind on {stream!r} after {wait_s:g}s",
+                    details={"lag": lag},
+                )
+            await asyncio.sleep(0.2)  # polling a remote position: nothing to wait on
+            info = await one(remote, "stream", node, stream=stream)
+        progress.update(task, completed=total or 1)
+    return info
 
 
 def kv(  # noqa: PLR0917 - typer passes options as arguments
