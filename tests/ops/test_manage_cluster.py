@@ -110,3 +110,21 @@ async def test_no_node_answers_says_why(nats_server: NatsServer) -> None:
     async with Kernel([], config) as client:
         with pytest.raises(CallTimeoutError, match="no node of the app answered"):
             await Cluster(client).wait(timeout_s=0.3)
+
+
+async def test_cancel_refused_where_the_queue_cannot_take_a_job_back(
+    nats_server: NatsServer,
+) -> None:
+    from organelle.errors import JobStateError
+    from organelle.jobs import JobsService, open_queue
+    from organelle.ops.manage import Manage
+
+    queue = await open_queue(f"{nats_server.url}?stream=C{uuid.uuid4().hex[:8].upper()}")
+    try:
+        job_id = await JobsService(queue).enqueue("mail.send", {"to": "ada"}, delay_s=3600)
+        manage = Manage.offline(queue=queue, store=None, log=None)
+        with pytest.raises(JobStateError, match="cannot cancel"):
+            await manage.job_cancel(job_id)
+        assert (await manage.job(job_id))["state"] == "scheduled"
+    finally:
+        await queue.close()

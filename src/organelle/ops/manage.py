@@ -302,6 +302,12 @@ class Manage:
         """Delete a job that has not run to its end (queued, scheduled, failed and waiting)."""
         queue = self._jobs_queue()
         record = await queue.get(job_id)
+        if not getattr(queue, "purge_cancels", True):
+            raise JobStateError(
+                f"job {job_id!r}: this job queue ({type(queue).__name__}) cannot cancel a "
+                "waiting job; pause its name instead",
+                details={"job_id": job_id, "state": record.state},
+            )
         if record.state in ("running", "succeeded", "dead"):
             raise JobStateError(
                 f"job {job_id!r} is {record.state}: only a waiting job can be cancelled",
