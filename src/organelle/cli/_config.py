@@ -23,7 +23,7 @@ __all__ = ["config"]
 
 config = typer.Typer(
     name="config",
-    help="Show an app's effective config (secrets masked).",
+    help="Show an app's effective config (secrets masked); show, reload or diff a running one.",
     no_args_is_help=True,
 )
 
