@@ -75,3 +75,15 @@ def test_openapi_of_the_app_http_api_and_of_the_management_api(tmp_path: Path) -
     no_gateway = runner.invoke(app, ["openapi", str(ROOT / "examples/shop/app.toml")])
     assert no_gateway.exit_code == 2
     assert "no gateway module" in no_gateway.stderr
+
+
+def test_check_validates_the_ops_section(tmp_path: Path) -> None:
+    config = tmp_path / "app.toml"
+    config.write_text('[kernel]\nstorage = "memory://"\n[ops]\nrole = ["ops"]\n')
+    bad = CliRunner().invoke(app, ["check", str(config)])
+    assert bad.exit_code == 2
+    assert "ops.role" in bad.stderr
+    config.write_text('[kernel]\nstorage = "memory://"\n[ops.auth.api_keys]\nnope = {id = "x"}\n')
+    bad_key = CliRunner().invoke(app, ["check", str(config)])
+    assert bad_key.exit_code == 2
+    assert "SHA-256" in bad_key.stderr

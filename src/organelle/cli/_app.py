@@ -115,9 +115,19 @@ def check(ctx: typer.Context, target: Target, set_: Sets = None, only: Only = No
             asyncio.run(loaded.select())
         levels = loaded.kernel.check()
         log_level(loaded.kernel)
+        _check_ops(loaded.kernel)
     except Exception as exc:
         _fail(ctx, exc, building=True)
     _print_report(loaded.label, loaded.kernel, levels)
+
+
+def _check_ops(kernel: Kernel) -> None:
+    """``[ops]`` (the management API's roles and credentials) is validated like the rest."""
+    if "ops" in kernel.config:
+        from organelle.auth.factory import principal_factory
+        from organelle.ops._manage_http import OpsSection
+
+        principal_factory(OpsSection.of(kernel.config).auth)
 
 
 def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
