@@ -19,7 +19,8 @@ known ancestor for a code this process does not know)::
     ├── ValidationError (ValueError)    organelle.validation     carries a field list
     │   └── FlagRuleError               organelle.flags.invalid  a bad flag value or rule
     ├── ConflictError                   organelle.storage.conflict  compare-and-set lost
-    │   └── FencedError                 organelle.lock.fenced    an older fencing token
+    │   ├── FencedError                 organelle.lock.fenced    an older fencing token
+    │   └── JobStateError               organelle.jobs.state     not in a state that allows it
     ├── TransactionError                organelle.storage.transaction  Store transaction misuse
     │   ├── TransactionClosedError      organelle.storage.tx_closed  used after its block
     │   └── TransactionUnsupportedError organelle.storage.tx_unsupported  none on NATS KV
@@ -76,6 +77,7 @@ __all__ = [
     "ForbiddenError",
     "InternalError",
     "JobNotFoundError",
+    "JobStateError",
     "LeaseLostError",
     "LifecycleError",
     "LockTimeoutError",
@@ -490,6 +492,15 @@ class FencedError(ConflictError):
     """
 
     code = "organelle.lock.fenced"
+
+
+class JobStateError(ConflictError):
+    """The job is not in a state that allows the operation (cancelling a running job).
+
+    ``details`` holds ``job_id`` and ``state``.
+    """
+
+    code = "organelle.jobs.state"
 
 
 class LockTimeoutError(OrganelleError, TimeoutError):

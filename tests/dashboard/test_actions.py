@@ -281,8 +281,7 @@ async def test_a_paused_job_waits_until_resumed() -> None:
         jobs = (await client.get(f"{API}/jobs", headers=KEYS)).json()
         assert jobs["worker"]["paused"] == ["mail.send"]
         job_id = await k.enqueue("mail.send", to="ada@example.com")
-        with pytest.raises(TimeoutError):
-            await k.drain_jobs(timeout_s=0.5)
+        await k.drain_jobs(timeout_s=10)  # returns: a paused job is not waited for
         assert (await k.jobs.get(job_id)).state == "queued"
         r = await act(client, "jobs/resume", {})
         assert r.json()["result"] == {"paused": []}

@@ -16,12 +16,14 @@ from rich.text import Text
 
 from organelle._version import __version__
 from organelle.cli._asyncapi import asyncapi
+from organelle.cli._call import call, config_diff, config_live, config_reload, emit, openapi
 from organelle.cli._check import handlers
 from organelle.cli._cluster_config import cluster_config
 from organelle.cli._config import config
 from organelle.cli._contract import contract
 from organelle.cli._deploy import deploy
 from organelle.cli._flags import flags
+from organelle.cli._manage import health, jobs, kv, modules, streams
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
 from organelle.cli._output import EXIT_OK, out, plural, report
@@ -113,9 +115,19 @@ def check(ctx: typer.Context, target: Target, set_: Sets = None, only: Only = No
             asyncio.run(loaded.select())
         levels = loaded.kernel.check()
         log_level(loaded.kernel)
+        _check_ops(loaded.kernel)
     except Exception as exc:
         _fail(ctx, exc, building=True)
     _print_report(loaded.label, loaded.kernel, levels)
+
+
+def _check_ops(kernel: Kernel) -> None:
+    """``[ops]`` (the management API's roles and credentials) is validated like the rest."""
+    if "ops" in kernel.config:
+        from organelle.auth.factory import principal_factory
+        from organelle.ops._manage_http import OpsSection
+
+        principal_factory(OpsSection.of(kernel.config).auth)
 
 
 def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
@@ -145,6 +157,18 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
 
 
 app.command(name="nodes")(nodes)
+# the management commands (docs/cli.md): a running app, through its cluster or its files
+app.command(name="call")(call)
+app.command(name="emit")(emit)
+app.command(name="modules")(modules)
+app.command(name="jobs")(jobs)
+app.command(name="streams")(streams)
+app.command(name="kv")(kv)
+app.command(name="health")(health)
+app.command(name="openapi")(openapi)
+config.command("live")(config_live)
+config.command("reload")(config_reload)
+config.command("diff")(config_diff)
 app.command(name="asyncapi")(asyncapi)
 app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")

@@ -23,7 +23,7 @@ __all__ = ["config"]
 
 config = typer.Typer(
     name="config",
-    help="Show an app's effective config (secrets masked).",
+    help="Show an app's effective config (secrets masked); show, reload or diff a running one.",
     no_args_is_help=True,
 )
 
@@ -35,14 +35,9 @@ def _fail(ctx: typer.Context, exc: BaseException) -> NoReturn:
 
 def effective(kernel: Any) -> dict[str, Any]:
     """``[kernel]`` and module sections as parsed, the other sections as written; all masked."""
-    from organelle.config.secrets import mask
+    from organelle.ops.manage import effective_config
 
-    dump: dict[str, Any] = kernel.config_dump()
-    for section, value in sorted(kernel.config.items()):
-        if section not in dump:
-            dump[section] = mask(value, by_name=True)
-    result: dict[str, Any] = mask(dump, by_name=True)
-    return result
+    return effective_config(kernel)
 
 
 @config.command("show")

@@ -80,6 +80,9 @@ class NatsJobQueue(_NatsSettle):
         clock: wall-clock seconds.
     """
 
+    purge_cancels: ClassVar[bool] = False
+    """``purge`` drops a waiting job's record, not its queued message (it would still run)."""
+
     supports_priority: ClassVar[bool] = True
 
     # -- admin path --------------------------------------------------------

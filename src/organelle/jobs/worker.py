@@ -19,7 +19,7 @@ import logging
 import random
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, Self
@@ -159,6 +159,7 @@ class Worker:
         self._limits = {n: _Limiter(self._spec(n), now) for n in self.handlers}
         self._limited: list[str] = []
         self._free_names: list[str] = []
+        self._paused: set[str] = set()
         self._index()
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._acking: set[asyncio.Task[None]] = set()
@@ -177,8 +178,39 @@ class Worker:
         return self.specs.get(name, self._default)
 
     def _index(self) -> None:
-        self._limited = [n for n, lim in self._limits.items() if lim.concurrency or lim.rate]
-        self._free_names = [n for n in self.handlers if n not in self._limited]
+        paused = self._paused
+        self._limited = [
+            n
+            for n, lim in self._limits.items()
+            if (lim.concurrency or lim.rate) and n not in paused
+        ]
+        self._free_names = [n for n in self.handlers if n not in self._limited and n not in paused]
+
+    @property
+    def paused(self) -> frozenset[str]:
+        """Job names this worker does not claim now (``pause``); their jobs wait in the queue."""
+        return frozenset(self._paused)
+
+    def pause(self, names: Iterable[str] | None = None) -> frozenset[str]:
+        """Stop claiming jobs named ``names`` (default: every job this worker knows).
+
+        Runs in flight finish; the paused jobs wait in the queue, neither run
+        nor failed, until ``resume``. Names not known yet are paused too, so a
+        module added later starts paused. Returns the paused names.
+        """
+        self._paused.update(self.handlers if names is None else names)
+        self._index()
+        return self.paused
+
+    def resume(self, names: Iterable[str] | None = None) -> frozenset[str]:
+        """Claim ``names`` again (default: every paused name); return what stays paused."""
+        if names is None:
+            self._paused.clear()
+        else:
+            self._paused.difference_update(names)
+        self._index()
+        self._slot.set()  # an idle claim loop looks again now
+        return self.paused
 
     def add(self, name: str, handler: JobHandler, spec: JobSpec | None = None) -> None:
         """Start taking jobs named ``name`` (a module was added at run time)."""
@@ -268,7 +300,8 @@ class Worker:
 
     async def _claim_loop(self, *, burst: bool) -> None:
         while not self._stopping:
-            all_names = list(self.handlers)  # handlers come and go with modules
+            # handlers come and go with modules; paused names wait in the queue
+            all_names = [n for n in self.handlers if n not in self._paused]
             free = self.slots - len(self._running)
             if free <= 0:
                 self._slot.clear()
@@ -347,7 +380,8 @@ class Worker:
                 w.cancel()
 
     def _launch(self, lease: Lease) -> None:
-        if lease.name not in self.handlers:  # its module left after the claim: the job waits
+        if lease.name not in self.handlers or lease.name in self._paused:
+            # its module left (or it was paused) after the claim: the job waits
             task = asyncio.create_task(self._release([lease]))
             self._acking.add(task)
             task.add_done_callback(self._acking.discard)

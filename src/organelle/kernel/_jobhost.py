@@ -260,7 +260,7 @@ class JobHost:
         if worker is None or queue is None:
             return
         deadline = time.monotonic() + timeout_s
-        names = list(worker.handlers)
+        names = [n for n in worker.handlers if n not in worker.paused]  # paused jobs wait
         while time.monotonic() < deadline:
             if not worker.busy:
                 due = await queue.next_due(names)

@@ -560,6 +560,16 @@ class Kernel:
 
         return await reload_config(self, config)
 
+    async def config_diff(self, config: Mapping[str, Any] | None = None) -> ReloadResult:
+        """What ``reload_config(config)`` would change (default: the file now); applies nothing.
+
+        Raises:
+            ConfigError: the new config is invalid.
+        """
+        from organelle.kernel._reload import preview
+
+        return await preview(self, config)
+
     def config_dump(self) -> dict[str, Any]:
         """The effective config with every secret masked: safe to log or serve."""
         from organelle.config.secrets import config_dump

@@ -157,6 +157,21 @@ async def reload_config(
     return result
 
 
+async def preview(kernel: Reloadable, config: Mapping[str, Any] | None = None) -> ReloadResult:
+    """What ``reload_config`` would change, validated the same way; nothing is applied.
+
+    Raises:
+        ConfigError: the new config is invalid (``details["errors"]`` lists why).
+    """
+    source = _source(kernel, config)
+    plan = _plan(kernel, await kernel._secrets.resolve_async(source))
+    return ReloadResult(
+        changed=tuple(s.rec.name for s in plan.steps),
+        diff=tuple(plan.diff),
+        restart_required=tuple(plan.restart_required),
+    )
+
+
 def _source(kernel: Reloadable, config: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """The new config as written (``secret://`` references not yet resolved)."""
     if config is not None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from organelle.errors import ConfigError
 from organelle.health import Health
-from organelle.ops.server import OpsServer, Response
+from organelle.ops.server import ApiHandler, OpsServer, Response
 
 if TYPE_CHECKING:
     from organelle.kernel import Kernel
@@ -113,6 +113,7 @@ class Ops:
     async def start(self) -> None:
         """Install, then start the HTTP server and the config watcher when configured."""
         self.install()
+        api = await self._manage()
         if self._port is not None:
             self.server = OpsServer(
                 {
@@ -124,12 +125,42 @@ class Ops:
                 },
                 host=self._host,
                 port=self._port,
+                api=api,
             )
             await self.server.start()
         if self._config_path is not None:
             from organelle.kernel._watch import watch_config
 
             self._spawn(watch_config(self.kernel, self._config_path, stop=self._stop))
+
+    async def _manage(self) -> ApiHandler:
+        """The management API (``/manage``), and the ``ops`` module when nodes share a transport.
+
+        Raises:
+            ConfigError: a bad ``[ops]`` section.
+        """
+        from organelle.errors import DefinitionError
+        from organelle.ops._manage_http import ManageApi, OpsSection
+        from organelle.ops.cluster import Cluster
+        from organelle.ops.manage import MODULE_NAME, Manage
+
+        kernel = self.kernel
+        section = OpsSection.of(kernel.config)
+        cluster = None
+        if section.manage and not kernel.transport.solo:
+            from organelle.ops._manage_rpc import OpsModule
+
+            module = OpsModule()
+            module.health_source = self.health
+            try:
+                await kernel.add_module(module)
+                cluster = Cluster(kernel)
+            except DefinitionError:
+                log.warning(
+                    "management over the cluster is off: the app has a module named %r",
+                    MODULE_NAME,
+                )
+        return ManageApi(Manage(kernel, health=self.health), section, cluster=cluster)
 
     async def stop(self) -> None:
         """Stop the server and the watcher; never raises."""

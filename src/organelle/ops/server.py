@@ -1,10 +1,12 @@
-"""A tiny HTTP/1.1 server for probes and scrapes: GET only, one request per connection.
+"""A tiny HTTP/1.1 server for probes, scrapes and the management API; one request per connection.
 
 Probes and Prometheus send a handful of small GETs; for that an ASGI stack
 would cost more import time and memory than everything else in ops. The
 server reads one request line and its headers (bounded in size and time),
 answers with ``Content-Length`` and ``Connection: close``, and never lets a
-handler error take it down (``500`` instead).
+handler error take it down (``500`` instead). ``routes`` answer GET and HEAD;
+everything else (other paths, other methods, with a JSON body of at most
+``MAX_BODY_BYTES``) goes to the ``api`` handler when there is one.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Handler", "OpsServer", "Response"]
+__all__ = ["MAX_BODY_BYTES", "ApiHandler", "Handler", "OpsServer", "Request", "Response"]
 
 log = logging.getLogger("organelle.ops")
 
 _MAX_HEADER_BYTES = 16 * 1024
 _READ_TIMEOUT_S = 5.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+MAX_BODY_BYTES = 1024 * 1024
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+            413: "Content Too Large", 422: "Unprocessable Content",
+            500: "Internal Server Error", 503: "Service Unavailable",
+            504: "Gateway Timeout"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +40,20 @@ class Response:
     content_type: str = "application/json"
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the ``api`` handler gets: header names lower-cased, the raw query string."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
 Handler = Callable[[], Awaitable[Response]]
+ApiHandler = Callable[[Request], Awaitable[Response | None]]
+"""Answers a request, or ``None`` when the path is not its own (then: 404)."""
 
 
 class OpsServer:
@@ -47,8 +66,16 @@ class OpsServer:
         print(server.port)
     """
 
-    def __init__(self, routes: Mapping[str, Handler], *, host: str, port: int) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, Handler],
+        *,
+        host: str,
+        port: int,
+        api: ApiHandler | None = None,
+    ) -> None:
         self.routes = dict(routes)
+        self.api = api
         self.host = host
         self._port = port
         self._server: asyncio.Server | None = None
@@ -119,14 +146,18 @@ class OpsServer:
             return _text(400, "headers too large"), False
         if len(head) > _MAX_HEADER_BYTES:
             return _text(400, "headers too large"), False
-        parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):  # noqa: PLR2004 - method, target, version
             return _text(400, "bad request line"), False
         method, target, _ = parts
         head_only = method == "HEAD"
+        path, _, query = target.partition("?")
+        handler = self.routes.get(path)
+        if handler is None and self.api is not None:
+            return await self._api(reader, method, path, query, lines[1:]), head_only
         if method not in ("GET", "HEAD"):
             return _text(405, "only GET and HEAD"), False
-        handler = self.routes.get(target.split("?", 1)[0])
         if handler is None:
             return _text(404, "not found"), head_only
         try:
@@ -134,6 +165,32 @@ class OpsServer:
         except Exception:
             log.exception("ops handler for %s failed", target)
             return _text(500, "internal error"), head_only
+
+    async def _api(
+        self, reader: asyncio.StreamReader, method: str, path: str, query: str, lines: list[str]
+    ) -> Response:
+        assert self.api is not None  # noqa: S101 - checked by the caller
+        headers: dict[str, str] = {}
+        for line in lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        raw_length = headers.get("content-length", "0") or "0"
+        if not raw_length.isdigit():
+            return _text(400, "bad content-length")
+        length = int(raw_length)
+        if length > MAX_BODY_BYTES:
+            return _text(413, f"body over {MAX_BODY_BYTES} bytes")
+        body = b""
+        if length:
+            async with asyncio.timeout(_READ_TIMEOUT_S):
+                body = await reader.readexactly(length)
+        try:
+            response = await self.api(Request(method, path, query, headers, body))
+        except Exception:
+            log.exception("ops API handler for %s %s failed", method, path)
+            return _text(500, "internal error")
+        return response if response is not None else _text(404, "not found")
 
 
 def _text(status: int, message: str) -> Response:
