@@ -19,6 +19,7 @@ from organelle.cli._asyncapi import asyncapi
 from organelle.cli._config import config
 from organelle.cli._contract import contract
 from organelle.cli._flags import flags
+from organelle.cli._new import new
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
 from organelle.cli._output import EXIT_OK, out, plural, report
@@ -144,6 +145,7 @@ app.command(name="asyncapi")(asyncapi)
 app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")
 app.add_typer(config, name="config")
+app.add_typer(new, name="new")
 
 
 def main() -> None:
