@@ -24,6 +24,7 @@ from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
 from organelle.cli._output import EXIT_OK, out, plural, report
 from organelle.cli._serve import configure_logging, log_level, serve
+from organelle.cli._shell import shell
 from organelle.cli._target import App, load_app
 from organelle.kernel import Kernel
 
@@ -142,6 +143,7 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
 
 app.command(name="nodes")(nodes)
 app.command(name="asyncapi")(asyncapi)
+app.command(name="shell")(shell)
 app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")
 app.add_typer(config, name="config")
