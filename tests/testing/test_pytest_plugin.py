@@ -212,6 +212,14 @@ def test_a_project_that_chose_an_asyncio_mode_keeps_it(project: Path) -> None:
     assert counts(result.stdout) == {"passed": 1}, result.stdout + result.stderr
 
 
+def test_organelle_asyncio_false_leaves_pytest_asyncio_alone(project: Path) -> None:
+    (project / "test_user.py").write_text(dedent(USER_TESTS))
+    (project / "pytest.ini").write_text("[pytest]\norganelle_asyncio = false\n")
+    result = run_pytest(project, "-k", "marker_builds", "-p", "no:warnings")
+    assert re.search(r"mode=(Mode\.)?strict", result.stdout, re.IGNORECASE), result.stdout
+    assert result.returncode != 0  # strict mode runs no unmarked async test
+
+
 def test_the_marker_rejects_unknown_options(project: Path) -> None:
     (project / "test_bad.py").write_text(
         dedent(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +106,27 @@ class Flaky(Module):
             raise Retry(delay_s=0.2)
 
 
+@pytest.fixture(params=["memory", "sqlite", "postgres", "nats"])
+def jobs_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One queue of each backend, fresh for the test."""
+    name = f"j{uuid.uuid4().hex[:10]}"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/jobs.db"
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        return f"{server.dsn}?table={name}"
+    if request.param == "nats":
+        server = request.getfixturevalue("nats_server")
+        return f"{server.url}?stream={name}"
+    return "memory://"
+
+
 @pytest.mark.parametrize("name", ["raises", "asks"])
-@pytest.mark.parametrize("url", ["memory://", "sqlite"])
 async def test_drain_jobs_waits_for_retries_due_within_its_horizon(
-    name: str, url: str, tmp_path: Path
+    name: str, jobs_url: str
 ) -> None:
     Flaky.runs = []
-    jobs = f"sqlite:///{tmp_path}/jobs.db" if url == "sqlite" else url
+    jobs = jobs_url
     async with running(Flaky, config={"kernel": {"jobs": jobs}}) as k:
         job_id = await k.enqueue(f"flaky.{name}")
         await k.drain_jobs(timeout_s=10)
