@@ -142,14 +142,18 @@ def _installed() -> bool:
     return any(ep.value == PLUGIN for ep in entry_points(group="pytest11"))
 
 
-def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_pytest(
+    project: Path, *args: str, asyncio: bool = True, first: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run pytest on ``project`` as its own user would, with this checkout's organelle."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(project)])
+    path = [str(ROOT / "src"), str(project)]
+    env["PYTHONPATH"] = os.pathsep.join([str(first), *path] if first else path)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     ours = "organelle" if _installed() else PLUGIN
-    plugins = ["-p", "pytest_asyncio.plugin", "-p", ours, "-p", "no:cacheprovider"]
+    plugins = ["-p", "pytest_asyncio.plugin"] if asyncio else []
+    plugins += ["-p", ours, "-p", "no:cacheprovider"]
     return subprocess.run(
         [sys.executable, "-m", "pytest", *plugins, *args],
         cwd=project,
@@ -218,6 +222,29 @@ def test_organelle_asyncio_false_leaves_pytest_asyncio_alone(project: Path) -> N
     result = run_pytest(project, "-k", "marker_builds", "-p", "no:warnings")
     assert re.search(r"mode=(Mode\.)?strict", result.stdout, re.IGNORECASE), result.stdout
     assert result.returncode != 0  # strict mode runs no unmarked async test
+
+
+def test_without_pytest_asyncio_the_plugin_stays_out_of_the_way(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # organelle installed without the extra: pytest must still work for everything else.
+    blocked = tmp_path_factory.mktemp("blocked")
+    (blocked / "pytest_asyncio.py").write_text("raise ImportError('not installed')\n")
+    (project / "test_plain.py").write_text(
+        dedent(
+            """
+            def test_sync_still_runs() -> None:
+                assert True
+
+            def test_kernel_says_what_to_install(kernel: object) -> None:
+                pass
+            """
+        )
+    )
+    result = run_pytest(project, asyncio=False, first=blocked)
+    output = result.stdout + result.stderr
+    assert counts(result.stdout) == {"passed": 1, "error": 1}, output
+    assert "pip install 'organelle[testing]'" in output
 
 
 def test_the_marker_rejects_unknown_options(project: Path) -> None:

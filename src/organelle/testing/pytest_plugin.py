@@ -26,14 +26,24 @@ Installed with the extra, pytest loads it by its entry point (``pytest11``:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
-import pytest_asyncio
 
-from organelle.kernel import Kernel, ModuleRef
-from organelle.testing import running
-from organelle.testing.servers import NatsServer, PostgresServer, shared_nats, shared_postgres
+if TYPE_CHECKING:
+    from organelle.kernel import Kernel, ModuleRef
+    from organelle.testing.servers import NatsServer, PostgresServer
+
+# The entry point loads this wherever organelle is installed, with or without
+# the extra: without pytest-asyncio it must not break pytest for other
+# projects, only make the kernel fixture say what to install. Organelle itself
+# is imported when a fixture runs, so pytest starts as fast as before.
+try:
+    import pytest_asyncio
+
+    _async_fixture: Any = pytest_asyncio.fixture
+except ImportError:  # pragma: no cover - the testing extra installs it
+    _async_fixture = None
 
 __all__ = [
     "kernel",
@@ -66,12 +76,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; choose the asyncio mode the project did not choose."""
     config.addinivalue_line("markers", _MARKER)
-    if not config.getini("organelle_asyncio"):
+    if not config.getini("organelle_asyncio") or not _asyncio_loaded(config):
         return
     if config.getoption("asyncio_mode", None) is None and not _ini_set(config, "asyncio_mode"):
         config.option.asyncio_mode = "auto"
     if not _ini_set(config, "asyncio_default_fixture_loop_scope"):
         _set_ini(config, "asyncio_default_fixture_loop_scope", "function")
+
+
+def _asyncio_loaded(config: pytest.Config) -> bool:
+    """Whether pytest-asyncio is installed and loaded (not ``-p no:asyncio``)."""
+    try:
+        config.getini("asyncio_mode")
+    except ValueError:
+        return False
+    return True
 
 
 def _ini_set(config: pytest.Config, name: str) -> bool:
@@ -106,8 +125,7 @@ def organelle_config() -> Mapping[str, Any]:
     return {}
 
 
-@pytest_asyncio.fixture
-async def kernel(
+async def _kernel(
     request: pytest.FixtureRequest,
     organelle_modules: Sequence[ModuleRef],
     organelle_config: Mapping[str, Any],
@@ -126,13 +144,31 @@ async def kernel(
             )
         modules = list(marker.kwargs.get("modules", modules))
         config = marker.kwargs.get("config", config)
+    from organelle.testing import running
+
     async with running(*modules, config=config) as started:
         yield started
+
+
+def _needs_the_extra() -> NoReturn:  # pragma: no cover - the testing extra is installed
+    raise pytest.UsageError(
+        "organelle's kernel fixture runs on pytest-asyncio: pip install 'organelle[testing]'"
+    )
+
+
+kernel: Any = (
+    _async_fixture(_kernel, name="kernel")
+    if _async_fixture is not None
+    else pytest.fixture(_needs_the_extra, name="kernel")
+)
+"""A started kernel; see the module docstring."""
 
 
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsServer]:
     """A ``nats-server`` with JetStream on a free loopback port, for the whole session."""
+    from organelle.testing.servers import shared_nats
+
     with shared_nats() as server:
         yield server
 
@@ -143,5 +179,7 @@ def postgres() -> Iterator[PostgresServer]:
 
     ``postgres.dsn`` connects; give each test its own table or schema.
     """
+    from organelle.testing.servers import shared_postgres
+
     with shared_postgres() as server:
         yield server
