@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
 # The entry point loads this wherever organelle is installed, with or without
 # the extra: without pytest-asyncio it must not break pytest for other
-# projects, only make the kernel fixture say what to install. Organelle itself
-# is imported when a fixture runs, so pytest starts as fast as before.
+# projects, only make the kernel fixture say what to install. What only the
+# fixtures need (the kernel's start, the server managers) is imported when
+# one runs.
 try:
     import pytest_asyncio
 
