@@ -129,11 +129,11 @@ async def test_a_failing_hook_rolls_back_the_modules_already_changed() -> None:
 async def test_kernel_keys_restart_required_or_applied_live() -> None:
     async with running(Top, Base, config=cfg()) as kernel:
         result = await kernel.reload_config(
-            cfg(storage="memory://", call_timeout_s=2.5, max_pending_events=5)
+            cfg(storage="sqlite:///other.db", call_timeout_s=2.5, max_pending_events=5)
         )
         assert result.restart_required == ("max_pending_events", "storage")
         assert kernel.settings.call_timeout_s == 2.5
-        assert kernel.settings.storage == "sqlite:///organelle.db"  # still the running one
+        assert kernel.settings.storage == "memory://"  # still the running one (running()'s)
         with pytest.raises(ConfigError, match="kernel"):
             await kernel.reload_config(cfg(call_timeout_s=-1))
         assert kernel.settings.call_timeout_s == 2.5

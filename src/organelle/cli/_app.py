@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -24,10 +25,12 @@ from organelle.cli._contract import contract
 from organelle.cli._deploy import deploy
 from organelle.cli._flags import flags
 from organelle.cli._manage import health, jobs, kv, modules, streams
+from organelle.cli._new import new
 from organelle.cli._nodes import nodes
-from organelle.cli._options import Only, Sets, Target
+from organelle.cli._options import Only, Reload, ReloadDirs, Sets, Target
 from organelle.cli._output import EXIT_OK, out, plural, report
 from organelle.cli._serve import configure_logging, log_level, serve
+from organelle.cli._shell import shell
 from organelle.cli._target import App, load_app
 from organelle.kernel import Kernel
 
@@ -80,13 +83,23 @@ def _build(ctx: typer.Context, target: str, sets: list[str] | None, only: list[s
 
 
 @app.command()
-def run(ctx: typer.Context, target: Target, set_: Sets = None, only: Only = None) -> None:
+def run(
+    ctx: typer.Context,
+    target: Target,
+    *,
+    set_: Sets = None,
+    only: Only = None,
+    reload: Reload = False,
+    reload_dir: ReloadDirs = None,
+) -> None:
     """Start an app and serve until SIGINT or SIGTERM, then stop it gracefully.
 
     Exit codes: 0 after a graceful stop, 1 when the app fails to start or run,
     2 when it cannot be built (config, definitions, dependencies, imports),
     130 when a second signal cuts the shutdown short.
     """
+    if reload:
+        _run_with_reload(ctx, target, set_, only, reload_dir)
     loaded = _build(ctx, target, set_, only)
     try:
         if not loaded.drop:
@@ -99,6 +112,30 @@ def run(ctx: typer.Context, target: Target, set_: Sets = None, only: Only = None
         code = serve(loaded)
     except Exception as exc:
         _fail(ctx, exc, building=False)
+    raise typer.Exit(code)
+
+
+def _run_with_reload(
+    ctx: typer.Context,
+    target: str,
+    sets: list[str] | None,
+    only: list[str] | None,
+    dirs: list[Path] | None,
+) -> NoReturn:
+    from organelle.cli._watch import run_with_reload
+
+    options = ctx.obj if isinstance(ctx.obj, _Options) else _Options()
+    args = [a for s in sets or [] for a in ("--set", s)]
+    args += [a for o in only or [] for a in ("--only", o)]
+    try:
+        code = run_with_reload(
+            target,
+            args,
+            root_args=["--traceback"] if options.traceback else [],
+            extra_dirs=dirs or [],
+        )
+    except Exception as exc:
+        _fail(ctx, exc, building=True)
     raise typer.Exit(code)
 
 
@@ -170,11 +207,13 @@ config.command("live")(config_live)
 config.command("reload")(config_reload)
 config.command("diff")(config_diff)
 app.command(name="asyncapi")(asyncapi)
+app.command(name="shell")(shell)
 app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")
 app.add_typer(config, name="config")
 config.add_typer(cluster_config, name="cluster")
 app.add_typer(deploy, name="deploy")
+app.add_typer(new, name="new")
 
 
 def main() -> None:

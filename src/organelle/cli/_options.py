@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-__all__ = ["Only", "Sets", "Target"]
+__all__ = ["Only", "Reload", "ReloadDirs", "Sets", "Target"]
 
 Target = Annotated[
     str,
@@ -34,6 +35,23 @@ Only = Annotated[
         "--only",
         metavar="NAME,NAME",
         help="Run only these modules of the app (repeatable); the others are not loaded.",
+        show_default=False,
+    ),
+]
+Reload = Annotated[
+    bool,
+    typer.Option(
+        "--reload",
+        help="Development: restart the app when a .py, .toml or .yaml file changes "
+        "(the config's folder and its pythonpath are watched; needs watchfiles).",
+    ),
+]
+ReloadDirs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--reload-dir",
+        metavar="DIR",
+        help="Also watch this folder with --reload (repeatable).",
         show_default=False,
     ),
 ]

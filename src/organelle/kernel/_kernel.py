@@ -91,6 +91,8 @@ class Kernel:
         only: load just these modules of the config (one process of a split app).
         authorizer: builds the guard of each ``@rpc(roles=…, permissions=…)``
             (default: ``RoleAuthorizer``).
+        defaults: config under ``config`` and under every reloaded config
+            (``organelle.testing.running`` keeps data in memory with it).
 
     Example::
 
@@ -111,10 +113,12 @@ class Kernel:
         base_path: str | os.PathLike[str] | None = None,
         only: Iterable[str] | None = None,
         authorizer: Authorizer | None = None,
+        defaults: Mapping[str, Any] | None = None,
     ) -> None:
         self.authorizer: Authorizer = authorizer or RoleAuthorizer()
         self._secrets = Secrets(Path(base_path or ".").resolve())  # secret:// references
-        self.config: dict[str, Any] = self._secrets.load(merge({}, config or {}))
+        self.config_defaults: dict[str, Any] = merge({}, defaults or {})
+        self.config: dict[str, Any] = self._secrets.load(merge(self.config_defaults, config or {}))
         self.settings = parse_settings(self.config.get("kernel"))
         modules_cfg = self.config.get("modules", {})
         if not isinstance(modules_cfg, dict):

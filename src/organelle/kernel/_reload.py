@@ -64,6 +64,7 @@ class Reloadable(Protocol):
 
     settings: KernelSettings
     config: dict[str, Any]
+    config_defaults: dict[str, Any]
     config_loader: Callable[[], dict[str, Any]] | None
     _life: Lifecycle
     _dispatcher: Dispatcher
@@ -197,7 +198,7 @@ def _plan(kernel: Reloadable, config: Mapping[str, Any] | None) -> _Plan:
                 "with Kernel.from_config"
             )
         config = kernel.config_loader()
-    new = merge({}, config)
+    new = merge(kernel.config_defaults, config)
     plan = _Plan(config=new, settings=kernel.settings)
     _plan_kernel(kernel, plan, parse_settings(new.get("kernel")))
     plan.routing = parse_routing(new.get("routing"))  # applied live: weights, rules, mirror

