@@ -1,6 +1,6 @@
 """The typer app: ``organelle run``, ``check`` and the command groups.
 
-Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``.
+Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``, ``plugins``.
 
 ``run``, ``check`` and ``--version`` live here; the other commands in files of their own.
 """
@@ -22,6 +22,7 @@ from organelle.cli._flags import flags
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
 from organelle.cli._output import EXIT_OK, out, plural, report
+from organelle.cli._plugins import plugins
 from organelle.cli._serve import configure_logging, log_level, serve
 from organelle.cli._target import App, load_app
 from organelle.kernel import Kernel
@@ -141,6 +142,7 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
 
 app.command(name="nodes")(nodes)
 app.command(name="asyncapi")(asyncapi)
+app.command(name="plugins")(plugins)
 app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")
 app.add_typer(config, name="config")

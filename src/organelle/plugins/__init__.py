@@ -6,6 +6,7 @@
   entry points (``modules = ["pricing"]`` in an app config loads one by name);
 * ``digest(dist)`` / ``parse_pins`` — pinning a distribution's files by hash
   (``[plugins.pins]``);
+* ``survey`` — every installed plugin with its version, manifest and pin state;
 * ``GuardedKernel`` — the kernel as a module with a manifest sees it.
 
 See ``docs/plugins.md``.
@@ -24,6 +25,7 @@ from organelle.plugins._found import (
 )
 from organelle.plugins._guard import GuardedKernel, GuardedStore
 from organelle.plugins._manifest import Manifest, covers, manifest_of
+from organelle.plugins._survey import PluginRow, survey
 
 __all__ = [
     "GROUP",
@@ -32,6 +34,7 @@ __all__ = [
     "Manifest",
     "Pins",
     "Plugin",
+    "PluginRow",
     "covers",
     "digest",
     "find",
@@ -39,5 +42,6 @@ __all__ = [
     "load",
     "manifest_of",
     "parse_pins",
+    "survey",
     "verify",
 ]

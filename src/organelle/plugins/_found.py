@@ -192,6 +192,14 @@ def load(name: str, pins: Pins | None = None, *, where: str = "") -> Any:
     plugin = find(name)
     verify(plugin, pins or Pins())
     try:
-        return import_object(plugin.ref, where=where or f"plugin {name!r}")
+        found = import_object(plugin.ref, where=where or f"plugin {name!r}")
     except ConfigError as exc:
         raise PluginError(str(exc), details={"plugin": name, "ref": plugin.ref}) from None
+    own = getattr(found, "name", None)
+    if own != name:  # the name in app.toml is the module's name, everywhere after
+        raise PluginError(
+            f"plugin {name!r} ({plugin.dist_name}) points at {plugin.ref!r}, a module named "
+            f"{own!r}; the entry point's name must be the module's name",
+            details={"plugin": name, "ref": plugin.ref},
+        )
+    return found
