@@ -10,7 +10,7 @@ API; it is not a sandbox against hostile code in the same process.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -97,6 +97,21 @@ def guard_call(rules: _Rules, call: Callable[..., Awaitable[Any]]) -> Callable[.
     return guarded
 
 
+def guard_emit(rules: _Rules, emit: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
+    """``emit`` behind the emit rule: a topic string already allowed goes straight to it."""
+    allowed = rules.emit.allowed
+
+    def guarded(topic: Any, payload: Any = None, **options: Any) -> Awaitable[None]:
+        if type(topic) is not str or topic not in allowed:
+            try:
+                rules.topic(topic, payload)
+            except PermissionDeniedError as exc:
+                return _raise(exc)
+        return emit(topic, payload, **options)
+
+    return guarded
+
+
 class GuardedKernel:
     """A ``KernelAPI`` over ``kernel`` that refuses what ``manifest`` does not declare."""
 
@@ -105,6 +120,7 @@ class GuardedKernel:
         self._rules = rules = _Rules(module, manifest)
         self.manifest = manifest
         self.call = guard_call(rules, kernel.call)
+        self.emit = guard_emit(rules, kernel.emit)
         self._views: dict[str, GuardedStore] = {}
 
     def guard_call(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
@@ -126,23 +142,6 @@ class GuardedKernel:
         return await self._kernel.call_with(
             target, params, timeout_s=timeout_s, meta=meta, principal=principal, caller=caller
         )
-
-    def emit(
-        self,
-        topic: str | object,
-        payload: Any = None,
-        *,
-        meta: dict[str, Any] | None = None,
-        module: str | None = None,
-        key: str | None = None,
-    ) -> Coroutine[Any, Any, None]:
-        """See ``Kernel.emit``; refused outside the manifest's ``emit``."""
-        if type(topic) is not str or topic not in self._rules.emit.allowed:
-            try:
-                self._rules.topic(topic, payload)
-            except PermissionDeniedError as exc:
-                return _raise(exc)
-        return self._kernel.emit(topic, payload, meta=meta, module=module, key=key)
 
     async def enqueue(
         self,
