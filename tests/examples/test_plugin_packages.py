@@ -20,6 +20,7 @@ from tests.plugins.wheels import build_wheel, pip_install
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = ROOT / "examples" / "plugins" / "users"
+AUTOMATION = ROOT / "examples" / "plugins" / "automation"
 
 CHILD = """
 import asyncio, json, sys
@@ -58,18 +59,26 @@ def _wheel_of(package: Path, out: Path) -> Path:
     )
 
 
-@pytest.mark.timeout(120)
-def test_the_users_plugin_installs_and_loads_by_name(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    pip_install(_wheel_of(USERS, tmp_path / "dist"), site)
-    assert (site / "organelle_users" / "_module.py").is_file()
+AUTOMATION_CHILD = """
+import asyncio, json, sys
+from organelle import Kernel
+
+async def main() -> None:
+    async with Kernel.from_config(sys.argv[1]) as kernel:
+        await kernel.emit("order.created", {"id": "o1"})
+        await kernel.drain()
+        stats = await kernel.call("automation.rules")
+        module = type(kernel.module("automation")).__module__
+    print(json.dumps({"module": module, "fired": stats[0].fired}))
+
+asyncio.run(main())
+"""
+
+
+def _run(tmp_path: Path, site: Path, child: str, app_text: str) -> dict[str, object]:
     app = tmp_path / "app.toml"
-    app.write_text(
-        '[kernel]\nstorage = "memory://"\nmodules = ["users"]\n'
-        '[modules.users]\nsecret = "s3cret-s3cret-s3cret-s3cret-0123456789"\n'
-        "argon2_memory_kib = 1024\nargon2_time_cost = 1\nargon2_parallelism = 1\n"
-    )
-    (tmp_path / "child.py").write_text(CHILD)
+    app.write_text(app_text)
+    (tmp_path / "child.py").write_text(child)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORGANELLE__")}
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT / "src")])
     done = subprocess.run(
@@ -82,9 +91,36 @@ def test_the_users_plugin_installs_and_loads_by_name(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(120)
+def test_the_users_plugin_installs_and_loads_by_name(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    pip_install(_wheel_of(USERS, tmp_path / "dist"), site)
+    assert (site / "organelle_users" / "_module.py").is_file()
+    app = (
+        '[kernel]\nstorage = "memory://"\nmodules = ["users"]\n'
+        '[modules.users]\nsecret = "s3cret-s3cret-s3cret-s3cret-0123456789"\n'
+        "argon2_memory_kib = 1024\nargon2_time_cost = 1\nargon2_parallelism = 1\n"
+    )
+    out = _run(tmp_path, site, CHILD, app)
     assert out == {
         "module": "organelle_users._module",
         "sub": True,
         "denied": "organelle.plugin.denied",  # it declared no RPC targets
+    }
+
+
+@pytest.mark.timeout(120)
+def test_the_automation_plugin_installs_and_loads_by_name(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    pip_install(_wheel_of(AUTOMATION, tmp_path / "dist"), site)
+    app = (
+        '[kernel]\nstorage = "memory://"\nmodules = ["automation"]\n'
+        '[[modules.automation.rules]]\nname = "trail"\non = "order.*"\nemit = "audit.order"\n'
+    )
+    assert _run(tmp_path, site, AUTOMATION_CHILD, app) == {
+        "module": "organelle_automation._module",
+        "fired": 1,
     }
