@@ -3,7 +3,7 @@
 * ``users.register(email, password)`` — a user with the default roles; the
   password hashed with argon2id (``argon2-cffi``), never stored;
 * ``users.login(email, password)`` — an access token (a short-lived JWT the
-  gateway's ``[auth.jwt]`` accepts: ``sub``, ``roles``, ``iss``, ``aud``) and
+  gateway's ``[modules.gateway.auth.jwt]`` accepts: ``sub``, ``roles``, ``iss``, ``aud``) and
   a refresh token;
 * ``users.refresh(refresh_token)`` — new tokens; each refresh token works
   once, and a reused one revokes the whole family (a stolen token is noticed);

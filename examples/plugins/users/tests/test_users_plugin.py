@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from organelle_users import Tokens, User, Users
 
@@ -18,6 +19,7 @@ from organelle.errors import (
     UnauthenticatedError,
     ValidationError,
 )
+from organelle.gateway import Gateway
 from organelle.testing import capture
 from organelle.testing.plugins import check_plugin
 
@@ -146,3 +148,42 @@ def test_a_short_secret_is_refused_at_load() -> None:
     config = {**CONFIG, "modules": {"users": {**USERS, "secret": "too short"}}}
     with pytest.raises(ConfigError, match="at least 32 bytes"):
         Kernel([Users], config)
+
+
+async def test_over_the_gateway_a_login_token_opens_admin_routes() -> None:
+    gateway = {
+        "port": 0,
+        "expose": ["users.*"],
+        "auth": {
+            "jwt": {
+                "algorithms": ["HS256"],
+                "secret": SECRET,
+                "issuer": "organelle-users",
+                "audience": "organelle",
+                "typ": "at+jwt",
+            }
+        },
+    }
+    gw = Gateway()
+    config = {**CONFIG, "modules": {"users": USERS, "gateway": gateway}}
+    async with Kernel([Users, gw], config), httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        root = {"email": "root@example.com", "password": "correct horse"}
+        ann = {"email": "ann@example.com", "password": "battery staple"}
+        assert (await http.post("/api/users/register", json=root)).status_code == 200
+        ann_id = (await http.post("/api/users/register", json=ann)).json()["id"]
+        root_token = (await http.post("/api/users/login", json=root)).json()["access_token"]
+        ann_tokens = (await http.post("/api/users/login", json=ann)).json()
+        grant = {"user_id": ann_id, "role": "editor"}
+        assert (await http.post("/api/users/grant_role", json=grant)).status_code == 401
+        as_ann = {"authorization": f"Bearer {ann_tokens['access_token']}"}
+        assert (
+            await http.post("/api/users/grant_role", json=grant, headers=as_ann)
+        ).status_code == 403
+        as_refresh = {"authorization": f"Bearer {ann_tokens['refresh_token']}"}
+        assert (
+            await http.post("/api/users/grant_role", json=grant, headers=as_refresh)
+        ).status_code == 401
+        as_root = {"authorization": f"Bearer {root_token}"}
+        r = await http.post("/api/users/grant_role", json=grant, headers=as_root)
+        assert r.status_code == 200, r.text
+        assert r.json()["roles"] == ["editor", "user"]
