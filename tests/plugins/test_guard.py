@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from organelle import Kernel, Module, event, job, on, rpc
+from organelle.auth.base import Principal
 from organelle.errors import (
     ForbiddenError,
     PermissionDeniedError,
@@ -64,6 +65,11 @@ class Pricing(Module):
     @rpc
     async def call_with_options(self, target: str) -> Any:
         return await self.call_with(target, {"sku": "A1"}, timeout_s=1.0)
+
+    @rpc
+    async def call_as(self, who: str) -> Any:
+        principal = Principal(id=who, roles=frozenset({"admin"}))
+        return await self.kernel.call_with("inventory.reserve", {"sku": "A1"}, principal=principal)
 
     @rpc
     async def via_client(self) -> Any:
@@ -141,6 +147,8 @@ async def test_declared_calls_pass_and_others_are_refused_with_a_typed_error() -
         with pytest.raises(PermissionDeniedError, match="inventory.release"):
             await k.call("pricing.via_client")
         assert await k.call("pricing.loop_back") == "own"  # its own methods need no declaration
+        with pytest.raises(PermissionDeniedError, match="may not use principal 'root'"):
+            await k.call("pricing.call_as", who="root")  # no calling as someone else
 
 
 async def test_a_caller_policy_keeps_the_guard() -> None:

@@ -137,10 +137,18 @@ class GuardedKernel:
         principal: Any = None,
         caller: str | None = None,
     ) -> Any:
-        """See ``Kernel.call_with``; refused outside the manifest's ``rpc``."""
-        self._rules.check(self._rules.rpc, target)
+        """See ``Kernel.call_with``; refused outside the manifest's ``rpc``.
+
+        A plugin calls as itself: ``caller`` is always its own name (its call
+        policies), and ``principal`` (calling as someone else) is refused.
+        """
+        rules = self._rules
+        rules.check(rules.rpc, target)
+        if principal is not None:
+            raise denied(rules.module, "principal", getattr(principal, "id", str(principal)))
+        del caller  # a plugin's calls are its own, for the call policies too
         return await self._kernel.call_with(
-            target, params, timeout_s=timeout_s, meta=meta, principal=principal, caller=caller
+            target, params, timeout_s=timeout_s, meta=meta, caller=rules.module
         )
 
     async def enqueue(
