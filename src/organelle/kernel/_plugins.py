@@ -11,7 +11,6 @@ the permission checks cost nothing where no manifest is declared.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from organelle.config import import_object
@@ -59,6 +58,8 @@ class PluginHost:
         pins = self.pins
         if not pins.pins:
             return
+        from importlib import metadata
+
         from organelle.plugins import Plugin, verify
 
         for dist_name in metadata.packages_distributions().get(package, []):
