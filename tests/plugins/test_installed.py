@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,59 @@ def _run(app: Path, site: Path) -> dict[str, Any]:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(120)
+def test_installed_into_a_fresh_venv_by_pip(tmp_path: Path) -> None:
+    """The must-hold of issue 16: found by name in a new venv, refused outside its manifest."""
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60
+    )
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    # organelle's own dependencies from this environment; the plugin goes into the venv itself
+    here = sysconfig.get_paths()["purelib"]
+    (Path(purelib) / "organelle-deps.pth").write_text(f"{SRC}\n{here}\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--disable-pip-version-check",
+            str(build_wheel(tmp_path / "dist")),
+        ],
+        check=True,
+        timeout=90,
+    )
+    assert (Path(purelib) / "shop_pricing-1.2.0.dist-info" / "RECORD").is_file()
+    app = _app(tmp_path / "app")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(python), str(app.parent / "child.py"), str(app)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=app.parent,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["pricing.quote"] == ["ok", "reserved A1"]
+    assert out["pricing.peek"][:2] == ["PermissionDeniedError", "organelle.plugin.denied"]
 
 
 def _dist(site: Path) -> metadata.Distribution:
