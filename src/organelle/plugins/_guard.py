@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from organelle.envelope import event_topic
 from organelle.errors import PermissionDeniedError
 from organelle.module._client import client_of
-from organelle.plugins._manifest import Manifest, Rule
+from organelle.plugins._manifest import Manifest, Permit
 from organelle.storage.namespace import NamespacedStore, NamespacedTx
 
 if TYPE_CHECKING:
@@ -61,11 +61,11 @@ class _Rules:
         self.streams = manifest.rule("streams")
         self.storage = manifest.rule("storage", module)
 
-    def check(self, rule: Rule, name: object) -> None:
+    def check(self, rule: Permit, name: object) -> None:
         if isinstance(name, str) and not rule.admits(name):
             raise denied(self.module, rule.kind, name)
 
-    def whole(self, rule: Rule, what: str) -> None:
+    def whole(self, rule: Permit, what: str) -> None:
         if not any(p in _ALL for p in rule.patterns):
             raise denied(self.module, rule.kind, what)
 

@@ -20,7 +20,7 @@ from organelle._version import __version__
 from organelle.errors import PluginError, PluginIncompatibleError
 from organelle.module._topics import matches, pattern_error
 
-__all__ = ["KINDS", "Manifest", "Rule", "covers", "manifest_of"]
+__all__ = ["KINDS", "Manifest", "Permit", "covers", "manifest_of"]
 
 KINDS = ("rpc", "emit", "subscribe", "jobs", "streams", "storage")
 _CACHE_MAX = 4096  # distinct allowed names remembered per rule; the rest are matched each time
@@ -89,21 +89,21 @@ class Manifest:
                 details={"module": owner, "kernel": self.kernel, "version": version},
             )
 
-    def rule(self, kind: str, own: str | None = None) -> Rule:
+    def rule(self, kind: str, own: str | None = None) -> Permit:
         """The matcher of one kind; ``own`` (the module's name) is always allowed."""
         patterns: tuple[str, ...] = getattr(self, kind)
         if own is not None and kind in ("rpc", "jobs"):
             patterns = (*patterns, f"{own}.*")
         elif own is not None and kind == "storage":
             patterns = (*patterns, own)
-        return Rule(kind, patterns)
+        return Permit(kind, patterns)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for listings (``organelle plugins --json``)."""
         return {"kernel": self.kernel, **{kind: list(getattr(self, kind)) for kind in KINDS}}
 
 
-class Rule:
+class Permit:
     """Patterns of one kind, with the names already allowed remembered (a set lookup)."""
 
     __slots__ = ("allowed", "kind", "patterns")
