@@ -180,6 +180,15 @@ def test_a_matching_pin_loads_and_a_changed_file_is_refused_before_import(
     changed_site = changed / "site"
     pip_install(build_wheel(changed / "dist"), changed_site)
     assert digest(_dist(changed_site)) == pin  # a fresh install of the same wheel: same pin
+    cache = changed_site / "shop_pricing" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "__init__.cpython-311.pyc").write_bytes(b"compiled on first import")
+    assert digest(_dist(changed_site)) == pin  # bytecode is not part of the pin
+    added = changed_site / "shop_pricing" / "_fast.py"
+    added.write_text("QUOTE = 0\n")
+    assert digest(_dist(changed_site)) != pin  # a module nobody listed is a change too
+    added.unlink()
+    assert digest(_dist(changed_site)) == pin
     source = changed_site / "shop_pricing" / "__init__.py"
     source.write_text(source.read_text().replace('"inventory.reserve",', '"inventory.*",'))
     assert digest(_dist(changed_site)) != pin

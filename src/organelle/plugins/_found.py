@@ -12,6 +12,7 @@ plugin's code is imported, and a difference refuses the load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -131,29 +132,52 @@ def find(name: str) -> Plugin:
 def digest(dist: metadata.Distribution) -> str:
     """``sha256:…`` over the distribution's installed files: each path and its content's hash.
 
-    The files are those its ``RECORD`` lists, inside the install folder (not
-    the generated scripts beside it), without bytecode and without what pip
-    writes per install. The hashes are of the files as they are now, not as
-    ``RECORD`` claims, so an edited file changes the digest.
+    The files are those its ``RECORD`` lists inside the install folder (not
+    the generated scripts beside it), plus any other file found since in the
+    folders those are in (an added module is a change too) — without bytecode and
+    without what pip writes per install. The hashes are of the files as they
+    are now, not as ``RECORD`` claims, so an edited file changes the digest.
 
     Raises:
         PluginPinError: the distribution lists no files (no ``RECORD``).
     """
-    files = dist.files
-    if not files:
-        raise PluginPinError(f"{dist.metadata['Name']}: no RECORD, so its files cannot be pinned")
     lines: list[str] = []
-    for path in sorted(files, key=str):
-        text = str(path).replace("\\", "/")
-        if text.startswith("../") or text.endswith(".pyc") or path.name in _UNPINNED:
+    for text, located in sorted(_installed_files(dist).items()):
+        name = text.rsplit("/", 1)[-1]
+        if text.endswith(".pyc") or "__pycache__/" in text or name in _UNPINNED:
             continue
-        located = Path(str(dist.locate_file(path)))
         try:
             content = located.read_bytes()
         except OSError:
             content = b"\0missing"
         lines.append(f"{text}\0{hashlib.sha256(content).hexdigest()}\n")
     return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _installed_files(dist: metadata.Distribution) -> dict[str, Path]:
+    """Path (as in ``RECORD``) → file: the listed ones, and any other in its package folders."""
+    files = dist.files
+    if not files:
+        raise PluginPinError(f"{dist.metadata['Name']}: no RECORD, so its files cannot be pinned")
+    root = Path(str(dist.locate_file("")))
+    found: dict[str, Path] = {}
+    folders: set[str] = set()
+    for path in files:
+        text = str(path).replace("\\", "/")
+        if text.startswith("../"):
+            continue
+        found[text] = root / text
+        folder = text.rpartition("/")[0]
+        if folder and not folder.split("/", 1)[0].endswith((".dist-info", ".data")):
+            folders.add(folder)
+    # Files nobody listed beside the listed ones (a module dropped in later); only
+    # the folders it has files in, so a namespace package's siblings stay out.
+    for folder in sorted(folders):
+        with contextlib.suppress(OSError):
+            for extra in (root / folder).iterdir():
+                if extra.is_file():
+                    found.setdefault(f"{folder}/{extra.name}", extra)
+    return found
 
 
 def verify(plugin: Plugin, pins: Pins) -> bool:
