@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import msgspec
@@ -117,6 +118,31 @@ class Pricing(Module):
     @job
     async def recompute(self, n: int) -> None:
         pass
+
+    @rpc
+    async def reach(self) -> dict[str, str]:
+        """Try each whole-port handle and lock; say which were refused."""
+        outcomes: dict[str, str] = {}
+        attempts: dict[str, Callable[[], object]] = {
+            "states": lambda: self.kernel.states,
+            "jobs": lambda: self.kernel.jobs,
+            "streams": lambda: self.kernel.streams,
+            "store": lambda: self.kernel.store,
+            "foreign lock": lambda: self.kernel.lock("inventory.x"),
+            "own lock": lambda: self.kernel.lock("pricing.x"),
+            "no-module transaction": self.kernel.transaction,
+        }
+        for name, attempt in attempts.items():
+            try:
+                attempt()
+                outcomes[name] = "ok"
+            except PermissionDeniedError as exc:
+                outcomes[name] = exc.details["kind"]
+        await self.kernel.wait_for("inventory", 1.0)
+        outcomes["running"] = str(self.kernel.running)
+        async with self.lock("x") as lease:
+            outcomes["lock token"] = str(lease.token > 0)
+        return outcomes
 
     @on("order.created")
     async def on_order(self, payload: Any) -> None:
@@ -235,3 +261,18 @@ def test_a_manifest_that_is_not_a_manifest_refuses_the_load() -> None:
 
     with pytest.raises(PluginError, match="must be an organelle.plugins.Manifest"):
         Kernel([Odd], CONFIG)
+
+
+async def test_whole_ports_and_foreign_locks_need_a_wildcard() -> None:
+    async with Kernel([Inventory, Pricing], CONFIG) as k:
+        assert await k.call("pricing.reach") == {
+            "states": "storage",
+            "jobs": "jobs",
+            "streams": "streams",
+            "store": "storage",
+            "foreign lock": "storage",
+            "own lock": "ok",
+            "no-module transaction": "storage",
+            "running": "True",
+            "lock token": "True",
+        }
