@@ -155,6 +155,39 @@ def test_installed_into_a_fresh_venv_by_pip(tmp_path: Path) -> None:
     assert out["pricing.peek"][:2] == ["PermissionDeniedError", "organelle.plugin.denied"]
 
 
+CHECK_CHILD = """
+import asyncio, json
+from organelle.testing import fake_module
+from organelle.testing.plugins import check_plugin
+
+async def reserve(sku: str) -> str:
+    return sku
+
+async def main() -> None:
+    found = await check_plugin("pricing", modules=[fake_module("inventory", "1.0.0", reserve=reserve)])
+    print(json.dumps({"name": found.name, "version": found.version, "rpc": found.manifest.rpc}))
+
+asyncio.run(main())
+"""
+
+
+def test_the_test_kit_checks_an_installed_plugin_by_name(site: Path, tmp_path: Path) -> None:
+    (tmp_path / "check.py").write_text(CHECK_CHILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(SRC)])}
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "check.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"name": "pricing", "version": "1.2.0", "rpc": ["inventory.reserve"]}
+
+
 def _dist(site: Path) -> metadata.Distribution:
     return metadata.Distribution.at(site / "shop_pricing-1.2.0.dist-info")
 
