@@ -21,6 +21,7 @@ FLOORS: dict[str, int] = {
     "organelle.context": 1,
     "organelle._native": 1,
     "organelle._coro": 1,
+    "organelle._extras": 1,
     "organelle._version": 1,
     "organelle.config": 1,
     "organelle.envelope": 1,
@@ -37,6 +38,7 @@ FLOORS: dict[str, int] = {
     "organelle.sagas": 2,
     "organelle.locks": 2,
     "organelle.plugins": 2,
+    "organelle.cluster_config": 2,
     # 3. the kernel and its listeners
     "organelle.kernel": 3,
     "organelle.observability": 3,
@@ -47,6 +49,8 @@ FLOORS: dict[str, int] = {
     "organelle.ops": 4,
     "organelle.contracts": 4,
     "organelle.testing": 4,
+    "organelle.deploy": 4,
+    "organelle.scaling": 4,
     # 5. the command line
     "organelle.cli": 5,
     # the package itself re-exports the public API from every floor

@@ -6,11 +6,12 @@ known ancestor for a code this process does not know)::
 
     OrganelleError                      organelle.error
     ├── ConfigError (ValueError)        organelle.config
-    │   └── DefinitionError             organelle.definition     module/handler misuse
-    │       ├── DependencyError         organelle.dependency     graph: unknown, version, cycle
-    │       └── PluginError             organelle.plugin         a plugin's manifest or entry point
-    │           ├── PluginIncompatibleError organelle.plugin.incompatible  outside its kernel range
-    │           └── PluginPinError      organelle.plugin.pin     files differ from the pinned hash
+    │   ├── DefinitionError             organelle.definition     module/handler misuse
+    │   │   ├── DependencyError         organelle.dependency     graph: unknown, version, cycle
+    │   │   └── PluginError             organelle.plugin         a plugin's manifest or entry point
+    │   │       ├── PluginIncompatibleError organelle.plugin.incompatible  outside its kernel range
+    │   │       └── PluginPinError      organelle.plugin.pin     files differ from the pinned hash
+    │   └── ConfigChangeError           organelle.config.change  a cluster config change not applied
     ├── NotFoundError (LookupError)     organelle.not_found
     │   ├── NotServedError              organelle.not_found      no node serves the module now
     │   ├── JobNotFoundError            organelle.jobs.not_found
@@ -68,6 +69,7 @@ __all__ = [
     "CallTimeoutError",
     "CircuitOpenError",
     "ClaimCheckError",
+    "ConfigChangeError",
     "ConfigError",
     "ConflictError",
     "DefinitionError",
@@ -200,6 +202,16 @@ class ConfigError(OrganelleError, ValueError):
     """Configuration is invalid: names the key and the reason."""
 
     code = "organelle.config"
+
+
+class ConfigChangeError(ConfigError):
+    """A cluster config change was aborted or rolled back on every node.
+
+    ``details["change"]`` holds the change's report: its id, outcome and
+    each node's state, error code and message (secrets masked).
+    """
+
+    code = "organelle.config.change"
 
 
 class DefinitionError(ConfigError):

@@ -6,7 +6,7 @@ import asyncio
 
 from pydantic import BaseModel
 
-from organelle import Kernel, Module, rpc
+from organelle import Kernel, Module, consume, cron, job, route, rpc
 
 
 class Greeter(Module):
@@ -73,3 +73,25 @@ def make_nothing() -> int:
 
 def make_badly() -> Kernel:
     raise ZeroDivisionError("division by zero")
+
+
+class Busy(Module):
+    """A module with one of each handler ``organelle check`` lists."""
+
+    name = "busy"
+
+    @job(max_attempts=4)
+    async def rebuild(self, n: int) -> int:
+        return n
+
+    @cron("*/5 * * * *")
+    async def sweep(self) -> None:
+        return None
+
+    @consume("orders")
+    async def tally(self, record: dict[str, object]) -> None:
+        return None
+
+    @route.get("/busy/{n}")
+    async def show(self, n: int) -> int:
+        return n

@@ -9,9 +9,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from tests._redis import redis_or_skip
 
 from organelle.testing._process import HOST, free_port
-from organelle.testing.servers import NatsServer, PostgresServer, shared_nats, shared_postgres
+from organelle.testing.servers import (
+    NatsServer,
+    PostgresServer,
+    RedisServer,
+    shared_nats,
+    shared_postgres,
+)
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +31,11 @@ def nats_server() -> Iterator[NatsServer]:
 def postgres_server() -> Iterator[PostgresServer]:
     with shared_postgres() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    yield from redis_or_skip()
 
 
 @pytest.fixture(scope="session")

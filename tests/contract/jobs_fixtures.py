@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from organelle.jobs import JobQueue
-from organelle.testing.servers import NatsServer, PostgresServer
+from organelle.testing.servers import NatsServer, PostgresServer, RedisServer
 
 
 async def make_sqlite_queue(path: Path, **options: Any) -> JobQueue:
@@ -28,3 +28,10 @@ async def make_nats_queue(server: NatsServer, **options: Any) -> JobQueue:
 
     options.setdefault("stream", f"JOBS_{uuid.uuid4().hex[:10].upper()}")
     return await NatsJobQueue([server.url], **options).open()
+
+
+async def make_redis_queue(server: RedisServer, **options: Any) -> JobQueue:
+    from organelle.jobs.redis import RedisJobQueue
+
+    options.setdefault("prefix", f"jobs-{uuid.uuid4().hex[:10]}")
+    return await RedisJobQueue(server.url, **options).open()

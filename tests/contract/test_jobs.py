@@ -1,4 +1,4 @@
-"""One behaviour suite for every ``JobQueue`` backend: memory, SQLite, PostgreSQL, NATS."""
+"""One behaviour suite for every ``JobQueue`` backend: memory, SQLite, PostgreSQL, NATS, Redis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.contract.jobs_fixtures import make_nats_queue, make_postgres_queue, make_sqlite_queue
+from tests.contract.jobs_fixtures import (
+    make_nats_queue,
+    make_postgres_queue,
+    make_redis_queue,
+    make_sqlite_queue,
+)
 
 from organelle.errors import JobNotFoundError, LeaseLostError, ValidationError
 from organelle.jobs import (
@@ -23,7 +28,7 @@ from organelle.jobs import (
     Retry,
 )
 from organelle.testing import eventually
-from organelle.testing.servers import NatsServer, PostgresServer
+from organelle.testing.servers import NatsServer, PostgresServer, RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -388,3 +393,12 @@ class TestNats(JobQueueContract):
     async def open(self, **options: Any) -> JobQueue:
         options.setdefault("ack_wait_s", LEASE)
         return await make_nats_queue(self.server, **options)
+
+
+class TestRedis(JobQueueContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: RedisServer) -> None:
+        self.server = redis_server
+
+    async def open(self, **options: Any) -> JobQueue:
+        return await make_redis_queue(self.server, **options)

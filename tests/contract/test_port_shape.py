@@ -19,7 +19,7 @@ from organelle.errors import ConfigError
 from organelle.jobs import open_queue
 from organelle.storage import open_store
 from organelle.streams import StreamSpec, open_log
-from organelle.testing.servers import NatsServer, PostgresServer
+from organelle.testing.servers import NatsServer, PostgresServer, RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,9 +40,8 @@ def _url(request: pytest.FixtureRequest, tmp_path: Path, port: str, backend: str
         return f"sqlite:///{tmp_path / f'{port}.db'}"
     if backend == "sqlite-memory":
         return "sqlite:///:memory:" if port == "store" else "sqlite://:memory:"
-    if backend == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        return f"{server.dsn}?table={_tag()}" if port == "jobs" else server.dsn
+    if backend in {"postgresql", "redis"}:
+        return _server_url(request, port, backend)
     nats: NatsServer = request.getfixturevalue("nats_server")
     host = nats.url.removeprefix("nats://")
     return {
@@ -51,6 +50,14 @@ def _url(request: pytest.FixtureRequest, tmp_path: Path, port: str, backend: str
         "streams": f"nats://{host}?prefix={_tag().upper()}",
         "blobs": f"nats://{host}?bucket={_tag()}",
     }[port]
+
+
+def _server_url(request: pytest.FixtureRequest, port: str, backend: str) -> str:
+    if backend == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        return f"{redis.url}?prefix={_tag()}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return f"{server.dsn}?table={_tag()}" if port == "jobs" else server.dsn
 
 
 def _blobs_url(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> str:
@@ -84,8 +91,8 @@ PORTS: dict[str, tuple[Opener, Callable[[Any], Awaitable[None]], dict[str, Any]]
     "blobs": (open_blobs, _blobs_are_open, {}),
 }
 CASES = [
-    *(("store", b) for b in ("memory", "sqlite", "sqlite-memory", "postgresql", "nats")),
-    *(("jobs", b) for b in ("memory", "sqlite", "postgresql", "nats")),
+    *(("store", b) for b in ("memory", "sqlite", "sqlite-memory", "postgresql", "nats", "redis")),
+    *(("jobs", b) for b in ("memory", "sqlite", "postgresql", "nats", "redis")),
     *(("streams", b) for b in ("memory", "sqlite", "sqlite-memory", "nats")),
     *(("blobs", b) for b in ("memory", "filesystem", "s3", "nats")),
 ]
@@ -115,7 +122,7 @@ async def test_open_returns_it_connected_usable_as_async_with(
 async def test_an_unknown_scheme_is_a_config_error_with_a_stable_code(port: str) -> None:
     opener = PORTS[port][0]
     with pytest.raises(ConfigError) as err:
-        await opener("redis://127.0.0.1:6379/0")
+        await opener("mongodb://127.0.0.1:27017/0")
     assert err.value.code == "organelle.config"
-    assert err.value.details["scheme"] == "redis"
-    assert "redis" in str(err.value)
+    assert err.value.details["scheme"] == "mongodb"
+    assert "mongodb" in str(err.value)

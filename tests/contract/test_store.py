@@ -1,4 +1,4 @@
-"""One behaviour suite for every ``Store`` backend: memory, SQLite, PostgreSQL, NATS KV."""
+"""One behaviour suite for every ``Store`` backend: memory, SQLite, PostgreSQL, NATS KV, Redis."""
 
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ from organelle.storage import (
     NamespacedStore,
     NatsKvStore,
     PostgresStore,
+    RedisStore,
     SqliteStore,
     Store,
     current_tx,
 )
 from organelle.testing import eventually
-from organelle.testing.servers import NatsServer, PostgresServer
+from organelle.testing.servers import NatsServer, PostgresServer, RedisServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -641,3 +642,21 @@ class TestNatsKvStore(StoreContract):
             NamespacedStore(store, "mod").transaction()
         assert current_tx(store) is None
         assert await store.put("still", 1) > 0  # every other operation works as before
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: RedisServer) -> None:
+        self.url = redis_server.url
+        self.prefix = f"t{uuid.uuid4().hex[:12]}"
+
+    def make(self, **opts: Any) -> Store:
+        return RedisStore(self.url, prefix=self.prefix, **opts)
+
+    async def test_transactions_are_refused(self, store: Store) -> None:
+        with pytest.raises(TransactionUnsupportedError) as info:
+            async with store.transaction():
+                pytest.fail("Redis opened a transaction")
+        assert info.value.details == {"backend": "RedisStore"}
+        assert current_tx(store) is None
+        assert await store.put("still", 1) > 0

@@ -22,14 +22,16 @@ async def test_page_and_assets_have_their_content_types_and_no_outside_sources()
         page = await client.get("/_dashboard")
         slash = await client.get("/_dashboard/")
         script = await client.get("/_dashboard/dashboard.js")
+        charts = await client.get("/_dashboard/charts.js")
         style = await client.get("/_dashboard/dashboard.css")
         head = await client.head("/_dashboard/dashboard.js")
     assert page.status_code == slash.status_code == 200
     assert page.text == slash.text
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert charts.headers["content-type"] == "text/javascript; charset=utf-8"
     assert style.headers["content-type"] == "text/css; charset=utf-8"
-    for r in (page, script, style):
+    for r in (page, script, charts, style):
         assert r.headers["x-content-type-options"] == "nosniff"
         assert int(r.headers["content-length"]) == len(r.content) > 0
     assert (head.status_code, head.content) == (200, b"")
@@ -39,12 +41,15 @@ async def test_page_and_assets_have_their_content_types_and_no_outside_sources()
     assert "unsafe-inline" not in csp
     assert "frame-ancestors 'none'" in csp
     # Self-contained: no CDN, no inline script, the assets under the configured path.
-    assert not re.search(r"https?://", page.text + script.text + style.text)
+    svg_ns = "http://www.w3.org/2000/svg"  # a name, not a place: nothing is fetched from it
+    assert not re.search(r"https?://", page.text + script.text + charts.text.replace(svg_ns, ""))
+    assert '<script src="/_dashboard/charts.js" defer></script>' in page.text
     assert '<script src="/_dashboard/dashboard.js" defer></script>' in page.text
     assert 'href="/_dashboard/dashboard.css"' in page.text
     assert 'data-base="/_dashboard" data-refresh-ms="2000"' in page.text
-    assert "innerHTML" not in script.text.replace("(never innerHTML)", "")
-    for section in ("overview", "modules", "rpc", "events", "jobs", "streams", "nodes", "config"):
+    assert "innerHTML" not in script.text.replace("(never innerHTML)", "") + charts.text
+    sections = ("overview", "modules", "rpc", "events", "jobs", "streams", "nodes", "config")
+    for section in (*sections, "charts", "topology", "tail", "flags", "sagas"):
         assert f'<section id="{section}">' in page.text
 
 
@@ -103,9 +108,18 @@ async def test_the_shop_example_turns_it_on() -> None:
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
-def test_the_script_parses() -> None:
-    script = ROOT / "src" / "organelle" / "dashboard" / "static" / "dashboard.js"
+@pytest.mark.parametrize("name", ["dashboard.js", "charts.js"])
+def test_the_scripts_parse(name: str) -> None:
+    script = ROOT / "src" / "organelle" / "dashboard" / "static" / name
     done = subprocess.run(
         ["node", "--check", str(script)], capture_output=True, text=True, timeout=30, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+async def test_the_page_names_the_event_socket_only_when_some_topic_streams() -> None:
+    async with serve(Calc, dashboard=ON) as (_, client):  # no topic allowed: no live tail
+        assert 'data-events-ws=""' in (await client.get("/_dashboard")).text
+    streaming = {"stream": {"topics": ["calc.*"], "websocket_path": "/ws"}}
+    async with serve(Calc, dashboard=ON, gateway=streaming) as (_, client):
+        assert 'data-events-ws="/ws"' in (await client.get("/_dashboard")).text

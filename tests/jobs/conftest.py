@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from organelle.testing.servers import PostgresServer, shared_postgres
+from organelle.testing.servers import PostgresServer, RedisServer, shared_postgres
+from tests._redis import redis_or_skip
 
 PROC = Path(__file__).with_name("_proc.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -110,3 +111,8 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 def postgres_server() -> Iterator[PostgresServer]:
     with shared_postgres() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    yield from redis_or_skip()

@@ -1,6 +1,6 @@
 """Reliability with real worker processes: kill -9, poison, zombies, SIGTERM, delays.
 
-kill -9, poison and SIGTERM run on SQLite and PostgreSQL (the same test body,
+kill -9, poison and SIGTERM run on SQLite, PostgreSQL and Redis (the same test body,
 parametrized by a ``Target`` that opens the queue and counts states); the
 zombie and delayed-job tests run on SQLite.
 """
@@ -23,7 +23,7 @@ import pytest
 from organelle.jobs import JobQueue, JobSpec, JobsService, open_queue
 from organelle.jobs.sqlite import SqliteJobQueue
 from organelle.testing import eventually
-from organelle.testing.servers import PostgresServer
+from organelle.testing.servers import PostgresServer, RedisServer
 
 from .conftest import Procs
 
@@ -46,7 +46,7 @@ class Target:
         return (await self.states()).get("succeeded", 0)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 async def target(request: pytest.FixtureRequest, procs: Procs) -> AsyncIterator[Target]:
     if request.param == "sqlite":
 
@@ -54,6 +54,27 @@ async def target(request: pytest.FixtureRequest, procs: Procs) -> AsyncIterator[
             return states(procs.db)
 
         yield Target(procs.url, lite)
+        return
+    if request.param == "redis":
+        import redis.asyncio
+
+        rs: RedisServer = request.getfixturevalue("redis_server")
+        prefix = f"rel-{uuid.uuid4().hex[:10]}"
+        procs.url = f"{rs.url}?prefix={prefix}"
+        client = redis.asyncio.Redis.from_url(rs.url)
+        kinds = ("queued", "failed", "running", "succeeded", "dead")
+
+        async def red() -> dict[str, int]:
+            pipe = client.pipeline(transaction=False)
+            for kind in kinds:
+                pipe.zcard(f"{{{prefix}}}:s:{kind}")
+            counts = await pipe.execute()
+            return {k: int(n) for k, n in zip(kinds, counts, strict=True) if n}
+
+        try:
+            yield Target(procs.url, red)
+        finally:
+            await client.aclose()
         return
     import asyncpg
 

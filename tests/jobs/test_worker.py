@@ -178,4 +178,4 @@ async def test_validation_and_url(jobs: JobsService, tmp_path: Any) -> None:
     q = await open_queue("memory://")
     await q.close()
     with pytest.raises(ConfigError):
-        await open_queue("redis://x")
+        await open_queue("mongodb://x")

@@ -293,5 +293,7 @@ class TestNats(RoutingSuite):
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
 
     def config(self, **kernel: Any) -> dict[str, Any]:
-        options = {"prefix": self.prefix, "heartbeat_s": 0.2, "registry_ttl_s": 1.0}
+        # A long TTL: a node whose heartbeat is late on a loaded machine must not drop out
+        # of the view mid-test (its sticky keys would move, by design, and the shares drift).
+        options = {"prefix": self.prefix, "heartbeat_s": 0.2, "registry_ttl_s": 10.0}
         return {"kernel": {"transport": self.url, "transport_options": options, **kernel}}

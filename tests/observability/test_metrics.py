@@ -199,10 +199,41 @@ async def test_stream_consumers_are_counted(tmp_path: Any) -> None:
         for n in range(4):
             await kernel.append("ledger", n)
         await kernel.drain_streams(timeout_s=10)
+        await metrics.refresh()
         got = samples(metrics)
     outcomes = {lab["outcome"]: v for lab, v in got["organelle_stream_records_total"]}
     assert outcomes == {"done": 3.0, "failed": 1.0, "dead": 1.0, "lost": 0.0, "duplicates": 0.0}
     assert got["organelle_stream_in_flight"] == [({"stream": "ledger", "group": "reader"}, 0.0)]
+    assert got["organelle_stream_lag"] == [({"stream": "ledger", "group": "reader"}, 0.0)]
+
+
+async def test_stream_lag_counts_records_a_group_has_not_handled(tmp_path: Any) -> None:
+    from organelle import consume
+
+    release = asyncio.Event()
+
+    class Slow(Module):
+        name = "slow"
+
+        @consume("orders", group="billing")
+        async def read(self, n: int) -> None:
+            await release.wait()
+
+    kernel = Kernel([Slow], {"kernel": {"streams": f"sqlite:///{tmp_path}/s.db"}})
+    metrics = Metrics(kernel)
+    metrics.install()
+    async with kernel:
+        for n in range(5):
+            await kernel.append("orders", n)
+        await metrics.refresh()
+        behind = samples(metrics)["organelle_stream_lag"]
+        release.set()
+        await kernel.drain_streams(timeout_s=10)
+        await metrics.refresh()
+        caught_up = samples(metrics)["organelle_stream_lag"]
+    # Records in flight are not acknowledged yet: they still count as lag.
+    assert behind == [({"stream": "orders", "group": "billing"}, 5.0)]
+    assert caught_up == [({"stream": "orders", "group": "billing"}, 0.0)]
 
 
 async def test_events_the_transport_rejects_are_counted_by_reason() -> None:

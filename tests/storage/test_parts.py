@@ -20,6 +20,7 @@ from organelle.storage import (
     NatsKvStore,
     Page,
     PostgresStore,
+    RedisStore,
     RetryPolicy,
     SqliteStore,
     Store,
@@ -49,12 +50,16 @@ async def test_open_store_urls(tmp_path: Path) -> None:
     kv = store_backend("nats-kv://u:p@h1:1,h2:2/bucket?connect_timeout_s=0.5")
     assert isinstance(kv, NatsKvStore)
     assert (kv.servers, kv.bucket) == (["nats://h1:1", "nats://h2:2"], "bucket")
+    red = store_backend("redis://:pw@h:1/2?prefix=app&socket_timeout=1")
+    assert isinstance(red, RedisStore)
+    assert (red.url, red.prefix) == ("redis://:pw@h:1/2?socket_timeout=1", "app")
     opts = kv.connect_options
     assert (opts.user, opts.password, opts.connect_timeout_s) == ("u", "p", 0.5)
     for bad in [
         "",
         "nope",
-        "redis://x",
+        "mongodb://x",
+        "redis://h:1/0?prefix=no{tag}",
         "sqlite://",
         "nats-kv://h:1",
         "nats-kv://h:1/a/b",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from organelle._extras import missing_extra
 from organelle.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,6 +57,13 @@ def blobs_backend(url: str, **options: Any) -> BaseBlobStore:
     Raises:
         ConfigError: unknown scheme, a URL the backend cannot use, a bad option.
     """
+    try:
+        return _blobs_backend(url, **options)
+    except ImportError as exc:  # the backend's driver is an extra
+        raise missing_extra(exc, f"{str(url).split('://', 1)[0]}:// URL") from exc
+
+
+def _blobs_backend(url: str, **options: Any) -> BaseBlobStore:
     if not isinstance(url, str) or not url:
         raise ConfigError(
             f"blob store URL must be a non-empty str, got {url!r}", details={"key": "url"}

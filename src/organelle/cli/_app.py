@@ -1,6 +1,6 @@
 """The typer app: ``organelle run``, ``check`` and the command groups.
 
-Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``, ``plugins``.
+Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``, ``deploy``, ``plugins``.
 
 ``run``, ``check`` and ``--version`` live here; the other commands in files of their own.
 """
@@ -16,8 +16,11 @@ from rich.text import Text
 
 from organelle._version import __version__
 from organelle.cli._asyncapi import asyncapi
+from organelle.cli._check import handlers
+from organelle.cli._cluster_config import cluster_config
 from organelle.cli._config import config
 from organelle.cli._contract import contract
+from organelle.cli._deploy import deploy
 from organelle.cli._flags import flags
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Sets, Target
@@ -136,6 +139,8 @@ def _print_report(label: str, kernel: Kernel, levels: list[list[str]]) -> None:
             if items:
                 line.append(f"  {label_}: {', '.join(items)}", style="")
         out.print(line)
+        for detail in handlers(info.instance):
+            out.print(Text(f"    {detail}"))
     summary = f"ok: {plural(len(modules), 'module')} would start in {plural(len(levels), 'level')}"
     out.print(Text(summary, "green"))
 
@@ -146,6 +151,8 @@ app.command(name="plugins")(plugins)
 app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")
 app.add_typer(config, name="config")
+config.add_typer(cluster_config, name="cluster")
+app.add_typer(deploy, name="deploy")
 
 
 def main() -> None:

@@ -6,11 +6,14 @@ person fixing a config wants the key and the reason, not a traceback.
 
 from __future__ import annotations
 
+import sysconfig
 import traceback
+from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
+from organelle._extras import install_hint
 from organelle.errors import ConfigError, OrganelleError
 
 __all__ = [
@@ -53,13 +56,54 @@ def one_line(text: str) -> str:
     return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+_OWN = str(Path(__file__).resolve().parents[1])  # organelle's own package
+_LIBS = tuple(
+    {sysconfig.get_path("stdlib"), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+)
+
+
+def origin(exc: BaseException) -> str | None:
+    """``file:line`` where the user's code raised what ended in ``exc``, if it did.
+
+    The root cause of a chain (a hook's exception behind its LifecycleError, an
+    import error behind a ConfigError), at its innermost frame outside organelle,
+    the standard library and installed packages: the line a person edits.
+    """
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, OrganelleError) and root is exc:
+        return None
+    if isinstance(root, SyntaxError) and root.filename:
+        return f"{root.filename}:{root.lineno}"
+    frames = traceback.extract_tb(root.__traceback__) if root.__traceback__ else []
+    for frame in reversed(frames):
+        path = str(Path(frame.filename).resolve())
+        if not path.startswith(_OWN) and not path.startswith(_LIBS):
+            return f"{frame.filename}:{frame.lineno}"
+    return None
+
+
 def describe(exc: BaseException) -> str:
-    """The message for ``exc``: organelle errors speak for themselves, others get their type."""
+    """The message for ``exc``: organelle errors speak for themselves, others get their type.
+
+    Either way it says where the user's code raised (when it did) and the
+    ``pip install`` that brings a missing extra.
+    """
     if isinstance(exc, OrganelleError):
-        return one_line(str(exc)) or exc.code
-    text = one_line(str(exc))
-    name = type(exc).__name__
-    return f"{name}: {text} (run with --traceback to see where)" if text else name
+        text = one_line(str(exc)) or exc.code
+    else:
+        body = one_line(str(exc))
+        text = f"{type(exc).__name__}: {body}" if body else type(exc).__name__
+    hint = install_hint(exc)
+    if hint and hint not in text:
+        text += f"; {hint}"
+    where = origin(exc)
+    if where:
+        text += f" (at {where}; run with --traceback for the full trace)"
+    elif not isinstance(exc, OrganelleError):
+        text += " (run with --traceback to see where)"
+    return text
 
 
 def exit_code(exc: BaseException, *, building: bool) -> int:

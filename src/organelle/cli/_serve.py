@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -110,7 +110,7 @@ async def _serve(app: App) -> int:
             kernel.settings = msgspec.structs.replace(kernel.settings, gc_freeze=True)
         await kernel.start()
         names = [n for level in kernel.check() for n in level]
-        status(f"{plural(len(names), 'module')} active ({', '.join(names)}); press Ctrl+C to stop")
+        _announce(kernel, ops, names)
         await stop.wait()
         status(f"stopping ({received[0]})")
         began = time.monotonic()
@@ -127,6 +127,38 @@ async def _serve(app: App) -> int:
                 loop.remove_signal_handler(sig)
         await _stop_ops(ops, loop)  # after stop: probes said "draining" meanwhile
     return EXIT_OK
+
+
+def _announce(kernel: Kernel, ops: Ops | None, names: list[str]) -> None:
+    for line in banner(kernel, ops):
+        status(line)
+    status(f"{plural(len(names), 'module')} active ({', '.join(names)}); press Ctrl+C to stop")
+
+
+def banner(kernel: Kernel, ops: Ops | None) -> list[str]:
+    """Where the running app answers: the gateway, its docs and dashboard, the ops server."""
+    lines = []
+    for info in kernel.modules().values():
+        gateway: Any = info.instance
+        port = getattr(gateway, "port", 0) if info.name == "gateway" else 0
+        if not port:
+            continue
+        url = f"http://{_host(gateway.config.host)}:{port}"
+        lines.append(f"gateway  {url}  (API docs {url}/docs, schema {url}/openapi.json)")
+        dashboard = gateway.config.dashboard
+        if dashboard.enabled:
+            lines.append(f"dashboard {url}{dashboard.path}")
+    if ops is not None and ops.port is not None:
+        host = _host(kernel.settings.ops_host)
+        lines.append(f"ops      http://{host}:{ops.port}  (/health/live, /health/ready, /metrics)")
+    return lines
+
+
+def _host(host: str) -> str:
+    """A host a browser can open: the wildcard addresses mean this machine."""
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - naming it, not binding it
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 async def _start_ops(ops: Ops | None, loop: asyncio.AbstractEventLoop) -> None:

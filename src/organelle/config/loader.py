@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from organelle._extras import install_hint
 from organelle.errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "apply_env", "import_object", "load_file", "merge"]
@@ -111,7 +112,9 @@ def import_object(ref: str, *, where: str = "") -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"{label}cannot import {module_name!r}: {exc}") from None
+        hint = install_hint(exc)
+        fix = f"; {hint}" if hint else ""
+        raise ConfigError(f"{label}cannot import {module_name!r}: {exc}{fix}") from None
     except Exception as exc:  # a broken module: SyntaxError, an error at import time
         raise ConfigError(
             f"{label}importing {module_name!r} failed: {type(exc).__name__}: {exc}"

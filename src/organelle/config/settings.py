@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from organelle.config._urls import url_problem
 from organelle.errors import ConfigError
 
 __all__ = ["KernelSettings", "parse_settings"]
@@ -88,6 +89,9 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             the globally configured tracer provider, if any).
         health_timeout_s: timeout of each health check.
         config_watch: reload the config file when it changes.
+        cluster_config: take part in cluster-wide config: read the layer in the
+            Store at start, validate and apply changes with the other nodes
+            (``docs/cluster-config.md``).
         slow_call_s: under ``organelle run``, log a warning for each RPC call
             (served here or sent) that takes at least this long; ``None``: off.
             Watching calls takes them off the compiled path (about four times the
@@ -139,6 +143,7 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     tracing_endpoint: str = ""
     health_timeout_s: float = 2.0
     config_watch: bool = False
+    cluster_config: bool = False
     slow_call_s: float | None = None
 
     def __post_init__(self) -> None:
@@ -163,9 +168,16 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         self._check_claims()
+        self._check_urls()
         for name in ("max_pending_events", "max_concurrent_handlers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+    def _check_urls(self) -> None:
+        for kind in ("transport", "storage", "jobs", "streams", "blobs"):
+            problem = url_problem(kind, getattr(self, kind))
+            if problem is not None:
+                raise ValueError(f"{kind} URL: {problem}")
 
     def _check_claims(self) -> None:
         if self.claim_check_above < 0:

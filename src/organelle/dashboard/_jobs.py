@@ -54,7 +54,9 @@ def _worker(kernel: Kernel) -> WorkerView | None:
     if worker is None:
         return None
     s = worker.stats
+    paused = getattr(worker, "paused", None)  # a worker that can pause says what it paused
     return WorkerView(
+        paused=None if paused is None else sorted(paused),
         in_flight=worker.in_flight,
         started=s.started,
         succeeded=s.succeeded,

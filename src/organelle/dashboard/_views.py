@@ -160,6 +160,8 @@ class WorkerView(msgspec.Struct, kw_only=True, frozen=True):
     dead: int
     lost: int
     released: int
+    paused: list[str] | None = None
+    """Job names this worker does not claim now; ``None``: this worker cannot pause."""
 
 
 class JobsView(msgspec.Struct, kw_only=True, frozen=True):

@@ -76,12 +76,23 @@ def check_value(model: type[BaseModel], module: str, flag: str, value: Any) -> A
 
 
 _BUCKETS_MAX = 65_536  # per ruled flag: principals whose rollout bucket is remembered
+_NO_HIT: tuple[Any, Any] = (object(), None)
 
 
 class _Ruled:
-    """A flag with rules, compiled for its property: evaluated on each read."""
+    """A flag with rules, compiled for its property: evaluated on each read.
 
-    __slots__ = ("anonymous", "buckets", "checks", "fallback", "full")
+    Two caches keep a read near an attribute read, and both die with this
+    object when the flag's record changes (``FlagSet._apply`` compiles anew):
+
+    * the last principal read and its value, by identity — the checks of one
+      request share their context's principal object (a ``Principal`` is frozen);
+    * when no rule looks at claims, the value per ``(id, roles)`` — what the
+      rules can see of a principal — so a new principal object of a known
+      user costs one dict lookup. Bounded like the rollout buckets.
+    """
+
+    __slots__ = ("anonymous", "buckets", "by_key", "checks", "fallback", "full", "hit", "keyed")
 
     def __init__(self, full: str, rules: tuple[Rule, ...], fallback: Any) -> None:
         self.full = full
@@ -98,6 +109,9 @@ class _Ruled:
             )
             for r in rules
         )
+        self.keyed = not any(r.attributes for r in rules)  # id and roles decide alone
+        self.by_key: dict[tuple[str | None, frozenset[str]], Any] = {}
+        self.hit = _NO_HIT  # (principal, value), swapped whole: no torn read across threads
         self.anonymous = self.match(*principal_parts(None))  # no principal: known in advance
 
     def bucket_of(self, pid: str) -> float:
@@ -112,16 +126,35 @@ class _Ruled:
         """The first matching rule's value for ``principal``, else the fallback."""
         if principal is None:
             return self.anonymous
-        return self.match(*principal_parts(principal))
+        hit = self.hit
+        if hit[0] is principal:
+            return hit[1]
+        return self._miss(principal)
+
+    def _miss(self, principal: Any) -> Any:
+        pid, roles, claims = principal_parts(principal)
+        if self.keyed:
+            key = (pid, roles)
+            by_key = self.by_key
+            try:
+                value = by_key[key]
+            except KeyError:
+                if len(by_key) >= _BUCKETS_MAX:
+                    by_key.clear()
+                value = by_key[key] = self.match(pid, roles, claims)
+        else:
+            value = self.match(pid, roles, claims)
+        self.hit = (principal, value)
+        return value
 
     def match(self, pid: str | None, roles: frozenset[str], claims: Mapping[str, Any]) -> Any:
-        """``Rule.matches`` over the rules in order, inlined: the hot path of a ruled flag."""
+        """``Rule.matches`` over the rules in order, inlined: what a cache miss runs."""
         for ids, any_roles, attributes, percent, value in self.checks:
             if ids is not None and pid not in ids:
                 continue
             if any_roles is not None and roles.isdisjoint(any_roles):
                 continue
-            if attributes and not all(_claim_in(claims.get(k), ok) for k, ok in attributes):
+            if attributes and not _claims_in(claims, attributes):
                 continue
             if percent is not None:
                 if pid is None:
@@ -135,10 +168,25 @@ class _Ruled:
         return self.fallback
 
     def read(self, _flags: FlagSet) -> Any:
+        """The property's getter: the flag for the current request's principal."""
         ctx = _current.get()
-        if ctx is None or ctx.principal is None:
+        if ctx is None:
             return self.anonymous
-        return self.match(*principal_parts(ctx.principal))
+        principal = ctx.principal
+        hit = self.hit
+        if hit[0] is principal:
+            return hit[1]
+        if principal is None:
+            return self.anonymous
+        return self._miss(principal)
+
+
+def _claims_in(claims: Mapping[str, Any], wanted: tuple[tuple[str, frozenset[Any]], ...]) -> bool:
+    """Every claim condition holds (a loop, not ``all()`` over a generator: half the cost)."""
+    for name, accepted in wanted:  # noqa: SIM110 - all() over a generator costs more here
+        if not _claim_in(claims.get(name), accepted):
+            return False
+    return True
 
 
 def _claim_in(have: Any, accepted: frozenset[Any]) -> bool:

@@ -1,4 +1,4 @@
-"""The Starlette application: routes, aggregates, event streams, OpenAPI, AsyncAPI, docs, dashboard.
+"""The Starlette app: routes, aggregates, event streams, OpenAPI, AsyncAPI, Swagger UI, dashboard.
 
 Starlette provides routing (path templates, 405 with ``Allow``), CORS and
 the middleware stack; each route's endpoint is our plain ASGI callable.
@@ -7,7 +7,6 @@ Unknown paths and methods answer with the same JSON error shape as the rest.
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -16,13 +15,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from organelle.gateway._aggregate import AggregateEndpoint
 from organelle.gateway._endpoint import Endpoint
 from organelle.gateway._openapi import build_openapi
 from organelle.gateway._stream import EventHub, StreamEndpoint
+from organelle.gateway._swagger import swagger_routes
 from organelle.gateway._websocket import WebSocketEndpoint
 
 if TYPE_CHECKING:
@@ -108,13 +108,9 @@ def build_app(
             )
     if cfg.docs:
         spec = msgspec.json.encode(build_openapi(entries, cfg, stream_path=stream_path))
-        page = resources.files("organelle.gateway").joinpath("static/docs.html").read_text()
 
         async def openapi(_: Request) -> Response:
             return Response(spec, media_type="application/json")
-
-        async def docs(_: Request) -> Response:
-            return HTMLResponse(page, headers={"content-security-policy": _CSP})
 
         routes += [
             Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
@@ -124,7 +120,7 @@ def build_app(
                 methods=["GET"],
                 include_in_schema=False,
             ),
-            Route("/docs", docs, methods=["GET"], include_in_schema=False),
+            *swagger_routes(cfg.title),
         ]
     middleware = list(asgi_middleware)
     if cfg.cors.allow_origins:
@@ -166,9 +162,3 @@ class _AsyncApi:
             )
             self._body = msgspec.json.encode(doc)
         return Response(self._body, media_type="application/json")
-
-
-# The docs page ships its script inline and loads nothing from elsewhere.
-_CSP = (
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
-)

@@ -21,7 +21,7 @@ For raw ASGI concerns (compression, headers on every response) pass Starlette
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -122,6 +122,8 @@ class Runtime:
         self.middleware = tuple(middleware)
         self.limiter = limiter
         self.cache = cache
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
+        """Awaited when the gateway stops (e.g. the dashboard's sampler)."""
         self.api_key_header = config.auth.api_key_header.lower()
         self.trust_forwarded = config.trust_forwarded
         self._encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode

@@ -61,9 +61,11 @@ class HttpServer:
             sock.bind((self.config.host, self.config.port))
             sock.listen(self.config.backlog)
             sock.setblocking(False)  # noqa: FBT003 - socket API
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise OSError(
+                exc.errno, f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}"
+            ) from exc
         self.socket = sock
         self.config.load()
         self.server.lifespan = self.config.lifespan_class(self.config)

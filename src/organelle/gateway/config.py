@@ -78,7 +78,7 @@ class StreamConfig(_Strict):
 
 
 class DashboardConfig(_Strict):
-    """The read-only operator dashboard: a page at ``<path>``, its JSON under ``<path>/api``.
+    """The operator dashboard: a page at ``<path>``, its JSON under ``<path>/api``.
 
     Off unless enabled: it shows module errors, job params and the (masked)
     config, so give it ``roles`` wherever the gateway is reachable by others.
@@ -88,7 +88,11 @@ class DashboardConfig(_Strict):
     path: str = Field(default="/_dashboard", pattern=r"^(/[A-Za-z0-9._~-]+)+$")
     roles: list[str] = Field(default_factory=list)
     refresh_s: float = Field(default=2.0, ge=0.25)
-    """How often the page polls the API."""
+    """How often the page polls the API (and how often the charts take a sample)."""
+    action_roles: list[str] = Field(default_factory=lambda: ["ops"])
+    """Who may act (retry, purge, reload, change flags); empty: whoever may read it."""
+    history: int = Field(default=300, ge=10, le=10_000)
+    """Samples the charts keep (300 at the default 2 s: ten minutes)."""
 
 
 class PartConfig(_Strict):

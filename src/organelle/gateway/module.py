@@ -155,6 +155,10 @@ class Gateway(Module):
         routes, self._routes = self._routes, None
         if routes is not None:
             await kernel_of(self).remove_binder(routes)
+        if self.runtime is not None:
+            for close in self.runtime.on_close:
+                await close()
+            self.runtime.on_close.clear()
 
     async def on_abort(self, error: BaseException) -> None:  # noqa: ARG002 - the hook's signature
         """Release the socket if starting failed after binding it."""

@@ -5,7 +5,8 @@
 ``postgresql://user@host:port/db`` (``?table=…``) ·
 ``nats://[user:pass@]host:port`` (``?stream=…``; several servers
 comma-separated; TLS and credentials as URL parameters or keywords, see
-``NatsConnectOptions``). Heavy drivers load only for the backend asked for.
+``NatsConnectOptions``) · ``redis://[:pass@]host:port/db`` (``?prefix=…``;
+``rediss://`` for TLS). Heavy drivers load only for the backend asked for.
 ``?retention_s=…`` (any backend) sets how long succeeded jobs are kept.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from organelle._extras import missing_extra
 from organelle.errors import ConfigError
 from organelle.jobs.base import JobQueue
 
@@ -38,6 +40,13 @@ async def open_queue(url: str, **options: Any) -> JobQueue:
     Raises:
         ConfigError: unknown scheme, malformed URL, or a bad NATS connection option.
     """
+    try:
+        return await _open_queue(url, **options)
+    except ImportError as exc:  # the backend's driver is an extra
+        raise missing_extra(exc, f"{str(url).split('://', 1)[0]}:// URL") from exc
+
+
+async def _open_queue(url: str, **options: Any) -> JobQueue:
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     scheme = parts.scheme.lower()
@@ -70,7 +79,12 @@ async def open_queue(url: str, **options: Any) -> JobQueue:
             NatsJobQueue, url, options, query_known=("stream", "retention_s")
         )
         return await NatsJobQueue(connect, **own).open()
+    if scheme in ("redis", "rediss"):
+        from organelle.jobs.redis import RedisJobQueue
+
+        return await RedisJobQueue(url, **options).open()
     raise ConfigError(
-        f"unknown job queue URL {url!r}: expected memory://, sqlite://, postgresql:// or nats://",
+        f"unknown job queue URL {url!r}: expected memory://, sqlite://, postgresql://, nats://"
+        " or redis://",
         details={"key": "url", "scheme": scheme},
     )

@@ -461,10 +461,28 @@ class Worker:
         if state == "dead":
             self.stats.dead += 1
             notify(self.observer, "dead", lease.name)
-            log.error("job %s (%s) dead after %d attempts", lease.job_id, lease.name, lease.attempt)
+            log.error(
+                "job %s (%s) attempt %d/%d failed: %s: %s; dead",
+                lease.job_id,
+                lease.name,
+                lease.attempt,
+                lease.max_attempts,
+                error.type,
+                error.message[:500],
+            )
         else:
             self.stats.retried += 1
             notify(self.observer, "retried", lease.name)
+            log.warning(
+                "job %s (%s) attempt %d/%d failed: %s: %s; retry in %.3gs",
+                lease.job_id,
+                lease.name,
+                lease.attempt,
+                lease.max_attempts,
+                error.type,
+                error.message[:500],
+                (retry_at or now) - now,
+            )
 
     async def _release(self, leases: list[Lease]) -> None:
         if not leases:

@@ -17,6 +17,7 @@ The façade builds them, hands each what it needs, and forwards the public API.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -57,9 +58,11 @@ from organelle.module import Module, describe
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from organelle.cluster_config import ClusterConfig
     from organelle.context import Context
     from organelle.flags import FlagAdmin, FlagCache
     from organelle.jobs import JobsService, Worker
+    from organelle.kernel._clusterhost import ClusterHost
     from organelle.kernel._dispatch import Middleware
     from organelle.kernel._reload import ReloadResult
     from organelle.locks import Holder, Leadership, LockContext
@@ -130,18 +133,27 @@ class Kernel:
             refs = self._select(refs, only)
         # What reload_config() re-reads (set by from_config).
         self.config_loader: Callable[[], dict[str, Any]] | None = None
+        # The config as written with a cluster layer in its place (set by from_config).
+        self._config_layered: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
         self._build_parts(middleware)
         self._router.routing.configure(parse_routing(self.config.get("routing")))
+        self._cluster_host: ClusterHost | None = None
+        if self.settings.cluster_config:  # docs/cluster-config.md
+            from organelle.kernel._clusterhost import ClusterHost
+
+            self._cluster_host = ClusterHost(self)
+            self._life.services.append(self._cluster_host)
         # Modules last: each binds the kernel's entry points.
         for ref in refs:
             slot = self._make_slot(ref)
             if slot.name in self._slots:
                 raise DefinitionError(f"two modules are named {slot.name!r}")
             self._slots.put(slot)
-        for section in modules_cfg:
-            if section not in self._slots and only is None:
-                log.warning("config section [modules.%s] names no loaded module", section)
+        # Sections naming no module: a typo leaves the module on its defaults.
+        self._orphans = [] if only is not None else [s for s in modules_cfg if s not in self._slots]
+        for section in self._orphans:
+            log.warning("config section [modules.%s] names no loaded module", section)
 
     def _build_parts(self, middleware: Iterable[Middleware]) -> None:
         def settings() -> Any:
@@ -257,12 +269,18 @@ class Kernel:
             ConfigError: unreadable file, invalid section or key, unimportable module.
         """
 
-        def load() -> dict[str, Any]:
-            config = apply_env(load_file(path), environ)
+        def layered(cluster: Mapping[str, Any]) -> dict[str, Any]:
+            # file < cluster layer < ORGANELLE__ variables < overrides (docs/cluster-config.md)
+            config = apply_env(merge(load_file(path), cluster), environ)
             return merge(config, overrides) if overrides else config
 
-        kernel = cls(modules, load(), base_path=Path(path).resolve().parent, only=only)
+        def load() -> dict[str, Any]:
+            host = kernel._cluster_host
+            return layered({} if host is None else host.layer)
+
+        kernel = cls(modules, layered({}), base_path=Path(path).resolve().parent, only=only)
         kernel.config_loader = load  # what reload_config() re-reads
+        kernel._config_layered = layered
         return kernel
 
     def _select(self, refs: list[ModuleRef], only: Iterable[str]) -> list[ModuleRef]:
@@ -598,7 +616,18 @@ class Kernel:
 
         Raises:
             DependencyError: unknown dependency, version mismatch or cycle.
+            ConfigError: a ``[modules.<name>]`` section names no module.
         """
+        orphans = [s for s in self._orphans if s not in self._slots]
+        if orphans:
+            names = sorted(self._slots)
+            close = difflib.get_close_matches(orphans[0], names, n=1, cutoff=0.6)
+            hint = f"; did you mean [modules.{close[0]}]?" if close else ""
+            raise ConfigError(
+                f"modules.{orphans[0]}: the section names no module of this app"
+                f" (modules: {', '.join(names) or 'none'}){hint}",
+                details={"key": f"modules.{orphans[0]}", "orphans": orphans},
+            )
         return self._life.check()
 
     # lifecycle --------------------------------------------------------------
@@ -829,6 +858,19 @@ class Kernel:
         cache = self._flags_cache()
         node = self.settings.node or "kernel"
         return FlagAdmin(lambda: self.store, cache.models, by=lambda: f"node:{node}")
+
+    @property
+    def cluster_config(self) -> ClusterConfig:
+        """The cluster-wide config layer: ``get``, ``propose``, ``history``.
+
+        A change is validated by every live node with ``[kernel] cluster_config``
+        on, then applied on all of them or rolled back on all of them
+        (``docs/cluster-config.md``).
+        """
+        from organelle.cluster_config import ClusterConfig
+
+        node = self.settings.node or "kernel"
+        return ClusterConfig(lambda: self.store, by=lambda: f"node:{node}")
 
     @property
     def store(self) -> Store:

@@ -408,7 +408,7 @@ class Guard:
             CircuitOpenError: the breaker refuses.
         """
         if self.bucket is not None:
-            self._take_token(now)
+            self.take_token(now)
         bulkhead = self.bulkhead
         if bulkhead is not None:
             if bulkhead.active >= bulkhead.policy.max_concurrent or bulkhead.waiters:
@@ -418,7 +418,7 @@ class Guard:
         if breaker is not None and not breaker.allow(now):
             if bulkhead is not None:
                 bulkhead.release()
-            raise self._open(breaker, now)
+            raise self.refused(breaker, now)
         timeout = self.policy.timeout_s
         return deadline if timeout is None else min(deadline, now + timeout)
 
@@ -439,7 +439,7 @@ class Guard:
             return
         breaker.record(ok=failure is None or not failed_call(failure), now=_monotonic())
 
-    def _take_token(self, now: float) -> None:
+    def take_token(self, now: float) -> None:
         wait = self.bucket.take(now) if self.bucket is not None else 0.0
         if wait > 0:
             _bump(self.owner.stats.rate_limited, self.target)
@@ -448,7 +448,7 @@ class Guard:
                 details={"target": self.target, "retry_after_s": wait},
             )
 
-    def _open(self, breaker: Breaker, now: float) -> CircuitOpenError:
+    def refused(self, breaker: Breaker, now: float) -> CircuitOpenError:
         return CircuitOpenError(
             f"calls to {self.target!r} are failing: circuit open",
             details={"target": self.target, "retry_after_s": breaker.retry_after(now)},
@@ -491,7 +491,7 @@ class Guard:
         now = _monotonic()
         owner = self.owner
         if self.bucket is not None:
-            self._take_token(now)
+            self.take_token(now)
         deadline = self.deadline(deadline, now)
         retry = self.retry
         budget = self.budget
@@ -502,7 +502,7 @@ class Guard:
             tries += 1
             breaker = None if nodes else self.breaker
             if breaker is not None and not breaker.allow(now):
-                raise self._open(breaker, now)
+                raise self.refused(breaker, now)
             try:
                 until = deadline
                 if retry is not None and retry.attempt_timeout_s is not None:

@@ -9,9 +9,10 @@ failed start stops what already started, so nothing is left half-running.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,6 +80,29 @@ class ModuleInfo:
     instance: Module
 
 
+def unknown_keys(model: Any, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Keys of ``raw`` the pydantic ``model`` has no field for, each with a did-you-mean hint.
+
+    Pydantic ignores them by default, so a typo (``retires = 3``) would silently
+    leave the default in force. A model that wants free-form keys says
+    ``model_config = ConfigDict(extra="allow")``.
+    """
+    if getattr(model, "model_config", {}).get("extra") == "allow":
+        return []
+    known: set[str] = set()
+    for name, field in model.model_fields.items():
+        known.add(name)
+        for alias in (field.alias, field.validation_alias):
+            if isinstance(alias, str):
+                known.add(alias)
+    found = []
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+            found.append((str(key), f"; did you mean {close[0]!r}?" if close else ""))
+    return found
+
+
 def validate_config(spec: ModuleSpec, raw: Any) -> Any:
     """Validate a module's config section with its ``Config`` model.
 
@@ -98,6 +122,15 @@ def validate_config(spec: ModuleSpec, raw: Any) -> Any:
                 details={"key": f"modules.{spec.name}"},
             )
         return None
+    unknown = unknown_keys(model, raw)
+    if unknown:
+        key, hint = unknown[0]
+        listed = ", ".join(k for k, _ in unknown)
+        raise ConfigError(
+            f"modules.{spec.name}.{key}: unknown key{hint}"
+            + (f" (unknown: {listed})" if len(unknown) > 1 else ""),
+            details={"key": f"modules.{spec.name}.{key}", "unknown": [k for k, _ in unknown]},
+        )
     try:
         return model.model_validate(raw)
     except ValueError as exc:

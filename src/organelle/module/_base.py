@@ -213,6 +213,8 @@ class Module(metaclass=ModuleMeta):
     * ``on_abort(error)`` — this module's own ``on_load``/``on_start`` failed or
       timed out: release whatever it had acquired before failing.
     * ``on_config_changed(old, new)`` — a hot reload changed this module's section.
+    * ``on_config_check(old, new)`` — a cluster config change would change this
+      module's section: raise to refuse it on every node (nothing is applied).
     * ``health()`` — return a status for health checks.
 
     Example::

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["Consumer", "JobMethod", "ModuleSpec", "RpcMethod", "Subscription", "describe"]
 
 _ENQUEUE_OPTIONS = frozenset({"delay_s", "at", "priority", "idempotency_key"})
-_HOOKS = ("on_load", "on_start", "on_stop", "on_abort", "on_config_changed", "health")
+_HOOKS = (
+    "on_load", "on_start", "on_stop", "on_abort", "on_config_changed", "on_config_check", "health"
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,15 @@ class MetricsCollector(Collector):
             running.add_metric(list(labels2), float(value))
         yield outcomes
         yield running
+        # Sampled by Metrics.refresh; what KEDA's stream-lag trigger reads (docs/deploy.md).
+        lag = GaugeMetricFamily(
+            "organelle_stream_lag",
+            "Records a consumer group has yet to handle (all partitions).",
+            labels=["stream", "group"],
+        )
+        for labels3, behind in sorted(self.m.stream_lag.items()):
+            lag.add_metric(list(labels3), float(behind))
+        yield lag
 
     def collect(self) -> Iterator[Metric]:
         m = self.m

@@ -63,6 +63,7 @@ class Tables:
         self.jobs: dict[tuple[str, str], int] = {}
         self.job_durations: dict[str, Histogram] = {}
         self.queue_depth: dict[str, int] = {}
+        self.stream_lag: dict[tuple[str, str], int] = {}
         self.transport = {"disconnects": 0, "reconnects": 0}
         self._labels: dict[str, str] = {}
         self.registry = registry or CollectorRegistry(auto_describe=False)

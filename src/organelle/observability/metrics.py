@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from organelle.errors import ConfigError
 from organelle.kernel import BaseListener
@@ -64,6 +64,9 @@ class Metrics(Tables, BaseListener):
         # suspend); on_call would take every call off the inline path.
         self.call_buckets: tuple[float, ...] | None = self.bounds
         self.registry.register(MetricsCollector(self))
+        # process_cpu_seconds_total and memory: the scaling controller's CPU signal.
+        if registry is None:
+            ProcessCollector(registry=self.registry)
 
     def install(self) -> None:
         """Start listening to the kernel (``uninstall()`` stops)."""
@@ -99,12 +102,26 @@ class Metrics(Tables, BaseListener):
 
     # export ----------------------------------------------------------------------
     async def refresh(self) -> None:
-        """Sample what needs an await (job queue depths) before a scrape."""
+        """Sample what needs an await (job queue depths, stream lag) before a scrape."""
+        self.stream_lag = await self._stream_lag()
         try:
             jobs = self.kernel.jobs
         except ConfigError:  # no job queue on this node (or not started)
             return
         self.queue_depth = await jobs.backlog()
+
+    async def _stream_lag(self) -> dict[tuple[str, str], int]:
+        """Records each of this node's consumer groups has yet to handle, all partitions."""
+        wanted = {(s.stream, s.group) for s in self.kernel.consumers()}
+        if not wanted:
+            return {}
+        lag: dict[tuple[str, str], int] = dict.fromkeys(wanted, 0)
+        for stream in sorted({s for s, _ in wanted}):
+            info = await self.kernel.streams.info(stream)
+            for g in info.groups:
+                if (stream, g.group) in lag:
+                    lag[(stream, g.group)] += g.lag
+        return lag
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

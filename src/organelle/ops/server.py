@@ -64,9 +64,14 @@ class OpsServer:
 
     async def start(self) -> None:
         """Bind and start accepting."""
-        self._server = await asyncio.start_server(
-            self._accept, self.host, self._port, limit=_MAX_HEADER_BYTES
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, self.host, self._port, limit=_MAX_HEADER_BYTES
+            )
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot listen on {self.host}:{self._port}: {exc.strerror}"
+            ) from exc
         log.info("ops server listening on http://%s:%d", self.host, self.port)
 
     async def stop(self) -> None:

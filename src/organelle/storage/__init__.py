@@ -28,6 +28,7 @@ from organelle.storage.url import open_store
 if TYPE_CHECKING:
     from organelle.storage.nats_kv import NatsKvStore
     from organelle.storage.postgres import PostgresStore
+    from organelle.storage.redis import RedisStore
     from organelle.storage.sqlite import SqliteStore
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "NatsKvStore",
     "Page",
     "PostgresStore",
+    "RedisStore",
     "RetryPolicy",
     "SqliteStore",
     "StateChange",
@@ -62,6 +64,7 @@ _LAZY = {
     "SqliteStore": "organelle.storage.sqlite",
     "PostgresStore": "organelle.storage.postgres",
     "NatsKvStore": "organelle.storage.nats_kv",
+    "RedisStore": "organelle.storage.redis",
 }
 
 

@@ -7,11 +7,12 @@
 ``sqlite:///:memory:``             ``SqliteStore`` in memory
 ``postgresql://user@host/db``      ``PostgresStore`` (also ``postgres://``)
 ``nats-kv://h1:4222,h2:4222/name``  ``NatsKvStore`` on bucket ``name``
+``redis://host:6379/0?prefix=app``  ``RedisStore`` under key prefix ``app`` (``rediss://``: TLS)
 =================================  ==========================================
 
 ``open_store`` returns the store connected (the table or bucket created), so
 a wrong URL or an unreachable server fails there, not on the first write.
-The drivers (asyncpg, nats-py) are only imported for their own scheme. A
+The drivers (asyncpg, nats-py, redis-py) are only imported for their own scheme. A
 NATS KV URL takes credentials and TLS like every NATS backend
 (``nats-kv://user:pass@h:4222/name?tls_ca=…&creds=…``, see ``NatsConnectOptions``).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from organelle._extras import missing_extra
 from organelle.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -28,9 +30,10 @@ if TYPE_CHECKING:
     from organelle.storage.memory import MemoryStore
     from organelle.storage.nats_kv import NatsKvStore
     from organelle.storage.postgres import PostgresStore
+    from organelle.storage.redis import RedisStore
     from organelle.storage.sqlite import SqliteStore
 
-    Backend = MemoryStore | SqliteStore | PostgresStore | NatsKvStore
+    Backend = MemoryStore | SqliteStore | PostgresStore | NatsKvStore | RedisStore
 
 __all__ = ["open_store", "store_backend"]
 
@@ -49,6 +52,9 @@ async def open_store(url: str, **opts: Any) -> Store:
     store = store_backend(url, **opts)
     try:
         await store.open()
+    except ImportError as exc:  # a driver imported on connect
+        await store.close()
+        raise missing_extra(exc, f"{url.split('://', 1)[0]}:// URL") from exc
     except BaseException:
         await store.close()
         raise
@@ -65,6 +71,13 @@ def store_backend(url: str, **opts: Any) -> Backend:
         ConfigError: unknown scheme, a URL the backend cannot use, or a bad
             NATS connection option.
     """
+    try:
+        return _store_backend(url, **opts)
+    except ImportError as exc:  # the backend's driver is an extra
+        raise missing_extra(exc, f"{str(url).split('://', 1)[0]}:// URL") from exc
+
+
+def _store_backend(url: str, **opts: Any) -> Backend:
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
             f"storage URL must look like scheme://..., got {url!r}", details={"key": "url"}
@@ -97,7 +110,11 @@ def store_backend(url: str, **opts: Any) -> Backend:
         connect, own = backend_options(NatsKvStore, f"nats://{parts.netloc}{query}", opts)
         own.setdefault("bucket", bucket)
         return NatsKvStore(servers=connect, **own)
+    if scheme in {"redis", "rediss"}:
+        from organelle.storage.redis import RedisStore
+
+        return RedisStore(url, **opts)
     raise ConfigError(
-        f"unknown storage scheme {scheme!r}; expected memory, sqlite, postgresql or nats-kv",
+        f"unknown storage scheme {scheme!r}; expected memory, sqlite, postgresql, nats-kv or redis",
         details={"key": "url", "scheme": scheme},
     )

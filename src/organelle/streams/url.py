@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from organelle._extras import missing_extra
 from organelle.errors import ConfigError
 from organelle.streams.base import StreamLog
 
@@ -28,6 +29,13 @@ async def open_log(url: str, **options: Any) -> StreamLog:
     Raises:
         ConfigError: unknown scheme, malformed URL, or a bad NATS connection option.
     """
+    try:
+        return await _open_log(url, **options)
+    except ImportError as exc:  # the backend's driver is an extra
+        raise missing_extra(exc, f"{str(url).split('://', 1)[0]}:// URL") from exc
+
+
+async def _open_log(url: str, **options: Any) -> StreamLog:
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     scheme = parts.scheme.lower()

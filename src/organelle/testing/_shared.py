@@ -12,6 +12,7 @@ from typing import Any
 
 from organelle.testing._nats_server import NatsServer
 from organelle.testing._postgres_server import PostgresServer
+from organelle.testing._redis_server import RedisServer
 
 _SHARED: dict[str, tuple[Any, int]] = {}
 
@@ -46,3 +47,8 @@ def shared_nats() -> contextlib.AbstractContextManager[NatsServer]:
 def shared_postgres() -> contextlib.AbstractContextManager[PostgresServer]:
     """One ``PostgresServer`` per process, shared like ``shared_nats``."""
     return _shared("postgres", PostgresServer)
+
+
+def shared_redis() -> contextlib.AbstractContextManager[RedisServer]:
+    """One ``RedisServer`` per process, shared like ``shared_nats`` (isolate by key prefix)."""
+    return _shared("redis", RedisServer)

@@ -1,4 +1,4 @@
-"""Real servers for tests and benchmarks: NATS (single and 3-node cluster) and PostgreSQL.
+"""Real servers for tests and benchmarks: NATS (single and 3-node cluster), PostgreSQL, Redis.
 
 Each manager starts its process on loopback, on free ports, in a temporary
 directory, waits until it serves, and stops, kills (SIGKILL) or restarts
@@ -15,7 +15,7 @@ managers, or call ``start()`` / ``stop()``::
 
 The managers are split by concern into private modules — ``_process``
 (process groups, readiness, context managers), ``_nats_server``,
-``_postgres_server`` and ``_shared`` (the per-process registry) — and
+``_postgres_server``, ``_redis_server`` and ``_shared`` (the per-process registry) — and
 re-exported here, the public import path.
 """
 
@@ -24,13 +24,16 @@ from __future__ import annotations
 from organelle.testing._nats_server import NatsCluster, NatsServer
 from organelle.testing._postgres_server import PostgresServer
 from organelle.testing._process import free_port
-from organelle.testing._shared import shared_nats, shared_postgres
+from organelle.testing._redis_server import RedisServer
+from organelle.testing._shared import shared_nats, shared_postgres, shared_redis
 
 __all__ = [
     "NatsCluster",
     "NatsServer",
     "PostgresServer",
+    "RedisServer",
     "free_port",
     "shared_nats",
     "shared_postgres",
+    "shared_redis",
 ]

@@ -115,8 +115,9 @@ class NatsRegistry:
             """Connection trouble is reported by the data path; keep the log clean."""
 
         nc = None
+        budget = opts.connect_timeout_s * len(opts.servers) + 1
         try:
-            async with asyncio.timeout(opts.connect_timeout_s * len(opts.servers) + 1):
+            async with asyncio.timeout(budget):
                 nc = await nats.connect(
                     **opts.connect_kwargs(),
                     name=f"organelle-registry:{opts.node}",
@@ -131,7 +132,17 @@ class NatsRegistry:
                 with contextlib.suppress(Exception):
                     await nc.close()
             self._nc = None
-            raise TransportError(f"NATS registry unavailable: {exc or type(exc).__name__}") from exc
+            where = ", ".join(opts.urls)
+            if isinstance(exc, TimeoutError):
+                why = (
+                    f"no NATS server answered at {where} within {budget:g}s "
+                    "(is nats-server running there, and the address right?)"
+                )
+            else:
+                why = f"{where}: {str(exc) or type(exc).__name__}"
+            raise TransportError(
+                f"NATS registry unavailable: {why}", details={"servers": list(opts.urls)}
+            ) from exc
 
     async def ensure(self) -> None:
         """Open the bucket, creating it when missing (also after a broker lost it)."""

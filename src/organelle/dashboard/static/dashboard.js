@@ -6,10 +6,16 @@
   const BASE = document.body.dataset.base || "";
   const REFRESH_MS = Math.max(250, Number(document.body.dataset.refreshMs) || 2000);
   const KEY = "organelle.dashboard.authorization";
-  const VIEWS = ["overview", "health", "modules", "rpc", "events", "jobs", "streams", "nodes", "config", "sagas"];
+  const VIEWS = [
+    "overview", "health", "modules", "rpc", "events", "jobs", "streams", "nodes", "config", "sagas",
+    "flags", "history", "topology", "scaling",
+  ];
+  const EVENTS_WS = document.body.dataset.eventsWs || "";
+  const TAIL_MAX = 100;
   const STATES = new Set([
     "loaded", "starting", "active", "stopping", "stopped", "failed", "healthy", "degraded",
     "unhealthy", "serving", "draining", "alive", "dead", "closed", "open", "half_open",
+    "running", "compensating", "stuck",
   ]);
   const $ = (id) => document.getElementById(id);
   let timer = null;
@@ -63,6 +69,12 @@
     }
     t.append(body);
     host.replaceChildren(t);
+  }
+  function button(label, onClick, cls) {
+    const node = el("button", label, cls);
+    node.type = "button";
+    node.addEventListener("click", onClick);
+    return node;
   }
   const num = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString());
   const ms = (n) => (n === null || n === undefined ? "–" : `${n < 10 ? n.toFixed(2) : n.toFixed(0)} ms`);
@@ -163,6 +175,8 @@
         ["requires", (r) => [...r.requires, ...r.optional.map((d) => `${d} (optional)`)].join(", ") || "–", "wrap"],
         ["RPC", (r) => r.rpc_methods.length, "num"], ["subscriptions", (r) => r.subscriptions.length, "num"],
         ["error", (r) => el("span", r.error || "", "err"), "wrap"],
+        ["", (r) => button("Reload", () => act("modules/reload", { module: r.name },
+          `Reload module ${r.name}? A fresh instance starts, then takes over from the running one.`))],
       ], m.modules, "no modules", (r) => r.state === "failed");
     },
     rpc(r) {
@@ -203,11 +217,15 @@
       }
       const backlog = Object.values(j.backlog).reduce((a, b) => a + b, 0);
       const w = j.worker;
+      // pause / resume only where this node's worker can (a worker says what it paused)
+      const canPause = Boolean(w && Array.isArray(w.paused));
+      const paused = new Set(canPause ? w.paused : []);
       facts("jobs-summary", [
         ["due, waiting", num(backlog)], ["dead", `${num(j.dead)}${j.dead_capped ? "+" : ""}`],
         ["running here", w ? num(w.in_flight) : "no worker"],
         ["succeeded", w ? num(w.succeeded) : "–"], ["retried", w ? num(w.retried) : "–"],
         ["dead-lettered", w ? num(w.dead) : "–"], ["leases lost", w ? num(w.lost) : "–"],
+        ...(paused.size ? [["paused here", [...paused].join(", ")]] : []),
       ]);
       table("jobs-types", [
         ["job", (t) => t.name], ["due", (t) => num(t.backlog), "num"],
@@ -215,7 +233,11 @@
         ["timeout", (t) => (t.timeout_s === null ? "–" : `${t.timeout_s} s`), "num"],
         ["concurrency", (t) => num(t.concurrency), "num"], ["rate", (t) => (t.rate === null ? "–" : `${t.rate}/s`), "num"],
         ["cron", (t) => t.cron || ""],
-      ], j.types, "no job types registered here");
+        ...(canPause ? [["", (t) => (paused.has(t.name)
+          ? button("Resume", () => act("jobs/resume", { names: [t.name] }, `Resume ${t.name} on this node?`))
+          : button("Pause", () => act("jobs/pause", { names: [t.name] },
+            `Pause ${t.name} on this node? Its jobs wait in the queue until resumed.`), "danger"))]] : []),
+      ], j.types, "no job types registered here", (t) => paused.has(t.name));
     },
     streams(s) {
       const list = $("streams-list");
@@ -244,7 +266,25 @@
         ["saga", (x) => x.name], ["id", (x) => el("code", x.id)], ["state", (x) => badge(x.state)],
         ["updated", (x) => ago(x.updated_at, now), "num"], ["steps", steps, "wrap"],
         ["error", (x) => el("span", x.error || "", "err"), "wrap"],
+        ["", (x) => {
+          if (x.state === "stuck") {
+            return button("Retry", () => act("sagas/retry", { id: x.id }, `Go on compensating saga ${x.name} (${x.id})?`));
+          }
+          if (x.state === "running" && !x.aborted) {
+            return button("Abort", () => act("sagas/abort", { id: x.id },
+              `Abort saga ${x.name} (${x.id})? Its completed steps are compensated.`), "danger");
+          }
+          return "";
+        }],
       ], s.sagas, s.enabled ? "no unfinished sagas" : "no sagas declared on this node", (x) => x.state === "stuck");
+    },
+    scaling(s) {
+      table("scaling-table", [
+        ["target", (d) => d.target], ["when", (d) => ago(d.at, now), "num"],
+        ["replicas", (d) => d.changed ? `${d.current} → ${d.desired}` : `${d.current}`, "num"],
+        ["reason", (d) => d.reason, "wrap"],
+        ["signals", (d) => el("code", JSON.stringify(d.signals)), "wrap"],
+      ], s.decisions, s.error || (s.enabled ? "no decision yet" : "no scaling controller in this cluster"));
     },
     dead(d) {
       table("jobs-dead", [
@@ -253,7 +293,16 @@
         ["failed", (r) => ago(r.updated_at, now), "num"],
         ["error", (r) => el("span", r.error_type ? `${r.error_type}: ${r.error}` : "", "err"), "wrap"],
         ["params", (r) => el("code", JSON.stringify(r.params)), "wrap"],
+        ["", (r) => {
+          const box = el("span", null, "actions");
+          box.append(
+            button("Retry", () => act("jobs/retry", { id: r.id }, `Retry job ${r.name} (${r.id}) from attempt 1?`)),
+            button("Purge", () => act("jobs/purge", { ids: [r.id] }, `Delete dead job ${r.name} (${r.id}) for good?`), "danger"),
+          );
+          return box;
+        }],
       ], d.items, "no dead jobs");
+      $("purge-all").hidden = !d.items.length;
     },
     nodes(n) {
       const problem = $("nodes-error");
@@ -269,7 +318,177 @@
     config(c) {
       $("config-dump").textContent = JSON.stringify(c, null, 2);
     },
+    flags(f) {
+      const rules = (x) => (x.rules.length ? x.rules.map((r) => JSON.stringify(r)).join("\n") : "–");
+      table("flags-table", [
+        ["flag", (x) => `${x.module}.${x.name}`], ["type", (x) => x.type],
+        ["default", (x) => JSON.stringify(x.default)],
+        ["value", (x) => el("span", JSON.stringify(x.effective), x.overridden ? "changed" : "")],
+        ["rules", (x) => el("code", rules(x)), "wrap"],
+        ["changed", (x) => (x.at ? `${ago(x.at, now)} by ${x.by}` : "never"), "wrap"],
+        ["", (x) => button("Change…", () => editFlag(x))],
+      ], f.flags, "no module here declares flags");
+    },
+    history(h) {
+      const C = window.OrganelleCharts;
+      const s = h.samples;
+      C.line($("chart-rate"), s, [["rpc_rate", "calls", "a"], ["error_rate", "errors", "b"]], "/s");
+      C.line($("chart-latency"), s, [["p50_ms", "p50", "a"], ["p99_ms", "p99", "b"]], " ms");
+      C.line($("chart-depth"), s, [["queue_depth", "due", "a"]], "");
+      C.line($("chart-lag"), s, [["stream_lag", "lag", "a"]], "");
+    },
+    topology(t) {
+      const problem = $("topology-error");
+      problem.hidden = !t.error;
+      problem.textContent = t.error || "";
+      window.OrganelleCharts.topology($("topology-graph"), t);
+      table("topology-nodes", [
+        ["node", (x) => (x.local ? `${x.node} (this node)` : x.node)],
+        ["state", (x) => badge(x.alive ? "alive" : "dead")],
+        ["modules", (x) => x.modules.join(", "), "wrap"],
+      ], t.nodes, "no nodes", (x) => !x.alive);
+    },
   };
+
+  // -- actions: confirmed in a dialog, then POST <base>/api/actions/<name> ---------------
+  function ask(question) {
+    return new Promise((resolve) => {
+      const dialog = $("confirm");
+      $("confirm-text").textContent = question;
+      dialog.returnValue = "";
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      dialog.showModal();
+    });
+  }
+  function notice(text, bad) {
+    const box = $("notice");
+    box.textContent = text;
+    box.classList.toggle("problem", bad);
+    box.hidden = false;
+  }
+  async function post(name, body) {
+    const headers = { accept: "application/json", "content-type": "application/json" };
+    const auth = sessionStorage.getItem(KEY);
+    if (auth) headers.authorization = auth;
+    const res = await fetch(`${BASE}/api/actions/${name}`, {
+      method: "POST", headers, body: JSON.stringify(body), cache: "no-store",
+    });
+    let data = null;
+    try { data = await res.json(); } catch (e) { /* not JSON */ }
+    if (!res.ok) {
+      const e = data && data.error;
+      const err = new Error(e ? `${e.code}: ${e.message}` : `${res.status} ${res.statusText}`);
+      err.status = res.status;
+      throw err;
+    }
+    return data.result;
+  }
+  async function act(name, body, question) {
+    if (!(await ask(question))) return;
+    try {
+      await post(name, body);
+      notice(`Done: ${question.split("?")[0]}.`, false);
+    } catch (err) {
+      if (err.status === 401) notice("Sign in to act: paste an Authorization value above.", true);
+      else if (err.status === 403) notice("These credentials lack a role that may act (action_roles).", true);
+      else notice(`Refused: ${err.message}`, true);
+    }
+    now_();
+  }
+  let editing = null;
+  function editFlag(flag) {
+    editing = flag;
+    $("flag-name").textContent = `${flag.module}.${flag.name}`;
+    $("flag-type").textContent = flag.type;
+    $("flag-value").value = JSON.stringify(flag.effective);
+    $("flag-rules").value = JSON.stringify(flag.rules, null, 1);
+    $("flag-error").hidden = true;
+    $("flag-edit").returnValue = "";
+    $("flag-edit").showModal();
+  }
+  function parsed(id) {
+    try { return { ok: true, value: JSON.parse($(id).value) }; } catch (e) { return { ok: false, error: e }; }
+  }
+  for (const [id, field] of [["flag-save", "flag-value"], ["flag-save-rules", "flag-rules"]]) {
+    $(id).addEventListener("click", (ev) => {
+      if (parsed(field).ok) return;
+      ev.preventDefault(); // keep the dialog open until the JSON parses
+      $("flag-error").textContent = `${field === "flag-value" ? "The value" : "The rules"} must be JSON.`;
+      $("flag-error").hidden = false;
+    });
+  }
+  $("flag-edit").addEventListener("close", () => {
+    const how = $("flag-edit").returnValue;
+    const target = editing && `${editing.module}.${editing.name}`;
+    if (!target) return;
+    if (how === "set") {
+      const value = parsed("flag-value").value;
+      act("flags/set", { flag: target, value }, `Set flag ${target} to ${JSON.stringify(value)}?`);
+    } else if (how === "rules") {
+      const rules = parsed("flag-rules").value;
+      act("flags/rules", { flag: target, rules }, `Replace the rules of flag ${target} (${Array.isArray(rules) ? rules.length : "?"} rules)?`);
+    } else if (how === "reset") {
+      act("flags/reset", { flag: target }, `Reset flag ${target} to its default (value and rules dropped)?`);
+    }
+  });
+  $("purge-all").addEventListener("click", () => act("jobs/purge", {}, "Delete every dead job for good?"));
+  $("reload-config").addEventListener("click", () => act("config/reload", {},
+    "Reload the config from its source? It applies everywhere here or is rolled back."));
+
+  // -- live events over the gateway's WebSocket ---------------------------------------
+  let socket = null;
+  let retryMs = 1000;
+  function showEvent(msg) {
+    if ($("pause").checked) return;
+    const item = el("li");
+    const payload = JSON.stringify(msg.payload);
+    item.append(
+      el("span", new Date().toLocaleTimeString(), "muted"), document.createTextNode(" "),
+      el("strong", msg.topic), document.createTextNode(" "),
+      el("code", payload.length > 300 ? `${payload.slice(0, 300)}…` : payload),
+    );
+    const list = $("tail-list");
+    list.prepend(item);
+    while (list.children.length > TAIL_MAX) list.lastChild.remove();
+  }
+  function tail() {
+    if (!EVENTS_WS) {
+      $("tail-note").textContent = "No live events: the gateway's event stream is off or open to no "
+        + "topic (set [modules.gateway.stream] topics).";
+      return;
+    }
+    const auth = sessionStorage.getItem(KEY) || "";
+    const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : "";
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const query = token ? `?access_token=${encodeURIComponent(token)}` : "";
+    const ws = socket = new WebSocket(`${scheme}://${location.host}${EVENTS_WS}${query}`);
+    ws.addEventListener("open", () => {
+      retryMs = 1000;
+      ws.send(JSON.stringify({ op: "subscribe", topics: [">"] }));
+    });
+    ws.addEventListener("message", (m) => {
+      const msg = JSON.parse(m.data);
+      if (msg.op === "event") showEvent(msg);
+    });
+    ws.addEventListener("close", (ev) => {
+      if (socket !== ws) return; // replaced by a new sign-in
+      socket = null;
+      if (ev.code === 4401 || ev.code === 4403) {
+        $("tail-note").textContent = ev.code === 4401
+          ? "Live events need a Bearer token (a browser cannot send other credentials on a WebSocket)."
+          : "These credentials lack a role that may read the event stream.";
+        return;
+      }
+      setTimeout(tail, retryMs);
+      retryMs = Math.min(retryMs * 2, 30000);
+    });
+  }
+  function retail() {
+    const old = socket;
+    socket = null;
+    if (old) old.close();
+    tail();
+  }
 
   // -- polling ----------------------------------------------------------------------
   async function get(view) {
@@ -334,8 +553,10 @@
     if (value) sessionStorage.setItem(KEY, value); else sessionStorage.removeItem(KEY);
     $("token").value = "";
     now_();
+    retail();
   });
-  $("forget").addEventListener("click", () => { sessionStorage.removeItem(KEY); now_(); });
+  $("forget").addEventListener("click", () => { sessionStorage.removeItem(KEY); now_(); retail(); });
   document.addEventListener("visibilitychange", () => { if (!document.hidden) now_(); });
   refresh();
+  tail();
 })();

@@ -1,0 +1,77 @@
+"""One scaled target: where its load is read, its rules and its forecasts, put together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from organelle.scaling._forecast import Forecaster, SeasonalForecast, TrendForecast
+from organelle.scaling._rules import Decision, Metric, Policy, Rule, Rules, Signals
+
+__all__ = ["ForecastSpec", "Source", "Target"]
+
+
+class Source(Protocol):
+    """Where a target's load is read (``OpsMetrics``, or a recorded trace)."""
+
+    async def sample(self, at: float) -> Signals:
+        """One sample of the signals at ``at``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForecastSpec:
+    """Which model forecasts which signals, how far ahead.
+
+    Attributes:
+        model: ``trend`` (Holt) or ``seasonal`` (same phase of earlier periods).
+        horizon_s: how far ahead the rules look (about a replica's start-up time).
+        metrics: the signals forecast.
+        period_s: the seasonal model's period.
+        bucket_s: the seasonal model's phase resolution.
+    """
+
+    model: Literal["trend", "seasonal"] = "trend"
+    horizon_s: float = 60.0
+    metrics: tuple[Metric, ...] = ("queue_depth", "stream_lag")
+    period_s: float = 86_400.0
+    bucket_s: float = 300.0
+
+    def build(self) -> Forecaster:
+        """A fresh model."""
+        if self.model == "seasonal":
+            return SeasonalForecast(period_s=self.period_s, bucket_s=self.bucket_s)
+        return TrendForecast()
+
+
+class Target:
+    """Rules, forecasts and a source for one Deployment (or whatever the scaler names)."""
+
+    def __init__(
+        self,
+        name: str,
+        rules: list[Rule],
+        *,
+        policy: Policy | None = None,
+        source: Source | None = None,
+        forecast: ForecastSpec | None = None,
+    ) -> None:
+        self.name = name
+        self.rules = Rules(name, rules, policy)
+        self.source = source
+        self.forecast = forecast
+        self._models = {m: forecast.build() for m in forecast.metrics} if forecast else {}
+        self._horizon_s = forecast.horizon_s if forecast else 0.0
+
+    def plan(self, signals: Signals, current: int) -> Decision:
+        """Feed the forecasts, then decide with the signals now and ``horizon_s`` ahead."""
+        ahead: dict[str, float] = {}
+        for metric, model in self._models.items():
+            value = signals.get(metric)
+            if value is not None:
+                model.observe(signals.at, value)
+            predicted = model.predict(signals.at + self._horizon_s)
+            if predicted is not None:
+                ahead[metric] = predicted
+        forecast = Signals(at=signals.at, **ahead) if ahead else None
+        return self.rules.decide(signals, current, forecast=forecast)
