@@ -37,6 +37,7 @@ FLOORS: dict[str, int] = {
     "organelle.secrets": 2,
     "organelle.sagas": 2,
     "organelle.locks": 2,
+    "organelle.plugins": 2,
     "organelle.cluster_config": 2,
     # 3. the kernel and its listeners
     "organelle.kernel": 3,

@@ -7,7 +7,10 @@ known ancestor for a code this process does not know)::
     OrganelleError                      organelle.error
     ├── ConfigError (ValueError)        organelle.config
     │   ├── DefinitionError             organelle.definition     module/handler misuse
-    │   │   └── DependencyError         organelle.dependency     graph: unknown, version, cycle
+    │   │   ├── DependencyError         organelle.dependency     graph: unknown, version, cycle
+    │   │   └── PluginError             organelle.plugin         a plugin's manifest or entry point
+    │   │       ├── PluginIncompatibleError organelle.plugin.incompatible  outside its kernel range
+    │   │       └── PluginPinError      organelle.plugin.pin     files differ from the pinned hash
     │   └── ConfigChangeError           organelle.config.change  a cluster config change not applied
     ├── NotFoundError (LookupError)     organelle.not_found
     │   ├── NotServedError              organelle.not_found      no node serves the module now
@@ -40,6 +43,7 @@ known ancestor for a code this process does not know)::
     │   ├── UnauthenticatedError        organelle.unauthenticated
     │   │   └── SignatureError          organelle.signature      an unsigned or tampered event
     │   └── ForbiddenError              organelle.forbidden
+    │       └── PermissionDeniedError   organelle.plugin.denied  outside a plugin's manifest
     ├── RateLimitedError                organelle.rate_limited   HTTP 429, ``retry_after_s``
     ├── PayloadTooLargeError            organelle.payload_too_large  HTTP 413
     ├── BodyTimeoutError                organelle.body_timeout   HTTP 408
@@ -85,6 +89,10 @@ __all__ = [
     "NotServedError",
     "OrganelleError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "PluginError",
+    "PluginIncompatibleError",
+    "PluginPinError",
     "RateLimitedError",
     "RemoteError",
     "SagaNotFoundError",
@@ -564,3 +572,35 @@ class BodyTimeoutError(OrganelleError):
 
     code = "organelle.body_timeout"
     http_status: ClassVar[int] = 408
+
+
+# Raised for plugin packages (organelle.plugins) ------------------------------
+
+
+class PluginError(DefinitionError):
+    """A plugin cannot be loaded: no such entry point, a bad manifest, a broken package."""
+
+    code = "organelle.plugin"
+
+
+class PluginIncompatibleError(PluginError):
+    """The plugin's manifest does not admit this kernel's version."""
+
+    code = "organelle.plugin.incompatible"
+
+
+class PluginPinError(PluginError):
+    """The installed plugin's files differ from the hash pinned in ``[plugins.pins]``."""
+
+    code = "organelle.plugin.pin"
+
+
+class PermissionDeniedError(ForbiddenError):
+    """A plugin module used a call target, topic, job, stream or namespace it did not declare.
+
+    Raised where the module asks (its ``call``, ``emit``, ``store`` …), so the
+    handler sees it like any refused call; a subscription outside the manifest
+    is refused when the module is loaded.
+    """
+
+    code = "organelle.plugin.denied"

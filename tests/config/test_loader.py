@@ -84,7 +84,8 @@ def test_yaml(tmp_path: Path) -> None:
             '[kernel]\nmodules = ["tests.config.test_loader:Nope"]\n',
             "has no attribute 'Nope'",
         ),
-        ("app.toml", '[kernel]\nmodules = ["no_colon"]\n', "must look like"),
+        # a name without a colon is a plugin's entry-point name (docs/plugins.md)
+        ("app.toml", '[kernel]\nmodules = ["no_colon"]\n', "no plugin named 'no_colon'"),
         ("app.toml", "[kernel]\ncall_timeout_s = 'x'\n", "kernel.call_timeout_s"),
         ("app.toml", "modules = 3\n", "modules"),
     ],

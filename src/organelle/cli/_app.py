@@ -1,6 +1,6 @@
 """The typer app: ``organelle run``, ``check`` and the command groups.
 
-Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``, ``deploy``.
+Groups: ``nodes``, ``contract``, ``asyncapi``, ``flags``, ``config``, ``deploy``, ``plugins``.
 
 ``run``, ``check`` and ``--version`` live here; the other commands in files of their own.
 """
@@ -29,6 +29,7 @@ from organelle.cli._new import new
 from organelle.cli._nodes import nodes
 from organelle.cli._options import Only, Reload, ReloadDirs, Sets, Target
 from organelle.cli._output import EXIT_OK, out, plural, report
+from organelle.cli._plugins import plugins
 from organelle.cli._serve import configure_logging, log_level, serve
 from organelle.cli._shell import shell
 from organelle.cli._target import App, load_app
@@ -208,6 +209,7 @@ config.command("reload")(config_reload)
 config.command("diff")(config_diff)
 app.command(name="asyncapi")(asyncapi)
 app.command(name="shell")(shell)
+app.command(name="plugins")(plugins)
 app.add_typer(contract, name="contract")
 app.add_typer(flags, name="flags")
 app.add_typer(config, name="config")

@@ -16,7 +16,8 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     """The ``[kernel]`` section of an app config.
 
     Attributes:
-        modules: ``"package.module:Class"`` references to load.
+        modules: ``"package.module:Class"`` references to load, or the names of
+            installed plugins (``"pricing"``: the ``organelle.modules`` entry point).
         app: the app's name: the namespace of its deterministic event ids and
             the first part of its events' CloudEvents ``source``.
         inbox_window_s: how long an idempotent handler remembers an event id

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 from organelle.auth.base import Authorizer, RoleAuthorizer
-from organelle.config import apply_env, import_object, load_file, merge, parse_settings
+from organelle.config import apply_env, load_file, merge, parse_settings
 from organelle.config.loader import extend_path
 from organelle.config.policy import Policy, layer_key, parse_policies, parse_policy
 from organelle.config.routing import parse_routing
@@ -42,6 +42,7 @@ from organelle.kernel._lifecycle import Lifecycle
 from organelle.kernel._listen import ConnectionReport, Listener, Listeners
 from organelle.kernel._locks import LockHost
 from organelle.kernel._outbox import Outbox, Transaction
+from organelle.kernel._plugins import PluginHost
 from organelle.kernel._policy import Policies
 from organelle.kernel._router import Router
 from organelle.kernel._routes import CallStats
@@ -82,7 +83,8 @@ class Kernel:
     """Runs a set of modules and connects them.
 
     Args:
-        modules: module classes, instances, or ``"package.module:Class"`` strings.
+        modules: module classes, instances, ``"package.module:Class"`` strings, or
+            installed plugins' names (``docs/plugins.md``).
         config: the app config as a dict of sections: ``{"kernel": {...},
             "modules": {"<name>": {...}}}``.
         middleware: middleware around every invocation — calls served and sent, event
@@ -125,9 +127,10 @@ class Kernel:
             raise DefinitionError("modules: the [modules] section must be a table of tables")
         if self.settings.pythonpath:
             extend_path(self.settings.pythonpath, Path(base_path or "."))
+        self._plugins = PluginHost(self.config.get("plugins"))
         refs: list[ModuleRef] = list(modules)
         refs += [
-            import_object(ref, where=f"kernel.modules[{i}]")
+            self._plugins.resolve(ref, where=f"kernel.modules[{i}]")
             for i, ref in enumerate(self.settings.modules)
         ]
         if only is not None:
@@ -284,13 +287,12 @@ class Kernel:
         kernel._config_layered = layered
         return kernel
 
-    @staticmethod
-    def _select(refs: list[ModuleRef], only: Iterable[str]) -> list[ModuleRef]:
+    def _select(self, refs: list[ModuleRef], only: Iterable[str]) -> list[ModuleRef]:
         """Keep the modules named in ``only`` (for running a subset of an app per process)."""
         wanted = set(only)
         kept: list[ModuleRef] = []
         for ref in refs:
-            obj = import_object(ref) if isinstance(ref, str) else ref
+            obj = self._plugins.resolve(ref) if isinstance(ref, str) else ref
             cls = obj if isinstance(obj, type) else type(obj)
             if describe(cls).name in wanted:
                 kept.append(obj)
@@ -302,7 +304,7 @@ class Kernel:
 
     def _make_slot(self, ref: ModuleRef) -> Slot:
         if isinstance(ref, str):
-            ref = import_object(ref)
+            ref = self._plugins.resolve(ref)
         if isinstance(ref, type) and issubclass(ref, Module):
             spec = describe(ref)
             instance = ref()
@@ -311,16 +313,22 @@ class Kernel:
             instance = ref
         else:
             raise DefinitionError(f"{ref!r} is not a Module subclass or instance")
+        self._plugins.admit(spec)  # a manifest's kernel range and subscriptions
         section = self.config.get("modules", {}).get(spec.name, {})
         self._attach(instance, st.validate_config(spec, section))
         return Slot(instance=instance, spec=spec, raw_config=section or {})
 
     def _attach(self, instance: Module, config: Any) -> None:
-        instance._attach(self, config)
+        # A plugin module (one with a manifest) sees the kernel through a guard.
+        instance._attach(self._plugins.api_for(self, type(instance), instance.name), config)
         if getattr(type(instance), "Flags", None) is not None:
             instance.flags = self._flags_cache().attach(instance.name, type(instance))
         if instance.name in self._policies.callers:
-            instance.call = self._dispatcher.caller_call(instance.name)  # type: ignore[method-assign]
+            instance.call = self._caller_call(instance)  # type: ignore[method-assign]
+
+    def _caller_call(self, instance: Module) -> Callable[..., Any]:
+        call = self._dispatcher.caller_call(instance.name)
+        return self._plugins.guard_call(instance.kernel, call)
 
     def _declared(self, target: str) -> tuple[Policy | None, bool] | None:
         """The callee's own ``@rpc(policy=, idempotent=)`` for ``target``; ``None``: not known yet.
@@ -353,9 +361,9 @@ class Kernel:
         for slot in self._slots.values():
             instance = slot.instance
             if instance.name in callers:
-                instance.call = self._dispatcher.caller_call(instance.name)  # type: ignore[method-assign]
+                instance.call = self._caller_call(instance)  # type: ignore[method-assign]
             else:
-                instance.call = self.call  # type: ignore[method-assign]
+                instance.call = instance.kernel.call  # type: ignore[method-assign]
 
     def set_policy(self, key: str, policy: Policy | Mapping[str, Any] | None) -> None:
         """Set the call policy of ``key`` from code (``"<caller> -> <target>"`` and the like).
@@ -711,6 +719,8 @@ class Kernel:
             DependencyError: its dependencies are not active or do not match.
             LifecycleError: its ``on_load``/``on_start`` failed (it is not kept).
         """
+        if isinstance(module, str):  # a plugin name too, its pin checked
+            module = self._plugins.resolve(module, where="add_module")
         await self._changes.add(module, config)
 
     async def remove_module(self, name: str, *, cascade: bool = False) -> list[str]:
