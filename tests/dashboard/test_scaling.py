@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from organelle.scaling import MemoryScaler, Rule, ScalingController, Signals, Target
+from organelle.scaling import MemoryScaler, ScalingController, ScalingRule, Signals, Target
 from tests.dashboard.apps import API, ON, Calc, serve
 
 pytestmark = pytest.mark.timeout(30)
@@ -35,7 +35,9 @@ async def test_decisions_are_listed_newest_first() -> None:
     async with serve(Calc, controller, dashboard=ON) as (_, client):
         assert await view(client) == {"enabled": True, "decisions": [], "error": None}
         controller.targets["workers"] = Target(
-            "workers", [Rule(metric="queue_depth", up_above=10, down_below=2)], source=Fixed(35)
+            "workers",
+            [ScalingRule(metric="queue_depth", up_above=10, down_below=2)],
+            source=Fixed(35),
         )
         await controller.tick(at=1000.0)
         await controller.tick(at=1001.0)  # within the cooldown: held

@@ -55,8 +55,8 @@ async def test_a_configured_store_opens_at_start_and_closes_at_stop(tmp_path: Pa
         store = k.store
     with pytest.raises(Exception, match="closed"):
         await store.get("x")
-    with pytest.raises(ConfigError, match="unknown storage scheme"):
-        await Kernel([Counter], {"kernel": {"storage": "redis://h"}}).start()
+    with pytest.raises(ConfigError, match="unknown scheme 'mongodb'"):
+        Kernel([Counter], {"kernel": {"storage": "mongodb://h"}})  # refused when read
 
 
 async def test_the_default_store_is_created_on_first_use_only(

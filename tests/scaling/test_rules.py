@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from organelle.errors import ConfigError
-from organelle.scaling import Policy, Rule, Rules, Signals
+from organelle.scaling import Rules, ScalingPolicy, ScalingRule, Signals
 
 
 def test_a_total_is_divided_by_the_replicas_and_sized_back_to_the_threshold() -> None:
-    rule = Rule(metric="queue_depth", up_above=100, down_below=40)
+    rule = ScalingRule(metric="queue_depth", up_above=100, down_below=40)
     assert rule.wanted(450, 2) == (5, "up")  # 225 per replica: 5 bring it to 90
     assert rule.wanted(150, 2) == (2, "hold")  # 75 per replica: between the thresholds
     assert rule.wanted(50, 4) == (1, "down")  # 12.5 per replica: one would do
@@ -17,7 +17,7 @@ def test_a_total_is_divided_by_the_replicas_and_sized_back_to_the_threshold() ->
 
 
 def test_an_average_is_compared_as_it_is() -> None:
-    rule = Rule(metric="cpu", up_above=0.7, down_below=0.3)
+    rule = ScalingRule(metric="cpu", up_above=0.7, down_below=0.3)
     assert rule.wanted(0.9, 4) == (6, "up")  # 4 x 0.9 / 0.7 = 5.14 -> 6
     assert rule.wanted(0.2, 4) == (2, "down")  # 4 x 0.2 / 0.7 = 1.14 -> 2
 
@@ -25,9 +25,9 @@ def test_an_average_is_compared_as_it_is() -> None:
 def test_any_rule_asking_for_more_wins_and_fewer_needs_every_rule() -> None:
     rules = Rules(
         "w",
-        [Rule(metric="queue_depth", up_above=100, down_below=40),
-         Rule(metric="cpu", up_above=0.7, down_below=0.3)],
-        Policy(min_replicas=1, max_replicas=20, step=10, up_cooldown_s=0, down_cooldown_s=0),
+        [ScalingRule(metric="queue_depth", up_above=100, down_below=40),
+         ScalingRule(metric="cpu", up_above=0.7, down_below=0.3)],
+        ScalingPolicy(min_replicas=1, max_replicas=20, step=10, up_cooldown_s=0, down_cooldown_s=0),
     )  # fmt: skip
     up = rules.decide(Signals(at=0, queue_depth=10, cpu=0.95), 4)
     assert (up.desired, up.reason) == (6, "cpu above 0.7 per replica")
@@ -39,21 +39,25 @@ def test_any_rule_asking_for_more_wins_and_fewer_needs_every_rule() -> None:
 
 
 def test_step_and_range_cut_the_change() -> None:
-    rules = Rules("w", [Rule(metric="queue_depth", up_above=10)], Policy(max_replicas=6, step=2))
+    rules = Rules(
+        "w", [ScalingRule(metric="queue_depth", up_above=10)], ScalingPolicy(max_replicas=6, step=2)
+    )
     first = rules.decide(Signals(at=0, queue_depth=1000), 1)
     assert first.desired == 3
     assert "wanted 100; step 2, range 1-6" in first.reason
-    rules.policy = Policy(max_replicas=6, step=10, up_cooldown_s=0)
+    rules.policy = ScalingPolicy(max_replicas=6, step=10, up_cooldown_s=0)
     assert rules.decide(Signals(at=1, queue_depth=1000), 3).desired == 6
     floor = Rules(
-        "w", [Rule(metric="queue_depth", up_above=10, down_below=5)], Policy(min_replicas=2)
+        "w",
+        [ScalingRule(metric="queue_depth", up_above=10, down_below=5)],
+        ScalingPolicy(min_replicas=2),
     )
     assert floor.decide(Signals(at=0, queue_depth=0), 3).desired == 2
 
 
 def test_cooldowns_hold_the_count_after_a_change() -> None:
-    policy = Policy(max_replicas=50, step=50, up_cooldown_s=60, down_cooldown_s=300)
-    rules = Rules("w", [Rule(metric="queue_depth", up_above=10, down_below=5)], policy)
+    policy = ScalingPolicy(max_replicas=50, step=50, up_cooldown_s=60, down_cooldown_s=300)
+    rules = Rules("w", [ScalingRule(metric="queue_depth", up_above=10, down_below=5)], policy)
     assert rules.decide(Signals(at=0, queue_depth=40), 2).desired == 4
     held = rules.decide(Signals(at=30, queue_depth=80), 4)
     assert held.desired == 4
@@ -64,8 +68,8 @@ def test_cooldowns_hold_the_count_after_a_change() -> None:
 
 
 def test_a_forecast_raises_a_signal_but_never_lowers_it() -> None:
-    rules = Rules("w", [Rule(metric="queue_depth", up_above=100, down_below=40)],
-                  Policy(max_replicas=10, up_cooldown_s=0, down_cooldown_s=0))  # fmt: skip
+    rules = Rules("w", [ScalingRule(metric="queue_depth", up_above=100, down_below=40)],
+                  ScalingPolicy(max_replicas=10, up_cooldown_s=0, down_cooldown_s=0))  # fmt: skip
     ahead = rules.decide(Signals(at=0, queue_depth=50), 1, forecast=Signals(at=0, queue_depth=300))
     assert ahead.desired == 3
     assert ahead.signals == {"queue_depth": 300}
@@ -74,7 +78,7 @@ def test_a_forecast_raises_a_signal_but_never_lowers_it() -> None:
 
 
 def test_no_signal_holds() -> None:
-    rules = Rules("w", [Rule(metric="stream_lag", up_above=100)])
+    rules = Rules("w", [ScalingRule(metric="stream_lag", up_above=100)])
     decision = rules.decide(Signals(at=0, queue_depth=5000), 3)
     assert (decision.desired, decision.reason, decision.changed) == (3, "no signal", False)
 
@@ -82,11 +86,11 @@ def test_no_signal_holds() -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: Rule(metric="cpu", up_above=0.5, down_below=0.5),
-        lambda: Rule(metric="cpu", up_above=0),
-        lambda: Policy(min_replicas=5, max_replicas=2),
-        lambda: Policy(step=0),
-        lambda: Policy(up_cooldown_s=-1),
+        lambda: ScalingRule(metric="cpu", up_above=0.5, down_below=0.5),
+        lambda: ScalingRule(metric="cpu", up_above=0),
+        lambda: ScalingPolicy(min_replicas=5, max_replicas=2),
+        lambda: ScalingPolicy(step=0),
+        lambda: ScalingPolicy(up_cooldown_s=-1),
         lambda: Rules("w", []),
     ],
 )

@@ -15,7 +15,7 @@ See ``docs/cluster-config.md``.
 
 from __future__ import annotations
 
-from organelle.cluster_config._admin import ClusterConfig, LayerInfo, Member
+from organelle.cluster_config._admin import ClusterConfig, LayerInfo, Participant
 from organelle.cluster_config._node import CHANGED, ConfigNode
 from organelle.cluster_config._records import (
     ChangeReport,
@@ -31,8 +31,8 @@ __all__ = [
     "ClusterConfig",
     "ConfigNode",
     "LayerInfo",
-    "Member",
     "NodeOutcome",
+    "Participant",
     "apply_patch",
     "masked",
     "parse_assignments",

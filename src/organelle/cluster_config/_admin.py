@@ -45,7 +45,7 @@ from organelle.errors import ConfigChangeError, ConflictError
 if TYPE_CHECKING:
     from organelle.storage import Store
 
-__all__ = ["ClusterConfig", "LayerInfo", "Member"]
+__all__ = ["ClusterConfig", "LayerInfo", "Participant"]
 
 _POLL_S = 0.02
 _OPEN = ("prepare", "commit", "rollback")
@@ -53,7 +53,7 @@ _REPORT_TTL_S = 600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Member:
+class Participant:
     """A node taking part in cluster config, as its heartbeat says.
 
     Attributes:
@@ -89,7 +89,7 @@ class LayerInfo:
     change: str = ""
     by: str = ""
     at: float = 0.0
-    nodes: tuple[Member, ...] = ()
+    nodes: tuple[Participant, ...] = ()
 
     def to_data(self) -> dict[str, Any]:
         """JSON-able form, references and secrets masked."""
@@ -135,16 +135,16 @@ class ClusterConfig:
             nodes=nodes,
         )
 
-    async def nodes(self) -> list[Member]:
+    async def nodes(self) -> list[Participant]:
         """The nodes whose heartbeat is fresh, by name."""
         store, now = self._store(), time.time()
-        found: list[Member] = []
+        found: list[Participant] = []
         cursor: str | None = None
         while True:
             page = await store.scan(MEMBER_PREFIX, limit=500, cursor=cursor)
             for entry in page.items:
                 value = entry.value
-                member = Member(
+                member = Participant(
                     node=entry.key.removeprefix(MEMBER_PREFIX),
                     revision=int(value.get("revision", 0)),
                     at=float(value.get("at", 0.0)),

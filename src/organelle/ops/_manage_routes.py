@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from organelle._version import __version__
 
-__all__ = ["PREFIX", "ROUTES", "Param", "Route", "openapi"]
+__all__ = ["PREFIX", "ROUTES", "Route", "RouteParam", "openapi"]
 
 PREFIX = "/manage"
 
@@ -28,7 +28,7 @@ _LIMIT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 1000, "def
 
 
 @dataclass(frozen=True, slots=True)
-class Param:
+class RouteParam:
     """One parameter of an operation."""
 
     name: str
@@ -47,7 +47,7 @@ class Route:
     op: str
     tag: str
     summary: str
-    params: tuple[Param, ...] = ()
+    params: tuple[RouteParam, ...] = ()
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -55,20 +55,20 @@ class Route:
         return tuple(self.path.strip("/").split("/")) if self.path != "/" else ()
 
 
-def _p(name: str, description: str = "") -> Param:
-    return Param(name, "path", _STR, required=True, description=description)
+def _p(name: str, description: str = "") -> RouteParam:
+    return RouteParam(name, "path", _STR, required=True, description=description)
 
 
 def _q(
     name: str, schema: dict[str, Any], description: str = "", *, required: bool = False
-) -> Param:
-    return Param(name, "query", schema, required=required, description=description)
+) -> RouteParam:
+    return RouteParam(name, "query", schema, required=required, description=description)
 
 
 def _b(
     name: str, schema: dict[str, Any], description: str = "", *, required: bool = False
-) -> Param:
-    return Param(name, "body", schema, required=required, description=description)
+) -> RouteParam:
+    return RouteParam(name, "body", schema, required=required, description=description)
 
 
 _KEY = _q("key", {"type": "string", "minLength": 1}, "the key", required=True)

@@ -8,7 +8,7 @@ the event ``scaling.decided``. See docs/scaling.md.
 """
 
 from organelle.scaling._forecast import Forecaster, SeasonalForecast, TrendForecast
-from organelle.scaling._rules import Decision, Metric, Policy, Rule, Rules, Signals
+from organelle.scaling._rules import Decision, Metric, Rules, ScalingPolicy, ScalingRule, Signals
 from organelle.scaling._source import OpsMetrics, quantile
 from organelle.scaling._target import ForecastSpec, Source, Target
 from organelle.scaling.base import MemoryScaler, Scaler
@@ -22,11 +22,11 @@ __all__ = [
     "MemoryScaler",
     "Metric",
     "OpsMetrics",
-    "Policy",
-    "Rule",
     "Rules",
     "Scaler",
     "ScalingController",
+    "ScalingPolicy",
+    "ScalingRule",
     "SeasonalForecast",
     "Signals",
     "Source",

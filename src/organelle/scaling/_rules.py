@@ -21,7 +21,7 @@ from typing import Literal
 
 from organelle.errors import ConfigError
 
-__all__ = ["METRICS", "Decision", "Metric", "Policy", "Rule", "Rules", "Signals"]
+__all__ = ["METRICS", "Decision", "Metric", "Rules", "ScalingPolicy", "ScalingRule", "Signals"]
 
 Metric = Literal["queue_depth", "stream_lag", "rpc_p99_s", "cpu"]
 METRICS: tuple[Metric, ...] = ("queue_depth", "stream_lag", "rpc_p99_s", "cpu")
@@ -55,7 +55,7 @@ class Signals:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Rule:
+class ScalingRule:
     """Scale on one metric: up above ``up_above`` per replica, down below ``down_below``."""
 
     metric: Metric
@@ -82,7 +82,7 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Policy:
+class ScalingPolicy:
     """Bounds and pacing of one target's replica count."""
 
     min_replicas: int = 1
@@ -123,12 +123,14 @@ class Decision:
 class Rules:
     """The decision state of one target: its rules, its policy and when it last changed."""
 
-    def __init__(self, target: str, rules: list[Rule], policy: Policy | None = None) -> None:
+    def __init__(
+        self, target: str, rules: list[ScalingRule], policy: ScalingPolicy | None = None
+    ) -> None:
         if not rules:
             raise ConfigError(f"scaling target {target!r}: no rule")
         self.target = target
         self.rules = list(rules)
-        self.policy = policy or Policy()
+        self.policy = policy or ScalingPolicy()
         self.last_change_at: float | None = None
 
     def decide(
@@ -155,7 +157,9 @@ class Rules:
             signals=values,
         )
 
-    def _combine(self, asks: Sequence[tuple[Rule, int, str]], current: int) -> tuple[int, str]:
+    def _combine(
+        self, asks: Sequence[tuple[ScalingRule, int, str]], current: int
+    ) -> tuple[int, str]:
         ups = [(n, r) for r, n, d in asks if d == "up"]
         if ups:
             n, rule = max(ups, key=lambda a: a[0])

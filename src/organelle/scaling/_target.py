@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from organelle.scaling._forecast import Forecaster, SeasonalForecast, TrendForecast
-from organelle.scaling._rules import Decision, Metric, Policy, Rule, Rules, Signals
+from organelle.scaling._rules import Decision, Metric, Rules, ScalingPolicy, ScalingRule, Signals
 
 __all__ = ["ForecastSpec", "Source", "Target"]
 
@@ -50,9 +50,9 @@ class Target:
     def __init__(
         self,
         name: str,
-        rules: list[Rule],
+        rules: list[ScalingRule],
         *,
-        policy: Policy | None = None,
+        policy: ScalingPolicy | None = None,
         source: Source | None = None,
         forecast: ForecastSpec | None = None,
     ) -> None:

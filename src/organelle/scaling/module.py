@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from organelle.locks import leader
 from organelle.module import Module, rpc
-from organelle.scaling._rules import Decision, Metric, Policy, Rule
+from organelle.scaling._rules import Decision, Metric, ScalingPolicy, ScalingRule
 from organelle.scaling._source import OpsMetrics
 from organelle.scaling._target import ForecastSpec, Source, Target
 from organelle.scaling.base import MemoryScaler, Scaler
@@ -125,7 +125,7 @@ class ScalingController(Module):
         source = self._sources.get(t.name) or OpsMetrics(
             t.metrics, modules=t.modules, groups=t.groups, cpu_cores=t.cpu_cores
         )
-        policy = Policy(
+        policy = ScalingPolicy(
             min_replicas=t.min_replicas,
             max_replicas=t.max_replicas,
             step=t.step,
@@ -133,7 +133,8 @@ class ScalingController(Module):
             down_cooldown_s=t.down_cooldown_s,
         )
         rules = [
-            Rule(metric=r.metric, up_above=r.up_above, down_below=r.down_below) for r in t.rules
+            ScalingRule(metric=r.metric, up_above=r.up_above, down_below=r.down_below)
+            for r in t.rules
         ]
         forecast = None
         if t.forecast is not None:
