@@ -85,7 +85,15 @@ class Names:
             "cls": self.cls,
             "title": self.title,
             "organelle_version": __version__,
+            "kernel_range": _kernel_range(__version__),
         }
+
+
+def _kernel_range(version: str) -> str:
+    """``>=X.Y,<X+1``: the organelle releases a new plugin says it supports."""
+    major, _, rest = version.partition(".")
+    minor = rest.partition(".")[0] or "0"
+    return f">={major}.{minor},<{int(major) + 1}"
 
 
 def _walk(root: Traversable, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
