@@ -107,6 +107,10 @@ async def _serve(app: App) -> int:
         await app.select()
         await _start_ops(ops, loop)  # before start: probes say "starting", startup is measured
         if "gc_freeze" not in (kernel.config.get("kernel") or {}):
+            # A default of the served app, not a change: a config reload or diff, which
+            # re-reads the file, must not see gc_freeze flip back (it needs a restart).
+            kernel.config_defaults.setdefault("kernel", {})["gc_freeze"] = True
+            kernel.config.setdefault("kernel", {})["gc_freeze"] = True
             kernel.settings = msgspec.structs.replace(kernel.settings, gc_freeze=True)
         await kernel.start()
         names = [n for level in kernel.check() for n in level]
