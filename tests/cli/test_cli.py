@@ -155,7 +155,7 @@ def test_target_errors(args: list[str], expected: str) -> None:
             ),
         ),
         ("[modules.greeter]\nloud = true\n", "error: modules.greeter.loud: unknown key"),
-        ("storage = 'postgress://h/db'\n", "error: kernel: storage URL: unknown scheme"),
+        ("storage = 'postgress://h/db'\n", "error: kernel.storage: unknown scheme"),
         ("[[broken\n", "error: "),
     ],
 )

@@ -168,16 +168,9 @@ class KernelSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         self._check_claims()
-        self._check_urls()
         for name in ("max_pending_events", "max_concurrent_handlers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-
-    def _check_urls(self) -> None:
-        for kind in ("transport", "storage", "jobs", "streams", "blobs"):
-            problem = url_problem(kind, getattr(self, kind))
-            if problem is not None:
-                raise ValueError(f"{kind} URL: {problem}")
 
     def _check_claims(self) -> None:
         if self.claim_check_above < 0:
@@ -197,7 +190,7 @@ def parse_settings(section: Any) -> KernelSettings:
     if not isinstance(section, dict):
         raise ConfigError("kernel: the [kernel] section must be a table")
     try:
-        return msgspec.convert(section, KernelSettings, strict=False)
+        settings = msgspec.convert(section, KernelSettings, strict=False)
     except msgspec.ValidationError as exc:
         text = str(exc)
         reason, _, where = text.partition(" - at `$.")
@@ -208,3 +201,11 @@ def parse_settings(section: Any) -> KernelSettings:
             key = reason.split("`")[1] if "`" in reason else ""
         label = f"kernel.{key}" if key else "kernel"
         raise ConfigError(f"{label}: {reason}", details={"key": label, "reason": reason}) from None
+    # The backend URLs, checked now: the backends connect lazily, and a typo would
+    # otherwise surface mid-run.
+    for kind in ("transport", "storage", "jobs", "streams", "blobs"):
+        problem = url_problem(kind, getattr(settings, kind))
+        if problem is not None:
+            key = f"kernel.{kind}"
+            raise ConfigError(f"{key}: {problem}", details={"key": key, "reason": problem})
+    return settings
