@@ -359,7 +359,7 @@ async def add_backlog(kernel: Kernel, name: str, count: int) -> None:
 
 
 async def jobs_curve(quick: bool) -> list[Row]:
-    sizes = [0, 1_000, 10_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
+    sizes = [0, 1_000, 10_000] if quick else [0, 1_000, 10_000, 100_000, 1_000_000]
     samples = 50 if quick else 200
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-jobs-"))
     kernel = Kernel([Ticker], {"kernel": {"jobs": f"sqlite:///{tmp}/jobs.db"}})
