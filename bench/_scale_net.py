@@ -1,9 +1,10 @@
 """The networked curves of ``bench/scale.py``: the NATS registry and idle gateway clients.
 
-* registry: N simulated nodes in one process, each a real ``NatsRegistry`` +
-  ``Announcer`` (its own connection, its own heartbeat) announcing 10 modules;
-  discovery = until a fresh node's first read lists them all; traffic = the
-  server's message and byte counters (``/varz``) over whole heartbeat periods.
+* registry: one real node (``NatsRegistry`` + ``Announcer``) among N - 1
+  simulated ones (one connection writing their heartbeats, 10 modules each);
+  discovery = from its start until its view lists every node; traffic = its
+  own connection's message and byte counters at the server (``/connz``) over
+  whole heartbeat periods, divided by the heartbeats it made.
 * clients: memory of the serving process per idle SSE / WebSocket client.
 """
 
@@ -20,17 +21,19 @@ from _common import Row
 HEARTBEAT_S = 1.0
 
 
-def varz(port: int) -> dict[str, Any]:
-    """The NATS server's counters."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/varz", timeout=5) as reply:
+def connz(port: int, name: str) -> dict[str, Any]:
+    """The NATS server's counters of the connection called ``name``."""
+    url = f"http://127.0.0.1:{port}/connz?limit=100000"
+    with urllib.request.urlopen(url, timeout=5) as reply:
         data: dict[str, Any] = json.load(reply)
-    return data
+    return next(c for c in data["connections"] if c.get("name") == name)
 
 
 async def registry_size(url: str, http_port: int, n: int, periods: int) -> dict[str, float]:
+    """One real node among ``n - 1`` simulated ones: its discovery time and its traffic."""
     from organelle.transport._nats_options import NatsOptions
     from organelle.transport.nats_connect import Server
-    from organelle.transport.registry import Announcer, ModuleEntry, NatsRegistry
+    from organelle.transport.registry import Announcer, ModuleEntry, NatsRegistry, NodeInfo
 
     host, port = url.removeprefix("nats://").split(":")
     prefix = f"reg{n}"
@@ -44,6 +47,10 @@ async def registry_size(url: str, http_port: int, n: int, periods: int) -> dict[
             registry_ttl_s=5 * HEARTBEAT_S,
         )
 
+    modules = {
+        f"mod{j}": ModuleEntry(version="1.0.0", methods=["get", "put"], events=["x.y"])
+        for j in range(10)
+    }
     beats = 0
 
     class Counted(NatsRegistry):
@@ -52,38 +59,46 @@ async def registry_size(url: str, http_port: int, n: int, periods: int) -> dict[
             beats += 1
             await super().put(info)
 
-    modules = {
-        f"mod{j}": ModuleEntry(version="1.0.0", methods=["get", "put"], events=["x.y"])
-        for j in range(10)
-    }
-    nodes: list[Announcer] = []
+    # The simulated nodes: one connection writing each one's heartbeat, as a node does.
+    sim = NatsRegistry(options("simulated"))
+    await sim.open()
+
+    async def simulate() -> None:
+        while True:
+            now = time.time()
+            await asyncio.gather(
+                *(
+                    sim.put(
+                        NodeInfo(node=f"node{i}", ts=now, ttl_s=5 * HEARTBEAT_S, modules=modules)
+                    )
+                    for i in range(1, n)
+                )
+            )
+            await asyncio.sleep(HEARTBEAT_S)
+
+    beating = asyncio.get_running_loop().create_task(simulate())
+    registry = Counted(options("node0"))
+    node = Announcer(registry, lambda: modules)
     try:
-        for i in range(n):
-            registry = Counted(options(f"node{i}"))
-            await registry.open()
-            nodes.append(Announcer(registry, lambda: modules))
+        await asyncio.sleep(2 * HEARTBEAT_S)  # every simulated node listed
+        await registry.open()
         began = time.perf_counter()
-        for node in nodes:
-            node.start()
-        # Discovery: a node joining now sees the whole cluster on its first read.
-        observer = NatsRegistry(options("observer"))
-        await observer.open()
-        try:
-            deadline = began + 60
-            while len(await observer.read()) < n:
-                assert time.perf_counter() < deadline, "the registry never listed every node"
-                await asyncio.sleep(0.01)
-            discovery_s = time.perf_counter() - began
-        finally:
-            await observer.close()
-        await asyncio.sleep(2 * HEARTBEAT_S)  # settle: every node beating in its own rhythm
-        before, first = varz(http_port), beats
+        node.start()  # a node joining: until its own view lists the whole cluster
+        deadline = began + 60
+        while len(node.view) < n:
+            assert time.perf_counter() < deadline, "the registry never listed every node"
+            await asyncio.sleep(0.001)
+        discovery_s = time.perf_counter() - began
+        await asyncio.sleep(HEARTBEAT_S)
+        name = "organelle-registry:node0"
+        before, first = connz(http_port, name), beats
         await asyncio.sleep(periods * HEARTBEAT_S)
-        after, made = varz(http_port), beats - first
+        after, made = connz(http_port, name), beats - first
     finally:
-        for node in nodes:
-            await node.stop()
-            await node.registry.close()
+        beating.cancel()
+        await node.stop()
+        await registry.close()
+        await sim.close()
     msgs = (after["in_msgs"] - before["in_msgs"]) + (after["out_msgs"] - before["out_msgs"])
     data = (after["in_bytes"] - before["in_bytes"]) + (after["out_bytes"] - before["out_bytes"])
     return {"discovery_s": discovery_s, "msgs": msgs / made, "bytes": data / made, "beats": made}
@@ -104,20 +119,22 @@ async def registry_curve(quick: bool) -> list[Row]:
         rows += [
             Row(
                 f"registry discovery, {n} nodes",
-                "first read lists every node",
+                "a joining node's view lists every node",
                 r["discovery_s"] * 1e3,
                 unit="ms",
             ),
             Row(
                 f"registry traffic per heartbeat, {n} nodes",
-                "messages in + out at the server",
+                "one node's messages in + out",
                 r["msgs"],
                 unit="msgs",
+                baseline="its own put: 2 msgs",
+                ratio=r["msgs"] / 2,
                 extra={"bytes": r["bytes"], "heartbeats": r["beats"]},
             ),
             Row(
                 f"registry bytes per heartbeat, {n} nodes",
-                "bytes in + out at the server",
+                "one node's bytes in + out",
                 r["bytes"] / 1024,
                 unit="KiB",
             ),

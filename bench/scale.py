@@ -151,7 +151,7 @@ async def modules_size(n: int, count: int, starts: int) -> dict[str, float]:
 
 async def modules_curve(quick: bool) -> list[Row]:
     sizes = [10, 100, 1000] if quick else [10, 100, 1000, 5000]
-    count = 10_000 if quick else 50_000
+    count = 2_000 if quick else 50_000
     await modules_size(10, 100, 1)  # warm-up: first-use imports stay out of the 10's figures
     results = {n: await modules_size(n, count, 2 if quick else 3) for n in sizes}
     rows: list[Row] = []
@@ -286,7 +286,7 @@ async def events_size(n_subs: int, count: int) -> dict[str, float]:
 
 async def events_curve(quick: bool) -> list[Row]:
     sizes = [10, 100, 1000] if quick else [10, 100, 1000, 10_000]
-    count = 5_000 if quick else 20_000
+    count = 1_000 if quick else 20_000
     results = {n: await events_size(n, count) for n in sizes}
     rows: list[Row] = []
     floor = "await 2 handlers from a dict"

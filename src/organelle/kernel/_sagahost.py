@@ -18,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from organelle.context import _current, current_context, root_context
+from organelle.module import Module
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -42,7 +43,10 @@ def sagas_of(cls: type) -> list[Saga]:
         from organelle.sagas import Saga
 
         found: dict[str, Saga] = {}
+        base = set(Module.__mro__)
         for klass in reversed(cls.__mro__):
+            if klass in base:
+                continue
             for value in vars(klass).values():
                 if isinstance(value, Saga):
                     found[value.name] = value
