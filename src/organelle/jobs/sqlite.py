@@ -406,7 +406,9 @@ class SqliteJobQueue:
         )
 
         def op(c: sqlite3.Connection) -> float | None:
-            firsts = [c.execute(first, (prio, *names)).fetchone() for prio in self._priorities(c)]
+            # No names: nothing of theirs waits (and ``IN ()`` has no index plan).
+            prios = self._priorities(c) if names else ()
+            firsts = [c.execute(first, (prio, *names)).fetchone() for prio in prios]
             ready = min((row[0] for row in firsts if row is not None), default=None)
             lease = c.execute(
                 "SELECT min(lease_until) FROM jobs WHERE state = 'running'"
