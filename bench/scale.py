@@ -583,9 +583,16 @@ the smallest; "flat" means the cost did not grow with the size.
   (heartbeats written on one connection); its own traffic counted at the server
   (`/connz`) per heartbeat it made. Not flat: each heartbeat a node re-reads the whole
   registry (a key listing plus one `get` per node), so its traffic grows with the
-  cluster and the cluster's with its square. Left as found (see below).
+  cluster and the cluster's with its square. Left as found: a watch of the bucket, kept
+  per node, would bring each node the others' heartbeats only (still one per node and
+  period, but no listing and no request-reply per node).
 * **Idle clients.** The gateway (SSE and WebSocket, one pattern each, no auth) and bare
-  Starlette + uvicorn in separate server processes; RSS growth per connected client.
+  Starlette + uvicorn in separate server processes; RSS growth per connected client,
+  counted from 20 warm-up clients. The growth from 100 to 1,000 clients is the
+  allocator's (bare Starlette's moves alike); from 1,000 to 10,000 it is 1.05x (SSE) and
+  1.02x (WebSocket).
+* The emit ratio at 5,000 modules moved between 0.9x and 1.35x from run to run; the
+  call's stayed within 1.05x.
 """
 
 
