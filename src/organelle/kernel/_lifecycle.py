@@ -124,7 +124,8 @@ class Lifecycle:
             self.dispatcher.running = True
             # What the process held before the start is not rescanned by every full
             # collection the start triggers: with it, the per-module cost of a start
-            # grew with the number of modules (5,000 cost 3-5x what 10 did).
+            # grew with the number of modules (5,000 cost 3-5x what 10 did). Only when
+            # nothing is frozen yet: the thaw must not undo an earlier gc_freeze.
             thaw = gc.isenabled() and gc.get_freeze_count() == 0
             if thaw:
                 gc.freeze()
