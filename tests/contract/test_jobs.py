@@ -147,6 +147,27 @@ class JobQueueContract:
         got = [await queue.claim(names=["work", "other"], limit=1) for _ in range(4)]
         assert [lease[0].params["p"] for lease in got] == [50, 3, 0, -20]
 
+    async def test_jobs_due_later_do_not_hide_due_ones(self, queue: JobQueue) -> None:
+        if not queue.supports_priority:
+            pytest.skip("backend without priorities")
+        later = time.time() + 3600
+        # Waiting for later at every priority, around and between the due ones.
+        await queue.enqueue(
+            [
+                job(params={"p": "later"}, run_at=later - i, priority=p)
+                for i, p in enumerate((7, 0, -3, -9) * 5)
+            ]
+        )
+        await queue.enqueue([job(params={"p": -3}, priority=-3), job(params={"p": 0})])
+        got = await queue.claim(names=["work"], limit=10)
+        assert [lease.params["p"] for lease in got] == [0, -3]
+        assert await queue.claim(names=["work"], limit=10) == []
+        for lease in got:  # a running job's lease expiry would count as due
+            await queue.complete(lease)
+        due = await queue.next_due(["work"])
+        assert due is not None
+        assert abs(due - (later - 19)) < 1  # the earliest of the later ones, at any priority
+
     async def test_lease_follows_each_job(self, queue: JobQueue) -> None:
         (short,) = await queue.enqueue([job("short", lease_s=0.3, max_attempts=5)])
         await queue.enqueue([job("long", lease_s=5.0)])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any, ClassVar
 
 import pydantic
@@ -255,3 +256,39 @@ async def test_start_and_stop_are_idempotent() -> None:
     await k.stop()
     await k.stop()
     assert LOG.count("start:a") == 1
+
+
+class _Seen(Module):
+    """Records how many objects the GC had frozen while its on_start ran."""
+
+    name = "seen"
+    frozen_at_start = -1
+
+    async def on_start(self) -> None:
+        type(self).frozen_at_start = gc.get_freeze_count()
+
+
+class _Refuses(Module):
+    name = "refuses"
+
+    async def on_start(self) -> None:
+        raise RuntimeError("no")
+
+
+async def test_start_freezes_what_was_there_and_thaws_it_after() -> None:
+    gc.unfreeze()  # whatever an earlier test left
+    async with Kernel([_Seen]):
+        # During the start, what the process held was out of the collector's way...
+        assert _Seen.frozen_at_start > 0
+        # ...and after it, back in: nothing stays frozen unless [kernel] gc_freeze asks.
+        assert gc.get_freeze_count() == 0
+    with pytest.raises(LifecycleError):
+        await Kernel([_Refuses]).start()
+    assert gc.get_freeze_count() == 0  # a failed start thaws too
+    kernel = Kernel([_Seen], {"kernel": {"gc_freeze": True}})
+    await kernel.start()
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        await kernel.stop()
+        gc.unfreeze()

@@ -338,3 +338,43 @@ def test_layers_replace_what_they_name() -> None:
     assert merged.retry is False
     assert merged.bulkhead == BulkheadPolicy(max_concurrent=3)
     assert merged.fallback_value == 1
+
+
+class SlowStrict(Module):
+    name = "quotes"
+
+    @rpc(policy={"timeout_s": 0.05})
+    async def quote(self) -> str:
+        await asyncio.sleep(0.3)
+        return "late"
+
+
+class SlowLenient(Module):
+    name = "quotes"
+
+    @rpc
+    async def quote(self) -> str:
+        await asyncio.sleep(0.06)
+        return "on time"
+
+
+class OtherStrict(Module):
+    name = "quotes2"  # a name that shares the prefix: its guard is its own
+
+    @rpc(policy={"timeout_s": 0.05})
+    async def quote(self) -> str:
+        await asyncio.sleep(0.3)
+        return "late"
+
+
+async def test_a_module_replaced_at_run_time_brings_its_own_declared_policy() -> None:
+    async with Kernel([SlowStrict, OtherStrict]) as kernel:
+        with pytest.raises(CallTimeoutError):
+            await kernel.call("quotes.quote")
+        with pytest.raises(CallTimeoutError):
+            await kernel.call("quotes2.quote")
+        await kernel.remove_module("quotes")
+        await kernel.add_module(SlowLenient)
+        assert await kernel.call("quotes.quote") == "on time"  # the old guard was forgotten
+        with pytest.raises(CallTimeoutError):
+            await kernel.call("quotes2.quote")  # the other module's guard stands

@@ -69,3 +69,33 @@ def test_bad_dependency_strings(bad: str) -> None:
 def test_self_dependency() -> None:
     with pytest.raises(DefinitionError, match="cannot depend on itself"):
         parse_dependency("orders", "orders>=1")
+
+
+def test_a_chain_deeper_than_the_recursion_limit_gets_its_levels() -> None:
+    # Listed dependents first, so every module waits on one not yet placed.
+    n = 3_000
+    nodes = graph(*(node(f"m{i}", "1.0.0", f"m{i + 1}") for i in range(n - 1)), node(f"m{n - 1}"))
+    levels = start_levels(nodes)
+    assert levels == [[f"m{i}"] for i in reversed(range(n))]
+
+
+def test_a_cycle_at_the_end_of_a_long_chain_is_named() -> None:
+    n = 3_000
+    chain = [node(f"m{i}", "1.0.0", f"m{i + 1}") for i in range(n - 1)]
+    closing = node(f"m{n - 1}", "1.0.0", f"m{n - 3}")
+    with pytest.raises(DependencyError) as info:
+        start_levels(graph(*chain, closing))
+    assert info.value.details["cycle"] == [f"m{n - 3}", f"m{n - 2}", f"m{n - 1}", f"m{n - 3}"]
+
+
+def test_levels_of_a_diamond_take_the_deepest_path() -> None:
+    levels = start_levels(
+        graph(
+            node("top", "1.0.0", "left", "right"),
+            node("left", "1.0.0", "base"),
+            node("right", "1.0.0", "mid"),
+            node("mid", "1.0.0", "base"),
+            node("base"),
+        )
+    )
+    assert levels == [["base"], ["left", "mid"], ["right"], ["top"]]

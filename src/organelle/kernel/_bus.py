@@ -33,6 +33,7 @@ from organelle.errors import InternalError, OrganelleError
 from organelle.kernel._dispatch import CallNext, Continuation, Invocation, run_invocation
 from organelle.kernel._listen import EventReport, Listeners
 from organelle.module import Subscription
+from organelle.module._topicindex import TopicIndex
 from organelle.module._topics import matches
 
 if TYPE_CHECKING:
@@ -241,7 +242,7 @@ class EventBus:
         # 10 modules and at 5,000: exact patterns by topic, wildcards apart.
         self._subs: dict[_Sub, None] = {}
         self._exact: dict[str, list[_Sub]] = {}
-        self._wild: list[_Sub] = []
+        self._wild: TopicIndex[_Sub] = TopicIndex()
         self._by_module: dict[str, list[_Sub]] = {}
         self._order = 0
         self._cache: dict[str, tuple[_Sub, ...]] = {}  # topic -> subs; shared with the C path
@@ -282,7 +283,7 @@ class EventBus:
         if _is_exact(entry.pattern):
             self._exact.setdefault(entry.pattern, []).append(entry)
         else:
-            self._wild.append(entry)
+            self._wild.add(entry.pattern, entry)
         self._forget(entry.pattern)
 
     def unsubscribe(self, module: str) -> None:
@@ -295,7 +296,7 @@ class EventBus:
                 if not same:
                     del self._exact[entry.pattern]
             else:
-                self._wild.remove(entry)
+                self._wild.remove(entry.pattern, entry)
             self._forget(entry.pattern)
 
     def _forget(self, pattern: str) -> None:
@@ -333,7 +334,7 @@ class EventBus:
         if subs is None:
             found = [
                 *self._exact.get(topic, ()),
-                *(s for s in self._wild if matches(s.pattern, topic)),
+                *self._wild.match(topic),
             ]
             found.sort(key=lambda s: s.order)
             subs = _route(found)

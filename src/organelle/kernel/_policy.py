@@ -552,6 +552,9 @@ class Policies:
         # Layers set by code (``Kernel.set_policy``): under config's caller layers.
         self.code: dict[tuple[str | None, str], Policy] = {}
         self._guards: dict[tuple[str | None, str], Guard | None] = {}
+        # The keys of ``_guards`` by callee module: forgetting one module's guards
+        # when it (re)binds costs its own guards, not a scan of every module's.
+        self._guard_keys: dict[str, list[tuple[str | None, str]]] = {}
         self.breakers: dict[str, Breaker] = {}
         # Per breaker scope (target or module): its nodes' breakers, shared by every guard.
         self.node_breakers: dict[str, dict[str, Breaker]] = {}
@@ -604,6 +607,7 @@ class Policies:
         made = None if policy.empty else self._make(caller, target, policy, idempotent)
         if known:
             self._guards[key] = made
+            self._guard_keys.setdefault(target.partition(".")[0], []).append(key)
         return made
 
     def applies(self, target: str) -> bool:
@@ -653,6 +657,7 @@ class Policies:
         """Use new policies; state of unchanged parts is kept, guards are rebuilt on demand."""
         self.table = table
         self._guards.clear()
+        self._guard_keys.clear()
 
     def set_layer(self, caller: str | None, target: str, policy: Policy | None) -> None:
         """Set (or with ``None`` remove) a layer made by code; config still overrides it."""
@@ -661,11 +666,12 @@ class Policies:
         else:
             self.code[caller, target] = policy
         self._guards.clear()
+        self._guard_keys.clear()
 
-    def forget(self, target_prefix: str) -> None:
+    def forget(self, module: str) -> None:
         """Drop cached guards of a module whose declared policies may have changed."""
-        for key in [k for k in self._guards if k[1].startswith(target_prefix)]:
-            del self._guards[key]
+        for key in self._guard_keys.pop(module, ()):
+            self._guards.pop(key, None)
 
     def snapshot(self) -> dict[str, Any]:
         """Breakers and counters, for metrics, the dashboard and ``Kernel.policy_stats``."""

@@ -98,7 +98,7 @@ class Router:
         prefer_local = settings.prefer_local or self.transport.solo
         policies = self.policies
         if policies is not None:
-            policies.forget(slot.name + ".")  # the new instance may declare other policies
+            policies.forget(slot.name)  # the new instance may declare other policies
         for method in slot.spec.rpcs:
             entry = RpcEntry(slot, method, settings.validate, authorizer)
             if policies is not None:

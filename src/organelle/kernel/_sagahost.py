@@ -18,6 +18,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from organelle.context import _current, current_context, root_context
+from organelle.module import Module
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -37,14 +38,21 @@ def sagas_of(cls: type) -> list[Saga]:
     """The ``Saga`` class attributes of a module class (its bases' too), by name."""
     if "organelle.sagas" not in sys.modules:  # nothing declared one: keep the kernel's import light
         return []
-    from organelle.sagas import Saga
+    cached = cls.__dict__.get("__organelle_sagas__")
+    if cached is None:  # found once per class: the scan reads every attribute of Module too
+        from organelle.sagas import Saga
 
-    found: dict[str, Saga] = {}
-    for klass in reversed(cls.__mro__):
-        for value in vars(klass).values():
-            if isinstance(value, Saga):
-                found[value.name] = value
-    return list(found.values())
+        found: dict[str, Saga] = {}
+        base = set(Module.__mro__)
+        for klass in reversed(cls.__mro__):
+            if klass in base:
+                continue
+            for value in vars(klass).values():
+                if isinstance(value, Saga):
+                    found[value.name] = value
+        cached = tuple(found.values())
+        setattr(cls, "__organelle_sagas__", cached)  # noqa: B010 - a dunder name on purpose
+    return list(cached)
 
 
 class SagaHost:

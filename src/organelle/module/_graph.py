@@ -78,7 +78,7 @@ def parse_dependency(owner: str, text: object, *, optional: bool = False) -> Dep
     return Dependency(name=name, specifier=req.specifier, optional=optional)
 
 
-def start_levels(  # noqa: C901 - one pass of checks, clearer inline
+def start_levels(
     nodes: dict[str, Node], *, present: dict[str, Version] | None = None
 ) -> list[list[str]]:
     """Check the graph and return start levels: each level's modules may start together.
@@ -111,43 +111,43 @@ def start_levels(  # noqa: C901 - one pass of checks, clearer inline
             if dep.name in nodes:
                 targets.append(dep.name)
         edges[node.name] = targets
-    _check_cycles(edges)
-    levels: list[list[str]] = []
-    depth: dict[str, int] = {}
-
-    def level_of(name: str) -> int:
-        if name not in depth:
-            depth[name] = 1 + max((level_of(d) for d in edges[name]), default=-1)
-        return depth[name]
-
+    depth = _depths(edges)
+    levels: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
     for name in nodes:
-        lvl = level_of(name)
-        while len(levels) <= lvl:
-            levels.append([])
-        levels[lvl].append(name)
+        levels[depth[name]].append(name)
     return levels
 
 
-def _check_cycles(edges: dict[str, list[str]]) -> None:
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(edges, white)
-    stack: list[str] = []
+def _depths(edges: dict[str, list[str]]) -> dict[str, int]:
+    """Each module's level (1 + its deepest dependency's); raises on a cycle, naming it.
 
-    def visit(name: str) -> None:
-        color[name] = grey
-        stack.append(name)
-        for dep in edges[name]:
-            if color[dep] == grey:
-                cycle = [*stack[stack.index(dep) :], dep]
-                raise DependencyError(
-                    "dependency cycle: " + " -> ".join(cycle),
-                    details={"cycle": cycle},
-                )
-            if color[dep] == white:
-                visit(dep)
-        stack.pop()
-        color[name] = black
-
-    for name in edges:
-        if color[name] == white:
-            visit(name)
+    One depth-first walk with its own stack, not recursion: a chain of
+    thousands of modules must not hit Python's recursion limit.
+    """
+    depth: dict[str, int] = {}
+    on_path: dict[str, int] = {}  # grey: name -> its index in ``path``
+    for root, deps in edges.items():
+        if root in depth:
+            continue
+        path = [root]
+        on_path[root] = 0
+        todo = [iter(deps)]
+        while todo:
+            for dep in todo[-1]:
+                if dep in on_path:
+                    cycle = [*path[on_path[dep] :], dep]
+                    raise DependencyError(
+                        "dependency cycle: " + " -> ".join(cycle),
+                        details={"cycle": cycle},
+                    )
+                if dep not in depth:
+                    on_path[dep] = len(path)
+                    path.append(dep)
+                    todo.append(iter(edges[dep]))
+                    break
+            else:  # every dependency placed: this one goes one level above the deepest
+                todo.pop()
+                name = path.pop()
+                del on_path[name]
+                depth[name] = 1 + max((depth[d] for d in edges[name]), default=-1)
+    return depth
