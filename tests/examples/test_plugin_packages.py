@@ -186,3 +186,37 @@ def test_the_notifications_plugin_installs_and_sends_mail(tmp_path: Path) -> Non
         "denied": "organelle.plugin.denied",  # it declared no RPC targets
     }
     assert received == [["ann@example.org"]]
+
+
+ANALYTICS_CHILD = """
+import asyncio, json, sys, time
+from organelle import Kernel
+
+async def main() -> None:
+    async with Kernel.from_config(sys.argv[1]) as kernel:
+        now = time.time()
+        await kernel.emit("order.placed", {"items": 3})
+        await kernel.call("analytics.count", name="orders", value=2)
+        await kernel.drain()
+        points = await kernel.call("analytics.query", name="orders", since=now - 60,
+                                   until=now + 60, resolution="1h")
+        module = type(kernel.module("analytics")).__module__
+    print(json.dumps({"module": module, "total": sum(p.value for p in points)}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_analytics_plugin_installs_and_counts(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    pip_install(_wheel_of(ANALYTICS, tmp_path / "dist"), site)
+    app = (
+        f'[kernel]\nstorage = "memory://"\njobs = "sqlite:///{tmp_path}/jobs.db"\n'
+        'modules = ["analytics"]\n'
+        '[[modules.analytics.counters]]\non = "order.placed"\nname = "orders"\nvalue = "items"\n'
+    )
+    assert _run(tmp_path, site, ANALYTICS_CHILD, app) == {
+        "module": "organelle_analytics._module",
+        "total": 5,
+    }
