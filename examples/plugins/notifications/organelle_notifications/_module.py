@@ -114,8 +114,10 @@ class Notifications(Module):
             html=html,
             created=time.time(),
         )
-        await self.store.put(f"msg:{message.id}", message, ttl_s=self.config.keep_days * 86400)
-        await self.enqueue("notifications.deliver", idempotency_key=message.id, id=message.id)
+        # The record and its delivery job commit together (the transactional outbox).
+        async with self.transaction() as tx:
+            await tx.store.put(f"msg:{message.id}", message, ttl_s=self.config.keep_days * 86400)
+            await tx.enqueue("notifications.deliver", id=message.id)
         return message.id
 
     @job(max_attempts=MAX_ATTEMPTS)
@@ -143,13 +145,13 @@ class Notifications(Module):
                 )
                 raise Retry(delay_s=delay, reason=message.last_error) from None
             message.status = "failed"
-            await self._save(message)
-            await self.emit("notifications.failed", {"id": id, "error": message.last_error})
+            await self._save(
+                message, "notifications.failed", {"id": id, "error": message.last_error}
+            )
             return
         message.status = "sent"
         message.sent_at = time.time()
-        await self._save(message)
-        await self.emit("notifications.sent", {"id": id, "to": message.to})
+        await self._save(message, "notifications.sent", {"id": id, "to": message.to})
 
     async def _smtp(self, message: Message) -> None:
         c = self.config
@@ -219,9 +221,15 @@ class Notifications(Module):
         message: Message = entry.value
         return message
 
-    async def _save(self, message: Message) -> None:
-        keep = self.config.keep_days * 86400 - (time.time() - message.created)
-        await self.store.put(f"msg:{message.id}", message, ttl_s=max(1.0, keep))
+    async def _save(
+        self, message: Message, topic: str | None = None, event: dict[str, Any] | None = None
+    ) -> None:
+        """Write the record, and emit ``topic`` in the same transaction when given."""
+        keep = max(1.0, self.config.keep_days * 86400 - (time.time() - message.created))
+        async with self.transaction() as tx:
+            await tx.store.put(f"msg:{message.id}", message, ttl_s=keep)
+            if topic is not None:
+                await tx.emit(topic, event)
 
 
 def _plain(data: Any) -> Any:
