@@ -129,6 +129,7 @@ async def test_an_event_subscription_sends_to_an_address_in_the_payload(
     async with Kernel([Notifications], config(tmp_path, port, subscriptions=subs)) as k:
         await k.emit("order.placed", {"order": {"id": "o7", "total": 12.5, "customer": "bo@x.io"}})
         await k.emit("order.cancelled", {"order": {"id": "o8", "customer": "bo@x.io"}})
+        await k.emit("order.placed", {"order": {"id": "o9", "total": 1}})  # no address: logged
         await settle(k)
     [(recipients, received)] = inbox.received
     assert recipients == ["bo@x.io"]
