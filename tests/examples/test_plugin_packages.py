@@ -13,14 +13,18 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from organelle.testing._process import free_port
 from tests.plugins.wheels import build_wheel, pip_install
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = ROOT / "examples" / "plugins" / "users"
 AUTOMATION = ROOT / "examples" / "plugins" / "automation"
+NOTIFICATIONS = ROOT / "examples" / "plugins" / "notifications"
+ANALYTICS = ROOT / "examples" / "plugins" / "analytics"
 
 CHILD = """
 import asyncio, json, sys
@@ -123,4 +127,96 @@ def test_the_automation_plugin_installs_and_loads_by_name(tmp_path: Path) -> Non
     assert _run(tmp_path, site, AUTOMATION_CHILD, app) == {
         "module": "organelle_automation._module",
         "fired": 1,
+    }
+
+
+NOTIFICATIONS_CHILD = """
+import asyncio, json, sys
+from organelle import Kernel
+
+async def main() -> None:
+    async with Kernel.from_config(sys.argv[1]) as kernel:
+        notifications = kernel.module("notifications")
+        sent = await kernel.call("notifications.send", to="ann@example.org", template="hi",
+                                 params={"name": "Ann"})
+        await kernel.drain_jobs(timeout_s=20)
+        record = await kernel.call("notifications.get", id=sent)
+        try:
+            await notifications.call("users.get", user_id="u1")
+            denied = ""
+        except Exception as exc:
+            denied = getattr(exc, "code", "")
+    print(json.dumps({"module": type(notifications).__module__, "status": record.status,
+                      "denied": denied}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_notifications_plugin_installs_and_sends_mail(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    site = tmp_path / "site"
+    pip_install(_wheel_of(NOTIFICATIONS, tmp_path / "dist"), site)
+    port = free_port()
+    received: list[list[str]] = []
+
+    class Inbox(Sink):
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802
+            received.append(list(envelope.rcpt_tos))
+            return "250 OK"
+
+    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        app = (
+            f'[kernel]\nstorage = "memory://"\njobs = "sqlite:///{tmp_path}/jobs.db"\n'
+            'modules = ["notifications"]\n'
+            f'[modules.notifications]\nsender = "shop@example.com"\nsmtp_port = {port}\n'
+            '[modules.notifications.templates.hi]\nsubject = "Hi $name"\nbody = "Hello"\n'
+        )
+        out = _run(tmp_path, site, NOTIFICATIONS_CHILD, app)
+    finally:
+        controller.stop()
+    assert out == {
+        "module": "organelle_notifications._module",
+        "status": "sent",
+        "denied": "organelle.plugin.denied",  # it declared no RPC targets
+    }
+    assert received == [["ann@example.org"]]
+
+
+ANALYTICS_CHILD = """
+import asyncio, json, sys, time
+from organelle import Kernel
+
+async def main() -> None:
+    async with Kernel.from_config(sys.argv[1]) as kernel:
+        now = time.time()
+        await kernel.emit("order.placed", {"items": 3})
+        await kernel.call("analytics.count", name="orders", value=2)
+        await kernel.drain()
+        points = await kernel.call("analytics.query", name="orders", since=now - 60,
+                                   until=now + 60, resolution="1h")
+        module = type(kernel.module("analytics")).__module__
+    print(json.dumps({"module": module, "total": sum(p.value for p in points)}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_analytics_plugin_installs_and_counts(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    pip_install(_wheel_of(ANALYTICS, tmp_path / "dist"), site)
+    app = (
+        f'[kernel]\nstorage = "memory://"\njobs = "sqlite:///{tmp_path}/jobs.db"\n'
+        'modules = ["analytics"]\n'
+        '[[modules.analytics.counters]]\non = "order.placed"\nname = "orders"\nvalue = "items"\n'
+    )
+    assert _run(tmp_path, site, ANALYTICS_CHILD, app) == {
+        "module": "organelle_analytics._module",
+        "total": 5,
     }
