@@ -16,11 +16,11 @@ __all__ = ["TopicIndex"]
 T = TypeVar("T")
 
 
-class _Node(Generic[T]):
+class _TrieNode(Generic[T]):
     __slots__ = ("children", "items", "tail")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node[T]] = {}  # by token, ``*`` included
+        self.children: dict[str, _TrieNode[T]] = {}  # by token, ``*`` included
         self.items: list[T] = []  # patterns that end here
         self.tail: list[T] = []  # patterns whose next token is ``>``
 
@@ -42,7 +42,7 @@ class TopicIndex(Generic[T]):
     __slots__ = ("_root", "_size")
 
     def __init__(self) -> None:
-        self._root: _Node[T] = _Node()
+        self._root: _TrieNode[T] = _TrieNode()
         self._size = 0
 
     def __len__(self) -> int:
@@ -57,7 +57,7 @@ class TopicIndex(Generic[T]):
                 break
             child = node.children.get(token)
             if child is None:
-                child = node.children[token] = _Node()
+                child = node.children[token] = _TrieNode()
             node = child
         else:
             node.items.append(item)
@@ -65,7 +65,7 @@ class TopicIndex(Generic[T]):
 
     def remove(self, pattern: str, item: T) -> None:
         """Remove ``item`` (the same object) from ``pattern``; empty branches are pruned."""
-        path: list[tuple[_Node[T], str]] = []
+        path: list[tuple[_TrieNode[T], str]] = []
         node = self._root
         for token in pattern.split("."):
             if token == ">":  # noqa: S105 - a wildcard, not a password
@@ -95,7 +95,7 @@ class TopicIndex(Generic[T]):
         tokens = topic.split(".")
         last = len(tokens)
         found: list[T] = []
-        stack: list[tuple[_Node[T], int]] = [(self._root, 0)]
+        stack: list[tuple[_TrieNode[T], int]] = [(self._root, 0)]
         while stack:
             node, i = stack.pop()
             if i == last:
