@@ -48,6 +48,9 @@ class Worker(Module):
         await self.emit("worker.recorded", {"amount": amount, "total": total})
         return total
 
+    async def health(self) -> dict[str, Any]:
+        return {"status": "degraded", "detail": "tired", "pid": os.getpid()}
+
     @on("ledger.changed")
     async def changed(self, payload: dict[str, Any]) -> None:
         await self.call("ledger.note", text=f"worker saw {payload['total']}")

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import pytest
 
 from organelle import ConfigError, Kernel, Module, ModuleState, UnavailableError, rpc
+from organelle.health.base import Status
+from organelle.health.checks import ModuleCheck
 from organelle.testing import capture, eventually
 from tests.kernel.isolated_apps import Worker
 
@@ -92,6 +94,10 @@ async def test_calls_events_and_config_cross_the_process_boundary() -> None:
         info = kernel.modules()["worker"]
         assert info.state is ModuleState.ACTIVE
         assert "hello" in info.rpc_methods
+        health = await ModuleCheck(kernel, "worker").check()  # the child's own health()
+        assert health.status is Status.DEGRADED
+        assert health.detail == "tired"
+        assert health.data == {"pid": pid}
 
 
 async def test_segfault_restarts_with_backoff_while_the_rest_serves() -> None:
@@ -127,6 +133,9 @@ async def test_down_module_fails_fast_and_health_names_the_cause() -> None:
             assert "SIGSEGV" in info.error
 
         await eventually(down, timeout_s=10)
+        health = await ModuleCheck(kernel, "worker").check()
+        assert health.status is Status.UNHEALTHY
+        assert "died of SIGSEGV" in health.detail
         started = time.monotonic()
         with pytest.raises(UnavailableError):
             await kernel.call_with("worker.pid", timeout_s=20)

@@ -35,7 +35,7 @@ from organelle.errors import ConfigError, LifecycleError, UnavailableError
 from organelle.kernel._isolate_wire import Peer
 from organelle.module import Module, describe
 
-__all__ = ["IsolateOptions", "isolated", "parse_isolate"]
+__all__ = ["HEALTH", "IsolateOptions", "isolated", "parse_isolate"]
 
 # What the child's kernel takes over from the parent's ``[kernel]`` section: the
 # shared backends and the timeouts. Not the transport: the child is reached
@@ -53,6 +53,7 @@ _INHERITED = (
     "validate",
 )
 _STOP_WAIT_S = 5.0
+HEALTH = "$health"  # the call target that asks the child module's health()
 _EXIT_OOM = 71  # the child's exit code after a MemoryError (``_isolate_child``)
 
 
@@ -128,8 +129,10 @@ def isolated(
         "__qualname__": cls.__qualname__,
         "_isolation": _Launch(spec.name, ref, options, dict(section), child_kernel),
     }
-    for hook in ("on_load", "on_abort", "on_config_changed", "on_config_check", "health"):
+    for hook in ("on_load", "on_abort", "on_config_changed", "on_config_check"):
         namespace[hook] = None  # they run in the child; a stand-in has none
+    if getattr(cls, "health", None) is not None:
+        namespace["health"] = _health
     namespace["on_start"] = _on_start
     namespace["on_stop"] = _on_stop
     for method, rpc in spec.rpcs.items():
@@ -191,6 +194,11 @@ def _forward_event(fn: Callable[..., Any], attr: str) -> Callable[..., Any]:
         _child(self).peer.send(["event", attr, topic, to_builtins(payload)])
 
     return forward
+
+
+async def _health(self: Module) -> Any:
+    """The child module's own ``health()``, asked over the channel."""
+    return await _child(self).peer.call(HEALTH, {}, None)
 
 
 def _child(module: Module) -> _Child:

@@ -21,9 +21,11 @@ import socket
 import sys
 from typing import Any
 
+from organelle.codec import to_builtins
 from organelle.context import root_context
 from organelle.envelope import event_topic
 from organelle.errors import UnavailableError
+from organelle.kernel._isolate import HEALTH
 from organelle.kernel._isolate_wire import Peer
 from organelle.kernel._kernel import Kernel
 from organelle.module import Module
@@ -115,11 +117,21 @@ class _Host:
     async def call(self, target: str, params: dict[str, Any], timeout_s: float | None) -> Any:
         if self.kernel is None:
             raise UnavailableError("the isolated module is not started yet")
+        if target == HEALTH:
+            return await self.health()
         try:
             return await Kernel.call_with(self.kernel, target, params, timeout_s=timeout_s)
         except BaseException as exc:
             _fatal(exc)
             raise
+
+    async def health(self) -> Any:
+        """What the module's ``health()`` says, as builtins (a result's figures flattened)."""
+        assert self.kernel is not None  # noqa: S101 - checked by the caller
+        value = to_builtins(await self.kernel.module(self.module).health())  # type: ignore[attr-defined]
+        if isinstance(value, dict) and isinstance(value.get("data"), dict):
+            value = {**value.pop("data"), **value}
+        return value
 
     async def deliver(self, handler: str, topic: str | None, payload: Any) -> None:
         if self.kernel is not None:
