@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 from typing import Any
@@ -27,6 +28,11 @@ class Worker(Module):
     @rpc
     async def pid(self) -> int:
         return os.getpid()
+
+    @rpc
+    async def nap(self, s: float) -> float:
+        await asyncio.sleep(s)
+        return s
 
     @rpc
     async def segfault(self) -> None:

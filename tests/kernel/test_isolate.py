@@ -13,7 +13,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from organelle import ConfigError, Kernel, Module, ModuleState, UnavailableError, rpc
+from organelle import (
+    CallTimeoutError,
+    ConfigError,
+    Kernel,
+    Module,
+    ModuleState,
+    UnavailableError,
+    rpc,
+)
 from organelle.health.base import Status
 from organelle.health.checks import ModuleCheck
 from organelle.testing import capture, eventually
@@ -98,6 +106,16 @@ async def test_calls_events_and_config_cross_the_process_boundary() -> None:
         assert health.status is Status.DEGRADED
         assert health.detail == "tired"
         assert health.data == {"pid": pid}
+
+
+async def test_deadline_crosses_and_reload_module_starts_a_child_with_the_new_section() -> None:
+    kernel = app()
+    async with kernel:
+        with pytest.raises(CallTimeoutError):
+            await kernel.call_with("worker.nap", {"s": 10.0}, timeout_s=0.3)
+        assert await kernel.call("worker.nap", s=0.01) == 0.01  # the channel still serves
+        await kernel.reload_module("worker", config={"isolate": True, "greeting": "hey"})
+        assert (await kernel.call("worker.hello", who="cy")).startswith("hey cy")
 
 
 async def test_segfault_restarts_with_backoff_while_the_rest_serves() -> None:

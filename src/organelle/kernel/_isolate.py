@@ -176,12 +176,12 @@ def _forward_call(fn: Callable[..., Any], target: str) -> Callable[..., Any]:
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
-    async def forward(self: Module, *args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(self, *args, **kwargs)
-        params = dict(list(bound.arguments.items())[1:])
+    async def forward(self: Module, *args: Any, **params: Any) -> Any:
+        if args:  # the kernel passes keywords; only a direct call may not
+            params = dict(list(signature.bind(self, *args, **params).arguments.items())[1:])
         ctx = current_context()
         remaining = None if ctx is None else ctx.remaining_s()
-        return await _child(self).peer.call(target, to_builtins(params), remaining)
+        return await _child(self).peer.call(target, params, remaining)
 
     return forward
 
@@ -265,7 +265,7 @@ class _Child:
             [
                 "start",
                 launch.ref,
-                {"kernel": launch.kernel, "modules": {launch.name: launch.section}},
+                {"kernel": launch.kernel, "modules": {launch.name: _section(module, launch)}},
             ]
         )
         exited: asyncio.Future[Any] = asyncio.ensure_future(process.wait())
@@ -332,6 +332,20 @@ class _Child:
                 process.kill()
                 await process.wait()
         await self.peer.aclose()
+
+
+def _section(module: Module, launch: _Launch) -> dict[str, Any]:
+    """The module's config as it is now (a reload may have changed it), for the child.
+
+    Dumped in Python mode, so secrets travel as their values (the wire
+    encoder unwraps them) over the private channel, and the child validates
+    the same values again.
+    """
+    dump = getattr(module.config, "model_dump", None)
+    if dump is None:
+        return launch.section
+    section: dict[str, Any] = dump(by_alias=True, exclude_unset=True)
+    return section
 
 
 def _describe_exit(code: int | None) -> str:

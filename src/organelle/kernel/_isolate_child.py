@@ -19,10 +19,11 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 from organelle.codec import to_builtins
-from organelle.context import root_context
+from organelle.context import _current, root_context
 from organelle.envelope import event_topic
 from organelle.errors import UnavailableError
 from organelle.kernel._isolate import HEALTH
@@ -49,6 +50,11 @@ class ChildKernel(Kernel):
     """A kernel whose calls to modules it lacks, and whose events, go to the parent."""
 
     peer: Peer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What this kernel's own ``call`` would be: the calls the parent sends here.
+        self.direct_call = self._dispatcher.call
 
     async def call(self, target: str, /, **params: Any) -> Any:
         return await self.call_with(target, params)
@@ -119,8 +125,12 @@ class _Host:
             raise UnavailableError("the isolated module is not started yet")
         if target == HEALTH:
             return await self.health()
+        # The kernel's own (compiled) call, under the parent's deadline; this
+        # task's context is its own, so setting it here touches no other call.
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        _current.set(root_context(deadline))
         try:
-            return await Kernel.call_with(self.kernel, target, params, timeout_s=timeout_s)
+            return await self.kernel.direct_call(target, **params)
         except BaseException as exc:
             _fatal(exc)
             raise
