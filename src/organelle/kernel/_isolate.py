@@ -21,7 +21,6 @@ import contextlib
 import functools
 import inspect
 import os
-import resource
 import signal
 import socket
 import sys
@@ -156,20 +155,18 @@ class _Launch:
     section: dict[str, Any]
     kernel: dict[str, Any]
 
-    def limits(self) -> Callable[[], None]:
-        """The ``preexec_fn`` that sets the child's resource limits."""
-        memory = self.options.max_memory_mb
-        cpu = self.options.max_cpu_s
+    def limits(self) -> dict[str, int]:
+        """The child's resource limits, which it sets on itself before importing the module.
 
-        def apply() -> None:  # runs in the forked child, before exec
-            if memory is not None:
-                size = memory << 20
-                resource.setrlimit(resource.RLIMIT_AS, (size, size))
-            if cpu is not None:
-                # soft: SIGXCPU (terminates); hard a second later: SIGKILL.
-                resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-
-        return apply
+        Not a ``preexec_fn``: that runs Python between fork and exec, which is
+        unsafe while the parent has threads (a SQLite Store has one).
+        """
+        limits = {}
+        if self.options.max_memory_mb is not None:
+            limits["max_memory_mb"] = self.options.max_memory_mb
+        if self.options.max_cpu_s is not None:
+            limits["max_cpu_s"] = self.options.max_cpu_s
+        return limits
 
 
 def _forward_call(fn: Callable[..., Any], target: str) -> Callable[..., Any]:
@@ -252,8 +249,10 @@ class _Child:
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 env=env,
-                preexec_fn=launch.limits(),
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         child = cls(module, process)
@@ -266,6 +265,7 @@ class _Child:
                 "start",
                 launch.ref,
                 {"kernel": launch.kernel, "modules": {launch.name: _section(module, launch)}},
+                launch.limits(),
             ]
         )
         exited: asyncio.Future[Any] = asyncio.ensure_future(process.wait())

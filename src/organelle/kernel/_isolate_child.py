@@ -1,9 +1,10 @@
 """The child side of process isolation: a kernel that runs one module for its parent.
 
 Started by ``_isolate._Child.start`` as ``python -m organelle.kernel._isolate_child FD``
-with one end of a socketpair. It waits for ``["start", ref, config]``, starts a
-kernel with that one module, says ``ready``, then serves the parent's calls and
-events until ``stop`` or until the parent goes away. The module's calls to
+with one end of a socketpair. It waits for ``["start", ref, config, limits]``,
+sets the limits, starts a kernel with that one module, says ``ready``, then
+serves the parent's calls and events until ``stop`` or until the parent goes
+away. The module's calls to
 modules it does not run, and all its events, go to the parent.
 
 A ``MemoryError`` anywhere in the module ends the process: after an
@@ -17,6 +18,7 @@ import asyncio
 import importlib
 import logging
 import os
+import resource
 import socket
 import sys
 import time
@@ -95,6 +97,16 @@ class ChildKernel(Kernel):
         os._exit(_EXIT_CRASH)
 
 
+def _limit(limits: dict[str, int]) -> None:
+    """Set this process's limits, before the module's code is imported."""
+    memory = limits.get("max_memory_mb")
+    if memory is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory << 20, memory << 20))
+    cpu = limits.get("max_cpu_s")
+    if cpu is not None:  # soft: SIGXCPU, which ends the process; hard a second later: SIGKILL
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
+
 def _detached(ref: str) -> type[Module]:
     """The module class by ``"pkg.mod:Class"``, its dependencies left to the parent.
 
@@ -166,8 +178,9 @@ async def _serve(fd: int) -> None:
     await asyncio.wait({host.started, parent_gone}, return_when=asyncio.FIRST_COMPLETED)
     if not host.started.done():
         return
-    _, ref, config = host.started.result()
+    _, ref, config, limits = host.started.result()
     try:
+        _limit(limits)
         kernel = ChildKernel(modules=[_detached(ref)], config=config)
         kernel.peer = peer
         host.module = next(iter(kernel.modules()))
