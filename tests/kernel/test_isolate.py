@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -223,3 +225,45 @@ def test_a_class_that_cannot_be_imported_by_name_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="importable by name"):
         Kernel([Local], {"modules": {"local": {"isolate": True}}})
+
+
+PARENT = """
+import asyncio, sys
+from organelle import Kernel
+from tests.kernel.isolated_apps import Worker
+from tests.kernel.test_isolate import Ledger
+
+async def main():
+    config = {"modules": {"worker": {"isolate": True}}, "kernel": {"storage": "memory://"}}
+    async with Kernel([Ledger, Worker], config) as kernel:
+        print(await kernel.call("worker.pid"), flush=True)
+        await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_child_whose_parent_is_killed_exits() -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PARENT, cwd=root, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert parent.stdout is not None
+        line = await asyncio.wait_for(parent.stdout.readline(), timeout=30)
+        child = int(line)
+    finally:
+        parent.kill()  # SIGKILL: no on_stop, no goodbye; only the channel closes
+        await parent.wait()
+
+    def gone() -> bool:
+        # Exited: no process, or a zombie nobody reaps (its parent is dead; in a
+        # container, PID 1 may not reap orphans).
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+
+    await eventually(gone, timeout_s=10, interval_s=0.05)

@@ -179,6 +179,14 @@ async def _serve(fd: int) -> None:
     if not host.started.done():
         return
     _, ref, config, limits = host.started.result()
+    # Its lines in the parent's stderr say whose they are.
+    name = next(iter(config["modules"]), "?")
+    level = str(config["kernel"].get("log_level", "INFO")).upper()
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format=f"%(levelname)s isolated:{name}[{os.getpid()}] %(name)s: %(message)s",
+    )
     try:
         _limit(limits)
         kernel = ChildKernel(modules=[_detached(ref)], config=config)
@@ -199,7 +207,6 @@ async def _serve(fd: int) -> None:
 
 def main() -> None:
     """Entry point: ``python -m organelle.kernel._isolate_child FD``."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     asyncio.run(_serve(int(sys.argv[1])))
 
 
