@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from organelle import Module, on, rpc
+from organelle.plugins import Manifest
 
 
 class Worker(Module):
@@ -60,3 +61,9 @@ class Worker(Module):
     @on("ledger.changed")
     async def changed(self, payload: dict[str, Any]) -> None:
         await self.call("ledger.note", text=f"worker saw {payload['total']}")
+
+
+class GuardedWorker(Worker):
+    """A plugin-style module whose manifest lets it call ``ledger.add`` but not emit."""
+
+    manifest = Manifest(rpc=("ledger.add",), subscribe=("ledger.changed",))

@@ -18,6 +18,7 @@ import pytest
 from organelle import (
     CallTimeoutError,
     ConfigError,
+    ForbiddenError,
     Kernel,
     Module,
     ModuleState,
@@ -27,7 +28,7 @@ from organelle import (
 from organelle.health.base import Status
 from organelle.health.checks import ModuleCheck
 from organelle.testing import capture, eventually
-from tests.kernel.isolated_apps import Worker
+from tests.kernel.isolated_apps import GuardedWorker, Worker
 
 
 class Ledger(Module):
@@ -108,6 +109,14 @@ async def test_calls_events_and_config_cross_the_process_boundary() -> None:
         assert health.status is Status.DEGRADED
         assert health.detail == "tired"
         assert health.data == {"pid": pid}
+
+
+async def test_a_plugin_manifest_holds_the_isolated_module() -> None:
+    config = {"modules": {"worker": {"isolate": True}}}
+    async with Kernel([Ledger, GuardedWorker], config) as kernel:
+        with pytest.raises(ForbiddenError, match="worker.recorded"):
+            await kernel.call("worker.record", amount=2)  # ledger.add allowed, the emit not
+        assert kernel.module("ledger").total == 2  # type: ignore[attr-defined]
 
 
 async def test_deadline_crosses_and_reload_module_starts_a_child_with_the_new_section() -> None:
@@ -230,7 +239,7 @@ def test_a_class_that_cannot_be_imported_by_name_is_refused() -> None:
 PARENT = """
 import asyncio, sys
 from organelle import Kernel
-from tests.kernel.isolated_apps import Worker
+from tests.kernel.isolated_apps import GuardedWorker, Worker
 from tests.kernel.test_isolate import Ledger
 
 async def main():

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import logging
 import os
 import signal
 import socket
@@ -30,11 +31,13 @@ from typing import Any
 
 from organelle.codec import to_builtins
 from organelle.context import current_context
-from organelle.errors import ConfigError, LifecycleError, UnavailableError
+from organelle.errors import ConfigError, LifecycleError, OrganelleError, UnavailableError
 from organelle.kernel._isolate_wire import Peer
 from organelle.module import Module, describe
 
 __all__ = ["HEALTH", "IsolateOptions", "isolated", "parse_isolate"]
+
+log = logging.getLogger("organelle.kernel")
 
 # What the child's kernel takes over from the parent's ``[kernel]`` section: the
 # shared backends and the timeouts. Not the transport: the child is reached
@@ -301,8 +304,15 @@ class _Child:
         elif kind == "failed" and not self.ready.done():
             self.ready.set_exception(LifecycleError(str(msg[1])))
         elif kind == "emit":
-            return self.module.kernel.emit(msg[1], msg[2], module=self.module.name, key=msg[3])
+            return self.emit(msg[1], msg[2], msg[3])
         return None
+
+    async def emit(self, topic: str, payload: Any, key: str | None) -> None:
+        """An event the isolated module emits, in its name (one-way: a refusal is logged)."""
+        try:
+            await self.module.kernel.emit(topic, payload, module=self.module.name, key=key)
+        except OrganelleError as exc:
+            log.warning("isolated module %r: emit of %r refused: %s", self.module.name, topic, exc)
 
     async def watch(self) -> None:
         """Return when stopped on purpose; raise when the child dies (the kernel restarts it)."""
