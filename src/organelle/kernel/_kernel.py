@@ -53,7 +53,7 @@ from organelle.kernel._states import ModuleInfo, ModuleState
 from organelle.kernel._storage import StoreHost
 from organelle.kernel._streamhost import StreamHost
 from organelle.kernel._supervise import Supervisor
-from organelle.module import Module, describe
+from organelle.module import Module, ModuleSpec, describe
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -315,8 +315,23 @@ class Kernel:
             raise DefinitionError(f"{ref!r} is not a Module subclass or instance")
         self._plugins.admit(spec)  # a manifest's kernel range and subscriptions
         section = self.config.get("modules", {}).get(spec.name, {})
+        if isinstance(section, dict) and section.get("isolate"):  # docs/isolation.md
+            instance, spec = self._isolated(instance, spec, section)
         self._attach(instance, st.validate_config(spec, section))
         return Slot(instance=instance, spec=spec, raw_config=section or {})
+
+    def _isolated(
+        self, instance: Module, spec: ModuleSpec, section: dict[str, Any]
+    ) -> tuple[Module, ModuleSpec]:
+        """The stand-in of a module that runs in a child process (``isolate = …``)."""
+        from organelle.kernel._isolate import isolated, parse_isolate
+
+        options = parse_isolate(spec.name, section["isolate"])
+        if options is None:
+            return instance, spec
+        own = {k: v for k, v in section.items() if k not in st.KERNEL_KEYS}
+        cls = isolated(type(instance), options, own, self.config.get("kernel") or {})
+        return cls(), describe(cls)
 
     def _attach(self, instance: Module, config: Any) -> None:
         # A plugin module (one with a manifest) sees the kernel through a guard.

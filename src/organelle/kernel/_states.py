@@ -32,6 +32,7 @@ class Hooked(Protocol):
 
 
 __all__ = [
+    "KERNEL_KEYS",
     "STATE_TOPICS",
     "ModuleInfo",
     "ModuleState",
@@ -80,6 +81,11 @@ class ModuleInfo:
     instance: Module
 
 
+KERNEL_KEYS = frozenset({"isolate"})
+"""Keys of a ``[modules.<name>]`` section the kernel reads itself (``isolate``,
+``docs/isolation.md``); the module's ``Config`` never sees them."""
+
+
 def unknown_keys(model: Any, raw: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Keys of ``raw`` the pydantic ``model`` has no field for, each with a did-you-mean hint.
 
@@ -114,6 +120,7 @@ def validate_config(spec: ModuleSpec, raw: Any) -> Any:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"modules.{spec.name}: the section must be a table")
+    raw = {k: v for k, v in raw.items() if k not in KERNEL_KEYS}
     if model is None:
         if raw:
             keys = ", ".join(sorted(raw))
