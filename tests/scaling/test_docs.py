@@ -6,7 +6,7 @@ import re
 import tomllib
 
 from organelle.deploy import K8sOptions, NodeGroup
-from organelle.scaling.module import ScalingConfig
+from organelle.scaling.module import ForecastConfig, ScalingConfig
 from tests.deploy.test_k8s import ROOT
 
 
@@ -15,12 +15,19 @@ def toml_blocks(doc: str) -> list[str]:
 
 
 def test_the_scaling_example_is_a_valid_config() -> None:
-    (block,) = toml_blocks("scaling.md")
+    block, _ = toml_blocks("scaling.md")
     config = ScalingConfig.model_validate(tomllib.loads(block)["modules"]["scaling"])
     (target,) = config.targets
     assert [r.metric for r in target.rules] == ["queue_depth", "rpc_p99_s"]
     assert target.forecast is not None
     assert target.forecast.model == "seasonal"
+
+
+def test_the_onnx_forecast_example_is_a_valid_section() -> None:
+    _, block = toml_blocks("scaling.md")
+    raw = tomllib.loads(block)["modules"]["scaling"]["targets"]["forecast"]
+    forecast = ForecastConfig.model_validate(raw)
+    assert (forecast.model, forecast.window, forecast.step_s) == ("onnx", 12, 15)
 
 
 def test_the_deploy_example_is_a_valid_section() -> None:

@@ -8,6 +8,7 @@ the event ``scaling.decided``. See docs/scaling.md.
 """
 
 from organelle.scaling._forecast import Forecaster, SeasonalForecast, TrendForecast
+from organelle.scaling._onnx import OnnxForecast
 from organelle.scaling._rules import Decision, Metric, Rules, ScalingPolicy, ScalingRule, Signals
 from organelle.scaling._source import OpsMetrics, quantile
 from organelle.scaling._target import ForecastSpec, Source, Target
@@ -21,6 +22,7 @@ __all__ = [
     "Forecaster",
     "MemoryScaler",
     "Metric",
+    "OnnxForecast",
     "OpsMetrics",
     "Rules",
     "Scaler",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from organelle.errors import ConfigError
 from organelle.scaling._forecast import Forecaster, SeasonalForecast, TrendForecast
+from organelle.scaling._onnx import OnnxForecast
 from organelle.scaling._rules import Decision, Metric, Rules, ScalingPolicy, ScalingRule, Signals
 
 __all__ = ["ForecastSpec", "Source", "Target"]
@@ -24,21 +26,36 @@ class ForecastSpec:
     """Which model forecasts which signals, how far ahead.
 
     Attributes:
-        model: ``trend`` (Holt) or ``seasonal`` (same phase of earlier periods).
+        model: ``trend`` (Holt), ``seasonal`` (same phase of earlier periods) or
+            ``onnx`` (a trained model's file, run with onnxruntime; see ``OnnxForecast``).
         horizon_s: how far ahead the rules look (about a replica's start-up time).
         metrics: the signals forecast.
         period_s: the seasonal model's period.
         bucket_s: the seasonal model's phase resolution.
+        path: the onnx model's file.
+        window: the samples the onnx model takes.
+        step_s: the spacing of those samples.
     """
 
-    model: Literal["trend", "seasonal"] = "trend"
+    model: Literal["trend", "seasonal", "onnx"] = "trend"
     horizon_s: float = 60.0
     metrics: tuple[Metric, ...] = ("queue_depth", "stream_lag")
     period_s: float = 86_400.0
     bucket_s: float = 300.0
+    path: str = ""
+    window: int = 12
+    step_s: float = 15.0
 
     def build(self) -> Forecaster:
-        """A fresh model."""
+        """A fresh model.
+
+        Raises:
+            ConfigError: an onnx model without a path, or one that cannot be loaded.
+        """
+        if self.model == "onnx":
+            if not self.path:
+                raise ConfigError("forecast: model 'onnx' needs a path to the .onnx file")
+            return OnnxForecast(self.path, window=self.window, step_s=self.step_s)
         if self.model == "seasonal":
             return SeasonalForecast(period_s=self.period_s, bucket_s=self.bucket_s)
         return TrendForecast()

@@ -42,11 +42,15 @@ class RuleConfig(BaseModel):
 class ForecastConfig(BaseModel):
     """``[modules.scaling.targets.forecast]``."""
 
-    model: Literal["trend", "seasonal"] = "trend"
+    model: Literal["trend", "seasonal", "onnx"] = "trend"
     horizon_s: float = Field(default=60.0, ge=0)
     metrics: list[Metric] = Field(default_factory=lambda: list(_FORECAST_DEFAULT))
     period_s: float = Field(default=86_400.0, gt=0)
     bucket_s: float = Field(default=300.0, gt=0)
+    path: str = ""
+    """``onnx``: the model's file (``docs/scaling.md``: its input and output)."""
+    window: int = Field(default=12, ge=1)
+    step_s: float = Field(default=15.0, gt=0)
 
 
 class TargetConfig(BaseModel):
@@ -145,6 +149,9 @@ class ScalingController(Module):
                 metrics=tuple(f.metrics),
                 period_s=f.period_s,
                 bucket_s=f.bucket_s,
+                path=f.path,
+                window=f.window,
+                step_s=f.step_s,
             )
         return Target(t.name, rules, policy=policy, source=source, forecast=forecast)
 
