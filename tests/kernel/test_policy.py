@@ -19,6 +19,7 @@ from organelle.errors import (
     ValidationError,
 )
 from organelle.kernel._policy import Breaker, Bulkhead, RetryBudget, TokenBucket, did_not_run
+from organelle.testing import running
 
 
 class Flaky(Module):
@@ -378,3 +379,50 @@ async def test_a_module_replaced_at_run_time_brings_its_own_declared_policy() ->
         assert await kernel.call("quotes.quote") == "on time"  # the old guard was forgotten
         with pytest.raises(CallTimeoutError):
             await kernel.call("quotes2.quote")  # the other module's guard stands
+
+
+def test_a_half_open_breaker_with_its_probe_out_refuses() -> None:
+    b = Breaker("t", BreakerPolicy(failures=1, reset_s=1.0, probes=1))
+    b.record(ok=False, now=0.0)
+    assert b.refuses(0.5)  # open
+    assert not b.refuses(1.0)  # due to half-open: a probe may go
+    assert b.allow(1.0)  # the probe goes out
+    assert b.refuses(1.0)  # half-open, nothing more to let through
+    b.record(ok=True, now=1.1)
+    assert not b.refuses(1.1)  # closed
+
+
+class Quoter(Module):
+    name = "quoter"
+
+    @rpc
+    async def quote(self) -> str:
+        return "ok"
+
+
+async def test_a_node_whose_probe_is_out_is_skipped_not_an_error() -> None:
+    """Two nodes serve; one's per-node breaker is half-open with its probe out: calls go to the other."""
+    cluster = f"memory://half-open-{time.monotonic_ns()}"
+    policy = {"timeout_s": 5, "breaker": {"failures": 5, "probes": 1}}
+
+    def node(name: str, **extra: Any) -> dict[str, Any]:
+        return {"kernel": {"transport": cluster, "node": name, "prefer_local": False}, **extra}
+
+    async with (
+        running(Quoter, config=node("a")),
+        running(Quoter, config=node("b")),
+        running(config=node("caller", policies={"quoter.quote": policy})) as caller,
+    ):
+        async with asyncio.timeout(5):
+            while len(caller.transport.versions("quoter")) < 2:
+                await asyncio.sleep(0.01)
+        guard = caller._policies.guard(None, "quoter.quote")
+        assert guard is not None
+        assert guard.per_node
+        sick = guard.node_breaker("a")
+        for _ in range(5):
+            sick.record(ok=False, now=time.monotonic() - 60)  # opened long ago: due to half-open
+        assert sick.allow(time.monotonic())  # its one probe is out (never answered here)
+        results = await asyncio.gather(*(caller.call("quoter.quote") for _ in range(50)))
+        assert results == ["ok"] * 50
+        assert sick.probing == 1  # no call went to the sick node

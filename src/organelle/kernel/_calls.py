@@ -482,9 +482,15 @@ class Dispatcher:
         A node that never received the call (gone since the registry was read)
         counts against its breaker and the call goes to another one at once.
 
+        A node whose half-open breaker sent its probe out meanwhile is skipped
+        the same way (refusing the call would turn one sick node into an error
+        while others serve).
+
         Raises:
-            CircuitOpenError: the node picked is half-open with its probe out.
+            CircuitOpenError: every node tried was refused that way.
+            UnavailableError: no node tried received the call.
         """
+        last: OrganelleError | None = None
         for _ in range(_MAX_UNDELIVERED):
             now = _monotonic()
             node, panic = self._node_for(guard, target, params, ctx, tried, now)
@@ -492,13 +498,13 @@ class Dispatcher:
                 return await self._remote_once(target, params, ctx)
             tried.add(node)
             breaker = guard.node_breaker(node)
-            if not panic and not breaker.allow(now):  # half-open, its probe already out
-                err = CircuitOpenError(
+            if not panic and not breaker.allow(now):  # its probe went out meanwhile: next node
+                last = CircuitOpenError(
                     f"calls to {target!r} on node {node!r} are failing: circuit open",
                     details={"target": target, "retry_after_s": breaker.retry_after(now)},
                 )
-                err.node = node
-                raise err
+                last.node = node
+                continue
             try:
                 result = await self._remote_once(target, params, ctx, node)
             except Exception as exc:
@@ -509,6 +515,7 @@ class Dispatcher:
                 raise
             breaker.record(ok=True, now=_monotonic())
             return result
+        assert last is not None  # noqa: S101 - the loop ran and every pass set it
         raise last
 
     def _node_for(  # noqa: PLR0917 - one call's parts, passed on

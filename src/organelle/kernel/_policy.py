@@ -156,8 +156,16 @@ class Breaker:
         return False
 
     def refuses(self, now: float) -> bool:
-        """Whether it is open and not yet due to half-open (a node to leave out)."""
-        return self.state == OPEN and now - self.opened_at < self.policy.reset_s
+        """Whether a call would be refused now (a node to leave out).
+
+        Open and not yet due to half-open, or half-open with every probe out:
+        a caller that picked such a node would be refused for nothing while
+        another node could serve.
+        """
+        state = self.state
+        if state == OPEN:
+            return now - self.opened_at < self.policy.reset_s
+        return state == HALF_OPEN and self.probing >= self.policy.probes
 
     def retry_after(self, now: float) -> float:
         """Seconds until an open breaker half-opens."""
