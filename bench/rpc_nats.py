@@ -74,14 +74,16 @@ def _loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _config(url: str) -> dict[str, Any]:
-    return {"kernel": {"transport": url, "transport_options": {"prefix": PREFIX}}}
+def _config(url: str, prefix: str = PREFIX) -> dict[str, Any]:
+    # Each organelle subject has a registry of its own: a node the previous subject
+    # stopped stays listed until its TTL, and per-node routing would try it first.
+    return {"kernel": {"transport": url, "transport_options": {"prefix": prefix}}}
 
 
 # -- server side (a child process) --------------------------------------------------------
 async def serve(kind: str, url: str) -> None:
-    if kind == "organelle":
-        async with Kernel([Echo], _config(url)):
+    if kind in ("organelle", "policy"):
+        async with Kernel([Echo], _config(url, f"{PREFIX}-{kind}")):
             print("ready", flush=True)
             await asyncio.Event().wait()
     elif kind == "raw":
@@ -253,7 +255,7 @@ class OrgClient(Client):
         self.policy = policy
 
     async def open(self, url: str) -> None:
-        config = _config(url)
+        config = _config(url, f"{PREFIX}-{'organelle' if self.policy is None else 'policy'}")
         if self.policy is not None:
             config["policies"] = {"echo.echo": self.policy}
         self.kernel = Kernel([], config)
@@ -354,8 +356,7 @@ async def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     async with NatsServer() as server:
         for kind, client in subjects.items():
-            serve_as = "organelle" if kind == "policy" else kind
-            results[kind] = await run_subject(serve_as, server.url, client, sizes)
+            results[kind] = await run_subject(kind, server.url, client, sizes)
             print(
                 kind,
                 {k: (v[0] if isinstance(v, tuple) else v) for k, v in results[kind].items()},
