@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -62,6 +61,10 @@ def parse_dependency(owner: str, text: object, *, optional: bool = False) -> Dep
     """Parse ``"pricing"`` or ``"pricing>=1.2,<2"``."""
     if not isinstance(text, str):
         raise DefinitionError(f"module {owner!r}: dependency {text!r} must be a string")
+    # packaging.requirements (markers, tags, sysconfig) costs ~20 ms to import:
+    # paid by the first module with a dependency, not by ``import organelle``.
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
