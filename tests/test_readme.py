@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 RUN_LINE = "pip install -e '.[all]' && organelle run examples/shop/app.toml"
-TEST_LINE = "pip install -e '.[all,dev]' && python -m pytest"
+TEST_LINE = "pip install -e '.[all,dev]' && python -m pytest -n 2 --dist loadfile"
 
 
 def test_the_two_commands_are_in_the_readme_and_ci() -> None:

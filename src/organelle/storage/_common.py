@@ -319,7 +319,9 @@ class BaseStore:
                 )
 
     async def _sweep_loop(self) -> None:
-        while True:
+        # ``_closed`` is checked too: a client library that turns the cancel of
+        # an in-flight command into an ordinary error must not keep us looping.
+        while not self._closed:
             await asyncio.sleep(self.sweep_interval_s)
             with contextlib.suppress(Exception):  # a failed sweep is retried next round
                 await self.sweep()
@@ -330,10 +332,15 @@ class BaseStore:
 
     async def _stop_sweeper(self) -> None:
         task, self._sweeper = self._sweeper, None
-        if task is not None:
+        if task is None:
+            return
+        for _ in range(50):  # bounded: a swallowed cancel is cancelled again
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=0.1)
+            if task.done():
+                break
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as lost
 
     # -- in-process watch fan-out -----------------------------------------------
 

@@ -51,6 +51,9 @@ def connect(url: str, **options: Any) -> Any:
         ) from exc
     options.setdefault("decode_responses", False)
     options.setdefault("health_check_interval", 30)
+    # It bounds connecting and, in redis-py, closing too: without it a close
+    # can wait forever on a socket the server stopped reading.
+    options.setdefault("socket_connect_timeout", 5.0)
     return redis.asyncio.Redis.from_url(url, **options)
 
 
