@@ -170,3 +170,21 @@ async def test_app_toml_builds_and_runs() -> None:
             "orders.place_order", customer="ada", lines=[{"sku": "pear", "qty": 1}]
         )
         assert order.total == Decimal("0.72")
+
+
+async def test_orders_memory_is_bounded_by_keep() -> None:
+    config: dict[str, Any] = {
+        "modules": {**CONFIG["modules"], "orders": {"currency": "EUR", "keep": 3}}
+    }
+    async with running(Pricing, Inventory, Orders, Notifications, config=config) as kernel:
+        placed: list[Order] = [
+            await kernel.call(
+                "orders.place_order", customer="ada", lines=[{"sku": "apple", "qty": 1}]
+            )
+            for _ in range(5)
+        ]
+        for order in placed[-3:]:  # the newest three are kept
+            assert await kernel.call("orders.get_order", order_id=order.id) == order
+        for order in placed[:2]:  # the oldest are dropped first
+            with pytest.raises(NotFoundError):
+                await kernel.call("orders.get_order", order_id=order.id)
