@@ -188,3 +188,15 @@ async def test_orders_memory_is_bounded_by_keep() -> None:
         for order in placed[:2]:  # the oldest are dropped first
             with pytest.raises(NotFoundError):
                 await kernel.call("orders.get_order", order_id=order.id)
+
+
+async def test_reservations_are_bounded_by_keep() -> None:
+    config: dict[str, Any] = {
+        "modules": {**CONFIG["modules"], "inventory": {"stock": {"apple": 20}, "keep": 2}}
+    }
+    async with running(Inventory, config=config) as kernel:
+        made = [await kernel.call("inventory.reserve", sku="apple", qty=1) for _ in range(3)]
+        assert await kernel.call("inventory.stock", sku="apple") == 17
+        assert await kernel.call("inventory.release", reservation_id=made[0].id) is False
+        assert await kernel.call("inventory.release", reservation_id=made[2].id) is True
+        assert await kernel.call("inventory.stock", sku="apple") == 18

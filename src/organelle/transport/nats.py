@@ -247,7 +247,8 @@ class NatsTransport:
         """Every live node of the cluster, read now."""
         if self._announcer is None:
             return []
-        return sorted((await self._announcer.refresh()).values(), key=lambda n: n.node)
+        nodes = await self._announcer.refresh(fresh=True)
+        return sorted(nodes.values(), key=lambda n: n.node)
 
     # -- connection events ---------------------------------------------------------------
     def _on_lost(self) -> None:
@@ -407,7 +408,7 @@ class NatsTransport:
         module = target.partition(".")[0]
         try:
             async with asyncio.timeout(max(0.01, min(1.0, deadline - _monotonic()))):
-                await announcer.refresh()
+                await announcer.refresh(fresh=True)
         except Exception as exc:  # registry away: cannot tell, keep retrying
             log.debug("registry read failed: %s", exc)
             return
