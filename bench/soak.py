@@ -481,6 +481,9 @@ def main() -> None:
         "Refusals the shop gives by design (out of stock, an order it no longer keeps) "
         "are counted apart from errors. `python bench/soak.py` reproduces it "
         "(`--minutes`, `--interval-s`, `--rate`).\n"
+        f"Load average at the end (1, 5, 15 min): "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
+        "latencies are the machine's as much as organelle's when it is busy.\n"
         f"\nVerdict: **{verdict}**.\n"
     )
     if not args.quick:
