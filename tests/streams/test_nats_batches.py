@@ -19,6 +19,7 @@ from nats.js import api
 
 from organelle.errors import LeaseLostError
 from organelle.streams import StreamSpec
+from organelle.streams._nats_direct import DirectBatches, direct_record
 from organelle.streams.nats import JetStreamLog
 from organelle.testing.servers import NatsServer
 
@@ -144,5 +145,29 @@ async def test_a_stream_made_without_direct_gets_is_read_and_then_upgraded(
         again = await log.claim_batch("g", "old", 0, "a", lease_s=30, limit=5)
         assert [d.record.data for d in again] == [b"0", b"1", b"2"]
         assert again[0].attempt == 2
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("hook", [True, False])
+async def test_batched_direct_gets_with_and_without_the_parser_hook(
+    nats_server: NatsServer, prefix: str, log: JetStreamLog, *, hook: bool
+) -> None:
+    placed = [
+        await log.append("s", f"r{i}".encode(), key=f"k é {i}", headers={"h": "ü"})
+        for i in range(5)
+    ]
+    nc = await nats.connect(nats_server.url)
+    try:
+        batches = await DirectBatches(nc, 5.0, hook=hook).open()
+        assert batches.hooked is hook  # False also when nats-py changes its message handler
+        got = await batches.fetch(f"{prefix}_s", f"{prefix}.st.s.0", placed[1][1], 3)
+        records = [direct_record("s", 0, m) for m in got]
+        assert [r.offset for r in records] == [off for _, off in placed[1:4]]
+        assert [(r.data, r.key, dict(r.headers)) for r in records[:1]] == [
+            (b"r1", "k é 1", {"h": "ü"})
+        ]
+        assert await batches.fetch(f"{prefix}_s", f"{prefix}.st.s.0", placed[-1][1] + 1, 3) == []
+        await batches.close()
     finally:
         await nc.close()

@@ -9,6 +9,15 @@ server-side consumer to create, move or delete when a group's position jumps
 (a release, a retry, another member). Replies arrive on one subscription
 held for the connection's life, each request on a token of its own.
 
+The replies are taken off the connection's parser before nats-py builds a
+message of them: a direct get adds six ``Nats-*`` headers to each record, and
+nats-py's header parsing (a character-by-character check of every name), its
+message object and its per-subscription queue cost more than the rest of a
+record's consumption together. The connection is the log's own, and the hook
+only takes messages of this one subscription; should a nats-py release call
+its message handler differently, ``open`` leaves the hook out and replies take
+the ordinary path.
+
 A direct get may be served by any replica, so it can lag the last
 acknowledged append by a moment on a cluster; a claim then simply finds the
 newest records on its next look. Used by ``organelle.streams.nats`` only.
@@ -17,8 +26,10 @@ newest records on its next look. Used by ``organelle.streams.nats`` only.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -29,13 +40,26 @@ from organelle.streams.base import Record
 __all__ = ["DirectBatches", "direct_record"]
 
 _END = frozenset({"204", "404"})  # end of batch; no message at all
+_HOOKED = ["sid", "subject", "reply", "data", "headers"]  # nats-py's _process_msg
+
+
+def parse_headers(raw: bytes) -> dict[str, str]:
+    """A NATS header block (``NATS/1.0`` line first) as a dict; values UTF-8, stripped."""
+    out: dict[str, str] = {}
+    for line in raw.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            out[name.strip().decode("ascii", "replace")] = value.strip().decode("utf-8", "replace")
+    return out
 
 
 class DirectBatches:
     """Batched direct gets over one connection (``open`` subscribes, ``close`` drops it)."""
 
-    def __init__(self, nc: Any, timeout_s: float) -> None:
+    def __init__(self, nc: Any, timeout_s: float, *, hook: bool = True) -> None:
         self._nc = nc
+        self._hook = hook
+        self.hooked = False  # whether replies skip nats-py's message path
         self._timeout_s = timeout_s
         self._prefix = f"{nc.new_inbox()}."
         self._tokens = itertools.count()
@@ -43,9 +67,40 @@ class DirectBatches:
         self._sub: Any = None
 
     async def open(self) -> DirectBatches:
-        """Subscribe to the replies' inbox."""
-        self._sub = await self._nc.subscribe(f"{self._prefix}*", cb=self._reply)
+        """Subscribe to the replies' inbox, and take its messages off the parser if we can."""
+        nc = self._nc
+        self._sub = sub = await nc.subscribe(f"{self._prefix}*", cb=self._reply)
+        process = getattr(nc, "_process_msg", None)
+        if (
+            not self._hook
+            or process is None
+            or list(inspect.signature(process).parameters) != _HOOKED
+        ):
+            return self
+        sid, raw = sub._id, self._raw  # private to nats-py: see the module docstring
+
+        async def hooked(
+            sid_: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        ) -> None:
+            if sid_ == sid:
+                raw(subject, data, headers)
+            else:
+                await process(sid_, subject, reply, data, headers)
+
+        nc._process_msg = hooked  # the log's own connection, one subscription's messages
+        self.hooked = True
         return self
+
+    def _raw(self, subject: bytes, data: bytes, headers: bytes | None) -> None:
+        """A reply straight from the parser: a record, or the status ending a batch."""
+        waiting = self._waiting.get(subject[len(self._prefix) :].decode())
+        if waiting is None:  # a late reply to a request that timed out
+            return
+        got, done = waiting
+        if headers and headers[8:9] != b" ":  # "NATS/1.0\r\n...": a record
+            got.append(_Reply(parse_headers(headers), data))
+        elif not done.done():  # "NATS/1.0 204 EOB": a status
+            done.set_result(headers[9:12].decode() if headers else "?")
 
     async def close(self) -> None:
         """Drop the subscription; requests still waiting fail as unavailable."""
@@ -100,9 +155,18 @@ class DirectBatches:
         return got
 
 
+class _Reply:
+    """A record's reply as the hook keeps it (the two fields of nats-py's ``Msg`` we read)."""
+
+    __slots__ = ("data", "headers")
+
+    def __init__(self, headers: Mapping[str, str], data: bytes) -> None:
+        self.headers, self.data = headers, data
+
+
 def direct_record(stream: str, partition: int, msg: Any) -> Record:
     """A ``Record`` from a direct-get reply (the server adds ``Nats-*`` headers)."""
-    raw: dict[str, str] = msg.headers
+    raw: Mapping[str, str] = msg.headers
     headers = {k: v for k, v in raw.items() if not k.lower().startswith(RESERVED)}
     odd = raw.get(H_HEADERS)
     if odd is not None:
