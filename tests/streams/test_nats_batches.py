@@ -171,3 +171,19 @@ async def test_batched_direct_gets_with_and_without_the_parser_hook(
         await batches.close()
     finally:
         await nc.close()
+
+
+async def test_the_batch_read_ahead_is_used_only_from_where_the_group_is(
+    log: JetStreamLog,
+) -> None:
+    offsets = [(await log.append("s", str(i).encode()))[1] for i in range(6)]
+    batch = await log.claim_batch("g", "s", 0, "a", lease_s=30, limit=2)  # full: reads ahead
+    await log.release(batch[0], "a")
+    again = await log.claim_batch("g", "s", 0, "a", lease_s=30, limit=2)
+    assert [d.record.offset for d in again] == offsets[:2]
+    await log.commit(again[1], "a")  # past both
+    await log.dead(
+        (await log.claim_batch("g", "s", 0, "a", lease_s=30, limit=2))[0], "a", "ValueError"
+    )
+    nxt = await log.claim_batch("g", "s", 0, "a", lease_s=30, limit=3)
+    assert [d.record.offset for d in nxt] == offsets[3:]
