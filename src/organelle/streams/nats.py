@@ -13,8 +13,15 @@ lease varies per claim and a stalled holder must be refused, which a
 consumer's fixed ``ack_wait`` cannot express. Each (stream, group, partition)
 keeps next offset, owner, lease end and attempts in the KV bucket
 ``<prefix>_groups``, changed by compare-and-set, so leases fence across
-processes (lease times use the local clock). A claim fetches "the next message
-on this subject from sequence N", skipping what retention removed. Dead
+processes (lease times use the local clock). A claim reads its batch with
+one batched direct get ("up to k messages on this subject from sequence N",
+skipping what retention removed; ``_nats_direct``) and reads the next batch
+while this one is handled. A batch costs three round trips, not two per
+record: the entry this process last wrote is trusted until a compare-and-set
+fails, and commits within a batch are held back while at least half the
+lease is left, written by the batch's last commit (or a release, a dead
+letter, the next claim, ``close``): a process that dies mid-batch has up to
+a batch delivered again. Dead
 letters go to the stream ``<prefix>_DEAD``, one subject per (group, stream,
 partition, offset), so a record dead-lettered twice keeps one letter.
 """
