@@ -46,10 +46,10 @@ _HOOKED = ["sid", "subject", "reply", "data", "headers"]  # nats-py's _process_m
 def parse_headers(raw: bytes) -> dict[str, str]:
     """A NATS header block (``NATS/1.0`` line first) as a dict; values UTF-8, stripped."""
     out: dict[str, str] = {}
-    for line in raw.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
+    for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:  # one decode, not two a line
+        name, sep, value = line.partition(":")
         if sep:
-            out[name.strip().decode("ascii", "replace")] = value.strip().decode("utf-8", "replace")
+            out[name.strip()] = value.strip()
     return out
 
 
