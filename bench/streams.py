@@ -185,7 +185,7 @@ async def organelle_round(url: str, n: int) -> tuple[float, float, float]:
 
 
 def spread(values: list[float]) -> str:
-    """``min–max`` of per-round figures, for the notes."""
+    """The lowest and highest of per-round figures, for the notes."""
     return f"{min(values):.2f}–{max(values):.2f}"
 
 
