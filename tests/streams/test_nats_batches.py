@@ -187,3 +187,14 @@ async def test_the_batch_read_ahead_is_used_only_from_where_the_group_is(
     )
     nxt = await log.claim_batch("g", "s", 0, "a", lease_s=30, limit=3)
     assert [d.record.offset for d in nxt] == offsets[3:]
+
+
+async def test_a_server_before_batched_direct_gets_is_read_one_record_at_a_time(
+    nats_server: NatsServer, prefix: str, log: JetStreamLog
+) -> None:
+    offsets = [(await log.append("s", str(i).encode()))[1] for i in range(3)]
+    async with await JetStreamLog([nats_server.url], prefix=prefix).open() as old:
+        old._batched = False  # as on nats-server 2.10: the version decides at open
+        batch = await old.claim_batch("g", "s", 0, "a", lease_s=30, limit=5)
+        assert [d.record.offset for d in batch] == offsets
+        assert old._direct == {"s": False}

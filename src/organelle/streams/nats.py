@@ -83,6 +83,7 @@ from organelle.transport.nats_connect import NatsConnectOptions
 __all__ = ["JetStreamLog"]
 
 _CAS_TRIES = 5
+_BATCHED_SINCE = (2, 11)  # nats-server version of batched direct gets
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as ``check_name`` allows
 
 
@@ -129,6 +130,7 @@ class JetStreamLog(BaseStreamLog):
         self._parts: dict[str, int] = {}  # partition counts never change: cache them
         self._direct: dict[str, bool] = {}  # whether a stream answers batched direct gets
         self._batches: Any = None  # DirectBatches, once open
+        self._batched = False  # whether the server answers batched direct gets
         # Commits held back within a claimed batch, and each batch's last offset, per
         # (stream, group, partition) key: (owner, offset).
         self._pending: dict[str, tuple[str, int]] = {}
@@ -185,6 +187,9 @@ class JetStreamLog(BaseStreamLog):
                 await nc.close()
             raise
         self._nc, self._js, self._batches = nc, js, batches
+        version = nc.connected_server_version
+        # Batched direct gets came with nats-server 2.11; an older one answers one message.
+        self._batched = (version.major, version.minor) >= _BATCHED_SINCE
 
     async def close(self) -> None:
         """Write commits still held back, then close the connection; never raises."""
@@ -243,7 +248,7 @@ class JetStreamLog(BaseStreamLog):
             config = (await self._stream_info(stream)).config
             parts = partition_count(stream, config)
             self._parts[stream] = parts
-            self._direct[stream] = bool(config.allow_direct)
+            self._direct[stream] = bool(config.allow_direct) and self._batched
         return parts
 
     async def _next(self, js_stream: str, seq: int, subject: str) -> Any:
@@ -307,7 +312,7 @@ class JetStreamLog(BaseStreamLog):
             if any(getattr(config, k) != v for k, v in wanted.items()):
                 await js.update_stream(config.evolve(**wanted))
             self._parts[stream] = have
-            self._direct[stream] = True
+            self._direct[stream] = self._batched
         return spec
 
     async def append(
