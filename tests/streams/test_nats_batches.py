@@ -17,7 +17,7 @@ import nats
 import pytest
 from nats.js import api
 
-from organelle.errors import LeaseLostError
+from organelle.errors import LeaseLostError, StreamNotFoundError, UnavailableError
 from organelle.streams import StreamSpec
 from organelle.streams._nats_direct import DirectBatches, direct_record
 from organelle.streams.nats import JetStreamLog
@@ -198,3 +198,19 @@ async def test_a_server_before_batched_direct_gets_is_read_one_record_at_a_time(
         batch = await old.claim_batch("g", "s", 0, "a", lease_s=30, limit=5)
         assert [d.record.offset for d in batch] == offsets
         assert old._direct == {"s": False}
+
+
+async def test_a_claim_on_a_stream_deleted_behind_its_back_says_so(
+    nats_server: NatsServer, prefix: str, log: JetStreamLog
+) -> None:
+    await log.append("s", b"x")
+    assert await log.claim_batch("g", "s", 0, "a", lease_s=30, limit=2)
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.jetstream().delete_stream(f"{prefix}_s")
+    finally:
+        await nc.close()
+    with pytest.raises(UnavailableError):  # its read finds nothing to answer it
+        await log.claim_batch("g", "s", 0, "a", lease_s=30, limit=2)
+    with pytest.raises(StreamNotFoundError):  # the next look finds out
+        await log.claim_batch("g2", "s", 0, "a", lease_s=30, limit=2)

@@ -150,6 +150,8 @@ class DirectBatches:
                 ) from None
         finally:
             del self._waiting[token]
+        if status == "503":  # no responders: the stream is gone, or has no leader yet
+            raise UnavailableError(f"JetStream: nothing answered a direct get on {js_stream}")
         if status not in _END:
             raise TransportError(f"JetStream refused a direct get on {js_stream}: {status}")
         return got

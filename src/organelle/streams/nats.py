@@ -44,6 +44,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 from organelle.errors import (
     ConfigError,
     LeaseLostError,
+    OrganelleError,
     StreamNotFoundError,
     UnavailableError,
     ValidationError,
@@ -264,9 +265,14 @@ class JetStreamLog(BaseStreamLog):
     async def _records(self, stream: str, partition: int, seq: int, limit: int) -> list[Record]:
         """Up to ``limit`` records of a partition from ``seq`` on: one round trip if direct."""
         if self._direct.get(stream):
-            msgs = await self._batches.fetch(
-                self._name(stream), self._subject(stream, partition), seq, limit
-            )
+            try:
+                msgs = await self._batches.fetch(
+                    self._name(stream), self._subject(stream, partition), seq, limit
+                )
+            except OrganelleError:  # deleted or remade, maybe: look the stream up again
+                self._parts.pop(stream, None)
+                self._direct.pop(stream, None)
+                raise
             return [direct_record(stream, partition, m) for m in msgs]
         out: list[Record] = []  # a stream made without allow_direct: one get per record
         while len(out) < limit:
