@@ -29,7 +29,7 @@ import asyncio
 import inspect
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -37,7 +37,7 @@ from organelle.errors import TransportError, UnavailableError
 from organelle.streams._jetstream import H_HEADERS, H_KEY, RESERVED, timestamp
 from organelle.streams.base import Record
 
-__all__ = ["DirectBatches", "direct_record"]
+__all__ = ["DirectBatches", "ReadAhead", "direct_record"]
 
 _END = frozenset({"204", "404"})  # end of batch; no message at all
 _HOOKED = ["sid", "subject", "reply", "data", "headers"]  # nats-py's _process_msg
@@ -183,3 +183,54 @@ def direct_record(stream: str, partition: int, msg: Any) -> Record:
         headers=headers,
         ts=timestamp(raw["Nats-Time-Stamp"]),
     )
+
+
+class ReadAhead:
+    """The batch after a claimed one, read while that one is handled (records never change).
+
+    Kept per (stream, group, partition) key with the sequence it reads from; a
+    claim takes it only if the group is still there (not after a release, a
+    retry or a dead letter), else it is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._reads: dict[str, tuple[int, asyncio.Task[list[Record]]]] = {}
+
+    def start(self, key: str, seq: int, read: Coroutine[Any, Any, list[Record]]) -> None:
+        """Run ``read`` (of the records from ``seq`` on) in the background."""
+        self.drop(key)
+        task = asyncio.get_running_loop().create_task(read)
+        task.add_done_callback(_retrieved)
+        self._reads[key] = (seq, task)
+
+    async def take(self, key: str, seq: int, limit: int) -> list[Record]:
+        """Up to ``limit`` records read ahead from ``seq``; empty if none (read them now)."""
+        ahead = self._reads.pop(key, None)
+        if ahead is None:
+            return []
+        start, task = ahead
+        if start != seq:
+            task.cancel()
+            return []
+        await asyncio.wait([task])  # a failed or cancelled read is simply read again
+        if task.cancelled() or task.exception() is not None:
+            return []
+        return task.result()[:limit]
+
+    def drop(self, key: str) -> None:
+        """Forget what was read for ``key`` (the group moved elsewhere)."""
+        ahead = self._reads.pop(key, None)
+        if ahead is not None:
+            ahead[1].cancel()
+
+    def clear(self) -> None:
+        """Cancel every read (closing)."""
+        for _, task in self._reads.values():
+            task.cancel()
+        self._reads.clear()
+
+
+def _retrieved(task: asyncio.Task[list[Record]]) -> None:
+    """A read ahead nobody awaited: its error is not worth a "never retrieved" report."""
+    if not task.cancelled():
+        task.exception()

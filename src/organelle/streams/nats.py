@@ -66,7 +66,7 @@ from organelle.streams._jetstream import (
     spec_of,
     to_record,
 )
-from organelle.streams._nats_direct import DirectBatches, direct_record
+from organelle.streams._nats_direct import DirectBatches, ReadAhead, direct_record
 from organelle.streams.base import (
     BaseStreamLog,
     Delivery,
@@ -86,12 +86,6 @@ __all__ = ["JetStreamLog"]
 _CAS_TRIES = 5
 _BATCHED_SINCE = (2, 11)  # nats-server version of batched direct gets
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as ``check_name`` allows
-
-
-def _retrieved(task: asyncio.Task[list[Record]]) -> None:
-    """A read ahead nobody awaited: its error is not worth a "never retrieved" report."""
-    if not task.cancelled():
-        task.exception()
 
 
 class JetStreamLog(BaseStreamLog):
@@ -136,8 +130,7 @@ class JetStreamLog(BaseStreamLog):
         # (stream, group, partition) key: (owner, offset).
         self._pending: dict[str, tuple[str, int]] = {}
         self._ends: dict[str, tuple[str, int]] = {}
-        # The batch after a claimed one, being read meanwhile: (first sequence, read).
-        self._ahead: dict[str, tuple[int, asyncio.Task[list[Record]]]] = {}
+        self._ahead = ReadAhead()  # the batch after a claimed one, read meanwhile
         self._round_robin = itertools.count()
         self._lock = asyncio.Lock()
 
@@ -205,8 +198,6 @@ class JetStreamLog(BaseStreamLog):
         self._direct.clear()
         self._pending.clear()
         self._ends.clear()
-        for _, task in self._ahead.values():
-            task.cancel()
         self._ahead.clear()
         if batches is not None:
             with contextlib.suppress(Exception):
@@ -411,7 +402,9 @@ class JetStreamLog(BaseStreamLog):
                 ):
                     # Our own commits, held back: this claim's write carries them.
                     pos = msgspec.structs.replace(pos, next=pending[1], attempts=0)
-                records = await self._claimable(key, stream, partition, pos.next, max(1, limit))
+                records = await self._ahead.take(key, pos.next, max(1, limit)) or (
+                    await self._records(stream, partition, pos.next, max(1, limit))
+                )
                 if not records:
                     if (rev is None or pending is not None) and not await self._pos.save(
                         key, pos, rev
@@ -431,7 +424,8 @@ class JetStreamLog(BaseStreamLog):
                 self._pending.pop(key, None)
                 self._ends[key] = (owner, records[-1].offset)
                 if len(records) == limit > 1:  # a full batch: more are likely waiting
-                    self._read_ahead(key, stream, partition, records[-1].offset + 1, limit)
+                    nxt = records[-1].offset + 1
+                    self._ahead.start(key, nxt, self._records(stream, partition, nxt, limit))
                 return [
                     Delivery(
                         record=r,
@@ -442,32 +436,6 @@ class JetStreamLog(BaseStreamLog):
                     for i, r in enumerate(records)
                 ]
         return []
-
-    def _read_ahead(self, key: str, stream: str, partition: int, seq: int, limit: int) -> None:
-        """Read the batch after this one while it is being handled (records never change)."""
-        task = asyncio.get_running_loop().create_task(self._records(stream, partition, seq, limit))
-        task.add_done_callback(_retrieved)
-        self._ahead[key] = (seq, task)
-
-    def _drop_ahead(self, key: str) -> None:
-        ahead = self._ahead.pop(key, None)
-        if ahead is not None:
-            ahead[1].cancel()
-
-    async def _claimable(
-        self, key: str, stream: str, partition: int, seq: int, limit: int
-    ) -> list[Record]:
-        """The records from ``seq`` on: read ahead by the last claim if it read from there."""
-        ahead = self._ahead.pop(key, None)
-        if ahead is not None:
-            start, task = ahead
-            if start == seq:
-                await asyncio.wait([task])  # a failed read ahead: read again below
-                if not task.cancelled() and task.exception() is None and task.result():
-                    return task.result()[:limit]
-            else:
-                task.cancel()
-        return await self._records(stream, partition, seq, limit)
 
     async def _held(
         self, delivery: Delivery, owner: str, *, fresh: bool = True
@@ -557,7 +525,7 @@ class JetStreamLog(BaseStreamLog):
             key, pos, rev = await self._held(delivery, owner)
             pending = self._pending.pop(key, None)
             self._ends.pop(key, None)
-            self._drop_ahead(key)
+            self._ahead.drop(key)
             if pending is not None and pending[0] == owner and pending[1] > pos.next:
                 pos = msgspec.structs.replace(pos, next=pending[1], attempts=0)
             attempts = count if pos.next == delivery.record.offset else pos.attempts
@@ -598,7 +566,7 @@ class JetStreamLog(BaseStreamLog):
                 nxt = to if isinstance(to, int) else await self._position(stream, part, to)
                 key = Positions.key(group, stream, part)
                 self._pending.pop(key, None)  # held-back commits are overruled
-                self._drop_ahead(key)
+                self._ahead.drop(key)
                 await self._pos.put(key, Pos(next=nxt))
 
     async def info(self, stream: str) -> StreamInfo:
