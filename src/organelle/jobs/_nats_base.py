@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 import time
@@ -55,7 +56,14 @@ class _NatsJobsBase:
         self._kv: Any = None
         self._pullers: dict[tuple[str, int], _Puller] = {}
         self._ack_wait: dict[tuple[str, int], float] = {}
-        self._msgs: dict[tuple[str, int], tuple[Any, int]] = {}  # (id, token) -> (msg, kv rev)
+        # (id, token) -> (msg, kv rev, record as claimed): a settle writes from the
+        # record it holds, by compare-and-set on that revision, without reading it first
+        self._msgs: dict[tuple[str, int], tuple[Any, int, dict[str, Any]]] = {}
+        # Name tokens seen on a priority band's subject (by the survey of the stream,
+        # or on the wake subscription since): a claim of one name never seen there
+        # pulls band 0 directly, without asking the stream where its messages are.
+        self._banded: set[str] = set()
+        self._surveyed = False
         self._deferred: dict[str, float] = {}
         self._wake = asyncio.Event()
 
@@ -125,7 +133,11 @@ class _NatsJobsBase:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _on_publish(self, _msg: Any) -> None:
+    async def _on_publish(self, msg: Any) -> None:
+        rest = msg.subject[len(self.stream) + 1 :]
+        band, _, name = rest.partition(".")
+        if band in _TOKEN_BAND:
+            self._banded.add(name)
         self._wake.set()
 
     def _subject(self, name: str, band: int = 0) -> str:
@@ -181,7 +193,14 @@ class _NatsJobsBase:
     async def _present(self) -> dict[str, int]:
         """Messages in the stream per subject (in flight and delayed ones included)."""
         info = await self._js.stream_info(self.stream, subjects_filter=f"{self.stream}.>")
-        return dict(info.state.subjects or {})
+        present = dict(info.state.subjects or {})
+        skip = len(self.stream) + 1
+        for subject in present:
+            band, _, name = subject[skip:].partition(".")
+            if band in _TOKEN_BAND:
+                self._banded.add(name)
+        self._surveyed = True
+        return present
 
     async def close(self) -> None:
         """Drain and close the connection."""
@@ -248,6 +267,7 @@ def _band(priority: int) -> int:
     return size if priority > 0 else -size
 
 
+@functools.lru_cache(maxsize=4096)
 def _token(name: str) -> str:
     """A job name as subject tokens: kept if it is a safe dotted name, else hashed."""
     if re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", name):

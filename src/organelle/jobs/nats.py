@@ -116,14 +116,11 @@ class NatsJobQueue(_NatsSettle):
             raise JobNotFoundError(f"no finished job {job_id!r}", details={"job_id": job_id})
         rec, rev = loaded
         rec.update(state="queued", attempts=0, run_at=self.clock(), token=0)
-        if await self._save(rec, rev) is None:
+        new_rev = await self._save(rec, rev)
+        if new_rev is None:
             raise JobNotFoundError(f"job {job_id!r} changed meanwhile", details={"job_id": job_id})
-        msg_id = f"{job_id}:{rev}"
-        band = _band(rec["priority"])
-        await self._consumer(rec["name"], band, rec.get("lease_s"))
-        await self._js.publish(
-            self._subject(rec["name"], band), _enc.encode(rec), headers={"Nats-Msg-Id": msg_id}
-        )
+        await self._consumer(rec["name"], _band(rec["priority"]), rec.get("lease_s"))
+        await self._publish(rec, new_rev, f"{job_id}:{rev}")
 
     async def purge(self, job_ids: Sequence[str]) -> int:
         """Delete records that are not running."""
