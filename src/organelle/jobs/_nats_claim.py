@@ -11,11 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from organelle.errors import UnavailableError
-from organelle.jobs._nats_base import _TOKEN_BAND, BANDS, _band, _dec, _enc, _token
+from organelle.jobs._nats_base import (
+    _TOKEN_BAND,
+    BANDS,
+    SURVEY_S,
+    _band,
+    _dec,
+    _enc,
+    _token,
+)
 from organelle.jobs._nats_records import _ChangedError, _err, _NatsRecords
 from organelle.jobs._records import encode_params, lost_lease_error, new_id, params_of
 from organelle.jobs.base import Lease, NewJob
@@ -140,8 +149,9 @@ class _NatsClaims(_NatsRecords):
         """Pull up to ``limit`` messages across ``names``, highest band first; take each record."""
         if limit <= 0 or not names:
             return []
+        await self._watch()  # before the survey: a band published after it is seen here
         self._wake.clear()
-        if len(names) == 1 and self._surveyed:
+        if len(names) == 1 and time.monotonic() - self._surveyed_at < SURVEY_S:
             (name,) = names
             if _token(name) not in self._banded:  # only band 0 ever held this name
                 leases: list[Lease] = []
@@ -257,6 +267,7 @@ class _NatsClaims(_NatsRecords):
 
     async def wait(self, timeout_s: float) -> None:
         """Until a job is published on the stream, or ``timeout_s``."""
+        await self._watch()
         if not self._wake.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))

@@ -49,14 +49,14 @@ from organelle.jobs._nats_base import _BAND_TOKEN as _BAND_TOKEN
 from organelle.jobs._nats_base import _TOKEN_BAND as _TOKEN_BAND
 from organelle.jobs._nats_base import BANDS as BANDS
 from organelle.jobs._nats_base import HIGH_PRIORITY as HIGH_PRIORITY
-from organelle.jobs._nats_base import PULL_TIMEOUT_S as PULL_TIMEOUT_S
 from organelle.jobs._nats_base import _band as _band
 from organelle.jobs._nats_base import _dec as _dec
 from organelle.jobs._nats_base import _enc as _enc
-from organelle.jobs._nats_base import _is_status as _is_status
-from organelle.jobs._nats_base import _Puller as _Puller
 from organelle.jobs._nats_base import _token as _token
 from organelle.jobs._nats_claim import SEQ as SEQ
+from organelle.jobs._nats_pull import PULL_TIMEOUT_S as PULL_TIMEOUT_S
+from organelle.jobs._nats_pull import _is_status as _is_status
+from organelle.jobs._nats_pull import _Puller as _Puller
 from organelle.jobs._nats_records import _ChangedError as _ChangedError
 from organelle.jobs._nats_records import _err as _err
 from organelle.jobs._nats_records import _ttl as _ttl
