@@ -9,6 +9,17 @@ lease outranks the stale holder, whose ack is then refused (and never reaches
 the stream: a late ``ack`` must not remove someone else's redelivery). Delays
 and retries are ``nak(delay=…)``.
 
+**Round trips.** An enqueue creates the record (the create is the check that
+the id is new), then publishes the message, which carries the record's KV
+revision (header ``Organelle-Rev``). A first delivery is claimed by one
+compare-and-set from that revision, with no read; a settle writes from the
+record this queue wrote at the claim, again with no read. A conflict (the
+record changed: a retry, a lost lease, a duplicate message) falls back to read
+and compare-and-set. A worker whose pull came back full fetches the next batch
+ahead (``_nats_pull``). So a job costs two round trips to enqueue, one to claim
+(plus one pull per batch, none when fetched ahead), one to settle; acks expect
+no reply.
+
 **Priorities are bands.** A job goes to subject ``<stream>.<name>`` (priority
 0) or ``<stream>.~<band>.<name>`` for the bands ``p2`` (priority ≥ 10), ``p1``
 (1…9), ``n1`` (-1…-9) and ``n2`` (≤ -10); ``~`` never occurs in a name's
