@@ -71,7 +71,8 @@ class Tally:
         now = time.time()
         if t == 0 and not self.warm:  # the warm-up job: the worker is up and consuming
             self.warm = now
-            Path(self.out + ".warm").write_text(str(now))
+            Path(self.out + ".warm.tmp").write_text(str(now))
+            os.replace(self.out + ".warm.tmp", self.out + ".warm")
         if t > 0:  # the warm-up job sends t=0
             self.lat.append(now - t)
             if not self.first:

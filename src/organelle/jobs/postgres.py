@@ -77,7 +77,6 @@ class PostgresJobQueue:
         self.clock = clock
         self._pool: Any = None
         self._wpool: Any = None
-        self._wlock = asyncio.Lock()
         self._listener: Any = None
         self._wake = asyncio.Event()
         self._last_reap = 0.0
@@ -114,7 +113,23 @@ class PostgresJobQueue:
             return self
         import asyncpg
 
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+        # Two pools: the worker path's sessions (claims, acks, heartbeats) run
+        # with synchronous_commit = off. A claim or an ack is visible to everyone
+        # at once but does not wait for its WAL flush, which the next enqueue's
+        # (or the WAL writer, within 0.6 s) makes for it. Waiting for that
+        # flush, twice per batch of jobs, cost most of a job's time and set its
+        # run-to-run spread on a busy disk; losing the last acks to a server
+        # crash only runs those jobs again, as a lost lease does. Enqueues and
+        # admin writes keep the flush: an acknowledged enqueue is durable.
+        self._pool, self._wpool = await asyncio.gather(
+            asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size),
+            asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                server_settings={"synchronous_commit": "off"},
+            ),
+        )
         t = self.table
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", t)
@@ -153,29 +168,9 @@ class PostgresJobQueue:
             raise ConfigError("PostgresJobQueue is not open: await queue.open() first")
         return self._pool
 
-    async def _w(self) -> Any:
-        """The pool of the worker path (claims, acks, heartbeats), opened at its first use.
-
-        Its sessions run with ``synchronous_commit = off``: a claim or an ack
-        is visible to everyone at once but does not wait for its WAL flush,
-        which the next enqueue's (or the WAL writer's, within 0.6 s) makes
-        for it. Waiting for that flush, twice per batch of jobs, was most of
-        a job's time and all of its run-to-run spread on a busy disk; losing
-        the last acks to a server crash only runs those jobs again, as a
-        lost lease does. Enqueues and admin writes keep the flush.
-        """
+    def _w(self) -> Any:
         if self._wpool is None:
-            async with self._wlock:
-                if self._wpool is None:
-                    self._p()  # not open: the ConfigError
-                    import asyncpg
-
-                    self._wpool = await asyncpg.create_pool(
-                        self.dsn,
-                        min_size=1,
-                        max_size=self.pool_size,
-                        server_settings={"synchronous_commit": "off"},
-                    )
+            raise ConfigError("PostgresJobQueue is not open: await queue.open() first")
         return self._wpool
 
     # -- worker path -------------------------------------------------------
@@ -246,7 +241,7 @@ class PostgresJobQueue:
         if now - self._last_sweep >= sweep_every_s(self.retention_s):
             self._last_sweep = now
             await self._sweep(now)
-        rows = await (await self._w()).fetch(self._sql_claim, now, list(names), limit)
+        rows = await self._w().fetch(self._sql_claim, now, list(names), limit)
         rows.sort(key=lambda r: (-r["priority"], r["run_at"]))
         return [
             Lease(
@@ -266,14 +261,14 @@ class PostgresJobQueue:
 
     async def _reap(self, now: float) -> None:
         t = self.table
-        pool = await self._w()
+        pool = self._w()
         expired = await pool.fetchval(
             f"SELECT EXISTS (SELECT 1 FROM {t} WHERE state = 'running' AND lease_until <= $1)",  # noqa: S608
             now,
         )
         if not expired:  # the usual case: one indexed read, no transaction
             return
-        async with (await self._w()).acquire() as conn, conn.transaction():
+        async with self._w().acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"SELECT seq, attempts, max_attempts, started_at FROM {t}"  # noqa: S608
                 " WHERE state = 'running' AND lease_until <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED",
@@ -293,7 +288,7 @@ class PostgresJobQueue:
 
     async def _sweep(self, now: float) -> None:
         t = self.table
-        await (await self._w()).execute(
+        await self._w().execute(
             f"DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t} WHERE state = 'succeeded'"  # noqa: S608
             " AND updated_at < $1 LIMIT 5000 FOR UPDATE SKIP LOCKED)",
             now - self.retention_s,
@@ -303,7 +298,7 @@ class PostgresJobQueue:
         """Extend every lease still held; return the lost ones."""
         if not leases:
             return []
-        kept = await (await self._w()).fetch(
+        kept = await self._w().fetch(
             f"UPDATE {self.table} AS j SET lease_until = $1 + j.lease_s"  # noqa: S608
             " FROM unnest($2::text[], $3::bigint[]) AS l(id, token)"
             " WHERE j.id = l.id AND j.token = l.token AND j.state = 'running' RETURNING j.id",
@@ -324,7 +319,7 @@ class PostgresJobQueue:
     async def _complete_many(
         self, items: Sequence[tuple[Lease, Any]]
     ) -> list[BaseException | None]:
-        done = await (await self._w()).fetch(
+        done = await self._w().fetch(
             f"UPDATE {self.table} AS j SET state = 'succeeded', result = l.result,"  # noqa: S608
             " lease_until = NULL, updated_at = $1"
             " FROM unnest($2::text[], $3::bigint[], $4::bytea[]) AS l(id, token, result)"
@@ -341,7 +336,7 @@ class PostgresJobQueue:
         """Record the error; schedule the retry or dead-letter the job."""
         state: JobState = "dead" if retry_at is None else "failed"
         now = self.clock()
-        status = await (await self._w()).execute(
+        status = await self._w().execute(
             f"UPDATE {self.table} SET state = $1, run_at = $2, lease_until = NULL,"  # noqa: S608
             " errors = errors || $3::jsonb, updated_at = $4"
             " WHERE id = $5 AND token = $6 AND state = 'running'",
@@ -355,14 +350,14 @@ class PostgresJobQueue:
         if status.endswith(" 0"):
             raise lease_lost(lease)
         if retry_at is not None:
-            await (await self._w()).execute("SELECT pg_notify($1, '')", self.channel)
+            await self._w().execute("SELECT pg_notify($1, '')", self.channel)
         return state
 
     async def release(self, leases: Sequence[Lease]) -> None:
         """Back to queued now, attempt not counted."""
         if not leases:
             return
-        async with (await self._w()).acquire() as conn, conn.transaction():
+        async with self._w().acquire() as conn, conn.transaction():
             await conn.execute(
                 f"UPDATE {self.table} AS j SET state = 'queued', attempts = j.attempts - 1,"  # noqa: S608
                 " lease_until = NULL, updated_at = $1"
@@ -384,7 +379,7 @@ class PostgresJobQueue:
     async def next_due(self, names: Collection[str]) -> float | None:
         """Earliest ``run_at`` of a waiting job among ``names``, or lease expiry."""
         t = self.table
-        value = await (await self._w()).fetchval(
+        value = await self._w().fetchval(
             f"SELECT least((SELECT min(run_at) FROM {t} WHERE {_READY} AND name = ANY($1::text[])),"  # noqa: S608
             f" (SELECT min(lease_until) FROM {t} WHERE state = 'running'))",
             list(names),
