@@ -5,7 +5,8 @@ claim locks the rows it takes and skips those locked by a neighbour, and in
 the same statement moves them to ``running`` with a lease and a new fencing
 token. An enqueue commits with a ``pg_notify`` so idle workers wake at once
 (``LISTEN``) instead of polling. Expired leases are reaped by whichever
-worker claims next. Durability is PostgreSQL's: a commit is WAL-flushed.
+worker claims next. An acknowledged enqueue is WAL-flushed; claims and acks
+skip that wait (a crash of the server can only run their jobs again).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class PostgresJobQueue:
     Args:
         dsn: ``postgresql://user@host:port/db``.
         table: table name (an identifier); one table per queue.
-        pool_size: connections for claims, acks and enqueues.
+        pool_size: the most connections of each of the queue's two pools (one
+            for enqueues and admin calls, one for the worker path).
         retention_s: how long succeeded jobs (and their idempotency keys) stay;
             claims delete older ones every ``min(60, retention_s / 2)`` seconds.
         clock: wall-clock seconds (keep clocks of all nodes in sync: leases use them).

@@ -7,7 +7,8 @@ concurrent enqueues, claims and acks share one fsync. A claim is one atomic
 bumps ``attempts`` and the fencing ``token``; the same transaction first
 reaps expired leases (re-queue, or dead-letter on the last attempt). Several
 processes may share the file: SQLite's write lock orders them and an idle
-queue notices their commits through ``PRAGMA data_version``.
+queue notices their commits through ``PRAGMA data_version`` — and claims for
+its waiting worker at once (``_sqlite_prefetch``).
 """
 
 from __future__ import annotations
