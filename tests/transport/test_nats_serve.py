@@ -7,10 +7,11 @@ import time
 from contextvars import ContextVar
 
 import msgspec
+import pytest
 
 from organelle import Kernel, Module, rpc
 from organelle.context import context, root_context
-from organelle.errors import InternalError
+from organelle.errors import CallTimeoutError, InternalError
 from organelle.transport._nats_headers import context_from, headers_for, parse_headers
 from organelle.transport._nats_serve import _PLAIN_REQUEST, Exposer
 from organelle.transport.nats import NatsTransport
@@ -129,3 +130,25 @@ def test_the_fast_header_paths_read_and_write_as_the_general_ones() -> None:
     assert _PLAIN_REQUEST(b"NATS/1.0\r\norganelle-id: x\r\nOrganelle-Timeout-Ms: 5\r\n\r\n") is None
     meta = root_context(time.monotonic() + 3, meta={"tenant": "t1"})
     assert _PLAIN_REQUEST(NatsTransport._headers(meta, "json")) is None
+
+
+async def test_each_call_times_out_at_its_own_deadline(config: Config) -> None:
+    async with Kernel([Mixed], config()) as _, Kernel([], config()) as client:
+        await client.wait_for("mixed", 5)
+        transport = client.transport
+        assert isinstance(transport, NatsTransport)
+
+        async def timed(timeout_s: float) -> float:
+            started = time.monotonic()
+            with pytest.raises(CallTimeoutError):
+                await client.call_with("mixed.stuck", {"seconds": 30}, timeout_s=timeout_s)
+            return time.monotonic() - started
+
+        # Later deadlines first: the one timer must move to each earlier one.
+        limits = (0.9, 0.3, 0.6, 0.2)
+        took = await asyncio.gather(*(timed(t) for t in limits))
+        for limit, elapsed in zip(limits, took, strict=True):
+            assert limit - 0.01 <= elapsed < limit + 0.3
+        for n in range(300):
+            await client.call("mixed.quick", n=n)
+        assert len(transport._deadlines) < 100  # finished calls leave no entry behind for long

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import os
@@ -107,6 +108,11 @@ class NatsTransport:
         self._pending: dict[bytes, asyncio.Future[_Reply]] = {}
         self._subjects: dict[str, bytes] = {}
         self._reply_kinds: dict[bytes, Callable[[bytes], Any]] = {}
+        # Deadlines of calls in flight: (when, seq, future, target), earliest first,
+        # behind one timer set for the earliest (see ``_sweep``).
+        self._deadlines: list[tuple[float, int, asyncio.Future[_Reply], str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
         self._direct: dict[tuple[str, str], bytes] = {}
         self._versions: dict[str, Mapping[str, str]] = {}
         self._versions_of: object = None  # the registry view ``_versions`` was read from
@@ -179,6 +185,10 @@ class NatsTransport:
             log.exception("closing the NATS transport")
         finally:
             self._fail_pending(UnavailableError("the NATS transport was closed"))
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._deadlines.clear()
             await self._wire.close()
 
     async def expose(self, spec: ModuleSpec) -> None:
@@ -314,12 +324,45 @@ class NatsTransport:
         if fut is not None and not fut.done():
             fut.set_result((hdr, data))
 
-    @staticmethod
-    def _expire(fut: asyncio.Future[_Reply], target: str) -> None:
-        if not fut.done():
-            fut.set_exception(
-                CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
-            )
+    def _watch(self, fut: asyncio.Future[_Reply], deadline: float, target: str, seq: int) -> None:
+        """Fail ``fut`` with ``CallTimeoutError`` at ``deadline`` unless it is done by then.
+
+        Why not a timer per call: on uvloop a ``call_later`` and its cancel
+        cost more than the rest of the caller's side of a call. Calls mostly
+        share a timeout, so a new deadline is rarely the earliest and the one
+        timer stays as it is.
+        """
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._pending) + 64:  # drop the entries of finished calls
+            heap[:] = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, seq, fut, target))
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, when - _monotonic()), self._sweep)
+
+    def _sweep(self) -> None:
+        """Fail every call past its deadline; set the timer for the next one."""
+        self._timer = None
+        self._timer_at = float("inf")
+        heap = self._deadlines
+        now = _monotonic()
+        while heap and heap[0][0] <= now:
+            _, _, fut, target = heapq.heappop(heap)
+            if not fut.done():
+                fut.set_exception(
+                    CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
+                )
+        while heap and heap[0][2].done():
+            heapq.heappop(heap)
+        if heap:
+            self._arm(heap[0][0])
 
     async def request(  # noqa: C901, PLR0912 - one flat reading of the reply's kinds
         self, target: str, params: dict[str, Any], ctx: Context, node: str | None = None
@@ -438,16 +481,15 @@ class NatsTransport:
         if not wire.connected and not await wire.wait_connected(left):
             raise UnavailableError(f"call to {target!r}: not connected to NATS")
         loop = asyncio.get_running_loop()
-        token = b"%d" % next(self._tokens)
+        seq = next(self._tokens)
+        token = b"%d" % seq
         fut: asyncio.Future[_Reply] = loop.create_future()
         self._pending[token] = fut
         wire.publish(subject, body, self._inbox_b + token, self._headers(ctx, self._codec_name))
-        # A timer, not asyncio.timeout: one handle per call and no cancellation games.
-        timer = loop.call_later(deadline - _monotonic(), self._expire, fut, target)
+        self._watch(fut, deadline, target, seq)
         try:
             return await fut
         finally:
-            timer.cancel()
             self._pending.pop(token, None)
 
     async def _check_known(self, target: str, deadline: float) -> None:
