@@ -237,8 +237,12 @@ class Exposer:
                 continue
             if i + 1 < len(batch):
                 self._spawn(batch[i + 1 :])
+            else:
+                self.wire.write_now()
             await _InContext(coro, first, context)
+            self.wire.write_now()
             return
+        self.wire.write_now()  # the batch's replies in one write, without another loop turn
 
     def _method(self, subject: bytes, plen: int, reply: bytes) -> str | None:
         """The ``module.method`` of a request subject; a non-UTF-8 one is answered, ``None``."""

@@ -486,6 +486,8 @@ class NatsTransport:
         fut: asyncio.Future[_Reply] = loop.create_future()
         self._pending[token] = fut
         wire.publish(subject, body, self._inbox_b + token, self._headers(ctx, self._codec_name))
+        if len(self._pending) == 1:  # the only call in flight: no burst to write it with
+            wire.write_now()
         self._watch(fut, deadline, target, seq)
         try:
             return await fut
