@@ -10,6 +10,7 @@ route_traverse(RouteObject *self, visitproc visit, void *arg)
     Py_VISIT(self->stats);
     Py_VISIT(self->checks);
     Py_VISIT(self->target);
+    Py_VISIT(self->policy);
     return 0;
 }
 
@@ -22,6 +23,7 @@ route_clear(RouteObject *self)
     Py_CLEAR(self->stats);
     Py_CLEAR(self->checks);
     Py_CLEAR(self->target);
+    Py_CLEAR(self->policy);
     return 0;
 }
 
@@ -42,6 +44,8 @@ static PyMemberDef route_members[] = {
     {"target", T_OBJECT, offsetof(RouteObject, target), 0, NULL},
     {"nrequired", T_PYSSIZET, offsetof(RouteObject, nrequired), 0, NULL},
     {"slow", T_BOOL, offsetof(RouteObject, slow), 0, NULL},
+    {"policy", T_OBJECT, offsetof(RouteObject, policy), 0, NULL},
+    {"inline_policy", T_BOOL, offsetof(RouteObject, inline_policy), 0, NULL},
     {NULL},
 };
 

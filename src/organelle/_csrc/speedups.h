@@ -76,7 +76,10 @@ extern PyObject *org_str_validate;   /* "validate" */
 extern PyObject *org_str_make_coro;  /* "make_coro" */
 extern PyObject *org_int_one;        /* 1 */
 extern PyObject *org_empty_tuple;    /* () */
-extern PyObject *org_finished_none;      /* the shared Finished for "finished, returned None" */
+extern PyObject *org_finished_none;
+extern PyObject *org_str_closed;     /* "closed": a breaker's closed state (policy.c) */
+extern PyObject *org_str_left;       /* "left": Guard.left(error) */
+extern PyObject *org_str_leave;      /* "leave": Guard.leave(None) */      /* the shared Finished for "finished, returned None" */
 
 /* time.monotonic(), without the call. */
 static inline double
@@ -152,6 +155,8 @@ typedef struct {
     PyObject *target;   /* "module.method" */
     Py_ssize_t nrequired;
     char slow;          /* guard or per-method timeout: the Python path */
+    PyObject *policy;   /* the Guard of calls naming no caller, or None */
+    char inline_policy; /* no access guard or per-method timeout: a policy may run inline */
 } RouteObject;
 
 extern PyTypeObject RouteBase_Type;
@@ -165,6 +170,57 @@ typedef struct {
 } StatsObject;
 
 extern PyTypeObject StatsBase_Type;
+
+/* policy.c: the state of breakers, bulkheads and guards (kernel/_policy.py subclasses them).
+ * Every field is writable from Python; the call path holds a guard, its breaker
+ * and its bulkhead while it uses them (see the rule above). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *state;        /* "closed" | "open" | "half_open" */
+    Py_ssize_t consecutive; /* failures in a row */
+    Py_ssize_t window;      /* the outcome window: a ring of `window` bytes (1: failed) */
+    Py_ssize_t seen;        /* outcomes in it */
+    Py_ssize_t bad;         /* failures in it */
+    Py_ssize_t head;        /* where the next goes */
+    char *ring;
+} BreakerCoreObject;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t active;  /* calls holding a slot */
+    Py_ssize_t limit;   /* max_concurrent */
+    PyObject *waiters;  /* the wait queue (a deque of futures) */
+} BulkheadCoreObject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *breaker;  /* BreakerCore or None */
+    PyObject *bulkhead; /* BulkheadCore or None */
+    double timeout;     /* the policy's timeout_s; < 0: none */
+    char fast;          /* no retry, fallback or rate limit: the C path may run it */
+} GuardCoreObject;
+
+extern PyTypeObject BreakerCore_Type;
+extern PyTypeObject BulkheadCore_Type;
+extern PyTypeObject GuardCore_Type;
+
+/* One outcome into a breaker's window (as a deque with maxlen would keep it). */
+static inline void
+org_breaker_push(BreakerCoreObject *b, int ok)
+{
+    if (b->ring == NULL) {
+        return; /* not initialised: nothing to keep */
+    }
+    if (b->seen == b->window) {
+        b->bad -= b->ring[b->head];
+    }
+    else {
+        b->seen++;
+    }
+    b->ring[b->head] = (char)!ok;
+    b->bad += !ok;
+    b->head = (b->head + 1) % b->window;
+}
 
 /* call.c and events.c: one kernel's hot paths. */
 typedef struct {
