@@ -233,24 +233,17 @@ typedef struct {
     int entered;              /* a slot is taken and the call not yet left */
 } Admission;
 
-/* Read and hold the guard's breaker and bulkhead. 0: C can run it; -1: the Python path. */
-static int
+/* Read and hold the guard's breaker and bulkhead (their setters checked the types). */
+static void
 admission_hold(Admission *a)
 {
     PyObject *b = a->guard->breaker, *h = a->guard->bulkhead;
     if (b != NULL && b != Py_None) {
-        if (!PyObject_TypeCheck(b, &BreakerCore_Type)) {
-            return -1;
-        }
         a->breaker = (BreakerCoreObject *)Py_NewRef(b);
     }
     if (h != NULL && h != Py_None) {
-        if (!PyObject_TypeCheck(h, &BulkheadCore_Type)) {
-            return -1;
-        }
         a->bulkhead = (BulkheadCoreObject *)Py_NewRef(h);
     }
-    return 0;
 }
 
 /* Guard.enter without waiting, for a guard without a rate limit: 1 admitted (a
@@ -330,9 +323,8 @@ admission_release(Admission *a)
 static inline int
 route_policy_fast(RouteObject *r)
 {
-    PyObject *p = r->policy;
-    return r->inline_policy && p != NULL && PyObject_TypeCheck(p, &GuardCore_Type) &&
-           ((GuardCoreObject *)p)->fast;
+    PyObject *p = r->policy; /* a GuardCore or None: its setter checks */
+    return r->inline_policy && p != NULL && p != Py_None && ((GuardCoreObject *)p)->fast;
 }
 
 /* The fields the call path needs are set (RpcEntry sets them all; Python may delete them). */
@@ -428,9 +420,7 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
     Admission adm = {NULL, NULL, NULL, 0};
     if (r->slow) { /* a policy the C path runs (route_policy_fast): held with its parts */
         adm.guard = (GuardCoreObject *)Py_NewRef(r->policy);
-        if (admission_hold(&adm) < 0) {
-            goto slow;
-        }
+        admission_hold(&adm);
     }
 
     if (PyContextVar_Get(self->var, Py_None, &parent) < 0) {

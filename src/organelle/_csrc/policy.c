@@ -179,9 +179,60 @@ guard_dealloc(GuardCoreObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A field that holds `type` or None, checked when set, so the call path need not
+ * check it on every call (a type check walks the subclass's MRO). */
+static int
+set_typed(PyObject **field, PyObject *value, PyTypeObject *type, const char *what)
+{
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "%s cannot be deleted", what);
+        return -1;
+    }
+    if (value != Py_None && !PyObject_TypeCheck(value, type)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a %s or None", what, type->tp_name);
+        return -1;
+    }
+    Py_XSETREF(*field, Py_NewRef(value));
+    return 0;
+}
+
+int
+org_set_policy(PyObject **field, PyObject *value)
+{
+    return set_typed(field, value, &GuardCore_Type, "policy");
+}
+
+static PyObject *
+guard_get_breaker(GuardCoreObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(FIELD(self->breaker));
+}
+
+static int
+guard_set_breaker(GuardCoreObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    return set_typed(&self->breaker, value, &BreakerCore_Type, "breaker");
+}
+
+static PyObject *
+guard_get_bulkhead(GuardCoreObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(FIELD(self->bulkhead));
+}
+
+static int
+guard_set_bulkhead(GuardCoreObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    return set_typed(&self->bulkhead, value, &BulkheadCore_Type, "bulkhead");
+}
+
+static PyGetSetDef guard_getset[] = {
+    {"breaker", (getter)guard_get_breaker, (setter)guard_set_breaker, NULL, NULL},
+    {"bulkhead", (getter)guard_get_bulkhead, (setter)guard_set_bulkhead, NULL, NULL},
+    {NULL},
+};
+
 static PyMemberDef guard_members[] = {
-    {"breaker", T_OBJECT, offsetof(GuardCoreObject, breaker), 0, NULL},
-    {"bulkhead", T_OBJECT, offsetof(GuardCoreObject, bulkhead), 0, NULL},
     {"timeout", T_DOUBLE, offsetof(GuardCoreObject, timeout), 0, NULL},
     {"fast", T_BOOL, offsetof(GuardCoreObject, fast), 0, NULL},
     {NULL},
@@ -198,4 +249,5 @@ PyTypeObject GuardCore_Type = {
     .tp_traverse = (traverseproc)guard_traverse,
     .tp_clear = (inquiry)guard_clear,
     .tp_members = guard_members,
+    .tp_getset = guard_getset,
 };

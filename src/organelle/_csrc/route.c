@@ -44,8 +44,24 @@ static PyMemberDef route_members[] = {
     {"target", T_OBJECT, offsetof(RouteObject, target), 0, NULL},
     {"nrequired", T_PYSSIZET, offsetof(RouteObject, nrequired), 0, NULL},
     {"slow", T_BOOL, offsetof(RouteObject, slow), 0, NULL},
-    {"policy", T_OBJECT, offsetof(RouteObject, policy), 0, NULL},
     {"inline_policy", T_BOOL, offsetof(RouteObject, inline_policy), 0, NULL},
+    {NULL},
+};
+
+static PyObject *
+route_get_policy(RouteObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(FIELD(self->policy));
+}
+
+static int
+route_set_policy(RouteObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    return org_set_policy(&self->policy, value);
+}
+
+static PyGetSetDef route_getset[] = {
+    {"policy", (getter)route_get_policy, (setter)route_set_policy, NULL, NULL},
     {NULL},
 };
 
@@ -60,6 +76,7 @@ PyTypeObject RouteBase_Type = {
     .tp_traverse = (traverseproc)route_traverse,
     .tp_clear = (inquiry)route_clear,
     .tp_members = route_members,
+    .tp_getset = route_getset,
 };
 
 static PyMemberDef stats_members[] = {

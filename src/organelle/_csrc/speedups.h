@@ -155,7 +155,7 @@ typedef struct {
     PyObject *target;   /* "module.method" */
     Py_ssize_t nrequired;
     char slow;          /* guard or per-method timeout: the Python path */
-    PyObject *policy;   /* the Guard of calls naming no caller, or None */
+    PyObject *policy;   /* the Guard of calls naming no caller: a GuardCore, None or NULL */
     char inline_policy; /* no access guard or per-method timeout: a policy may run inline */
 } RouteObject;
 
@@ -194,8 +194,8 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *breaker;  /* BreakerCore or None */
-    PyObject *bulkhead; /* BulkheadCore or None */
+    PyObject *breaker;  /* BreakerCore, None or NULL (its setter checks the type) */
+    PyObject *bulkhead; /* BulkheadCore, None or NULL (its setter checks the type) */
     double timeout;     /* the policy's timeout_s; < 0: none */
     char fast;          /* no retry, fallback or rate limit: the C path may run it */
 } GuardCoreObject;
@@ -203,6 +203,8 @@ typedef struct {
 extern PyTypeObject BreakerCore_Type;
 extern PyTypeObject BulkheadCore_Type;
 extern PyTypeObject GuardCore_Type;
+/* Set a route's policy: a GuardCore or None (checked here, not on each call). */
+int org_set_policy(PyObject **field, PyObject *value);
 
 /* One outcome into a breaker's window (as a deque with maxlen would keep it). */
 static inline void
@@ -219,7 +221,9 @@ org_breaker_push(BreakerCoreObject *b, int ok)
     }
     b->ring[b->head] = (char)!ok;
     b->bad += !ok;
-    b->head = (b->head + 1) % b->window;
+    if (++b->head >= b->window) {
+        b->head = 0;
+    }
 }
 
 /* call.c and events.c: one kernel's hot paths. */
