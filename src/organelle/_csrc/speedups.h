@@ -52,6 +52,14 @@
  *          the call; every result is a new reference.
  *   safe   context.c context_new: PyArg_Parse* borrows from this call's own args
  *          and kwargs, which nothing else can reach.
+ *   safe   call.c caller_call: the route's policy (a Guard) is held at once after
+ *          the checks that read it; its breaker and bulkhead are held before
+ *          anything allocates (admission_hold), and released on every exit.
+ *          Their types are checked by their setters (policy.c), not per call.
+ *   safe   call.c bulkhead_waiting: the wait queue is read borrowed for one
+ *          length only, and only when its type is static (a deque: no Python code).
+ *   safe   policy.c: a breaker's ring is read and written only inside one C call;
+ *          a second __init__ replaces it while nothing holds a pointer into it.
  *   safe   finished.c: a Finished owns its value and error and hands them over; the
  *          exception's type is held by the exception being raised.
  *   Tests: tests/test_speedups_refs.py frees what each fixed case used, from
