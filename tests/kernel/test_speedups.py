@@ -603,7 +603,7 @@ FAST = {
     "bulkhead": {"max_concurrent": 4},
 }
 PROBE = {
-    "breaker": {"failures": 2, "reset_s": 0.03, "probes": 1},
+    "breaker": {"failures": 2, "reset_s": 0.2, "probes": 1},
     "bulkhead": {"max_concurrent": 4},
 }
 WINDOW = {"breaker": {"failures": 100, "window": 4, "min_calls": 4, "failure_ratio": 0.5}}
