@@ -6,7 +6,8 @@
  * hands anything unusual back to it, so this code only has to be right about
  * the common case. Files: context.c (Context fields), finished.c (the finished
  * awaitable), route.c (RPC route fields, exact-type check), call.c (the call
- * path), events.c (emit and the dispatcher's first step), headers.c (the lines
+ * path), events.c (emit and the dispatcher's first step), ids.c (an
+ * envelope's UUIDv7 and time), headers.c (the lines
  * of a NATS header block, read for every message off the wire). */
 #include "speedups.h"
 
@@ -30,6 +31,9 @@ PyObject *org_finished_none;
 static PyMethodDef speedups_functions[] = {
     {"header_lines", (PyCFunction)(void (*)(void))org_header_lines, METH_FASTCALL,
      "header_lines(block, start): the name: value lines of a header block from start, as a dict."},
+    {"uuid7", org_uuid7, METH_NOARGS, "uuid7(): a fresh UUIDv7 (text), increasing within the process."},
+    {"utc_now", org_utc_now, METH_NOARGS, "utc_now(): datetime.now(UTC), made in C."},
+    {"utc_text", org_utc_text, METH_O, "utc_text(when): the RFC 3339 text of a UTC datetime (Z)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,7 +11,6 @@ lifts an older version's data to the version a handler declares.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,7 @@ from organelle.envelope._event import (
     event_types,
     registered,
 )
-from organelle.envelope._ids import app_namespace, keyed_hasher, keyed_id, uuid7
+from organelle.envelope._ids import app_namespace, keyed_hasher, keyed_id, utc_now, uuid7
 from organelle.envelope._upcast import lift, upcast, upcaster, upcasters
 from organelle.envelope._wire import (
     convert,
@@ -165,7 +164,7 @@ class EnvelopeFactory:
             source=source,
             type=topic,
             data=payload,
-            time=_now(_UTC),
+            time=utc_now(),
             datacontenttype=self.content_type,
             dataschema=kind.dataschema,
             correlationid=corr,
@@ -185,8 +184,6 @@ class EnvelopeFactory:
 
 
 _MAX_KINDS = 1024
-_UTC = UTC
-_now = datetime.now
 
 
 class _Kind:
@@ -209,7 +206,10 @@ class _Kind:
 
 
 def _fresh(_payload: Any) -> str:
-    return uuid7()
+    return _uuid7()
+
+
+_uuid7 = uuid7
 
 
 def _traceparent(ctx: Context) -> str | None:

@@ -23,12 +23,15 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import msgspec
 
-__all__ = ["app_namespace", "keyed_hasher", "keyed_id", "uuid7"]
+from organelle._native import speedups
+
+__all__ = ["app_namespace", "keyed_hasher", "keyed_id", "py_uuid7", "utc_now", "uuid7"]
 
 _json = msgspec.json.Encoder(order="sorted")
 _time_ns = time.time_ns
@@ -90,8 +93,8 @@ def keyed_id(app: str, type_name: str, version: int, values: Sequence[Any]) -> s
     return keyed_hasher(app, type_name, version)(values)
 
 
-def uuid7() -> str:
-    """A fresh time-ordered UUIDv7, increasing within this process."""
+def py_uuid7() -> str:
+    """A fresh time-ordered UUIDv7, increasing within this process (pure Python)."""
     global _last_ms, _counter, _head, _random  # noqa: PLW0603 - one clock per process
     ms = _time_ns() // 1_000_000
     if ms > _last_ms:
@@ -111,3 +114,12 @@ def uuid7() -> str:
         _random = iter(chunks)
         r = next(_random)
     return f"{_head}{_counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:16]}"
+
+
+def py_utc_now() -> datetime:
+    """``datetime.now(UTC)`` (the pure form of ``utc_now``)."""
+    return datetime.now(UTC)
+
+
+uuid7: Callable[[], str] = py_uuid7 if speedups is None else speedups.uuid7
+utc_now: Callable[[], datetime] = py_utc_now if speedups is None else speedups.utc_now
