@@ -651,3 +651,24 @@ def test_utc_text_in_c_writes_what_the_python_one_writes() -> None:
         assert speedups.utc_text(when) == _py_utc_text(when)
     with pytest.raises(TypeError):
         speedups.utc_text("2026-03-04")
+
+
+@needs_c
+def test_v5_text_in_c_writes_what_the_python_one_writes() -> None:
+    """ids.c's v5_text (from the raw digest) is envelope/_ids.py's _dashed_v5 (from its hex)."""
+    import hashlib
+    import random
+    import uuid
+
+    from organelle.envelope._ids import _dashed_v5
+
+    assert speedups is not None
+    rng = random.Random(5)
+    digests = [bytes(20), b"\xff" * 20]
+    digests += [hashlib.sha1(rng.randbytes(12), usedforsecurity=False).digest() for _ in range(500)]
+    for digest in digests:
+        text = speedups.v5_text(digest)
+        assert text == _dashed_v5(digest.hex())
+        assert text == str(uuid.UUID(bytes=digest[:16], version=5))
+    with pytest.raises(TypeError):
+        speedups.v5_text(b"short")

@@ -160,3 +160,29 @@ org_utc_text(PyObject *module, PyObject *when)
     text[n++] = 'Z';
     return PyUnicode_FromStringAndSize(text, n);
 }
+
+/* v5_text(digest): the UUIDv5 text of a SHA-1 digest (its first 16 bytes, version 5 and
+ * the RFC 4122 variant set), as envelope/_ids.py _dashed_v5 writes it from the hex
+ * digest: what uuid.UUID(bytes=digest[:16], version=5) prints. */
+PyObject *
+org_v5_text(PyObject *module, PyObject *digest)
+{
+    if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) < 16) {
+        PyErr_SetString(PyExc_TypeError, "v5_text() takes a digest of at least 16 bytes");
+        return NULL;
+    }
+    unsigned char b[16];
+    memcpy(b, PyBytes_AS_STRING(digest), 16);
+    b[6] = (unsigned char)((b[6] & 0x0F) | 0x50);
+    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);
+    char text[36];
+    int at = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            text[at++] = '-';
+        }
+        text[at++] = HEX[b[i] >> 4];
+        text[at++] = HEX[b[i] & 0xF];
+    }
+    return PyUnicode_FromStringAndSize(text, 36);
+}

@@ -34,6 +34,7 @@ static PyMethodDef speedups_functions[] = {
     {"uuid7", org_uuid7, METH_NOARGS, "uuid7(): a fresh UUIDv7 (text), increasing within the process."},
     {"utc_now", org_utc_now, METH_NOARGS, "utc_now(): datetime.now(UTC), made in C."},
     {"utc_text", org_utc_text, METH_O, "utc_text(when): the RFC 3339 text of a UTC datetime (Z)."},
+    {"v5_text", org_v5_text, METH_O, "v5_text(digest): the UUIDv5 text of a SHA-1 digest."},
     {NULL, NULL, 0, NULL},
 };
 

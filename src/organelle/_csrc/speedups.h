@@ -144,6 +144,7 @@ PyObject *org_header_lines(PyObject *module, PyObject *const *args, Py_ssize_t n
 PyObject *org_uuid7(PyObject *module, PyObject *unused);
 PyObject *org_utc_now(PyObject *module, PyObject *unused);
 PyObject *org_utc_text(PyObject *module, PyObject *when);
+PyObject *org_v5_text(PyObject *module, PyObject *digest);
 
 /* route.c: the fields of an RPC route the call path reads. */
 typedef struct {
