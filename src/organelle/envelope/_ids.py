@@ -73,7 +73,7 @@ def keyed_hasher(app: str, type_name: str, version: int) -> Callable[[Sequence[A
     seed = app_namespace(app).bytes + f"{type_name}@{version}:".encode()
     prefix = _sha1(seed)
     encode = _json.encode
-    v5_text = None if speedups is None else speedups.v5_text
+    v5_text: Callable[[bytes], str] | None = None if speedups is None else speedups.v5_text
 
     if v5_text is not None:  # the text written in C from the raw digest
 
@@ -100,8 +100,10 @@ def _sha1(seed: bytes) -> Any:
     id. Both give the same digest. Imported here, for the first keyed event:
     ``hashlib`` alone costs 4 ms at import.
     """
+    import importlib
+
     try:
-        from _sha1 import sha1
+        sha1 = importlib.import_module("_sha1").sha1
     except ImportError:  # a build without it
         import hashlib
 
