@@ -14,6 +14,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
+from organelle.context import _PREFIX as _ID_PREFIX
 from organelle.context import Context
 from organelle.envelope._envelope import (
     CE_PREFIX,
@@ -154,10 +155,17 @@ class EnvelopeFactory:
         kind = self._kinds.get(type(payload)) or self._kind(type(payload))
         if source is None:
             source = self.source if module is None else self._module_source(module)
+        corr: str | None
+        cause: str | None
         if ctx is None:
             corr = cause = trace = None
         else:
-            corr, cause = ctx.correlation_id, ctx.causation_id
+            # ctx.correlation_id and causation_id, formatted here: two property calls
+            # cost more than the whole Struct (callgrind).
+            raw = ctx.seq if ctx.corr is None else ctx.corr
+            corr = raw if isinstance(raw, str) else f"{_ID_PREFIX}{raw:x}"
+            was = ctx.cause
+            cause = was if was is None or isinstance(was, str) else f"{_ID_PREFIX}{was:x}"
             trace = _traceparent(ctx) if ctx.meta else None
         return Envelope(
             id=event_id or kind.event_id(payload),

@@ -207,8 +207,9 @@ def header_lines(env: Envelope[Any], content_type: str | None = None) -> str:
         fixed = _constant_lines(key)
     head, middle, tail = fixed
     out = f"ce-id: {quote(env.id)}\r\n{head}"
-    if env.time is not None:
-        out += f"ce-time: {_rfc3339(env.time)}\r\n"
+    when = env.time
+    if when is not None:  # UTC (every time this node makes) straight to the C writer
+        out += f"ce-time: {_utc_text(when) if when.tzinfo is UTC else _rfc3339(when)}\r\n"
     if env.subject is not None:
         out += f"ce-subject: {quote(env.subject)}\r\n"
     out += middle
