@@ -55,22 +55,31 @@ NOTES = """**Targets missed; where the time goes.**
   served on the Python path, so its ratio divides by the payload handler on
   that path (`vs_c_path` in the JSON divides by the C path). Counted with
   callgrind (instructions per event, repeatable on a shared machine): the
-  Python-path emit to a payload handler is 15.9 k; `emit(Keyed(...))` (typed)
-  18.6 k and builds nothing; an `Envelope[Keyed]` handler 67.1 k → 44.1 k
-  (keyless 61.0 k → 43.9 k), building one envelope 36.2 k → 19.4 k. Done: the
-  keyed id hashes only the key values (SHA-1 state per event type, copied),
-  UUIDv7 random bits from a buffer (one `os.urandom` per 256 ids), what every
-  envelope of a payload class shares worked out once, `Envelope` untracked by
-  the GC, the envelope route through the C first step of delivery. Left per
-  envelope (~2 µs): the id 0.5–0.9 µs, `datetime.now(UTC)` 0.25, the
-  `Struct` 0.2, the context's ids 0.3, and ~1 µs of route (the Python emit's
-  envelope branch, `make_coro` unwrapping it). A lazy envelope (id and time
-  made on first read) was rejected: msgspec cannot encode a `Struct` with
-  unset fields, and `Envelope` must stay the value handlers encode
-  (docs/events.md). ≤ 15 % needs the envelope built in C.
+  Python-path emit to a payload handler is 15.6 k; an `Envelope[Keyed]`
+  handler 67.1 k → 44.1 k → 33.6 k, keyless 61.0 k → 43.9 k → 29.3 k
+  (0.46× / 0.53× in instructions; the wall-clock ratios of the table were
+  taken at a load average of 12–20 on 2 cores); building one envelope
+  19.4 k → 11.2 k keyed, 7.0 k keyless (before the context's ids below,
+  ~2 k less). This round:
+  the UUIDv7, `time` and the `ce-time` text made in C (`_csrc/ids.c`, pure
+  forms kept and tested against them), the keyed id on CPython's SHA-1
+  (a `memcpy` copy, not OpenSSL's) with its text written in C from the raw
+  digest, the context's ids formatted in `make` (the two properties cost
+  4.7 k, more than the 12-field `Struct` at 2.1 k). Left per envelope: the
+  `Struct` ~2 k, the two C calls ~2 k, the keyed hash ~4 k, the ids, and
+  ~8 k of route (the Python emit's envelope branch, `make_coro`
+  unwrapping it). ≤ 15 % (≤ 2.3 k over the floor) needs the envelope route
+  served in C and the envelope built there; the lazy envelope stays
+  rejected (msgspec cannot encode a `Struct` with unset fields, and
+  `Envelope` must stay the value handlers encode; docs/events.md). Keyed ids
+  are not cached per key: it would be correct, but only a producer that
+  repeats keys gains, and this bench emits one key, so it would flatter it.
 * *In-process cluster* (`memory://<name>`): 217.5 k → 135.1 k instructions
   per event (envelope, `ce-*` lines with their constant part cached, the
-  header block parsed in C).
+  header block parsed in C). *Over NATS* (emit → `@on` handler through
+  nats-server, send + receive in one process, callgrind): 154.6 k → 132.9 k
+  with the id, time and `ce-time` text made in C (pre-envelope: 87.2 k;
+  raw nats-py in the same harness 59.9 k: 0.39× → 0.45×).
 * *Inbox* (since group commit of transactions). An idempotent consumer
   handles a claimed batch in runs (≤ 10 ms), each one Store transaction: the
   run's inbox rows read in one `get_many`, each handler in a savepoint (sent

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from organelle import Envelope, ValidationError
-from organelle.envelope import from_headers, to_headers
+from organelle import Context, Envelope, ValidationError
+from organelle.envelope import EnvelopeFactory, from_headers, to_headers
 from organelle.envelope._envelope import header_lines
 
 
@@ -143,3 +143,17 @@ def test_ce_time_text_follows_the_second_it_is_in() -> None:
         when = start + timedelta(microseconds=step_us)
         (line,) = [x for x in header_lines(envelope(time=when)).split("\r\n") if "ce-time" in x]
         assert line == f"ce-time: {when.isoformat().replace('+00:00', 'Z')}"
+
+
+@pytest.mark.parametrize(
+    "ctx",
+    [
+        Context(7, None, None, None, None, {}, "t"),  # a root: its own correlation
+        Context(9, None, 7, 8, None, {}, "t"),  # a child, ids from this process
+        Context("r-1", None, "c-1", "p-1", None, {}, "t"),  # ids read off the wire
+    ],
+)
+def test_the_envelope_carries_the_contexts_ids_as_it_prints_them(ctx: Context) -> None:
+    env = EnvelopeFactory("shop", "n1").make("t", {"a": 1}, ctx)
+    assert env.correlationid == ctx.correlation_id
+    assert env.causationid == ctx.causation_id

@@ -6,21 +6,27 @@ import dataclasses
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import msgspec
 import pydantic
 import pytest
 
 from organelle import DefinitionError, event
+from organelle._native import speedups
 from organelle.envelope import (
     app_namespace,
     event_type,
     event_types,
     keyed_id,
     registered,
-    uuid7,
 )
-from organelle.envelope._ids import keyed_hasher
+from organelle.envelope._ids import keyed_hasher, py_uuid7
+
+# Both forms of uuid7: the pure Python reference and, where built, the C one (ids.c).
+UUID7S = [pytest.param(py_uuid7, id="python")]
+if speedups is not None:
+    UUID7S.append(pytest.param(speedups.uuid7, id="c"))
 
 
 @event("test.shipped", version=1, key=("order_id", "parcel"))
@@ -125,7 +131,8 @@ def test_keyed_ids_are_the_standard_uuid5(values: list[object]) -> None:
     )
 
 
-def test_uuid7_is_time_ordered_and_unique() -> None:
+@pytest.mark.parametrize("uuid7", UUID7S)
+def test_uuid7_is_time_ordered_and_unique(uuid7: Callable[[], str]) -> None:
     ids = [uuid7() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)  # increasing within a process, also inside one millisecond
@@ -134,7 +141,10 @@ def test_uuid7_is_time_ordered_and_unique() -> None:
     assert parsed.variant == uuid.RFC_4122
 
 
-def test_uuid7_carries_the_time_and_the_variant_across_buffer_refills() -> None:
+@pytest.mark.parametrize("uuid7", UUID7S)
+def test_uuid7_carries_the_time_and_the_variant_across_buffer_refills(
+    uuid7: Callable[[], str],
+) -> None:
     before = time.time_ns() // 1_000_000
     ids = [uuid.UUID(uuid7()) for _ in range(2_000)]  # several refills of the random buffer
     after = time.time_ns() // 1_000_000
@@ -149,7 +159,8 @@ def test_keyed_hasher_matches_keyed_id() -> None:
     assert make(("o-1", 2)) == keyed_id("shop", "test.shipped", 3, ["o-1", 2])
 
 
-def test_uuid7_from_several_threads_stays_unique() -> None:
+@pytest.mark.parametrize("uuid7", UUID7S)
+def test_uuid7_from_several_threads_stays_unique(uuid7: Callable[[], str]) -> None:
     out: list[list[str]] = [[] for _ in range(4)]
 
     def make(ids: list[str]) -> None:
@@ -163,3 +174,9 @@ def test_uuid7_from_several_threads_stays_unique() -> None:
     every = [i for ids in out for i in ids]
     assert len(every) == 20_000
     assert len(set(every)) == len(every)
+
+
+def test_the_default_uuid7_is_the_c_one_where_built() -> None:
+    from organelle.envelope import uuid7
+
+    assert uuid7 is (py_uuid7 if speedups is None else speedups.uuid7)

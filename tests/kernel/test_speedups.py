@@ -781,3 +781,85 @@ async def test_the_c_path_runs_a_timeout_breaker_bulkhead_policy_itself() -> Non
         assert await pending == 3
         with pytest.raises(TypeError):  # the route's policy is checked when set
             kernel._router.local["guarded.add"].policy = object()  # type: ignore[assignment]
+
+
+@needs_c
+def test_uuid7_in_c_has_the_layout_of_the_python_one() -> None:
+    """ids.c's uuid7 writes what envelope/_ids.py's writes: same fields, same text shape."""
+    import re
+    import uuid
+
+    from organelle.envelope._ids import py_uuid7
+
+    assert speedups is not None
+    shape = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    before = time.time_ns() // 1_000_000
+    c_ids = [speedups.uuid7() for _ in range(600)]  # more than one refill of the random pool
+    py_ids = [py_uuid7() for _ in range(600)]
+    after = time.time_ns() // 1_000_000
+    for ids in (c_ids, py_ids):
+        assert all(shape.match(i) for i in ids)
+        parsed = [uuid.UUID(i) for i in ids]
+        assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+        assert before <= parsed[0].int >> 80 <= parsed[-1].int >> 80 <= after + 1
+        assert ids == sorted(ids)
+        assert len({u.int & ((1 << 62) - 1) for u in parsed}) == len(ids)
+
+
+@needs_c
+def test_utc_now_in_c_is_datetime_now_utc() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    assert speedups is not None
+    before = datetime.now(UTC)
+    made = speedups.utc_now()
+    after = datetime.now(UTC)
+    assert type(made) is datetime
+    assert made.tzinfo is UTC
+    assert before - timedelta(milliseconds=1) <= made <= after + timedelta(milliseconds=1)
+
+
+@needs_c
+def test_utc_text_in_c_writes_what_the_python_one_writes() -> None:
+    """ids.c's utc_text is envelope/_envelope.py's _py_utc_text: ce-time, byte for byte."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from organelle.envelope._envelope import _py_utc_text
+
+    assert speedups is not None
+    rng = random.Random(12)
+    start, span = datetime(1, 1, 1, tzinfo=UTC), 9998 * 365 * 86_400.0
+    cases = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC),  # no fraction: no ".000000"
+        datetime(2026, 3, 4, 5, 6, 7, 1, tzinfo=UTC),
+        speedups.utc_now(),
+    ]
+    cases += [start + timedelta(seconds=rng.uniform(0, span)) for _ in range(500)]
+    for when in cases:
+        assert speedups.utc_text(when) == _py_utc_text(when)
+    with pytest.raises(TypeError):
+        speedups.utc_text("2026-03-04")
+
+
+@needs_c
+def test_v5_text_in_c_writes_what_the_python_one_writes() -> None:
+    """ids.c's v5_text (from the raw digest) is envelope/_ids.py's _dashed_v5 (from its hex)."""
+    import hashlib
+    import random
+    import uuid
+
+    from organelle.envelope._ids import _dashed_v5
+
+    assert speedups is not None
+    rng = random.Random(5)
+    digests = [bytes(20), b"\xff" * 20]
+    digests += [hashlib.sha1(rng.randbytes(12), usedforsecurity=False).digest() for _ in range(500)]
+    for digest in digests:
+        text = speedups.v5_text(digest)
+        assert text == _dashed_v5(digest.hex())
+        assert text == str(uuid.UUID(bytes=digest[:16], version=5))
+    with pytest.raises(TypeError):
+        speedups.v5_text(b"short")

@@ -7,7 +7,8 @@
  * the common case. Files: context.c (Context fields), finished.c (the finished
  * awaitable), route.c (RPC route fields, exact-type check), call.c (the call
  * path), policy.c (the breaker, bulkhead and guard state the call path decides
- * on), events.c (emit and the dispatcher's first step), headers.c (the lines
+ * on), events.c (emit and the dispatcher's first step), ids.c (an envelope's
+ * UUIDv7 and time), headers.c (the lines
  * of a NATS header block, read for every message off the wire). */
 #include "speedups.h"
 
@@ -34,6 +35,10 @@ PyObject *org_str_leave;
 static PyMethodDef speedups_functions[] = {
     {"header_lines", (PyCFunction)(void (*)(void))org_header_lines, METH_FASTCALL,
      "header_lines(block, start): the name: value lines of a header block from start, as a dict."},
+    {"uuid7", org_uuid7, METH_NOARGS, "uuid7(): a fresh UUIDv7 (text), increasing within the process."},
+    {"utc_now", org_utc_now, METH_NOARGS, "utc_now(): datetime.now(UTC), made in C."},
+    {"utc_text", org_utc_text, METH_O, "utc_text(when): the RFC 3339 text of a UTC datetime (Z)."},
+    {"v5_text", org_v5_text, METH_O, "v5_text(digest): the UUIDv5 text of a SHA-1 digest."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -151,6 +151,12 @@ PyObject *org_finished_new(PyObject *value, PyObject *error);
 /* headers.c */
 PyObject *org_header_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* ids.c: an envelope's UUIDv7 and time */
+PyObject *org_uuid7(PyObject *module, PyObject *unused);
+PyObject *org_utc_now(PyObject *module, PyObject *unused);
+PyObject *org_utc_text(PyObject *module, PyObject *when);
+PyObject *org_v5_text(PyObject *module, PyObject *digest);
+
 /* route.c: the fields of an RPC route the call path reads. */
 typedef struct {
     PyObject_HEAD

@@ -21,12 +21,13 @@ per event and shared by every handler.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from organelle._native import speedups
 from organelle.errors import ValidationError
 
 __all__ = [
@@ -151,8 +152,11 @@ def _rfc3339(when: datetime) -> str:
 _second: tuple[tuple[int, ...], str] = ((), "")
 
 
-def _utc_text(when: datetime) -> str:
-    """``_rfc3339`` of a UTC time: the second's text reused, the microseconds appended."""
+def _py_utc_text(when: datetime) -> str:
+    """``_rfc3339`` of a UTC time: the second's text reused, the microseconds appended.
+
+    ``_utc_text`` is the C form of this where the extension is built (``ids.c``).
+    """
     global _second  # noqa: PLW0603 - one cached second per process
     key = (when.second, when.minute, when.hour, when.day, when.month, when.year)
     kept = _second
@@ -160,6 +164,9 @@ def _utc_text(when: datetime) -> str:
         kept = _second = (key, when.replace(microsecond=0, tzinfo=None).isoformat())
     micro = when.microsecond
     return f"{kept[1]}.{micro:06d}Z" if micro else f"{kept[1]}Z"
+
+
+_utc_text: Callable[[datetime], str] = _py_utc_text if speedups is None else speedups.utc_text
 
 
 def _parse_time(text: str) -> datetime:
@@ -200,8 +207,9 @@ def header_lines(env: Envelope[Any], content_type: str | None = None) -> str:
         fixed = _constant_lines(key)
     head, middle, tail = fixed
     out = f"ce-id: {quote(env.id)}\r\n{head}"
-    if env.time is not None:
-        out += f"ce-time: {_rfc3339(env.time)}\r\n"
+    when = env.time
+    if when is not None:  # UTC (every time this node makes) straight to the C writer
+        out += f"ce-time: {_utc_text(when) if when.tzinfo is UTC else _rfc3339(when)}\r\n"
     if env.subject is not None:
         out += f"ce-subject: {quote(env.subject)}\r\n"
     out += middle
