@@ -7,9 +7,11 @@ current transaction) writes as usual, and ``tx.emit`` / ``tx.append`` /
 sending anything. Either all of it commits or none of it does.
 
 Once the transaction commits, the rows are relayed at once (published,
-appended, enqueued); the relayed rows are deleted in batches afterwards
-(``DELETE_AFTER_S``, or when the kernel stops), so a relay costs no durable
-commit of its own. A crash between the commit and the relay leaves the
+appended, enqueued) by one relay task that the commit wakes and that sends,
+in commit order, whatever every commit so far left; the relayed rows are
+deleted in batches afterwards (``DELETE_AFTER_S``, or when the kernel
+stops), so a relay costs no durable commit of its own.
+A crash between the commit and the relay leaves the
 rows: the relay task picks them up when a kernel next runs on that Store
 (and every ``[kernel] outbox_interval_s``), so a committed
 message is sent at least once — and with the id it was given inside the
@@ -127,6 +129,8 @@ class Outbox:
         self._append = append
         self._enqueue = enqueue
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[tuple[str, dict[str, Any]]] = []  # committed, not sent yet
+        self._relayer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._sent: set[str] = set()  # relayed; the row is not deleted yet
         self._sweeper: asyncio.Task[None] | None = None
@@ -155,10 +159,22 @@ class Outbox:
                 stx.on_end(lambda committed: committed and self._soon(rows))
 
     def _soon(self, rows: list[tuple[str, dict[str, Any]]]) -> bool:
-        task = asyncio.get_running_loop().create_task(self._relay_rows(rows))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """A commit wakes the relay: one task sends what all commits so far left, in order."""
+        self._pending += rows
+        if self._relayer is None:
+            task = asyncio.get_running_loop().create_task(self._relay_pending())
+            self._relayer = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return True
+
+    async def _relay_pending(self) -> None:
+        try:
+            while self._pending:
+                rows, self._pending = self._pending, []
+                await self._relay_rows(rows)
+        finally:
+            self._relayer = None
 
     async def settle(self) -> None:
         """Wait for the relays started so far, and delete the rows they sent."""

@@ -20,8 +20,9 @@ runs in a savepoint of the round's ``BEGIN IMMEDIATE`` and the thread serves
 only its ``Lane`` — one operation at a time, as the event loop sends them
 between its awaits — until the lane commits, rolls back or is aborted.
 Everything else queued meanwhile waits in the main queue, as SQLite's single
-writer demands anyway. The begin is not waited for: the lane's first
-operations queue up behind it and run as soon as the thread gets there.
+writer demands anyway. The begin is not waited for, nor even sent: a lane
+joins the queue with its first operation (one wake-up of the thread, not
+two; a transaction that sends nothing costs the thread nothing).
 
 Transactions commit in groups too: a lane's commit releases its savepoint,
 and the thread goes on with whatever was queued meanwhile (plain writes,
@@ -146,14 +147,16 @@ class SqliteThread:
         return fut
 
     def begin(self) -> Lane:
-        """Queue a transaction; its operations can be submitted at once (they wait for it).
+        """A transaction; it is queued with its first operation, which waits for its turn.
 
         Whoever calls this must end the lane (``commit``, ``rollback`` or
         ``abort``), or the thread serves it for ever.
         """
-        lane = Lane(self)
+        return Lane(self)
+
+    def _enqueue_lane(self, lane: Lane) -> None:
+        """Queue ``lane`` for its turn (done by its first item: one wake-up, not two)."""
         self._queue.put((cast("Op", lane.run), _TX, lane.slot))
-        return lane
 
     async def stop(self) -> None:
         """Finish what is queued, close the connection, end the thread."""
@@ -310,6 +313,13 @@ class Lane:
         # The main queue's items carry a future; a lane's is never resolved (its
         # operations have their own).
         self.slot: asyncio.Future[Any] = thread._loop.create_future()
+        self._queued = False  # queued on the thread with its first item
+
+    def _put(self, item: _LaneItem | None) -> None:
+        self._queue.put(item)
+        if not self._queued:
+            self._queued = True
+            self._thread._enqueue_lane(self)
 
     def submit(self, op: Op, *, mode: int, before: tuple[str, ...] = ()) -> asyncio.Future[Any]:
         """Run ``op`` inside the transaction (``WRITE``: in a savepoint of its own).
@@ -318,7 +328,7 @@ class Lane:
         transaction's own ``SAVEPOINT`` / ``RELEASE`` marks, sent lazily).
         """
         fut: asyncio.Future[Any] = self._thread._loop.create_future()
-        self._queue.put((op, mode, fut, before))
+        self._put((op, mode, fut, before))
         return fut
 
     def commit(self, before: tuple[str, ...] = (), last: Op | None = None) -> asyncio.Future[Any]:
@@ -330,12 +340,17 @@ class Lane:
         return self.submit(last or _nothing, mode=_COMMIT, before=before)
 
     def rollback(self) -> asyncio.Future[Any]:
-        """Roll back."""
+        """Roll back (nothing to undo, no trip, when nothing was sent)."""
+        if not self._queued:
+            fut: asyncio.Future[Any] = self._thread._loop.create_future()
+            fut.set_result(None)
+            return fut
         return self.submit(_nothing, mode=_ROLLBACK)
 
     def abort(self) -> None:
         """Roll back without waiting (the store is closing, or the opener gave up)."""
-        self._queue.put(None)
+        if self._queued:
+            self._queue.put(None)
 
     def run(self, conn: sqlite3.Connection, *, wait_s: float | None) -> _Result | object | None:
         """In the thread, inside the round's transaction: serve the lane until it ends.

@@ -80,7 +80,8 @@ class TxCore:
         self.handle = TxHandle(self)
         self._publish = publish
         self._ends: list[Callable[[bool], object]] = []
-        self.late: dict[str, Any] = {}  # written just before the commit (write_at_commit)
+        # written just before the commit (write_at_commit), by TTL
+        self.late: dict[float | None, dict[str, Any]] = {}
 
     # -- backend hooks ----------------------------------------------------------------
 
@@ -117,24 +118,25 @@ class TxCore:
         """Call ``fn(committed)`` after the transaction ends."""
         self._ends.append(fn)
 
-    def write_at_commit(self, items: Mapping[str, Any]) -> None:
+    def write_at_commit(self, items: Mapping[str, Any], *, ttl_s: float | None = None) -> None:
         """Put ``items`` (backend keys) as the last writes of the transaction, at its commit.
 
         Only for the outermost block (a savepoint's rollback would not undo
         them). A backend may send them with the commit itself (SQLite: no
         extra trip to the writer); a failure fails the commit.
         """
-        self.late.update(items)
+        self.late.setdefault(ttl_s, {}).update(items)
 
     async def write_late(self) -> None:
-        """Write what ``write_at_commit`` kept (the default: one ``put_many`` before commit)."""
+        """Write what ``write_at_commit`` kept (default: a ``put_many`` per TTL, then commit)."""
         if not self.late:
             return
-        items, self.late = self.late, {}
+        late, self.late = self.late, {}
         token = CURRENT.set(self)
         self.open = True  # the block has ended; these writes are still its own
         try:
-            await self.store.put_many(items)
+            for ttl_s, items in late.items():
+                await self.store.put_many(items, ttl_s=ttl_s)
         finally:
             self.open = False
             CURRENT.reset(token)
@@ -368,8 +370,8 @@ class TxHandle:
             raise closed_error()
         self._core.on_end(fn)
 
-    def write_at_commit(self, items: Mapping[str, Any]) -> None:
+    def write_at_commit(self, items: Mapping[str, Any], *, ttl_s: float | None = None) -> None:
         """See ``TxCore.write_at_commit`` (the outermost block's handle only)."""
         if self.closed or not self._core.open or self._core.handle is not self:
             raise closed_error()
-        self._core.write_at_commit(items)
+        self._core.write_at_commit(items, ttl_s=ttl_s)

@@ -427,8 +427,9 @@ class _SqliteTx(TxCore):
     async def write_late(self) -> None:
         """Send the late writes with the commit: no trip to the writer of their own."""
         if self.late:
-            items, self.late = self.late, {}
-            self._late_op = self._s._put_many_op(items, None)
+            late, self.late = self.late, {}
+            ops = [self._s._put_many_op(items, ttl_s) for ttl_s, items in late.items()]
+            self._late_op = ops[0] if len(ops) == 1 else _chain(ops)
 
     async def rollback(self) -> None:
         self._s._txs.discard(self)
@@ -457,3 +458,17 @@ class _SqliteTx(TxCore):
     async def rollback_to(self, mark: object) -> None:
         if not self._unsent(mark):
             self._marks += [f"ROLLBACK TO {mark}", f"RELEASE {mark}"]
+
+
+def _chain(ops: list[Op]) -> Op:
+    """One op running ``ops`` in order: the last result, every op's changes."""
+
+    def op(conn: sqlite3.Connection) -> tuple[Any, list[_Chg]]:
+        result: Any = None
+        changes: list[_Chg] = []
+        for one in ops:
+            result, more = one(conn)
+            changes += more
+        return result, changes
+
+    return op
