@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from organelle.errors import StorageUnavailableError
+from organelle.errors import ConflictError, StorageUnavailableError
 from organelle.storage import CachedStore, MemoryStore, SqliteStore, Store, current_tx
+from organelle.storage._tx import TxHandle
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -108,3 +109,28 @@ async def test_on_end_inside_a_rolled_back_savepoint_is_told_at_once(store: Stor
         async with store.transaction() as kept:
             kept.on_end(lambda ok: ends.append(("kept", ok)))
     assert ends == [("undone", False), ("kept", True)]
+
+
+async def test_rows_written_at_commit_land_with_it_or_fail_it_if_taken(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.put("a", 1)
+        assert isinstance(tx, TxHandle)
+        assert tx.at_commit
+        tx.write_at_commit({"row.1": 1}, ttl_s=60, new=True)
+        tx.write_at_commit({"row.2": 2})  # another TTL: its own write, same commit
+    assert [e.key for e in (await store.scan("row.")).items] == ["row.1", "row.2"]
+    with pytest.raises(ConflictError) as caught:
+        async with store.transaction() as tx:
+            await tx.put("b", 2)
+            assert isinstance(tx, TxHandle)
+            tx.write_at_commit({"row.1": 1, "row.3": 3}, new=True)  # row.1 is live
+    assert caught.value.details["keys"] == ["row.1"]
+    assert await store.get("b") is None  # nothing of the failed commit stays
+    assert await store.get("row.3") is None
+    async with store.transaction() as tx:
+        async with store.transaction() as inner:  # a savepoint: its rows would outlive it
+            assert isinstance(inner, TxHandle)
+            assert not inner.at_commit
+        assert isinstance(tx, TxHandle)
+        assert tx.at_commit
+    assert not tx.at_commit  # ended

@@ -38,7 +38,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from organelle.errors import TransactionError, TransactionUnsupportedError
+from organelle.errors import TransactionUnsupportedError
 
 if TYPE_CHECKING:
     from organelle.storage import Store, StoreTx
@@ -161,6 +161,12 @@ class StoreInbox:
         if self._atomic is False:
             yield
             return
+        keys = {inbox_key(consumer, i) for i in event_ids}
+        keys.difference_update(self._recent)
+        # Read ahead, outside the transaction (SQLite: on the reader, while the
+        # writer serves others); the rows go in with the commit, which fails
+        # if one was written meanwhile (then the run comes again, and skips it).
+        found = set(await store.get_many(keys)) if keys else set()
         block = store.transaction()
         try:
             tx = await block.__aenter__()
@@ -172,16 +178,20 @@ class StoreInbox:
         run: _Run | None = None
         token = None
         try:
-            keys = {inbox_key(consumer, i) for i in event_ids}
-            keys.difference_update(self._recent)
-            found = await tx.get_many(keys) if keys else {}
-            run = _Run(consumer, tx, keys, set(found))
+            late = self._late(store)
+            if late is None and keys - found:  # no check at commit: look again inside
+                found.update(await tx.get_many(keys - found))
+            run = _Run(consumer, tx, keys, found)
             token = _RUN.set(run)
             yield
             _RUN.reset(token)
             token = None
             if run.done:
-                await self._write(store, tx, dict.fromkeys(run.done, 1))
+                rows = dict.fromkeys(run.done, 1)
+                if late is None:
+                    await tx.put_many(rows, ttl_s=self._window_s())
+                else:
+                    late(rows, ttl_s=self._window_s(), new=True)
                 done = list(run.done)
                 tx.on_end(lambda committed: committed and self._remember_all(done))
         except BaseException as exc:
@@ -191,19 +201,25 @@ class StoreInbox:
             raise
         await block.__aexit__(None, None, None)
 
-    async def _write(self, store: Store, tx: StoreTx, rows: dict[str, int]) -> None:
-        """Write inbox rows in ``tx``, with its commit where the backend can (no own trip)."""
+    @staticmethod
+    def _late(store: Store) -> Callable[..., None] | None:
+        """The current transaction's ``write_at_commit``: ``None`` in a savepoint or without it."""
         from organelle.storage import current_tx  # the Store is imported on first use
 
         inner = getattr(store, "inner", store)  # under the kernel's observing wrapper
-        late = getattr(current_tx(inner), "write_at_commit", None)
+        tx = current_tx(inner)
+        if not getattr(tx, "at_commit", False):
+            return None
+        late: Callable[..., None] = getattr(tx, "write_at_commit")  # noqa: B009 - not a StoreTx name
+        return late
+
+    async def _write(self, store: Store, tx: StoreTx, rows: dict[str, int]) -> None:
+        """Write inbox rows in ``tx``, with its commit where the backend can (no own trip)."""
+        late = self._late(store)
         if late is None:  # a savepoint of an outer transaction, or a backend without it
             await tx.put_many(rows, ttl_s=self._window_s())
-            return
-        try:
+        else:
             late(rows, ttl_s=self._window_s())
-        except TransactionError:  # not the outermost block: its rows roll back with it
-            await tx.put_many(rows, ttl_s=self._window_s())
 
     def _remember_all(self, keys: list[str]) -> bool:
         for key in keys:
