@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 from organelle.errors import ConflictError, StorageUnavailableError
 from organelle.storage import CachedStore, MemoryStore, SqliteStore, Store, current_tx
 from organelle.storage._tx import TxHandle
+from organelle.storage.postgres import PostgresStore
+from organelle.testing.servers import PostgresServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -111,7 +114,22 @@ async def test_on_end_inside_a_rolled_back_savepoint_is_told_at_once(store: Stor
     assert ends == [("undone", False), ("kept", True)]
 
 
-async def test_rows_written_at_commit_land_with_it_or_fail_it_if_taken(store: Store) -> None:
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened: Store
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        opened = PostgresStore(server.dsn, table=f"late_{uuid.uuid4().hex[:10]}")
+    elif request.param == "sqlite":
+        opened = SqliteStore(str(tmp_path / "t.db"))
+    else:
+        opened = MemoryStore()
+    yield opened
+    await opened.close()
+
+
+async def test_rows_written_at_commit_land_with_it_or_fail_it_if_taken(any_store: Store) -> None:
+    store = any_store
     async with store.transaction() as tx:
         await tx.put("a", 1)
         assert isinstance(tx, TxHandle)
@@ -134,3 +152,26 @@ async def test_rows_written_at_commit_land_with_it_or_fail_it_if_taken(store: St
         assert isinstance(tx, TxHandle)
         assert tx.at_commit
     assert not tx.at_commit  # ended
+
+
+async def test_two_postgres_transactions_racing_for_one_new_key_cannot_both_commit(
+    postgres_server: PostgresServer,
+) -> None:
+    store = PostgresStore(postgres_server.dsn, table=f"race_{uuid.uuid4().hex[:10]}")
+    both_open = asyncio.Barrier(2)
+
+    async def claim(n: int) -> None:
+        async with store.transaction() as tx:
+            await tx.put(f"effect.{n}", n)
+            await both_open.wait()  # each read "absent" ahead; both are open now
+            assert isinstance(tx, TxHandle)
+            tx.write_at_commit({"inbox.same": n}, new=True)
+
+    try:
+        outcomes = await asyncio.gather(claim(1), claim(2), return_exceptions=True)
+        assert sorted(type(o).__name__ for o in outcomes) == ["ConflictError", "NoneType"]
+        winner = 1 if outcomes[0] is None else 2
+        assert (await store.get("inbox.same")).value == winner  # type: ignore[union-attr]
+        assert await store.get(f"effect.{3 - winner}") is None  # the loser left nothing
+    finally:
+        await store.close()
