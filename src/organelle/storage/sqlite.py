@@ -42,6 +42,9 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _Row = tuple[str, int, bytes, int, float | None]
 _Chg = tuple[str, int | None, bytes | None, int, ChangeOp]
 _CHUNK = 500
+# A round of the writer that served transactions takes in more for this long
+# (plain writes: ``GROUP_S``); it commits at once when nothing more is queued.
+TX_GROUP_S = 0.02
 
 
 def _transient(exc: BaseException) -> bool:
@@ -116,7 +119,10 @@ class SqliteStore(BaseStore):
     async def _start_workers(self) -> None:
         busy = self._busy_ms / 1000
         writer = SqliteThread(
-            lambda: self._connect(write=True), f"sqlite-w:{self.path}", busy_timeout_s=busy
+            lambda: self._connect(write=True),
+            f"sqlite-w:{self.path}",
+            busy_timeout_s=busy,
+            tx_group_s=TX_GROUP_S,
         )
         reader: SqliteThread | None = None
         try:
