@@ -27,7 +27,8 @@ two; a transaction that sends nothing costs the thread nothing).
 Transactions commit in groups too: a lane's commit releases its savepoint,
 and the thread goes on with whatever was queued meanwhile (plain writes,
 further transactions) in the same physical transaction, for at most
-``GROUP_S`` or ``MAX_TXS`` transactions, then ``COMMIT`` s once. Every commit
+``tx_group_s`` (``GROUP_S`` unless the owner widens it) or ``MAX_TXS``
+transactions, then ``COMMIT`` s once. Every commit
 future resolves only after that ``COMMIT``; when it fails, every participant
 fails (nothing of the group is on disk). A lane that rolls back undoes only
 its savepoint and is told at once.
@@ -270,7 +271,8 @@ class SqliteThread:
         """Whether this round may take in more work before its ``COMMIT``."""
         if not conn.in_transaction:  # SQLite rolled it back (I/O error, full disk)
             return False
-        if txs >= MAX_TXS or time.monotonic() - started > (self._tx_group_s if txs else GROUP_S):
+        window = self._tx_group_s if txs else GROUP_S
+        if txs >= MAX_TXS or time.monotonic() - started > window:
             return False
         return not (self._full_sync and not self._sync_full)  # no DURABLE item may join
 
