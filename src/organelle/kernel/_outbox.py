@@ -131,6 +131,7 @@ class Outbox:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: list[tuple[str, dict[str, Any]]] = []  # committed, not sent yet
         self._relayer: asyncio.Task[None] | None = None
+        self._queued: set[str] = set()  # ids handed to the relayer: the sweep leaves them
         self._lock = asyncio.Lock()
         self._sent: set[str] = set()  # relayed; the row is not deleted yet
         self._sweeper: asyncio.Task[None] | None = None
@@ -161,6 +162,7 @@ class Outbox:
     def _soon(self, rows: list[tuple[str, dict[str, Any]]]) -> bool:
         """A commit wakes the relay: one task sends what all commits so far left, in order."""
         self._pending += rows
+        self._queued.update(row_id for row_id, _ in rows)
         if self._relayer is None:
             task = asyncio.get_running_loop().create_task(self._relay_pending())
             self._relayer = task
@@ -172,7 +174,10 @@ class Outbox:
         try:
             while self._pending:
                 rows, self._pending = self._pending, []
-                await self._relay_rows(rows)
+                try:
+                    await self._relay_rows(rows)
+                finally:
+                    self._queued.difference_update(row_id for row_id, _ in rows)
         finally:
             self._relayer = None
 
@@ -225,7 +230,8 @@ class Outbox:
             while True:
                 page = await store.scan(PREFIX, limit=_BATCH, cursor=cursor)
                 rows = [(e.key[len(PREFIX) :], e.value) for e in page.items]
-                sent += await self._send([r for r in rows if r[0] not in self._sent])
+                skip = self._sent, self._queued
+                sent += await self._send([r for r in rows if not any(r[0] in ids for ids in skip)])
                 cursor = page.cursor
                 if not cursor:
                     return sent
