@@ -77,19 +77,20 @@ NOTES = """**Targets missed; where the time goes.**
   per event (envelope, `ce-*` lines with their constant part cached, the
   header block parsed in C).
 * *Inbox.* An idempotent consumer handles a claimed batch in runs (≤ 10 ms),
-  each one Store transaction: the run's inbox rows are read ahead in one
-  `get_many` on the SQLite reader (outside the transaction), each handler
-  runs in a savepoint (sent lazily: free when it writes nothing), the new
-  rows go with the `COMMIT` in the same trip to the writer thread (checked
-  there: a row written meanwhile fails the commit and the run comes again),
-  then one position commit for the run. With an empty handler the run's
-  transaction is one item for the writer, which shares its `COMMIT` with
-  the other partitions' runs; what is left against the consumer without
-  the inbox is that fsync (the Store file) beside the position commit's
-  (the stream log file). With `store.incr` the handler's writes are the
-  run's own: each is a trip to the writer inside the open transaction,
-  served one after the other, while the consumer without the inbox sends
-  its four partitions' increments as plain writes that share a round.
+  each one Store transaction: the run's inbox rows read in one `get_many`
+  (the transaction's first trip to the writer thread), each handler in a
+  savepoint (sent lazily: free when it writes nothing), the new rows sent
+  with the `COMMIT` in the same trip (checked there to be new), then one
+  position commit for the run. What is left against the consumer without
+  the inbox: per run, one trip to the writer inside the open transaction
+  and the Store file's fsync beside the stream log's. With `store.incr` the
+  handler's writes are the run's own: each is a trip to the writer inside
+  the open transaction, served one after the other, while the consumer
+  without the inbox sends its four partitions' increments as plain writes
+  that share a round. Reading the rows ahead on the reader (no trip inside
+  the transaction) was tried and dropped: under load a lease ran out, two
+  members ran the same ids, and each such run failed at its commit and was
+  retried, which slowed the SIGKILL test on NATS past its bounds.
 * *Outbox.* A transaction joins the writer's queue with its first
   operation (no `BEGIN` of its own), its outbox rows go with its `COMMIT`,
   one relay task woken by the commits sends what they left, relayed rows

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,6 @@ import pytest
 
 from organelle import Kernel, Module, consume
 from organelle.kernel._inbox import inbox_key
-from organelle.storage import Store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -85,49 +82,3 @@ async def test_a_repeated_event_id_runs_once_within_a_run_and_across_runs(
         (stats,) = kernel.consumers()
         assert (stats.done, stats.duplicates) == (6, 4)
         assert (await ledger.store.get("total")).value == 2  # type: ignore[union-attr]
-
-
-class Racer(Module):
-    """Its first record is recorded by someone else while the run is open."""
-
-    name = "racer"
-    other: Store | None = None  # the same Store, written outside the run's transaction
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    @consume("race-in", backoff_s=0.01)
-    async def take(self, entry: dict[str, Any]) -> None:
-        self.calls += 1
-        if self.calls == 1 and self.other is not None:
-            key = inbox_key("stream.race-in.racer.take", str(entry["id"]))
-            outside = contextvars.Context()  # no transaction current in it
-            await asyncio.get_running_loop().create_task(self.other.put(key, 1), context=outside)
-        await self.store.incr("total")
-
-
-async def test_a_row_written_meanwhile_fails_the_run_and_the_repeat_is_skipped(
-    tmp_path: Path,
-) -> None:
-    # SQLite: the run's rows are checked at its commit (the memory Store's
-    # transactions exclude other writers, so nothing can come meanwhile there).
-    config = {
-        "kernel": {
-            "storage": f"sqlite:///{tmp_path}/store.db",
-            "streams": f"sqlite:///{tmp_path}/streams.db",
-            "stream_specs": {"race-in": {"partitions": 1}},
-        }
-    }
-    async with Kernel([], config) as kernel:
-        Racer.other = kernel.store
-        try:
-            await kernel._streams.append("race-in", {"id": "r-1"}, None, None, event_id="r-1")
-            await kernel.add_module(Racer)
-            await kernel.drain_streams()
-        finally:
-            Racer.other = None
-        racer: Racer = kernel.module("racer")  # type: ignore[assignment]
-        (stats,) = kernel.consumers()
-        assert racer.calls == 1  # the run failed at its commit; the second time it skipped
-        assert (stats.failed, stats.duplicates) == (1, 1)
-        assert await racer.store.get("total") is None  # the failed run's write rolled back

@@ -21,12 +21,14 @@ written after the handler returns: a crash between the two runs the handler
 again on redelivery (at-least-once).
 
 A stream consumer handles a run of records in one transaction
-(``batch``): the inbox rows of the run are read in one ``get_many`` before
-it and written at its end with the commit (SQLite: in the same trip to the
-writer thread, no trip of their own), each handler runs in a savepoint of
-its own (a failing one undoes only its own writes), and the transaction
-commits before the consumer moves the group past the records — a crash
-before that commit undoes the whole run, which then comes again.
+(``batch``): the inbox rows of the run are read in one ``get_many`` at its
+start and written at its end with the commit (SQLite: in the same trip to
+the writer thread, no trip of their own; checked there to be new, as on
+PostgreSQL's READ COMMITTED two racing runs could both miss them at the
+start), each handler runs in a savepoint of its own (a failing one undoes
+only its own writes), and the transaction commits before the consumer
+moves the group past the records — a crash before that commit undoes the
+whole run, which then comes again.
 """
 
 from __future__ import annotations
@@ -161,12 +163,6 @@ class StoreInbox:
         if self._atomic is False:
             yield
             return
-        keys = {inbox_key(consumer, i) for i in event_ids}
-        keys.difference_update(self._recent)
-        # Read ahead, outside the transaction (SQLite: on the reader, while the
-        # writer serves others); the rows go in with the commit, which fails
-        # if one was written meanwhile (then the run comes again, and skips it).
-        found = set(await store.get_many(keys)) if keys else set()
         block = store.transaction()
         try:
             tx = await block.__aenter__()
@@ -178,9 +174,13 @@ class StoreInbox:
         run: _Run | None = None
         token = None
         try:
+            keys = {inbox_key(consumer, i) for i in event_ids}
+            keys.difference_update(self._recent)
+            # Looked up inside the transaction: a member handling the same ids
+            # meanwhile (a lease that ran out under load) waits for this one on
+            # SQLite's writer and then skips them, rather than running them too.
+            found = set(await tx.get_many(keys)) if keys else set()
             late = self._late(store)
-            if late is None and keys - found:  # no check at commit: look again inside
-                found.update(await tx.get_many(keys - found))
             run = _Run(consumer, tx, keys, found)
             token = _RUN.set(run)
             yield
