@@ -27,6 +27,7 @@ FLOORS: dict[str, int] = {
     "organelle.envelope": 1,
     # 2. ports: the module model and each building block's Protocol plus backends
     "organelle.module": 2,
+    "organelle.topics": 2,
     "organelle.auth": 2,
     "organelle.transport": 2,
     "organelle.storage": 2,

@@ -20,13 +20,15 @@ def test_public_names() -> None:
 def test_import_is_fast_and_light() -> None:
     """No heavy dependency at import; the time itself is a benchmark (bench/local.py, < 200 ms).
 
-    A timed assertion on a shared 2-core machine fails with the load of its
-    neighbours (0.15 s quiet, 0.25 s busy for the same code), so this only
-    catches a gross regression; the figure and its target live in bench/.
+    A wall-clock bound on a shared 2-core machine fails with the load of its
+    neighbours (0.15 s quiet, 1.3 s at load average 24 for the same code), so
+    this bounds the CPU time the import takes, which waiting for a core does
+    not add to, and only catches a gross regression; the figure and its target
+    live in bench/.
     """
     code = (
-        "import time, sys; t = time.perf_counter(); import organelle; "
-        "print(time.perf_counter() - t); "
+        "import time, sys; t = time.process_time(); import organelle; "
+        "print(time.process_time() - t); "
         "print(','.join(m for m in ('pydantic', 'typer', 'rich', 'nats', 'asyncpg', 'redis') if m in sys.modules))"
     )
     best = min(

@@ -44,10 +44,11 @@ class Inventory(Module):
     version = "1.1.0"
 
     class Config(BaseModel):
-        """Starting stock and the level at which someone should reorder."""
+        """Starting stock, the level at which someone should reorder, reservations kept."""
 
         low_stock: int = Field(default=5, ge=0)
         stock: dict[str, int] = Field(default_factory=dict)
+        keep: int = Field(default=10_000, gt=0)
 
     config: Config
 
@@ -84,6 +85,10 @@ class Inventory(Module):
         after = self._stock[sku] = before - qty
         reservation = Reservation(id=uuid.uuid4().hex[:12], sku=sku, qty=qty)
         self._reservations[reservation.id] = reservation
+        if len(self._reservations) > self.config.keep:
+            # Memory only, so bounded: the oldest reservation is final (it can no longer be
+            # released), as an order the orders module no longer keeps cannot be cancelled.
+            del self._reservations[next(iter(self._reservations))]
         threshold = self.config.low_stock
         if before > threshold >= after:
             self.log.warning("%s is low: %d left (threshold %d)", sku, after, threshold)

@@ -68,15 +68,16 @@ class Orders(Module):
     requires = ("pricing>=1.0,<2", "inventory>=1.0,<2")
 
     class Config(BaseModel):
-        """Limits and the currency shown on orders."""
+        """Limits, the currency shown on orders, and how many orders memory holds."""
 
         currency: str = Field(default="EUR", min_length=3, max_length=3)
         max_lines: int = Field(default=MAX_LINES, gt=0, le=MAX_LINES)
+        keep: int = Field(default=10_000, gt=0)
 
     config: Config
 
     async def on_start(self) -> None:
-        """Start with no orders (memory only; a storage-backed version comes with storage)."""
+        """Start with no orders: memory only, the newest ``keep`` of them (a bound, not a leak)."""
         self._orders: dict[str, Order] = {}
 
     @route.post("/orders", status_code=201)
@@ -121,6 +122,8 @@ class Orders(Module):
             currency=self.config.currency,
         )
         self._orders[order.id] = order
+        if len(self._orders) > self.config.keep:  # dicts keep insertion order: oldest first
+            del self._orders[next(iter(self._orders))]
         await self.emit("order.placed", self._event(order))
         return order
 

@@ -39,6 +39,8 @@ class RouteBase:
     target: str
     nrequired: int
     slow: bool
+    policy: Any
+    inline_policy: bool
 
 class StatsBase:
     def __init__(self) -> None: ...
@@ -79,5 +81,29 @@ class Caller:
         emitted: Callable[[str, Any], None],
         /,
     ) -> None: ...
+
+class BreakerCore:
+    state: str
+    consecutive: int
+    @property
+    def seen(self) -> int: ...
+    @property
+    def bad(self) -> int: ...
+    @property
+    def window(self) -> int: ...
+    def __init__(self, window: int) -> None: ...
+    def push(self, ok: bool, /) -> None: ...
+    def forget(self) -> None: ...
+
+class BulkheadCore:
+    active: int
+    limit: int
+    waiters: Any
+
+class GuardCore:
+    breaker: Any
+    bulkhead: Any
+    timeout: float
+    fast: bool
 
 def header_lines(block: bytes, start: int, /) -> dict[str, str]: ...

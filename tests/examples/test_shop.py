@@ -170,3 +170,33 @@ async def test_app_toml_builds_and_runs() -> None:
             "orders.place_order", customer="ada", lines=[{"sku": "pear", "qty": 1}]
         )
         assert order.total == Decimal("0.72")
+
+
+async def test_orders_memory_is_bounded_by_keep() -> None:
+    config: dict[str, Any] = {
+        "modules": {**CONFIG["modules"], "orders": {"currency": "EUR", "keep": 3}}
+    }
+    async with running(Pricing, Inventory, Orders, Notifications, config=config) as kernel:
+        placed: list[Order] = [
+            await kernel.call(
+                "orders.place_order", customer="ada", lines=[{"sku": "apple", "qty": 1}]
+            )
+            for _ in range(5)
+        ]
+        for order in placed[-3:]:  # the newest three are kept
+            assert await kernel.call("orders.get_order", order_id=order.id) == order
+        for order in placed[:2]:  # the oldest are dropped first
+            with pytest.raises(NotFoundError):
+                await kernel.call("orders.get_order", order_id=order.id)
+
+
+async def test_reservations_are_bounded_by_keep() -> None:
+    config: dict[str, Any] = {
+        "modules": {**CONFIG["modules"], "inventory": {"stock": {"apple": 20}, "keep": 2}}
+    }
+    async with running(Inventory, config=config) as kernel:
+        made = [await kernel.call("inventory.reserve", sku="apple", qty=1) for _ in range(3)]
+        assert await kernel.call("inventory.stock", sku="apple") == 17
+        assert await kernel.call("inventory.release", reservation_id=made[0].id) is False
+        assert await kernel.call("inventory.release", reservation_id=made[2].id) is True
+        assert await kernel.call("inventory.stock", sku="apple") == 18

@@ -218,11 +218,20 @@ async def test_kill9_server_acked_jobs_survive_and_clients_reconnect(
     procs: Procs, url: str, nats: NatsServer, tmp_path: Path
 ) -> None:
     acked = tmp_path / "acked.txt"
+    # Two slots: the worker runs behind the producer, so the crash hits acked jobs
+    # still waiting in the stream (a worker with ten keeps up and leaves none).
+    procs.slots = 2
     worker = procs.spawn()
     producer = spawn_producer(procs, acked)
-    # until progress before the crash
+
+    def waiting() -> int:
+        return len(set(acked_ids(acked)) - set(procs.ledger.ends()))
+
+    # until progress before the crash, with acked jobs waiting
     await eventually(
-        lambda: len(acked_ids(acked)) >= 300 and len(procs.ledger.ends()) >= 100,
+        lambda: (
+            len(acked_ids(acked)) >= 300 and len(procs.ledger.ends()) >= 100 and waiting() >= 20
+        ),
         timeout_s=30,
         interval_s=0.05,
     )

@@ -10,6 +10,7 @@ import pytest
 
 from organelle import Envelope, Kernel, Module, consume, event, job, on
 from organelle.envelope import wire_name
+from organelle.kernel import _outbox
 from organelle.kernel._outbox import PREFIX
 from organelle.testing import eventually
 
@@ -181,8 +182,11 @@ async def test_an_outbox_block_inside_a_rolled_back_savepoint_sends_nothing(
 
 
 async def test_a_sweep_leaves_committed_rows_that_wait_for_the_relay_task(
-    config: dict[str, Any],
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Sent rows are deleted only by settle() here: a batched delete during the
+    # sweep's scan (a slow machine) would make a sent row look unsent to it.
+    monkeypatch.setattr(_outbox, "DELETE_AFTER_S", 60.0)
     async with Kernel([Shop], config) as kernel:
         shop: Shop = kernel.module("shop")  # type: ignore[assignment]
         rows: list[tuple[str, dict[str, Any]]] = []

@@ -590,3 +590,194 @@ async def test_a_handler_resumes_in_its_own_context_inside_another_call(pure: bo
         call = k._dispatcher.python_call if pure else k.call
         me, cause = await call("nested.r1")
         assert cause == me
+
+
+# ------------------------------------------------- policies on both paths
+# A timeout + breaker + bulkhead policy runs its common case in C (speedups
+# policy.c); the rest goes to the Python Guard. Both share one state, so every
+# case below must see the same results, errors and breaker history on each path.
+
+FAST = {
+    "timeout_s": 5,
+    "breaker": {"failures": 3, "reset_s": 60},
+    "bulkhead": {"max_concurrent": 4},
+}
+PROBE = {
+    "breaker": {"failures": 2, "reset_s": 0.2, "probes": 1},
+    "bulkhead": {"max_concurrent": 4},
+}
+WINDOW = {"breaker": {"failures": 100, "window": 4, "min_calls": 4, "failure_ratio": 0.5}}
+NARROW = {"timeout_s": 0.05, "bulkhead": {"max_concurrent": 1, "max_queue": 1}}
+GATED = {"timeout_s": 10, "bulkhead": {"max_concurrent": 1, "max_queue": 1}}
+
+
+class Guarded(Module):
+    name = "guarded"
+    gate: asyncio.Event
+
+    async def on_load(self) -> None:
+        self.gate = asyncio.Event()
+
+    @rpc(policy=GATED)
+    async def gated(self) -> str:
+        await self.gate.wait()
+        return "done"
+
+    @rpc(policy=FAST)
+    async def add(self, a: int, b: int = 0) -> int:
+        return a + b
+
+    @rpc(policy=FAST)
+    async def step(self, fail: bool) -> str:
+        if fail:
+            raise KeyError("k")
+        return "ok"
+
+    @rpc(policy=PROBE)
+    async def probe(self, fail: bool) -> str:
+        if fail:
+            raise KeyError("k")
+        return "ok"
+
+    @rpc(policy=WINDOW)
+    async def window(self, fail: bool) -> str:
+        if fail:
+            raise KeyError("k")
+        return "ok"
+
+    @rpc(policy=NARROW)
+    async def slow(self, s: float) -> str:
+        await asyncio.sleep(s)
+        return "done"
+
+    @rpc(policy={"fallback_value": "spare", "breaker": {"failures": 1, "reset_s": 60}})
+    async def spare(self) -> str:
+        raise KeyError("k")
+
+
+def breaker_of(kernel: Kernel, target: str) -> dict[str, Any]:
+    found: dict[str, Any] = kernel.policy_stats()["breakers"][target]
+    return found
+
+
+def slots_taken(kernel: Kernel, target: str) -> int:
+    guard = kernel._router.local[target].policy
+    assert guard is not None
+    assert guard.bulkhead is not None
+    return guard.bulkhead.active
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_failures_open_the_breaker_and_a_success_resets_the_count(path: Path_) -> None:
+    async with Kernel([Guarded]) as kernel:
+        call = path(kernel)
+        got = [await outcome(call("guarded.step", fail=f)) for f in (True, True, False)]
+        assert breaker_of(kernel, "guarded.step")["consecutive_failures"] == 0  # the success
+        got += [await outcome(call("guarded.step", fail=True)) for _ in range(4)]
+        internal = InternalError.code
+        expected = [
+            internal,
+            internal,
+            "ok",
+            internal,
+            internal,
+            internal,
+            "organelle.circuit_open",
+        ]
+        assert [g[0] for g in got] == expected
+        assert breaker_of(kernel, "guarded.step")["changes"] == {
+            "closed": 0,
+            "open": 1,
+            "half_open": 0,
+        }
+        assert slots_taken(kernel, "guarded.step") == 0
+        assert await call("guarded.add", a=2, b=3) == 5  # another target's breaker
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_the_failure_ratio_counts_successes_recorded_by_either_path(path: Path_) -> None:
+    async with Kernel([Guarded]) as kernel:
+        call = path(kernel)
+        py = kernel._dispatcher.python_call
+        # ok (this path), ok (Python), fail, fail: 2 of the last 4 failed -> open
+        assert await call("guarded.window", fail=False) == "ok"
+        assert await py("guarded.window", fail=False) == "ok"
+        for _ in range(2):
+            assert (await outcome(call("guarded.window", fail=True)))[0] == "organelle.internal"
+        assert breaker_of(kernel, "guarded.window")["state"] == "open"
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_half_open_breaker_lets_one_probe_through(path: Path_) -> None:
+    async with Kernel([Guarded]) as kernel:
+        call = path(kernel)
+        for _ in range(2):
+            assert (await outcome(call("guarded.probe", fail=True)))[0] == "organelle.internal"
+        assert (await outcome(call("guarded.probe", fail=False)))[0] == "organelle.circuit_open"
+        await asyncio.sleep(0.25)
+        assert (await outcome(call("guarded.probe", fail=True)))[0] == "organelle.internal"
+        assert breaker_of(kernel, "guarded.probe")["changes"]["open"] == 2  # the probe failed
+        await asyncio.sleep(0.25)
+        assert await call("guarded.probe", fail=False) == "ok"  # this probe closes it
+        assert await call("guarded.probe", fail=False) == "ok"
+        assert breaker_of(kernel, "guarded.probe")["changes"] == {
+            "closed": 1,
+            "open": 2,
+            "half_open": 2,
+        }
+        assert slots_taken(kernel, "guarded.probe") == 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_full_bulkhead_queues_one_and_refuses_the_next(path: Path_) -> None:
+    async with Kernel([Guarded]) as kernel:
+        call = path(kernel)
+        tasks = [asyncio.ensure_future(outcome(call("guarded.gated"))) for _ in range(3)]
+        for _ in range(200):  # until one runs, one waits and one is refused
+            if kernel.policy_stats()["bulkhead_rejected"]:
+                break
+            await asyncio.sleep(0.005)
+        assert slots_taken(kernel, "guarded.gated") == 1
+        module = kernel.module("guarded")
+        assert isinstance(module, Guarded)
+        module.gate.set()
+        got = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert sorted(g[0] for g in got) == ["ok", "ok", "organelle.bulkhead_full"]
+        assert kernel.policy_stats()["bulkhead_rejected"] == {"guarded.gated": 1}
+        assert slots_taken(kernel, "guarded.gated") == 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_handler_that_suspends_past_the_policy_timeout_is_cut(path: Path_) -> None:
+    async with Kernel([Guarded]) as kernel:
+        call = path(kernel)
+        started = time.monotonic()
+        code, _ = await asyncio.wait_for(outcome(call("guarded.slow", s=2.0)), 5)
+        assert code == CallTimeoutError.code
+        assert time.monotonic() - started < 1.5  # the policy's 0.05 s, not the handler's 2 s
+        assert slots_taken(kernel, "guarded.slow") == 0
+        assert await call("guarded.slow", s=0.0) == "done"
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_fallback_answers_on_both_paths(path: Path_) -> None:
+    async with Kernel([Guarded]) as kernel:
+        call = path(kernel)
+        got = [await outcome(call("guarded.spare")) for _ in range(3)]
+        # The failure opens the breaker; the refused calls get the fallback value.
+        assert [g[0] for g in got] == ["organelle.internal", "ok", "ok"]
+        assert [g[1] for g in got[1:]] == ["spare", "spare"]
+        assert kernel.policy_stats()["fallbacks"] == {"guarded.spare": 2}
+        assert breaker_of(kernel, "guarded.spare")["state"] == "open"
+
+
+@needs_c
+async def test_the_c_path_runs_a_timeout_breaker_bulkhead_policy_itself() -> None:
+    async with Kernel([Guarded]) as kernel:
+        assert speedups is not None
+        pending = kernel.call("guarded.add", a=1, b=2)
+        assert type(pending) is speedups.Finished  # not handed to the Python call
+        assert slots_taken(kernel, "guarded.add") == 0  # left when it finished
+        assert await pending == 3
+        with pytest.raises(TypeError):  # the route's policy is checked when set
+            kernel._router.local["guarded.add"].policy = object()  # type: ignore[assignment]

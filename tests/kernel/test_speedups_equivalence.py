@@ -606,3 +606,100 @@ def test_the_c_and_pure_paths_agree(scenario: Scenario) -> None:
     on_c = asyncio.run(play(scenario, pure=False))
     on_python = asyncio.run(play(scenario, pure=True))
     assert on_c == on_python
+
+
+# ---------------------------------------------------------------- policies
+# A breaker + bulkhead (+ timeout) policy: the C path runs its common case on
+# the state the Python Guard keeps. A script of calls that succeed, fail, raise
+# an organelle error (a success for the breaker) or suspend, on targets whose
+# breakers open on a count or on the window's ratio and half-open at once
+# (reset_s tiny: probes without waiting), must leave the same outcomes and
+# the same breaker history on both paths.
+
+_POLICIES: dict[str, dict[str, Any]] = {
+    "count": {"timeout_s": 5, "breaker": {"failures": 2, "reset_s": 1e-9, "probes": 2}},
+    "ratio": {
+        "breaker": {"failures": 50, "window": 5, "min_calls": 3, "failure_ratio": 0.6},
+        "bulkhead": {"max_concurrent": 3},
+    },
+    "both": {
+        "timeout_s": 5,
+        "breaker": {
+            "failures": 3,
+            "window": 4,
+            "min_calls": 4,
+            "failure_ratio": 0.5,
+            "reset_s": 1e-9,
+        },
+        "bulkhead": {"max_concurrent": 2, "max_queue": 4},
+    },
+}
+
+
+class Policied(Module):
+    name = "policied"
+
+    async def _act(self, how: str) -> str:
+        if how == "suspend":
+            await asyncio.sleep(0)
+        if how == "fail":
+            raise KeyError("k")
+        if how == "refuse":
+            raise Refused("no")
+        return how
+
+    @rpc(policy=_POLICIES["count"])
+    async def count(self, how: str) -> str:
+        return await self._act(how)
+
+    @rpc(policy=_POLICIES["ratio"])
+    async def ratio(self, how: str) -> str:
+        return await self._act(how)
+
+    @rpc(policy=_POLICIES["both"])
+    async def both(self, how: str) -> str:
+        return await self._act(how)
+
+
+POLICY_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(tuple(_POLICIES)),
+        st.sampled_from(("ok", "ok", "fail", "fail", "refuse", "suspend")),
+        st.integers(min_value=1, max_value=3),  # calls made at once
+    ),
+    max_size=30,
+)
+
+
+async def play_policies(steps: list[tuple[str, str, int]], *, pure: bool) -> list[Any]:
+    seen: list[Any] = []
+    kernel_type = PureKernel if pure else Kernel
+    async with kernel_type([Policied]) as kernel:
+        for target, how, together in steps:
+            calls = [kernel.call(f"policied.{target}", how=how) for _ in range(together)]
+            got = await asyncio.gather(*calls, return_exceptions=True)
+            seen.extend(g if isinstance(g, str) else (type(g).__name__, str(g)) for g in got)
+        stats = kernel.policy_stats()
+        for key, breaker in sorted(stats["breakers"].items()):
+            seen.append(
+                (key, breaker["state"], breaker["consecutive_failures"], breaker["changes"])
+            )
+        seen.append(stats["bulkhead_rejected"])
+        for target in _POLICIES:
+            guard = kernel._router.local[f"policied.{target}"].policy
+            assert guard is not None
+            assert guard.bulkhead is None or guard.bulkhead.active == 0  # every slot given back
+    return seen
+
+
+@needs_c
+@pytest.mark.timeout(120)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(POLICY_STEPS)
+# Opens on the window's ratio only if the C path's successes are in the window.
+@example([("both", "ok", 3), ("both", "fail", 1), ("both", "ok", 1), ("both", "fail", 1)])
+def test_policies_agree_on_the_c_and_pure_paths(steps: list[tuple[str, str, int]]) -> None:
+    note(repr(steps))
+    assert asyncio.run(play_policies(steps, pure=False)) == asyncio.run(
+        play_policies(steps, pure=True)
+    )

@@ -182,9 +182,10 @@ fallback_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargs, PyObj
 }
 
 /* The handler raised (or could not be called): let Python map and count the error,
- * then hand it to the awaiting caller. `started`: the coroutine existed. */
+ * then hand it to the awaiting caller. `started`: the coroutine existed. `errp`
+ * (when not NULL) gets a new reference to the error, for the call's policy. */
 static PyObject *
-call_failed(CallerObject *self, PyObject *entry, int started)
+call_failed(CallerObject *self, PyObject *entry, int started, PyObject **errp)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
@@ -202,7 +203,128 @@ call_failed(CallerObject *self, PyObject *entry, int started)
     if (err == NULL) {
         return NULL;
     }
+    if (errp != NULL) {
+        *errp = Py_NewRef(err);
+    }
     return org_finished_new(NULL, err);
+}
+
+/* Calls waiting in a bulkhead's queue; -1 when that cannot be read without
+ * running Python code (not a built-in container): the Python path decides. */
+static inline Py_ssize_t
+bulkhead_waiting(BulkheadCoreObject *bh)
+{
+    PyObject *w = bh->waiters;
+    if (w == NULL || (Py_TYPE(w)->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Size(w); /* a deque's length: no Python code runs */
+    if (n < 0) {
+        PyErr_Clear();
+    }
+    return n;
+}
+
+/* The policy's part of a call (Guard.enter and Guard.leave, the common case in C). */
+typedef struct {
+    GuardCoreObject *guard;   /* held; NULL: no policy */
+    BreakerCoreObject *breaker;   /* held, or NULL */
+    BulkheadCoreObject *bulkhead; /* held, or NULL */
+    int entered;              /* a slot is taken and the call not yet left */
+} Admission;
+
+/* Read and hold the guard's breaker and bulkhead (their setters checked the types). */
+static void
+admission_hold(Admission *a)
+{
+    PyObject *b = a->guard->breaker, *h = a->guard->bulkhead;
+    if (b != NULL && b != Py_None) {
+        a->breaker = (BreakerCoreObject *)Py_NewRef(b);
+    }
+    if (h != NULL && h != Py_None) {
+        a->bulkhead = (BulkheadCoreObject *)Py_NewRef(h);
+    }
+}
+
+/* Guard.enter without waiting, for a guard without a rate limit: 1 admitted (a
+ * bulkhead slot taken), 0 the Python path decides (full, open, half-open).
+ * Nothing here allocates or runs Python code between the checks and the take. */
+static int
+admission_enter(Admission *a)
+{
+    BulkheadCoreObject *bh = a->bulkhead;
+    if (bh != NULL && (bulkhead_waiting(bh) != 0 || bh->active >= bh->limit)) {
+        return 0;
+    }
+    if (a->breaker != NULL && a->breaker->state != org_str_closed) {
+        return 0;
+    }
+    if (bh != NULL) {
+        bh->active++;
+    }
+    a->entered = 1;
+    return 1;
+}
+
+/* Guard.leave / Guard.left: `ok` a success; else `err` (NULL: abandoned, no outcome).
+ * The common case (no one waiting, breaker still closed, a success) stays in C;
+ * the rest is the Python Guard's. Keeps any exception that is set. */
+static int
+admission_leave(Admission *a, int ok, PyObject *err)
+{
+    if (!a->entered) {
+        return 0;
+    }
+    a->entered = 0;
+    BulkheadCoreObject *bh = a->bulkhead;
+    BreakerCoreObject *br = a->breaker;
+    if (ok && (bh == NULL || bulkhead_waiting(bh) == 0) &&
+        (br == NULL || br->state == org_str_closed)) {
+        if (bh != NULL) {
+            bh->active--;
+        }
+        if (br != NULL) {
+            br->consecutive = 0;
+            org_breaker_push(br, 1);
+        }
+        return 0;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *res;
+    if (ok) {
+        res = PyObject_CallMethodOneArg((PyObject *)a->guard, org_str_leave, Py_None);
+    }
+    else {
+        res = PyObject_CallMethodOneArg((PyObject *)a->guard, org_str_left, FIELD(err));
+    }
+    if (res == NULL) {
+        if (type != NULL) { /* the error already on its way wins; this one is reported */
+            PyErr_WriteUnraisable((PyObject *)a->guard);
+            PyErr_Restore(type, value, tb);
+        }
+        return -1;
+    }
+    Py_DECREF(res);
+    PyErr_Restore(type, value, tb);
+    return 0;
+}
+
+static void
+admission_release(Admission *a)
+{
+    Py_XDECREF(a->guard);
+    Py_XDECREF(a->breaker);
+    Py_XDECREF(a->bulkhead);
+}
+
+/* The route's policy can run on the C path: no access guard or per-method timeout,
+ * and a guard without retries, fallback or rate limit. */
+static inline int
+route_policy_fast(RouteObject *r)
+{
+    PyObject *p = r->policy; /* a GuardCore or None: its setter checks */
+    return r->inline_policy && p != NULL && p != Py_None && ((GuardCoreObject *)p)->fast;
 }
 
 /* The fields the call path needs are set (RpcEntry sets them all; Python may delete them). */
@@ -284,17 +406,22 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
         }
         return fallback_call(self, args, nargs, kwnames);
     }
-    if (!PyObject_TypeCheck(entry, &RouteBase_Type) || ((RouteObject *)entry)->slow ||
-        !route_complete((RouteObject *)entry)) {
+    if (!PyObject_TypeCheck(entry, &RouteBase_Type) || !route_complete((RouteObject *)entry) ||
+        (((RouteObject *)entry)->slow && !route_policy_fast((RouteObject *)entry))) {
         return fallback_call(self, args, nargs, kwnames);
     }
     /* Held from here: everything below can allocate, so run the GC, whose
      * finalizers (or the handler) may unroute it. */
     Py_INCREF(entry);
     RouteObject *r = (RouteObject *)entry;
-    PyObject *out = NULL, *parent = NULL, *dl = NULL, *ctx = NULL, *token = NULL;
+    PyObject *out = NULL, *parent = NULL, *dl = NULL, *ctx = NULL, *token = NULL, *err = NULL;
     PyObject *coro, *result, *stats;
-    int bound;
+    int bound, ok = 0;
+    Admission adm = {NULL, NULL, NULL, 0};
+    if (r->slow) { /* a policy the C path runs (route_policy_fast): held with its parts */
+        adm.guard = (GuardCoreObject *)Py_NewRef(r->policy);
+        admission_hold(&adm);
+    }
 
     if (PyContextVar_Get(self->var, Py_None, &parent) < 0) {
         goto done;
@@ -317,6 +444,15 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
         }
         else if (pd != Py_None) {
             goto slow;
+        }
+    }
+    if (adm.guard != NULL) {
+        if (!admission_enter(&adm)) { /* full, open or half-open: the Python path decides */
+            goto slow;
+        }
+        double timeout = adm.guard->timeout;
+        if (timeout >= 0 && now + timeout < deadline) {
+            deadline = now + timeout;
         }
     }
     dl = PyFloat_FromDouble(deadline);
@@ -345,21 +481,28 @@ caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObje
             }
         }
     }
+    PyObject **errp = adm.guard != NULL ? &err : NULL;
     coro = start_handler(r, args + 1, kwnames, &bound);
     if (coro == NULL) {
-        out = call_failed(self, entry, bound);
+        out = call_failed(self, entry, bound, errp);
         goto reset;
     }
     switch (PyIter_Send(coro, Py_None, &result)) {
     case PYGEN_RETURN:
         out = org_finished_new(result, NULL);
+        ok = out != NULL;
         break;
     case PYGEN_NEXT: /* suspended: Python finishes it, in the awaiting task, with the deadline */
-        out = PyObject_CallFunctionObjArgs(self->resume, coro, result, ctx, dl, entry, NULL);
+        out = PyObject_CallFunctionObjArgs(self->resume, coro, result, ctx, dl, entry,
+                                           adm.guard != NULL ? (PyObject *)adm.guard : Py_None,
+                                           NULL);
         Py_DECREF(result);
+        if (out != NULL) {
+            adm.entered = 0; /* Python's now: _finish leaves the guard */
+        }
         break;
     default:
-        out = call_failed(self, entry, 1);
+        out = call_failed(self, entry, 1, errp);
         break;
     }
     Py_DECREF(coro);
@@ -367,7 +510,14 @@ reset:
     if (PyContextVar_Reset(self->var, token) < 0) {
         Py_CLEAR(out);
     }
+    /* After the reset, as Python leaves a guard: a success, the mapped error, or abandoned. */
+    if (admission_leave(&adm, ok && out != NULL, err) < 0) {
+        Py_CLEAR(out);
+    }
 done:
+    admission_leave(&adm, 0, NULL); /* a slot taken by a call that never started */
+    admission_release(&adm);
+    Py_XDECREF(err);
     Py_XDECREF(token);
     Py_XDECREF(ctx);
     Py_XDECREF(dl);

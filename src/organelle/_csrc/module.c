@@ -6,7 +6,8 @@
  * hands anything unusual back to it, so this code only has to be right about
  * the common case. Files: context.c (Context fields), finished.c (the finished
  * awaitable), route.c (RPC route fields, exact-type check), call.c (the call
- * path), events.c (emit and the dispatcher's first step), headers.c (the lines
+ * path), policy.c (the breaker, bulkhead and guard state the call path decides
+ * on), events.c (emit and the dispatcher's first step), headers.c (the lines
  * of a NATS header block, read for every message off the wire). */
 #include "speedups.h"
 
@@ -24,6 +25,9 @@ PyObject *org_str_make_coro;
 PyObject *org_int_one;
 PyObject *org_empty_tuple;
 PyObject *org_finished_none;
+PyObject *org_str_closed;
+PyObject *org_str_left;
+PyObject *org_str_leave;
 
 /* ----------------------------------------------------------------- module */
 
@@ -51,6 +55,12 @@ PyInit__speedups(void)
     org_str_set_result = PyUnicode_InternFromString("set_result");
     org_str_validate = PyUnicode_InternFromString("validate");
     org_str_make_coro = PyUnicode_InternFromString("make_coro");
+    org_str_closed = PyUnicode_InternFromString("closed");
+    org_str_left = PyUnicode_InternFromString("left");
+    org_str_leave = PyUnicode_InternFromString("leave");
+    if (org_str_closed == NULL || org_str_left == NULL || org_str_leave == NULL) {
+        return NULL;
+    }
     org_int_one = PyLong_FromLong(1);
     org_empty_tuple = PyTuple_New(0);
     if (org_str_calls == NULL || org_str_delivered == NULL || org_str_stats == NULL ||
@@ -59,7 +69,8 @@ PyInit__speedups(void)
         return NULL;
     }
     PyTypeObject *types[] = {&ContextBase_Type, &Finished_Type, &RouteBase_Type, &StatsBase_Type,
-                             &Caller_Type};
+                             &Caller_Type, &BreakerCore_Type, &BulkheadCore_Type,
+                             &GuardCore_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return NULL;
@@ -79,6 +90,9 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(m, "RouteBase", (PyObject *)&RouteBase_Type) < 0 ||
         PyModule_AddObjectRef(m, "StatsBase", (PyObject *)&StatsBase_Type) < 0 ||
         PyModule_AddObjectRef(m, "Caller", (PyObject *)&Caller_Type) < 0 ||
+        PyModule_AddObjectRef(m, "BreakerCore", (PyObject *)&BreakerCore_Type) < 0 ||
+        PyModule_AddObjectRef(m, "BulkheadCore", (PyObject *)&BulkheadCore_Type) < 0 ||
+        PyModule_AddObjectRef(m, "GuardCore", (PyObject *)&GuardCore_Type) < 0 ||
         PyModule_AddStringConstant(m, "SOURCE_HASH", ORGANELLE_SOURCE_HASH) < 0) {
         Py_DECREF(m);
         return NULL;

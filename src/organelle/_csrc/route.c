@@ -10,6 +10,7 @@ route_traverse(RouteObject *self, visitproc visit, void *arg)
     Py_VISIT(self->stats);
     Py_VISIT(self->checks);
     Py_VISIT(self->target);
+    Py_VISIT(self->policy);
     return 0;
 }
 
@@ -22,6 +23,7 @@ route_clear(RouteObject *self)
     Py_CLEAR(self->stats);
     Py_CLEAR(self->checks);
     Py_CLEAR(self->target);
+    Py_CLEAR(self->policy);
     return 0;
 }
 
@@ -42,6 +44,24 @@ static PyMemberDef route_members[] = {
     {"target", T_OBJECT, offsetof(RouteObject, target), 0, NULL},
     {"nrequired", T_PYSSIZET, offsetof(RouteObject, nrequired), 0, NULL},
     {"slow", T_BOOL, offsetof(RouteObject, slow), 0, NULL},
+    {"inline_policy", T_BOOL, offsetof(RouteObject, inline_policy), 0, NULL},
+    {NULL},
+};
+
+static PyObject *
+route_get_policy(RouteObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(FIELD(self->policy));
+}
+
+static int
+route_set_policy(RouteObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    return org_set_policy(&self->policy, value);
+}
+
+static PyGetSetDef route_getset[] = {
+    {"policy", (getter)route_get_policy, (setter)route_set_policy, NULL, NULL},
     {NULL},
 };
 
@@ -56,6 +76,7 @@ PyTypeObject RouteBase_Type = {
     .tp_traverse = (traverseproc)route_traverse,
     .tp_clear = (inquiry)route_clear,
     .tp_members = route_members,
+    .tp_getset = route_getset,
 };
 
 static PyMemberDef stats_members[] = {

@@ -52,6 +52,14 @@
  *          the call; every result is a new reference.
  *   safe   context.c context_new: PyArg_Parse* borrows from this call's own args
  *          and kwargs, which nothing else can reach.
+ *   safe   call.c caller_call: the route's policy (a Guard) is held at once after
+ *          the checks that read it; its breaker and bulkhead are held before
+ *          anything allocates (admission_hold), and released on every exit.
+ *          Their types are checked by their setters (policy.c), not per call.
+ *   safe   call.c bulkhead_waiting: the wait queue is read borrowed for one
+ *          length only, and only when its type is static (a deque: no Python code).
+ *   safe   policy.c: a breaker's ring is read and written only inside one C call;
+ *          a second __init__ replaces it while nothing holds a pointer into it.
  *   safe   finished.c: a Finished owns its value and error and hands them over; the
  *          exception's type is held by the exception being raised.
  *   Tests: tests/test_speedups_refs.py frees what each fixed case used, from
@@ -76,7 +84,10 @@ extern PyObject *org_str_validate;   /* "validate" */
 extern PyObject *org_str_make_coro;  /* "make_coro" */
 extern PyObject *org_int_one;        /* 1 */
 extern PyObject *org_empty_tuple;    /* () */
-extern PyObject *org_finished_none;      /* the shared Finished for "finished, returned None" */
+extern PyObject *org_finished_none;
+extern PyObject *org_str_closed;     /* "closed": a breaker's closed state (policy.c) */
+extern PyObject *org_str_left;       /* "left": Guard.left(error) */
+extern PyObject *org_str_leave;      /* "leave": Guard.leave(None) */      /* the shared Finished for "finished, returned None" */
 
 /* time.monotonic(), without the call. */
 static inline double
@@ -152,6 +163,8 @@ typedef struct {
     PyObject *target;   /* "module.method" */
     Py_ssize_t nrequired;
     char slow;          /* guard or per-method timeout: the Python path */
+    PyObject *policy;   /* the Guard of calls naming no caller: a GuardCore, None or NULL */
+    char inline_policy; /* no access guard or per-method timeout: a policy may run inline */
 } RouteObject;
 
 extern PyTypeObject RouteBase_Type;
@@ -165,6 +178,61 @@ typedef struct {
 } StatsObject;
 
 extern PyTypeObject StatsBase_Type;
+
+/* policy.c: the state of breakers, bulkheads and guards (kernel/_policy.py subclasses them).
+ * Every field is writable from Python; the call path holds a guard, its breaker
+ * and its bulkhead while it uses them (see the rule above). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *state;        /* "closed" | "open" | "half_open" */
+    Py_ssize_t consecutive; /* failures in a row */
+    Py_ssize_t window;      /* the outcome window: a ring of `window` bytes (1: failed) */
+    Py_ssize_t seen;        /* outcomes in it */
+    Py_ssize_t bad;         /* failures in it */
+    Py_ssize_t head;        /* where the next goes */
+    char *ring;
+} BreakerCoreObject;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t active;  /* calls holding a slot */
+    Py_ssize_t limit;   /* max_concurrent */
+    PyObject *waiters;  /* the wait queue (a deque of futures) */
+} BulkheadCoreObject;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *breaker;  /* BreakerCore, None or NULL (its setter checks the type) */
+    PyObject *bulkhead; /* BulkheadCore, None or NULL (its setter checks the type) */
+    double timeout;     /* the policy's timeout_s; < 0: none */
+    char fast;          /* no retry, fallback or rate limit: the C path may run it */
+} GuardCoreObject;
+
+extern PyTypeObject BreakerCore_Type;
+extern PyTypeObject BulkheadCore_Type;
+extern PyTypeObject GuardCore_Type;
+/* Set a route's policy: a GuardCore or None (checked here, not on each call). */
+int org_set_policy(PyObject **field, PyObject *value);
+
+/* One outcome into a breaker's window (as a deque with maxlen would keep it). */
+static inline void
+org_breaker_push(BreakerCoreObject *b, int ok)
+{
+    if (b->ring == NULL) {
+        return; /* not initialised: nothing to keep */
+    }
+    if (b->seen == b->window) {
+        b->bad -= b->ring[b->head];
+    }
+    else {
+        b->seen++;
+    }
+    b->ring[b->head] = (char)!ok;
+    b->bad += !ok;
+    if (++b->head >= b->window) {
+        b->head = 0;
+    }
+}
 
 /* call.c and events.c: one kernel's hot paths. */
 typedef struct {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 import time
@@ -19,13 +20,17 @@ from typing import Any, Self
 import msgspec
 
 from organelle.errors import UnavailableError
+from organelle.jobs._nats_pull import _Puller
 from organelle.transport.nats_connect import NatsConnectOptions
 
-PULL_TIMEOUT_S = 2.0  # a no_wait pull answers at once; this only bounds a lost reply
 BANDS = (2, 1, 0, -1, -2)  # served in this order
 _BAND_TOKEN = {2: "~p2", 1: "~p1", -1: "~n1", -2: "~n2"}
 _TOKEN_BAND = {v: k for k, v in _BAND_TOKEN.items()}
 HIGH_PRIORITY = 10
+# A claim of one never-banded name skips the survey for this long after the last one;
+# the wake subscription sees bands published meanwhile, and a survey this often also
+# catches the ones it missed (published while the connection was down).
+SURVEY_S = 1.0
 _enc, _dec = msgspec.json.Encoder(), msgspec.json.Decoder()
 
 
@@ -55,7 +60,15 @@ class _NatsJobsBase:
         self._kv: Any = None
         self._pullers: dict[tuple[str, int], _Puller] = {}
         self._ack_wait: dict[tuple[str, int], float] = {}
-        self._msgs: dict[tuple[str, int], tuple[Any, int]] = {}  # (id, token) -> (msg, kv rev)
+        # (id, token) -> (msg, kv rev, record as claimed): a settle writes from the
+        # record it holds, by compare-and-set on that revision, without reading it first
+        self._msgs: dict[tuple[str, int], tuple[Any, int, dict[str, Any]]] = {}
+        # Name tokens seen on a priority band's subject (by a survey of the stream,
+        # or on the wake subscription since): a claim of one name never seen there
+        # pulls band 0 directly, without asking the stream where its messages are.
+        self._banded: set[str] = set()
+        self._surveyed_at = -SURVEY_S  # monotonic time of the last survey made while watching
+        self._watching = False
         self._deferred: dict[str, float] = {}
         self._wake = asyncio.Event()
 
@@ -117,7 +130,6 @@ class _NatsJobsBase:
         if not kv_info.config.allow_msg_ttl:  # succeeded records expire by message TTL
             kv_info.config.allow_msg_ttl = True
             await self._js.update_stream(kv_info.config)
-        await self._nc.subscribe(f"{self.stream}.>", cb=self._on_publish)
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -125,7 +137,21 @@ class _NatsJobsBase:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _on_publish(self, _msg: Any) -> None:
+    async def _watch(self) -> None:
+        """Subscribe to the stream's subjects: wake-ups, and bands seen since.
+
+        Only a queue that claims or waits needs it; a producer-only queue never
+        subscribes, so it does not receive a copy of every job it publishes.
+        """
+        if not self._watching:
+            self._watching = True
+            await self._nc.subscribe(f"{self.stream}.>", cb=self._on_publish)
+
+    async def _on_publish(self, msg: Any) -> None:
+        rest = msg.subject[len(self.stream) + 1 :]
+        band, _, name = rest.partition(".")
+        if band in _TOKEN_BAND:
+            self._banded.add(name)
         self._wake.set()
 
     def _subject(self, name: str, band: int = 0) -> str:
@@ -171,9 +197,13 @@ class _NatsJobsBase:
     async def _puller(self, name: str, band: int) -> _Puller:
         puller = self._pullers.get((name, band))
         if puller is None:
-            await self._consumer(name, band, None)
+            wait_s = await self._consumer(name, band, None)
             durable = self._durable(name, band)
-            puller = _Puller(self._nc, f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{durable}")
+            puller = _Puller(
+                self._nc,
+                f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{durable}",
+                max_age_s=wait_s / 4,
+            )
             await puller.open()
             self._pullers[name, band] = puller
         return puller
@@ -181,63 +211,28 @@ class _NatsJobsBase:
     async def _present(self) -> dict[str, int]:
         """Messages in the stream per subject (in flight and delayed ones included)."""
         info = await self._js.stream_info(self.stream, subjects_filter=f"{self.stream}.>")
-        return dict(info.state.subjects or {})
+        present = dict(info.state.subjects or {})
+        skip = len(self.stream) + 1
+        for subject in present:
+            band, _, name = subject[skip:].partition(".")
+            if band in _TOKEN_BAND:
+                self._banded.add(name)
+        if self._watching:
+            self._surveyed_at = time.monotonic()
+        return present
 
     async def close(self) -> None:
         """Drain and close the connection."""
         nc, self._nc = self._nc, None
-        self._pullers.clear()
+        self._watching = False
+        self._surveyed_at = -SURVEY_S
+        pullers, self._pullers = list(self._pullers.values()), {}
+        for puller in pullers:  # fetched ahead, never claimed: back to the stream now
+            await puller.close()
         self._ack_wait.clear()
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
-
-
-class _Puller:
-    """``no_wait`` pulls from one durable consumer into a private inbox.
-
-    nats-py's ``fetch`` waits out its timeout on an empty consumer; a claim
-    that looks at several bands needs an answer at once ("404 No Messages").
-    """
-
-    def __init__(self, nc: Any, api_subject: str) -> None:
-        self._nc = nc
-        self._api = api_subject
-        self._inbox = nc.new_inbox()
-        self._got: asyncio.Queue[Any] = asyncio.Queue()
-        self._lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        async def put(msg: Any) -> None:
-            self._got.put_nowait(msg)
-
-        await self._nc.subscribe(self._inbox, cb=put)
-
-    async def pull(self, n: int) -> list[Any]:
-        """Up to ``n`` messages deliverable now (none: an empty list, at once)."""
-        async with self._lock:
-            out: list[Any] = []
-            while not self._got.empty():  # late replies of a pull that gave up
-                msg = self._got.get_nowait()
-                if not _is_status(msg):
-                    out.append(msg)
-            if len(out) >= n:
-                return out
-            request = _enc.encode({"batch": n - len(out), "no_wait": True})
-            await self._nc.publish(self._api, request, reply=self._inbox)
-            while len(out) < n:
-                try:
-                    msg = await asyncio.wait_for(self._got.get(), PULL_TIMEOUT_S)
-                except TimeoutError:
-                    break
-                if _is_status(msg):  # 404 no messages / 408: this pull is over
-                    break
-                out.append(msg)
-            return out
-
-
-def _is_status(msg: Any) -> bool:
-    return bool(msg.headers and msg.headers.get("Status")) and not msg.data
 
 
 def _band(priority: int) -> int:
@@ -248,6 +243,7 @@ def _band(priority: int) -> int:
     return size if priority > 0 else -size
 
 
+@functools.lru_cache(maxsize=4096)
 def _token(name: str) -> str:
     """A job name as subject tokens: kept if it is a safe dotted name, else hashed."""
     if re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", name):

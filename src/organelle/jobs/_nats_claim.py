@@ -11,16 +11,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from organelle.errors import UnavailableError
-from organelle.jobs._nats_base import _TOKEN_BAND, BANDS, _band, _dec, _enc
+from organelle.jobs._nats_base import (
+    _TOKEN_BAND,
+    BANDS,
+    SURVEY_S,
+    _band,
+    _dec,
+    _enc,
+    _token,
+)
 from organelle.jobs._nats_records import _ChangedError, _err, _NatsRecords
 from organelle.jobs._records import encode_params, lost_lease_error, new_id, params_of
 from organelle.jobs.base import Lease, NewJob
 
 SEQ = 1_000_000  # token = stream sequence * SEQ + delivery count
+REV_HEADER = "Organelle-Rev"  # the KV revision of the record a job message was published from
 RESERVE_GRACE_S = 10.0  # how long a fresh idempotency key may wait for its record
 
 
@@ -40,8 +50,6 @@ class _NatsClaims(_NatsRecords):
             first = await self._reserve(key, jid)
             if first is not None:
                 return first
-        if await self._load(jid) is not None:
-            return jid
         now = self.clock()
         rec = {
             "id": jid,
@@ -61,14 +69,42 @@ class _NatsClaims(_NatsRecords):
             "lease_s": job.lease_s,
             "meta": dict(job.meta),
         }
-        data = _enc.encode(rec)
         band = _band(job.priority)
         await self._consumer(job.name, band, job.lease_s)
-        await self._js.publish(
-            self._subject(job.name, band), data, headers={"Nats-Msg-Id": jid}, stream=self.stream
-        )
-        await self._save(rec, None)  # a consumer may have created it from the message first
+        rev = await self._save(rec, None)  # the create is the existence check of the id
+        if rev is None:
+            await self._republish(jid)
+            return jid
+        await self._publish(rec, rev, jid)
         return jid
+
+    async def _publish(self, rec: dict[str, Any], rev: int, msg_id: str) -> None:
+        """Publish the job's message: the record as written at ``rev``, which it carries.
+
+        A claim of a first delivery compare-and-sets the record from that
+        revision without reading it; any change since sends it the long way.
+        """
+        await self._js.publish(
+            self._subject(rec["name"], _band(rec["priority"])),
+            _enc.encode(rec),
+            headers={"Nats-Msg-Id": msg_id, REV_HEADER: str(rev)},
+            stream=self.stream,
+        )
+
+    async def _republish(self, jid: str) -> None:
+        """An existing id is a no-op, unless its job was never claimed: publish it again.
+
+        The record is written before the message, so an enqueue that died in
+        between left a queued record without one; its retry heals it. Within
+        the duplicate window the server drops the copy; after it, a second
+        message of a job is acked away by the claim that finds it taken.
+        """
+        loaded = await self._load(jid)
+        if loaded is None:
+            return
+        rec, rev = loaded
+        if rec["state"] == "queued" and not rec["attempts"] and not rec["token"]:
+            await self._publish(rec, rev, jid)
 
     async def _reserve(self, key: str, jid: str) -> str | None:
         """Take idempotency ``key`` for ``jid``; or return the id of the job that holds it.
@@ -113,44 +149,73 @@ class _NatsClaims(_NatsRecords):
         """Pull up to ``limit`` messages across ``names``, highest band first; take each record."""
         if limit <= 0 or not names:
             return []
+        await self._watch()  # before the survey: a band published after it is seen here
         self._wake.clear()
+        if len(names) == 1 and time.monotonic() - self._surveyed_at < SURVEY_S:
+            (name,) = names
+            if _token(name) not in self._banded:  # only band 0 ever held this name
+                leases: list[Lease] = []
+                await self._claim_from(name, 0, limit, leases)
+                return leases
         present = await self._present()
-        leases: list[Lease] = []
+        leases = []
         for band in BANDS:
             for name in names:
                 if not present.get(self._subject(name, band)):
                     continue
-                puller = await self._puller(name, band)
-                for _ in range(20):  # bounded: deferred or stale messages do not count
-                    want = limit - len(leases)
-                    if want <= 0:
-                        return leases
-                    msgs = await puller.pull(want)
-                    wait_s = self._ack_wait.get((name, band), self.ack_wait_s)
-                    taken = await asyncio.gather(*(self._take(msg, wait_s) for msg in msgs))
-                    leases += [lease for lease in taken if lease is not None]
-                    if len(msgs) < want:  # nothing more deliverable in this band
-                        break
+                if await self._claim_from(name, band, limit, leases):
+                    return leases
         return leases
 
+    async def _claim_from(self, name: str, band: int, limit: int, leases: list[Lease]) -> bool:
+        """Pull from one (name, band) into ``leases`` up to ``limit``; True once full."""
+        puller = await self._puller(name, band)
+        wait_s = self._ack_wait.get((name, band), self.ack_wait_s)
+        for _ in range(20):  # bounded: deferred or stale messages do not count
+            want = limit - len(leases)
+            if want <= 0:
+                return True
+            msgs = await puller.pull(want)
+            taken = await asyncio.gather(*(self._take(msg, wait_s) for msg in msgs))
+            leases += [lease for lease in taken if lease is not None]
+            if len(msgs) < want:  # nothing more deliverable in this band
+                break
+        return len(leases) >= limit
+
     async def _take(self, msg: Any, ack_wait_s: float) -> Lease | None:
-        for _ in range(3):  # a record written meanwhile (enqueue racing us): look again
+        # First from the record the message carries (no read); then, as long as
+        # the record was written meanwhile (a claim, an outcome, a racing
+        # enqueue), from the record as read.
+        carried = msg.headers.get(REV_HEADER) if msg.headers else None
+        if carried is not None and int(msg.metadata.num_delivered) > 1:
+            carried = None  # redelivered: likely written since (an attempt, a retry)
+        for i in range(4):
             try:
-                return await self._take_once(msg, ack_wait_s)
+                if i == 0 and carried is not None:
+                    return await self._take_once(
+                        msg, ack_wait_s, (_dec.decode(msg.data), int(carried))
+                    )
+                return await self._take_once(msg, ack_wait_s, await self._load_for(msg))
             except _ChangedError:
                 continue
         await msg.nak()
         return None
 
-    async def _take_once(self, msg: Any, ack_wait_s: float) -> Lease | None:
+    async def _load_for(self, msg: Any) -> tuple[dict[str, Any], int | None]:
+        """The job's record; built from the message if it has none yet (an older enqueue)."""
+        rec: dict[str, Any] = _dec.decode(msg.data)
+        loaded = await self._load(rec["id"])
+        if loaded is None:
+            return rec, None
+        return loaded
+
+    async def _take_once(
+        self, msg: Any, ack_wait_s: float, current: tuple[dict[str, Any], int | None]
+    ) -> Lease | None:
         meta = msg.metadata
         token = int(meta.sequence.stream) * SEQ + int(meta.num_delivered)
         now = self.clock()
-        loaded = await self._load(_dec.decode(msg.data)["id"])
-        if loaded is None:  # published, record not written yet: build it from the message
-            rec, rev = _dec.decode(msg.data), None
-        else:
-            rec, rev = loaded
+        rec, rev = current
         if rec["state"] in ("succeeded", "dead"):
             await msg.ack()
             return None
@@ -186,7 +251,7 @@ class _NatsClaims(_NatsRecords):
         new_rev = await self._save(rec, rev)
         if new_rev is None:
             raise _ChangedError
-        self._msgs[(rec["id"], token)] = (msg, new_rev)
+        self._msgs[(rec["id"], token)] = (msg, new_rev, rec)
         return Lease(
             job_id=rec["id"],
             name=rec["name"],
@@ -202,6 +267,7 @@ class _NatsClaims(_NatsRecords):
 
     async def wait(self, timeout_s: float) -> None:
         """Until a job is published on the stream, or ``timeout_s``."""
+        await self._watch()
         if not self._wake.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))

@@ -8,6 +8,7 @@ on the record and its idempotency key). Kept apart from the claim path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Callable, Sequence
@@ -29,43 +30,58 @@ class _NatsSettle(_NatsClaims):
         *,
         ttl_s: float | None = None,
     ) -> Any:
-        """Apply ``change`` to the record under a live lease; return the message."""
-        held = self._msgs.get((lease.job_id, lease.token))
+        """Apply ``change`` to the record under a live lease; return the message.
+
+        The first try writes from the record this queue wrote at the claim, by
+        compare-and-set on that revision: no read. Nothing else writes a
+        running record but a newer claim, so a conflict means the lease is
+        probably lost; the record is read to tell for sure.
+        """
+        key = (lease.job_id, lease.token)
+        held = self._msgs.get(key)
         if held is None:
             raise lease_lost(lease)
+        msg, rev, claimed = held
+        rec: dict[str, Any] | None = dict(claimed, errors=list(claimed["errors"]))
         for _ in range(5):
-            loaded = await self._load(lease.job_id)
-            if (
-                loaded is None
-                or loaded[0]["state"] != "running"
-                or loaded[0]["token"] != lease.token
-            ):
-                self._msgs.pop((lease.job_id, lease.token), None)
-                raise lease_lost(lease)
-            rec, rev = loaded
+            if rec is None:
+                loaded = await self._load(lease.job_id)
+                if (
+                    loaded is None
+                    or loaded[0]["state"] != "running"
+                    or loaded[0]["token"] != lease.token
+                ):
+                    self._msgs.pop(key, None)
+                    raise lease_lost(lease)
+                rec, rev = loaded
             change(rec)
             if await self._save(rec, rev, ttl_s=ttl_s) is not None:
-                self._msgs.pop((lease.job_id, lease.token), None)
+                self._msgs.pop(key, None)
                 if ttl_s is not None and rec.get("idem"):
-                    key = "k." + hashlib.sha256(rec["idem"].encode()).hexdigest()
+                    idem = "k." + hashlib.sha256(rec["idem"].encode()).hexdigest()
                     await self._js.publish(
-                        f"$KV.{self.bucket}.{key}",
+                        f"$KV.{self.bucket}.{idem}",
                         rec["id"].encode(),
                         headers={"Nats-TTL": _ttl(ttl_s)},
                     )
-                return held[0]
+                return msg
+            rec = None
         raise lease_lost(lease)
 
     async def heartbeat(self, leases: Sequence[Lease]) -> list[Lease]:
         """``in_progress`` each held message; report leases no longer live."""
+        held = [(lease, self._msgs.get((lease.job_id, lease.token))) for lease in leases]
+        loaded = await asyncio.gather(
+            *(self._load(lease.job_id) for lease, h in held if h is not None)
+        )
+        records = iter(loaded)
         lost = []
-        for lease in leases:
-            held = self._msgs.get((lease.job_id, lease.token))
-            loaded = await self._load(lease.job_id) if held else None
-            if held is None or loaded is None or loaded[0]["token"] != lease.token:
+        for lease, h in held:
+            current = next(records) if h is not None else None
+            if h is None or current is None or current[0]["token"] != lease.token:
                 lost.append(lease)
                 continue
-            await held[0].in_progress()
+            await h[0].in_progress()
         return lost
 
     async def complete(self, lease: Lease, result: Any = None) -> None:

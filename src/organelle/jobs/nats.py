@@ -9,6 +9,17 @@ lease outranks the stale holder, whose ack is then refused (and never reaches
 the stream: a late ``ack`` must not remove someone else's redelivery). Delays
 and retries are ``nak(delay=…)``.
 
+**Round trips.** An enqueue creates the record (the create is the check that
+the id is new), then publishes the message, which carries the record's KV
+revision (header ``Organelle-Rev``). A first delivery is claimed by one
+compare-and-set from that revision, with no read; a settle writes from the
+record this queue wrote at the claim, again with no read. A conflict (the
+record changed: a retry, a lost lease, a duplicate message) falls back to read
+and compare-and-set. A worker whose pull came back full fetches the next batch
+ahead (``_nats_pull``). So a job costs two round trips to enqueue, one to claim
+(plus one pull per batch, none when fetched ahead), one to settle; acks expect
+no reply.
+
 **Priorities are bands.** A job goes to subject ``<stream>.<name>`` (priority
 0) or ``<stream>.~<band>.<name>`` for the bands ``p2`` (priority ≥ 10), ``p1``
 (1…9), ``n1`` (-1…-9) and ``n2`` (≤ -10); ``~`` never occurs in a name's
@@ -49,14 +60,14 @@ from organelle.jobs._nats_base import _BAND_TOKEN as _BAND_TOKEN
 from organelle.jobs._nats_base import _TOKEN_BAND as _TOKEN_BAND
 from organelle.jobs._nats_base import BANDS as BANDS
 from organelle.jobs._nats_base import HIGH_PRIORITY as HIGH_PRIORITY
-from organelle.jobs._nats_base import PULL_TIMEOUT_S as PULL_TIMEOUT_S
 from organelle.jobs._nats_base import _band as _band
 from organelle.jobs._nats_base import _dec as _dec
 from organelle.jobs._nats_base import _enc as _enc
-from organelle.jobs._nats_base import _is_status as _is_status
-from organelle.jobs._nats_base import _Puller as _Puller
 from organelle.jobs._nats_base import _token as _token
 from organelle.jobs._nats_claim import SEQ as SEQ
+from organelle.jobs._nats_pull import PULL_TIMEOUT_S as PULL_TIMEOUT_S
+from organelle.jobs._nats_pull import _is_status as _is_status
+from organelle.jobs._nats_pull import _Puller as _Puller
 from organelle.jobs._nats_records import _ChangedError as _ChangedError
 from organelle.jobs._nats_records import _err as _err
 from organelle.jobs._nats_records import _ttl as _ttl
@@ -116,14 +127,11 @@ class NatsJobQueue(_NatsSettle):
             raise JobNotFoundError(f"no finished job {job_id!r}", details={"job_id": job_id})
         rec, rev = loaded
         rec.update(state="queued", attempts=0, run_at=self.clock(), token=0)
-        if await self._save(rec, rev) is None:
+        new_rev = await self._save(rec, rev)
+        if new_rev is None:
             raise JobNotFoundError(f"job {job_id!r} changed meanwhile", details={"job_id": job_id})
-        msg_id = f"{job_id}:{rev}"
-        band = _band(rec["priority"])
-        await self._consumer(rec["name"], band, rec.get("lease_s"))
-        await self._js.publish(
-            self._subject(rec["name"], band), _enc.encode(rec), headers={"Nats-Msg-Id": msg_id}
-        )
+        await self._consumer(rec["name"], _band(rec["priority"]), rec.get("lease_s"))
+        await self._publish(rec, new_rev, f"{job_id}:{rev}")
 
     async def purge(self, job_ids: Sequence[str]) -> int:
         """Delete records that are not running."""

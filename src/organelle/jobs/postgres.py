@@ -5,7 +5,8 @@ claim locks the rows it takes and skips those locked by a neighbour, and in
 the same statement moves them to ``running`` with a lease and a new fencing
 token. An enqueue commits with a ``pg_notify`` so idle workers wake at once
 (``LISTEN``) instead of polling. Expired leases are reaped by whichever
-worker claims next. Durability is PostgreSQL's: a commit is WAL-flushed.
+worker claims next. An acknowledged enqueue is WAL-flushed; claims and acks
+skip that wait (a crash of the server can only run their jobs again).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class PostgresJobQueue:
     Args:
         dsn: ``postgresql://user@host:port/db``.
         table: table name (an identifier); one table per queue.
-        pool_size: connections for claims, acks and enqueues.
+        pool_size: the most connections of each of the queue's two pools (one
+            for enqueues and admin calls, one for the worker path).
         retention_s: how long succeeded jobs (and their idempotency keys) stay;
             claims delete older ones every ``min(60, retention_s / 2)`` seconds.
         clock: wall-clock seconds (keep clocks of all nodes in sync: leases use them).
@@ -76,6 +78,7 @@ class PostgresJobQueue:
         self.retention_s = retention_s
         self.clock = clock
         self._pool: Any = None
+        self._wpool: Any = None
         self._listener: Any = None
         self._wake = asyncio.Event()
         self._last_reap = 0.0
@@ -94,6 +97,17 @@ class PostgresJobQueue:
             " RETURNING id, name, params, attempts, token, max_attempts, lease_s, created_at,"
             " priority, run_at, meta"
         )
+        # array_agg makes one row whatever was inserted, so pg_notify runs once
+        self._sql_insert = (
+            f"WITH ins AS (INSERT INTO {t} (id, name, params, state, priority, run_at,"  # noqa: S608
+            " max_attempts, lease_s, idem, created_at, updated_at, meta)"
+            " SELECT id, name, params, 'queued', pr, ra, ma, ls, idem, $9, $9, meta"
+            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::float8[],"
+            " $6::int[], $7::float8[], $8::text[], $10::bytea[])"
+            " AS u(id, name, params, pr, ra, ma, ls, idem, meta)"
+            " ON CONFLICT DO NOTHING RETURNING id)"
+            " SELECT array_agg(id) FROM ins, pg_notify($11, '') AS n"
+        )
 
     async def open(self) -> Self:
         """Create the table if needed, open the pool and the LISTEN connection."""
@@ -101,7 +115,23 @@ class PostgresJobQueue:
             return self
         import asyncpg
 
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+        # Two pools: the worker path's sessions (claims, acks, heartbeats) run
+        # with synchronous_commit = off. A claim or an ack is visible to everyone
+        # at once but does not wait for its WAL flush, which the next enqueue's
+        # (or the WAL writer, within 0.6 s) makes for it. Waiting for that
+        # flush, twice per batch of jobs, cost most of a job's time and set its
+        # run-to-run spread on a busy disk; losing the last acks to a server
+        # crash only runs those jobs again, as a lost lease does. Enqueues and
+        # admin writes keep the flush: an acknowledged enqueue is durable.
+        self._pool, self._wpool = await asyncio.gather(
+            asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size),
+            asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                server_settings={"synchronous_commit": "off"},
+            ),
+        )
         t = self.table
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", t)
@@ -140,6 +170,11 @@ class PostgresJobQueue:
             raise ConfigError("PostgresJobQueue is not open: await queue.open() first")
         return self._pool
 
+    def _w(self) -> Any:
+        if self._wpool is None:
+            raise ConfigError("PostgresJobQueue is not open: await queue.open() first")
+        return self._wpool
+
     # -- worker path -------------------------------------------------------
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[str]:
@@ -157,45 +192,38 @@ class PostgresJobQueue:
         self, calls: Sequence[list[tuple[NewJob, bytes]]]
     ) -> list[list[str] | BaseException]:
         flat = [row for call in calls for row in call]
-        t = self.table
-        async with self._p().acquire() as conn, conn.transaction():
-            now = self.clock()
-            ids = [job.id or new_id() for job, _ in flat]
-            inserted = await conn.fetch(
-                f"INSERT INTO {t} (id, name, params, state, priority, run_at, max_attempts,"  # noqa: S608
-                " lease_s, idem, created_at, updated_at, meta)"
-                " SELECT id, name, params, 'queued', pr, ra, ma, ls, idem, $9, $9, meta"
-                " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::float8[],"
-                " $6::int[], $7::float8[], $8::text[], $10::bytea[])"
-                " AS u(id, name, params, pr, ra, ma, ls, idem, meta)"
-                " ON CONFLICT DO NOTHING RETURNING id",
-                ids,
-                [job.name for job, _ in flat],
-                [params for _, params in flat],
-                [job.priority for job, _ in flat],
-                [job.run_at or now for job, _ in flat],
-                [job.max_attempts for job, _ in flat],
-                [job.lease_s for job, _ in flat],
-                [job.idempotency_key for job, _ in flat],
-                now,
-                [encode_meta(job.meta) for job, _ in flat],
+        now = self.clock()
+        ids = [job.id or new_id() for job, _ in flat]
+        # One statement, one round trip: the insert and its NOTIFY commit together.
+        fresh_ids = await self._p().fetchval(
+            self._sql_insert,
+            ids,
+            [job.name for job, _ in flat],
+            [params for _, params in flat],
+            [job.priority for job, _ in flat],
+            [job.run_at or now for job, _ in flat],
+            [job.max_attempts for job, _ in flat],
+            [job.lease_s for job, _ in flat],
+            [job.idempotency_key for job, _ in flat],
+            now,
+            [encode_meta(job.meta) for job, _ in flat],
+            self.channel,
+        )
+        fresh = set(fresh_ids or ())
+        dupes = [i for i, jid in enumerate(ids) if jid not in fresh]
+        if dupes:  # an id or idempotency key seen before: the first job's id
+            keys = [flat[i][0].idempotency_key for i in dupes]
+            found = await self._p().fetch(
+                f"SELECT id, idem FROM {self.table} WHERE id = ANY($1::text[])"  # noqa: S608
+                " OR idem = ANY($2::text[])",
+                [ids[i] for i in dupes],
+                [k for k in keys if k is not None],
             )
-            fresh = {r["id"] for r in inserted}
-            dupes = [i for i, jid in enumerate(ids) if jid not in fresh]
-            if dupes:  # an id or idempotency key seen before: the first job's id
-                keys = [flat[i][0].idempotency_key for i in dupes]
-                found = await conn.fetch(
-                    f"SELECT id, idem FROM {t} WHERE id = ANY($1::text[])"  # noqa: S608
-                    " OR idem = ANY($2::text[])",
-                    [ids[i] for i in dupes],
-                    [k for k in keys if k is not None],
-                )
-                by_id = {r["id"] for r in found}
-                by_key = {r["idem"]: r["id"] for r in found if r["idem"] is not None}
-                for i, key in zip(dupes, keys, strict=True):
-                    if ids[i] not in by_id and key is not None and key in by_key:
-                        ids[i] = by_key[key]
-            await conn.execute("SELECT pg_notify($1, '')", self.channel)
+            by_id = {r["id"] for r in found}
+            by_key = {r["idem"]: r["id"] for r in found if r["idem"] is not None}
+            for i, key in zip(dupes, keys, strict=True):
+                if ids[i] not in by_id and key is not None and key in by_key:
+                    ids[i] = by_key[key]
         out: list[list[str] | BaseException] = []
         start = 0
         for call in calls:
@@ -215,7 +243,7 @@ class PostgresJobQueue:
         if now - self._last_sweep >= sweep_every_s(self.retention_s):
             self._last_sweep = now
             await self._sweep(now)
-        rows = await self._p().fetch(self._sql_claim, now, list(names), limit)
+        rows = await self._w().fetch(self._sql_claim, now, list(names), limit)
         rows.sort(key=lambda r: (-r["priority"], r["run_at"]))
         return [
             Lease(
@@ -235,7 +263,14 @@ class PostgresJobQueue:
 
     async def _reap(self, now: float) -> None:
         t = self.table
-        async with self._p().acquire() as conn, conn.transaction():
+        pool = self._w()
+        expired = await pool.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {t} WHERE state = 'running' AND lease_until <= $1)",  # noqa: S608
+            now,
+        )
+        if not expired:  # the usual case: one indexed read, no transaction
+            return
+        async with self._w().acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"SELECT seq, attempts, max_attempts, started_at FROM {t}"  # noqa: S608
                 " WHERE state = 'running' AND lease_until <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED",
@@ -255,7 +290,7 @@ class PostgresJobQueue:
 
     async def _sweep(self, now: float) -> None:
         t = self.table
-        await self._p().execute(
+        await self._w().execute(
             f"DELETE FROM {t} WHERE seq IN (SELECT seq FROM {t} WHERE state = 'succeeded'"  # noqa: S608
             " AND updated_at < $1 LIMIT 5000 FOR UPDATE SKIP LOCKED)",
             now - self.retention_s,
@@ -265,7 +300,7 @@ class PostgresJobQueue:
         """Extend every lease still held; return the lost ones."""
         if not leases:
             return []
-        kept = await self._p().fetch(
+        kept = await self._w().fetch(
             f"UPDATE {self.table} AS j SET lease_until = $1 + j.lease_s"  # noqa: S608
             " FROM unnest($2::text[], $3::bigint[]) AS l(id, token)"
             " WHERE j.id = l.id AND j.token = l.token AND j.state = 'running' RETURNING j.id",
@@ -286,7 +321,7 @@ class PostgresJobQueue:
     async def _complete_many(
         self, items: Sequence[tuple[Lease, Any]]
     ) -> list[BaseException | None]:
-        done = await self._p().fetch(
+        done = await self._w().fetch(
             f"UPDATE {self.table} AS j SET state = 'succeeded', result = l.result,"  # noqa: S608
             " lease_until = NULL, updated_at = $1"
             " FROM unnest($2::text[], $3::bigint[], $4::bytea[]) AS l(id, token, result)"
@@ -303,7 +338,7 @@ class PostgresJobQueue:
         """Record the error; schedule the retry or dead-letter the job."""
         state: JobState = "dead" if retry_at is None else "failed"
         now = self.clock()
-        status = await self._p().execute(
+        status = await self._w().execute(
             f"UPDATE {self.table} SET state = $1, run_at = $2, lease_until = NULL,"  # noqa: S608
             " errors = errors || $3::jsonb, updated_at = $4"
             " WHERE id = $5 AND token = $6 AND state = 'running'",
@@ -317,14 +352,14 @@ class PostgresJobQueue:
         if status.endswith(" 0"):
             raise lease_lost(lease)
         if retry_at is not None:
-            await self._p().execute("SELECT pg_notify($1, '')", self.channel)
+            await self._w().execute("SELECT pg_notify($1, '')", self.channel)
         return state
 
     async def release(self, leases: Sequence[Lease]) -> None:
         """Back to queued now, attempt not counted."""
         if not leases:
             return
-        async with self._p().acquire() as conn, conn.transaction():
+        async with self._w().acquire() as conn, conn.transaction():
             await conn.execute(
                 f"UPDATE {self.table} AS j SET state = 'queued', attempts = j.attempts - 1,"  # noqa: S608
                 " lease_until = NULL, updated_at = $1"
@@ -346,7 +381,7 @@ class PostgresJobQueue:
     async def next_due(self, names: Collection[str]) -> float | None:
         """Earliest ``run_at`` of a waiting job among ``names``, or lease expiry."""
         t = self.table
-        value = await self._p().fetchval(
+        value = await self._w().fetchval(
             f"SELECT least((SELECT min(run_at) FROM {t} WHERE {_READY} AND name = ANY($1::text[])),"  # noqa: S608
             f" (SELECT min(lease_until) FROM {t} WHERE state = 'running'))",
             list(names),
@@ -440,6 +475,7 @@ class PostgresJobQueue:
         if listener is not None:
             with contextlib.suppress(Exception):
                 await listener.close(timeout=5)
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        for pool in (self._wpool, self._pool):
+            if pool is not None:
+                await pool.close()
+        self._wpool = self._pool = None

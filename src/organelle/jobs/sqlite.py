@@ -7,7 +7,8 @@ concurrent enqueues, claims and acks share one fsync. A claim is one atomic
 bumps ``attempts`` and the fencing ``token``; the same transaction first
 reaps expired leases (re-queue, or dead-letter on the last attempt). Several
 processes may share the file: SQLite's write lock orders them and an idle
-queue notices their commits through ``PRAGMA data_version``.
+queue notices their commits through ``PRAGMA data_version`` — and claims for
+its waiting worker at once (``_sqlite_prefetch``).
 """
 
 from __future__ import annotations
@@ -34,10 +35,16 @@ from organelle.jobs._records import (
     params_of,
     sweep_every_s,
 )
+from organelle.jobs._sqlite_prefetch import Prefetch
 from organelle.jobs.base import AttemptError, JobRecord, JobState, Lease, NewJob
 from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread, use_wal
 
 __all__ = ["SqliteJobQueue"]
+
+
+def _nothing(_conn: sqlite3.Connection) -> None:
+    return None
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -73,6 +80,7 @@ _COLS = (
 _READY = "state IN ('queued', 'failed')"
 
 Sync = Literal["full", "normal", "off"]
+CLOSE_FLUSH_S = 5.0
 
 
 class SqliteJobQueue:
@@ -109,6 +117,8 @@ class SqliteJobQueue:
         self._claim_sql: dict[int, str] = {}
         self._last_sweep = 0.0
         self._closed = False
+        self._asked: dict[tuple[str, ...], int] = {}  # names claimed since the last wait
+        self._prefetch = Prefetch(self._wake)
 
     async def open(self) -> Self:
         """Create the schema and start the writer thread; returns ``self``."""
@@ -119,6 +129,7 @@ class SqliteJobQueue:
                 self._connect,
                 "organelle-jobs",
                 on_external=self._notify,
+                on_change=self._prefetch.fire,
                 poll_s=self.poll_s,
                 full_sync=self.synchronous == "full",
             )
@@ -234,6 +245,16 @@ class SqliteJobQueue:
             return []
         self._wake.clear()  # a notification from now on means "look again"
         names = list(names)
+        self._asked[tuple(names)] = limit
+        early = self._prefetch.take(names, limit)
+        if early:
+            return early
+        leases: list[Lease] = await self._run(self._claim_op(names, limit))
+        return leases
+
+    def _claim_op(
+        self, names: list[str], limit: int
+    ) -> Callable[[sqlite3.Connection], list[Lease]]:
         marks = ",".join("?" * len(names))
         due_sql = (
             f"SELECT seq FROM jobs INDEXED BY jobs_ready WHERE {_READY} AND priority = ?"  # noqa: S608 - placeholders only
@@ -271,8 +292,7 @@ class SqliteJobQueue:
                 for r in rows
             ]
 
-        leases: list[Lease] = await self._run(op)
-        return leases
+        return op
 
     def _reap(self, c: sqlite3.Connection, now: float) -> None:
         expired = c.execute(
@@ -381,16 +401,27 @@ class SqliteJobQueue:
 
     async def wait(self, timeout_s: float) -> None:
         """Sleep until a local enqueue/release, another process's commit, or the timeout."""
+        asked, self._asked = self._asked, {}
+        leftover = self._prefetch.drop()  # prefetched for names no claim asked for since
+        if leftover:
+            with contextlib.suppress(Exception):  # else they return when their lease ends
+                await self.release(leftover)
         if self._wake.is_set():
             self._wake.clear()
             return
         thread = self._thread
         if thread is not None:
+            if len(asked) == 1:
+                # the worker's claim (it came up empty) runs again as soon as
+                # the watching thread sees another process commit (_sqlite_prefetch)
+                [(names, limit)] = asked.items()
+                self._prefetch.arm(thread, self._claim_op(list(names), limit))
             thread.watch(on=True)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
         finally:
+            self._prefetch.disarm()
             if thread is not None:
                 thread.watch(on=False)
         self._wake.clear()
@@ -518,7 +549,14 @@ class SqliteJobQueue:
         return n
 
     async def close(self) -> None:
-        """Finish queued work and stop the writer thread."""
-        thread, self._thread = self._thread, None
+        """Hand back prefetched jobs, finish queued work and stop the writer thread."""
+        thread = self._thread
+        if thread is not None and self._prefetch.used:
+            self._prefetch.disarm()
+            with contextlib.suppress(Exception):  # else they return when their lease ends
+                # a prefetch under way lands first, then its leases go back
+                await asyncio.wait_for(thread.submit(_nothing, mode=READ), CLOSE_FLUSH_S)
+                await self.release(self._prefetch.drop())
+        self._thread = None
         if thread is not None:
             await thread.stop()

@@ -316,36 +316,49 @@ class Dispatcher:
             if guard is not None:
                 guard.leave(failure)
 
-    def _resume(
+    def _resume(  # noqa: PLR0917 - called positionally from C
         self,
         coro: Coroutine[Any, Any, Any],
         first: Any,
         ctx: Context,
         deadline: float,
         entry: RpcEntry,
+        guard: Guard | None = None,
     ) -> Unfinished:
-        """The rest of a handler the C path started and that suspended."""
-        return Unfinished(self._finish(coro, first, ctx, deadline, entry))
+        """The rest of a handler the C path started and that suspended (``guard``: its policy)."""
+        return Unfinished(self._finish(coro, first, ctx, deadline, entry, guard))
 
-    async def _finish(
+    async def _finish(  # noqa: PLR0917 - _resume's arguments
         self,
         coro: Coroutine[Any, Any, Any],
         first: Any,
         ctx: Context,
         deadline: float,
         entry: RpcEntry,
+        guard: Guard | None = None,
     ) -> Any:
-        """Finish a handler the C path started and that suspended (in the awaiting task)."""
+        """Finish a handler the C path started and that suspended (in the awaiting task).
+
+        ``guard``: the policy the C path admitted the call under; left here, as
+        the inline path leaves it.
+        """
         token = _current.set(ctx)
+        failure: BaseException | None = None
         try:
             return await self._suspended(coro, first, deadline, entry.target, entry.stats, ctx=ctx)
         except Exception as exc:
             err = self._call_failed(entry, exc, ran=True)
+            failure = err
             if err is exc:
                 raise
             raise err from exc
+        except BaseException:
+            failure = CANCELLED
+            raise
         finally:
             _current.reset(token)
+            if guard is not None:
+                guard.leave(failure)
 
     def _call_failed(self, entry: RpcEntry, exc: BaseException, ran: bool) -> BaseException:
         """The error the C path hands to the caller (counted), as ``call`` would raise it."""

@@ -22,10 +22,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from organelle._native import speedups
 from organelle.config.policy import (
     EMPTY,
     BreakerPolicy,
@@ -92,37 +93,86 @@ def failed_call(exc: BaseException) -> bool:
     return isinstance(exc, failures) or not isinstance(exc, OrganelleError)
 
 
+if TYPE_CHECKING or speedups is None:
+
+    class _BreakerCore:
+        """A breaker's state and outcome window (in C when the extension is built)."""
+
+        __slots__ = ("_window", "bad", "consecutive", "state", "window")
+
+        def __init__(self, window: int) -> None:
+            self.state = CLOSED
+            self.consecutive = 0
+            self.window = window
+            self._window: deque[bool] = deque(maxlen=window)
+            self.bad = 0
+
+        @property
+        def seen(self) -> int:
+            """Outcomes in the window."""
+            return len(self._window)
+
+        def push(self, ok: bool) -> None:
+            """Add one outcome to the window (the oldest drops out when it is full)."""
+            window = self._window
+            if len(window) == self.window and not window[0]:
+                self.bad -= 1
+            window.append(ok)
+            if not ok:
+                self.bad += 1
+
+        def forget(self) -> None:
+            """Empty the window."""
+            self._window.clear()
+            self.bad = 0
+
+    class _BulkheadCore:
+        """A bulkhead's counters (in C when the extension is built)."""
+
+        __slots__ = ("active", "limit", "waiters")
+
+        active: int
+        limit: int
+        waiters: deque[asyncio.Future[None]]
+
+    class _GuardCore:
+        """What the C call path reads of a guard (in C when the extension is built)."""
+
+        __slots__ = ("breaker", "bulkhead", "fast", "timeout")
+
+        breaker: Breaker | None
+        bulkhead: Bulkhead | None
+        timeout: float
+        fast: bool
+
+else:
+    _BreakerCore = speedups.BreakerCore
+    _BulkheadCore = speedups.BulkheadCore
+    _GuardCore = speedups.GuardCore
+
+
 def _retryable(exc: BaseException, idempotent: bool) -> bool:
     if did_not_run(exc):
         return True
     return idempotent and failed_call(exc)
 
 
-class Breaker:
-    """One circuit breaker (see ``BreakerPolicy``); ``changes`` counts transitions by state."""
+class Breaker(_BreakerCore):
+    """One circuit breaker (see ``BreakerPolicy``); ``changes`` counts transitions by state.
 
-    __slots__ = (
-        "changes",
-        "consecutive",
-        "key",
-        "on_change",
-        "opened_at",
-        "outcomes",
-        "policy",
-        "probe_ok",
-        "probing",
-        "state",
-    )
+    ``state``, ``consecutive`` and the outcome window live in the base (C when
+    built): the C call path records a closed breaker's successes there itself.
+    """
+
+    __slots__ = ("changes", "key", "on_change", "opened_at", "policy", "probe_ok", "probing")
 
     def __init__(
         self, key: str, policy: BreakerPolicy, on_change: Callable[[Breaker], None] | None = None
     ) -> None:
+        super().__init__(policy.window)
         self.key = key
         self.policy = policy
-        self.state = CLOSED
         self.opened_at = 0.0
-        self.consecutive = 0
-        self.outcomes: deque[bool] = deque(maxlen=policy.window)
         self.probing = 0
         self.probe_ok = 0
         self.changes: dict[str, int] = {CLOSED: 0, OPEN: 0, HALF_OPEN: 0}
@@ -137,7 +187,7 @@ class Breaker:
             self.probing = self.probe_ok = 0
         else:
             self.consecutive = 0
-            self.outcomes.clear()
+            self.forget()
         if self.on_change is not None:
             self.on_change(self)
 
@@ -184,7 +234,7 @@ class Breaker:
             return
         if state == OPEN:
             return  # a call that left before it opened: the decision is made
-        self.outcomes.append(ok)
+        self.push(ok)
         if ok:
             self.consecutive = 0
             return
@@ -193,20 +243,25 @@ class Breaker:
         if self.consecutive >= policy.failures:
             self._to(OPEN, now)
             return
-        seen = len(self.outcomes)
-        if seen >= policy.min_calls and self.outcomes.count(False) >= policy.failure_ratio * seen:
+        seen = self.seen
+        if seen >= policy.min_calls and self.bad >= policy.failure_ratio * seen:
             self._to(OPEN, now)
 
 
-class Bulkhead:
-    """At most ``max_concurrent`` at once; ``max_queue`` wait in order; the rest refused."""
+class Bulkhead(_BulkheadCore):
+    """At most ``max_concurrent`` at once; ``max_queue`` wait in order; the rest refused.
 
-    __slots__ = ("active", "policy", "rejected", "waiters")
+    ``active``, ``limit`` (``max_concurrent``) and ``waiters`` live in the base
+    (C when built), where the C call path takes and frees a slot itself.
+    """
+
+    __slots__ = ("policy", "rejected")
 
     def __init__(self, policy: BulkheadPolicy) -> None:
         self.policy = policy
         self.active = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.limit = policy.max_concurrent
+        self.waiters = deque()
         self.rejected = 0
 
     async def acquire(self, deadline: float, target: str) -> None:
@@ -346,14 +401,16 @@ def _bump(counts: dict[Any, int], key: Any) -> None:
     counts[key] = counts.get(key, 0) + 1
 
 
-class Guard:
-    """The policy of one caller → target, with the state it shares: runs one call."""
+class Guard(_GuardCore):
+    """The policy of one caller → target, with the state it shares: runs one call.
+
+    ``breaker``, ``bulkhead``, ``timeout`` and ``fast`` live in the base (C
+    when built): the C call path runs a ``fast`` guard's common case itself.
+    """
 
     __slots__ = (
-        "breaker",
         "bucket",
         "budget",
-        "bulkhead",
         "fallback",
         "idempotent",
         "inline",
@@ -389,6 +446,9 @@ class Guard:
         # Without retries or a fallback a call is entered and left around one try,
         # with no await of its own: the dispatcher runs it on its inline path.
         self.inline = self.retry is None and not self.fallback
+        # ... and without a rate limit, the C call path runs it (see Guard.left).
+        self.fast = self.inline and bucket is None
+        self.timeout = -1.0 if policy.timeout_s is None else float(policy.timeout_s)
         # Remote calls: a breaker per serving node instead of one for the target.
         self.per_node = isinstance(policy.breaker, BreakerPolicy) and policy.breaker.per_node
         scope = breaker.key if breaker is not None else target
@@ -443,9 +503,17 @@ class Guard:
             return
         if failure is None and breaker.state == CLOSED:  # the common case, inlined
             breaker.consecutive = 0
-            breaker.outcomes.append(True)
+            breaker.push(True)  # noqa: FBT003 - the outcome
             return
         breaker.record(ok=failure is None or not failed_call(failure), now=_monotonic())
+
+    def left(self, error: BaseException | None) -> None:
+        """The end of a call the C path admitted that raised ``error`` (``None``: abandoned).
+
+        The C path leaves a success itself while no one waits and the breaker
+        is closed; a failure, a cancellation and the rest come here.
+        """
+        self.leave(error if isinstance(error, Exception) else CANCELLED)
 
     def take_token(self, now: float) -> None:
         wait = self.bucket.take(now) if self.bucket is not None else 0.0

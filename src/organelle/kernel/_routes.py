@@ -72,7 +72,18 @@ if TYPE_CHECKING or speedups is None:
     class _RouteBase:
         """The fields the call path reads (in C when the extension is built)."""
 
-        __slots__ = ("checks", "contract", "exact", "fn", "nrequired", "slow", "stats", "target")
+        __slots__ = (
+            "checks",
+            "contract",
+            "exact",
+            "fn",
+            "inline_policy",
+            "nrequired",
+            "policy",
+            "slow",
+            "stats",
+            "target",
+        )
 
         fn: Any
         contract: ParamsContract | None
@@ -82,6 +93,8 @@ if TYPE_CHECKING or speedups is None:
         target: str
         nrequired: int
         slow: bool
+        policy: Guard | None
+        inline_policy: bool
 
 else:
     _RouteBase = speedups.RouteBase
@@ -90,7 +103,7 @@ else:
 class RpcEntry(_RouteBase):
     """A routable RPC method: the bound handler and everything checked before it runs."""
 
-    __slots__ = ("guard", "inline_policy", "module", "policied", "policy", "timeout_s")
+    __slots__ = ("guard", "module", "policied", "timeout_s")
 
     def __init__(self, slot: Slot, method: str, validate: bool, authorizer: Authorizer) -> None:
         meta = slot.spec.rpcs[method]
@@ -106,7 +119,7 @@ class RpcEntry(_RouteBase):
         self.guard = authorizer.guard_for(self.target, meta.spec.roles, meta.spec.permissions)
         self.stats: CallStats | None = None
         self.policied = False  # a call policy may apply (set by the router)
-        self.policy: Guard | None = None  # the policy of calls naming no caller
+        self.policy = None  # the policy of calls naming no caller (the C path runs it too)
         # A policy may run on the inline call path: nothing else makes this route slow.
         self.inline_policy = self.timeout_s is None and self.guard is None
         # Anything beyond a plain call takes _invoke, keeping the inline path lean.

@@ -104,6 +104,9 @@ class SqliteThread:
             (instead of ``GROUP_S``): each transaction costs the round a trip
             to the event loop, so under load a short window would commit two
             or three of them per fsync while more wait.
+        on_change: called in the thread itself when a watching poll saw
+            another process's commit, before ``on_external`` is posted; it may
+            ``submit`` work, which then runs before the event loop hears of it.
     """
 
     def __init__(
@@ -116,7 +119,9 @@ class SqliteThread:
         full_sync: bool = False,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         tx_group_s: float = GROUP_S,
+        on_change: Callable[[], bool] | None = None,
     ) -> None:
+        self._on_change = on_change
         self._busy_timeout_s = busy_timeout_s
         self._tx_group_s = tx_group_s
         self._full_sync = full_sync
@@ -141,15 +146,19 @@ class SqliteThread:
         """Wait until the connection is open (or raise why it could not be)."""
         await self._ready
 
-    def submit(self, op: Op, *, mode: int) -> asyncio.Future[Any]:
+    def submit(
+        self, op: Op, *, mode: int, fut: asyncio.Future[Any] | None = None
+    ) -> asyncio.Future[Any]:
         """Queue ``op``; its future resolves after the round that ran it committed.
 
         A round holding a ``DURABLE`` op commits with ``synchronous=FULL`` (if the
         queue is in full mode); other write rounds skip their fsync: they become
         durable with the next full commit, and losing them to power loss only
-        makes a job run again.
+        makes a job run again. ``fut``: a future made earlier in the event
+        loop (so the thread itself can queue work, see ``on_change``).
         """
-        fut: asyncio.Future[Any] = self._loop.create_future()
+        if fut is None:
+            fut = self._loop.create_future()
         self._queue.put((op, mode, fut))
         return fut
 
@@ -194,7 +203,9 @@ class SqliteThread:
                     now = conn.execute("PRAGMA data_version").fetchone()[0]
                     if now != version:
                         version = now
-                        if self._on_external is not None:
+                        if self._on_change is not None and self._on_change():
+                            pass  # it queued work whose result tells the loop
+                        elif self._on_external is not None:
                             self.post(self._on_external)
                         interval, active = self._poll_s, time.monotonic()
                     elif time.monotonic() - active > HOT_S:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -37,7 +38,7 @@ from organelle.streams.base import Record, StreamSpec
 H_KEY, H_HEADERS = "Organelle-Key", "Organelle-Headers"
 META_PARTITIONS = "organelle.partitions"
 NO_MESSAGE, NO_STREAM, IN_USE = 10037, 10059, 10058  # JetStream API error codes
-_RESERVED = ("nats-", "organelle-")  # header names the server or this backend interpret
+RESERVED = ("nats-", "organelle-")  # header names the server or this backend interpret
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # header names nats-py accepts
 _DUP_WINDOW_S = 120.0
 
@@ -110,7 +111,7 @@ def headers_out(key: str | None, headers: Mapping[str, str] | None) -> dict[str,
     out: dict[str, str] = {} if key is None else {H_KEY: quote(key, safe="")}
     odd: dict[str, str] = {}
     for name, value in (headers or {}).items():
-        plain = _TOKEN.fullmatch(name) and not name.lower().startswith(_RESERVED)
+        plain = _TOKEN.fullmatch(name) and not name.lower().startswith(RESERVED)
         if plain and value.isprintable() and value == value.strip():
             out[name] = value
         else:
@@ -127,7 +128,7 @@ def to_record(stream: str, partition: int, msg: dict[str, Any]) -> Record:
         name, sep, value = line.partition(b":")
         if sep:
             raw[name.strip().decode("ascii", "replace")] = value.strip().decode("utf-8", "replace")
-    headers = {k: v for k, v in raw.items() if not k.lower().startswith(_RESERVED)}
+    headers = {k: v for k, v in raw.items() if not k.lower().startswith(RESERVED)}
     if H_HEADERS in raw:
         headers.update(json.loads(raw[H_HEADERS]))
     return Record(
@@ -144,8 +145,14 @@ def to_record(stream: str, partition: int, msg: dict[str, Any]) -> Record:
 def timestamp(text: str) -> float:
     """Seconds since the epoch from the server's RFC 3339 UTC time (nanosecond fraction)."""
     whole, _, fraction = text.removesuffix("Z").partition(".")
-    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    seconds = _whole_seconds(whole)
     return seconds + float(f"0.{fraction or 0}")
+
+
+@functools.lru_cache(maxsize=64)
+def _whole_seconds(whole: str) -> float:
+    """A batch's records mostly share their second: parse it once."""
+    return datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
 
 
 def letter_out(rec: Record, error: str, ts: float) -> bytes:
@@ -253,7 +260,8 @@ class Positions:
 
     async def put(self, key: str, pos: Pos) -> None:
         """Overwrite the entry (``seek``)."""
-        await self._kv.put(key, _pos_enc.encode(pos))
+        rev = await self._kv.put(key, _pos_enc.encode(pos))
+        self._known[key] = (pos, int(rev))
 
     async def of_stream(self, stream: str) -> list[tuple[str, int, Pos]]:
         """Every group's entries on ``stream`` as (group, partition, pos), sorted."""

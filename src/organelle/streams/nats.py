@@ -13,8 +13,15 @@ lease varies per claim and a stalled holder must be refused, which a
 consumer's fixed ``ack_wait`` cannot express. Each (stream, group, partition)
 keeps next offset, owner, lease end and attempts in the KV bucket
 ``<prefix>_groups``, changed by compare-and-set, so leases fence across
-processes (lease times use the local clock). A claim fetches "the next message
-on this subject from sequence N", skipping what retention removed. Dead
+processes (lease times use the local clock). A claim reads its batch with
+one batched direct get ("up to k messages on this subject from sequence N",
+skipping what retention removed; ``_nats_direct``) and reads the next batch
+while this one is handled. A batch costs three round trips, not two per
+record: the entry this process last wrote is trusted until a compare-and-set
+fails, and commits within a batch are held back while at least half the
+lease is left, written by the batch's last commit (or a release, a dead
+letter, the next claim, ``close``): a process that dies mid-batch has up to
+a batch delivered again. Dead
 letters go to the stream ``<prefix>_DEAD``, one subject per (group, stream,
 partition, offset), so a record dead-lettered twice keeps one letter.
 """
@@ -37,6 +44,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 from organelle.errors import (
     ConfigError,
     LeaseLostError,
+    OrganelleError,
     StreamNotFoundError,
     UnavailableError,
     ValidationError,
@@ -58,6 +66,7 @@ from organelle.streams._jetstream import (
     spec_of,
     to_record,
 )
+from organelle.streams._nats_direct import DirectBatches, ReadAhead, direct_record
 from organelle.streams.base import (
     BaseStreamLog,
     Delivery,
@@ -75,6 +84,7 @@ from organelle.transport.nats_connect import NatsConnectOptions
 __all__ = ["JetStreamLog"]
 
 _CAS_TRIES = 5
+_BATCHED_SINCE = (2, 11)  # nats-server version of batched direct gets
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as ``check_name`` allows
 
 
@@ -113,6 +123,14 @@ class JetStreamLog(BaseStreamLog):
         self._pos: Any = None  # Positions, once open
         self._dead = f"{prefix}_DEAD"
         self._parts: dict[str, int] = {}  # partition counts never change: cache them
+        self._direct: dict[str, bool] = {}  # whether a stream answers batched direct gets
+        self._batches: Any = None  # DirectBatches, once open
+        self._batched = False  # whether the server answers batched direct gets
+        # Commits held back within a claimed batch, and each batch's last offset, per
+        # (stream, group, partition) key: (owner, offset).
+        self._pending: dict[str, tuple[str, int]] = {}
+        self._ends: dict[str, tuple[str, int]] = {}
+        self._ahead = ReadAhead()  # the batch after a claimed one, read meanwhile
         self._round_robin = itertools.count()
         self._lock = asyncio.Lock()
 
@@ -157,16 +175,33 @@ class JetStreamLog(BaseStreamLog):
             except APIError as exc:  # exists, configured otherwise: use it as it is
                 if exc.err_code != IN_USE:
                     raise
+            batches = await DirectBatches(nc, self.op_timeout_s).open()
         except BaseException:
             with contextlib.suppress(Exception):
                 await nc.close()
             raise
-        self._nc, self._js = nc, js
+        self._nc, self._js, self._batches = nc, js, batches
+        version = nc.connected_server_version
+        # Batched direct gets came with nats-server 2.11; an older one answers one message.
+        self._batched = (version.major, version.minor) >= _BATCHED_SINCE
 
     async def close(self) -> None:
-        """Close the connection; never raises."""
+        """Write commits still held back, then close the connection; never raises."""
+        if self._pending and self._pos is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.op_timeout_s):
+                    for key in list(self._pending):
+                        await self._flush(key)
         nc, self._nc, self._js, self._pos = self._nc, None, None, None
+        batches, self._batches = self._batches, None
         self._parts.clear()
+        self._direct.clear()
+        self._pending.clear()
+        self._ends.clear()
+        self._ahead.clear()
+        if batches is not None:
+            with contextlib.suppress(Exception):
+                await batches.close()
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()
@@ -202,8 +237,10 @@ class JetStreamLog(BaseStreamLog):
     async def _partitions(self, stream: str) -> int:
         parts = self._parts.get(stream)
         if parts is None:
-            parts = partition_count(stream, (await self._stream_info(stream)).config)
+            config = (await self._stream_info(stream)).config
+            parts = partition_count(stream, config)
             self._parts[stream] = parts
+            self._direct[stream] = bool(config.allow_direct) and self._batched
         return parts
 
     async def _next(self, js_stream: str, seq: int, subject: str) -> Any:
@@ -215,6 +252,27 @@ class JetStreamLog(BaseStreamLog):
     async def _record(self, stream: str, partition: int, seq: int) -> Record | None:
         msg = await self._next(self._name(stream), seq, self._subject(stream, partition))
         return None if msg is None else to_record(stream, partition, msg)
+
+    async def _records(self, stream: str, partition: int, seq: int, limit: int) -> list[Record]:
+        """Up to ``limit`` records of a partition from ``seq`` on: one round trip if direct."""
+        if self._direct.get(stream):
+            try:
+                msgs = await self._batches.fetch(
+                    self._name(stream), self._subject(stream, partition), seq, limit
+                )
+            except OrganelleError:  # deleted or remade, maybe: look the stream up again
+                self._parts.pop(stream, None)
+                self._direct.pop(stream, None)
+                raise
+            return [direct_record(stream, partition, m) for m in msgs]
+        out: list[Record] = []  # a stream made without allow_direct: one get per record
+        while len(out) < limit:
+            record = await self._record(stream, partition, seq)
+            if record is None:
+                break
+            out.append(record)
+            seq = record.offset + 1
+        return out
 
     # -- streams -----------------------------------------------------------------------
     async def ensure(self, stream: str, spec: StreamSpec) -> StreamSpec:
@@ -232,6 +290,7 @@ class JetStreamLog(BaseStreamLog):
                     storage=api.StorageType.FILE,
                     num_replicas=self.replicas,
                     metadata={META_PARTITIONS: str(spec.partitions)},
+                    allow_direct=True,
                     **retention(spec),
                 )
                 try:
@@ -246,10 +305,11 @@ class JetStreamLog(BaseStreamLog):
                     f"stream {stream!r} has {have} partitions, not {spec.partitions}",
                     errors=[{"field": "partitions", "message": "cannot change"}],
                 )
-            wanted = retention(spec)
+            wanted: dict[str, Any] = {**retention(spec), "allow_direct": True}
             if any(getattr(config, k) != v for k, v in wanted.items()):
                 await js.update_stream(config.evolve(**wanted))
             self._parts[stream] = have
+            self._direct[stream] = self._batched
         return spec
 
     async def append(
@@ -312,47 +372,69 @@ class JetStreamLog(BaseStreamLog):
         start: Start = "earliest",
         limit: int = 1,
     ) -> list[Delivery]:
-        """Lease up to ``limit`` of the group's next records of ``partition`` to ``owner``."""
+        """Lease up to ``limit`` of the group's next records of ``partition`` to ``owner``.
+
+        Three round trips at most (the position this process last wrote is
+        trusted until a compare-and-set says otherwise): the records, in one
+        batched read, and the lease, which also writes the commits held back
+        from the batch before.
+        """
         check_name("group", group)
         key = Positions.key(group, stream, partition)
         with mapped():
             await self._partitions(stream)
+            loaded = self._pos.known(key)
             for _ in range(_CAS_TRIES):  # a lost compare-and-set: look again
                 now = self.clock()
-                loaded = await self._pos.load(key)
+                if loaded is None:
+                    loaded = await self._pos.load(key)
                 if loaded is None:
                     pos, rev = Pos(next=await self._position(stream, partition, start)), None
                 else:
                     pos, rev = loaded
                     if pos.owner is not None and pos.owner != owner and pos.until > now:
                         return []
-                records: list[Record] = []
-                seq = pos.next
-                while len(records) < max(1, limit):
-                    record = await self._record(stream, partition, seq)
-                    if record is None:
-                        break
-                    records.append(record)
-                    seq = record.offset + 1
+                pending = self._pending.get(key)
+                if (
+                    pending is not None
+                    and pending[0] == owner == pos.owner
+                    and pending[1] > pos.next
+                ):
+                    # Our own commits, held back: this claim's write carries them.
+                    pos = msgspec.structs.replace(pos, next=pending[1], attempts=0)
+                records = await self._ahead.take(key, pos.next, max(1, limit)) or (
+                    await self._records(stream, partition, pos.next, max(1, limit))
+                )
                 if not records:
-                    if rev is None and not await self._pos.save(key, pos, None):
+                    if (rev is None or pending is not None) and not await self._pos.save(
+                        key, pos, rev
+                    ):
+                        loaded = None
                         continue
+                    self._pending.pop(key, None)
                     return []
                 # What the group pointed at was trimmed away: a new record, a first attempt.
                 attempts = pos.attempts if records[0].offset == pos.next else 0
                 taken = Pos(
                     next=records[0].offset, owner=owner, until=now + lease_s, attempts=attempts + 1
                 )
-                if await self._pos.save(key, taken, rev):
-                    return [
-                        Delivery(
-                            record=r,
-                            group=group,
-                            attempt=attempts + 1 if i == 0 else 1,
-                            lease_s=lease_s,
-                        )
-                        for i, r in enumerate(records)
-                    ]
+                if not await self._pos.save(key, taken, rev):
+                    loaded = None
+                    continue
+                self._pending.pop(key, None)
+                self._ends[key] = (owner, records[-1].offset)
+                if len(records) == limit > 1:  # a full batch: more are likely waiting
+                    nxt = records[-1].offset + 1
+                    self._ahead.start(key, nxt, self._records(stream, partition, nxt, limit))
+                return [
+                    Delivery(
+                        record=r,
+                        group=group,
+                        attempt=attempts + 1 if i == 0 else 1,
+                        lease_s=lease_s,
+                    )
+                    for i, r in enumerate(records)
+                ]
         return []
 
     async def _held(
@@ -364,6 +446,7 @@ class JetStreamLog(BaseStreamLog):
         if loaded is None or loaded[0].owner != owner or loaded[0].next > rec.offset:
             loaded = await self._pos.load(key)
         if loaded is None or loaded[0].owner != owner or loaded[0].next > rec.offset:
+            self._pending.pop(key, None)
             raise LeaseLostError(
                 f"group {delivery.group!r} lost partition {rec.partition} of {rec.stream!r}",
                 details={"group": delivery.group, "stream": rec.stream, "offset": rec.offset},
@@ -384,13 +467,15 @@ class JetStreamLog(BaseStreamLog):
                     filed = await self._js.publish(
                         f"{subject}.{rec.partition}.{rec.offset}", letter, stream=self._dead
                     )
+                pending = self._pending.get(key)
                 moved = msgspec.structs.replace(
                     pos,
-                    next=rec.offset + 1,
+                    next=max(rec.offset + 1, pending[1] if pending and pending[0] == owner else 0),
                     attempts=0,
                     until=self.clock() + delivery.lease_s,
                 )
                 if await self._pos.save(key, moved, rev):
+                    self._pending.pop(key, None)
                     return
             await self._held(delivery, owner)  # raises if someone else took over
             raise UnavailableError(f"group {delivery.group!r}: position kept changing; retry")
@@ -400,8 +485,36 @@ class JetStreamLog(BaseStreamLog):
                     await self._js.delete_msg(self._dead, filed.seq)
             raise
 
+    async def _flush(self, key: str) -> None:
+        """Write the commits held back for ``key`` (closing); a lost lease drops them."""
+        owner, offset = self._pending.pop(key)
+        loaded = self._pos.known(key)
+        if loaded is not None and loaded[0].owner == owner and loaded[0].next < offset:
+            pos = msgspec.structs.replace(loaded[0], next=offset, attempts=0)
+            await self._pos.save(key, pos, loaded[1])
+
     async def commit(self, delivery: Delivery, owner: str) -> None:
-        """Move the group past ``delivery`` (refused if another owner took over)."""
+        """Move the group past ``delivery`` (refused if another owner took over).
+
+        Within a claimed batch, while at least half the lease is left, the
+        move is only noted: the batch's last commit (or a release, a dead
+        letter, the next claim, ``close``) writes it, one compare-and-set for
+        the whole batch. A process that dies first leaves those records to be
+        delivered again: up to a batch.
+        """
+        rec = delivery.record
+        key = f"{rec.stream}.{delivery.group}.{rec.partition}"  # Positions.key
+        end = self._ends.get(key)
+        if end is not None and end[0] == owner and rec.offset < end[1]:
+            known = self._pos.known(key)
+            if (
+                known is not None
+                and known[0].owner == owner
+                and known[0].next <= rec.offset
+                and known[0].until - self.clock() > delivery.lease_s / 2
+            ):
+                self._pending[key] = (owner, rec.offset + 1)
+                return
         with mapped():
             await self._move_past(delivery, owner)
 
@@ -410,6 +523,11 @@ class JetStreamLog(BaseStreamLog):
         count = delivery.attempt if attempted else delivery.attempt - 1
         with contextlib.suppress(Exception):  # the lease expires on its own anyway
             key, pos, rev = await self._held(delivery, owner)
+            pending = self._pending.pop(key, None)
+            self._ends.pop(key, None)
+            self._ahead.drop(key)
+            if pending is not None and pending[0] == owner and pending[1] > pos.next:
+                pos = msgspec.structs.replace(pos, next=pending[1], attempts=0)
             attempts = count if pos.next == delivery.record.offset else pos.attempts
             await self._pos.save(
                 key,
@@ -446,7 +564,10 @@ class JetStreamLog(BaseStreamLog):
         with mapped():
             for part in range(await self._partitions(stream)):
                 nxt = to if isinstance(to, int) else await self._position(stream, part, to)
-                await self._pos.put(Positions.key(group, stream, part), Pos(next=nxt))
+                key = Positions.key(group, stream, part)
+                self._pending.pop(key, None)  # held-back commits are overruled
+                self._ahead.drop(key)
+                await self._pos.put(key, Pos(next=nxt))
 
     async def info(self, stream: str) -> StreamInfo:
         """Retained range per partition and each group's position and lag."""

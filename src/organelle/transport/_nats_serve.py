@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
+from contextvars import Context as Context_
+from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
 from organelle._coro import Continuation
 from organelle.codec import Codec, codec_for
+from organelle.context import Context
 from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
 from organelle.transport._event_wire import Claimed
@@ -28,7 +33,6 @@ from organelle.transport._nats_headers import codec_of, context_from, parse_head
 from organelle.transport.registry import ModuleEntry, node_key, rpc_options
 
 if TYPE_CHECKING:
-    from organelle.context import Context
     from organelle.module import ModuleSpec
     from organelle.transport._event_wire import EventWire
     from organelle.transport._nats_options import NatsOptions
@@ -42,6 +46,56 @@ _OnMsg = Callable[[bytes, bytes | None, bytes | None, bytes], None]
 log = logging.getLogger("organelle.transport.nats")
 
 _JSON = codec_for("json")
+_monotonic = time.monotonic
+_MAX_REPLY_KINDS = 256
+
+# The header block organelle's own callers send with a plain call (no principal,
+# meta or codec): read with one match instead of the general parser. Anything
+# else (another client's headers, odd spacing, more lines) takes the general path.
+_PLAIN_REQUEST = re.compile(
+    rb"NATS/1\.0\r\nOrganelle-Id: ([!-~]{1,200})\r\n"
+    rb"(?:Organelle-Correlation-Id: ([!-~]{1,200})\r\n)?"
+    rb"(?:Organelle-Causation-Id: ([!-~]{1,200})\r\n)?"
+    rb"Organelle-Timeout-Ms: ([0-9]{1,15})\r\n\r\n"
+).fullmatch
+
+
+_Request = tuple[str, bytes, bytes | None, bytes]
+
+
+class _InContext:
+    """Awaitable that drives a started coroutine on, each step in the request's own context.
+
+    The task awaiting it is the one whose step started the coroutine, so
+    what the handler bound to "the current task" before it first waited
+    (``asyncio.timeout``, a cancel) still applies to it.
+    """
+
+    __slots__ = ("context", "coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any, context: Context_) -> None:
+        self.coro = coro
+        self.first = first
+        self.context = context
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, run, value = self.coro, self.context.run, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation or timeout: the handler's to see
+                try:
+                    value = run(coro.throw, exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = run(coro.send, sent)
+                except StopIteration:
+                    return
 
 
 def _too_large(what: str, size: int, limit: int) -> ValidationError:
@@ -64,6 +118,8 @@ class Exposer:
         self._direct_plen = len(self.direct_prefix)
         self._evt_plen = len(options.prefix) + len(".evt.")
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._reply_kinds: dict[str, dict[type, bytes]] = {}
+        self._batch: list[_Request] | None = None  # requests read, their task not yet run
         self._backlog: deque[tuple[str, str, bytes, bytes | None, bytes]] | None = None
         self._backlog_bytes = 0
         self._draining: asyncio.Task[None] | None = None
@@ -145,11 +201,48 @@ class Exposer:
             log.debug("dropping a request on %r without a reply subject", subject)
             return
         target = self._method(subject, self._rpc_plen, reply)
-        if target is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._serve(target, reply, hdr, data))
+        if target is not None:
+            self._start(target, reply, hdr, data)
+
+    def _start(self, target: str, reply: bytes, hdr: bytes | None, data: bytes) -> None:
+        """Queue a request for the batch of this read (one task serves the whole batch)."""
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = []
+            self._spawn(batch)
+        batch.append((target, reply, hdr, data))
+
+    def _spawn(self, batch: list[_Request]) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve_batch(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _serve_batch(self, batch: list[_Request]) -> None:
+        """Serve the requests of a batch in turn, each in its own context, in this task.
+
+        Why: a task per request (creation, a loop turn, the weak set of all
+        tasks) cost more than the dispatch itself, and most handlers answer
+        without waiting. The first one that waits keeps this task to the end
+        (so a timeout or cancel it took on the current task still reaches it);
+        the requests after it go on in a new task at once.
+        """
+        if self._batch is batch:
+            self._batch = None  # what arrives from now on starts a batch of its own
+        for i, (target, reply, hdr, data) in enumerate(batch):
+            coro = self._serve(target, reply, hdr, data)
+            context = copy_context()
+            try:
+                first = context.run(coro.send, None)
+            except StopIteration:
+                continue
+            if i + 1 < len(batch):
+                self._spawn(batch[i + 1 :])
+            else:
+                self.wire.write_now()
+            await _InContext(coro, first, context)
+            self.wire.write_now()
+            return
+        self.wire.write_now()  # the batch's replies in one write, without another loop turn
 
     def _method(self, subject: bytes, plen: int, reply: bytes) -> str | None:
         """The ``module.method`` of a request subject; a non-UTF-8 one is answered, ``None``."""
@@ -168,11 +261,8 @@ class Exposer:
         if reply is None:
             return
         target = self._method(subject, self._direct_plen, reply)
-        if target is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._serve(target, reply, hdr, data))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if target is not None:
+            self._start(target, reply, hdr, data)
 
     @staticmethod
     def _decode_headers(hdr: bytes | None) -> tuple[Codec, dict[str, str]]:
@@ -199,18 +289,49 @@ class Exposer:
             self._reply_error(reply, codec, gone, retry=True)
             return
         try:
-            codec, headers = self._decode_headers(hdr)
+            plain = _PLAIN_REQUEST(hdr) if hdr else None
+            if plain is not None:
+                ctx = self._plain_context(plain)
+            else:
+                codec, headers = self._decode_headers(hdr)
+                ctx = context_from(headers)
             params = self._params(codec, data)
-            result = await inbound.dispatch(target, params, context_from(headers))
+            result = await inbound.dispatch(target, params, ctx)
             body = codec.encode(result)
-            type_name = wire_name(result)
             if len(body) > self.wire.max_payload:
                 raise _too_large("reply", len(body), self.wire.max_payload)  # noqa: TRY301
-            self.wire.publish(reply, body, None, reply_headers(codec.name, type_name=type_name))
+            self.wire.publish(reply, body, None, self._reply_headers(codec, result))
         except OrganelleError as err:
             self._reply_error(reply, codec, err)
         except Exception as exc:
             self._reply_error(reply, codec, InternalError.wrap(exc))
+
+    @staticmethod
+    def _plain_context(found: re.Match[bytes]) -> Context:
+        """The context of a plain request's headers (as ``context_from`` reads them)."""
+        rid, corr, cause, ms = found.groups()
+        return Context(
+            rid.decode(),
+            _monotonic() + int(ms) / 1000,
+            None if corr is None else corr.decode(),
+            None if cause is None else cause.decode(),
+            None,
+            {},
+            None,
+        )
+
+    def _reply_headers(self, codec: Codec, result: Any) -> bytes:
+        """A success's header block, kept per result class (its wire name never changes)."""
+        kinds = self._reply_kinds.get(codec.name)
+        if kinds is None:
+            kinds = self._reply_kinds[codec.name] = {}
+        cls = type(result)
+        block = kinds.get(cls)
+        if block is None:
+            block = reply_headers(codec.name, type_name=wire_name(result))
+            if len(kinds) < _MAX_REPLY_KINDS:
+                kinds[cls] = block
+        return block
 
     def _reply_error(
         self, reply: bytes, codec: Codec, err: OrganelleError, *, retry: bool = False

@@ -418,6 +418,15 @@ class NatsWire:
         elif self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_out)
 
+    def write_now(self) -> None:
+        """Write what is queued now rather than at the end of this loop iteration.
+
+        For a writer that knows no more is coming soon (the last reply of a
+        batch, the only call in flight): one loop iteration less on its way out.
+        """
+        if self._out:
+            self._flush_out()
+
     def _flush_out(self) -> None:
         handle, self._flush_handle = self._flush_handle, None
         if handle is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import os
@@ -27,8 +28,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from organelle.codec import codec_for
 from organelle.envelope import Envelope
+from organelle.envelope._wire import wire_type
 from organelle.errors import (
     CallTimeoutError,
     NotServedError,
@@ -67,6 +71,12 @@ _MAX_CACHED_SUBJECTS = 4096
 _monotonic = time.monotonic
 _JSON = codec_for("json")
 _Reply = tuple[bytes | None, bytes]
+_MAX_REPLY_KINDS = 256
+_PLAIN_HDR = b"NATS/1.0\r\nOrganelle-Id: %s\r\nOrganelle-Timeout-Ms: %d\r\n\r\n"
+_CHILD_HDR = (
+    b"NATS/1.0\r\nOrganelle-Id: %s\r\nOrganelle-Correlation-Id: %s\r\n"
+    b"Organelle-Causation-Id: %s\r\nOrganelle-Timeout-Ms: %d\r\n\r\n"
+)
 
 
 class NatsTransport:
@@ -97,6 +107,12 @@ class NatsTransport:
         self._tokens = itertools.count(1)
         self._pending: dict[bytes, asyncio.Future[_Reply]] = {}
         self._subjects: dict[str, bytes] = {}
+        self._reply_kinds: dict[bytes, Callable[[bytes], Any]] = {}
+        # Deadlines of calls in flight: (when, seq, future, target), earliest first,
+        # behind one timer set for the earliest (see ``_sweep``).
+        self._deadlines: list[tuple[float, int, asyncio.Future[_Reply], str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
         self._direct: dict[tuple[str, str], bytes] = {}
         self._versions: dict[str, Mapping[str, str]] = {}
         self._versions_of: object = None  # the registry view ``_versions`` was read from
@@ -169,6 +185,10 @@ class NatsTransport:
             log.exception("closing the NATS transport")
         finally:
             self._fail_pending(UnavailableError("the NATS transport was closed"))
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._deadlines.clear()
             await self._wire.close()
 
     async def expose(self, spec: ModuleSpec) -> None:
@@ -247,7 +267,8 @@ class NatsTransport:
         """Every live node of the cluster, read now."""
         if self._announcer is None:
             return []
-        return sorted((await self._announcer.refresh()).values(), key=lambda n: n.node)
+        nodes = await self._announcer.refresh(fresh=True)
+        return sorted(nodes.values(), key=lambda n: n.node)
 
     # -- connection events ---------------------------------------------------------------
     def _on_lost(self) -> None:
@@ -304,14 +325,47 @@ class NatsTransport:
         if fut is not None and not fut.done():
             fut.set_result((hdr, data))
 
-    @staticmethod
-    def _expire(fut: asyncio.Future[_Reply], target: str) -> None:
-        if not fut.done():
-            fut.set_exception(
-                CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
-            )
+    def _watch(self, fut: asyncio.Future[_Reply], deadline: float, target: str, seq: int) -> None:
+        """Fail ``fut`` with ``CallTimeoutError`` at ``deadline`` unless it is done by then.
 
-    async def request(  # noqa: C901
+        Why not a timer per call: on uvloop a ``call_later`` and its cancel
+        cost more than the rest of the caller's side of a call. Calls mostly
+        share a timeout, so a new deadline is rarely the earliest and the one
+        timer stays as it is.
+        """
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._pending) + 64:  # drop the entries of finished calls
+            heap[:] = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, seq, fut, target))
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, when - _monotonic()), self._sweep)
+
+    def _sweep(self) -> None:
+        """Fail every call past its deadline; set the timer for the next one."""
+        self._timer = None
+        self._timer_at = float("inf")
+        heap = self._deadlines
+        now = _monotonic()
+        while heap and heap[0][0] <= now:
+            _, _, fut, target = heapq.heappop(heap)
+            if not fut.done():
+                fut.set_exception(
+                    CallTimeoutError(f"call to {target!r} timed out", details={"target": target})
+                )
+        while heap and heap[0][2].done():
+            heapq.heappop(heap)
+        if heap:
+            self._arm(heap[0][0])
+
+    async def request(  # noqa: C901, PLR0912 - one flat reading of the reply's kinds
         self, target: str, params: dict[str, Any], ctx: Context, node: str | None = None
     ) -> Any:
         """Call a module on another node (``node``: that one); the same errors as a local call.
@@ -339,6 +393,12 @@ class NatsTransport:
             hdr, data = await self._roundtrip(subject, body, ctx, deadline, target)
             if hdr is None:  # a JSON success: the common case
                 return _JSON.decode(data) if data else None
+            typed = self._reply_kinds.get(hdr)
+            if typed is not None and data:
+                try:
+                    return typed(data)
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    pass  # does not fit the class: read as below (left as decoded)
             status, headers = parse_headers(hdr)
             if status == _NO_RESPONDERS and node is not None:
                 # That node does not serve the module (any more): never delivered.
@@ -367,12 +427,49 @@ class NatsTransport:
                 raise TransportError(f"reply from {target!r}: {exc}") from None
             code = headers.get("organelle-error")
             if code is None:
+                if status == 0 and codec is _JSON:
+                    self._learn_reply(hdr, headers)
                 return typed_result(headers, codec.decode(data) if data else None)
             if not headers.get("organelle-retry"):
                 err = decode_error(codec, data, code)
                 err.node = headers.get("organelle-node") or node
                 raise err
             # Refused unrun by a node that is leaving: another instance takes it.
+
+    def _learn_reply(self, hdr: bytes, headers: Mapping[str, str]) -> None:
+        """Keep a decoder for a JSON success header block naming only a Struct or dataclass.
+
+        Why: the block is the same for every reply of a method, and decoding
+        straight into the class costs less than reading the headers, decoding
+        to dicts and converting. A name not known here (or a pydantic model)
+        is not kept: the general path reads it each time.
+        """
+        if len(headers) != 1 or len(self._reply_kinds) >= _MAX_REPLY_KINDS:
+            return
+        name = headers.get("organelle-type")
+        cls = wire_type(name) if name else None
+        if cls is None or not (
+            hasattr(cls, "__struct_fields__") or hasattr(cls, "__dataclass_fields__")
+        ):
+            return
+        self._reply_kinds[hdr] = msgspec.json.Decoder(cls, strict=False).decode
+
+    @staticmethod
+    def _headers(ctx: Context, codec: str) -> bytes:
+        """A request's header block: common shapes formatted here, others by ``headers_for``."""
+        if ctx.principal is None and not ctx.meta and codec == "json" and ctx.deadline:
+            ms = max(1, int((ctx.deadline - _monotonic()) * 1000))
+            corr, cause = ctx.corr, ctx.cause
+            if corr is None and cause is None:
+                return _PLAIN_HDR % (ctx.request_id.encode(), ms)
+            if corr is not None and cause is not None:
+                return _CHILD_HDR % (
+                    ctx.request_id.encode(),
+                    ctx.correlation_id.encode(),
+                    (ctx.causation_id or "").encode(),
+                    ms,
+                )
+        return headers_for(ctx, codec, timeout=True)
 
     async def _roundtrip(
         self, subject: bytes, body: bytes, ctx: Context, deadline: float, target: str
@@ -385,18 +482,17 @@ class NatsTransport:
         if not wire.connected and not await wire.wait_connected(left):
             raise UnavailableError(f"call to {target!r}: not connected to NATS")
         loop = asyncio.get_running_loop()
-        token = b"%d" % next(self._tokens)
+        seq = next(self._tokens)
+        token = b"%d" % seq
         fut: asyncio.Future[_Reply] = loop.create_future()
         self._pending[token] = fut
-        wire.publish(
-            subject, body, self._inbox_b + token, headers_for(ctx, self._codec_name, timeout=True)
-        )
-        # A timer, not asyncio.timeout: one handle per call and no cancellation games.
-        timer = loop.call_later(deadline - _monotonic(), self._expire, fut, target)
+        wire.publish(subject, body, self._inbox_b + token, self._headers(ctx, self._codec_name))
+        if len(self._pending) == 1:  # the only call in flight: no burst to write it with
+            wire.write_now()
+        self._watch(fut, deadline, target, seq)
         try:
             return await fut
         finally:
-            timer.cancel()
             self._pending.pop(token, None)
 
     async def _check_known(self, target: str, deadline: float) -> None:
@@ -407,7 +503,7 @@ class NatsTransport:
         module = target.partition(".")[0]
         try:
             async with asyncio.timeout(max(0.01, min(1.0, deadline - _monotonic()))):
-                await announcer.refresh()
+                await announcer.refresh(fresh=True)
         except Exception as exc:  # registry away: cannot tell, keep retrying
             log.debug("registry read failed: %s", exc)
             return

@@ -179,8 +179,18 @@ class NatsRegistry:
         """Delete a node's entry (on a clean stop)."""
         await self._kv.purge(node_key(node))
 
+    async def last_revision(self) -> int:
+        """The bucket's last revision (one request): what a caught-up watch has seen."""
+        js = self._nc.jetstream(timeout=max(self.options.heartbeat_s, 2.0))
+        info = await js.stream_info(f"KV_{self.options.bucket}")
+        return int(info.state.last_seq)
+
+    async def watch(self) -> Any:
+        """A watcher of every key (nats-py's ``KeyWatcher``): latest values, then each change."""
+        return await self._kv.watchall()
+
     async def read(self) -> dict[str, NodeInfo]:
-        """Every live node's entry, by node name."""
+        """Every live node's entry, by node name (a listing plus one read per node)."""
         import nats.js.errors
 
         try:
@@ -214,7 +224,15 @@ class NatsRegistry:
 
 
 class Announcer:
-    """Heartbeats this node's entry and keeps a recent view of the cluster.
+    """Heartbeats this node's entry and keeps a live view of the cluster.
+
+    The view follows a watch of the bucket: each node's heartbeat is pushed to
+    every other node as it is written, so a heartbeat costs a node one write
+    whatever the cluster's size (it used to list the bucket and read every
+    entry: N + 2 round trips each period, one after another). The watch
+    checks itself: a node must see its own heartbeat come back; when it does
+    not within three periods (a broker restart lost the consumer, say), the
+    watch is opened again, and until it is live the view is read in full.
 
     Args:
         registry: an opened registry.
@@ -230,8 +248,18 @@ class Announcer:
         self.read_once = False
         self._started = time.time()
         self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._watcher: Any = None
+        self._follower: asyncio.Task[None] | None = None
+        self._watch_live = False
+        self._watch_opened = 0.0
+        self._own_seen = 0.0
+        self._own_key = node_key(registry.options.node)
+        self._nodes_by_key: dict[str, str] = {}
+        self._seen_rev = 0
+        self._fresh_waiters = 0
 
     def start(self) -> None:
         """Start heartbeating."""
@@ -261,20 +289,122 @@ class Announcer:
             self._wake.clear()
             try:
                 await self.registry.put(self.info())
-                await self.refresh()
+                await self._keep_watching(period)
             except Exception as exc:  # the broker may be away; the next beat retries
                 log.debug("registry heartbeat failed: %s", exc)
+                await self._close_watch()
                 with contextlib.suppress(Exception):
                     await self.registry.ensure()
+            self._publish_view(prune=True)
             # A timer, not asyncio.timeout: a stop() racing a timeout must never be swallowed.
             timer = loop.call_later(period, self._wake.set)
             await self._wake.wait()
             timer.cancel()
 
-    async def refresh(self) -> dict[str, NodeInfo]:
-        """Read the registry now and keep the result as ``view``."""
+    async def _keep_watching(self, period: float) -> None:
+        """Open the watch when it is not open, or open it again when it went quiet."""
+        now = time.monotonic()
+        if self._watcher is not None:
+            quiet_since = max(self._own_seen, self._watch_opened)
+            follower = self._follower
+            if (follower is None or not follower.done()) and now - quiet_since <= 3 * period:
+                return
+            log.debug("registry watch went quiet; opening it again")
+            await self._close_watch()
+        self._watcher = await self.registry.watch()
+        self._watch_opened = now
+        self._follower = asyncio.get_running_loop().create_task(
+            self._follow(self._watcher), name="organelle-registry-watch"
+        )
+        if not self.read_once:  # the first view: do not make the caller wait for the watch
+            await self.refresh()
+
+    async def _follow(self, watcher: Any) -> None:
+        """Apply each pushed entry to the view (``None`` marks the end of the initial values)."""
+        async for entry in watcher:
+            if entry is None:
+                self._watch_live = True
+                self.read_once = True
+                self._changed.set()
+                continue
+            self._apply(entry)
+
+    def _apply(self, entry: Any) -> None:
+        key = entry.key
+        self._seen_rev = max(self._seen_rev, int(entry.revision or 0))
+        if key == self._own_key:
+            self._own_seen = time.monotonic()
+        if entry.operation is not None or not entry.value:  # a delete, a purge or an expiry
+            node = self._nodes_by_key.pop(key, None)
+            if node is not None and node in self.view:
+                self.view = {n: i for n, i in self.view.items() if n != node}
+                self._changed.set()
+            return
+        try:
+            info = _decode(entry.value)
+        except msgspec.DecodeError:
+            log.warning("ignoring a malformed registry entry %r", key)
+            return
+        self._nodes_by_key[key] = info.node
+        known = self.view.get(info.node)
+        if known is not None and known.modules == info.modules:
+            self.view[info.node] = info  # a heartbeat: the same modules, a newer time
+            if self._fresh_waiters:
+                self._changed.set()
+            return
+        # Someone joined or changed what it serves: a new mapping, so views cached by
+        # identity (the transport's versions by module) are rebuilt.
+        self.view = {**self.view, info.node: info}
+        self._changed.set()
+
+    def _publish_view(self, *, prune: bool) -> None:
+        """Hand out a fresh mapping once a period, without the nodes whose heartbeat stopped."""
+        if not self._watch_live:
+            return
+        now = time.time()
+        view = self.view
+        if prune:
+            view = {n: i for n, i in view.items() if i.alive(now)}
+            if len(view) < len(self._nodes_by_key):
+                self._nodes_by_key = {k: n for k, n in self._nodes_by_key.items() if n in view}
+        self.view = dict(view)
+        self._changed.set()
+
+    async def _close_watch(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        follower, self._follower = self._follower, None
+        self._watch_live = False
+        if follower is not None:
+            follower.cancel()
+            await asyncio.wait({follower}, timeout=1)
+        if watcher is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await watcher.stop()
+
+    async def refresh(self, *, fresh: bool = False) -> dict[str, NodeInfo]:
+        """The view as of now: the watched one while the watch is live, else read in full.
+
+        ``fresh``: not older than this call — wait (one request, then the pushes
+        already on their way) until the watch has seen the bucket's last revision.
+        """
+        if self._watch_live and fresh:
+            last = await self.registry.last_revision()
+            self._fresh_waiters += 1
+            try:
+                while self._watch_live and self._seen_rev < last:
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.05):
+                            await self._changed.wait()
+            finally:
+                self._fresh_waiters -= 1
+        if self._watch_live:
+            return self.view
         self.view = await self.registry.read()
+        self._nodes_by_key = {node_key(n): n for n in self.view}
         self.read_once = True
+        self._changed.set()
         return self.view
 
     def serving(self, module: str) -> bool | None:
@@ -315,6 +445,7 @@ class Announcer:
         deadline = loop.time() + timeout_s
         pause = 0.02
         while True:
+            self._changed.clear()
             with contextlib.suppress(Exception):
                 await self.refresh()
             found = self.versions(module) if self.read_once else {}
@@ -326,7 +457,10 @@ class Announcer:
                     f"module {module!r} did not become available in {timeout_s:g}s",
                     details={"module": module, "versions": found},
                 )
-            await asyncio.sleep(min(pause, left))
+            # Woken by the watch as soon as the view changes; polls while it is not live.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(pause, left)):
+                    await self._changed.wait()
             pause = min(pause * 2, 0.25)
 
     async def stop(self) -> None:
@@ -336,6 +470,7 @@ class Announcer:
         if task is not None:
             task.cancel()
             await asyncio.wait({task}, timeout=2)
+        await self._close_watch()
         if not self.registry.connected:
             return  # the entry expires by itself; do not wait for a broker that is away
         with contextlib.suppress(Exception):

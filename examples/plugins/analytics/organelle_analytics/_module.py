@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from organelle import Module, cron, on, rpc
 from organelle.context import current_context
 from organelle.errors import ValidationError
-from organelle.module._topics import matches, pattern_error
 from organelle.plugins import Manifest
+from organelle.topics import matches, pattern_error
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,120}")  # no ':': it separates the parts of a key
 MAX_POINTS = 100_000  # the most buckets one query may span

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from organelle import Module, on, rpc
 from organelle.context import current_context
-from organelle.module._topics import matches
 from organelle.plugins import Manifest
+from organelle.topics import matches
 from organelle_automation._rules import Rule, RuleStats
 
 HOPS = "automation_hops"  # meta key: how many rules led to this event

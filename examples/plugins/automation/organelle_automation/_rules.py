@@ -9,7 +9,7 @@ from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from organelle.module._topics import matches, pattern_error
+from organelle.topics import matches, pattern_error
 
 Action = Literal["call", "emit", "enqueue"]
 

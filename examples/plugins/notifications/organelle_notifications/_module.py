@@ -15,8 +15,8 @@ from organelle import Module, job, on, rpc
 from organelle.context import current_context
 from organelle.errors import NotFoundError, ValidationError
 from organelle.jobs import Retry
-from organelle.module._topics import matches
 from organelle.plugins import Manifest
+from organelle.topics import matches
 from organelle_notifications._templates import (
     EmailTemplate,
     Subscription,

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from organelle.errors import ValidationError
-from organelle.module._topics import pattern_error
+from organelle.topics import pattern_error
 
 # local@domain, one address, no display name, no whitespace or angle brackets: what
 # a caller means by "to". Header injection needs a newline, which this refuses too.
