@@ -18,7 +18,9 @@ def test_patterns_match_as_the_kernel_routes() -> None:
 def test_bad_topics_and_patterns_say_why() -> None:
     assert topic_error("order.placed") is None
     assert topic_error("order.*") is not None
-    assert pattern_error("order.>.x") == "pattern 'order.>.x': '>' is only allowed as the last token"
+    assert (
+        pattern_error("order.>.x") == "pattern 'order.>.x': '>' is only allowed as the last token"
+    )
     assert pattern_error("a..b") is not None
     with pytest.raises(ValidationError):
         check_topic("")

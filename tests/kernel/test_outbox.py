@@ -9,6 +9,8 @@ import msgspec
 import pytest
 
 from organelle import Envelope, Kernel, Module, consume, event, job, on
+from organelle.envelope import wire_name
+from organelle.kernel import _outbox
 from organelle.kernel._outbox import PREFIX
 from organelle.testing import eventually
 
@@ -176,4 +178,32 @@ async def test_an_outbox_block_inside_a_rolled_back_savepoint_sends_nothing(
         assert [e.data.order_id for e in shop.placed] == ["o-6"]
         assert (shop.records, shop.jobs) == (["o-6"], ["o-6"])
         assert await shop.store.get("order.o-5") is None
+        assert (await kernel.store.scan(PREFIX)).items == []
+
+
+async def test_a_sweep_leaves_committed_rows_that_wait_for_the_relay_task(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sent rows are deleted only by settle() here: a batched delete during the
+    # sweep's scan (a slow machine) would make a sent row look unsent to it.
+    monkeypatch.setattr(_outbox, "DELETE_AFTER_S", 60.0)
+    async with Kernel([Shop], config) as kernel:
+        shop: Shop = kernel.module("shop")  # type: ignore[assignment]
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for n in range(3):  # as three commits leave them: in the Store, handed to the relay
+            placed = OrderPlaced(order_id=f"w-{n}", total=n)
+            row = {
+                "kind": "emit",
+                "target": "ob.order.placed",
+                "payload": {"order_id": placed.order_id, "total": n},
+                "type": wire_name(placed),
+                "id": f"0190d0d0-0000-7000-8000-00000000010{n}",
+            }
+            row_id = f"0190d0d0-0000-7000-8000-00000000020{n}"
+            await kernel.store.put(PREFIX + row_id, row)
+            rows.append((row_id, row))
+        kernel._outbox._soon(rows)  # the relay task has not run yet
+        assert await kernel._outbox.relay() == 0  # the sweep leaves them to it
+        await settle(kernel)
+        assert [e.data.order_id for e in shop.placed] == ["w-0", "w-1", "w-2"]  # once each
         assert (await kernel.store.scan(PREFIX)).items == []

@@ -92,7 +92,8 @@ async def test_a_failed_round_fails_every_participant(tmp_path: Path) -> None:
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
-    thread = SqliteThread(connect, "sqlite-test")
+    # The plain write must share the round however slow the loop is (a loaded machine).
+    thread = SqliteThread(connect, "sqlite-test", tx_group_s=30.0)
     await thread.started()
     try:
         lane = thread.begin()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from organelle.errors import StorageUnavailableError
+from organelle.errors import ConflictError, StorageUnavailableError
 from organelle.storage import CachedStore, MemoryStore, SqliteStore, Store, current_tx
+from organelle.storage._tx import TxHandle
+from organelle.storage.postgres import PostgresStore
+from organelle.testing.servers import PostgresServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -108,3 +112,66 @@ async def test_on_end_inside_a_rolled_back_savepoint_is_told_at_once(store: Stor
         async with store.transaction() as kept:
             kept.on_end(lambda ok: ends.append(("kept", ok)))
     assert ends == [("undone", False), ("kept", True)]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened: Store
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        opened = PostgresStore(server.dsn, table=f"late_{uuid.uuid4().hex[:10]}")
+    elif request.param == "sqlite":
+        opened = SqliteStore(str(tmp_path / "t.db"))
+    else:
+        opened = MemoryStore()
+    yield opened
+    await opened.close()
+
+
+async def test_rows_written_at_commit_land_with_it_or_fail_it_if_taken(any_store: Store) -> None:
+    store = any_store
+    async with store.transaction() as tx:
+        await tx.put("a", 1)
+        assert isinstance(tx, TxHandle)
+        assert tx.at_commit
+        tx.write_at_commit({"row.1": 1}, ttl_s=60, new=True)
+        tx.write_at_commit({"row.2": 2})  # another TTL: its own write, same commit
+    assert [e.key for e in (await store.scan("row.")).items] == ["row.1", "row.2"]
+    with pytest.raises(ConflictError) as caught:
+        async with store.transaction() as tx:
+            await tx.put("b", 2)
+            assert isinstance(tx, TxHandle)
+            tx.write_at_commit({"row.1": 1, "row.3": 3}, new=True)  # row.1 is live
+    assert caught.value.details["keys"] == ["row.1"]
+    assert await store.get("b") is None  # nothing of the failed commit stays
+    assert await store.get("row.3") is None
+    async with store.transaction() as tx:
+        async with store.transaction() as inner:  # a savepoint: its rows would outlive it
+            assert isinstance(inner, TxHandle)
+            assert not inner.at_commit
+        assert isinstance(tx, TxHandle)
+        assert tx.at_commit
+    assert not tx.at_commit  # ended
+
+
+async def test_two_postgres_transactions_racing_for_one_new_key_cannot_both_commit(
+    postgres_server: PostgresServer,
+) -> None:
+    store = PostgresStore(postgres_server.dsn, table=f"race_{uuid.uuid4().hex[:10]}")
+    both_open = asyncio.Barrier(2)
+
+    async def claim(n: int) -> None:
+        async with store.transaction() as tx:
+            await tx.put(f"effect.{n}", n)
+            await both_open.wait()  # each read "absent" ahead; both are open now
+            assert isinstance(tx, TxHandle)
+            tx.write_at_commit({"inbox.same": n}, new=True)
+
+    try:
+        outcomes = await asyncio.gather(claim(1), claim(2), return_exceptions=True)
+        assert sorted(type(o).__name__ for o in outcomes) == ["ConflictError", "NoneType"]
+        winner = 1 if outcomes[0] is None else 2
+        assert (await store.get("inbox.same")).value == winner  # type: ignore[union-attr]
+        assert await store.get(f"effect.{3 - winner}") is None  # the loser left nothing
+    finally:
+        await store.close()

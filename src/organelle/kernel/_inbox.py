@@ -21,11 +21,14 @@ written after the handler returns: a crash between the two runs the handler
 again on redelivery (at-least-once).
 
 A stream consumer handles a run of records in one transaction
-(``batch``): the inbox rows of the run are read in one ``get_many`` before
-it and written in one ``put_many`` at its end, each handler runs in a
-savepoint of its own (a failing one undoes only its own writes), and the
-transaction commits before the consumer moves the group past the records —
-a crash before that commit undoes the whole run, which then comes again.
+(``batch``): the inbox rows of the run are read in one ``get_many`` at its
+start and written at its end with the commit (SQLite: in the same trip to
+the writer thread, no trip of their own; checked there to be new, as on
+PostgreSQL's READ COMMITTED two racing runs could both miss them at the
+start), each handler runs in a savepoint of its own (a failing one undoes
+only its own writes), and the transaction commits before the consumer
+moves the group past the records — a crash before that commit undoes the
+whole run, which then comes again.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ class StoreInbox:
                         coro.close()
                         return False, None
                     result = await coro
-                    await tx.put(key, 1, ttl_s=self._window_s())
+                    await self._write(store, tx, {key: 1})
                     tx.on_end(lambda committed: committed and self.remember(key))
             except TransactionUnsupportedError:
                 if entered:
@@ -173,14 +176,22 @@ class StoreInbox:
         try:
             keys = {inbox_key(consumer, i) for i in event_ids}
             keys.difference_update(self._recent)
-            found = await tx.get_many(keys) if keys else {}
-            run = _Run(consumer, tx, keys, set(found))
+            # Looked up inside the transaction: a member handling the same ids
+            # meanwhile (a lease that ran out under load) waits for this one on
+            # SQLite's writer and then skips them, rather than running them too.
+            found = set(await tx.get_many(keys)) if keys else set()
+            late = self._late(store)
+            run = _Run(consumer, tx, keys, found)
             token = _RUN.set(run)
             yield
             _RUN.reset(token)
             token = None
             if run.done:
-                await tx.put_many(dict.fromkeys(run.done, 1), ttl_s=self._window_s())
+                rows = dict.fromkeys(run.done, 1)
+                if late is None:
+                    await tx.put_many(rows, ttl_s=self._window_s())
+                else:
+                    late(rows, ttl_s=self._window_s(), new=True)
                 done = list(run.done)
                 tx.on_end(lambda committed: committed and self._remember_all(done))
         except BaseException as exc:
@@ -189,6 +200,26 @@ class StoreInbox:
             await block.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         await block.__aexit__(None, None, None)
+
+    @staticmethod
+    def _late(store: Store) -> Callable[..., None] | None:
+        """The current transaction's ``write_at_commit``: ``None`` in a savepoint or without it."""
+        from organelle.storage import current_tx  # the Store is imported on first use
+
+        inner = getattr(store, "inner", store)  # under the kernel's observing wrapper
+        tx = current_tx(inner)
+        if not getattr(tx, "at_commit", False):
+            return None
+        late: Callable[..., None] = getattr(tx, "write_at_commit")  # noqa: B009 - not a StoreTx name
+        return late
+
+    async def _write(self, store: Store, tx: StoreTx, rows: dict[str, int]) -> None:
+        """Write inbox rows in ``tx``, with its commit where the backend can (no own trip)."""
+        late = self._late(store)
+        if late is None:  # a savepoint of an outer transaction, or a backend without it
+            await tx.put_many(rows, ttl_s=self._window_s())
+        else:
+            late(rows, ttl_s=self._window_s())
 
     def _remember_all(self, keys: list[str]) -> bool:
         for key in keys:

@@ -7,9 +7,11 @@ current transaction) writes as usual, and ``tx.emit`` / ``tx.append`` /
 sending anything. Either all of it commits or none of it does.
 
 Once the transaction commits, the rows are relayed at once (published,
-appended, enqueued); the relayed rows are deleted in batches afterwards
-(``DELETE_AFTER_S``, or when the kernel stops), so a relay costs no durable
-commit of its own. A crash between the commit and the relay leaves the
+appended, enqueued) by one relay task that the commit wakes and that sends,
+in commit order, whatever every commit so far left; the relayed rows are
+deleted in batches afterwards (``DELETE_AFTER_S``, or when the kernel
+stops), so a relay costs no durable commit of its own.
+A crash between the commit and the relay leaves the
 rows: the relay task picks them up when a kernel next runs on that Store
 (and every ``[kernel] outbox_interval_s``), so a committed
 message is sent at least once — and with the id it was given inside the
@@ -127,6 +129,9 @@ class Outbox:
         self._append = append
         self._enqueue = enqueue
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[tuple[str, dict[str, Any]]] = []  # committed, not sent yet
+        self._relayer: asyncio.Task[None] | None = None
+        self._queued: set[str] = set()  # ids handed to the relayer: the sweep leaves them
         self._lock = asyncio.Lock()
         self._sent: set[str] = set()  # relayed; the row is not deleted yet
         self._sweeper: asyncio.Task[None] | None = None
@@ -155,10 +160,26 @@ class Outbox:
                 stx.on_end(lambda committed: committed and self._soon(rows))
 
     def _soon(self, rows: list[tuple[str, dict[str, Any]]]) -> bool:
-        task = asyncio.get_running_loop().create_task(self._relay_rows(rows))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """A commit wakes the relay: one task sends what all commits so far left, in order."""
+        self._pending += rows
+        self._queued.update(row_id for row_id, _ in rows)
+        if self._relayer is None:
+            task = asyncio.get_running_loop().create_task(self._relay_pending())
+            self._relayer = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return True
+
+    async def _relay_pending(self) -> None:
+        try:
+            while self._pending:
+                rows, self._pending = self._pending, []
+                try:
+                    await self._relay_rows(rows)
+                finally:
+                    self._queued.difference_update(row_id for row_id, _ in rows)
+        finally:
+            self._relayer = None
 
     async def settle(self) -> None:
         """Wait for the relays started so far, and delete the rows they sent."""
@@ -209,7 +230,8 @@ class Outbox:
             while True:
                 page = await store.scan(PREFIX, limit=_BATCH, cursor=cursor)
                 rows = [(e.key[len(PREFIX) :], e.value) for e in page.items]
-                sent += await self._send([r for r in rows if r[0] not in self._sent])
+                skip = self._sent, self._queued
+                sent += await self._send([r for r in rows if not any(r[0] in ids for ids in skip)])
                 cursor = page.cursor
                 if not cursor:
                     return sent

@@ -20,13 +20,15 @@ runs in a savepoint of the round's ``BEGIN IMMEDIATE`` and the thread serves
 only its ``Lane`` — one operation at a time, as the event loop sends them
 between its awaits — until the lane commits, rolls back or is aborted.
 Everything else queued meanwhile waits in the main queue, as SQLite's single
-writer demands anyway. The begin is not waited for: the lane's first
-operations queue up behind it and run as soon as the thread gets there.
+writer demands anyway. The begin is not waited for, nor even sent: a lane
+joins the queue with its first operation (one wake-up of the thread, not
+two; a transaction that sends nothing costs the thread nothing).
 
 Transactions commit in groups too: a lane's commit releases its savepoint,
 and the thread goes on with whatever was queued meanwhile (plain writes,
 further transactions) in the same physical transaction, for at most
-``GROUP_S`` or ``MAX_TXS`` transactions, then ``COMMIT`` s once. Every commit
+``tx_group_s`` (``GROUP_S`` unless the owner widens it) or ``MAX_TXS``
+transactions, then ``COMMIT`` s once. Every commit
 future resolves only after that ``COMMIT``; when it fails, every participant
 fails (nothing of the group is on disk). A lane that rolls back undoes only
 its savepoint and is told at once.
@@ -98,6 +100,10 @@ class SqliteThread:
             ``DURABLE`` op) and NORMAL (the rest); else leave it as connected.
         busy_timeout_s: how long ``BEGIN IMMEDIATE`` retries while another
             process holds the write lock.
+        tx_group_s: how long a round that served a transaction takes in more
+            (instead of ``GROUP_S``): each transaction costs the round a trip
+            to the event loop, so under load a short window would commit two
+            or three of them per fsync while more wait.
         on_change: called in the thread itself when a watching poll saw
             another process's commit, before ``on_external`` is posted; it may
             ``submit`` work, which then runs before the event loop hears of it.
@@ -112,10 +118,12 @@ class SqliteThread:
         poll_s: float = 0.00025,
         full_sync: bool = False,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
+        tx_group_s: float = GROUP_S,
         on_change: Callable[[], bool] | None = None,
     ) -> None:
         self._on_change = on_change
         self._busy_timeout_s = busy_timeout_s
+        self._tx_group_s = tx_group_s
         self._full_sync = full_sync
         self._sync_full = full_sync
         self._connect = connect
@@ -155,14 +163,16 @@ class SqliteThread:
         return fut
 
     def begin(self) -> Lane:
-        """Queue a transaction; its operations can be submitted at once (they wait for it).
+        """A transaction; it is queued with its first operation, which waits for its turn.
 
         Whoever calls this must end the lane (``commit``, ``rollback`` or
         ``abort``), or the thread serves it for ever.
         """
-        lane = Lane(self)
+        return Lane(self)
+
+    def _enqueue_lane(self, lane: Lane) -> None:
+        """Queue ``lane`` for its turn (done by its first item: one wake-up, not two)."""
         self._queue.put((cast("Op", lane.run), _TX, lane.slot))
-        return lane
 
     async def stop(self) -> None:
         """Finish what is queued, close the connection, end the thread."""
@@ -272,7 +282,8 @@ class SqliteThread:
         """Whether this round may take in more work before its ``COMMIT``."""
         if not conn.in_transaction:  # SQLite rolled it back (I/O error, full disk)
             return False
-        if txs >= MAX_TXS or time.monotonic() - started > GROUP_S:
+        window = self._tx_group_s if txs else GROUP_S
+        if txs >= MAX_TXS or time.monotonic() - started > window:
             return False
         return not (self._full_sync and not self._sync_full)  # no DURABLE item may join
 
@@ -321,6 +332,13 @@ class Lane:
         # The main queue's items carry a future; a lane's is never resolved (its
         # operations have their own).
         self.slot: asyncio.Future[Any] = thread._loop.create_future()
+        self._queued = False  # queued on the thread with its first item
+
+    def _put(self, item: _LaneItem | None) -> None:
+        self._queue.put(item)
+        if not self._queued:
+            self._queued = True
+            self._thread._enqueue_lane(self)
 
     def submit(self, op: Op, *, mode: int, before: tuple[str, ...] = ()) -> asyncio.Future[Any]:
         """Run ``op`` inside the transaction (``WRITE``: in a savepoint of its own).
@@ -329,7 +347,7 @@ class Lane:
         transaction's own ``SAVEPOINT`` / ``RELEASE`` marks, sent lazily).
         """
         fut: asyncio.Future[Any] = self._thread._loop.create_future()
-        self._queue.put((op, mode, fut, before))
+        self._put((op, mode, fut, before))
         return fut
 
     def commit(self, before: tuple[str, ...] = (), last: Op | None = None) -> asyncio.Future[Any]:
@@ -341,12 +359,17 @@ class Lane:
         return self.submit(last or _nothing, mode=_COMMIT, before=before)
 
     def rollback(self) -> asyncio.Future[Any]:
-        """Roll back."""
+        """Roll back (nothing to undo, no trip, when nothing was sent)."""
+        if not self._queued:
+            fut: asyncio.Future[Any] = self._thread._loop.create_future()
+            fut.set_result(None)
+            return fut
         return self.submit(_nothing, mode=_ROLLBACK)
 
     def abort(self) -> None:
         """Roll back without waiting (the store is closing, or the opener gave up)."""
-        self._queue.put(None)
+        if self._queued:
+            self._queue.put(None)
 
     def run(self, conn: sqlite3.Connection, *, wait_s: float | None) -> _Result | object | None:
         """In the thread, inside the round's transaction: serve the lane until it ends.

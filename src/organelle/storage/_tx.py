@@ -26,7 +26,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from organelle.errors import StorageUnavailableError, TransactionClosedError, TransactionError
+from organelle.errors import (
+    ConflictError,
+    StorageUnavailableError,
+    TransactionClosedError,
+    TransactionError,
+)
 
 if TYPE_CHECKING:
     from organelle.storage.base import ChangeOp, Entry, Page, Store, StoreTx
@@ -80,7 +85,8 @@ class TxCore:
         self.handle = TxHandle(self)
         self._publish = publish
         self._ends: list[Callable[[bool], object]] = []
-        self.late: dict[str, Any] = {}  # written just before the commit (write_at_commit)
+        # written just before the commit (write_at_commit), by (TTL, must be new)
+        self.late: dict[tuple[float | None, bool], dict[str, Any]] = {}
 
     # -- backend hooks ----------------------------------------------------------------
 
@@ -117,24 +123,31 @@ class TxCore:
         """Call ``fn(committed)`` after the transaction ends."""
         self._ends.append(fn)
 
-    def write_at_commit(self, items: Mapping[str, Any]) -> None:
+    def write_at_commit(
+        self, items: Mapping[str, Any], *, ttl_s: float | None = None, new: bool = False
+    ) -> None:
         """Put ``items`` (backend keys) as the last writes of the transaction, at its commit.
 
         Only for the outermost block (a savepoint's rollback would not undo
         them). A backend may send them with the commit itself (SQLite: no
-        extra trip to the writer); a failure fails the commit.
+        extra trip to the writer); a failure fails the commit. ``new``: the
+        commit fails with ``ConflictError`` if one of the keys is live by
+        then (the dedup inbox checks its rows there, not ahead).
         """
-        self.late.update(items)
+        self.late.setdefault((ttl_s, new), {}).update(items)
 
     async def write_late(self) -> None:
-        """Write what ``write_at_commit`` kept (the default: one ``put_many`` before commit)."""
+        """Write what ``write_at_commit`` kept (default: a ``put_many`` per TTL, then commit)."""
         if not self.late:
             return
-        items, self.late = self.late, {}
+        late, self.late = self.late, {}
         token = CURRENT.set(self)
         self.open = True  # the block has ended; these writes are still its own
         try:
-            await self.store.put_many(items)
+            for (ttl_s, new), items in late.items():
+                if new and (found := await self.store.get_many(items)):
+                    raise taken_error(found)
+                await self.store.put_many(items, ttl_s=ttl_s)
         finally:
             self.open = False
             CURRENT.reset(token)
@@ -181,6 +194,15 @@ class TxCore:
                 fn(committed)
             except Exception:
                 log.exception("an on_end callback of a Store transaction failed")
+
+
+def taken_error(keys: Iterable[str]) -> ConflictError:
+    """The error of a ``write_at_commit(..., new=True)`` whose keys were written meanwhile."""
+    taken = sorted(keys)
+    return ConflictError(
+        f"{len(taken)} key(s) written at commit were live already (first: {taken[0]!r})",
+        details={"keys": taken[:10]},
+    )
 
 
 def closed_error() -> TransactionClosedError:
@@ -368,8 +390,15 @@ class TxHandle:
             raise closed_error()
         self._core.on_end(fn)
 
-    def write_at_commit(self, items: Mapping[str, Any]) -> None:
+    @property
+    def at_commit(self) -> bool:
+        """Whether ``write_at_commit`` may be used: the outermost block, still open."""
+        return not self.closed and self._core.open and self._core.handle is self
+
+    def write_at_commit(
+        self, items: Mapping[str, Any], *, ttl_s: float | None = None, new: bool = False
+    ) -> None:
         """See ``TxCore.write_at_commit`` (the outermost block's handle only)."""
         if self.closed or not self._core.open or self._core.handle is not self:
             raise closed_error()
-        self._core.write_at_commit(items)
+        self._core.write_at_commit(items, ttl_s=ttl_s, new=new)

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage._common import WATCH_QUEUE_MAX, BaseStore, prefix_upper
-from organelle.storage._tx import Chg, TxCore, any_tx
+from organelle.storage._tx import CURRENT, Chg, TxCore, any_tx, taken_error
 from organelle.storage.base import Change, Entry, Page, Watch, WatchFeed
 from organelle.storage.retry import retrying
 
@@ -174,6 +174,14 @@ class PostgresStore(BaseStore):
                 f"FROM unnest($1::text[], $2::int2[], $3::bytea[]) AS u(k, d, v) {upsert}",
                 "key, rev",
             ),
+            # put_many of keys that must be new (or expired): a live one is not
+            # written, nor returned (``write_at_commit(new=True)``: the commit fails).
+            "create_many": wrote(
+                f"INSERT INTO {t} (key, {cols}) SELECT k, d, v, nextval({seq}), {exp} "
+                f"FROM unnest($1::text[], $2::int2[], $3::bytea[]) AS u(k, d, v) {upsert} "
+                f"WHERE {t}.expires_at <= {_NOW}",
+                "key, rev",
+            ),
             "create": wrote(
                 f"INSERT INTO {t} (key, {cols}) VALUES ($1, $2, $3, nextval({seq}), {exp}) "
                 f"{upsert} WHERE {t}.expires_at <= {_NOW}",
@@ -291,16 +299,23 @@ class PostgresStore(BaseStore):
         self, items: Mapping[str, Any], *, ttl_s: float | None = None
     ) -> dict[str, int]:
         """Write all ``items`` in one statement (one transaction)."""
+        return await self._put_many(items, ttl_s, "put_many")
+
+    async def _put_many(
+        self, items: Mapping[str, Any], ttl_s: float | None, sql: str
+    ) -> dict[str, int]:
         rows = [(self._key(k), *self._encode(v)) for k, v in items.items()]
         ttl = self._write_ttl(ttl_s)
         if not rows:
             return {}
         keys, kinds, datas = (list(col) for col in zip(*rows, strict=True))
         tx = self._tx()
-        result = await self._call(tx, "fetch", self._sql["put_many"], keys, kinds, datas, ttl)
+        result = await self._call(tx, "fetch", self._sql[sql], keys, kinds, datas, ttl)
         revs: dict[str, int] = {r["key"]: r["rev"] for r in result}
         if tx is not None or self._watchers:
-            self._changed(tx, [(k, kind, data, revs[k], "put") for k, kind, data in rows])
+            self._changed(
+                tx, [(k, kind, data, revs[k], "put") for k, kind, data in rows if k in revs]
+            )
         return revs
 
     async def delete(self, key: str) -> bool:
@@ -548,6 +563,27 @@ class _PgTx(TxCore):
 
     async def rollback(self) -> None:
         await self._finish(self._tr.rollback)
+
+    async def write_late(self) -> None:
+        """The late writes, one statement each; a key that must be new is checked by it.
+
+        ``INSERT … ON CONFLICT`` waits for a concurrent transaction that wrote
+        the same key, so two transactions racing for one new key cannot both
+        commit (a read first, under READ COMMITTED, could let them).
+        """
+        if not self.late:
+            return
+        late, self.late = self.late, {}
+        token = CURRENT.set(self)
+        self.open = True  # the block has ended; these writes are still its own
+        try:
+            for (ttl_s, new), items in late.items():
+                revs = await self._s._put_many(items, ttl_s, "create_many" if new else "put_many")
+                if len(revs) < len(items):
+                    raise taken_error(k for k in items if self._s._key(k) not in revs)
+        finally:
+            self.open = False
+            CURRENT.reset(token)
 
     async def savepoint(self) -> object:
         point = self._conn.transaction()

@@ -32,7 +32,7 @@ from typing import Any, Self, cast
 from organelle.errors import ConfigError, StorageUnavailableError
 from organelle.storage._common import BaseStore, prefix_upper
 from organelle.storage._sqlite_thread import READ, WRITE, Lane, Op, SqliteThread, use_wal
-from organelle.storage._tx import TxCore, any_tx
+from organelle.storage._tx import TxCore, any_tx, taken_error
 from organelle.storage.base import ChangeOp, Entry, Page, Watch
 from organelle.storage.retry import retrying
 
@@ -42,6 +42,9 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _Row = tuple[str, int, bytes, int, float | None]
 _Chg = tuple[str, int | None, bytes | None, int, ChangeOp]
 _CHUNK = 500
+# A round of the writer that served transactions takes in more for this long
+# (plain writes: ``GROUP_S``); it commits at once when nothing more is queued.
+TX_GROUP_S = 0.02
 
 
 def _transient(exc: BaseException) -> bool:
@@ -116,7 +119,10 @@ class SqliteStore(BaseStore):
     async def _start_workers(self) -> None:
         busy = self._busy_ms / 1000
         writer = SqliteThread(
-            lambda: self._connect(write=True), f"sqlite-w:{self.path}", busy_timeout_s=busy
+            lambda: self._connect(write=True),
+            f"sqlite-w:{self.path}",
+            busy_timeout_s=busy,
+            tx_group_s=TX_GROUP_S,
         )
         reader: SqliteThread | None = None
         try:
@@ -237,11 +243,16 @@ class SqliteStore(BaseStore):
         result: dict[str, int] = await self._write(self._put_many_op(items, ttl_s))
         return result
 
-    def _put_many_op(self, items: Mapping[str, Any], ttl_s: float | None) -> Op:
+    def _put_many_op(
+        self, items: Mapping[str, Any], ttl_s: float | None, *, new: bool = False
+    ) -> Op:
+        """The op of ``put_many``; ``new``: it raises ``ConflictError`` if a key is live."""
         encoded = [(self._key(k), *self._encode(v)) for k, v in items.items()]
         ttl = self._write_ttl(ttl_s)
 
         def op(c: sqlite3.Connection) -> tuple[dict[str, int], list[_Chg]]:
+            if new and (taken := self._taken(c, [k for k, _, _ in encoded])):
+                raise taken_error(taken)
             base = self._next_rev(c, len(encoded))
             exp = None if ttl is None else time.time() + ttl
             rows = [(k, kind, data, base + i, exp) for i, (k, kind, data) in enumerate(encoded)]
@@ -249,6 +260,22 @@ class SqliteStore(BaseStore):
             return {r[0]: r[3] for r in rows}, [(k, kd, d, rv, "put") for k, kd, d, rv, _ in rows]
 
         return op
+
+    def _taken(self, c: sqlite3.Connection, keys: list[str]) -> list[str]:
+        """The live keys among ``keys`` (in the writer, inside its transaction)."""
+        taken: list[str] = []
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            taken += [
+                row[0]
+                for row in c.execute(
+                    f"SELECT key FROM {self._t} WHERE key IN ({marks}) "
+                    "AND (expires_at IS NULL OR expires_at > ?)",
+                    (*chunk, time.time()),
+                )
+            ]
+        return taken
 
     def _delete_op(self, keys: list[str]) -> Op:
         def op(c: sqlite3.Connection) -> tuple[int, list[_Chg]]:
@@ -427,8 +454,9 @@ class _SqliteTx(TxCore):
     async def write_late(self) -> None:
         """Send the late writes with the commit: no trip to the writer of their own."""
         if self.late:
-            items, self.late = self.late, {}
-            self._late_op = self._s._put_many_op(items, None)
+            late, self.late = self.late, {}
+            ops = [self._s._put_many_op(items, ttl, new=new) for (ttl, new), items in late.items()]
+            self._late_op = ops[0] if len(ops) == 1 else _chain(ops)
 
     async def rollback(self) -> None:
         self._s._txs.discard(self)
@@ -457,3 +485,17 @@ class _SqliteTx(TxCore):
     async def rollback_to(self, mark: object) -> None:
         if not self._unsent(mark):
             self._marks += [f"ROLLBACK TO {mark}", f"RELEASE {mark}"]
+
+
+def _chain(ops: list[Op]) -> Op:
+    """One op running ``ops`` in order: the last result, every op's changes."""
+
+    def op(conn: sqlite3.Connection) -> tuple[Any, list[_Chg]]:
+        result: Any = None
+        changes: list[_Chg] = []
+        for one in ops:
+            result, more = one(conn)
+            changes += more
+        return result, changes
+
+    return op
