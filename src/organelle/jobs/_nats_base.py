@@ -70,6 +70,9 @@ class _NatsJobsBase:
         self._surveyed_at = -SURVEY_S  # monotonic time of the last survey made while watching
         self._watching = False
         self._deferred: dict[str, float] = {}
+        # Jobs this queue enqueued, by id -> (name, run_at), until a claim here takes
+        # them (or FRESH_S passes: another node's worker took them): ``next_due``.
+        self._fresh: dict[str, tuple[str, float]] = {}
         self._wake = asyncio.Event()
 
     async def open(self) -> Self:

@@ -32,6 +32,8 @@ from organelle.jobs.base import Lease, NewJob
 SEQ = 1_000_000  # token = stream sequence * SEQ + delivery count
 REV_HEADER = "Organelle-Rev"  # the KV revision of the record a job message was published from
 RESERVE_GRACE_S = 10.0  # how long a fresh idempotency key may wait for its record
+FRESH_S = 10.0  # how long next_due counts a job enqueued here that no claim here took
+FRESH_MAX = 10_000  # jobs remembered so; a producer with no worker here never claims them
 
 
 class _NatsClaims(_NatsRecords):
@@ -76,6 +78,9 @@ class _NatsClaims(_NatsRecords):
             await self._republish(jid)
             return jid
         await self._publish(rec, rev, jid)
+        self._fresh[jid] = (job.name, job.run_at or now)
+        if len(self._fresh) > FRESH_MAX:  # dicts keep insertion order: the oldest goes
+            del self._fresh[next(iter(self._fresh))]
         return jid
 
     async def _publish(self, rec: dict[str, Any], rev: int, msg_id: str) -> None:
@@ -239,6 +244,7 @@ class _NatsClaims(_NatsRecords):
             await msg.nak(delay=rec["run_at"] - now)
             return None
         self._deferred.pop(rec["id"], None)
+        self._fresh.pop(rec["id"], None)
         # The server redelivers after the consumer's ack_wait: heartbeat at least that often.
         lease_s = min(float(rec.get("lease_s") or ack_wait_s), ack_wait_s)
         rec.update(
@@ -273,12 +279,21 @@ class _NatsClaims(_NatsRecords):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
         self._wake.clear()
 
-    async def next_due(self, names: Collection[str]) -> float | None:  # noqa: ARG002
-        """Earliest run time of a delayed job this queue has seen (redeliveries are not known)."""
+    async def next_due(self, names: Collection[str]) -> float | None:
+        """Earliest run time of a job this queue has seen and not yet claimed.
+
+        Delayed jobs and retries it deferred, and jobs of ``names`` it enqueued
+        itself and no claim here took yet (a job another node's worker took is
+        forgotten after ``FRESH_S``). Redeliveries are not known.
+        """
         now = self.clock()
         for jid in [j for j, t in self._deferred.items() if t < now - 60]:
             del self._deferred[jid]
-        return min(self._deferred.values(), default=None)
+        for jid in [j for j, (_, t) in self._fresh.items() if t < now - FRESH_S]:
+            del self._fresh[jid]
+        wanted = set(names)
+        fresh = [t for name, t in self._fresh.values() if name in wanted]
+        return min([*self._deferred.values(), *fresh], default=None)
 
     async def backlog(self, names: Collection[str] | None = None) -> dict[str, int]:
         """Jobs published and not yet delivered, per name (retries waiting are not counted).
