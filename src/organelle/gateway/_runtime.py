@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from organelle.auth.base import Principal
-from organelle.auth.factory import Credentials, PrincipalFactory
+from organelle.auth.factory import Credentials, JwtPrincipals, PrincipalFactory
 from organelle.codec import _enc_hook
 from organelle.config.policy import BreakerPolicy, CallRetryPolicy, Policy
 from organelle.errors import (
@@ -119,6 +119,8 @@ class Runtime:
         self.kernel = kernel
         self.config = config
         self.factory = factory
+        # JWT alone (the common case) is checked without a Credentials object or an await.
+        self.bearer = factory if isinstance(factory, JwtPrincipals) else None
         self.middleware = tuple(middleware)
         self.limiter = limiter
         self.cache = cache
