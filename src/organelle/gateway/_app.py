@@ -164,18 +164,18 @@ class RouteFirst:
 
     def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         if self.direct and scope["type"] == "http":
-            for route in self.routes:
+            for route in self.routes:  # as Starlette's router: the first full match wins
                 match, child = route.matches(scope)
-                if match is Match.NONE:
-                    continue
-                if match is Match.FULL and isinstance(route, Route):
+                if match is not Match.FULL:
+                    continue  # no match, or another method on this path (405 if nothing else)
+                if isinstance(route, Route):
                     endpoint = route.endpoint
                     if type(endpoint) is Endpoint and route.app is endpoint:
                         scope["app"] = self.app
                         scope["route"] = route
                         scope.update(child)
                         return endpoint(scope, receive, send)
-                break  # a partial match (405?) or another kind of route: Starlette decides
+                break  # another kind of route: Starlette serves it
         return self.app(scope, receive, send)
 
 
