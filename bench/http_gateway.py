@@ -223,6 +223,9 @@ def wait_ready(
             r = httpx.get(f"http://127.0.0.1:{port}/items/42", headers=headers, timeout=5)
             if r.status_code == 200 and r.json() == BODY:
                 return
+            if r.status_code == 503:
+                time.sleep(0.1)
+                continue
             raise PortTakenError(f"server on {port} answered {r.status_code} {r.text!r}")
         except httpx.TransportError:
             time.sleep(0.1)
