@@ -190,3 +190,98 @@ def test_the_jwt_secret_is_masked_in_config_dumps() -> None:
     }
     kernel = Kernel([Gateway], cfg)
     assert SECRET not in json.dumps(kernel.config_dump(), default=str)
+
+
+def hs256(**overrides: Any) -> str:
+    return jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+
+
+def hs_verifier(**options: Any) -> JwtVerifier:
+    return JwtVerifier(
+        algorithms=["HS256"], secret=SECRET, issuer=ISSUER, audience=AUDIENCE, **options
+    )
+
+
+def test_the_cache_is_a_bounded_lru() -> None:
+    v = hs_verifier(cache_size=2)
+    a, b, c = hs256(sub="a"), hs256(sub="b"), hs256(sub="c")
+    first_a, first_b = v.verify(a), v.verify(b)
+    assert v.verify(a) is first_a  # a is now the most recently used
+    v.verify(c)  # evicts b, the least recently used
+    assert v.verify(a) is first_a
+    again_b = v.verify(b)
+    assert again_b == first_b
+    assert again_b is not first_b  # verified anew
+
+
+def test_cache_size_zero_verifies_every_time() -> None:
+    v = hs_verifier(cache_size=0)
+    token = hs256()
+    assert v.verify(token) is not v.verify(token)
+    with pytest.raises(ConfigError):
+        hs_verifier(cache_size=-1)
+
+
+def test_a_revoked_token_is_refused_even_when_cached() -> None:
+    denied: set[str] = set()
+    v = hs_verifier(revoked=lambda c: c.get("jti") in denied)
+    token = hs256(jti="t-1")
+    assert v.verify(token)["jti"] == "t-1"
+    assert v.verify(token)["jti"] == "t-1"  # now served from the cache
+    denied.add("t-1")
+    with pytest.raises(UnauthenticatedError, match="revoked"):
+        v.verify(token)
+    assert v.verify(hs256(jti="t-2"))["jti"] == "t-2"  # others still get in
+
+
+def test_a_cached_token_is_refused_before_its_nbf() -> None:
+    v = hs_verifier(leeway_s=0)
+    token = hs256(nbf=int(time.time()) + 600)
+    for _ in range(2):  # not cached as valid by the first refusal
+        with pytest.raises(UnauthenticatedError):
+            v.verify(token)
+
+
+async def test_jwt_principals_reuse_a_principal_only_for_the_same_verification() -> None:
+    from organelle.auth.factory import AuthConfig, Credentials, JwtPrincipals, principal_factory
+
+    config = AuthConfig.model_validate(
+        {
+            "jwt": {
+                "algorithms": ["HS256"],
+                "secret": SECRET,
+                "issuer": ISSUER,
+                "audience": AUDIENCE,
+                "revoked": "tests.auth.test_jwt:is_revoked",
+            }
+        }
+    )
+    factory = principal_factory(config)
+    assert isinstance(factory, JwtPrincipals)
+    token = hs256(jti="p-1", roles=["reader"])
+    creds = Credentials(authorization=f"Bearer {token}")
+    first = await factory(creds)
+    assert first is not None
+    assert first.roles == frozenset({"reader"})
+    assert await factory(creds) is first
+    REVOKED.add("p-1")
+    try:
+        with pytest.raises(UnauthenticatedError, match="revoked"):
+            await factory(creds)
+    finally:
+        REVOKED.discard("p-1")
+    assert config.jwt is not None
+    options = {**config.jwt.model_dump(), "secret": SECRET, "cache_size": 0}
+    uncached = principal_factory(AuthConfig.model_validate({"jwt": options}))
+    assert uncached is not None
+    one, two = await uncached(creds), await uncached(creds)
+    assert one == two
+    assert one is not two
+
+
+REVOKED: set[str] = set()
+
+
+def is_revoked(claims: Any) -> bool:
+    """A ``jti`` deny-list, named by config as ``tests.auth.test_jwt:is_revoked``."""
+    return claims.get("jti") in REVOKED

@@ -149,3 +149,35 @@ async def test_cors_preflight_and_headers() -> None:
 async def test_gateway_starts_after_every_module_and_stops_first() -> None:
     async with serve(Things) as (kernel, _):
         assert kernel.check()[-1] == ["gateway"]
+
+
+class _Stamp:
+    """A raw ASGI middleware that stamps every response it sees."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def stamped(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], (b"x-stamp", b"1")]
+            await send(message)
+
+        await self.app(scope, receive, send if scope["type"] != "http" else stamped)
+
+
+async def test_routes_sharing_a_path_and_asgi_middleware_see_every_request() -> None:
+    from starlette.middleware import Middleware
+
+    async with serve(Things, gateway=AUTH) as (_, client):
+        admin = bearer(rs256(roles=["admin"]))
+        assert (await client.get("/things/1")).json()["id"] == 1  # the first route on the path
+        assert (await client.delete("/things/1", headers=admin)).status_code == 200  # the second
+        assert "x-stamp" not in (await client.get("/things/1")).headers
+    async with serve(Things, asgi_middleware=[Middleware(_Stamp)]) as (_, client):
+        for r in (
+            await client.get("/things/1"),
+            await client.get("/nowhere"),
+            await client.put("/things/1"),
+        ):
+            assert r.headers["x-stamp"] == "1", r.status_code

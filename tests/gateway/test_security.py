@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from organelle import ForbiddenError, UnauthenticatedError
 from organelle.auth import Principal
 from organelle.auth.api_keys import hash_key
+from organelle.testing import eventually
 from tests.auth.test_jwt import FORGED
 from tests.gateway.apps import RBAC, RS256_AUTH, Things, bearer, rs256, serve
 
@@ -90,3 +92,30 @@ async def test_custom_factory_callable() -> None:
         r = await client.get("/whoami", headers={"x-user": "linus"})
         assert r.json()["id"] == "linus"
         assert (await client.get("/whoami")).status_code == 401
+
+
+REVOKED: set[str] = set()
+
+
+def is_revoked(claims: Any) -> bool:
+    """The deny-list the gateway below names in config."""
+    return claims.get("jti") in REVOKED
+
+
+async def test_a_revoked_or_expired_token_is_401_although_it_was_cached() -> None:
+    jwt_config = {**RS256_AUTH["jwt"], "revoked": "tests.gateway.test_security:is_revoked"}
+    async with serve(Things, gateway={"auth": {"jwt": jwt_config}}) as (_, client):
+        token = bearer(rs256(jti="http-1"))
+        for _ in range(3):  # verified once, then from the cache
+            assert (await client.get("/whoami", headers=token)).status_code == 200
+        REVOKED.add("http-1")
+        r = await client.get("/whoami", headers=token)
+        assert r.status_code == 401, r.text
+        assert "revoked" in r.json()["error"]["message"]
+        short = bearer(rs256(jti="http-2", exp=int(time.time()) + 1))  # leeway_s is 5
+        assert (await client.get("/whoami", headers=short)).status_code == 200
+
+        async def refused() -> None:
+            assert (await client.get("/whoami", headers=short)).status_code == 401
+
+        await eventually(refused, timeout_s=10, interval_s=0.2)

@@ -55,7 +55,12 @@ class PrincipalFactory(Protocol):
 
 
 class JwtPrincipals:
-    """Principals from ``Authorization: Bearer <jwt>``; claims name the id and roles."""
+    """Principals from ``Authorization: Bearer <jwt>``; claims name the id and roles.
+
+    The verifier is asked on every request (expiry, revocation); when it hands
+    back the very claims object it returned last time for that token (its
+    cache), the principal built from them then is reused too.
+    """
 
     def __init__(
         self,
@@ -69,16 +74,34 @@ class JwtPrincipals:
         self.id_claim = id_claim
         self.roles_claim = roles_claim
         self.principal_type = principal_type
+        self._built: dict[str, tuple[Mapping[str, Any], Principal]] = {}
+        self._max = max(0, int(getattr(verifier, "cache_size", 0)))
 
     async def __call__(self, credentials: Credentials, /) -> Principal | None:
         """Verify the bearer token, if any."""
         auth = credentials.authorization
         if auth is None:
             return None
-        scheme, _, token = auth.partition(" ")
+        return self.principal(auth)
+
+    def principal(self, authorization: str) -> Principal | None:
+        """The principal of an ``Authorization`` header value (``None``: not a bearer token)."""
+        scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer":
             return None
-        claims = self.verifier.verify(token.strip())
+        token = token.strip()
+        claims = self.verifier.verify(token)
+        built = self._built.get(token)
+        if built is not None and built[0] is claims:
+            return built[1]
+        principal = self._build(claims)
+        if self._max:
+            if len(self._built) >= self._max:
+                del self._built[next(iter(self._built))]
+            self._built[token] = (claims, principal)
+        return principal
+
+    def _build(self, claims: Mapping[str, Any]) -> Principal:
         ident = claims.get(self.id_claim)
         if not isinstance(ident, str) or not ident:
             raise UnauthenticatedError(f"invalid token: no {self.id_claim!r} claim")
@@ -164,6 +187,10 @@ class JwtConfig(BaseModel):
     typ: str | None = None
     id_claim: str = "sub"
     roles_claim: str = "roles"
+    cache_size: int = Field(default=10_000, ge=0)
+    """Verified tokens kept until they expire (LRU); 0 verifies every request."""
+    revoked: str | None = None
+    """``"package.module:callable"``: ``revoked(claims) -> bool``, asked on every request."""
 
 
 class RbacConfig(BaseModel):
@@ -222,7 +249,13 @@ def _jwt(cfg: JwtConfig, base: Path) -> JwtPrincipals:
         "leeway_s": cfg.leeway_s,
         "require": cfg.require,
         "typ": cfg.typ,
+        "cache_size": cfg.cache_size,
     }
+    if cfg.revoked:
+        revoked = import_object(cfg.revoked, where="auth.jwt.revoked")
+        if not callable(revoked):
+            raise ConfigError(f"auth.jwt.revoked: {cfg.revoked!r} is not callable")
+        options["revoked"] = revoked
     if cfg.jwks_file:
         verifier = JwtVerifier.from_jwks_file(base / cfg.jwks_file, **options)
     else:

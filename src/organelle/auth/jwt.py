@@ -4,15 +4,19 @@ Every failure, whatever its kind (bad base64, wrong key type, an exception
 inside the crypto library), becomes ``UnauthenticatedError``: a forged token
 must never turn into a 500. Keys come from config or a local JWKS file; the
 ``jku`` / ``x5u`` / ``jwk`` headers are never followed (SSRF, key injection).
-Verified tokens are cached until they expire, since an HTTP client sends the
-same token many times and signature checks dominate the cost of a request.
+
+Verified tokens are kept in a bounded LRU until they expire (``exp`` plus the
+leeway; not before ``nbf``), since an HTTP client sends the same token many
+times and PyJWT's checks cost several times the rest of a request. A cached
+token is still refused once it expires, and the ``revoked`` check runs on
+every request, cached or not.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ ASYMMETRIC = frozenset(
 )
 MAX_TOKEN_BYTES = 8192
 MIN_SECRET_BYTES = 32  # RFC 8725 §3.5: HMAC keys need real entropy
-_CACHE_MAX = 10_000
+CACHE_SIZE = 10_000
 
 
 class JwtVerifier:
@@ -46,6 +50,11 @@ class JwtVerifier:
         leeway_s: clock skew allowed on ``exp`` / ``nbf`` / ``iat``.
         require: claims that must be present (``exp`` always is).
         typ: required ``typ`` header (e.g. ``"at+jwt"``), compared case-insensitively.
+        cache_size: how many verified tokens to keep (least recently used go first);
+            0 verifies every token every time.
+        revoked: ``revoked(claims) -> bool``, asked on every request (a ``jti``
+            deny-list, a logout time per user); a revoked token is refused even
+            when it is cached.
     """
 
     def __init__(
@@ -60,8 +69,12 @@ class JwtVerifier:
         leeway_s: float = 30.0,
         require: Iterable[str] = ("exp",),
         typ: str | None = None,
+        cache_size: int = CACHE_SIZE,
+        revoked: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> None:
         self.algorithms = frozenset(algorithms)
+        if cache_size < 0:
+            raise ConfigError("auth.jwt.cache_size must be 0 or more")
         _check_algorithms(self.algorithms)
         if not 0 <= leeway_s <= 300:  # noqa: PLR2004 - RFC 7519: "a few minutes" at most
             raise ConfigError("auth.jwt.leeway_s must be between 0 and 300 seconds")
@@ -80,6 +93,10 @@ class JwtVerifier:
             self._key = _public_key(public_key)
         else:
             raise ConfigError("auth.jwt: asymmetric algorithms need public_key or jwks_file")
+        self._allowed = sorted(self.algorithms)
+        self.cache_size = cache_size
+        self.revoked = revoked
+        # token -> (claims, not before, expires); insertion order is recency order
         self._cache: dict[str, tuple[dict[str, Any], float, float]] = {}
 
     @classmethod
@@ -97,13 +114,13 @@ class JwtVerifier:
         Raises:
             UnauthenticatedError: for any problem with the token.
         """
-        now = time.time()
-        hit = self._cache.get(token)
+        hit = self._cache.pop(token, None)
         if hit is not None:
             claims, not_before, expires = hit
-            if not_before <= now < expires:
+            if not_before <= time.time() < expires:
+                self._cache[token] = hit  # most recently used: last
+                self._check_revoked(claims)
                 return claims
-            del self._cache[token]
         try:
             claims = self._decode(token)
         except UnauthenticatedError:
@@ -112,29 +129,41 @@ class JwtVerifier:
             raise UnauthenticatedError("token expired") from None
         except Exception as exc:  # any failure of any kind is a bad token, never a 500
             raise UnauthenticatedError(f"invalid token: {_reason(exc)}") from None
-        self._remember(token, claims)
+        self._check_revoked(claims)
+        if self.cache_size:
+            self._remember(token, claims)
         return claims
+
+    def _check_revoked(self, claims: Mapping[str, Any]) -> None:
+        if self.revoked is not None and self.revoked(claims):
+            raise UnauthenticatedError("token revoked")
 
     def _decode(self, token: str) -> dict[str, Any]:
         if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
             raise UnauthenticatedError("invalid token: too long")
-        header = jwt.get_unverified_header(token)
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.algorithms:
-            raise UnauthenticatedError("invalid token: algorithm not allowed")
-        if "crit" in header:
-            raise UnauthenticatedError("invalid token: unsupported critical header")
-        if self.typ is not None and _typ(header.get("typ")) != self.typ:
-            raise UnauthenticatedError("invalid token: wrong type")
-        claims: dict[str, Any] = jwt.decode(
+        if self._jwks:  # the key depends on the header's kid: read it first
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg")
+            if not isinstance(alg, str) or alg not in self.algorithms:
+                raise UnauthenticatedError("invalid token: algorithm not allowed")
+            key, allowed = self._key_for(header, alg), [alg]
+        else:  # one key: PyJWT pins the algorithm and parses the token once
+            key, allowed = self._key, self._allowed
+        decoded = jwt.decode_complete(
             token,
-            self._key_for(header, alg),
-            algorithms=[alg],
+            key,
+            algorithms=allowed,
             audience=self.audience,
             issuer=self.issuer,
             leeway=self.leeway_s,
             options={"require": self.require, "verify_aud": self.audience is not None},
         )
+        header = decoded["header"]
+        if "crit" in header:
+            raise UnauthenticatedError("invalid token: unsupported critical header")
+        if self.typ is not None and _typ(header.get("typ")) != self.typ:
+            raise UnauthenticatedError("invalid token: wrong type")
+        claims: dict[str, Any] = decoded["payload"]
         return claims
 
     def _key_for(self, header: Mapping[str, Any], alg: str) -> Any:
@@ -154,8 +183,9 @@ class JwtVerifier:
         exp, nbf = claims.get("exp"), claims.get("nbf")
         if not isinstance(exp, (int, float)):
             return
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
+        cache = self._cache
+        while len(cache) >= self.cache_size:
+            del cache[next(iter(cache))]  # the least recently used
         start = nbf - self.leeway_s if isinstance(nbf, (int, float)) else float("-inf")
         self._cache[token] = (claims, start, exp + self.leeway_s)
 

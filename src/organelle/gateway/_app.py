@@ -3,10 +3,18 @@
 Starlette provides routing (path templates, 405 with ``Allow``), CORS and
 the middleware stack; each route's endpoint is our plain ASGI callable.
 Unknown paths and methods answer with the same JSON error shape as the rest.
+
+Without ASGI middleware, a request whose first full match is a route of
+ours goes straight to its endpoint (``RouteFirst``): the endpoint answers
+every error itself, so Starlette's error and exception layers (two
+coroutines and two ``send`` wrappers a request) have nothing to do there.
+Everything else — 404, 405, the dashboard, docs, WebSocket — takes the full
+Starlette app, which matches the same routes in the same order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -16,7 +24,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 
 from organelle.gateway._aggregate import AggregateEndpoint
 from organelle.gateway._endpoint import Endpoint
@@ -33,7 +41,7 @@ if TYPE_CHECKING:
     from organelle.gateway._table import RouteEntry
     from organelle.module import Module
 
-__all__ = ["build_app"]
+__all__ = ["RouteFirst", "build_app"]
 
 _CODES = {404: "organelle.not_found", 405: "organelle.method_not_allowed"}
 
@@ -76,7 +84,7 @@ def build_app(
     rbac: Rbac | None,
     asgi_middleware: Sequence[Middleware] = (),
     modules: Sequence[type[Module]] = (),
-) -> Starlette:
+) -> RouteFirst:
     """The ASGI app serving ``entries`` plus the gateway's own endpoints.
 
     ``modules`` are the classes ``/asyncapi.json`` describes: those running
@@ -137,7 +145,38 @@ def build_app(
             ),
         )
     handlers: dict[Any, Any] = {HTTPException: _http_error}
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+    return RouteFirst(app, direct=not middleware)
+
+
+class RouteFirst:
+    """The Starlette app, with a shortcut from a matching route of ours to its endpoint.
+
+    ``direct=False`` (ASGI middleware must see every request) turns the shortcut off.
+    """
+
+    __slots__ = ("app", "direct", "routes")
+
+    def __init__(self, app: Starlette, *, direct: bool) -> None:
+        self.app = app
+        self.direct = direct
+        self.routes = app.router.routes
+
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        if self.direct and scope["type"] == "http":
+            for route in self.routes:  # as Starlette's router: the first full match wins
+                match, child = route.matches(scope)
+                if match is not Match.FULL:
+                    continue  # no match, or another method on this path (405 if nothing else)
+                if isinstance(route, Route):
+                    endpoint = route.endpoint
+                    if type(endpoint) is Endpoint and route.app is endpoint:
+                        scope["app"] = self.app
+                        scope["route"] = route
+                        scope.update(child)
+                        return endpoint(scope, receive, send)
+                break  # another kind of route: Starlette serves it
+        return self.app(scope, receive, send)
 
 
 class _AsyncApi:

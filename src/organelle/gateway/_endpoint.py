@@ -144,6 +144,8 @@ class Endpoint:
         self.rate_key = rate_key
         self.cache_ttl_s = cache_ttl_s if rt.cache is not None else None
         self.layers = (*rt.middleware, *middleware)
+        self.module = target.partition(".")[0]
+        self.limited = rate is not None and rt.limiter is not None
         self._outer: tuple[Middleware, ...] | None = None  # the kernel's, when last composed
         self._chain: CallNext | None = None
 
@@ -176,10 +178,17 @@ class Endpoint:
         rt = self.rt
         try:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            principal = None if rt.factory is None else await rt.authenticate(scope, headers)
-            if self.rate is not None and rt.limiter is not None:
-                await rt.limiter.hit(
-                    self.rate, self.target, self._rate_id(principal, scope, headers)
+            bearer = rt.bearer
+            if bearer is not None:  # JWT alone: no Credentials object, no await
+                auth = headers.get("authorization")
+                principal = None if auth is None else bearer.principal(auth)
+            else:
+                principal = None if rt.factory is None else await rt.authenticate(scope, headers)
+            if self.limited:
+                await rt.limiter.hit(  # type: ignore[union-attr] # limited: both are set
+                    self.rate,  # type: ignore[arg-type]
+                    self.target,
+                    self._rate_id(principal, scope, headers),
                 )
             key = None
             if self.cache_ttl_s is not None and rt.cache is not None:
@@ -203,24 +212,7 @@ class Endpoint:
                     self.target, params, principal, self.timeout_s, trace_meta(headers)
                 )
             else:
-                request = HttpCall(
-                    scope["method"],
-                    scope["path"],
-                    principal,
-                    headers,
-                    rt.client_of(scope, headers),
-                    self.spec,
-                )
-                ctx = root_context(
-                    time.monotonic() + self.timeout_s,
-                    meta=trace_meta(headers),
-                    principal=principal,
-                )
-                module = self.target.partition(".")[0]
-                inv = Invocation(
-                    "http", self.target, module, params, None, ctx, self._call, request=request
-                )
-                result = await run_invocation(chain, inv)
+                result = await self._through(chain, scope, headers, principal, params)
             payload = rt.encode(result)
             if key is not None and self.cache_ttl_s is not None and rt.cache is not None:
                 await rt.cache.put(key, payload, self.cache_ttl_s)
@@ -233,3 +225,28 @@ class Endpoint:
             await send_json(send, status, body_bytes, extra)
             return
         await send_json(send, self.status, payload)
+
+    def _through(
+        self,
+        chain: CallNext,
+        scope: Scope,
+        headers: dict[str, str],
+        principal: Principal | None,
+        params: dict[str, Any],
+    ) -> Awaitable[Any]:
+        """Run the request through the middleware onion as an ``"http"`` invocation."""
+        request = HttpCall(
+            scope["method"],
+            scope["path"],
+            principal,
+            headers,
+            self.rt.client_of(scope, headers),
+            self.spec,
+        )
+        ctx = root_context(
+            time.monotonic() + self.timeout_s, meta=trace_meta(headers), principal=principal
+        )
+        inv = Invocation(
+            "http", self.target, self.module, params, None, ctx, self._call, request=request
+        )
+        return run_invocation(chain, inv)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from organelle.auth.base import Principal
-from organelle.auth.factory import Credentials, PrincipalFactory
+from organelle.auth.factory import Credentials, JwtPrincipals, PrincipalFactory
 from organelle.codec import _enc_hook
 from organelle.config.policy import BreakerPolicy, CallRetryPolicy, Policy
 from organelle.errors import (
@@ -119,6 +119,8 @@ class Runtime:
         self.kernel = kernel
         self.config = config
         self.factory = factory
+        # JWT alone (the common case) is checked without a Credentials object or an await.
+        self.bearer = factory if isinstance(factory, JwtPrincipals) else None
         self.middleware = tuple(middleware)
         self.limiter = limiter
         self.cache = cache
@@ -179,22 +181,33 @@ class Runtime:
             return False
         return True
 
-    async def invoke(
+    def invoke(
         self,
         target: str,
         params: dict[str, Any],
         principal: Principal | None,
         timeout_s: float,
         meta: dict[str, Any] | None = None,
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """Call through the kernel with the principal; remote calls get retries and a breaker.
 
         ``meta`` carries what the request says about the trace (``traceparent``).
+        A local call is the kernel's own awaitable (no coroutine of ours around it).
         """
         if self.is_local(target.partition(".")[0]):
-            return await self.kernel.call_with(
+            return self.kernel.call_with(
                 target, params, timeout_s=timeout_s, principal=principal, meta=meta
             )
+        return self._remote(target, params, principal, timeout_s, meta)
+
+    async def _remote(
+        self,
+        target: str,
+        params: dict[str, Any],
+        principal: Principal | None,
+        timeout_s: float,
+        meta: dict[str, Any] | None,
+    ) -> Any:
         try:
             return await self.kernel.call_with(
                 target, params, timeout_s=timeout_s, principal=principal, meta=meta, caller=CALLER
