@@ -308,3 +308,30 @@ async def test_middleware_can_short_circuit_and_order_is_onion() -> None:
         assert await k.call("m.f") == "ran"
         assert await k.call("m.f", blocked=True) == "denied"
     assert order[:5] == ["in:a", "in:b", "handler", "out:b", "out:a"]
+
+
+async def test_a_call_while_starting_says_starting_not_draining() -> None:
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    class Late(Module):
+        name = "late"
+
+        async def on_start(self) -> None:
+            entered.set()
+            await gate.wait()
+
+        @rpc
+        async def ping(self) -> str:
+            return "pong"
+
+    k = Kernel([Late])
+    start = asyncio.create_task(k.start())
+    await entered.wait()
+    with pytest.raises(UnavailableError, match="kernel is starting"):
+        await k.call("late.ping")
+    gate.set()
+    await start
+    assert await k.call("late.ping") == "pong"
+    await k.stop()
+    with pytest.raises(UnavailableError, match="not running"):
+        await k.call("late.ping")

@@ -113,6 +113,7 @@ class Dispatcher:
         self._call_timeout_s = settings().call_timeout_s
         self._accepting_now = False  # read directly on the Python hot path
         self.running = False
+        self.starting = False  # running, not yet accepting: says "starting", not "draining"
         self._inflight = 0
         self._caller: Any = None  # speedups.Caller, when the C path serves call and emit
         self._factory: EnvelopeFactory | None = None
@@ -936,7 +937,7 @@ class Dispatcher:
         )
 
     def _closed(self) -> UnavailableError:
-        state = "draining" if self.running else "not running"
+        state = "starting" if self.starting else "draining" if self.running else "not running"
         return UnavailableError(f"kernel is {state}; not taking new calls or events")
 
 

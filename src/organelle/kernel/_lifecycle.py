@@ -121,7 +121,7 @@ class Lifecycle:
                 return
             levels = self.slots.levels = self.check()
             self.bus.start()
-            self.dispatcher.running = True
+            self.dispatcher.running = self.dispatcher.starting = True
             # What the process held before the start is not rescanned by every full
             # collection the start triggers: with it, the per-module cost of a start
             # grew with the number of modules (5,000 cost 3-5x what 10 did). Only when
@@ -150,10 +150,11 @@ class Lifecycle:
             except BaseException:
                 if thaw:
                     gc.unfreeze()
-                self.dispatcher.running = False
+                self.dispatcher.running = self.dispatcher.starting = False
                 await self._unwind(levels)
                 raise
             self.dispatcher.accepting = True
+            self.dispatcher.starting = False
             self.started_at = time.time()
             if self.settings().gc_freeze:
                 gc.freeze()  # what start built lives as long as the process: stop rescanning it
