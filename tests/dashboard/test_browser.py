@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from organelle import Kernel, Module, job, rpc
 from organelle.auth.api_keys import hash_key
 from organelle.gateway import Gateway
+from organelle.testing import eventually
 
 pytestmark = pytest.mark.timeout(60)
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
@@ -174,7 +175,8 @@ async def test_a_flag_is_changed_from_the_page_and_a_cancel_changes_nothing() ->
             "[...document.querySelectorAll('#flags-table .changed')]"
             ".some((e) => e.textContent === '25')"
         )
-        assert desk.flags.discount_pct == 25
+        # The page reads the Store; the module's cache follows its watch a moment later.
+        await eventually(lambda: desk.flags.discount_pct == 25, timeout_s=5)
     assert errors == []
 
 

@@ -174,8 +174,11 @@ class Outbox:
         try:
             while self._pending:
                 rows, self._pending = self._pending, []
+                # A sweep whose scan read a row between its commit and this hand-over
+                # sent it already: not twice.
+                fresh = [r for r in rows if r[0] not in self._sent]
                 try:
-                    await self._relay_rows(rows)
+                    await self._relay_rows(fresh)
                 finally:
                     self._queued.difference_update(row_id for row_id, _ in rows)
         finally:
