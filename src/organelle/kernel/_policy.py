@@ -459,7 +459,7 @@ class Guard(_GuardCore):
         policy = self.policy.breaker
         assert policy  # noqa: S101 - per_node implies a breaker
         found = self.nodes.get(node)
-        if found is None or found.policy != policy:
+        if found is None or (found.policy is not policy and found.policy != policy):
             key = f"{self.breaker.key if self.breaker else self.target}@{node}"
             found = self.nodes[node] = self.owner.breaker(key, policy)
         return found
@@ -720,7 +720,7 @@ class Policies:
     def breaker(self, key: str, policy: BreakerPolicy) -> Breaker:
         """The breaker of ``key`` (a target, or ``target@node``), kept while its policy stands."""
         found = self.breakers.get(key)
-        if found is None or found.policy != policy:
+        if found is None or (found.policy is not policy and found.policy != policy):
             found = self.breakers[key] = Breaker(key, policy, self._changed)
         return found
 

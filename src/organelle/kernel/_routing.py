@@ -274,7 +274,10 @@ class Routing:
                 return await self._transport().request(target, params, ctx)
         module = target.partition(".")[0]
         table = self.tables.get(module)
-        if table is not None and table.mirror is not None:
+        if table is None:
+            if chosen:  # a policy's per-node call with no weights to count: one frame less
+                return await self.send_to(node, target, params, ctx)
+        elif table.mirror is not None:
             self._mirror(table, target, params, ctx)
         if chosen:
             return await self._timed(
