@@ -197,6 +197,35 @@ class Driver:
                 due = loop.time()
 
 
+async def answering(kernel: Any) -> None:
+    """Wait until every module answers, not only is announced (bounded).
+
+    A node announces its modules as it serves them, a moment before its
+    kernel takes calls; a call in that window is refused as "starting".
+    """
+    from organelle.errors import NotFoundError, UnavailableError
+
+    probes = [
+        ("pricing.price_list", {}),
+        ("inventory.stock", {"sku": "apple"}),
+        ("notifications.list_notifications", {"limit": 1}),
+        ("orders.get_order", {"order_id": "none"}),
+    ]
+    deadline = time.monotonic() + 60
+    for target, params in probes:
+        while True:
+            try:
+                await kernel.call(target, **params)
+            except NotFoundError:
+                pass  # an answer: the module takes calls
+            except UnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+                continue
+            break
+
+
 def slope_per_min(samples: list[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, MiB) samples, in MiB per minute."""
     n = len(samples)
@@ -270,6 +299,7 @@ async def soak(
         async with Kernel([], config) as kernel:
             for module in ("pricing", "inventory", "orders", "notifications"):
                 await kernel.wait_for(module, 60)
+            await answering(kernel)
             driver = Driver(kernel, rate, workers, seed=7)
             tasks = [
                 asyncio.get_running_loop().create_task(driver.worker()) for _ in range(workers)
