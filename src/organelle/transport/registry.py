@@ -371,15 +371,16 @@ class Announcer:
         self._changed.set()
 
     async def _close_watch(self) -> None:
+        # Quick: the heartbeat loop calls it when a put failed, and must not sit here
+        # while the broker is away (the next beat after a restart re-announces the node).
         watcher, self._watcher = self._watcher, None
         follower, self._follower = self._follower, None
         self._watch_live = False
         if follower is not None:
             follower.cancel()
-            await asyncio.wait({follower}, timeout=1)
-        if watcher is not None:
+        if watcher is not None and self.registry.connected:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
+                async with asyncio.timeout(0.5):
                     await watcher.stop()
 
     async def refresh(self, *, fresh: bool = False) -> dict[str, NodeInfo]:
