@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pydantic
@@ -18,6 +19,7 @@ from organelle import (
     on,
     rpc,
 )
+from organelle.context import root_context
 from organelle.testing import eventually
 
 
@@ -335,3 +337,36 @@ async def test_a_call_while_starting_says_starting_not_draining() -> None:
     await k.stop()
     with pytest.raises(UnavailableError, match="not running"):
         await k.call("late.ping")
+
+
+async def test_a_call_from_the_wire_waits_while_the_node_finishes_starting() -> None:
+    """A node is announced before its start ends; a remote call in that window waits."""
+
+    class Late(Module):
+        name = "late"
+
+        @rpc
+        async def ping(self) -> str:
+            return "pong"
+
+    k = Kernel([Late])
+    async with k:
+        d = k._dispatcher
+        d.accepting, d.starting = False, True  # back in the window between serve and open
+        waiting = asyncio.create_task(
+            k.dispatch("late.ping", {}, root_context(time.monotonic() + 5))
+        )
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        d.accepting, d.starting = True, False
+        assert await asyncio.wait_for(waiting, 5) == "pong"
+
+        d.accepting, d.starting = False, True
+        with pytest.raises(UnavailableError, match="kernel is starting"):
+            await k.dispatch("late.ping", {}, root_context(time.monotonic() + 0.05))
+        d.starting = False  # draining: refused at once, whatever the deadline
+        began = time.monotonic()
+        with pytest.raises(UnavailableError, match="draining"):
+            await k.dispatch("late.ping", {}, root_context(time.monotonic() + 5))
+        assert time.monotonic() - began < 1
+        d.accepting = True

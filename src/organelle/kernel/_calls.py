@@ -112,6 +112,7 @@ class Dispatcher:
         self._suspends = 0  # suspended calls so far: tells a listener whether one suspended
         self._call_timeout_s = settings().call_timeout_s
         self._accepting_now = False  # read directly on the Python hot path
+        self._opened = asyncio.Event()  # set while accepting: a starting node's callers wait on it
         self.running = False
         self.starting = False  # running, not yet accepting: says "starting", not "draining"
         self._inflight = 0
@@ -131,6 +132,10 @@ class Dispatcher:
     @accepting.setter
     def accepting(self, value: bool) -> None:
         self._accepting_now = value
+        if value:
+            self._opened.set()
+        else:
+            self._opened.clear()
         self.resync()
 
     @property
@@ -635,14 +640,35 @@ class Dispatcher:
         entry = self._router.serving.get(target)
         if entry is None:
             raise self._missing(target)
-        if not self._accepting_now:
-            raise self._closed()
         deadline = ctx.deadline
         if deadline is None:
             deadline = ctx.deadline = _monotonic() + self._call_timeout_s
         elif deadline <= _monotonic():
             raise CallTimeoutError(f"call to {target!r} arrived past its deadline")
+        if not self._accepting_now:
+            await self._until_open(deadline)
         return await self._invoke(entry, params, ctx, deadline)
+
+    async def _until_open(self, deadline: float) -> None:
+        """Hold a call that reached a node still starting until it takes calls.
+
+        A node announces its modules before the last of its start-up (jobs,
+        streams) is done; a caller that found it in that window waits, within
+        its deadline, rather than failing. A draining or stopped node refuses
+        at once, so a balancer sends the call elsewhere.
+
+        Raises:
+            UnavailableError: the node is not starting, or did not open in time.
+        """
+        if not self.starting:
+            raise self._closed()
+        try:
+            async with asyncio.timeout(max(0.0, deadline - _monotonic())):
+                await self._opened.wait()
+        except TimeoutError:
+            raise self._closed() from None
+        if not self._accepting_now:  # opened, then began draining before this call ran
+            raise self._closed()
 
     async def deliver(self, module: str, handler: str, payload: Any, ctx: Context) -> None:
         """Queue an event that arrived from a transport for one local handler.

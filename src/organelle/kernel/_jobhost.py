@@ -263,8 +263,12 @@ class JobHost:
         names = [n for n in worker.handlers if n not in worker.paused]  # paused jobs wait
         while time.monotonic() < deadline:
             if not worker.busy:
+                started = worker.stats.started
                 due = await queue.next_due(names)
-                if due is None or due > time.time() + horizon_s:
+                # the worker may have claimed the job while the query ran: a
+                # running job shows up as its lease, not as due work
+                quiet = not worker.busy and worker.stats.started == started
+                if quiet and (due is None or due > time.time() + horizon_s):
                     return
             await asyncio.sleep(0.005)
         raise TimeoutError(f"jobs still running after {timeout_s:g}s")

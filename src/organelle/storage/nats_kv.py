@@ -16,6 +16,7 @@ bucket cannot keep. Each key's writes stay atomic (compare-and-set, ``incr``).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -436,4 +437,11 @@ async def _gather(coros: list[Any], width: int = 64) -> list[Any]:
         async with sem:
             return await coro
 
-    return list(await asyncio.gather(*(one(c) for c in coros)))
+    try:
+        return list(await asyncio.gather(*(one(c) for c in coros)))
+    finally:
+        # cancelled (a store closing mid-sweep): the requests that never began
+        # are closed here, not left to warn "never awaited" when collected
+        for coro in coros:
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                coro.close()

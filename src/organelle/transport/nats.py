@@ -387,7 +387,7 @@ class NatsTransport:
                 f"parameters of {len(body)} bytes exceed the server's {self._wire.max_payload}"
             )
             raise ValidationError(message, errors=[{"field": "$", "message": message}])
-        quiet_since = 0.0
+        quiet_since = quiet_for = 0.0
         pause = 0.005
         while True:
             hdr, data = await self._roundtrip(subject, body, ctx, deadline, target)
@@ -414,7 +414,11 @@ class NatsTransport:
                 if not quiet_since:
                     quiet_since = _monotonic()
                     await self._check_known(target, deadline)
-                elif _monotonic() - quiet_since > self.options.no_responders_wait_s:
+                    # after an outage the serving nodes may still be reconnecting
+                    quiet_for = self.options.no_responders_wait_s
+                    if self._announcer is not None:
+                        quiet_for = max(quiet_for, self._announcer.settling_s())
+                elif _monotonic() - quiet_since > quiet_for:
                     raise UnavailableError(
                         f"no node answers calls to {target!r}", details={"target": target}
                     )

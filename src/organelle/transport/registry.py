@@ -260,6 +260,10 @@ class Announcer:
         self._nodes_by_key: dict[str, str] = {}
         self._seen_rev = 0
         self._fresh_waiters = 0
+        # After the broker was away, other nodes' entries may have lapsed while
+        # they wait out their reconnect back-off: absence means nothing for a while.
+        self._away = False
+        self._back_at = -1e9
 
     def start(self) -> None:
         """Start heartbeating."""
@@ -289,9 +293,12 @@ class Announcer:
             self._wake.clear()
             try:
                 await self.registry.put(self.info())
+                if self._away:
+                    self._away, self._back_at = False, time.monotonic()
                 await self._keep_watching(period)
             except Exception as exc:  # the broker may be away; the next beat retries
                 log.debug("registry heartbeat failed: %s", exc)
+                self._away = True
                 await self._close_watch()
                 with contextlib.suppress(Exception):
                     await self.registry.ensure()
@@ -409,11 +416,31 @@ class Announcer:
         return self.view
 
     def serving(self, module: str) -> bool | None:
-        """Whether a live node announces ``module``; ``None`` when the registry was never read."""
+        """Whether a live node announces ``module``; ``None`` when the view cannot tell.
+
+        It cannot before the registry was first read, nor while this node's
+        heartbeats fail or settle after an outage (``settling_s``).
+        """
         if not self.read_once:
             return None
         now = time.time()
-        return any(module in n.modules and n.alive(now) for n in self.view.values())
+        if any(module in n.modules and n.alive(now) for n in self.view.values()):
+            return True
+        return None if self.settling_s() > 0 else False
+
+    def settling_s(self) -> float:
+        """How much longer other nodes may still be coming back after the broker was away.
+
+        A node re-announces at its first heartbeat once reconnected, and may
+        reconnect up to its longest back-off after the broker returned; until
+        then its entry may have lapsed. Unbounded while this node's own
+        heartbeats fail.
+        """
+        if self._away:
+            return float("inf")
+        opts = self.registry.options
+        window = opts.reconnect_max_wait_s + 2 * opts.heartbeat_s + opts.registry_ttl_s
+        return max(0.0, self._back_at + window - time.monotonic())
 
     def options(self, module: str) -> dict[str, dict[str, Any]] | None:
         """What the first live node serving ``module`` announces of its methods; ``None``: none."""
