@@ -44,7 +44,7 @@ from organelle.kernel._dispatch import (
     run_until,
 )
 from organelle.kernel._listen import CallReport, EventReport, LifecycleReport
-from organelle.kernel._policy import CANCELLED, Guard, Policies, failed_call
+from organelle.kernel._policy import CANCELLED, CLOSED, Guard, Policies, failed_call
 from organelle.module._topics import check_topic
 from organelle.transport._throttle import ThrottledLog
 
@@ -476,7 +476,7 @@ class Dispatcher:
             bulkhead.active += 1  # the caller saw a free slot
         try:
             if guard.per_node:
-                return await self._remote_to_a_node(guard, target, params, ctx, set())
+                return await self._remote_per_node(guard, target, params, ctx)
             breaker = guard.breaker
             if breaker is None:
                 return await self._remote_once(target, params, ctx)
@@ -492,6 +492,35 @@ class Dispatcher:
         finally:
             if bulkhead is not None:
                 bulkhead.release()
+
+    async def _remote_per_node(
+        self, guard: Guard, target: str, params: dict[str, Any], ctx: Context
+    ) -> Any:
+        """One call under per-node breakers: the common case straight to the transport.
+
+        When the node picked in turn has a closed breaker and nothing stands
+        between the call and the wire (no middleware, listener or weighted
+        route), the request goes out from here; five frames fewer than
+        ``_remote_to_a_node``, which takes every other case.
+        """
+        routing = self._router.routing
+        if self._detour or target.partition(".")[0] in routing.tables:
+            return await self._remote_to_a_node(guard, target, params, ctx, set())
+        node = routing.pick_node(target, params, ctx)
+        breaker = guard.nodes.get(node) if node is not None else None
+        if node is None or breaker is None or breaker.state != CLOSED:  # new, open or probing
+            return await self._remote_to_a_node(guard, target, params, ctx, set())
+        try:
+            result = await self._router.transport.request(target, params, ctx, node)
+        except Exception as exc:
+            if isinstance(exc, OrganelleError) and exc.node is None:
+                exc.node = node  # as Routing.send_to does: the error is about that node
+            breaker.record(ok=not failed_call(exc), now=_monotonic())
+            if isinstance(exc, UnavailableError) and exc.details.get("delivered") is False:
+                return await self._remote_to_a_node(guard, target, params, ctx, {node})
+            raise
+        breaker.record(ok=True, now=_monotonic())
+        return result
 
     async def _remote_to_a_node(
         self, guard: Guard, target: str, params: dict[str, Any], ctx: Context, tried: set[str]

@@ -108,6 +108,7 @@ class NatsTransport:
         self._pending: dict[bytes, asyncio.Future[_Reply]] = {}
         self._subjects: dict[str, bytes] = {}
         self._reply_kinds: dict[bytes, Callable[[bytes], Any]] = {}
+        self._reply_unknown: set[bytes] = set()  # blocks not worth a decoder: not looked at again
         # Deadlines of calls in flight: (when, seq, future, target), earliest first,
         # behind one timer set for the earliest (see ``_sweep``).
         self._deadlines: list[tuple[float, int, asyncio.Future[_Reply], str]] = []
@@ -431,7 +432,7 @@ class NatsTransport:
                 raise TransportError(f"reply from {target!r}: {exc}") from None
             code = headers.get("organelle-error")
             if code is None:
-                if status == 0 and codec is _JSON:
+                if status == 0 and codec is _JSON and hdr not in self._reply_unknown:
                     self._learn_reply(hdr, headers)
                 return typed_result(headers, codec.decode(data) if data else None)
             if not headers.get("organelle-retry"):
@@ -448,15 +449,26 @@ class NatsTransport:
         to dicts and converting. A name not known here (or a pydantic model)
         is not kept: the general path reads it each time.
         """
-        if len(headers) != 1 or len(self._reply_kinds) >= _MAX_REPLY_KINDS:
+        if len(self._reply_kinds) >= _MAX_REPLY_KINDS:
+            return
+        if len(headers) != 1:
+            self._forget_reply(hdr)
             return
         name = headers.get("organelle-type")
         cls = wire_type(name) if name else None
         if cls is None or not (
             hasattr(cls, "__struct_fields__") or hasattr(cls, "__dataclass_fields__")
         ):
+            self._forget_reply(hdr)
             return
         self._reply_kinds[hdr] = msgspec.json.Decoder(cls, strict=False).decode
+
+    def _forget_reply(self, hdr: bytes) -> None:
+        """Read this block the general way from now on (bounded: blocks may vary per reply)."""
+        unknown = self._reply_unknown
+        if len(unknown) >= _MAX_REPLY_KINDS:
+            unknown.clear()  # a type loaded since may be learnt on the next round
+        unknown.add(hdr)
 
     @staticmethod
     def _headers(ctx: Context, codec: str) -> bytes:
