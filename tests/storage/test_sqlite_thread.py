@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,66 @@ async def test_a_failed_round_fails_every_participant(tmp_path: Path) -> None:
         assert rows == []  # nothing of the round is on disk
     finally:
         await thread.stop()
+
+
+async def test_a_transactions_later_operations_run_in_the_loop(store: SqliteStore) -> None:
+    """After its first operation the writer lends its connection: no trip, same meaning."""
+    writer = store._writer
+    assert writer is not None
+    seen: list[bool] = []
+    real_begin = writer.begin
+
+    def watched_begin() -> Any:
+        lane = real_begin()
+        real_submit = lane.submit
+
+        def submit(op: Any, **kw: Any) -> Any:
+            fut = real_submit(op, **kw)
+            seen.append(fut.done())  # done on return: it ran here, in the loop
+            return fut
+
+        lane.submit = submit  # type: ignore[method-assign]
+        return lane
+
+    writer.begin = watched_begin  # type: ignore[method-assign]
+    async with store.transaction() as tx:
+        await tx.put("a", 1)
+        await tx.put("b", 2)
+        assert await store.incr("n") == 1
+        assert (await tx.get("a")).value == 1  # type: ignore[union-attr]
+    assert seen[0] is False  # the first goes to the thread, which opens the round
+    assert True in seen[1:]
+    assert (await store.get("b")).value == 2  # type: ignore[union-attr]
+
+    with pytest.raises(KeyError):
+        async with store.transaction() as tx:
+            await tx.put("c", 3)
+            await tx.put("d", 4)  # in the loop, and undone with the rest
+            raise KeyError
+    assert await store.get_many(["c", "d"]) == {}
+
+
+async def test_plain_writes_wait_while_a_lent_transaction_is_open(store: SqliteStore) -> None:
+    """The thread holds the write lock for the lane: a plain write lands after its commit."""
+    order: list[str] = []
+    go = asyncio.Event()
+
+    async def put_outside() -> None:
+        await go.wait()
+        await store.put("y", 1)
+
+    plain = asyncio.ensure_future(put_outside())  # made here: not inside the transaction
+    async with store.transaction() as tx:
+        await tx.put("x", 1)
+        go.set()
+        await asyncio.sleep(0.02)
+        assert not plain.done()  # queued behind the open transaction
+        for n in range(20):
+            await tx.put(f"x.{n}", n)  # lent: run in the loop meanwhile
+        order.append("tx")
+    await plain
+    order.append("plain")
+    assert order == ["tx", "plain"]
+    got = await store.get_many([f"x.{n}" for n in range(20)])
+    assert len(got) == 20
+    assert (await store.get("y")).revision > (await store.get("x.19")).revision  # type: ignore[union-attr]

@@ -107,6 +107,9 @@ class SqliteThread:
         on_change: called in the thread itself when a watching poll saw
             another process's commit, before ``on_external`` is posted; it may
             ``submit`` work, which then runs before the event loop hears of it.
+        lend: let a transaction's later operations run in the event loop on
+            this connection (``Lane``); it must be opened with
+            ``check_same_thread=False``.
     """
 
     def __init__(
@@ -120,7 +123,9 @@ class SqliteThread:
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         tx_group_s: float = GROUP_S,
         on_change: Callable[[], bool] | None = None,
+        lend: bool = False,
     ) -> None:
+        self.lend = lend
         self._on_change = on_change
         self._busy_timeout_s = busy_timeout_s
         self._tx_group_s = tx_group_s
@@ -324,7 +329,17 @@ def _lane_of(item: _Item) -> Lane:
 
 
 class Lane:
-    """The queue of one open transaction: its operations, then its commit or rollback."""
+    """The queue of one open transaction: its operations, then its commit or rollback.
+
+    Once the thread serves the lane (its first operation ran inside the
+    round's transaction) and waits for the next item with nothing queued,
+    the connection is idle and the write lock held: an operation then runs
+    at once in the event loop (``_inline``), under a mutex the thread takes
+    back before it touches the connection again. A transaction's later
+    operations (a handler's ``incr`` under the inbox, the writes after the
+    first) then cost no trip to the thread and back, only the statements;
+    its first operation and its commit (the fsync) still go to the thread.
+    """
 
     def __init__(self, thread: SqliteThread) -> None:
         self._thread = thread
@@ -333,8 +348,13 @@ class Lane:
         # operations have their own).
         self.slot: asyncio.Future[Any] = thread._loop.create_future()
         self._queued = False  # queued on the thread with its first item
+        self._mutex = threading.Lock()
+        self._conn: sqlite3.Connection | None = None  # set while the thread waits, idle
+        self._unread = 0  # items put and not yet taken by the thread
 
     def _put(self, item: _LaneItem | None) -> None:
+        with self._mutex:
+            self._unread += 1
         self._queue.put(item)
         if not self._queued:
             self._queued = True
@@ -347,8 +367,44 @@ class Lane:
         transaction's own ``SAVEPOINT`` / ``RELEASE`` marks, sent lazily).
         """
         fut: asyncio.Future[Any] = self._thread._loop.create_future()
-        self._put((op, mode, fut, before))
+        item = (op, mode, fut, before)
+        if self._conn is None or mode in {_COMMIT, _ROLLBACK} or not self._inline(item):
+            self._put(item)
         return fut
+
+    def _inline(self, item: _LaneItem) -> bool:
+        """In the loop: run ``item`` here if the thread waits idle in this lane."""
+        with self._mutex:
+            conn = self._conn
+            if conn is None or self._unread or not conn.in_transaction:
+                return False  # the thread's turn (or SQLite rolled back: it says so)
+            try:
+                result = _op(conn, item)
+            except sqlite3.Error as exc:  # its savepoint could not open
+                result = (item[2], None, exc)
+        _done([result])
+        return True
+
+    def _next(self, conn: sqlite3.Connection, result: _Result) -> _LaneItem | None:
+        """In the thread: post ``result``, lend the connection until the next item comes.
+
+        Lent first: the operation the loop sends on hearing of the result finds it lent.
+        """
+        if self._thread.lend:
+            with self._mutex:
+                self._conn = conn
+        self._thread.post(_done, [result])
+        item = self._queue.get()
+        with self._mutex:  # waits for an operation the loop is running
+            self._conn = None
+            self._unread -= 1
+        return item
+
+    def _first(self, wait_s: float | None) -> _LaneItem | None:
+        item = self._queue.get(timeout=wait_s)
+        with self._mutex:
+            self._unread -= 1
+        return item
 
     def commit(self, before: tuple[str, ...] = (), last: Op | None = None) -> asyncio.Future[Any]:
         """Commit; the future resolves after the round's ``COMMIT`` (fails if it did).
@@ -369,6 +425,8 @@ class Lane:
     def abort(self) -> None:
         """Roll back without waiting (the store is closing, or the opener gave up)."""
         if self._queued:
+            with self._mutex:
+                self._unread += 1
             self._queue.put(None)
 
     def run(self, conn: sqlite3.Connection, *, wait_s: float | None) -> _Result | object | None:
@@ -380,7 +438,7 @@ class Lane:
         transaction, maybe one of this round: commit the round first).
         """
         try:
-            first = self._queue.get(timeout=wait_s)
+            first = self._first(wait_s)
         except queue.Empty:
             return _STALLED
         conn.execute("SAVEPOINT lane")
@@ -407,14 +465,13 @@ class Lane:
                 _undo(conn, "lane")
                 self._thread.post(_done, [(fut, None, None)])
                 return None
-            self._thread.post(_done, [_op(conn, item)])
-            item = self._queue.get()
+            item = self._next(conn, _op(conn, item))
 
     def fail(self, exc: BaseException) -> None:
         """In the thread: the transaction could not begin; fail each operation until it ends."""
         post = self._thread.post
         while True:
-            item = self._queue.get()
+            item = self._first(None)
             if item is None or _refuse(post, item, exc):
                 return
 

@@ -90,7 +90,14 @@ class SqliteStore(BaseStore):
     # -- plumbing -------------------------------------------------------------------
 
     def _connect(self, *, write: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_ms / 1000)
+        # check_same_thread off: a transaction lends the writer's connection to the
+        # event loop between its operations (serialized by the lane's mutex)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            timeout=self._busy_ms / 1000,
+            check_same_thread=False,
+        )
         conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         if self.path != ":memory:":
             use_wal(conn)
@@ -123,6 +130,7 @@ class SqliteStore(BaseStore):
             f"sqlite-w:{self.path}",
             busy_timeout_s=busy,
             tx_group_s=TX_GROUP_S,
+            lend=True,  # its connection may serve a transaction from the loop (Lane)
         )
         reader: SqliteThread | None = None
         try:
