@@ -56,28 +56,10 @@ class RemoteCalls:
     _chain: CallNext | None
     policies: Policies
     listeners: Listeners
-    if TYPE_CHECKING:
-
-        def _outgoing(
-            self,
-            target: str,
-            timeout_s: float | None,
-            meta: dict[str, Any] | None,
-            principal: Any,
-        ) -> Context: ...
-
-        def _missing(self, target: object) -> OrganelleError: ...
-
-        async def call_with(
-            self,
-            target: str,
-            params: Mapping[str, Any] | None = None,
-            *,
-            timeout_s: float | None = None,
-            meta: dict[str, Any] | None = None,
-            principal: Any = None,
-            caller: str | None = None,
-        ) -> Any: ...
+    # the dispatcher's methods this half calls
+    _outgoing: Callable[..., Context]
+    _missing: Callable[[object], OrganelleError]
+    call_with: Callable[..., Coroutine[Any, Any, Any]]
 
     async def _call_remote(  # noqa: PLR0917 - call_with's options, passed on
         self,
