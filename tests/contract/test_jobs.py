@@ -79,10 +79,12 @@ class JobQueueContract:
         assert info.value.code == "organelle.jobs.not_found"
 
     async def test_idempotency_key_and_id_dedup(self, queue: JobQueue) -> None:
-        a = await queue.enqueue([job(idempotency_key="k1", params={"n": 1})])
-        b = await queue.enqueue([job(idempotency_key="k1", params={"n": 2})])
+        # a long lease: a slow round here must not read a redelivery as a duplicate
+        long = 30.0
+        a = await queue.enqueue([job(idempotency_key="k1", params={"n": 1}, lease_s=long)])
+        b = await queue.enqueue([job(idempotency_key="k1", params={"n": 2}, lease_s=long)])
         assert a == b
-        c = await queue.enqueue([job(id="fixed-1"), job(id="fixed-1")])
+        c = await queue.enqueue([job(id="fixed-1", lease_s=long), job(id="fixed-1", lease_s=long)])
         assert c == ["fixed-1", "fixed-1"]
         claimed = []
         while lease := await queue.claim(names=["work"], limit=10):

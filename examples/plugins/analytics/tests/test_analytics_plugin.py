@@ -100,8 +100,11 @@ async def test_retention_deletes_old_buckets_at_every_resolution(tmp_path: Path)
     ]
     now = time.time()
     async with Kernel([Analytics], config(tmp_path, resolutions=levels, lateness_s=0)) as k:
-        for back in (HOUR + 30, 30):
-            await k.call("analytics.count", name="orders", at=now - back)
+        # both counts in today's day bucket, also in the first hour after midnight UTC
+        # (the days' retention below counts on one day bucket)
+        today = now // DAY * DAY
+        for at in (max(now - HOUR - 30, today + 1), max(now - 30, today + 2)):
+            await k.call("analytics.count", name="orders", at=at)
         start = int(now - DAY)
         await k.call("analytics.rollup", now=now + 4 * HOUR)  # minutes older than 2 h go
         minutes = await query(k, "1m", since=start, until=int(now + DAY))
