@@ -10,6 +10,7 @@ import pytest
 
 from organelle import Kernel
 from organelle.errors import CallTimeoutError, NotFoundError, TransportError, UnavailableError
+from organelle.testing import eventually
 from organelle.testing.servers import NatsServer
 from organelle.transport.nats import NatsTransport
 
@@ -81,5 +82,7 @@ async def test_deadline_bounds_a_call_while_nobody_answers(
         )  # bounded by the deadline, with slack for 2 busy cores
         # Withdrawn: the registry no longer lists it, so the module is unknown.
         await server.transport.withdraw("server")
+        # The withdrawal reaches the client with the next registry update.
+        await eventually(lambda: not client.transport.versions("server"))
         with pytest.raises(NotFoundError):
             await client.call_with("server.echo", {"sku": "x"}, timeout_s=0.4)

@@ -32,6 +32,16 @@ transactions, then ``COMMIT`` s once. Every commit
 future resolves only after that ``COMMIT``; when it fails, every participant
 fails (nothing of the group is on disk). A lane that rolls back undoes only
 its savepoint and is told at once.
+
+With ``lend``, the thread hands the round to the event loop once a
+transaction's first operation has run: the loop runs that transaction's
+later operations and its commit (a ``RELEASE``) on the connection itself,
+then starts the transactions queued meanwhile (a ``SAVEPOINT`` each) and runs
+theirs, one transaction at a time, until none is left, the group window
+closes or ``MAX_TXS`` is reached; then it hands the round back and the
+thread ``COMMIT`` s it (the fsync stays off the loop). Sixteen producers'
+transactions then cost one trip to the thread and one fsync together, as
+sixteen plain writes do.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -61,6 +72,18 @@ BUSY_TIMEOUT_S = 10.0
 HOT_S = 1.0  # poll at full speed for this long after another process last committed
 IDLE_POLL_MAX_S = 0.025  # the slowest poll of a quiet queue
 _NUDGE: Any = ("nudge",)
+_POLL: Any = ("poll",)
+
+
+class _Poll:
+    """How a watching thread polls for other processes' commits."""
+
+    __slots__ = ("active", "interval", "version")
+
+    def __init__(self, version: int, interval: float) -> None:
+        self.version = version
+        self.interval = interval
+        self.active = time.monotonic()  # when another process last committed
 
 
 def use_wal(conn: sqlite3.Connection, wait_s: float = BUSY_TIMEOUT_S) -> None:
@@ -136,6 +159,18 @@ class SqliteThread:
         self._poll_s = poll_s
         self._watching = False
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        # Lending: one mutex for every lane's queue count and the lent round;
+        # the lanes queued and not yet served (the loop may take them); the
+        # round while the loop holds it; the way it comes back.
+        self._mutex = threading.Lock()
+        self._lanes: deque[Lane] = deque()
+        self._lent: _Lent | None = None
+        self._back: queue.SimpleQueue[_Handback] = queue.SimpleQueue()
+        self._round_start = 0.0  # when the round being served began (monotonic)
+        self._round_txs = 0  # transactions the round has served so far
+        self._idle = False  # the thread waits for work: the loop may begin a round
+        self._loop_took = False  # ... and did: the thread waits for it back
+        self._idle_conn: sqlite3.Connection | None = None
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -176,8 +211,60 @@ class SqliteThread:
         return Lane(self)
 
     def _enqueue_lane(self, lane: Lane) -> None:
-        """Queue ``lane`` for its turn (done by its first item: one wake-up, not two)."""
+        """Queue ``lane`` for its turn (done by its first item: one wake-up, not two).
+
+        Called with ``_mutex`` held. A lent round may take the lane before the
+        thread gets to its item (which it then skips, see ``_claim``).
+        """
+        self._lanes.append(lane)
         self._queue.put((cast("Op", lane.run), _TX, lane.slot))
+
+    def _claim(self, item: _Item) -> bool:
+        """In the thread: take a queued transaction, unless the loop took it already."""
+        lane = _lane_of(item)
+        with self._mutex:
+            if lane.taken:
+                return False
+            lane.taken = True
+            if self._lanes and self._lanes[0] is lane:
+                self._lanes.popleft()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._lanes.remove(lane)
+        return True
+
+    def _next_lane(self) -> Lane | None:
+        """In the loop, ``_mutex`` held: the next queued transaction nobody took yet."""
+        while self._lanes:
+            lane = self._lanes.popleft()
+            if not lane.taken:
+                lane.taken = True
+                return lane
+        return None
+
+    def _advance(self, lent: _Lent) -> None:
+        """In the loop, ``_mutex`` held: the active lane ended; serve the next or hand back."""
+        conn = lent.conn
+        lent.active = None
+        while lent.txs < MAX_TXS and time.monotonic() < lent.until and conn.in_transaction:
+            lane = self._next_lane()
+            if lane is None:
+                break
+            try:
+                conn.execute("SAVEPOINT lane")
+            except sqlite3.Error:  # the thread's next round serves it
+                lane.taken = False
+                self._lanes.appendleft(lane)
+                break
+            lent.active = lane
+            lent.txs += 1
+            if not lane.drain(lent):
+                return  # open: its coroutine sends the rest
+            lent.active = None
+        self._lent = None
+        self._back.put(_Handback(lent.results, lent.txs, lent.started))
+        if lent.idle:  # the thread sleeps on its queue (or waits for this already)
+            self._queue.put(_NUDGE)
 
     async def stop(self) -> None:
         """Finish what is queued, close the connection, end the thread."""
@@ -197,62 +284,112 @@ class SqliteThread:
             self.post(_fail, self._ready, exc)
             return
         self.post(_done, [(self._ready, None, None)])
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
-        interval = self._poll_s
-        active = time.monotonic()
+        poll = _Poll(conn.execute("PRAGMA data_version").fetchone()[0], self._poll_s)
+        self._idle_conn = conn
         try:
             while True:
+                self._set_idle(idle=True)
                 try:
-                    item = self._queue.get(timeout=interval if self._watching else None)
+                    item: _Item | None = self._queue.get(
+                        timeout=poll.interval if self._watching else None
+                    )
                 except queue.Empty:
-                    now = conn.execute("PRAGMA data_version").fetchone()[0]
-                    if now != version:
-                        version = now
-                        if self._on_change is not None and self._on_change():
-                            pass  # it queued work whose result tells the loop
-                        elif self._on_external is not None:
-                            self.post(self._on_external)
-                        interval, active = self._poll_s, time.monotonic()
-                    elif time.monotonic() - active > HOT_S:
-                        interval = min(interval * 2, max(self._poll_s, IDLE_POLL_MAX_S))
+                    item = _POLL  # time to poll, unless the loop took the round meanwhile
+                back = self._set_idle(idle=False)
+                if back is not None:  # the loop ran a round meanwhile: commit it
+                    if self._serve(conn, _NUDGE if item is _POLL else item, back):
+                        return
                     continue
-                if item is None:
-                    return
-                if item is not _NUDGE and self._serve(conn, item):
+                if item is _POLL:
+                    self._poll(conn, poll)
+                elif item is None or (item is not _NUDGE and self._serve(conn, item)):
                     return
         finally:
             conn.close()
 
-    def _serve(self, conn: sqlite3.Connection, item: _Item) -> bool:
+    def _poll(self, conn: sqlite3.Connection, poll: _Poll) -> None:
+        """Look for another process's commit; poll slower while there is none."""
+        now = conn.execute("PRAGMA data_version").fetchone()[0]
+        if now != poll.version:
+            poll.version = now
+            if self._on_change is not None and self._on_change():
+                pass  # it queued work whose result tells the loop
+            elif self._on_external is not None:
+                self.post(self._on_external)
+            poll.interval, poll.active = self._poll_s, time.monotonic()
+        elif time.monotonic() - poll.active > HOT_S:
+            poll.interval = min(poll.interval * 2, max(self._poll_s, IDLE_POLL_MAX_S))
+
+    def _set_idle(self, *, idle: bool) -> _Handback | None:
+        """In the thread: offer the connection to the loop while idle (``lend``), or take it back.
+
+        Taking it back returns the round the loop began meanwhile (``_take_idle``),
+        once the loop hands it over: the thread commits it.
+        """
+        with self._mutex:
+            self._idle = idle and self.lend and not self._full_sync
+            took, self._loop_took = self._loop_took, False
+        return self._back.get() if took else None
+
+    def _take_idle(self) -> _Lent | None:
+        """In the loop, ``_mutex`` held: begin a round on the idle thread's connection.
+
+        ``BEGIN IMMEDIATE`` without waiting (another process writing: ``None``,
+        the thread's round then waits for it instead of the loop).
+        """
+        conn = self._idle_conn
+        if conn is None:
+            return None
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+        except sqlite3.Error:
+            return None
+        self._idle, self._loop_took = False, True
+        # The thread sleeps on: waking it now would have it contend for the GIL
+        # and the mutex while the loop works; the hand-back wakes it.
+        self._lent = _Lent(conn, None, time.monotonic(), self._tx_group_s, 0, idle=True)
+        return self._lent
+
+    def _serve(
+        self, conn: sqlite3.Connection, item: _Item | None, back: _Handback | None = None
+    ) -> bool:
         """Run rounds until none is carried over; ``True``: time to stop."""
-        carried: _Item | None = item
-        stop = False
+        carried, stop = self._round(conn, item, back)
         while carried is not None and not stop:
             carried, stop = self._round(conn, carried)
         return stop
 
-    def _round(self, conn: sqlite3.Connection, item: _Item) -> tuple[_Item | None, bool]:
+    def _round(
+        self, conn: sqlite3.Connection, item: _Item | None, back: _Handback | None = None
+    ) -> tuple[_Item | None, bool]:
         """One physical transaction (or a read-only round).
 
-        Returns a transaction to start the next round with (one that sent
-        nothing for ``STALL_S`` while others waited for the commit) and
-        whether to stop.
+        ``back``: the round the loop began and served, to go on with (``item``
+        joins it; ``None`` is the stop signal). Returns a transaction to start
+        the next round with (one that sent nothing for ``STALL_S`` while others
+        waited for the commit) and whether to stop.
         """
-        batch, held, stop = self._gather(item)
-        if not self._open_round(conn, batch, held):
-            return None, stop
-        results: list[_Result] = []
-        started, txs = time.monotonic(), 0
+        if back is None:
+            assert item is not None  # noqa: S101 - the stop signal comes with a round only
+            batch, held, stop = self._gather(item)
+            if not self._open_round(conn, batch, held):
+                return None, stop
+            results: list[_Result] = []
+            started, txs = time.monotonic(), 0
+        else:
+            batch, held, stop = self._gather(item) if item is not None else ([], None, True)
+            results, started, txs = back.results, back.started, back.txs
         while True:
             results += _items(conn, batch)
             if held is not None:
-                outcome = _lane_of(held).run(conn, wait_s=STALL_S if results else None)
-                if outcome is _STALLED:
+                txs = self._serve_lane(conn, held, results, started, txs)
+                if txs < 0:  # stalled: commit the round first
                     self.post(_done, _commit(conn, results))
                     return held, stop
-                if outcome is not None:
-                    results.append(cast("_Result", outcome))
-                txs += 1
             if stop or not self._extend(conn, started, txs):
                 break
             nxt = self._queue.get_nowait() if not self._queue.empty() else _NUDGE
@@ -264,6 +401,26 @@ class SqliteThread:
             batch, held, stop = self._gather(nxt)
         self.post(_done, _commit(conn, results))
         return None, stop
+
+    def _serve_lane(
+        self,
+        conn: sqlite3.Connection,
+        held: _Item,
+        results: list[_Result],
+        started: float,
+        txs: int,
+    ) -> int:
+        """Serve a transaction in the round; the round's transactions after it (-1: stalled)."""
+        self._round_start, self._round_txs = started, txs + 1
+        outcome = _lane_of(held).run(conn, wait_s=STALL_S if results else None)
+        if outcome is _STALLED:
+            return -1
+        if isinstance(outcome, _Handback):  # the loop served more transactions
+            results += outcome.results
+            return outcome.txs
+        if outcome is not None:
+            results.append(cast("_Result", outcome))
+        return txs + 1
 
     def _open_round(self, conn: sqlite3.Connection, batch: list[_Item], held: _Item | None) -> bool:
         """``BEGIN`` the round; ``False`` when it was done without one (or could not begin)."""
@@ -305,7 +462,7 @@ class SqliteThread:
         if first is _NUDGE:
             return [], None, False
         if first[1] == _TX:
-            return [], first, False
+            return [], first if self._claim(first) else None, False
         batch = [first]
         while len(batch) < MAX_ROUND:
             try:
@@ -317,6 +474,8 @@ class SqliteThread:
             if nxt is _NUDGE:
                 continue
             if nxt[1] == _TX:
+                if not self._claim(nxt):
+                    continue  # a lent round served it
                 return batch, nxt, False
             batch.append(nxt)
         return batch, None, False
@@ -331,14 +490,13 @@ def _lane_of(item: _Item) -> Lane:
 class Lane:
     """The queue of one open transaction: its operations, then its commit or rollback.
 
-    Once the thread serves the lane (its first operation ran inside the
-    round's transaction) and waits for the next item with nothing queued,
-    the connection is idle and the write lock held: an operation then runs
-    at once in the event loop (``_inline``), under a mutex the thread takes
-    back before it touches the connection again. A transaction's later
-    operations (a handler's ``incr`` under the inbox, the writes after the
-    first) then cost no trip to the thread and back, only the statements;
-    its first operation and its commit (the fsync) still go to the thread.
+    Once the thread has run the lane's first operation inside the round's
+    transaction (and nothing else of the lane is queued), it lends the round
+    to the event loop (``_Lent``) and waits for it back: the lane's later
+    operations and its commit then run at once in the loop (``_inline``),
+    and so do the transactions queued meanwhile, one after the other
+    (``SqliteThread._advance``). Only the first operation of a round and the
+    round's ``COMMIT`` (the fsync) go to the thread.
     """
 
     def __init__(self, thread: SqliteThread) -> None:
@@ -348,13 +506,12 @@ class Lane:
         # operations have their own).
         self.slot: asyncio.Future[Any] = thread._loop.create_future()
         self._queued = False  # queued on the thread with its first item
-        self._mutex = threading.Lock()
-        self._conn: sqlite3.Connection | None = None  # set while the thread waits, idle
-        self._unread = 0  # items put and not yet taken by the thread
+        self.taken = False  # served by the thread or a lent round (``_mutex``)
+        self._unread = 0  # items put and not yet taken (``_mutex``)
 
     def _put(self, item: _LaneItem | None) -> None:
-        with self._mutex:
-            self._unread += 1
+        """Queue ``item`` for the thread (or the lent round); ``_mutex`` held."""
+        self._unread += 1
         self._queue.put(item)
         if not self._queued:
             self._queued = True
@@ -367,42 +524,85 @@ class Lane:
         transaction's own ``SAVEPOINT`` / ``RELEASE`` marks, sent lazily).
         """
         fut: asyncio.Future[Any] = self._thread._loop.create_future()
-        item = (op, mode, fut, before)
-        if self._conn is None or mode in {_COMMIT, _ROLLBACK} or not self._inline(item):
-            self._put(item)
+        self._send((op, mode, fut, before))
         return fut
 
-    def _inline(self, item: _LaneItem) -> bool:
-        """In the loop: run ``item`` here if the thread waits idle in this lane."""
-        with self._mutex:
-            conn = self._conn
-            if conn is None or self._unread or not conn.in_transaction:
-                return False  # the thread's turn (or SQLite rolled back: it says so)
-            try:
-                result = _op(conn, item)
-            except sqlite3.Error as exc:  # its savepoint could not open
-                result = (item[2], None, exc)
-        _done([result])
-        return True
+    def _send(self, item: _LaneItem | None) -> None:
+        thread = self._thread
+        with thread._mutex:
+            lent = thread._lent
+            if lent is None and not self._queued and thread._idle:
+                lent = self._begin_idle()
+            if lent is None or lent.active is not self or self._unread:
+                self._put(item)
+            elif self._inline(lent, item):
+                thread._advance(lent)
 
-    def _next(self, conn: sqlite3.Connection, result: _Result) -> _LaneItem | None:
-        """In the thread: post ``result``, lend the connection until the next item comes.
+    def _begin_idle(self) -> _Lent | None:
+        """``_mutex`` held: begin a round in the loop for this lane's first item."""
+        lent = self._thread._take_idle()
+        if lent is None:
+            return None
+        try:
+            lent.conn.execute("SAVEPOINT lane")
+        except sqlite3.Error:  # not expected after a BEGIN; the thread serves the lane
+            self._thread._advance(lent)  # hands the (empty) round back
+            return None
+        self._queued = self.taken = True
+        lent.active, lent.txs = self, 1
+        return lent
+
+    def drain(self, lent: _Lent) -> bool:
+        """In the loop, ``_mutex`` held: run what was queued; ``True`` if the lane ended."""
+        while self._unread:
+            self._unread -= 1
+            if self._inline(lent, self._queue.get_nowait()):
+                return True
+        return False
+
+    def _inline(self, lent: _Lent, item: _LaneItem | None) -> bool:
+        """In the loop, ``_mutex`` held: run ``item`` on the lent round; ``True``: lane ended."""
+        conn = lent.conn
+        if item is None:  # aborted
+            _undo(conn, "lane")
+            return True
+        if not conn.in_transaction:  # SQLite rolled the round back (I/O error, full disk)
+            lost = sqlite3.OperationalError("the transaction was rolled back by SQLite")
+            return _refuse(_post_now, item, lost)
+        if item[1] in {_COMMIT, _ROLLBACK}:
+            done = _finish(conn, item, _done)
+            if done is not None:
+                lent.results.append(done)  # told after the round's COMMIT
+            return True
+        _done([_op(conn, item)])
+        return False
+
+    def _tell(self, results: list[_Result]) -> None:
+        self._thread.post(_done, results)
+
+    def _next(self, conn: sqlite3.Connection, result: _Result) -> _LaneItem | _Handback | None:
+        """In the thread: post ``result``; lend the round, or take the lane's next item.
 
         Lent first: the operation the loop sends on hearing of the result finds it lent.
         """
-        if self._thread.lend:
-            with self._mutex:
-                self._conn = conn
-        self._thread.post(_done, [result])
+        thread = self._thread
+        with thread._mutex:
+            lend = thread.lend and not self._unread
+            if lend:
+                thread._lent = _Lent(
+                    conn, self, thread._round_start, thread._tx_group_s, thread._round_txs
+                )
+        thread.post(_done, [result])
+        if lend:
+            return thread._back.get()
         item = self._queue.get()
-        with self._mutex:  # waits for an operation the loop is running
-            self._conn = None
+        with thread._mutex:
             self._unread -= 1
         return item
 
     def _first(self, wait_s: float | None) -> _LaneItem | None:
         item = self._queue.get(timeout=wait_s)
-        with self._mutex:
+        with self._thread._mutex:
             self._unread -= 1
         return item
 
@@ -425,15 +625,14 @@ class Lane:
     def abort(self) -> None:
         """Roll back without waiting (the store is closing, or the opener gave up)."""
         if self._queued:
-            with self._mutex:
-                self._unread += 1
-            self._queue.put(None)
+            self._send(None)
 
     def run(self, conn: sqlite3.Connection, *, wait_s: float | None) -> _Result | object | None:
         """In the thread, inside the round's transaction: serve the lane until it ends.
 
         Returns its commit future's result, to post once the round commits
-        (``None`` when it rolled back: already told), or ``_STALLED`` when
+        (``None`` when it rolled back: already told), the ``_Handback`` of
+        the round it lent to the loop, or ``_STALLED`` when
         ``wait_s`` passed before its first item (it waits for another
         transaction, maybe one of this round: commit the round first).
         """
@@ -452,20 +651,12 @@ class Lane:
                 if not _refuse(self._thread.post, item, lost):
                     self.fail(lost)
                 return None
-            mode, fut = item[1], item[2]
-            if mode == _COMMIT:
-                done = _last(conn, item)
-                if done[2] is None:
-                    conn.execute("RELEASE lane")
-                    return done
-                _undo(conn, "lane")  # told it failed: nothing of it stays
-                self._thread.post(_done, [done])
-                return None
-            if mode == _ROLLBACK:
-                _undo(conn, "lane")
-                self._thread.post(_done, [(fut, None, None)])
-                return None
-            item = self._next(conn, _op(conn, item))
+            if item[1] in {_COMMIT, _ROLLBACK}:
+                return _finish(conn, item, self._tell)
+            nxt = self._next(conn, _op(conn, item))
+            if isinstance(nxt, _Handback):
+                return nxt
+            item = nxt
 
     def fail(self, exc: BaseException) -> None:
         """In the thread: the transaction could not begin; fail each operation until it ends."""
@@ -479,11 +670,75 @@ class Lane:
 _LaneItem = tuple[Op, int, asyncio.Future[Any], tuple[str, ...]]
 
 
+class _Lent:
+    """A round the event loop holds: its connection and what it served."""
+
+    __slots__ = ("active", "conn", "idle", "results", "started", "txs", "until")
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        active: Lane | None,
+        started: float,
+        window: float,
+        txs: int,
+        *,
+        idle: bool = False,
+    ) -> None:
+        self.conn = conn
+        self.idle = idle  # begun by the loop on the idle thread's connection
+        self.active = active  # the transaction being served
+        self.started = started
+        self.until = started + window  # no transaction starts after this (the group window)
+        self.txs = txs  # transactions in the round so far
+        self.results: list[_Result] = []  # commits to tell after the round's COMMIT
+
+
+class _Handback:
+    """The round given back to the thread: the commits it owes, its transactions, its start."""
+
+    __slots__ = ("results", "started", "txs")
+
+    def __init__(self, results: list[_Result], txs: int, started: float) -> None:
+        self.results = results
+        self.txs = txs
+        self.started = started
+
+
+def _post_now(fn: Callable[..., Any], *args: Any) -> None:
+    fn(*args)  # already in the loop
+
+
 def _refuse(post: Callable[..., None], item: _LaneItem, exc: BaseException) -> bool:
     """Fail one lane item (a rollback succeeds); ``True`` when it ended the lane."""
     _, mode, fut, _ = item
     post(_done, [(fut, None, None if mode == _ROLLBACK else exc)])
     return mode in {_COMMIT, _ROLLBACK}
+
+
+def _finish(
+    conn: sqlite3.Connection, item: _LaneItem, tell: Callable[[list[_Result]], None]
+) -> _Result | None:
+    """End a lane with its commit or rollback item.
+
+    Returns the commit's result, to tell once the round has committed, or
+    ``None`` when there is nothing to wait for (a rollback, a failed commit:
+    the lane's savepoint is undone and ``tell`` says so now).
+    """
+    fut = item[2]
+    done: _Result = (fut, None, None)
+    if item[1] == _COMMIT:
+        done = _last(conn, item)
+        if done[2] is None:
+            try:
+                conn.execute("RELEASE lane")
+            except sqlite3.Error as exc:
+                done = (fut, None, exc)
+            else:
+                return done
+    _undo(conn, "lane")  # nothing of it stays
+    tell([done])
+    return None
 
 
 def _last(conn: sqlite3.Connection, item: _LaneItem) -> _Result:
