@@ -114,6 +114,9 @@ class _Puller:
 
     async def close(self) -> None:
         """Give back what was fetched ahead and never claimed (redelivered at once)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # still arriving: wait, or what comes later waits out ack_wait
+            await self._wait(ahead)
         ready, self._ready = self._ready, deque()
         for _, msg in ready:
             with contextlib.suppress(Exception):
