@@ -11,9 +11,12 @@ Subjects, measured in one process, rounds interleaved so drift hits all alike:
 * flag with a role rule — the read matches the current context's principal;
 * flag with a rollout rule — a role rule plus ``percent`` (the bucket hash is remembered);
 * the role rule through ``value(principal=…)`` with two principal objects taking
-  turns — each check misses the last-principal cache and finds ``(id, roles)``;
-* a claim rule the same way — claims rule out the ``(id, roles)`` cache: every
-  check matches the rules (the uncached cost).
+  turns — each check misses the last-principal cache (the first check of a
+  request's principal) and finds its value by ``(id, roles)``;
+* a claim rule the same way — the key adds the claims the rules read;
+* a claim rule on a list claim (a JWT's ``groups``) — keyed as a tuple;
+* the claim rule over 1,000 principal objects of 50 users in turn — every
+  check a new object, none of them the one read last.
 The module's flags come from a running kernel whose store holds the rules.
 Target: a check ≤ 1 µs.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -56,6 +60,7 @@ class Shop(Module):
         role_ruled: bool = False
         rollout: bool = False
         claim_ruled: bool = False
+        group_ruled: bool = False
 
 
 class Plain:
@@ -75,6 +80,15 @@ def subjects(shop: Shop, plain: Plain) -> dict[str, Callable[[], Any]]:
     flags, config = shop.flags, shop.config
     one = Principal(id="user-1", roles=frozenset({"beta"}), claims={"tenant": "acme"})
     two = Principal(id="user-2", roles=frozenset({"beta"}), claims={"tenant": "acme"})
+    ops = [
+        Principal(id=f"user-{i}", roles=frozenset({"beta"}), claims={"groups": ["dev", "ops"]})
+        for i in (1, 2)
+    ]
+    crowd = [
+        Principal(id=f"user-{i % 50}", roles=frozenset({"beta"}), claims={"tenant": "acme"})
+        for i in range(1_000)
+    ]
+    tens = itertools.cycle([tuple(crowd[i : i + UNROLL]) for i in range(0, len(crowd), UNROLL)])
 
     def floor() -> Any:
         p = plain
@@ -113,12 +127,26 @@ def subjects(shop: Shop, plain: Plain) -> dict[str, Callable[[], Any]]:
                 v(n, principal=a), v(n, principal=b), v(n, principal=a), v(n, principal=b),
                 v(n, principal=a), v(n, principal=b))  # fmt: skip
 
-    def uncached() -> Any:
+    def claims() -> Any:
         v, a, b = flags.value, one, two
         n = "claim_ruled"
         return (v(n, principal=a), v(n, principal=b), v(n, principal=a), v(n, principal=b),
                 v(n, principal=a), v(n, principal=b), v(n, principal=a), v(n, principal=b),
                 v(n, principal=a), v(n, principal=b))  # fmt: skip
+
+    def groups() -> Any:
+        v, (a, b) = flags.value, ops
+        n = "group_ruled"
+        return (v(n, principal=a), v(n, principal=b), v(n, principal=a), v(n, principal=b),
+                v(n, principal=a), v(n, principal=b), v(n, principal=a), v(n, principal=b),
+                v(n, principal=a), v(n, principal=b))  # fmt: skip
+
+    def many() -> Any:
+        v, (a, b, c, d, e, f, g, h, i, j) = flags.value, next(tens)
+        n = "claim_ruled"
+        return (v(n, principal=a), v(n, principal=b), v(n, principal=c), v(n, principal=d),
+                v(n, principal=e), v(n, principal=f), v(n, principal=g), v(n, principal=h),
+                v(n, principal=i), v(n, principal=j))  # fmt: skip
 
     return {
         "floor: plain attribute": floor,
@@ -128,7 +156,9 @@ def subjects(shop: Shop, plain: Plain) -> dict[str, Callable[[], Any]]:
         "flag, role rule": role_rule,
         "flag, role + 50 % rollout": rollout,
         "role rule, value(), principals alternating": alternating,
-        "claim rule, value(), principals alternating (uncached)": uncached,
+        "claim rule, value(), principals alternating": claims,
+        "list claim rule, value(), principals alternating": groups,
+        "claim rule, value(), 1,000 principal objects in turn": many,
     }
 
 
@@ -140,12 +170,16 @@ async def prepare() -> tuple[Kernel, Shop]:
     await kernel.flags.rule(
         "shop.claim_ruled", [{"value": True, "attributes": {"tenant": ["acme"]}}]
     )
+    await kernel.flags.rule(
+        "shop.group_ruled", [{"value": True, "attributes": {"groups": ["ops", "admins"]}}]
+    )
     shop = kernel.module("shop")
     assert isinstance(shop, Shop)
 
     def ruled() -> None:
         assert "rollout" not in vars(shop.flags)
         assert "claim_ruled" not in vars(shop.flags)
+        assert "group_ruled" not in vars(shop.flags)
 
     await eventually(ruled, timeout_s=5)
     return kernel, shop
@@ -189,9 +223,7 @@ def main() -> None:
                 baseline="" if is_floor else "floor",
                 ratio=floor / per_check,
                 p50_us=per_check * 1e6,
-                target=""
-                if is_floor or name.startswith("config") or "alternating" in name
-                else "≤ 1 µs",
+                target="" if is_floor or name.startswith("config") else "≤ 1 µs",
                 extra={
                     "checks_per_s": 1 / per_check,
                     "rounds_ns": [v * 1e9 for v in values],
@@ -204,10 +236,12 @@ def main() -> None:
         "is an instance attribute of the module's `FlagSet`, so it costs a plain attribute "
         "read. A flag with rules is a property: it reads the request context's principal; "
         "the checks of one request share that object, so after the first they find its "
-        "value by identity (a `Principal` is frozen); a new principal object of a known "
-        "(id, roles) finds it in a per-flag dict when no rule reads claims (the alternating "
-        "rows, which also pay `value()`); a rule on claims matches the rules on every such "
-        "miss (the uncached row). A rules change compiles the flag anew, caches empty. "
+        "value by identity (a `Principal` is frozen); a new principal object (the first "
+        "check of a request: the alternating rows and the 1,000 objects, which also pay "
+        "`value()`) finds it in a per-flag dict keyed by id, roles and the claims the rules "
+        "read, a list claim as a tuple. The rules are matched once per key, or on every "
+        "miss only for a claim that cannot be keyed (tables in a list). A rules change "
+        "compiles the flag anew, caches empty. "
         "Measured on a shared 2-core machine while other work ran: compare ratios within "
         "the run, not absolute figures across runs.\n"
     )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 
-from organelle import Kernel
+from organelle import Kernel, Module, consume
 from organelle.dashboard._history import History
 from organelle.testing import eventually
 from tests.dashboard.apps import API, Audit, Calc, Mail, serve
@@ -69,6 +69,46 @@ async def test_queue_depth_counts_due_jobs() -> None:
         history = History(k, period_s=1, size=5)
         sample = await history.sample()
     assert sample.queue_depth == 3
+
+
+class Slow(Module):
+    """Consumes ``ticks`` but holds each record until the test lets go: its group falls behind."""
+
+    name = "slow"
+    release: ClassVar[asyncio.Event | None] = None
+
+    @consume("ticks")
+    async def tick(self, record: dict[str, int]) -> None:
+        assert Slow.release is not None
+        await asyncio.wait_for(Slow.release.wait(), timeout=20)
+
+
+async def test_stream_lag_shows_a_group_that_falls_behind() -> None:
+    Slow.release = asyncio.Event()
+    async with serve(Slow, dashboard=FAST, streams="memory://") as (k, client):
+        try:
+            for n in range(5):
+                await k.append("ticks", {"n": n})
+
+            async def behind() -> dict[str, Any]:
+                samples = (await view(client, "history"))["samples"]
+                hit = [s for s in samples if s["stream_lag"]]
+                assert hit, samples
+                return dict(hit[-1])
+
+            point = await eventually(behind, timeout_s=10, interval_s=0.1)
+            # the record in the handler is not committed yet: all five are behind
+            assert 1 <= point["stream_lag"] <= 5
+        finally:
+            Slow.release.set()
+        await k.drain_streams(timeout_s=10)
+
+        async def caught_up() -> None:
+            samples = (await view(client, "history"))["samples"]
+            assert samples[-1]["t"] > point["t"], samples
+            assert samples[-1]["stream_lag"] == 0, samples
+
+        await eventually(caught_up, timeout_s=10, interval_s=0.1)
 
 
 async def test_a_stopped_gateway_stops_sampling() -> None:

@@ -179,3 +179,31 @@ async def test_validation_and_url(jobs: JobsService, tmp_path: Any) -> None:
     await q.close()
     with pytest.raises(ConfigError):
         await open_queue("mongodb://x")
+
+
+async def test_enqueue_meta_reaches_the_run_beside_what_the_observer_adds() -> None:
+    class Stamp:
+        def enqueued(self, job: str, meta: dict[str, str]) -> None:
+            meta["stamped"] = job
+
+        def succeeded(self, job: str, duration_s: float) -> None: ...
+        def failed(self, job: str, duration_s: float) -> None: ...
+        def retried(self, job: str) -> None: ...
+        def dead(self, job: str) -> None: ...
+
+    queue = await MemoryJobQueue().open()
+    jobs = JobsService(queue, observer=Stamp())
+    seen: list[dict[str, str]] = []
+
+    async def m() -> None:
+        lease = current_job.get()
+        assert lease is not None
+        seen.append(dict(lease.meta))
+
+    caller = {"hops": "3"}
+    await jobs.enqueue("m", meta=caller)
+    await jobs.enqueue("m")
+    await jobs.worker({"m": m}, slots=1).drain()
+    assert caller == {"hops": "3"}  # the caller's mapping is copied, not written to
+    assert sorted(seen, key=len) == [{"stamped": "m"}, {"hops": "3", "stamped": "m"}]
+    await queue.close()

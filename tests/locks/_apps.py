@@ -4,8 +4,10 @@
   nobody overlaps (the ``inside`` key still holds this holding's token at the
   end, a non-atomic counter, fenced writes) and log the token in the Store.
 * ``hold URL TTL`` — take the lock ``held``, print ``held <token>``, wait to be killed.
-* ``elect URL TTL`` — run a kernel whose ``Elected`` module's ``@leader`` task
-  records its term (token → pid) and stamps fenced heartbeats until killed.
+* ``elect URL`` — run a kernel whose ``Elected`` module's ``@leader`` task
+  records its term (token → pid in the Store; ``start`` and, unless killed,
+  ``end`` lines in ``terms-<pid>.jsonl`` in the working directory) and stamps
+  fenced heartbeats until killed.
 
 Each prints ``ready`` once its Store is open; ``contend`` prints ``done``.
 """
@@ -13,9 +15,12 @@ Each prints ``ready`` once its Store is open; ``contend`` prints ``done``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import sys
+import time
+from pathlib import Path
 
 from organelle import Kernel, Module
 from organelle.locks import LockContext, LockLease, StoreLocks, fenced_put, leader
@@ -51,6 +56,14 @@ async def hold(store: Store, ttl_s: float) -> None:
     await asyncio.Event().wait()
 
 
+def log_term(event: str, token: int) -> None:
+    """Append ``{event, token, pid, at}`` to this process's term log (a write survives SIGKILL)."""
+    pid = os.getpid()
+    line = json.dumps({"event": event, "token": token, "pid": pid, "at": time.time()})
+    with Path(f"terms-{pid}.jsonl").open("a") as out:
+        out.write(line + "\n")
+
+
 class Elected(Module):
     """One instance leads: records its term, then stamps fenced heartbeats."""
 
@@ -59,10 +72,14 @@ class Elected(Module):
     @leader(ttl_s=TTL_S)
     async def lead(self, lease: LockLease) -> None:
         store, pid, token = self.kernel.store, os.getpid(), lease.token
-        await store.compare_and_set(f"term.{token:020d}", pid, revision=None)  # one leader a token
-        while True:
-            await fenced_put(store, "beat", pid, token=token)
-            await asyncio.sleep(0.05)
+        log_term("start", token)
+        try:
+            await store.compare_and_set(f"term.{token:020d}", pid, revision=None)  # one a token
+            while True:
+                await fenced_put(store, "beat", pid, token=token)
+                await asyncio.sleep(0.05)
+        finally:  # cancelled: the lease is lost, or the kernel stops
+            log_term("end", token)
 
 
 async def elect(url: str) -> None:

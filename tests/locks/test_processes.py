@@ -3,15 +3,22 @@
 Three processes take one lock 1,000 times between them and check, with
 fencing tokens written to the Store, that no two holdings overlap; a holder
 killed with SIGKILL frees its lock within its TTL; a leader killed with
-SIGKILL is replaced within TTL + 1 s, and no token ever has two leaders.
+SIGKILL is replaced within TTL + 1 s, and no token ever has two leaders:
+every term the electors logged (token, pid, start, end) has a token of its
+own, held by one pid, and the terms follow one another without overlapping,
+tokens growing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -94,6 +101,40 @@ async def test_a_killed_holder_frees_the_lock_within_its_ttl(
     assert lease.token > dead_token
 
 
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One leadership as its elector logged it; ``end`` is ``None`` if killed (or still) leading."""
+
+    token: int
+    pid: int
+    start: float
+    end: float | None
+
+
+def logged_terms(tmp: Path) -> list[Term]:
+    """Every term in the electors' ``terms-<pid>.jsonl``, each token's start once, by start time."""
+    starts: dict[int, tuple[int, float]] = {}
+    ends: dict[int, tuple[int, float]] = {}
+    for log in tmp.glob("terms-*.jsonl"):
+        for line in log.read_text().splitlines():
+            ev = json.loads(line)
+            into = starts if ev["event"] == "start" else ends
+            assert ev["token"] not in into, (
+                f"token {ev['token']} led twice: {into[ev['token']]}, {ev}"
+            )
+            into[ev["token"]] = (ev["pid"], ev["at"])
+    for token, (pid, _) in ends.items():
+        assert token in starts, f"token {token} ended, never started"
+        assert starts[token][0] == pid, (
+            f"token {token} started by {starts[token][0]}, ended by {pid}"
+        )
+    terms = [
+        Term(token, pid, at, ends[token][1] if token in ends else None)
+        for token, (pid, at) in starts.items()
+    ]
+    return sorted(terms, key=lambda t: t.start)
+
+
 async def test_a_killed_leader_is_replaced_within_ttl_plus_one_second(
     store: Store, url: str, children: Children
 ) -> None:
@@ -126,9 +167,11 @@ async def test_a_killed_leader_is_replaced_within_ttl_plus_one_second(
 
     token, pid = await current()
     seen = [token]
+    killed_at: dict[int, float] = {}  # pid -> wall time it was surely dead (after the wait)
     for _ in range(2):
         children.kill(kids.pop(pid))
         killed = time.monotonic()
+        killed_at[pid] = time.time()
         while True:  # bounded by the eventually inside current()
             new_token, new_pid = await current()
             if new_token != token:
@@ -148,3 +191,19 @@ async def test_a_killed_leader_is_replaced_within_ttl_plus_one_second(
         return beat is not None and beat[1] == token
 
     await eventually(newest_beats, timeout_s=5)
+
+    # Never two leaders with the same token, nor two at once: each logged term
+    # has its own token and one pid, tokens grow term after term, and a term
+    # ends (its task cancelled once its lease is lost, or its process killed)
+    # before the next one starts. The Store hands the lock over only after the
+    # TTL of the last renewal, while a holder counts itself lost at 0.9 TTL.
+    terms = logged_terms(children.tmp)
+    assert [t.token for t in terms] == sorted({t.token for t in terms}), terms
+    assert set(seen) <= {t.token for t in terms}, (seen, terms)
+    assert {t.pid for t in terms if t.token in seen} == set(killed_at) | {pid}
+    for t in terms:
+        assert await term(t.token) == t.pid, t  # the Store agrees on the token's one leader
+    for before, after in pairwise(terms):
+        end = before.end if before.end is not None else killed_at.get(before.pid, math.inf)
+        assert end <= after.start, f"{before} overlaps {after}"
+    print(f"\nterms {terms}, killed at {killed_at}")  # for the record (pytest -s)

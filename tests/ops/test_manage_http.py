@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from openapi_spec_validator import validate
+from pydantic import BaseModel
 
 from organelle import Kernel, Module, consume, job, rpc
 from organelle.auth.api_keys import hash_key
@@ -158,6 +160,29 @@ async def test_jobs_dead_retry_cancel_purge_pause(app: tuple[Kernel, httpx.Async
     assert (await client.get("/manage/jobs", params={"state": "dead"})).json() == []
 
 
+async def test_jobs_name_filter_pages_through_that_name_only(
+    app: tuple[Kernel, httpx.AsyncClient],
+) -> None:
+    kernel, client = app
+    ids: dict[str, list[str]] = {"mailer.later": [], "mailer.send": []}
+    for n, name in enumerate(["mailer.later", "mailer.send"] * 3):  # interleaved, all waiting
+        ids[name].append(await kernel.enqueue(name, to=f"u{n}", delay_s=3600))
+
+    async def listed(**params: Any) -> list[str]:
+        got = await client.get("/manage/jobs", params=params)
+        assert got.status_code == 200, got.text
+        return [j["id"] for j in got.json()]
+
+    assert await listed(name="mailer.later") == ids["mailer.later"]
+    assert await listed(name="mailer.send", state="scheduled") == ids["mailer.send"]
+    # a page past the other name's jobs holds only this name's
+    assert await listed(name="mailer.send", limit=1) == ids["mailer.send"][:1]
+    assert await listed(name="mailer.send", limit=1, offset=2) == ids["mailer.send"][2:]
+    assert await listed(name="mailer.send", state="dead") == []
+    assert await listed(name="mailer.nothing") == []
+    assert len(await listed()) == 6  # no filter: both names
+
+
 async def test_kv_config_health(app: tuple[Kernel, httpx.AsyncClient]) -> None:
     _, client = app
     put = await client.put("/manage/kv/entry", params={"key": "a/1"}, json={"value": {"n": 1}})
@@ -229,3 +254,52 @@ async def test_streams_info_seek_dead_letters() -> None:
             assert (bad_to.status_code, bad_to.json()["code"]) == (422, "organelle.validation")
             missing = await client.get("/manage/streams/nowhere")
             assert (missing.status_code, missing.json()["code"]) == (404, "organelle.stream.not_found")  # fmt: skip
+
+
+class Tuned(Module):
+    """A module whose config section a reload changes."""
+
+    name = "tuned"
+
+    class Config(BaseModel):
+        batch: int = 1
+
+    @rpc
+    async def batch(self) -> int:
+        return int(self.config.batch)
+
+
+async def test_config_diff_then_reload_applies_the_file(tmp_path: Path) -> None:
+    app = tmp_path / "app.toml"
+    head = f"""
+[kernel]
+storage = "memory://"
+jobs = "memory://"
+[ops.auth.api_keys.{hash_key(OPS_KEY)}]
+id = "alice"
+roles = ["ops"]
+[modules.tuned]
+"""
+    app.write_text(head + "batch = 2\n")
+    kernel = Kernel.from_config(app, modules=[Tuned], environ={})
+    async with Ops(kernel, port=0) as ops, kernel:
+        headers = {"x-api-key": OPS_KEY}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ops.port}", headers=headers) as client:  # fmt: skip
+            unchanged = await client.get("/manage/config/diff")
+            assert unchanged.status_code == 200, unchanged.text
+            assert unchanged.json() == {"changed": [], "diff": [], "restart_required": []}
+            app.write_text(head + "batch = 7\n")
+            diff = await client.get("/manage/config/diff")
+            assert diff.status_code == 200, diff.text
+            change = {"key": "modules.tuned.batch", "old": 2, "new": 7}
+            assert diff.json() == {"changed": ["tuned"], "diff": [change], "restart_required": []}
+            assert await kernel.call("tuned.batch") == 2  # a diff applies nothing
+            reloaded = await client.post("/manage/config/reload")
+            assert reloaded.status_code == 200, reloaded.text
+            assert reloaded.json()["changed"] == ["tuned"]
+            assert reloaded.json()["diff"] == [change]
+            assert await kernel.call("tuned.batch") == 7
+            config = (await client.get("/manage/config")).json()
+            assert config["modules"]["tuned"]["batch"] == 7
+            after = (await client.get("/manage/config/diff")).json()
+            assert after["diff"] == []  # the file and the kernel agree again

@@ -1,9 +1,14 @@
 """1,000 sagas of 4 steps, a fifth of the steps failing, the orchestrator SIGKILLed five times.
 
 The orchestrator (``_app.py``) runs the sagas on the job queue and the Store
-of one backend (SQLite files, or PostgreSQL for both); this test kills it at
-random moments, five times, restarts it, and after the last start waits
-(bounded) until no saga is unfinished. Then, from the Store alone:
+of one backend (SQLite files, or PostgreSQL for both); this test kills it
+five times, restarts it, and after the last start waits (bounded) until no
+saga is unfinished. Each kill lands mid-work, whatever the backend's speed:
+it waits for the orchestrator to finish a random share of the sagas, drawn
+from the k-th of ``KILLS + 1`` bands (the first kill may land mid-start, the
+last leaves a quarter of the work), and the Store, read once the process is
+dead, must show sagas unfinished and progress since the previous kill. Then,
+from the Store alone:
 
 * every saga is ``completed`` (its four effects applied) or ``compensated``
   (the steps before the failed one applied and undone, the failed one and
@@ -42,6 +47,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 SAGAS = 1_000
 KILLS = 5
 SLOTS = 20
+BAND = SAGAS // (KILLS + 1)  # the k-th kill waits for k-1 bands and a random share of one more
 APP = Path(__file__).with_name("_app.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -105,7 +111,8 @@ class Orchestrator:
             pytest.fail(f"orchestrator exited {self.proc.returncode}:\n{log[-4000:]}")
 
 
-async def unfinished(sagas: NamespacedStore) -> int:
+async def running(sagas: NamespacedStore) -> int:
+    """The sagas started and not finished (their ``a.`` markers), a cheap count to poll."""
     n, cursor = 0, None
     while True:
         page = await sagas.scan("a.", limit=1000, cursor=cursor)
@@ -113,6 +120,28 @@ async def unfinished(sagas: NamespacedStore) -> int:
         cursor = page.cursor
         if cursor is None:
             return n
+
+
+async def finished(sagas: NamespacedStore) -> int:
+    """The sagas completed or compensated, counted from their records."""
+    records = await everything(sagas, "s.")
+    return sum(1 for r in records.values() if r["state"] in {"completed", "compensated"})
+
+
+async def kill_mid_work(
+    orch: Orchestrator, sagas: NamespacedStore, orders: NamespacedStore, target: int
+) -> None:
+    """Kill once sagas run and about ``target`` are finished (bounded), polling every 50 ms."""
+    deadline = time.monotonic() + 40
+    while True:
+        orch.assert_alive()
+        active = await running(sagas)
+        done = SAGAS - active if await orders.get("started") is not None else 0  # a lower bound
+        if active > 0 and done >= target:
+            orch.kill()
+            return
+        assert time.monotonic() < deadline, f"{done} sagas finished, waiting for {target}"
+        await asyncio.sleep(0.05)
 
 
 async def everything(view: NamespacedStore, prefix: str) -> dict[str, Any]:
@@ -136,20 +165,25 @@ async def test_sagas_end_completed_or_compensated_through_five_kills(
     sagas, stock = NamespacedStore(store, "_sagas"), NamespacedStore(store, "stock")
     orders = NamespacedStore(store, "orders")
     rng = random.Random()
+    at_kills: list[tuple[int, int]] = []  # (finished, unfinished) read once the process is dead
     began = time.monotonic()
     try:
-        for _ in range(KILLS):
+        for n in range(KILLS):
             orch.spawn()
-            await asyncio.sleep(rng.uniform(1.5, 4.0))  # mid-start, mid-steps, mid-compensation
-            orch.assert_alive()
-            orch.kill()
+            low = 0.0 if n == 0 else n + 0.1  # the first kill may land mid-start
+            target = int(rng.uniform(low, n + 0.75) * BAND)
+            if at_kills:  # progress since the restart, whatever the last kill overshot
+                target = max(target, at_kills[-1][0] + BAND // 10)
+            await kill_mid_work(orch, sagas, orders, target)
+            done = await finished(sagas)
+            at_kills.append((done, SAGAS - done))
         orch.spawn()
         deadline = time.monotonic() + 80
         while True:  # bounded: the last orchestrator finishes every saga
             orch.assert_alive()
-            if await orders.get("started") is not None and await unfinished(sagas) == 0:
+            if await orders.get("started") is not None and await running(sagas) == 0:
                 break
-            assert time.monotonic() < deadline, f"{await unfinished(sagas)} sagas unfinished"
+            assert time.monotonic() < deadline, f"{await running(sagas)} sagas unfinished"
             await asyncio.sleep(0.25)
         orch.kill()
         records = await everything(sagas, "s.")
@@ -159,6 +193,11 @@ async def test_sagas_end_completed_or_compensated_through_five_kills(
         await store.close()
     took = time.monotonic() - began
 
+    # Every kill landed mid-work: sagas unfinished, and more finished than at the kill before.
+    assert len(at_kills) == KILLS
+    assert all(left > 0 for _, left in at_kills), at_kills
+    done_at = [done for done, _ in at_kills]
+    assert done_at == sorted(set(done_at)), at_kills
     assert len(records) == SAGAS
     states = {"completed": 0, "compensated": 0}
     for rec in records.values():
@@ -196,7 +235,7 @@ async def test_sagas_end_completed_or_compensated_through_five_kills(
     replays = effects.get("replays.do", 0) + effects.get("replays.undo", 0)
     print(  # the figures, for the record (pytest -s)
         f"\n{states}, applied {applied_total}, undone {undone_total}, "
-        f"replays {replays}, "
+        f"replays {replays}, (finished, unfinished) at the kills {at_kills}, "
         f"{took:.1f}s"
     )
     assert replays <= KILLS * SLOTS

@@ -9,6 +9,7 @@ each node's answer or error is shown apart.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -106,9 +107,16 @@ def node_errors(results: Iterable[dict[str, Any]]) -> int:
     return failed
 
 
+def _plain(value: Any) -> Any:
+    """Bytes as base64, as the wire and the HTTP API carry them (a dead letter's data)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
 def print_json(value: Any) -> None:
-    """JSON on stdout, for scripts."""
-    out.print(Text(json.dumps(value, indent=2, default=str)))
+    """JSON on stdout, for scripts: the same answer through the cluster or the app's files."""
+    out.print(Text(json.dumps(value, indent=2, default=_plain)))
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str = "") -> None:

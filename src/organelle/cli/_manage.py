@@ -218,12 +218,16 @@ def _last_error(record: dict[str, Any]) -> str:
 
 
 async def _purge_all(remote: Remote, node: str | None) -> dict[str, Any]:
-    """Every dead job, a batch at a time, with a progress line on stderr."""
+    """Every dead job, a batch at a time, with a progress line on stderr when it is a terminal."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     total = 0
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,  # piped: no bar, and no stray blank line either
     ) as progress:
         task = progress.add_task("purging dead jobs: 0", total=None)
         while True:
@@ -314,7 +318,7 @@ def _lag(info: dict[str, Any], group: str) -> int:
 async def _follow(  # noqa: PLR0917 - the seek's parts
     remote: Remote, node: str | None, stream: str, group: str, info: dict[str, Any], wait_s: float
 ) -> dict[str, Any]:
-    """Poll the group's lag after a seek, with a progress bar on stderr, until it is 0."""
+    """Poll the group's lag after a seek until it is 0, with a progress bar on a terminal."""
     import asyncio
     import time
 
@@ -326,7 +330,7 @@ async def _follow(  # noqa: PLR0917 - the seek's parts
     deadline = time.monotonic() + wait_s
     with Progress(
         TextColumn(f"replaying {stream} to {group}"), BarColumn(), MofNCompleteColumn(),
-        console=err, transient=True,
+        console=err, transient=True, disable=not err.is_terminal,
     ) as progress:  # fmt: skip
         task = progress.add_task("replay", total=total or 1)
         while (lag := _lag(info, group)) > 0:

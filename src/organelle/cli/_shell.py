@@ -128,16 +128,16 @@ def _ipython(namespace: dict[str, Any], runner: KernelThread, banner: str) -> bo
         from traitlets.config import Config  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return False
-    # Not a test dependency: tried by hand with IPython 9 (see docs/cli.md).
-    config = Config()  # pragma: no cover
-    config.TerminalInteractiveShell.banner1 = banner + "\n"  # pragma: no cover
-    ipython = TerminalIPythonApp.instance(config=config, user_ns=namespace)  # pragma: no cover
-    ipython.initialize(argv=[])  # pragma: no cover
+    config = Config()
+    config.TerminalInteractiveShell.banner1 = banner + "\n"
+    # Any: IPython's own hints are partial (untyped calls, an Optional shell).
+    ipython: Any = TerminalIPythonApp.instance(config=config, user_ns=namespace)
+    ipython.initialize(argv=[])
     # Set on the shell, not in the config: a config is deep-copied, the kernel cannot be.
-    ipython.shell.autoawait = True  # pragma: no cover
-    ipython.shell.loop_runner = runner.run  # pragma: no cover
-    ipython.start()  # pragma: no cover
-    return True  # pragma: no cover
+    ipython.shell.autoawait = True
+    ipython.shell.loop_runner = runner.run
+    ipython.start()
+    return True
 
 
 def shell(

@@ -87,12 +87,25 @@ class _Ruled:
 
     * the last principal read and its value, by identity — the checks of one
       request share their context's principal object (a ``Principal`` is frozen);
-    * when no rule looks at claims, the value per ``(id, roles)`` — what the
-      rules can see of a principal — so a new principal object of a known
-      user costs one dict lookup. Bounded like the rollout buckets.
+    * the value per what the rules can see of a principal — id, roles and the
+      claims some rule names, a list claim as a tuple (the rules read them
+      alike) — so the first read of a new principal object of a known user
+      costs one dict lookup (``miss``). A claim that cannot be hashed even so
+      (tables in a list) keeps its principal out: the rules are matched on
+      every miss. Bounded like the rollout buckets.
     """
 
-    __slots__ = ("anonymous", "buckets", "by_key", "checks", "fallback", "full", "hit", "keyed")
+    __slots__ = (
+        "anonymous",
+        "buckets",
+        "by_key",
+        "checks",
+        "claim",
+        "claims",
+        "fallback",
+        "full",
+        "hit",
+    )
 
     def __init__(self, full: str, rules: tuple[Rule, ...], fallback: Any) -> None:
         self.full = full
@@ -109,8 +122,9 @@ class _Ruled:
             )
             for r in rules
         )
-        self.keyed = not any(r.attributes for r in rules)  # id and roles decide alone
-        self.by_key: dict[tuple[str | None, frozenset[str]], Any] = {}
+        self.claims = tuple(dict.fromkeys(k for r in rules for k in r.attributes))  # read by a rule
+        self.claim = self.claims[0] if len(self.claims) == 1 else None  # the common case, unrolled
+        self.by_key: dict[tuple[Any, ...], Any] = {}
         self.hit = _NO_HIT  # (principal, value), swapped whole: no torn read across threads
         self.anonymous = self.match(*principal_parts(None))  # no principal: known in advance
 
@@ -129,22 +143,53 @@ class _Ruled:
         hit = self.hit
         if hit[0] is principal:
             return hit[1]
-        return self._miss(principal)
+        return self.miss(principal)
 
-    def _miss(self, principal: Any) -> Any:
-        pid, roles, claims = principal_parts(principal)
-        if self.keyed:
-            key = (pid, roles)
-            by_key = self.by_key
-            try:
-                value = by_key[key]
-            except KeyError:
-                if len(by_key) >= _BUCKETS_MAX:
-                    by_key.clear()
-                value = by_key[key] = self.match(pid, roles, claims)
+    def miss(self, principal: Any) -> Any:
+        """A principal object not read last: its value by key, matched once per key.
+
+        The hot path of a new request: ``principal_parts`` is inlined for a
+        ``Principal`` of the usual types, and the key is one tuple of what the
+        rules read.
+        """
+        try:
+            pid, roles, claims = principal.id, principal.roles, principal.claims
+        except AttributeError:  # a dict (off the wire) or a partial object
+            pid, roles, claims = principal_parts(principal)
+        else:  # odd types (an int id, a list of roles): principal_parts makes them right
+            if type(pid) is not str or type(roles) is not frozenset or type(claims) is not dict:
+                pid, roles, claims = principal_parts(principal)
+        # Unrolled for none and one claim: a comprehension costs more than the dict lookup.
+        if not self.claims:
+            key: tuple[Any, ...] = (pid, roles)
+        elif (claim := self.claim) is not None:
+            have = claims.get(claim)
+            key = (pid, roles, tuple(have) if type(have) is list else have)
         else:
-            value = self.match(pid, roles, claims)
+            key = (pid, roles, *[_hashable(claims.get(name)) for name in self.claims])
+        by_key = self.by_key
+        try:
+            value = by_key[key]
+        except KeyError:
+            if len(by_key) >= _BUCKETS_MAX:
+                by_key.clear()
+            value = by_key[key] = self.match(pid, roles, claims)
+        except TypeError:  # a set claim, or tables in a list claim
+            value = self._unhashable(pid, roles, claims)
         self.hit = (principal, value)
+        return value
+
+    def _unhashable(self, pid: str | None, roles: frozenset[str], claims: Mapping[str, Any]) -> Any:
+        """Key lists as tuples and sets as frozensets (the rules treat them alike), else match."""
+        key = (pid, roles, *(_hashable(claims.get(name)) for name in self.claims))
+        try:
+            value = self.by_key.get(key, _NO_HIT)
+        except TypeError:  # still unhashable (a list of tables): match every time
+            return self.match(pid, roles, claims)
+        if value is _NO_HIT:
+            if len(self.by_key) >= _BUCKETS_MAX:
+                self.by_key.clear()
+            value = self.by_key[key] = self.match(pid, roles, claims)
         return value
 
     def match(self, pid: str | None, roles: frozenset[str], claims: Mapping[str, Any]) -> Any:
@@ -178,7 +223,16 @@ class _Ruled:
             return hit[1]
         if principal is None:
             return self.anonymous
-        return self._miss(principal)
+        return self.miss(principal)
+
+
+def _hashable(have: Any) -> Any:
+    """A claim as a key: a list as a tuple, a set as a frozenset (the rules read them alike)."""
+    if type(have) is list:
+        return tuple(have)
+    if type(have) is set:
+        return frozenset(have)
+    return have
 
 
 def _claims_in(claims: Mapping[str, Any], wanted: tuple[tuple[str, frozenset[Any]], ...]) -> bool:
@@ -190,9 +244,24 @@ def _claims_in(claims: Mapping[str, Any], wanted: tuple[tuple[str, frozenset[Any
 
 
 def _claim_in(have: Any, accepted: frozenset[Any]) -> bool:
-    if isinstance(have, (list, tuple, set, frozenset)):
+    """``have`` (a value, or any of a list's) is accepted; a table equals no accepted scalar."""
+    if not isinstance(have, (list, tuple, set, frozenset)):
+        try:
+            return have is not None and have in accepted
+        except TypeError:  # a table
+            return False
+    try:
         return any(v in accepted for v in have if v is not None)
-    return have is not None and have in accepted
+    except TypeError:  # a table in the list: as in Rule.matches, equal to none
+        return any(v in accepted for v in have if v is not None and _hashes(v))
+
+
+def _hashes(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 class FlagSet:
@@ -208,6 +277,7 @@ class FlagSet:
     _module: str
     _model: type[BaseModel]
     _ruled: dict[str, _Ruled]
+    _reads: dict[str, _Ruled | None]  # every flag: its rules, or None (an instance attribute)
     _defaults: dict[str, Any]
 
     def __new__(cls, module: str, model: type[BaseModel]) -> Self:  # noqa: ARG004 - see __init__
@@ -221,6 +291,7 @@ class FlagSet:
         made = model()
         self._defaults = {name: getattr(made, name) for name in model.model_fields}
         self.__dict__.update(self._defaults)
+        self._reads = dict.fromkeys(self._defaults)
 
     def value(self, name: str, *, principal: Any = CURRENT) -> Any:
         """The flag ``name`` for ``principal`` (default: the current request's).
@@ -228,17 +299,21 @@ class FlagSet:
         Raises:
             FlagNotFoundError: the module has no such flag.
         """
-        if name not in self._defaults:
+        try:  # one lookup tells an unknown flag, a plain one and a ruled one apart
+            ruled = self._reads[name]
+        except KeyError:
             raise FlagNotFoundError(
                 f"module {self._module!r} has no flag {name!r}",
                 details={"module": self._module, "flag": name},
-            )
-        ruled = self._ruled.get(name)
+            ) from None
         if ruled is None:
             return self.__dict__[name]
         if principal is CURRENT:
             return ruled.read(self)
-        return ruled.evaluate(principal)
+        hit = ruled.hit  # evaluate() inlined: one call less per check
+        if hit[0] is principal:
+            return hit[1]
+        return ruled.anonymous if principal is None else ruled.miss(principal)
 
     def _apply(self, flag: str, record: FlagRecord | None) -> None:
         """Take a stored record (``None``: none stored); a record that does not fit is ignored.
@@ -269,12 +344,15 @@ class FlagSet:
                 fallback, rules = self._defaults[flag], ()
         own = type(self)
         if rules:
-            ruled = self._ruled[flag] = _Ruled(f"{self._module}.{flag}", rules, fallback)
+            ruled = self._ruled[flag] = self._reads[flag] = _Ruled(
+                f"{self._module}.{flag}", rules, fallback
+            )
             setattr(own, flag, property(ruled.read, doc=f"flag {flag} (ruled)"))
             self.__dict__.pop(flag, None)
         else:
             if self._ruled.pop(flag, None) is not None:
                 delattr(own, flag)
+            self._reads[flag] = None
             self.__dict__[flag] = fallback
 
     def _apply_all(self, records: Mapping[str, FlagRecord]) -> None:

@@ -96,6 +96,7 @@ class JobsService:
         priority: int,
         idempotency_key: str | None,
         job_id: str | None,
+        meta: Mapping[str, str] | None = None,
     ) -> NewJob:
         known = self._types.get(name)
         if known is None and self.strict:
@@ -121,8 +122,8 @@ class JobsService:
         elif at is not None:
             run_at = at.timestamp() if isinstance(at, datetime) else float(at)
         spec = known.spec if known else JobSpec()
-        meta: dict[str, str] = {}
-        notify(self.observer, "enqueued", name, meta)  # accepted: the observer may add meta
+        carried: dict[str, str] = dict(meta or {})  # the caller's, then what the observer adds
+        notify(self.observer, "enqueued", name, carried)  # accepted: the observer may add meta
         return NewJob(
             name=name,
             params=values,
@@ -132,7 +133,7 @@ class JobsService:
             idempotency_key=idempotency_key,
             max_attempts=spec.max_attempts,
             lease_s=spec.lease_s,
-            meta=meta,
+            meta=carried,
         )
 
     async def enqueue(
@@ -145,6 +146,7 @@ class JobsService:
         priority: int = 0,
         idempotency_key: str | None = None,
         job_id: str | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> str:
         """Store a job durably and return its id.
 
@@ -156,6 +158,8 @@ class JobsService:
             priority: higher runs first among due jobs.
             idempotency_key: a second enqueue with this key returns the first id.
             job_id: choose the id; enqueueing an existing id is a no-op.
+            meta: headers the job carries to its run (``Lease.meta``, the meta of
+                the run's context, so what the handler calls and emits carries them).
 
         Raises:
             ValidationError: params refused by the job's validator or not JSON-able.
@@ -168,6 +172,7 @@ class JobsService:
             priority=priority,
             idempotency_key=idempotency_key,
             job_id=job_id,
+            meta=meta,
         )
         (jid,) = await self.queue.enqueue([job])
         return jid

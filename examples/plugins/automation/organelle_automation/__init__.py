@@ -7,7 +7,8 @@
     on = "order.created"                       # a topic pattern (*, >)
     when = "data.total > `100`"                # a JMESPath condition on {topic, data}
     call = "notifications.send"                # or: emit = "topic", or: enqueue = "module.job"
-    params = { to = "ops@example.com", order = "=data.id" }   # "=…": JMESPath on the event
+    # "=…": JMESPath on the event (here: the payload becomes the template's params)
+    params = { to = "ops@example.com", template = "big-order", params = "=data" }
 
 Rules are checked when the config loads and on every reload (a bad one
 rejects the whole reload), and apply from the next event on: no restart.

@@ -55,11 +55,16 @@ class Automation(Module):
     def _use(self, config: Config) -> None:
         self._rules = list(config.rules)
         self._by_topic: dict[str, list[Rule]] = {}
-        self._stats = {
-            r.name: self._stats.get(r.name)
-            or RuleStats(name=r.name, on=r.on, action=r.action[0], target=r.action[1])
-            for r in self._rules
-        }
+        stats: dict[str, RuleStats] = {}
+        for rule in self._rules:
+            action, target = rule.action
+            kept = self._stats.get(rule.name)
+            if kept is None:
+                kept = RuleStats(name=rule.name, on=rule.on, action=action, target=target)
+            else:  # the counts stay; what the rule does now is the reloaded one's
+                kept.on, kept.action, kept.target = rule.on, action, target
+            stats[rule.name] = kept
+        self._stats = stats
 
     def _for(self, topic: str) -> list[Rule]:
         found = self._by_topic.get(topic)
@@ -73,18 +78,19 @@ class Automation(Module):
     async def on_event(self, data: Any) -> None:
         ctx = current_context()
         topic = ctx.topic if ctx is not None else None
-        if topic is None or topic.startswith("kernel."):
+        if ctx is None or topic is None or topic.startswith("kernel."):
             return
         rules = self._for(topic)
         if not rules:
             return
-        hops = int((ctx.meta if ctx is not None else {}).get(HOPS, 0)) + 1
+        hops = _hops(ctx.meta) + 1
         if hops > MAX_HOPS:
             self.log.warning("automation: %s after %d rules in a row; stopping", topic, hops - 1)
             return
         event = {"topic": topic, "data": _plain(data)}
+        table = self._stats  # the one of these rules, should a reload come during an action
         for rule in rules:
-            stats = self._stats[rule.name]
+            stats = table[rule.name]
             if not rule.holds(event):
                 continue
             stats.matched += 1
@@ -100,18 +106,33 @@ class Automation(Module):
     async def _act(self, rule: Rule, event: dict[str, Any], hops: int) -> None:
         action, target = rule.action
         params = rule.arguments(event)
-        meta = {HOPS: hops}
         if action == "call":
-            await self.call_with(target, params, meta=meta)
+            await self.call_with(target, params, meta={HOPS: hops})
         elif action == "emit":
-            await self.emit(target, params, meta=meta)
+            await self.emit(target, params, meta={HOPS: hops})
         else:
-            await self.enqueue(target, **params)
+            # The params go to the job whole (a param named delay_s is the job's, not
+            # an option); the job's meta carries the hop count to what its run emits.
+            await self.kernel.jobs.enqueue(
+                target,
+                params,
+                delay_s=rule.delay_s,
+                priority=rule.priority,
+                meta={HOPS: str(hops)},
+            )
 
     @rpc
     async def rules(self) -> list[RuleStats]:
         """Every rule with what it did since the module started."""
-        return [self._stats[r.name] for r in self._rules]
+        return [self._stats[r.name].model_copy() for r in self._rules]
+
+
+def _hops(meta: dict[str, Any]) -> int:
+    """How many rules led to this event (meta may have come over the wire, as text)."""
+    try:
+        return max(0, int(meta.get(HOPS, 0)))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _plain(data: Any) -> Any:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from organelle.topics import matches, pattern_error
 
 Action = Literal["call", "emit", "enqueue"]
+ENQUEUE_OPTIONS = frozenset({"delay_s", "at", "priority", "idempotency_key"})  # never job params
 
 
 def _compile(expression: str, where: str) -> ParsedResult:
@@ -33,6 +34,11 @@ class Rule(BaseModel):
     emit: str = ""
     enqueue: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
+    """What the target gets: a job's params whole, whatever their names (options are below)."""
+    delay_s: float | None = Field(default=None, ge=0)
+    """``enqueue`` only: run the job no earlier than this many seconds after the event."""
+    priority: int = 0
+    """``enqueue`` only: the job's priority (higher runs first among due jobs)."""
     enabled: bool = True
     _condition: ParsedResult | None = PrivateAttr(default=None)
     _params: dict[str, ParsedResult] = PrivateAttr(default_factory=dict)
@@ -48,6 +54,15 @@ class Rule(BaseModel):
         target = getattr(self, actions[0])
         if actions[0] != "emit" and target.count(".") != 1:
             raise ValueError(f"rule {self.name!r}: {actions[0]} needs '<module>.<name>'")
+        options = sorted({"delay_s", "priority"} & self.model_fields_set)
+        if options and actions[0] != "enqueue":
+            raise ValueError(f"rule {self.name!r}: {', '.join(options)}: options of enqueue only")
+        clash = sorted(ENQUEUE_OPTIONS & self.params.keys()) if actions[0] == "enqueue" else []
+        if clash:  # no @job may take such a param: this was meant as an option
+            raise ValueError(
+                f"rule {self.name!r}: params.{clash[0]}: a job has no param named like an "
+                "enqueue option; delay_s and priority are the rule's own keys"
+            )
         if self.when:
             self._condition = _compile(self.when, f"rule {self.name!r}: when")
         self._params = {

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+import tomllib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from organelle_automation import Automation, RuleStats
+from organelle_notifications import Notifications
 
 from organelle import Kernel, Module, event, job, on, rpc
 from organelle.errors import ConfigError
+from organelle.testing._process import free_port
 from organelle.testing.plugins import check_plugin
+
+PACKAGE = Path(__file__).resolve().parents[1]
+DOCS = PACKAGE.parents[2] / "docs" / "plugins.md"
 
 
 @event("order.created")
@@ -39,6 +48,12 @@ class Desk(Module):
     @job
     async def invoice(self, order: str) -> None:
         type(self).seen.append(("invoice", order))
+
+    @job
+    async def echo(self, n: int) -> None:
+        """A job that emits what sets its rule off again: a loop through the queue."""
+        type(self).seen.append(("echo", n))
+        await self.emit("ping", {"n": n + 1})
 
     @on("audit.*")
     async def audit(self, payload: Any) -> None:
@@ -151,6 +166,74 @@ def test_bad_rules_refuse_the_load(
         Kernel([Desk, Automation], cfg)
 
 
+async def test_a_reload_shows_each_kept_rule_as_it_now_is_with_its_counts(kernel: Kernel) -> None:
+    await kernel.emit("order.cancelled", {"id": "o1"})
+    await settle(kernel)
+    rules = [{"name": "bill", "on": "refund.*", "call": "desk.notify", "params": {"to": "x@y.z"}}]
+    await kernel.reload_config({**kernel.config, "modules": {"automation": {"rules": rules}}})
+    (bill,) = await kernel.call("automation.rules")
+    assert (bill.name, bill.on, bill.action, bill.target) == (
+        "bill",
+        "refund.*",
+        "call",
+        "desk.notify",
+    )
+    assert (bill.matched, bill.fired) == (1, 1)  # counted under the old rule, kept by name
+
+
+async def test_enqueue_options_are_the_rules_keys_not_its_params(tmp_path: Path) -> None:
+    rules: list[dict[str, Any]] = [
+        {
+            "name": "later",
+            "on": "order.created",
+            "enqueue": "desk.invoice",
+            "params": {"order": "=data.id"},
+            "delay_s": 3600,
+            "priority": 5,
+        },
+        {"name": "now", "on": "order.created", "enqueue": "desk.invoice", "params": {"order": "x"}},
+    ]
+    Desk.seen.clear()
+    async with Kernel([Desk, Automation], config(tmp_path, rules)) as k:
+        await k.emit("order.created", {"id": "o1"})
+        await settle(k)
+        stats = {s.name: s for s in await k.call("automation.rules")}
+    assert Desk.seen == [("invoice", "x")]  # "later" is due in an hour
+    assert (stats["later"].fired, stats["now"].fired) == (1, 1)
+
+
+@pytest.mark.parametrize("option", ["delay_s", "at", "priority", "idempotency_key"])
+def test_a_job_param_named_like_an_enqueue_option_is_refused(tmp_path: Path, option: str) -> None:
+    # Such a param used to become the option (a silent delay, priority...); no @job has one.
+    params = {"order": "=data.id", option: 5}
+    rules = [{"name": "a", "on": "x", "enqueue": "desk.invoice", "params": params}]
+    with pytest.raises(ConfigError, match=f"params.{option}: .*the rule's own"):
+        Kernel([Desk, Automation], config(tmp_path, rules))
+
+
+@pytest.mark.parametrize("option", ["delay_s", "priority"])
+def test_enqueue_options_on_another_action_are_refused(tmp_path: Path, option: str) -> None:
+    rules = [{"name": "a", "on": "x", "emit": "y", option: 5}]
+    with pytest.raises(ConfigError, match="options of enqueue only"):
+        Kernel([Desk, Automation], config(tmp_path, rules))
+
+
+async def test_a_rule_loop_through_a_job_stops(tmp_path: Path) -> None:
+    rules = [{"name": "loop", "on": "ping", "enqueue": "desk.echo", "params": {"n": "=data.n"}}]
+    Desk.seen.clear()
+    async with Kernel([Desk, Automation], config(tmp_path, rules)) as k:
+        await k.emit("ping", {"n": 0})
+        fired = -1
+        for _ in range(30):  # a loop that never stops runs all 30 rounds and fails below
+            await settle(k)
+            (stats,) = await k.call("automation.rules")
+            if stats.fired == fired:
+                break
+            fired = stats.fired
+    assert fired == 8  # MAX_HOPS, counted across the jobs, then it stops
+    assert Desk.seen == [("echo", n) for n in range(8)]
+
+
 async def test_a_rule_loop_stops(tmp_path: Path) -> None:
     rules = [{"name": "echo", "on": "ping", "emit": "ping", "params": {"n": 1}}]
     async with Kernel([Automation], config(tmp_path, rules)) as k:
@@ -164,3 +247,76 @@ async def test_the_plugin_keeps_to_its_manifest(tmp_path: Path) -> None:
     found = await check_plugin(Automation, config=config(tmp_path, RULES), modules=[Desk])
     assert found.manifest.subscribe == (">",)
     assert found.warnings == ()
+
+
+class Billing(Module):
+    """The documented example's ``billing.invoice`` job."""
+
+    name = "billing"
+    invoiced: ClassVar[list[str]] = []
+
+    @job
+    async def invoice(self, order: str) -> None:
+        type(self).invoiced.append(order)
+
+
+class Inbox:
+    """An aiosmtpd handler keeping each message's recipients and subject."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[list[str], str]] = []
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self,
+        server: SMTP,  # noqa: ARG002
+        session: Session,  # noqa: ARG002
+        envelope: Envelope,
+    ) -> str:
+        content = envelope.content
+        assert isinstance(content, bytes)
+        subject = re.search(rb"^Subject: (.*)$", content, re.MULTILINE)
+        assert subject is not None
+        self.received.append((list(envelope.rcpt_tos), subject[1].decode().strip()))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+def documented(path: Path) -> dict[str, Any]:
+    """The ``[modules.automation]`` section of the TOML example in ``path``, as written."""
+    for block in re.findall(r"```toml\n(.*?)```", path.read_text(), re.DOTALL):
+        if "[[modules.automation.rules]]" in block:
+            section: dict[str, Any] = tomllib.loads(block)["modules"]["automation"]
+            return section
+    raise AssertionError(f"no automation example in {path}")
+
+
+@pytest.mark.parametrize("doc", [DOCS, PACKAGE / "README.md"], ids=["docs", "readme"])
+async def test_the_documented_example_sends_mail_and_bills(
+    tmp_path: Path, smtp: tuple[Inbox, int], doc: Path
+) -> None:
+    inbox, port = smtp
+    notifications = {
+        "sender": "shop@example.com",
+        "smtp_port": port,
+        "templates": {"big-order": {"subject": "Big order $id", "body": "$total EUR, $country"}},
+    }
+    cfg = config(tmp_path, [])
+    cfg["modules"] = {"automation": documented(doc), "notifications": notifications}
+    Billing.invoiced.clear()
+    async with Kernel([Billing, Notifications, Automation], cfg) as k:
+        await k.emit(OrderCreated(id="o1", total=250.0, country="FR"))
+        await settle(k)
+        stats = {s.name: s for s in await k.call("automation.rules")}
+    assert {(s.fired, s.failed) for s in stats.values()} == {(1, 0)}, stats
+    assert inbox.received == [(["ops@example.com"], "Big order o1")]
+    assert Billing.invoiced == ["o1"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -16,6 +17,7 @@ from organelle import Module, rpc
 from organelle.errors import (
     ConflictError,
     NotFoundError,
+    TransactionUnsupportedError,
     UnauthenticatedError,
     ValidationError,
 )
@@ -86,6 +88,16 @@ class Users(Module):
                 raise ValueError(f"the JWT secret needs at least {MIN_SECRET} bytes")
             return value
 
+        @field_validator("admins")
+        @classmethod
+        def _emails(cls, value: list[str]) -> list[str]:
+            """Each an email, as ``register`` reads one: a typo here would grant no one."""
+            normal = [_normal_email(raw) for raw in value]
+            bad = [raw for raw, email in zip(value, normal, strict=True) if email is None]
+            if bad:
+                raise ValueError(f"not an email address: {bad[0]!r}")
+            return [email for email in normal if email is not None]
+
     config: Config
 
     async def on_load(self) -> None:
@@ -151,28 +163,81 @@ class Users(Module):
             )
         digest = await asyncio.to_thread(self._hasher.hash, password)
         roles = list(self.config.default_roles)
-        if email in {_email(a) for a in self.config.admins}:
+        if email in self.config.admins:  # normalised when the config loaded
             roles.append("admin")
         record = _Record(uuid.uuid4().hex, email, name, digest, sorted(set(roles)), time.time())
-        try:  # the email key is the uniqueness check: created once, by one caller
-            await self.store.compare_and_set(f"email:{email}", record.id, revision=None)
+        try:
+            await self._create(record)
         except ConflictError:
             raise ConflictError(f"email {email!r} is already registered") from None
-        await self.store.put(f"user:{record.id}", record)
-        await self.emit("users.registered", {"id": record.id, "email": email})
         return record.public()
+
+    async def _create(self, record: _Record) -> None:
+        """Write the user, claim its email and emit ``users.registered``, all or nothing.
+
+        In one Store transaction (the event through its outbox) where the Store
+        has them. Where it has none (NATS KV, Redis) the order does it: the
+        user record first, reachable only once the claim that follows is made,
+        so a crash between the two leaves the email free (and an unreachable
+        record); the event is then sent after both.
+        """
+        event = {"id": record.id, "email": record.email}
+        entered = False
+        try:
+            async with self.transaction() as tx:
+                entered = True
+                await self._write(record)
+                await tx.emit("users.registered", event)
+        except TransactionUnsupportedError:
+            if entered:
+                raise
+        else:
+            return
+        await self._write(record)
+        await self.emit("users.registered", event)
+
+    async def _write(self, record: _Record) -> None:
+        await self.store.put(f"user:{record.id}", record)
+        try:
+            await self._claim(record.email, record.id)
+        except ConflictError:
+            await self.store.delete(f"user:{record.id}")  # in a transaction: the rollback's too
+            raise
+
+    async def _claim(self, email: str, user_id: str) -> None:
+        """Point ``email`` at ``user_id``: the uniqueness check, made once, by one caller.
+
+        A claim whose user record is missing was left by a register that died
+        between its writes (before they were made in this order): it is taken over.
+        """
+        key = f"email:{email}"
+        try:
+            await self.store.compare_and_set(key, user_id, revision=None)
+        except ConflictError:
+            held = await self.store.get(key)
+            if held is None or await self.store.get(f"user:{held.value}") is not None:
+                raise
+            await self.store.compare_and_set(key, user_id, revision=held.revision)
 
     @rpc
     async def login(self, email: str, password: str) -> Tokens:
-        """Tokens for a correct email and password; ``UnauthenticatedError`` otherwise."""
-        entry = await self.store.get(f"email:{_email(email)}")
-        record = None if entry is None else await self._load(entry.value)
-        stored = None if record is None else record.hash
-        if not await self._verify_password(stored, password) or record is None:
+        """Tokens for a correct email and password; ``UnauthenticatedError`` otherwise.
+
+        A malformed email is one more wrong email (same error, same hash check).
+        """
+        normal = _normal_email(email)
+        entry = None if normal is None else await self.store.get(f"email:{normal}")
+        user = None if entry is None else await self.store.get(f"user:{entry.value}", type=_Record)
+        stored = None if user is None else user.value.hash
+        if not await self._verify_password(stored, password) or user is None:
             raise UnauthenticatedError(BAD_LOGIN)
-        if self._hasher.check_needs_rehash(record.hash):  # the cost was raised since
+        record: _Record = user.value
+        if self._hasher.check_needs_rehash(record.hash):  # made with other argon2 parameters
             record.hash = await asyncio.to_thread(self._hasher.hash, password)
-            await self.store.put(f"user:{record.id}", record)
+            with contextlib.suppress(ConflictError):  # changed meanwhile: the next login does it
+                await self.store.compare_and_set(
+                    f"user:{record.id}", record, revision=user.revision
+                )
         return await self._tokens(record, uuid.uuid4().hex)
 
     @rpc
@@ -235,10 +300,18 @@ class Users(Module):
         return record.public()
 
 
-def _email(raw: str) -> str:
+def _normal_email(raw: str) -> str | None:
+    """``raw`` trimmed and lowercased, or ``None`` if it is not an email address."""
     email = raw.strip().lower()
     local, _, domain = email.partition("@")
     if not local or "." not in domain or " " in email:
+        return None
+    return email
+
+
+def _email(raw: str) -> str:
+    email = _normal_email(raw)
+    if email is None:
         raise ValidationError(
             f"bad email {raw!r}", errors=[{"field": "email", "message": "not an email address"}]
         )
