@@ -22,7 +22,8 @@ that same server. Run: ``python bench/jobs.py`` (a few minutes) or ``--quick``;
 same Redis, in interleaved rounds (section ``jobs_redis``); ``--nats [--rounds N]``
 runs organelle on NATS JetStream beside Dramatiq the same way (section ``jobs_nats``);
 ``--sql [--rounds N]`` organelle on PostgreSQL beside Dramatiq and the SQLite pickup
-latency, in interleaved rounds (section ``jobs_sql``).
+latency, in interleaved rounds (section ``jobs_sql``); ``--pickup [--rounds N]`` only
+that SQLite pickup latency beside its floor, printed per round (nothing published).
 """
 
 from __future__ import annotations
@@ -608,6 +609,24 @@ async def sql_rounds(quick: bool, rounds: int) -> None:
     publish("jobs_sql", "Durable jobs on PostgreSQL and SQLite: run to run", rows, notes)
 
 
+async def pickup_rounds(quick: bool, rounds: int) -> None:
+    """Only the SQLite pickup latency beside its floor, per round (printed, not published)."""
+    n_light = 300 if quick else 1_000
+    tmp = Path(tempfile.mkdtemp(prefix="jb-pickup-"))
+    try:
+        for r in range(rounds):
+            res = await run_case("organelle", f"sqlite:///{tmp}/jobs{r}.db", n_light, 200.0)
+            floor = commit_floor(tmp / f"floor{r}.db", n_light // 5, 200.0)
+            print(
+                f"round {r + 1}: pickup p50 {res['p50_us'] / 1000:.2f} ms,"
+                f" p99 {res['p99_us'] / 1000:.2f} ms; floor {floor * 1000:.2f} ms;"
+                f" load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 async def main(quick: bool, only: str | None = None) -> None:
     n_burst = 3_000 if quick else 20_000
     n_light = 300 if quick else 1_000
@@ -702,6 +721,7 @@ if __name__ == "__main__":
     ap.add_argument("--redis", action="store_true")
     ap.add_argument("--nats", action="store_true")
     ap.add_argument("--sql", action="store_true")
+    ap.add_argument("--pickup", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     if args.role == "organelle":
@@ -710,6 +730,8 @@ if __name__ == "__main__":
         arq_worker(int(args.target), args.n, args.out)
     elif args.role == "dramatiq":
         dramatiq_worker(int(args.target), args.n, args.out)
+    elif args.pickup:
+        asyncio.run(pickup_rounds(args.quick, args.rounds))
     elif args.sql:
         asyncio.run(sql_rounds(args.quick, args.rounds))
     elif args.redis:

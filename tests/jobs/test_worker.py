@@ -207,3 +207,23 @@ async def test_enqueue_meta_reaches_the_run_beside_what_the_observer_adds() -> N
     assert caller == {"hops": "3"}  # the caller's mapping is copied, not written to
     assert sorted(seen, key=len) == [{"stamped": "m"}, {"hops": "3", "stamped": "m"}]
     await queue.close()
+
+
+async def test_stop_with_every_slot_busy_keeps_to_its_drain_timeout(jobs: JobsService) -> None:
+    jobs.register("long", JobSpec(lease_s=60))
+    started = asyncio.Event()
+
+    async def long() -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    first = await jobs.enqueue("long")
+    await jobs.enqueue("long")  # waits for the busy slot
+    w = jobs.worker({"long": long}, slots=1)
+    await w.start()
+    await started.wait()
+    t0 = time.monotonic()
+    await w.stop(drain_timeout_s=0.2)
+    assert time.monotonic() - t0 < 2  # was the running job's own time: the loop waited on it
+    rec = await jobs.get(first)
+    assert (rec.state, rec.attempts) == ("queued", 0)

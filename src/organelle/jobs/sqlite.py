@@ -35,7 +35,7 @@ from organelle.jobs._records import (
     params_of,
     sweep_every_s,
 )
-from organelle.jobs._sqlite_prefetch import Prefetch
+from organelle.jobs._sqlite_prefetch import Prefetch, Wake
 from organelle.jobs.base import AttemptError, JobRecord, JobState, Lease, NewJob
 from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread, use_wal
 
@@ -113,7 +113,7 @@ class SqliteJobQueue:
         self.poll_s = poll_s
         self.clock = clock
         self._thread: SqliteThread | None = None
-        self._wake = asyncio.Event()
+        self._wake = Wake()
         self._claim_sql: dict[int, str] = {}
         self._last_sweep = 0.0
         self._closed = False
@@ -418,8 +418,7 @@ class SqliteJobQueue:
                 self._prefetch.arm(thread, self._claim_op(list(names), limit))
             thread.watch(on=True)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, timeout_s))
+            await self._wake.wait(max(0.0, timeout_s))
         finally:
             self._prefetch.disarm()
             if thread is not None:

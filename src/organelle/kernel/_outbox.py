@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from organelle.codec import to_builtins
@@ -109,6 +110,71 @@ class Transaction:
         return row_id
 
 
+class _Block(AbstractAsyncContextManager["Transaction"]):
+    """``Outbox.transaction()``: a Store transaction whose outbox rows go with its commit.
+
+    A plain class, not an ``asynccontextmanager`` generator: it is entered
+    once per transaction, on the loop's busiest path.
+    """
+
+    def __init__(self, outbox: Outbox, module: str | None) -> None:
+        self._outbox = outbox
+        self._module = module
+
+    async def __aenter__(self) -> Transaction:
+        outbox = self._outbox
+        store = outbox._store()
+        inner = getattr(store, "inner", None)  # housekeeping looks past the observing wrapper
+        self._raw = raw = store if inner is None else inner
+        self._nested = _current_tx(raw) is not None  # a savepoint: its rows roll back with it
+        self._inner = block = store.transaction()
+        stx = await block.__aenter__()
+        module = self._module
+        view = store if module is None else outbox._view(module)
+        self._tx = tx = Transaction(outbox, stx, view, module)
+        return tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        inner = self._inner
+        if exc_type is None and self._tx.rows:
+            try:
+                await self._stage(self._tx)
+            except BaseException as failed:  # rolls the transaction back
+                await inner.__aexit__(type(failed), failed, failed.__traceback__)
+                raise
+        await inner.__aexit__(exc_type, exc, tb)
+
+    async def _stage(self, tx: Transaction) -> None:
+        """Write the rows with the commit, and relay them once it has committed."""
+        rows = list(tx.rows)
+        items = {PREFIX + row_id: row for row_id, row in rows}
+        late = None if self._nested else getattr(_current_tx(self._raw), "write_at_commit", None)
+        if late is None:
+            await tx._tx.put_many(items)
+        else:  # sent with the commit (SQLite: no trip to the writer of its own)
+            late(items)
+        outbox = self._outbox
+        tx._tx.on_end(lambda committed: committed and outbox._soon(rows))
+
+
+def _current_tx(store: object) -> StoreTx | None:
+    """``organelle.storage.current_tx``, imported on first use (as the Store is)."""
+    global _found  # noqa: PLW0603 - a lazy import, once
+    if _found is None:
+        from organelle.storage import current_tx
+
+        _found = current_tx
+    return _found(store)
+
+
+_found: Callable[[object], StoreTx | None] | None = None
+
+
 class Outbox:
     """The kernel's outbox: opens transactions and relays what they committed."""
 
@@ -138,26 +204,9 @@ class Outbox:
         self.relayed = 0
         self.failed = 0
 
-    @asynccontextmanager
-    async def transaction(self, module: str | None = None) -> AsyncIterator[Transaction]:
+    def transaction(self, module: str | None = None) -> AbstractAsyncContextManager[Transaction]:
         """One Store transaction whose messages are sent once it commits."""
-        from organelle.storage import current_tx  # the Store is imported on first use
-
-        store, raw = self._store(), self._raw()
-        nested = current_tx(raw) is not None  # a savepoint: its rows must roll back with it
-        async with store.transaction() as stx:
-            view = store if module is None else self._view(module)
-            tx = Transaction(self, stx, view, module)
-            yield tx
-            if tx.rows:
-                rows = list(tx.rows)
-                items = {PREFIX + row_id: row for row_id, row in rows}
-                late = None if nested else getattr(current_tx(raw), "write_at_commit", None)
-                if late is None:
-                    await stx.put_many(items)
-                else:  # sent with the commit (SQLite: no trip to the writer of its own)
-                    late(items)
-                stx.on_end(lambda committed: committed and self._soon(rows))
+        return _Block(self, module)
 
     def _soon(self, rows: list[tuple[str, dict[str, Any]]]) -> bool:
         """A commit wakes the relay: one task sends what all commits so far left, in order."""

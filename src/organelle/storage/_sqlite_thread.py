@@ -54,13 +54,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast, overload
 
-__all__ = ["DURABLE", "READ", "WRITE", "Lane", "Op", "SqliteThread", "use_wal"]
+__all__ = ["DURABLE", "READ", "WRITE", "Lane", "Op", "SqliteThread", "Waiter", "use_wal"]
 
+
+class Waiter(Protocol):
+    """What hears an operation's outcome in the event loop (an ``asyncio.Future`` does)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+_W = TypeVar("_W", bound=Waiter)
 Op = Callable[[sqlite3.Connection], Any]
 _Item = tuple[Op, int, asyncio.Future[Any]]  # mode: READ, WRITE, DURABLE or _TX
-_Result = tuple[asyncio.Future[Any], Any, BaseException | None]
+_Result = tuple[Waiter, Any, BaseException | None]
 MAX_ROUND = 512
 MAX_TXS = 64  # transactions sharing one COMMIT, at most
 GROUP_S = 0.002  # a round stops taking in more work after this long
@@ -173,6 +183,9 @@ class SqliteThread:
         self._idle_conn: sqlite3.Connection | None = None
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
+        # The main queue's items carry a future; a lane's is never resolved (its
+        # operations have their own): all lanes share this one.
+        self._slot: asyncio.Future[Any] = self._loop.create_future()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -217,7 +230,7 @@ class SqliteThread:
         thread gets to its item (which it then skips, see ``_claim``).
         """
         self._lanes.append(lane)
-        self._queue.put((cast("Op", lane.run), _TX, lane.slot))
+        self._queue.put((cast("Op", lane.run), _TX, self._slot))
 
     def _claim(self, item: _Item) -> bool:
         """In the thread: take a queued transaction, unless the loop took it already."""
@@ -256,6 +269,7 @@ class SqliteThread:
                 lane.taken = False
                 self._lanes.appendleft(lane)
                 break
+            lane.clean = True
             lent.active = lane
             lent.txs += 1
             if not lane.drain(lent):
@@ -502,12 +516,12 @@ class Lane:
     def __init__(self, thread: SqliteThread) -> None:
         self._thread = thread
         self._queue: queue.SimpleQueue[_LaneItem | None] = queue.SimpleQueue()
-        # The main queue's items carry a future; a lane's is never resolved (its
-        # operations have their own).
-        self.slot: asyncio.Future[Any] = thread._loop.create_future()
         self._queued = False  # queued on the thread with its first item
         self.taken = False  # served by the thread or a lent round (``_mutex``)
         self._unread = 0  # items put and not yet taken (``_mutex``)
+        # Nothing written inside the lane's savepoint yet: a write needs no
+        # savepoint of its own (``ROLLBACK TO lane`` undoes it alone).
+        self.clean = False
 
     def _put(self, item: _LaneItem | None) -> None:
         """Queue ``item`` for the thread (or the lent round); ``_mutex`` held."""
@@ -517,13 +531,20 @@ class Lane:
             self._queued = True
             self._thread._enqueue_lane(self)
 
-    def submit(self, op: Op, *, mode: int, before: tuple[str, ...] = ()) -> asyncio.Future[Any]:
+    @overload
+    def submit(self, op: Op, *, mode: int, before: tuple[str, ...] = ()) -> asyncio.Future[Any]: ...
+    @overload
+    def submit(self, op: Op, *, mode: int, before: tuple[str, ...] = (), into: _W) -> _W: ...
+    def submit(
+        self, op: Op, *, mode: int, before: tuple[str, ...] = (), into: Waiter | None = None
+    ) -> Waiter:
         """Run ``op`` inside the transaction (``WRITE``: in a savepoint of its own).
 
         ``before``: statements to run first, outside that savepoint (the
         transaction's own ``SAVEPOINT`` / ``RELEASE`` marks, sent lazily).
+        ``into``: what hears the outcome instead of a new future (returned).
         """
-        fut: asyncio.Future[Any] = self._thread._loop.create_future()
+        fut = self._thread._loop.create_future() if into is None else into
         self._send((op, mode, fut, before))
         return fut
 
@@ -548,7 +569,7 @@ class Lane:
         except sqlite3.Error:  # not expected after a BEGIN; the thread serves the lane
             self._thread._advance(lent)  # hands the (empty) round back
             return None
-        self._queued = self.taken = True
+        self._queued = self.taken = self.clean = True
         lent.active, lent.txs = self, 1
         return lent
 
@@ -574,7 +595,7 @@ class Lane:
             if done is not None:
                 lent.results.append(done)  # told after the round's COMMIT
             return True
-        _done([_op(conn, item)])
+        _done([_op(conn, item, self)])
         return False
 
     def _tell(self, results: list[_Result]) -> None:
@@ -614,6 +635,16 @@ class Lane:
         """
         return self.submit(last or _nothing, mode=_COMMIT, before=before)
 
+    def commit_into(
+        self, waiter: Waiter, before: tuple[str, ...] = (), last: Op | None = None
+    ) -> None:
+        """``commit``, its outcome told to ``waiter`` (in the loop) instead of a new future.
+
+        ``waiter`` runs inside the loop callback that resolves the round's
+        futures: it must not raise.
+        """
+        self.submit(last or _nothing, mode=_COMMIT, before=before, into=waiter)
+
     def rollback(self) -> asyncio.Future[Any]:
         """Roll back (nothing to undo, no trip, when nothing was sent)."""
         if not self._queued:
@@ -641,6 +672,7 @@ class Lane:
         except queue.Empty:
             return _STALLED
         conn.execute("SAVEPOINT lane")
+        self.clean = True
         item: _LaneItem | None = first
         while True:
             if item is None:
@@ -653,7 +685,7 @@ class Lane:
                 return None
             if item[1] in {_COMMIT, _ROLLBACK}:
                 return _finish(conn, item, self._tell)
-            nxt = self._next(conn, _op(conn, item))
+            nxt = self._next(conn, _op(conn, item, self))
             if isinstance(nxt, _Handback):
                 return nxt
             item = nxt
@@ -667,7 +699,7 @@ class Lane:
                 return
 
 
-_LaneItem = tuple[Op, int, asyncio.Future[Any], tuple[str, ...]]
+_LaneItem = tuple[Op, int, Waiter, tuple[str, ...]]
 
 
 class _Lent:
@@ -753,19 +785,35 @@ def _last(conn: sqlite3.Connection, item: _LaneItem) -> _Result:
     return fut, None if out is None else out[1], None
 
 
-def _op(conn: sqlite3.Connection, item: _LaneItem) -> _Result:
-    """One operation of a lane (a write in a savepoint of its own)."""
+def _op(conn: sqlite3.Connection, item: _LaneItem, lane: Lane) -> _Result:
+    """One operation of a lane (a write in a savepoint: its own, or the lane's when it is first)."""
     op, mode, fut, before = item
-    try:
-        for sql in before:
-            conn.execute(sql)
-    except Exception as exc:  # a lost savepoint: the op must not run out of place
-        return fut, None, exc
+    if before:
+        lane.clean = False  # a savepoint of the caller's is open, or was released into the lane
+        try:
+            for sql in before:
+                conn.execute(sql)
+        except Exception as exc:  # a lost savepoint: the op must not run out of place
+            return fut, None, exc
     if mode != WRITE:
         try:
             return fut, op(conn), None
         except Exception as exc:
             return fut, None, exc
+    if not lane.clean:
+        return _saved(conn, op, fut)
+    try:  # the lane's savepoint holds nothing else: undoing it undoes this write alone
+        result = op(conn)
+    except Exception as exc:
+        with contextlib.suppress(sqlite3.Error):  # gone with a rollback SQLite did itself
+            conn.execute("ROLLBACK TO lane")  # it stays open, empty
+        return fut, None, exc
+    lane.clean = False
+    return fut, result, None
+
+
+def _saved(conn: sqlite3.Connection, op: Op, fut: Waiter) -> _Result:
+    """A write of a lane in a savepoint of its own."""
     conn.execute("SAVEPOINT op")
     try:
         result = op(conn)
@@ -858,13 +906,19 @@ def _begin(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
 
 
 def _done(results: list[_Result]) -> None:
+    failed: BaseException | None = None
     for fut, value, exc in results:
         if fut.done():  # the caller was cancelled
             continue
-        if exc is None:
-            fut.set_result(value)
-        else:
-            fut.set_exception(exc)
+        try:
+            if exc is None:
+                fut.set_result(value)
+            else:
+                fut.set_exception(exc)
+        except BaseException as err:  # a Waiter that raised must not strand the others
+            failed = failed or err
+    if failed is not None:
+        raise failed
 
 
 def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -177,6 +178,27 @@ class TxCore:
             self._publish(self.changes)
         self._ended(committed=True)
 
+    def end_soon(self, *, commit: bool) -> asyncio.Future[None]:
+        """Start ``end``; the future resolves once it is over.
+
+        Cancelling the future (a cancelled caller) does not stop the end: the
+        commit or rollback is never left half done, the connection or the
+        writer never held. A backend may override it to end without a task.
+        """
+        task = asyncio.ensure_future(self.end(commit=commit))
+        waiter: asyncio.Future[None] = task.get_loop().create_future()
+        task.add_done_callback(functools.partial(_hand_over, waiter))
+        return waiter
+
+    def committed(self) -> None:
+        """The commit is durable: tell the watchers and the ``on_end`` callbacks (never raises)."""
+        if self.changes:
+            try:
+                self._publish(self.changes)
+            except Exception:
+                log.exception("publishing a committed Store transaction's changes failed")
+        self._ended(committed=True)
+
     def undone(self, since: int) -> None:
         """A savepoint rolled back: the ``on_end`` callbacks it registered learn it now."""
         ends = self._ends[since:]
@@ -275,20 +297,24 @@ class TxBlock:
             return
         CURRENT.reset(self._token)
         core.open = False
-        # Shielded: a cancelled caller must not leave the commit (or the
-        # rollback) half done, with the connection or the writer still held.
-        ending = asyncio.ensure_future(core.end(commit=exc_type is None))
-        try:
-            await asyncio.shield(ending)
-        except asyncio.CancelledError:
-            if not ending.done():
-                ending.add_done_callback(_retrieve)
-            raise
+        # A cancelled caller stops waiting, not ending (see ``TxCore.end_soon``).
+        await core.end_soon(commit=exc_type is None)
 
 
-def _retrieve(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("a cancelled Store transaction failed to end", exc_info=task.exception())
+def _hand_over(waiter: asyncio.Future[None], task: asyncio.Future[None]) -> None:
+    """Pass an ended ``TxCore.end`` task's outcome to whoever still waits for it."""
+    if task.cancelled():
+        if not waiter.done():
+            waiter.cancel()
+        return
+    exc = task.exception()
+    if waiter.done():  # its caller was cancelled: nobody else hears of a failure
+        if exc is not None:
+            log.warning("a cancelled Store transaction failed to end", exc_info=exc)
+    elif exc is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(exc)
 
 
 class TxHandle:

@@ -23,6 +23,8 @@ if it fails. A process killed inside it leaves nothing of it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import re
 import sqlite3
 import time
@@ -37,6 +39,8 @@ from organelle.storage.base import ChangeOp, Entry, Page, Watch
 from organelle.storage.retry import retrying
 
 __all__ = ["SqliteStore"]
+
+log = logging.getLogger("organelle.storage")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _Row = tuple[str, int, bytes, int, float | None]
@@ -200,12 +204,15 @@ class SqliteStore(BaseStore):
     def _upsert(
         self, conn: sqlite3.Connection, rows: list[tuple[str, int, bytes, int, float | None]]
     ) -> None:
-        conn.executemany(
+        sql = (
             f"INSERT INTO {self._t} (key, kind, value, rev, expires_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET kind=excluded.kind, value=excluded.value, "
-            "rev=excluded.rev, expires_at=excluded.expires_at",
-            rows,
+            "rev=excluded.rev, expires_at=excluded.expires_at"
         )
+        if len(rows) == 1:  # a put, an outbox row: execute costs less than executemany of one
+            conn.execute(sql, rows[0])
+        else:
+            conn.executemany(sql, rows)
 
     def _live(
         self, conn: sqlite3.Connection, key: str
@@ -433,7 +440,9 @@ class _SqliteTx(TxCore):
         """Run ``op`` on the writer inside the transaction (a write in a savepoint of its own)."""
         self._s._check_open()
         self.check()
-        before, self._marks = tuple(self._marks), []
+        before: tuple[str, ...] = ()
+        if self._marks:
+            before, self._marks = tuple(self._marks), []
         try:
             return await self._lane.submit(op, mode=WRITE if write else READ, before=before)
         except sqlite3.Error as exc:
@@ -461,10 +470,39 @@ class _SqliteTx(TxCore):
 
     async def write_late(self) -> None:
         """Send the late writes with the commit: no trip to the writer of their own."""
-        if self.late:
-            late, self.late = self.late, {}
-            ops = [self._s._put_many_op(items, ttl, new=new) for (ttl, new), items in late.items()]
-            self._late_op = ops[0] if len(ops) == 1 else _chain(ops)
+        self._late_op = self._late()
+        self.late = {}
+
+    def _late(self) -> Op | None:
+        """The op writing what ``write_at_commit`` kept (it raises on a bad key or value)."""
+        if not self.late:
+            return None
+        ops = [self._s._put_many_op(items, ttl, new=new) for (ttl, new), items in self.late.items()]
+        return ops[0] if len(ops) == 1 else _chain(ops)
+
+    def end_soon(self, *, commit: bool) -> asyncio.Future[None]:
+        """Commit without a task: the lane tells ``_Ending`` once the round has committed.
+
+        The same steps as ``TxCore.end`` (late writes with the commit, then the
+        watchers and the ``on_end`` callbacks, or a failure for all), with no
+        task or shield between the loop and the writer: a cancelled caller
+        only stops waiting. Rollbacks, and late writes that fail to encode,
+        take ``TxCore.end``.
+        """
+        if not commit or self.aborted:
+            return super().end_soon(commit=commit)
+        try:
+            last = self._late()
+        except Exception:  # ends there again, with its rollback
+            return super().end_soon(commit=commit)
+        self.late = {}
+        self._s._txs.discard(self)
+        before: tuple[str, ...] = ()
+        if self._marks:
+            before, self._marks = tuple(self._marks), []
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lane.commit_into(_Ending(self, waiter, contextvars.copy_context()), before, last)
+        return waiter
 
     async def rollback(self) -> None:
         self._s._txs.discard(self)
@@ -493,6 +531,55 @@ class _SqliteTx(TxCore):
     async def rollback_to(self, mark: object) -> None:
         if not self._unsent(mark):
             self._marks += [f"ROLLBACK TO {mark}", f"RELEASE {mark}"]
+
+
+class _Ending:
+    """Hears a ``_SqliteTx`` fast commit in the loop (a ``Waiter``) and ends the transaction.
+
+    The ``on_end`` callbacks run in ``context``, the committing task's (as
+    they did in its ``TxCore.end`` task): an outbox relay started there
+    sends its events as children of the request that committed them.
+    """
+
+    __slots__ = ("_context", "_over", "_tx", "_waiter")
+
+    def __init__(
+        self, tx: _SqliteTx, waiter: asyncio.Future[None], context: contextvars.Context
+    ) -> None:
+        self._tx = tx
+        self._waiter = waiter
+        self._context = context
+        self._over = False
+
+    def done(self) -> bool:
+        return self._over
+
+    def set_result(self, changes: list[_Chg] | None) -> None:
+        """The round's ``COMMIT`` is on disk."""
+        self._over = True
+        tx = self._tx
+        if changes:
+            tx.changes += changes
+        try:
+            self._context.run(tx.committed)
+        finally:  # the committing task is told, whatever a callback did
+            if not self._waiter.done():
+                self._waiter.set_result(None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Nothing of the transaction stays (its savepoint, or the whole round, was undone)."""
+        self._over = True
+        err = exc
+        if isinstance(exc, sqlite3.Error):
+            err = StorageUnavailableError(f"SQLite commit failed: {exc}")
+            err.__cause__ = exc
+        try:
+            self._context.run(self._tx._ended, committed=False)
+        finally:
+            if self._waiter.done():  # its caller was cancelled: nobody else hears of it
+                log.warning("a cancelled Store transaction failed to end", exc_info=err)
+            else:
+                self._waiter.set_exception(err)
 
 
 def _chain(ops: list[Op]) -> Op:
