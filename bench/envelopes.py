@@ -108,17 +108,52 @@ NOTES = """**Targets missed; where the time goes.**
   operation (no `BEGIN` of its own), its outbox rows go with its `COMMIT`,
   one relay task woken by the commits sends what they left, relayed rows
   are deleted in batches, and transactions queued together share one
-  `COMMIT` for up to 20 ms (was 2 ms). One producer: a transaction is two
-  trips to the writer (its `put`, its commit) against one for a plain put,
-  with one fsync each. 16 in flight: the writer serves one transaction at
-  a time and waits for the event loop between its operations (the `put`'s
-  result, then the commit): one loop↔thread round trip per transaction,
-  serialized, while 16 plain puts go in one round. On this loaded machine
-  a round trip costs about a millisecond (a thread wake-up waits for a
-  CPU), which is the whole gap. The 20 ms window: 266 → 451 transactions/s
-  (median of 8 paired rounds, 16 in flight). Closing the rest needs
-  transactions whose writes do not wait for their results (write-behind;
-  `put` returns the revision, which only the writer knows), not done.
+  `COMMIT` for up to 20 ms. Since 2026-12-04 the writer lends its whole
+  round to the event loop after a transaction's first operation: the loop
+  runs that transaction's later operations, its commit (a savepoint
+  release) and then every transaction queued behind it, inline, and hands
+  the round back for one physical `COMMIT`; when the writer is idle, the
+  loop begins the round itself (`BEGIN IMMEDIATE`, never waiting on the
+  lock) and the writer only commits it (`storage/_sqlite_thread.py`,
+  docs/storage.md). 16 transactions in flight now share one `COMMIT`
+  with one operation in the writer thread (was one round trip to the loop
+  each, served one after the other): 0.14× → 0.24× (1.6 k → 3.1 k/s) and
+  one producer 0.51× → 0.60× on quiet runs (2026-12-04 08:55, load average
+  ~0.5, 5 interleaved rounds: 1.1 k vs 1.9 k/s and 3.1 k vs 12.7 k/s).
+  What is left is CPU in the event loop: timed per round (16 in flight),
+  the loop holds the lent round ~1.5 ms for ~8 transactions, the
+  `COMMIT` takes ~0.5 ms, and the loop then needs ~0.5 ms more for the
+  committed transactions' wake-ups, relay and next `BEGIN`: it is busy
+  throughout, so throughput is one over its time per transaction. Since
+  2026-12-04 15:30 a SQLite commit runs without a task: `_SqliteTx.end_soon`
+  sends the commit from `__aexit__` itself and the lane tells an `_Ending`
+  (a `Waiter`) in the callback that resolves the round's futures, where it
+  runs the `on_end` callbacks in the committing task's context (was a task
+  per commit, a shield and three loop hops); a lane's first write needs no
+  savepoint of its own (`ROLLBACK TO lane` undoes it alone: 2 statements
+  fewer per transaction); the outbox's block is a plain class (was an
+  `asynccontextmanager` around the store's block); lanes share one placeholder
+  future; a single-row upsert is an `execute`. Callgrind: 572 k → 467 k
+  event-loop instructions per transaction at 16 in flight (−18 %), 672 k →
+  562 k with one producer (−16 %); the bench: 0.61× → 0.65× one producer,
+  0.25× → 0.26× (3.0 k → 3.6 k/s) at 16 in flight, same runs. Tried and
+  dropped: having the idle writer let the loop `BEGIN` the next round of
+  queued transactions (the loop is busy anyway: no change) and letting the
+  relay yield once so a producer's next transaction goes first (no change
+  beyond noise). The loop still spends ~190 µs of CPU on a transaction
+  against ~20 µs on a plain put whose SQL runs in the writer thread: its
+  own SQL, now six statements run on the lent connection (~50 µs: the
+  lane's savepoint and release, an `UPDATE … RETURNING` of the revision
+  counter and an upsert for the put and again for the outbox row), then
+  the layers a transaction crosses (the kernel's observing wrapper and
+  module view around every operation, the store's block and handle, the
+  lane), the relay's emit on the Python path with its event id, and the
+  handler; one producer also pays a second durable commit whenever the
+  relay's batched delete does not share a round. 0.8× at 16 in flight
+  needs it under ~70 µs, which the SQL alone nearly fills: it needs the
+  writes to run in the writer thread without a loop↔thread trip each
+  (write-behind: `put` returns the revision only the writer knows), not
+  done.
 * *PostgreSQL Store* (no target): the same rows against a local server;
   every operation of a transaction is a round trip on its connection, and
   the inbox's rows at commit are one `INSERT … ON CONFLICT` that also
@@ -133,6 +168,7 @@ group's start-up, the same for both, is left out). Measured on a shared
 (load average 15–25): single rounds moved by 5× and more.
 Stream log and Store are SQLite files (`synchronous=FULL`).
 `python bench/envelopes.py` reproduces it.
+
 """
 Fn = Callable[[int], Awaitable[None]]
 
