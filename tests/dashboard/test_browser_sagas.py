@@ -19,6 +19,7 @@ import pytest
 
 from organelle import Kernel, Module, rpc
 from organelle.auth.api_keys import hash_key
+from organelle.dashboard import _sagas as dashboard_sagas
 from organelle.gateway import Gateway
 from organelle.sagas import Saga, Step
 from organelle.testing import eventually
@@ -148,6 +149,7 @@ async def test_a_stuck_saga_is_shown_masked_and_retried_from_the_page(tmp_path: 
         assert SECRET not in await page.content()
         assert SECRET not in await page.evaluate("document.body.innerText")
         assert await row.get_by_role("button", name="Abort").count() == 0  # stuck: retry only
+        assert await page.locator("#sagas-more").is_hidden()  # all of them are listed
 
         Shop.bank_up = True
         await row.get_by_role("button", name="Retry").click()
@@ -198,4 +200,21 @@ async def test_a_running_saga_is_aborted_from_the_page(tmp_path: Path) -> None:
         assert rec.error == "aborted"
         await page.wait_for_selector("#sagas-table p.empty:text-is('no unfinished sagas')")
         assert SECRET not in await page.content()
+    assert errors == []
+
+
+async def test_a_capped_list_says_there_are_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard_sagas, "MAX_SAGAS", 1)
+    async with browsing(tmp_path) as (kernel, gw, page, errors):
+        first = await kernel.sagas.start("shop.checkout", {"password": SECRET})
+        await kernel.sagas.start("shop.checkout", {"password": SECRET})
+        await kernel.drain_jobs(timeout_s=10)
+        await page.goto(f"{gw.url}/_dashboard#sagas")
+        await page.locator("#sagas-table tbody tr", has_text=first).wait_for()
+        assert await page.locator("#sagas-table tbody tr").count() == 1
+        more = page.locator("#sagas-more")
+        await more.wait_for()
+        assert (await more.text_content() or "").startswith("The 1 oldest unfinished sagas")
     assert errors == []

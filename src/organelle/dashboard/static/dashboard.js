@@ -277,6 +277,9 @@
           return "";
         }],
       ], s.sagas, s.enabled ? "no unfinished sagas" : "no sagas declared on this node", (x) => x.state === "stuck");
+      const more = $("sagas-more");
+      more.hidden = !s.capped;
+      more.textContent = s.capped ? `The ${num(s.sagas.length)} oldest unfinished sagas are shown; there are more (kernel.sagas.list has them all).` : "";
     },
     scaling(s) {
       table("scaling-table", [
