@@ -140,7 +140,7 @@ async def test_a_stuck_saga_is_shown_masked_and_retried_from_the_page(tmp_path: 
         name, sid, state, _updated, steps, error, _button = cells
         assert (name, sid, state) == ("shop.checkout", stuck, "stuck")
         assert await row.locator(".badge.s-stuck").count() == 1
-        assert steps.startswith("charge: done (")
+        assert steps.startswith("charge: done (compensation: ")
         assert "bank down" in steps
         assert "ship: failed (" in steps
         assert "no truck" in steps

@@ -63,6 +63,9 @@ async def test_a_stuck_saga_is_listed_with_its_steps_and_masked_params(tmp_path:
         ("charge", "done"),
         ("ship", "failed"),
     ]
+    assert saga["steps"][0]["error"].startswith("compensation: ")  # its refund failed
+    assert "bank down" in saga["steps"][0]["error"]
+    assert not saga["steps"][1]["error"].startswith("compensation")  # the action's own
     assert "no truck" in saga["steps"][1]["error"]
 
 

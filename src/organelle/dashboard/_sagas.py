@@ -14,11 +14,17 @@ from organelle.config.secrets import mask
 
 if TYPE_CHECKING:
     from organelle.kernel import Kernel
-    from organelle.sagas import SagaRecord
+    from organelle.sagas import SagaRecord, StepError
 
 __all__ = ["MAX_SAGAS", "sagas_summary"]
 
 MAX_SAGAS = 200
+
+
+def _error(err: StepError) -> str:
+    """The step's last error; a compensation's says so (its step itself may be ``done``)."""
+    text = f"{err.type}: {err.message}"
+    return f"compensation: {text}" if err.phase == "compensate" else text
 
 
 def _saga(rec: SagaRecord) -> dict[str, Any]:
@@ -39,7 +45,7 @@ def _saga(rec: SagaRecord) -> dict[str, Any]:
                 "state": s.state,
                 "attempts": s.attempts,
                 "compensate_attempts": s.compensate_attempts,
-                "error": None if not s.errors else f"{s.errors[-1].type}: {s.errors[-1].message}",
+                "error": None if not s.errors else _error(s.errors[-1]),
             }
             for s in rec.steps
         ],
