@@ -227,3 +227,11 @@ async def test_stop_with_every_slot_busy_keeps_to_its_drain_timeout(jobs: JobsSe
     assert time.monotonic() - t0 < 2  # was the running job's own time: the loop waited on it
     rec = await jobs.get(first)
     assert (rec.state, rec.attempts) == ("queued", 0)
+
+
+@pytest.mark.parametrize("meta", [{"hops": 3}, {1: "x"}, {"a": {"b": "c"}}, "hops=3"])
+async def test_enqueue_meta_that_is_not_text_is_refused(jobs: JobsService, meta: Any) -> None:
+    with pytest.raises(ValidationError, match="job meta") as err:
+        await jobs.enqueue("m", meta=meta)
+    assert err.value.code == "organelle.validation"
+    assert await jobs.queue.scan("queued") == []  # nothing stored

@@ -122,7 +122,7 @@ class JobsService:
         elif at is not None:
             run_at = at.timestamp() if isinstance(at, datetime) else float(at)
         spec = known.spec if known else JobSpec()
-        carried: dict[str, str] = dict(meta or {})  # the caller's, then what the observer adds
+        carried = _meta(meta)  # the caller's, then what the observer adds
         notify(self.observer, "enqueued", name, carried)  # accepted: the observer may add meta
         return NewJob(
             name=name,
@@ -163,6 +163,7 @@ class JobsService:
 
         Raises:
             ValidationError: params refused by the job's validator or not JSON-able.
+                Also meta that is not a mapping of strings to strings.
         """
         job = self._new(
             name,
@@ -203,3 +204,25 @@ class JobsService:
         options.setdefault("clock", self.clock)
         options.setdefault("observer", self.observer)
         return Worker(self.queue, handlers, specs=specs, **options)
+
+
+def _meta(meta: Mapping[str, str] | None) -> dict[str, str]:
+    """A copy of the caller's job meta: text headers only, as every backend carries them.
+
+    Raises:
+        ValidationError: not a mapping of strings to strings.
+    """
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ValidationError(
+            f"job meta must be a mapping of strings, not {type(meta).__name__}",
+            errors=[{"field": "meta", "message": "not a mapping"}],
+        )
+    bad = [k for k, v in meta.items() if type(k) is not str or type(v) is not str]
+    if bad:
+        raise ValidationError(
+            f"job meta holds text only: {bad[0]!r} is not a string key with a string value",
+            errors=[{"field": f"meta.{k}", "message": "not a string"} for k in bad],
+        )
+    return dict(meta)
