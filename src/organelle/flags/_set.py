@@ -167,30 +167,37 @@ class _Ruled:
             key = (pid, roles, tuple(have) if type(have) is list else have)
         else:
             key = (pid, roles, *[_hashable(claims.get(name)) for name in self.claims])
-        by_key = self.by_key
         try:
-            value = by_key[key]
+            value = self.by_key[key]
         except KeyError:
-            if len(by_key) >= _BUCKETS_MAX:
-                by_key.clear()
-            value = by_key[key] = self.match(pid, roles, claims)
+            value = self._remember(key, pid, roles, claims)
         except TypeError:  # a set claim, or tables in a list claim
             value = self._unhashable(pid, roles, claims)
         self.hit = (principal, value)
+        return value
+
+    def _remember(
+        self,
+        key: tuple[Any, ...],
+        pid: str | None,
+        roles: frozenset[str],
+        claims: Mapping[str, Any],
+    ) -> Any:
+        """Match a key seen for the first time and keep its value (bounded)."""
+        if len(self.by_key) >= _BUCKETS_MAX:
+            self.by_key.clear()
+        value = self.by_key[key] = self.match(pid, roles, claims)
         return value
 
     def _unhashable(self, pid: str | None, roles: frozenset[str], claims: Mapping[str, Any]) -> Any:
         """Key lists as tuples and sets as frozensets (the rules treat them alike), else match."""
         key = (pid, roles, *(_hashable(claims.get(name)) for name in self.claims))
         try:
-            value = self.by_key.get(key, _NO_HIT)
+            return self.by_key[key]
+        except KeyError:
+            return self._remember(key, pid, roles, claims)
         except TypeError:  # still unhashable (a list of tables): match every time
             return self.match(pid, roles, claims)
-        if value is _NO_HIT:
-            if len(self.by_key) >= _BUCKETS_MAX:
-                self.by_key.clear()
-            value = self.by_key[key] = self.match(pid, roles, claims)
-        return value
 
     def match(self, pid: str | None, roles: frozenset[str], claims: Mapping[str, Any]) -> Any:
         """``Rule.matches`` over the rules in order, inlined: what a cache miss runs."""

@@ -440,13 +440,19 @@ class _SqliteTx(TxCore):
         """Run ``op`` on the writer inside the transaction (a write in a savepoint of its own)."""
         self._s._check_open()
         self.check()
-        before: tuple[str, ...] = ()
-        if self._marks:
-            before, self._marks = tuple(self._marks), []
         try:
-            return await self._lane.submit(op, mode=WRITE if write else READ, before=before)
+            return await self._lane.submit(
+                op, mode=WRITE if write else READ, before=self._take_marks()
+            )
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"SQLite failed inside a transaction: {exc}") from exc
+
+    def _take_marks(self) -> tuple[str, ...]:
+        """The savepoint statements not sent yet, to go before the next operation."""
+        if not self._marks:
+            return ()
+        marks, self._marks = tuple(self._marks), []
+        return marks
 
     def abort(self) -> None:
         """Roll back now without waiting (the store is closing)."""
@@ -458,9 +464,8 @@ class _SqliteTx(TxCore):
         self._s._txs.discard(self)
         if self.aborted:
             raise StorageUnavailableError("store is closed; the transaction was rolled back")
-        before, self._marks = tuple(self._marks), []
         try:
-            changes = await self._lane.commit(before, self._late_op)
+            changes = await self._lane.commit(self._take_marks(), self._late_op)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
         finally:
@@ -497,11 +502,9 @@ class _SqliteTx(TxCore):
             return super().end_soon(commit=commit)
         self.late = {}
         self._s._txs.discard(self)
-        before: tuple[str, ...] = ()
-        if self._marks:
-            before, self._marks = tuple(self._marks), []
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._lane.commit_into(_Ending(self, waiter, contextvars.copy_context()), before, last)
+        ending = _Ending(self, waiter, contextvars.copy_context())
+        self._lane.commit_into(ending, self._take_marks(), last)
         return waiter
 
     async def rollback(self) -> None:
