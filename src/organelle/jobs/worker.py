@@ -168,7 +168,6 @@ class Worker:
         self._slot = asyncio.Event()
         self._stop = asyncio.Event()
         self._stopping = False
-        self._idle: asyncio.Timeout | None = None  # the claim loop's idle wait (_wake ends it)
         self._loop_task: asyncio.Task[None] | None = None
         self._beat_task: asyncio.Task[None] | None = None
         self._beat_wake = asyncio.Event()
@@ -210,7 +209,7 @@ class Worker:
         else:
             self._paused.difference_update(names)
         self._index()
-        self._wake()
+        self._slot.set()  # an idle claim loop looks again now
         return self.paused
 
     def add(self, name: str, handler: JobHandler, spec: JobSpec | None = None) -> None:
@@ -220,7 +219,7 @@ class Worker:
             self.specs[name] = spec
         self._limits[name] = _Limiter(self._spec(name), self.clock())
         self._index()
-        self._wake()
+        self._slot.set()  # an idle claim loop looks again now
 
     def remove(self, names: list[str]) -> list[asyncio.Task[None]]:
         """Stop taking jobs named ``names``; return the runs of them still in flight.
@@ -281,7 +280,7 @@ class Worker:
         """Finish in-flight jobs within ``drain_timeout_s``; release the rest at once."""
         self._stopping = True
         self._stop.set()
-        self._wake()  # an idle claim loop, or one waiting for a slot, ends now
+        self._slot.set()  # a claim loop waiting for a free slot ends now, not when a job does
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
@@ -372,37 +371,17 @@ class Worker:
         return leases, wait
 
     async def _idle_wait(self, timeout_s: float) -> None:
-        """Wait for the queue, a freed slot or ``stop()``, in the claim loop's own task.
-
-        The queue's wake-up resumes this task itself, so a job that arrives
-        starts two loop turns sooner than through a task per waiter and
-        ``asyncio.wait``; ``_wake`` (a freed slot, ``stop()``) ends the wait
-        by expiring an ``asyncio.timeout`` around it.
-        """
         self._slot.clear()
-        if self._stop.is_set():
-            return
-        task = asyncio.current_task()
-        assert task is not None  # noqa: S101 - the claim loop is a task
-        cancels = task.cancelling()
+        waiters = [
+            asyncio.ensure_future(self.queue.wait(timeout_s)),
+            asyncio.ensure_future(self._slot.wait()),
+            asyncio.ensure_future(self._stop.wait()),
+        ]
         try:
-            async with asyncio.timeout(None) as self._idle:
-                await self.queue.wait(timeout_s)
-        except TimeoutError:
-            pass  # _wake: look again now
-        except Exception:
-            log.exception("job queue wait failed")
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._idle = None
-        if task.cancelling() > cancels:  # a cancel the queue's wait_for swallowed (3.11)
-            raise asyncio.CancelledError
-
-    def _wake(self) -> None:
-        """A slot freed, names added or resumed, or ``stop()``: the claim loop looks again now."""
-        self._slot.set()
-        idle, self._idle = self._idle, None
-        if idle is not None:
-            idle.reschedule(0.0)  # in the past: expires on the next loop turn
+            for w in waiters:
+                w.cancel()
 
     def _launch(self, lease: Lease) -> None:
         if lease.name not in self.handlers or lease.name in self._paused:
@@ -470,7 +449,7 @@ class Worker:
             log.exception("job %s: could not record the outcome; it will run again", lease.job_id)
         finally:
             self._acking.discard(task)
-            self._wake()
+            self._slot.set()
 
     def _finish_slot(self, lease: Lease) -> None:
         self._running.pop(lease.job_id, None)
@@ -478,7 +457,7 @@ class Worker:
         limiter = self._limits.get(lease.name)
         if limiter is not None:
             limiter.running -= 1
-        self._wake()
+        self._slot.set()
 
     async def _settle(  # noqa: PLR0917 - one attempt's whole outcome
         self, lease: Lease, spec: JobSpec, kind: str, value: Any, started: float, took: float
