@@ -63,7 +63,11 @@ def build_in_place() -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         built = compile_extension(Path(tmp))
         target = PACKAGE / built.name
-        shutil.copyfile(built, target)
+        # A new file swapped in by rename: a process that has the old one
+        # mapped keeps it, where copying over it in place could crash it.
+        staged = target.with_name(f".{target.name}.new")
+        shutil.copyfile(built, staged)
+        os.replace(staged, target)
     return target
 
 
