@@ -20,6 +20,7 @@ from typing import Any, Self
 import msgspec
 
 from organelle.errors import UnavailableError
+from organelle.jobs._nats_publish import JsPublisher
 from organelle.jobs._nats_pull import _Puller
 from organelle.transport.nats_connect import NatsConnectOptions
 
@@ -58,6 +59,7 @@ class _NatsJobsBase:
         self._nc: Any = None
         self._js: Any = None
         self._kv: Any = None
+        self._pub: JsPublisher | None = None  # the job's own writes (records, messages)
         self._pullers: dict[tuple[str, int], _Puller] = {}
         self._ack_wait: dict[tuple[str, int], float] = {}
         # (id, token) -> (msg, kv rev, record as claimed): a settle writes from the
@@ -105,8 +107,10 @@ class _NatsJobsBase:
                 ) from None
             self._nc, self._js = nc, nc.jetstream()
             await self._layout()
+            self._pub = JsPublisher(nc)
+            await self._pub.open()
         except BaseException:
-            self._nc = self._js = None
+            self._nc = self._js = self._pub = None
             with contextlib.suppress(Exception):
                 await nc.close()
             raise
@@ -156,6 +160,12 @@ class _NatsJobsBase:
         if band in _TOKEN_BAND:
             self._banded.add(name)
         self._wake.set()
+
+    async def _write(self, subject: str, payload: bytes, headers: dict[str, str]) -> int:
+        """A JetStream write (a record or a job's message); its stream sequence."""
+        if self._pub is None:
+            raise UnavailableError("the job queue is closed")
+        return await self._pub.publish(subject, payload, headers)
 
     def _subject(self, name: str, band: int = 0) -> str:
         if band == 0:
@@ -233,6 +243,9 @@ class _NatsJobsBase:
         for puller in pullers:  # fetched ahead, never claimed: back to the stream now
             await puller.close()
         self._ack_wait.clear()
+        pub, self._pub = self._pub, None
+        if pub is not None:
+            await pub.close()
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()

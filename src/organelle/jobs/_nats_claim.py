@@ -89,11 +89,10 @@ class _NatsClaims(_NatsRecords):
         A claim of a first delivery compare-and-sets the record from that
         revision without reading it; any change since sends it the long way.
         """
-        await self._js.publish(
+        await self._write(
             self._subject(rec["name"], _band(rec["priority"])),
             _enc.encode(rec),
-            headers={"Nats-Msg-Id": msg_id, REV_HEADER: str(rev)},
-            stream=self.stream,
+            {"Nats-Msg-Id": msg_id, REV_HEADER: str(rev), "Nats-Expected-Stream": self.stream},
         )
 
     async def _republish(self, jid: str) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 from organelle.jobs._nats_base import _dec, _enc, _NatsJobsBase
 from organelle.jobs.base import AttemptError, JobRecord
 
+_WRONG_LAST = (10071, 10164)  # JSStreamWrongLastSequenceErr(F), ...ConstantErr
+
 
 class _ChangedError(Exception):
     """The record changed between read and compare-and-set."""
@@ -40,24 +42,28 @@ class _NatsRecords(_NatsJobsBase):
 
         ``ttl_s``: the server deletes the entry after that long (retention).
         """
-        from nats.js.errors import APIError, KeyWrongLastSequenceError
+        from nats.js.errors import APIError
 
         rec["updated_at"] = self.clock()
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(rev or 0)}
         if ttl_s is not None and rev is not None:
-            headers = {"Nats-Expected-Last-Subject-Sequence": str(rev), "Nats-TTL": _ttl(ttl_s)}
-            try:
-                ack = await self._js.publish(
-                    f"$KV.{self.bucket}.j.{rec['id']}", _enc.encode(rec), headers=headers
-                )
-            except APIError as exc:
-                if exc.err_code == 10071:  # noqa: PLR2004 - JSStreamWrongLastSequenceErr
-                    return None
-                raise
-            return int(ack.seq)
+            headers["Nats-TTL"] = _ttl(ttl_s)
         try:
-            if rev is None:
-                return int(await self._kv.create(f"j.{rec['id']}", _enc.encode(rec)))
-            return int(await self._kv.update(f"j.{rec['id']}", _enc.encode(rec), last=rev))
+            return await self._write(f"$KV.{self.bucket}.j.{rec['id']}", _enc.encode(rec), headers)
+        except APIError as exc:
+            if exc.err_code not in _WRONG_LAST:
+                raise
+        if rev is not None:
+            return None
+        # A create whose key has history: a deleted record's tombstone is
+        # re-created from its revision; a live one is a conflict (nats-py's own path).
+        return await self._create_over(rec)
+
+    async def _create_over(self, rec: dict[str, Any]) -> int | None:
+        from nats.js.errors import KeyWrongLastSequenceError
+
+        try:
+            return int(await self._kv.create(f"j.{rec['id']}", _enc.encode(rec)))
         except KeyWrongLastSequenceError:
             return None
 

@@ -59,10 +59,8 @@ class _NatsSettle(_NatsClaims):
                 self._msgs.pop(key, None)
                 if ttl_s is not None and rec.get("idem"):
                     idem = "k." + hashlib.sha256(rec["idem"].encode()).hexdigest()
-                    await self._js.publish(
-                        f"$KV.{self.bucket}.{idem}",
-                        rec["id"].encode(),
-                        headers={"Nats-TTL": _ttl(ttl_s)},
+                    await self._write(
+                        f"$KV.{self.bucket}.{idem}", rec["id"].encode(), {"Nats-TTL": _ttl(ttl_s)}
                     )
                 return msg
             rec = None
