@@ -8,13 +8,15 @@ skips the stream survey.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from organelle.jobs import Lease, NewJob
+from organelle.jobs import Lease, NewJob, _nats_base
 from organelle.jobs.nats import NatsJobQueue
 from organelle.testing.servers import NatsServer, shared_nats
 
@@ -119,3 +121,44 @@ async def test_a_band_published_after_the_survey_is_served_first(queue: NatsJobQ
     (high,) = await queue.enqueue([job(priority=10)])
     leases = await claim_all(queue, 2)
     assert [lease.job_id for lease in leases] == [high, low]
+
+
+async def test_a_waiting_worker_elsewhere_is_woken_by_each_enqueue(
+    nats_server: NatsServer, stream: str, queue: NatsJobQueue
+) -> None:
+    worker = await NatsJobQueue([nats_server.url], stream=stream).open()
+    try:
+        assert await worker.claim(names=["work"], limit=1) == []  # now watching
+        await worker._nc.flush()
+        for _ in range(3):  # each enqueue wakes it well before its 5 s wait ends
+            started = time.monotonic()
+            waiting = asyncio.ensure_future(worker.wait(5.0))
+            await asyncio.sleep(0.01)
+            await queue.enqueue([job()])
+            await asyncio.wait_for(waiting, 2.0)
+            assert time.monotonic() - started < 1.0
+        assert len(await claim_all(worker, 3)) == 3
+    finally:
+        await worker.close()
+
+
+async def test_a_wake_asked_for_within_the_gap_goes_out_at_its_end(
+    nats_server: NatsServer, stream: str, queue: NatsJobQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker woken by the first wake may look before the second job lands."""
+    monkeypatch.setattr(_nats_base, "WAKE_GAP_S", 0.3)  # wide enough for a loaded machine
+    worker = await NatsJobQueue([nats_server.url], stream=stream).open()
+    try:
+        await worker.claim(names=["work"], limit=1)
+        await worker._nc.flush()
+        subject = queue._subject("work")
+        await queue._signal(subject)
+        await worker.wait(2.0)  # the first wake
+        await queue._signal(subject)  # within WAKE_GAP_S of the first: held back ...
+        assert subject in queue._trailing
+        started = time.monotonic()
+        await worker.wait(5.0)  # ... and sent at the gap's end
+        assert time.monotonic() - started < 2.0  # not the 5 s wait: the held wake came
+        assert not queue._trailing
+    finally:
+        await worker.close()

@@ -32,6 +32,12 @@ HIGH_PRIORITY = 10
 # the wake subscription sees bands published meanwhile, and a survey this often also
 # catches the ones it missed (published while the connection was down).
 SURVEY_S = 1.0
+# Waiting workers are woken by a tiny core-NATS message on WAKE_PREFIX + the job's
+# subject, not by a copy of every job (its headers parsed by nats-py: ~25 us a
+# job in each worker). Per subject, at most one wake is sent each WAKE_GAP_S; one
+# asked for within the gap goes out at its end.
+WAKE_PREFIX = "_ORGANELLE_WAKE."
+WAKE_GAP_S = 0.002
 _enc, _dec = msgspec.json.Encoder(), msgspec.json.Decoder()
 
 
@@ -76,6 +82,9 @@ class _NatsJobsBase:
         # them (or FRESH_S passes: another node's worker took them): ``next_due``.
         self._fresh: dict[str, tuple[str, float]] = {}
         self._wake = asyncio.Event()
+        self._woken: dict[str, float] = {}  # subject -> loop time of the last wake sent
+        self._trailing: dict[str, asyncio.TimerHandle] = {}  # wakes due at the gap's end
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def open(self) -> Self:
         """Connect, create the stream and bucket if missing, watch for new jobs.
@@ -145,21 +154,55 @@ class _NatsJobsBase:
         await self.close()
 
     async def _watch(self) -> None:
-        """Subscribe to the stream's subjects: wake-ups, and bands seen since.
+        """Subscribe to the stream's wake subjects: wake-ups, and bands seen since.
 
         Only a queue that claims or waits needs it; a producer-only queue never
-        subscribes, so it does not receive a copy of every job it publishes.
+        subscribes.
         """
         if not self._watching:
             self._watching = True
-            await self._nc.subscribe(f"{self.stream}.>", cb=self._on_publish)
+            await self._nc.subscribe(f"{WAKE_PREFIX}{self.stream}.>", cb=self._on_publish)
 
     async def _on_publish(self, msg: Any) -> None:
-        rest = msg.subject[len(self.stream) + 1 :]
-        band, _, name = rest.partition(".")
+        self._seen(msg.subject[len(WAKE_PREFIX) :])
+
+    def _seen(self, subject: str) -> None:
+        """A job was published on ``subject``: note its band, wake this queue's waiters."""
+        band, _, name = subject[len(self.stream) + 1 :].partition(".")
         if band in _TOKEN_BAND:
             self._banded.add(name)
         self._wake.set()
+
+    async def _signal(self, subject: str) -> None:
+        """Wake the workers waiting on ``subject``: a job was just published there.
+
+        Within ``WAKE_GAP_S`` of the last wake this sends none now but one at
+        the gap's end: a worker woken by the last one may have looked before
+        this job landed, and must look again.
+        """
+        if self._watching:  # this queue's own claims see it at once, not a round trip later
+            self._seen(subject)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        last = self._woken.get(subject)
+        if last is None or now - last >= WAKE_GAP_S:
+            self._woken[subject] = now
+            await self._nc.publish(WAKE_PREFIX + subject, b"")
+        elif subject not in self._trailing:
+            self._trailing[subject] = loop.call_at(last + WAKE_GAP_S, self._trail, subject)
+
+    def _trail(self, subject: str) -> None:
+        del self._trailing[subject]
+        if self._nc is None:
+            return
+        self._woken[subject] = asyncio.get_running_loop().time()
+        task = asyncio.get_running_loop().create_task(self._send_wake(subject))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send_wake(self, subject: str) -> None:
+        with contextlib.suppress(Exception):  # closed meanwhile: nobody to wake
+            await self._nc.publish(WAKE_PREFIX + subject, b"")
 
     async def _write(self, subject: str, payload: bytes, headers: dict[str, str]) -> int:
         """A JetStream write (a record or a job's message); its stream sequence."""
@@ -243,6 +286,11 @@ class _NatsJobsBase:
         for puller in pullers:  # fetched ahead, never claimed: back to the stream now
             await puller.close()
         self._ack_wait.clear()
+        for handle in self._trailing.values():
+            handle.cancel()
+        self._trailing.clear()
+        for task in list(self._sending):
+            task.cancel()
         pub, self._pub = self._pub, None
         if pub is not None:
             await pub.close()

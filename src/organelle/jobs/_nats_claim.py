@@ -89,11 +89,11 @@ class _NatsClaims(_NatsRecords):
         A claim of a first delivery compare-and-sets the record from that
         revision without reading it; any change since sends it the long way.
         """
-        await self._write(
-            self._subject(rec["name"], _band(rec["priority"])),
-            _enc.encode(rec),
-            {"Nats-Msg-Id": msg_id, REV_HEADER: str(rev), "Nats-Expected-Stream": self.stream},
-        )
+        subject = self._subject(rec["name"], _band(rec["priority"]))
+        # No Nats-Expected-Stream: the server keeps every header with the message and
+        # each delivery parses them again, while no other stream can hold our subjects.
+        await self._write(subject, _enc.encode(rec), {"Nats-Msg-Id": msg_id, REV_HEADER: str(rev)})
+        await self._signal(subject)
 
     async def _republish(self, jid: str) -> None:
         """An existing id is a no-op, unless its job was never claimed: publish it again.
