@@ -19,8 +19,8 @@ from typing import Any, Self
 
 import msgspec
 
+from organelle._jetstream_pub import JsPublisher
 from organelle.errors import UnavailableError
-from organelle.jobs._nats_publish import JsPublisher
 from organelle.jobs._nats_pull import _Puller
 from organelle.transport.nats_connect import NatsConnectOptions
 

@@ -41,6 +41,7 @@ from nats.aio.client import Client
 from nats.js import api
 from nats.js.errors import APIError, NoStreamResponseError
 
+from organelle._jetstream_pub import JsPublisher
 from organelle.errors import (
     ConfigError,
     LeaseLostError,
@@ -121,6 +122,7 @@ class JetStreamLog(BaseStreamLog):
         self._nc: Any = None
         self._js: Any = None
         self._pos: Any = None  # Positions, once open
+        self._pub: JsPublisher | None = None  # appends
         self._dead = f"{prefix}_DEAD"
         self._parts: dict[str, int] = {}  # partition counts never change: cache them
         self._direct: dict[str, bool] = {}  # whether a stream answers batched direct gets
@@ -176,11 +178,13 @@ class JetStreamLog(BaseStreamLog):
                 if exc.err_code != IN_USE:
                     raise
             batches = await DirectBatches(nc, self.op_timeout_s).open()
+            pub = JsPublisher(nc, timeout_s=self.op_timeout_s)
+            await pub.open()
         except BaseException:
             with contextlib.suppress(Exception):
                 await nc.close()
             raise
-        self._nc, self._js, self._batches = nc, js, batches
+        self._nc, self._js, self._batches, self._pub = nc, js, batches, pub
         version = nc.connected_server_version
         # Batched direct gets came with nats-server 2.11; an older one answers one message.
         self._batched = (version.major, version.minor) >= _BATCHED_SINCE
@@ -193,6 +197,9 @@ class JetStreamLog(BaseStreamLog):
                     for key in list(self._pending):
                         await self._flush(key)
         nc, self._nc, self._js, self._pos = self._nc, None, None, None
+        pub, self._pub = self._pub, None
+        if pub is not None:
+            await pub.close()
         batches, self._batches = self._batches, None
         self._parts.clear()
         self._direct.clear()
@@ -324,17 +331,16 @@ class JetStreamLog(BaseStreamLog):
         turn = next(self._round_robin)
         with mapped():
             part = partition_for(key, await self._partitions(stream), turn)
+            out = headers_out(key, headers)
+            out["Nats-Expected-Stream"] = self._name(stream)
+            if self._pub is None:
+                raise UnavailableError("the stream log is closed")
             try:
-                ack = await self._js.publish(
-                    self._subject(stream, part),
-                    data,
-                    headers=headers_out(key, headers),
-                    stream=self._name(stream),
-                )
+                seq = await self._pub.publish(self._subject(stream, part), data, out)
             except NoStreamResponseError as exc:  # deleted behind our back
                 self._parts.pop(stream, None)
                 raise StreamNotFoundError(f"no stream named {stream!r}") from exc
-        return part, int(ack.seq)
+        return part, seq
 
     async def read(
         self, stream: str, partition: int, from_offset: int = 0, limit: int = 100

@@ -1,17 +1,17 @@
-"""JetStream writes for the job queue without nats-py's per-request machinery.
+"""JetStream writes without nats-py's per-request machinery (job queue, stream log).
 
-A job costs four JetStream writes (its record and its message at enqueue, the
-claim's and the outcome's compare-and-set), each a request for a ``PubAck``.
-``js.publish`` makes every one a fresh ``nc.request``: a random token (a
-system call), a future with a done callback, ``asyncio.wait_for`` (a timer
-armed and cancelled), then ``json.loads`` and a ``PubAck`` dataclass. Here
-the replies come to one inbox subscription keyed by a counter, the ack is
-decoded by msgspec into the two fields the queue reads, and deadlines are
-swept by one task instead of a timer per write: 43-52 µs of CPU a write
-against 59-96 µs for ``js.publish`` (32 in flight, one process, measured side
-by side). Errors are nats-py's own (``APIError.from_error``,
-``NoStreamResponseError``, ``nats.errors.TimeoutError``), so callers handle
-them as they did.
+A NATS job costs four JetStream writes (its record and its message at
+enqueue, the claim's and the outcome's compare-and-set) and a stream record
+one, each a request for a ``PubAck``. ``js.publish`` makes every one a fresh
+``nc.request``: a random token (a system call), a future with a done
+callback, ``asyncio.wait_for`` (a timer armed and cancelled), then
+``json.loads`` and a ``PubAck`` dataclass. Here the replies come to one inbox
+subscription keyed by a counter, the ack is decoded by msgspec into the two
+fields the callers read, and deadlines are swept by one task instead of a
+timer per write: 43-52 µs of CPU a write against 59-96 µs for ``js.publish``
+(32 in flight, one process, measured side by side). Errors are nats-py's own
+(``APIError.from_error``, ``NoStreamResponseError``,
+``nats.errors.TimeoutError``), so callers handle them as they did.
 """
 
 from __future__ import annotations
@@ -93,8 +93,10 @@ class JsPublisher:
             return
         try:
             ack = _decode_ack(msg.data)
-        except msgspec.DecodeError as exc:
-            future.set_exception(exc)
+        except msgspec.DecodeError as exc:  # not a JetStream ack: a foreign responder
+            from nats.errors import Error as NatsError
+
+            future.set_exception(NatsError(f"undecodable JetStream ack: {exc}"))
             return
         if ack.error is None:
             future.set_result(ack.seq)

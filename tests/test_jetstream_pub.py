@@ -19,7 +19,7 @@ from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, NoStreamResponseError
 
-from organelle.jobs._nats_publish import JsPublisher
+from organelle._jetstream_pub import JsPublisher
 from organelle.testing.servers import NatsServer, shared_nats
 
 pytestmark = pytest.mark.timeout(30)
