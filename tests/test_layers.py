@@ -22,6 +22,7 @@ FLOORS: dict[str, int] = {
     "organelle._native": 1,
     "organelle._coro": 1,
     "organelle._extras": 1,
+    "organelle._jetstream_pub": 1,
     "organelle._version": 1,
     "organelle.config": 1,
     "organelle.envelope": 1,
