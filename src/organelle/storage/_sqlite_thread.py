@@ -83,17 +83,21 @@ HOT_S = 1.0  # poll at full speed for this long after another process last commi
 IDLE_POLL_MAX_S = 0.025  # the slowest poll of a quiet queue
 _NUDGE: Any = ("nudge",)
 _POLL: Any = ("poll",)
+_RING: Any = ("ring",)  # a producer elsewhere is committing: poll closely for a while
+RING_S = 0.005  # how long a ring keeps the poll close (a commit's fsync takes ~0.5 ms)
+RING_POLL_S = 0.00005
 
 
 class _Poll:
     """How a watching thread polls for other processes' commits."""
 
-    __slots__ = ("active", "interval", "version")
+    __slots__ = ("active", "interval", "rung", "version")
 
     def __init__(self, version: int, interval: float) -> None:
         self.version = version
         self.interval = interval
         self.active = time.monotonic()  # when another process last committed
+        self.rung = 0.0  # poll every RING_POLL_S until then (monotonic): a ring came
 
 
 def use_wal(conn: sqlite3.Connection, wait_s: float = BUSY_TIMEOUT_S) -> None:
@@ -194,6 +198,11 @@ class SqliteThread:
         self._watching = on
         if on:  # the thread may sleep without a timeout: nudge it into polling mode
             self._queue.put(_NUDGE)
+
+    def poke(self) -> None:
+        """Poll closely for a while, if watching (any thread): another process is committing."""
+        if self._watching:
+            self._queue.put(_RING)
 
     async def started(self) -> None:
         """Wait until the connection is open (or raise why it could not be)."""
@@ -310,11 +319,14 @@ class SqliteThread:
                 except queue.Empty:
                     item = _POLL  # time to poll, unless the loop took the round meanwhile
                 back = self._set_idle(idle=False)
+                if item is _RING:
+                    poll.rung = time.monotonic() + RING_S
                 if back is not None:  # the loop ran a round meanwhile: commit it
-                    if self._serve(conn, _NUDGE if item is _POLL else item, back):
+                    signal = item is _POLL or item is _RING
+                    if self._serve(conn, _NUDGE if signal else item, back):
                         return
                     continue
-                if item is _POLL:
+                if item is _POLL or item is _RING:
                     self._poll(conn, poll)
                 elif item is None or (item is not _NUDGE and self._serve(conn, item)):
                     return
@@ -324,15 +336,21 @@ class SqliteThread:
     def _poll(self, conn: sqlite3.Connection, poll: _Poll) -> None:
         """Look for another process's commit; poll slower while there is none."""
         now = conn.execute("PRAGMA data_version").fetchone()[0]
+        at = time.monotonic()
         if now != poll.version:
             poll.version = now
             if self._on_change is not None and self._on_change():
                 pass  # it queued work whose result tells the loop
             elif self._on_external is not None:
                 self.post(self._on_external)
-            poll.interval, poll.active = self._poll_s, time.monotonic()
-        elif time.monotonic() - poll.active > HOT_S:
-            poll.interval = min(poll.interval * 2, max(self._poll_s, IDLE_POLL_MAX_S))
+            poll.interval, poll.active, poll.rung = self._poll_s, at, 0.0
+        elif at < poll.rung:
+            poll.interval = min(RING_POLL_S, self._poll_s)
+        elif at - poll.active > HOT_S:
+            slowest = max(self._poll_s, IDLE_POLL_MAX_S)
+            poll.interval = min(max(poll.interval, self._poll_s) * 2, slowest)
+        else:
+            poll.interval = self._poll_s
 
     def _set_idle(self, *, idle: bool) -> _Handback | None:
         """In the thread: offer the connection to the loop while idle (``lend``), or take it back.
