@@ -83,7 +83,6 @@ HOT_S = 1.0  # poll at full speed for this long after another process last commi
 IDLE_POLL_MAX_S = 0.025  # the slowest poll of a quiet queue
 _NUDGE: Any = ("nudge",)
 _POLL: Any = ("poll",)
-_RING: Any = ("ring",)  # a producer elsewhere is committing: poll closely for a while
 RING_S = 0.005  # how long a ring keeps the poll close (a commit's fsync takes ~0.5 ms)
 RING_POLL_S = 0.00005
 
@@ -172,6 +171,7 @@ class SqliteThread:
         self._on_external = on_external
         self._poll_s = poll_s
         self._watching = False
+        self._rang = False  # poke() was called: poll closely (written from any thread)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         # Lending: one mutex for every lane's queue count and the lent round;
         # the lanes queued and not yet served (the loop may take them); the
@@ -200,9 +200,14 @@ class SqliteThread:
             self._queue.put(_NUDGE)
 
     def poke(self) -> None:
-        """Poll closely for a while, if watching (any thread): another process is committing."""
-        if self._watching:
-            self._queue.put(_RING)
+        """Poll closely for a while, if watching (any thread): another process is committing.
+
+        A flag and a ``_NUDGE``, not an item of its own: a round that drains
+        the queue meanwhile skips the nudge, and the flag is still seen.
+        """
+        if self._watching and not self._rang:  # one nudge until the thread has seen it
+            self._rang = True
+            self._queue.put(_NUDGE)
 
     async def started(self) -> None:
         """Wait until the connection is open (or raise why it could not be)."""
@@ -312,21 +317,21 @@ class SqliteThread:
         try:
             while True:
                 self._set_idle(idle=True)
+                wait_s = (RING_POLL_S if self._rang else poll.interval) if self._watching else None
                 try:
-                    item: _Item | None = self._queue.get(
-                        timeout=poll.interval if self._watching else None
-                    )
+                    item: _Item | None = self._queue.get(timeout=wait_s)
                 except queue.Empty:
                     item = _POLL  # time to poll, unless the loop took the round meanwhile
                 back = self._set_idle(idle=False)
-                if item is _RING:
-                    poll.rung = time.monotonic() + RING_S
+                if self._rang:  # a doorbell rang (its _NUDGE may have gone to a round)
+                    poll.rung, self._rang = time.monotonic() + RING_S, False
+                    if item is _NUDGE:
+                        item = _POLL
                 if back is not None:  # the loop ran a round meanwhile: commit it
-                    signal = item is _POLL or item is _RING
-                    if self._serve(conn, _NUDGE if signal else item, back):
+                    if self._serve(conn, _NUDGE if item is _POLL else item, back):
                         return
                     continue
-                if item is _POLL or item is _RING:
+                if item is _POLL:
                     self._poll(conn, poll)
                 elif item is None or (item is not _NUDGE and self._serve(conn, item)):
                     return
