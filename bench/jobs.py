@@ -204,17 +204,56 @@ async def wait_file(path: Path, timeout_s: float) -> dict[str, Any]:
     return data
 
 
-async def run_case(system: str, target: str, n: int, paced: float | None) -> dict[str, Any]:
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of the processes ``pids`` so far (0 for gone ones)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and its direct children (a postgres server's backends)."""
+    kids = [root]
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == root:
+                    kids.append(int(entry.name))
+    return kids
+
+
+async def run_case(
+    system: str,
+    target: str,
+    n: int,
+    paced: float | None,
+    server: Any = None,
+) -> dict[str, Any]:
+    """One case; ``server()`` -> the pids whose CPU is the server's, measured when given."""
     out = Path(tempfile.mkdtemp(prefix="jb-")) / "out.json"
     proc = spawn_worker(system, target, n, str(out))
     send, close = await make_sender(system, target)
+    cpu: dict[str, float] = {}
     try:
         await send(0.0)  # warm-up: the worker is up and consuming
         # wait for it to run: a worker still importing would be timed too
         await wait_file(Path(str(out) + ".warm"), 120)
         await asyncio.sleep(1.0 if system != "organelle" else 0.3)
+        spids = server() if server is not None else []
+        c0 = (time.process_time(), cpu_s([proc.pid]), cpu_s(spids))
         t0, t_enq = await produce(send, n, paced)
         res = await wait_file(out, 120 + n / 200)
+        if server is not None:
+            c1 = (time.process_time(), cpu_s([proc.pid]), cpu_s(sorted(set(spids) | set(server()))))
+            cpu = {
+                f"{side}_cpu_us": (b - a) / n * 1e6
+                for side, a, b in zip(("producer", "worker", "server"), c0, c1, strict=True)
+            }
     finally:
         await close()
         with contextlib.suppress(ProcessLookupError):
@@ -228,6 +267,7 @@ async def run_case(system: str, target: str, n: int, paced: float | None) -> dic
         "p50_us": percentile(lat, 50) * 1e6,
         "p99_us": percentile(lat, 99) * 1e6,
         "warm_late_s": res.get("warm", 0.0) - t0,
+        **cpu,
     }
 
 
@@ -501,6 +541,37 @@ def commit_floor(path: Path, n: int, rate: float) -> float:
     return float(statistics.median(took))
 
 
+PG_COUNTERS = (
+    "SELECT (SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints,"
+    " (SELECT buffers_written FROM pg_stat_checkpointer) AS checkpoint_buffers,"
+    " (SELECT wal_records FROM pg_stat_wal) AS wal_records,"
+    " (SELECT wal_fpi FROM pg_stat_wal) AS wal_fpi,"
+    " (SELECT wal_bytes FROM pg_stat_wal)::bigint AS wal_bytes,"
+    " (SELECT coalesce(sum(writes), 0) FROM pg_stat_io WHERE object = 'wal'"
+    "  AND context = 'normal')::bigint AS wal_writes,"
+    " (SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal')::bigint AS wal_fsyncs,"
+    " (SELECT coalesce(sum(writes), 0) FROM pg_stat_io WHERE object = 'wal'"
+    "  AND context = 'init')::bigint AS wal_inits,"
+    " (SELECT count(*) FROM pg_ls_waldir()) AS wal_files,"
+    " (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)"
+    "  FROM pg_stat_user_tables)::bigint AS autovacuums,"
+    " (SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables)::bigint AS dead_tuples"
+)
+
+
+async def pg_counters(dsn: str) -> dict[str, int]:
+    """PostgreSQL's server-wide counters (checkpoints, WAL, autovacuum), read outside timing."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        row = await conn.fetchrow(PG_COUNTERS)
+    finally:
+        await conn.close()
+    return {k: int(v) for k, v in dict(row).items()}
+
+
 async def sql_rounds(quick: bool, rounds: int) -> None:
     """organelle on PostgreSQL beside Dramatiq, and SQLite pickup latency, in interleaved rounds."""
     n_burst = 3_000 if quick else 10_000
@@ -528,7 +599,23 @@ async def sql_rounds(quick: bool, rounds: int) -> None:
             ):
                 redis.flush()
                 n = n_light if paced else n_burst
-                res = await run_case(system, target(len(cases) * r + k), n, paced)
+                on_pg = system == "organelle" and not label.startswith("organelle SQLite")
+                before = await pg_counters(pg.dsn) if on_pg else {}
+                server = (lambda: tree(pg.pid or 0)) if on_pg else (lambda: [redis.proc.pid])
+                load = os.getloadavg()[0]
+                res = await run_case(
+                    system,
+                    target(len(cases) * r + k),
+                    n,
+                    paced,
+                    server if label != lite_label else None,
+                )
+                res["load"] = load
+                if on_pg:
+                    await asyncio.sleep(1.1)  # backends report their stats at most once a second
+                    after = await pg_counters(pg.dsn)
+                    res["pg"] = {key: after[key] - before[key] for key in after}
+                    res["pg"]["wal_files"] = after["wal_files"]
                 if label == lite_label:
                     floor = commit_floor(tmp / f"floor{r}.db", n_light // 5, 200.0)
                     res["floor_us"] = floor * 1e6
@@ -542,6 +629,12 @@ async def sql_rounds(quick: bool, rounds: int) -> None:
 
     def med(label: str, key: str) -> float:
         return float(statistics.median(run[key] for run in runs[label]))
+
+    def rates(label: str) -> str:
+        return ", ".join(f"{run['e2e'] / 1000:.1f}" for run in runs[label])
+
+    def cpu_of(run: dict[str, Any]) -> str:
+        return "/".join(f"{run[f'{side}_cpu_us']:.0f}" for side in ("producer", "worker", "server"))
 
     ratios = [o["e2e"] / d["e2e"] for o, d in zip(runs[pg_label], runs[dq_label], strict=True)]
     lite_p50 = [run["p50_us"] / 1000 for run in runs[lite_label]]
@@ -595,7 +688,11 @@ async def sql_rounds(quick: bool, rounds: int) -> None:
     notes = (
         f"Medians of {rounds} interleaved rounds (the order reverses every round; the ratio is "
         f"the median of the per-round ratios): end-to-end ratio per round: "
-        f"{', '.join(f'{x:.2f}×' for x in ratios)}; SQLite pickup p50 per round: "
+        f"{', '.join(f'{x:.2f}×' for x in ratios)} (organelle "
+        f"{rates(pg_label)} k jobs/s, Dramatiq {rates(dq_label)} k; CPU a job, "
+        f"producer / worker / server: organelle "
+        f"{', '.join(cpu_of(run) for run in runs[pg_label])} µs, Dramatiq "
+        f"{', '.join(cpu_of(run) for run in runs[dq_label])} µs); SQLite pickup p50 per round: "
         f"{', '.join(f'{x:.2f} ms' for x in lite_p50)}, beside its floor (a bare durable "
         f"sqlite3 commit on the same disk, same round): "
         f"{', '.join(f'{x:.2f} ms' for x in floors)}. Same shape as the first jobs "
