@@ -55,15 +55,19 @@ def other_key() -> str:
     return jwt.encode(claims(), key, algorithm="RS256")
 
 
-NOW = int(time.time())
+def _now() -> int:
+    """Read when a token is made: a module-level time went stale in a slow suite run."""
+    return int(time.time())
+
+
 FORGED: dict[str, Any] = {
     "alg none": lambda: unsigned({"alg": "none", "typ": "JWT"}, claims()),
     "alg None": lambda: unsigned({"alg": "None"}, claims()),
     "alg NONE with signature": lambda: unsigned({"alg": "NONE"}, claims(), "c2ln"),
     "no alg": lambda: unsigned({"typ": "JWT"}, claims(), "c2ln"),
     "HS256 signed with the RS256 public key": hs256_with_public_key,
-    "expired": lambda: rs256(exp=NOW - 60, iat=NOW - 600),
-    "not yet valid": lambda: rs256(nbf=NOW + 600),
+    "expired": lambda: rs256(exp=_now() - 60, iat=_now() - 600),
+    "not yet valid": lambda: rs256(nbf=_now() + 600),
     "wrong audience": lambda: rs256(aud="someone-else"),
     "missing audience": lambda: rs256(aud=None),
     "wrong issuer": lambda: rs256(iss="https://evil.test"),
