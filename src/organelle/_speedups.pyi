@@ -107,6 +107,27 @@ class GuardCore:
     timeout: float
     fast: bool
 
+class ClientCall:
+    target: str
+    __dict__: dict[str, Any]
+    def __init__(
+        self,
+        call: Callable[..., Any],
+        target: str,
+        names: tuple[str, ...],
+        positional: tuple[int, ...],
+        nrequired: int,
+        unset: Any,
+        fallback: Callable[..., Any],
+        finish: Callable[[Any], Any] | None,
+        hint: type | None,
+        subclasses: bool,
+    ) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+class ClientBase:
+    __dict__: dict[str, Any]
+
 def header_lines(block: bytes, start: int, /) -> dict[str, str]: ...
 def uuid7() -> str: ...
 def utc_now() -> datetime: ...

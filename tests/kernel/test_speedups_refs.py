@@ -213,6 +213,49 @@ def finalizer_unroutes_during_a_kernel_call() -> None:
     asyncio.run(main())
 
 
+class _Box:
+    def __init__(self, x: Any) -> None:
+        self.x = x
+
+
+async def _boxed(x: Any = None, y: Any = None) -> _Box:
+    return _Box(x)
+
+
+def _client_call(call: Callable[..., Any], hint: type | None = _Box) -> Any:
+    """A ClientCall of m.f(x, y=<not given>) through ``call``."""
+    assert speedups is not None
+
+    async def finish(aw: Any) -> Any:
+        return await aw
+
+    return speedups.ClientCall(
+        call, "m.f", ("x", "y"), (0, 1), 1, None, print, finish, hint, subclasses=True
+    )
+
+
+def client_call_dropped_while_it_calls() -> None:
+    # The call drops every other reference to the method and collects; the
+    # method then reads its finisher and class hint (borrowed: set once).
+    routes: dict[str, Any] = {}
+    caller = _caller(routes, count(1), ContextVar("v", default=None))
+    _route(routes, _boxed)
+    held: dict[str, Any] = {}
+
+    def call(target: str, /, **params: Any) -> Any:
+        held.clear()
+        gc.collect()
+        return caller.call(target, **params)
+
+    for i in range(50):
+        held["m"] = _client_call(call)
+        held["m"].__dict__["cycle"] = held  # collectable once nothing else holds it
+        assert _finished(held["m"](i)).x == i
+        held["m"] = _client_call(call)
+        held["m"].__dict__["cycle"] = held
+        assert _finished(held["m"](x=i, y=None)).x == i
+
+
 CASES: dict[str, Callable[[], None]] = {
     f.__name__: f
     for f in (
@@ -222,6 +265,7 @@ CASES: dict[str, Callable[[], None]] = {
         stats_reset_while_counted,
         topic_cache_dropped_while_emitting,
         finalizer_unroutes_during_a_kernel_call,
+        client_call_dropped_while_it_calls,
     )
 }
 
@@ -268,6 +312,64 @@ def test_an_exhausted_id_counter_raises() -> None:
     _route(routes, _echo)
     with pytest.raises(RuntimeError, match="exhausted"):
         caller.call("m.f", x=1)
+
+
+@needs_c
+def test_a_client_call_is_set_up_once_and_raises_when_it_is_not() -> None:
+    # client_vectorcall reads its fields borrowed: a second set-up would free them.
+    assert speedups is not None
+    method = _client_call(print)
+    with pytest.raises(RuntimeError, match="set up once"):
+        method.__init__(print, "m.f", (), (), 0, None, print, None, None, subclasses=False)
+    bare = speedups.ClientCall.__new__(speedups.ClientCall)
+    with pytest.raises(RuntimeError, match="not set up"):
+        bare(1)
+    assert repr(bare).startswith("<function None at 0x")
+
+
+@needs_c
+def test_a_client_call_leaks_no_references() -> None:
+    routes: dict[str, Any] = {}
+    caller = _caller(routes, count(1), ContextVar("v", default=None))
+    _route(routes, _boxed)
+    boxed, plain = _client_call(caller.call), _client_call(caller.call, hint=None)
+    held = object()
+
+    def rounds(n: int) -> int:
+        for _ in range(n):
+            assert _finished(boxed(held)).x is held  # the Finished, as it is
+            assert _finished(boxed(x=held, y=held)).x is held  # a new keywords tuple
+            assert _finished(plain(held)).x is held  # through the finisher
+            with pytest.raises(TypeError):
+                boxed(held, x=held)  # to the Python method (print: a TypeError)
+        gc.collect()
+        return sys.getrefcount(held)
+
+    first = rounds(10)
+    assert rounds(300) == first
+
+
+@needs_c
+def test_a_client_in_a_cycle_is_collected() -> None:
+    # TypedClient (on ClientBase) and ClientCall both take part in the GC.
+    import weakref
+
+    from organelle.module._client import client_of
+
+    class Echo(Module):
+        name = "echo"
+
+        @rpc
+        async def echo(self, x: int) -> int:
+            return x
+
+    client: Any = client_of(Echo, print)
+    assert type(client).__mro__[1] is speedups.ClientBase  # type: ignore[union-attr]
+    client.echo.__dict__["back"] = client  # client -> its dict -> method -> its dict -> client
+    gone = weakref.ref(client)
+    del client
+    gc.collect()
+    assert gone() is None
 
 
 if __name__ == "__main__":

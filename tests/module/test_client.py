@@ -6,8 +6,12 @@ and mypy --strict on a sample that calls a client with a wrong argument type.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import gc
+import inspect
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,7 +24,10 @@ import msgspec
 import pydantic
 import pytest
 
-from organelle import DefinitionError, Kernel, Module, ValidationError, rpc
+from organelle import DefinitionError, InternalError, Kernel, Module, ValidationError, rpc
+from organelle._native import speedups
+from organelle.module import _client as client_module
+from organelle.module._client import client_of
 from organelle.testing.servers import NatsServer, shared_nats
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -336,3 +343,211 @@ def test_mypy_checks_calls_through_a_client(tmp_path: Path) -> None:
         'expected "str"  [arg-type]'
     )
     assert errors == [expected], out.stdout + out.stderr
+
+
+# The C methods (organelle._speedups.ClientCall) against the generated Python
+# ones, case by case: what the call receives, what the caller gets back.
+
+needs_c = pytest.mark.skipif(speedups is None, reason="C extension not in use")
+
+
+class Shapes(Protocol):
+    name: ClassVar[str] = "shapes"
+
+    async def none(self) -> int: ...
+
+    async def pair(self, a: int, b: int) -> int: ...
+
+    async def opt(self, a: int, b: int = 0, c: int = 0) -> int: ...
+
+    async def mixed(self, a: int, b: int = 0, *, c: int, d: int = 0) -> Quote: ...
+
+    async def kwonly(self, *, x: int, y: int = 0) -> list[Quote]: ...
+
+
+WIDE = {f"p{i}": i for i in range(40)}  # more parameters than ClientCall's buffers hold
+
+
+async def _wide(self: Any, **params: Any) -> int:
+    raise NotImplementedError
+
+
+_wide.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in WIDE]
+)
+Shapes.wide = _wide  # type: ignore[attr-defined]
+
+UNSET = client_module._UNSET
+LOOSE_A = bytes([97]).decode()  # "a", made at run time: not the interned name
+SHAPES: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+    ("none", (), {}),
+    ("none", (1,), {}),
+    ("none", (), {"a": 1}),
+    ("pair", (1, 2), {}),
+    ("pair", (1,), {"b": 2}),
+    ("pair", (), {"b": 2, "a": 1}),
+    ("pair", (1,), {}),
+    ("pair", (), {}),
+    ("pair", (1, 2, 3), {}),
+    ("pair", (1,), {"a": 2}),
+    ("pair", (1, 2), {"c": 3}),
+    ("pair", (), {"a": UNSET, "b": 2}),  # a required parameter is sent as given
+    ("opt", (1,), {}),
+    ("opt", (1,), {"c": 3}),
+    ("opt", (1, 2, 3), {}),
+    ("opt", (), {"c": 3, "a": 1}),
+    ("opt", (1, UNSET), {"c": UNSET}),  # "not given", however it came
+    ("opt", (1, 2, 3, 4), {}),
+    ("opt", (), {"a": 1, "b": 2}),
+    ("opt", (1,), {"b": UNSET}),
+    ("opt", (), {"a": 1, "c": UNSET}),
+    ("pair", (), {LOOSE_A: 1, "b": 2}),  # a keyword that is not interned
+    ("pair", (), {"b": 2, LOOSE_A: 1}),
+    ("mixed", (1,), {"c": 3}),
+    ("mixed", (1,), {"c": 3, "b": 2}),
+    ("mixed", (1, 2), {"c": 3, "d": 4}),
+    ("mixed", (1, 2), {"d": 4, "c": 3}),
+    ("mixed", (1, 2, 3), {}),
+    ("mixed", (1,), {}),
+    ("mixed", (), {"c": 3}),
+    ("mixed", (1,), {"c": 3, "e": 5}),
+    ("kwonly", (), {"x": 1}),
+    ("kwonly", (1,), {}),
+    ("kwonly", (), {"y": 2}),
+    ("kwonly", (), {"y": 2, "x": 1}),
+    ("wide", tuple(WIDE.values()), {}),
+    ("wide", (), dict(WIDE)),
+    ("wide", (), {"p0": 1}),
+]
+
+
+def _recorded(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """What ``method(*args, **kwargs)`` sends to a plain Python call, or the error it raises."""
+    sent: list[Any] = []
+
+    def call(target: str, /, **params: Any) -> Any:
+        sent.append((target, list(params.items())))
+        return "awaitable"
+
+    try:
+        out = method(call)(*args, **kwargs)
+    except TypeError as exc:
+        return ("raised", type(exc), str(exc))
+    if inspect.iscoroutine(out):
+        out.close()  # a finisher: not awaited here
+        out = "finisher"
+    return ("called", sent, out)
+
+
+@needs_c
+@pytest.mark.parametrize(("attr", "args", "kwargs"), SHAPES)
+def test_the_c_method_binds_and_sends_what_the_python_one_does(
+    attr: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    def c(call: Any) -> Any:
+        return getattr(client_of(Shapes, call), attr)
+
+    def py(call: Any) -> Any:
+        return getattr(client_of(Shapes, call, pure=True), attr)
+
+    c_method = c(print)
+    assert type(c_method).__name__ == "ClientCall"
+    assert _recorded(c, args, kwargs) == _recorded(py, args, kwargs)
+
+
+@needs_c
+def test_the_c_methods_look_like_the_python_ones() -> None:
+    c_client: Any = client_of(Shapes, print)
+    py_client: Any = client_of(Shapes, print, pure=True)
+    for attr in ("none", "pair", "opt", "mixed", "kwonly", "wide"):
+        c, py = getattr(c_client, attr), getattr(py_client, attr)
+        for name in ("__name__", "__qualname__", "__doc__", "__module__"):
+            assert getattr(c, name) == getattr(py, name), (attr, name)
+        assert inspect.signature(c) == inspect.signature(py)
+        address = re.compile(r" at 0x[0-9a-f]+>$")
+        assert address.sub("", repr(c)) == address.sub("", repr(py)) == f"<function Shapes.{attr}"
+
+
+async def _outcome(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    try:
+        value = await method(*args, **kwargs)
+    except Exception as exc:  # compared, not handled
+        return ("raised", type(exc), str(exc))
+    return ("returned", type(value), value)
+
+
+@needs_c
+async def test_the_c_methods_return_what_the_python_ones_do() -> None:
+    async with Kernel([Pricing]) as kernel:
+        c: Any = kernel.client(Pricing)
+        py: Any = client_of(Pricing, kernel.call, pure=True)
+        cases: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("kept", (), {}),
+            ("kept_list", (), {}),
+            ("quote", ("a",), {}),
+            ("quote", ("a", 2), {}),
+            ("quote", (), {"sku": "b", "qty": 3}),
+            ("quote", (), {"qty": 3}),
+            ("quote", (1,), {}),  # the server's validation error
+            ("quotes", (["x"],), {}),
+            ("find", ("none",), {}),
+            ("find", ("z",), {}),
+            ("item", ("k",), {}),
+            ("box", (3,), {}),
+            ("span", (1,), {"b": 2}),
+            ("total", (1, 2), {}),
+            ("nothing", (), {}),
+            ("foreign", ("f",), {}),
+            ("broken", (), {}),
+            ("old_name", (), {}),
+        ]
+        for attr, args, kwargs in cases:
+            want = await _outcome(getattr(py, attr), args, kwargs)
+            assert await _outcome(getattr(c, attr), args, kwargs) == want, attr
+        # A finished local call whose value is the declared class comes back as it is.
+        assert type(c.kept()) is type(kernel.call("pricing.kept"))
+        assert await c.kept() is KEPT
+
+
+class Slow(Module):
+    name = "slow"
+
+    @rpc
+    async def later(self, sku: str) -> Quote:
+        await asyncio.sleep(0)
+        return Quote(sku, 1.0)
+
+    @rpc
+    async def fail(self) -> Quote:
+        raise ValueError("no")
+
+    @rpc(validate=False)
+    async def hold(self, x: Any, y: Any = None) -> Any:
+        return x
+
+
+@needs_c
+async def test_a_pending_or_failed_call_goes_to_the_finisher_and_leaks_nothing() -> None:
+    async with Kernel([Slow, Pricing]) as kernel:
+        slow: Any = kernel.client(Slow)
+        pricing: Any = kernel.client(Pricing)
+        assert await slow.later("s") == Quote("s", 1.0)
+        with pytest.raises(InternalError):
+            await slow.fail()
+        held = object()
+
+        async def rounds(n: int) -> int:
+            for _ in range(n):
+                assert await slow.hold(held) is held
+                assert await slow.hold(x=held, y=held) is held
+                with pytest.raises(TypeError):
+                    slow.hold(held, x=held)
+                assert await pricing.quote("q", qty=2) == Quote("q", 5.0)
+                assert await pricing.kept() is KEPT
+                assert await slow.later("s") == Quote("s", 1.0)
+            gc.collect()
+            return sys.getrefcount(held)
+
+        first = await rounds(10)
+        assert await rounds(300) == first

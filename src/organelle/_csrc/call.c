@@ -389,8 +389,8 @@ start_handler(RouteObject *r, PyObject *const *values, PyObject *kwnames, int *b
     return coro;
 }
 
-static PyObject *
-caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
+PyObject *
+org_caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (!org_caller_alive(self)) {
@@ -530,7 +530,7 @@ slow:
 }
 
 static PyMethodDef caller_methods[] = {
-    {"call", (PyCFunction)(void (*)(void))caller_call, METH_FASTCALL | METH_KEYWORDS,
+    {"call", (PyCFunction)(void (*)(void))org_caller_call, METH_FASTCALL | METH_KEYWORDS,
      "call(target, /, **params): the local hot path of Kernel.call."},
     {"emit", (PyCFunction)(void (*)(void))org_caller_emit, METH_FASTCALL | METH_KEYWORDS,
      "emit(topic, payload=None, *, meta=None): the local hot path of Kernel.emit."},

@@ -7,7 +7,8 @@
  * the common case. Files: context.c (Context fields), finished.c (the finished
  * awaitable), route.c (RPC route fields, exact-type check), call.c (the call
  * path), policy.c (the breaker, bulkhead and guard state the call path decides
- * on), events.c (emit and the dispatcher's first step), ids.c (an envelope's
+ * on), client.c (a typed client: its methods' binding and result check, its base), events.c
+ * (emit and the dispatcher's first step), ids.c (an envelope's
  * UUIDv7 and time), headers.c (the lines
  * of a NATS header block, read for every message off the wire). */
 #include "speedups.h"
@@ -29,6 +30,7 @@ PyObject *org_finished_none;
 PyObject *org_str_closed;
 PyObject *org_str_left;
 PyObject *org_str_leave;
+PyObject *org_str_missing;
 
 /* ----------------------------------------------------------------- module */
 
@@ -63,7 +65,9 @@ PyInit__speedups(void)
     org_str_closed = PyUnicode_InternFromString("closed");
     org_str_left = PyUnicode_InternFromString("left");
     org_str_leave = PyUnicode_InternFromString("leave");
-    if (org_str_closed == NULL || org_str_left == NULL || org_str_leave == NULL) {
+    org_str_missing = PyUnicode_InternFromString("_organelle_missing");
+    if (org_str_closed == NULL || org_str_left == NULL || org_str_leave == NULL ||
+        org_str_missing == NULL) {
         return NULL;
     }
     org_int_one = PyLong_FromLong(1);
@@ -75,7 +79,8 @@ PyInit__speedups(void)
     }
     PyTypeObject *types[] = {&ContextBase_Type, &Finished_Type, &RouteBase_Type, &StatsBase_Type,
                              &Caller_Type, &BreakerCore_Type, &BulkheadCore_Type,
-                             &GuardCore_Type};
+                             &GuardCore_Type, &ClientCall_Type,
+                             &ClientBase_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return NULL;
@@ -98,6 +103,8 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(m, "BreakerCore", (PyObject *)&BreakerCore_Type) < 0 ||
         PyModule_AddObjectRef(m, "BulkheadCore", (PyObject *)&BulkheadCore_Type) < 0 ||
         PyModule_AddObjectRef(m, "GuardCore", (PyObject *)&GuardCore_Type) < 0 ||
+        PyModule_AddObjectRef(m, "ClientCall", (PyObject *)&ClientCall_Type) < 0 ||
+        PyModule_AddObjectRef(m, "ClientBase", (PyObject *)&ClientBase_Type) < 0 ||
         PyModule_AddStringConstant(m, "SOURCE_HASH", ORGANELLE_SOURCE_HASH) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -62,6 +62,20 @@
  *          a second __init__ replaces it while nothing holds a pointer into it.
  *   safe   finished.c: a Finished owns its value and error and hands them over; the
  *          exception's type is held by the exception being raised.
+ *   safe   client.c client_vectorcall: a ClientCall's fields are set once (a second
+ *          __init__ is refused) and cleared only when it is unreachable, so they
+ *          are read borrowed, as a Caller's; the bound values are our arguments;
+ *          a Finished's value is read and type-tested with nothing in between
+ *          that allocates or runs Python code (a plain subtype test, never
+ *          __instancecheck__), and the Finished is our own new reference.
+ *   safe   client.c client_vectorcall: a call given in order lends our caller's
+ *          args[-1] (PY_VECTORCALL_ARGUMENTS_OFFSET) to the target and restores
+ *          it after the call, as CPython's method_vectorcall does; its `caller`
+ *          (kernel.call's own Caller, called directly) is a field set once.
+ *   safe   client.c client_base_getattro: the instance dict's str keys run no
+ *          Python code; the value found is a new reference at once.
+ *   safe   client.c client_repr: the __qualname__ read from the instance dict
+ *          (writable from Python) is held before the repr is formatted.
  *   Tests: tests/test_speedups_refs.py frees what each fixed case used, from
  *   Python code run inside the C call, under `python -X dev` (freed memory is
  *   poisoned); every case crashed before these fixes. */
@@ -266,6 +280,11 @@ typedef struct {
 
 extern PyTypeObject Caller_Type;
 
+/* client.c: one method of a typed client, bound and called in C; the clients' base. */
+extern PyTypeObject ClientCall_Type;
+extern PyTypeObject ClientBase_Type;
+extern PyObject *org_str_missing;    /* "_organelle_missing": a client's missing attribute */
+
 /* Every field the hot paths use is set: false before __init__ and after the GC
  * broke a cycle through the kernel (a coroutine closed during collection may
  * still call in). Raises RuntimeError instead of touching NULL. One test covers
@@ -283,6 +302,9 @@ org_caller_alive(CallerObject *self)
 }
 
 PyObject *org_caller_bind_events(CallerObject *self, PyObject *args);
+/* Caller.call (kernel.call): client.c calls it directly for kernel.call's own method. */
+PyObject *org_caller_call(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf,
+                          PyObject *kwnames);
 PyObject *org_context_next(CallerObject *self, PyObject *parent, PyObject *deadline,
                            PyObject *topic);
 PyObject *org_caller_emit(CallerObject *self, PyObject *const *args, Py_ssize_t nargsf,

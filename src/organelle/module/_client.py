@@ -15,6 +15,12 @@ the wire a ``list[Quote]``, a dict from a foreign server or a tuple that
 became a list is rebuilt. Return types the wire keeps as they are (``int``,
 ``str``, ``list[float]``, ``dict[str, Any]``…) cost nothing: the method then
 returns the kernel call's awaitable itself.
+
+With the C extension (``organelle._speedups``) each method is a
+``ClientCall`` instead: it binds the arguments and makes the call in C, and
+returns a finished local call whose value already is the declared class as it
+is; a binding error, a pending call or a result to convert goes to the
+generated Python method or its finisher, so both paths behave alike.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any, Protocol, TypeVar, get_args, get_origin
 
 import msgspec
 
+from organelle._native import speedups
 from organelle.codec import _dec_hook
 from organelle.errors import DefinitionError, ValidationError
 from organelle.module._base import Module
@@ -51,7 +58,7 @@ _WIRE_SAFE = (int, float, str, bool, type(None))
 class _ClientMethod:
     attr: str
     target: str
-    make: Callable[[Call], Callable[..., Any]]  # the method, given the kernel's call
+    make: Callable[[Call, bool], Callable[..., Any]]  # the method, given the call (and pure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +71,21 @@ class _ClientPlan:
 _PLANS: weakref.WeakKeyDictionary[type, dict[str, _ClientPlan]] = weakref.WeakKeyDictionary()
 
 
-class TypedClient:
+# With the extension, TypedClient finds its methods in its dict before anything
+# else and calls _organelle_missing for an unknown name (a __getattr__ would put a
+# slow hook in front of every method lookup); without it, a __getattr__ does that.
+_ClientBase: type = object if speedups is None else speedups.ClientBase
+
+
+class TypedClient(_ClientBase):  # type: ignore[misc]
     """A typed client's run-time shape: one attribute per RPC method, nothing else."""
 
-    def __init__(self, plan: _ClientPlan, call: Call) -> None:
+    def __init__(self, plan: _ClientPlan, call: Call, *, pure: bool = False) -> None:
         self.__dict__["_organelle_plan"] = plan
         for method in plan.methods:
-            self.__dict__[method.attr] = method.make(call)
+            self.__dict__[method.attr] = method.make(call, pure)
 
-    def __getattr__(self, name: str) -> Any:
+    def _organelle_missing(self, name: str) -> Any:
         plan: _ClientPlan = self.__dict__["_organelle_plan"]
         known = ", ".join(m.attr for m in plan.methods)
         raise AttributeError(
@@ -82,6 +95,9 @@ class TypedClient:
             obj=self,
         )
 
+    if speedups is None:
+        __getattr__ = _organelle_missing
+
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a client is read-only (setting {name!r})")
 
@@ -90,8 +106,13 @@ class TypedClient:
         return f"<client of module {plan.module!r} ({plan.owner})>"
 
 
-def client_of(cls: Callable[..., T], call: Call, module: str | None = None) -> T:
+def client_of(
+    cls: Callable[..., T], call: Call, module: str | None = None, *, pure: bool = False
+) -> T:
     """A client of ``cls`` (a ``Module`` class or a Protocol) whose methods go through ``call``.
+
+    ``pure``: the generated Python methods even when the C extension is in use
+    (the tests compare the two).
 
     Raises:
         DefinitionError: ``cls`` is neither, names no module, or has a method
@@ -106,7 +127,7 @@ def client_of(cls: Callable[..., T], call: Call, module: str | None = None) -> T
     plan = by_module.get(key)
     if plan is None:
         plan = by_module[key] = _plan(cls, module)
-    return typing.cast("T", TypedClient(plan, call))
+    return typing.cast("T", TypedClient(plan, call, pure=pure))
 
 
 def _plan(cls: type, module: str | None) -> _ClientPlan:
@@ -156,13 +177,15 @@ def _protocol_methods(cls: type, owner: str) -> list[tuple[str, str, Callable[..
     return list(found.values())
 
 
-def _generate(target: str, owner: str, attr: str, fn: Callable[..., Any]) -> Callable[[Call], Any]:
+def _generate(
+    target: str, owner: str, attr: str, fn: Callable[..., Any]
+) -> Callable[[Call, bool], Any]:
     """Source of the method, compiled once: its parameters, the call, and the result check."""
     try:
         returns = typing.get_type_hints(fn, include_extras=True).get("return", Any)
     except Exception as exc:
         raise DefinitionError(f"{owner}.{attr}: cannot resolve type hints: {exc}") from exc
-    signature, body, request = _call_source(owner, attr, fn)
+    signature, body, request, layout = _call_source(owner, attr, fn)
     # The call starts here, as kernel.call does; only the conversion waits for the await.
     finish = None if _wire_safe(returns) else _converter(target, returns)
     body.append(f"return {request}" if finish is None else f"return {_PREFIX}finish({request})")
@@ -181,18 +204,45 @@ def _generate(target: str, owner: str, attr: str, fn: Callable[..., Any]) -> Cal
     }
     exec(source, namespace)  # noqa: S102 - built above from identifiers and reprs only
     make = namespace[f"{_PREFIX}make"]
+    qualname = f"{owner}.{attr}"
+    # For ClientCall: a class result is checked in C (only a plain subtype test
+    # when its metaclass keeps type's isinstance), anything else by `finish`.
+    hint = returns if finish is not None and _is_class(returns) else None
+    checker: object = type(hint).__instancecheck__
+    subclasses = hint is not None and checker is type.__instancecheck__
+    shown: dict[str, Any] = {}  # what a ClientCall shows of the Python method
 
-    def made(call: Call) -> Callable[..., Any]:
+    def made(call: Call, pure: bool) -> Callable[..., Any]:
         method = make(call)
-        method.__qualname__ = f"{owner}.{attr}"
+        method.__qualname__ = qualname
         method.__doc__ = fn.__doc__
-        return method  # type: ignore[no-any-return]
+        if speedups is None or pure:
+            return method  # type: ignore[no-any-return]
+        bound: Callable[..., Any] = speedups.ClientCall(
+            call, target, *layout, _UNSET, method, finish, hint, subclasses
+        )
+        if not shown:
+            shown.update(
+                __name__=attr,
+                __qualname__=qualname,
+                __doc__=fn.__doc__,
+                __module__=method.__module__,
+                __signature__=inspect.signature(method),
+            )
+        bound.__dict__.update(shown)
+        return bound
 
     return made
 
 
-def _call_source(owner: str, attr: str, fn: Callable[..., Any]) -> tuple[list[str], list[str], str]:
-    """The method's parameters, the lines that gather what was given, and the call expression.
+def _call_source(
+    owner: str, attr: str, fn: Callable[..., Any]
+) -> tuple[list[str], list[str], str, tuple[tuple[str, ...], tuple[int, ...], int]]:
+    """The method's parameters, the lines gathering what was given, the call, and its layout.
+
+    The layout is what ClientCall binds by: the names in the order they are
+    sent (required, then optional), each positional parameter's place among
+    them, and how many are required.
 
     A parameter with a default is sent only when given, so the serving module
     applies its own default (which may differ on another version).
@@ -218,7 +268,10 @@ def _call_source(owner: str, attr: str, fn: Callable[..., Any]) -> tuple[list[st
         sent = f"**{_PREFIX}params"
     else:
         sent = ", ".join(f"{n}={n}" for n in required)
-    return signature, body, f"{_PREFIX}call({_PREFIX}target{', ' if sent else ''}{sent})"
+    names = (*required, *optional)
+    positional = tuple(names.index(p.name) for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
+    layout = (names, positional, len(required))
+    return signature, body, f"{_PREFIX}call({_PREFIX}target{', ' if sent else ''}{sent})", layout
 
 
 def _wire_safe(hint: Any) -> bool:
@@ -254,7 +307,7 @@ def _converter(target: str, hint: Any) -> Callable[[Any], Any]:
                 errors=[{"field": "$result", "message": message}],
             ) from None
 
-    if isinstance(hint, type) and get_origin(hint) is None:  # a class: one isinstance
+    if _is_class(hint):  # a class: one isinstance
 
         async def finish_class(pending: Any) -> Any:
             result = await pending
@@ -268,6 +321,10 @@ def _converter(target: str, hint: Any) -> Callable[[Any], Any]:
         return result if check is not None and check(result) else convert(result)
 
     return finish
+
+
+def _is_class(hint: Any) -> bool:
+    return isinstance(hint, type) and get_origin(hint) is None
 
 
 def _checker(hint: Any) -> Callable[[Any], bool] | None:  # noqa: PLR0911 - one case per shape
