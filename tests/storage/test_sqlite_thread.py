@@ -342,35 +342,3 @@ async def test_transactions_and_plain_writes_mixed_keep_their_meaning(store: Sql
     assert sorted(await store.get_many([f"p.{n}" for n in every])) == sorted(
         f"p.{n}" for n in plains
     )
-
-
-async def test_pokes_from_another_thread_while_rounds_drain_the_queue(tmp_path: Path) -> None:
-    """A doorbell's poke lands in the queue a round is draining: it must not be taken for work."""
-
-    def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(str(tmp_path / "p.db"), isolation_level=None)
-        conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY)")
-        return conn
-
-    thread = SqliteThread(connect, "sqlite-poke-test", poll_s=0.001)
-    await thread.started()
-    thread.watch(on=True)
-    stop = threading.Event()
-
-    def ring() -> None:
-        while not stop.is_set():
-            thread.poke()
-
-    ringer = threading.Thread(target=ring, daemon=True)
-    ringer.start()
-    try:
-        for batch in range(20):
-            writes = [thread.submit(_insert(batch * 50 + i), mode=1) for i in range(50)]
-            await asyncio.wait_for(asyncio.gather(*writes), 10)
-        rows = await thread.submit(lambda c: c.execute("SELECT count(*) FROM t").fetchone(), mode=0)
-        assert rows == (1000,)
-    finally:
-        stop.set()
-        ringer.join(5)
-        thread.watch(on=False)
-        await thread.stop()

@@ -35,7 +35,6 @@ from organelle.jobs._records import (
     params_of,
     sweep_every_s,
 )
-from organelle.jobs._sqlite_doorbell import Doorbell
 from organelle.jobs._sqlite_prefetch import Prefetch, Wake
 from organelle.jobs.base import AttemptError, JobRecord, JobState, Lease, NewJob
 from organelle.storage._sqlite_thread import DURABLE, READ, WRITE, SqliteThread, use_wal
@@ -120,7 +119,6 @@ class SqliteJobQueue:
         self._closed = False
         self._asked: dict[tuple[str, ...], int] = {}  # names claimed since the last wait
         self._prefetch = Prefetch(self._wake)
-        self._doorbell = Doorbell(self.path)
 
     async def open(self) -> Self:
         """Create the schema and start the writer thread; returns ``self``."""
@@ -202,14 +200,10 @@ class SqliteJobQueue:
                     ).fetchone()
                     jid = row[0]
                 ids.append(jid)
-            # Before the COMMIT, not after: its fsync takes longer than a ring takes
-            # to wake a waiting worker's thread, which then polls closely for it.
-            self._doorbell.ring()
             return ids
 
         ids: list[str] = await self._run(op, mode=DURABLE)
         self._wake.set()
-        self._doorbell.ring()  # again, committed now: for a worker whose close poll ended first
         return ids
 
     def _claim_stmt(self, n_seqs: int) -> str:
@@ -422,7 +416,6 @@ class SqliteJobQueue:
                 # the watching thread sees another process commit (_sqlite_prefetch)
                 [(names, limit)] = asked.items()
                 self._prefetch.arm(thread, self._claim_op(list(names), limit))
-            self._doorbell.listen(thread.poke)
             thread.watch(on=True)
         try:
             await self._wake.wait(max(0.0, timeout_s))
@@ -537,11 +530,9 @@ class SqliteJobQueue:
             )
             if cur.rowcount == 0:
                 raise JobNotFoundError(f"no finished job {job_id!r}", details={"job_id": job_id})
-            self._doorbell.ring()
 
         await self._run(op, mode=DURABLE)
         self._wake.set()
-        self._doorbell.ring()
 
     async def purge(self, job_ids: Sequence[str]) -> int:
         """Delete the given jobs unless running; return the count deleted."""
@@ -568,4 +559,3 @@ class SqliteJobQueue:
         self._thread = None
         if thread is not None:
             await thread.stop()
-        self._doorbell.close()  # after the thread: its enqueues ring

@@ -83,20 +83,17 @@ HOT_S = 1.0  # poll at full speed for this long after another process last commi
 IDLE_POLL_MAX_S = 0.025  # the slowest poll of a quiet queue
 _NUDGE: Any = ("nudge",)
 _POLL: Any = ("poll",)
-RING_S = 0.005  # how long a ring keeps the poll close (a commit's fsync takes ~0.5 ms)
-RING_POLL_S = 0.00005
 
 
 class _Poll:
     """How a watching thread polls for other processes' commits."""
 
-    __slots__ = ("active", "interval", "rung", "version")
+    __slots__ = ("active", "interval", "version")
 
     def __init__(self, version: int, interval: float) -> None:
         self.version = version
         self.interval = interval
         self.active = time.monotonic()  # when another process last committed
-        self.rung = 0.0  # poll every RING_POLL_S until then (monotonic): a ring came
 
 
 def use_wal(conn: sqlite3.Connection, wait_s: float = BUSY_TIMEOUT_S) -> None:
@@ -171,7 +168,6 @@ class SqliteThread:
         self._on_external = on_external
         self._poll_s = poll_s
         self._watching = False
-        self._rang = False  # poke() was called: poll closely (written from any thread)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         # Lending: one mutex for every lane's queue count and the lent round;
         # the lanes queued and not yet served (the loop may take them); the
@@ -197,16 +193,6 @@ class SqliteThread:
         """Poll for other processes' commits while ``on`` (an idle worker is waiting)."""
         self._watching = on
         if on:  # the thread may sleep without a timeout: nudge it into polling mode
-            self._queue.put(_NUDGE)
-
-    def poke(self) -> None:
-        """Poll closely for a while, if watching (any thread): another process is committing.
-
-        A flag and a ``_NUDGE``, not an item of its own: a round that drains
-        the queue meanwhile skips the nudge, and the flag is still seen.
-        """
-        if self._watching and not self._rang:  # one nudge until the thread has seen it
-            self._rang = True
             self._queue.put(_NUDGE)
 
     async def started(self) -> None:
@@ -317,16 +303,13 @@ class SqliteThread:
         try:
             while True:
                 self._set_idle(idle=True)
-                wait_s = (RING_POLL_S if self._rang else poll.interval) if self._watching else None
                 try:
-                    item: _Item | None = self._queue.get(timeout=wait_s)
+                    item: _Item | None = self._queue.get(
+                        timeout=poll.interval if self._watching else None
+                    )
                 except queue.Empty:
                     item = _POLL  # time to poll, unless the loop took the round meanwhile
                 back = self._set_idle(idle=False)
-                if self._rang:  # a doorbell rang (its _NUDGE may have gone to a round)
-                    poll.rung, self._rang = time.monotonic() + RING_S, False
-                    if item is _NUDGE:
-                        item = _POLL
                 if back is not None:  # the loop ran a round meanwhile: commit it
                     if self._serve(conn, _NUDGE if item is _POLL else item, back):
                         return
@@ -341,21 +324,15 @@ class SqliteThread:
     def _poll(self, conn: sqlite3.Connection, poll: _Poll) -> None:
         """Look for another process's commit; poll slower while there is none."""
         now = conn.execute("PRAGMA data_version").fetchone()[0]
-        at = time.monotonic()
         if now != poll.version:
             poll.version = now
             if self._on_change is not None and self._on_change():
                 pass  # it queued work whose result tells the loop
             elif self._on_external is not None:
                 self.post(self._on_external)
-            poll.interval, poll.active, poll.rung = self._poll_s, at, 0.0
-        elif at < poll.rung:
-            poll.interval = min(RING_POLL_S, self._poll_s)
-        elif at - poll.active > HOT_S:
-            slowest = max(self._poll_s, IDLE_POLL_MAX_S)
-            poll.interval = min(max(poll.interval, self._poll_s) * 2, slowest)
-        else:
-            poll.interval = self._poll_s
+            poll.interval, poll.active = self._poll_s, time.monotonic()
+        elif time.monotonic() - poll.active > HOT_S:
+            poll.interval = min(poll.interval * 2, max(self._poll_s, IDLE_POLL_MAX_S))
 
     def _set_idle(self, *, idle: bool) -> _Handback | None:
         """In the thread: offer the connection to the loop while idle (``lend``), or take it back.
