@@ -34,16 +34,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, cast
 
 import msgspec
 
 from organelle.codec import Codec, codec_for
+from organelle.context import _PREFIX as _ID_PREFIX
 from organelle.context import Context
 from organelle.envelope import Envelope, Incoming, from_headers
 from organelle.envelope._claim import DATAREF, ClaimCheck, ClaimRef, claim_of, without_claim
 from organelle.envelope._compress import ENCODING_HEADER, compress, decompress
-from organelle.envelope._envelope import header_lines
+from organelle.envelope._envelope import CONSTANT, constant_lines, header_lines, utc_text
 from organelle.envelope._protect import protect, unprotect
 from organelle.envelope._seal import SIGNATURE_HEADER
 from organelle.envelope._security import EventSecurity
@@ -60,6 +62,9 @@ _JSON = codec_for("json")
 _ENCODING = ENCODING_HEADER.lower()
 _SIGNATURE = SIGNATURE_HEADER.lower()
 _DATAREF = DATAREF
+_JSON_MEDIA = CONTENT_TYPES["json"]
+_decode_json = msgspec.json.Decoder().decode
+_INF = float("inf")
 
 
 def event_headers(
@@ -80,6 +85,43 @@ def event_headers(
     if claim:
         lines += "".join(f"{name}: {value}\r\n" for name, value in claim.items())
     return headers_for(ctx, codec, timeout=False, extra=lines)
+
+
+def _plain_headers(ctx: Context, env: Envelope[Any]) -> bytes:
+    """``event_headers`` of the common JSON event, written in one format.
+
+    What it covers: a context without principal or meta, an envelope without
+    subject, partition key or extensions, its time in UTC and its id safe as
+    is (a UUID). Everything an event type from one source shares comes
+    ready-made (``constant_block``); only the ids and the time are written per
+    event. Anything else goes to ``event_headers``: the same bytes either way.
+    """
+    when = env.time
+    eid = env.id
+    if (
+        ctx.principal is not None
+        or ctx.meta
+        or env.subject is not None
+        or env.partitionkey is not None
+        or env.extensions
+        or when is None
+        or when.tzinfo is not UTC
+        or not (eid.isascii() and eid.encode().replace(b"-", b"").isalnum())  # a UUID: as is
+    ):
+        return event_headers(ctx, env, "json")
+    key = (env.source, env.type, env.specversion, env.dataschema, env.dataversion, _JSON_MEDIA)
+    head, middle, tail = CONSTANT.get(key) or constant_lines(key)
+    seq = ctx.seq
+    rid = seq if type(seq) is str else f"{_ID_PREFIX}{seq:x}"
+    ids = ""  # a root event has none; one emitted by a handler has both
+    if ctx.corr is not None:
+        ids = f"Organelle-Correlation-Id: {ctx.correlation_id}\r\n"
+    if ctx.cause is not None:
+        ids += f"Organelle-Causation-Id: {ctx.causation_id or ''}\r\n"
+    return (
+        f"NATS/1.0\r\nOrganelle-Id: {rid}\r\n{ids}ce-id: {eid}\r\n{head}"
+        f"ce-time: {utc_text(when)}\r\n{middle}{tail}\r\n"
+    ).encode()
 
 
 def _body_codec(headers: Mapping[str, str]) -> Codec | str:
@@ -190,7 +232,18 @@ class EventWire:
             payloads are refused as too large, claimed ones received are dropped.
     """
 
-    __slots__ = ("_codec", "_dropped", "claims", "codec_name", "rejected", "security")
+    __slots__ = (
+        "_checks",
+        "_codec",
+        "_dropped",
+        "_plain_above",
+        "_read_for",
+        "_sent_for",
+        "claims",
+        "codec_name",
+        "rejected",
+        "security",
+    )
 
     def __init__(
         self,
@@ -205,6 +258,56 @@ class EventWire:
         self._codec = codec_for(codec)
         self._dropped = ThrottledLog(logger, security.log_interval_s)
         self.rejected: dict[str, int] = {}
+        # What ``quick`` and ``read`` need of ``security``, worked out once per
+        # settings object (frozen; replaced, never changed).
+        self._sent_for: EventSecurity | None = None
+        self._plain_above: float = -1.0  # a JSON body up to this long takes ``quick``
+        self._read_for: EventSecurity | None = None
+        self._checks = True  # an incoming event may need its signature checked or fields opened
+
+    def quick(
+        self, ctx: Context, env: Envelope[Any], max_payload: int
+    ) -> tuple[bytes, bytes] | None:
+        """``encode`` of the common event, or ``None``: ``seal`` it.
+
+        Common: this node encodes JSON, neither signs nor protects fields, and
+        the body is short enough to be neither compressed nor claim-checked.
+        The same bytes as ``seal``, with less in between (docs/nats.md).
+
+        Raises:
+            ValidationError: the payload cannot be encoded, or is larger than ``max_payload``.
+        """
+        sec = self.security
+        if sec is not self._sent_for:
+            self._plan_sends(sec)
+        limit = self._plain_above
+        if limit < 0:
+            return None
+        body = self._codec.encode(env.data)
+        size = len(body)
+        claims = self.claims
+        if size > limit or (claims is not None and 0 < claims.above < size):
+            return self._frame_or_seal(ctx, env, body, max_payload)
+        if size > max_payload:
+            raise _too_large("event", size, max_payload)
+        return _plain_headers(ctx, env), body
+
+    def _plan_sends(self, sec: EventSecurity) -> None:
+        plain = self.codec_name == "json" and sec.fields.active is None
+        plain = plain and sec.signing.active is None
+        self._plain_above = -1.0
+        if plain:
+            self._plain_above = _INF if sec.compression is None else sec.compress_above
+        self._sent_for = sec
+
+    def _frame_or_seal(
+        self, ctx: Context, env: Envelope[Any], body: bytes, max_payload: int
+    ) -> tuple[bytes, bytes] | None:
+        """A body ``quick`` cannot send as is: framed here, or ``None`` if it is to be claimed."""
+        claims = self.claims
+        if claims is not None and claims.above and len(body) > claims.above:
+            return None
+        return self._frame(ctx, env, body, max_payload, None)
 
     def encode(self, ctx: Context, env: Envelope[Any], max_payload: int) -> tuple[bytes, bytes]:
         """``(header block, body)`` of an outgoing event, never claim-checked.
@@ -297,6 +400,39 @@ class EventWire:
         if encoding:
             body = decompress(body, encoding, self.security.max_decompressed_bytes or max_payload)
         return self._open(headers, body)
+
+    def read(self, topic: str, headers: Mapping[str, str], body: bytes, max_payload: int) -> Any:
+        """``decode``, or a ``Claimed`` for an event whose payload is in the blob store.
+
+        The one call a transport makes per incoming event. An organelle JSON
+        event with nothing to verify, decompress or open is decoded here
+        straight; the rest goes the way of ``claim_of`` and ``decode``.
+
+        Raises:
+            SignatureError, ValidationError: as ``decode`` and ``claim_of``.
+        """
+        sec = self.security
+        if sec is not self._read_for:
+            self._checks = bool(sec.require_signatures or sec.signing.keys or sec.fields.keys)
+            self._read_for = sec
+        if (
+            self._checks
+            or _DATAREF in headers
+            or _ENCODING in headers
+            or headers.get("content-type") != _JSON_MEDIA
+            or "organelle-codec" in headers
+        ):
+            ref = self.claim_of(headers)
+            if ref is not None:
+                return Claimed(topic, headers, body, ref)
+            return self.decode(headers, body, max_payload)
+        try:
+            data = _decode_json(body) if body else None
+        except Exception:  # the codec's own error (malformed, nested too deeply)
+            data = _JSON.decode(body)
+        if "ce-id" in headers or "ce-specversion" in headers:
+            return Incoming(headers, data)  # the envelope is read only if a handler asks
+        return data
 
     async def redeem(self, claimed: Claimed) -> Any:
         """The payload of an incoming claim-checked event: verified, fetched, decoded.

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context as Context_
 from contextvars import copy_context
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from organelle._coro import Continuation
@@ -29,7 +30,14 @@ from organelle.context import Context
 from organelle.envelope import wire_name
 from organelle.errors import InternalError, OrganelleError, UnavailableError, ValidationError
 from organelle.transport._event_wire import Claimed
-from organelle.transport._nats_headers import codec_of, context_from, parse_headers, reply_headers
+from organelle.transport._nats_headers import (
+    codec_of,
+    context_from,
+    event_context,
+    header_map,
+    parse_headers,
+    reply_headers,
+)
 from organelle.transport.registry import ModuleEntry, node_key, rpc_options
 
 if TYPE_CHECKING:
@@ -48,6 +56,7 @@ log = logging.getLogger("organelle.transport.nats")
 _JSON = codec_for("json")
 _monotonic = time.monotonic
 _MAX_REPLY_KINDS = 256
+_MAX_TOPICS = 4096
 
 # The header block organelle's own callers send with a plain call (no principal,
 # meta or codec): read with one match instead of the general parser. Anything
@@ -118,6 +127,7 @@ class Exposer:
         self._direct_plen = len(self.direct_prefix)
         self._evt_plen = len(options.prefix) + len(".evt.")
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._topics: dict[bytes, str] = {}  # event subject -> topic
         self._reply_kinds: dict[str, dict[type, bytes]] = {}
         self._batch: list[_Request] | None = None  # requests read, their task not yet run
         self._backlog: deque[tuple[str, str, bytes, bytes | None, bytes]] | None = None
@@ -352,39 +362,46 @@ class Exposer:
     def _event_handler(
         self, module: str, attr: str
     ) -> Callable[[bytes, bytes | None, bytes | None, bytes], None]:
-        def on_event(subject: bytes, _reply: bytes | None, hdr: bytes | None, data: bytes) -> None:
-            self._on_event(module, attr, subject, hdr, data)
+        # A partial, not a closure: no Python frame of its own per event.
+        return partial(self._on_event, module, attr)
 
-        return on_event
-
-    def _on_event(
-        self, module: str, attr: str, subject: bytes, hdr: bytes | None, data: bytes
+    def _on_event(  # noqa: PLR0911 - one flat path per event received, each way out a return
+        self,
+        module: str,
+        attr: str,
+        subject: bytes,
+        _reply: bytes | None,
+        hdr: bytes | None,
+        data: bytes,
     ) -> None:
-        if self.inbound is None or module not in self.exposed:
+        inbound = self.inbound
+        if inbound is None or module not in self.exposed:
             return
-        backlog = self._backlog
-        if backlog is not None:  # the local queue is full: keep order behind it, unread
-            size = len(data) + (len(hdr) if hdr else 0)
-            if self._backlog_bytes + size > self.options.max_backlog_bytes:
-                self._overflow(subject)
-                return
-            self._backlog_bytes += size
-            backlog.append((module, attr, subject, hdr, data))
-            shed_at = self.options.shed_backlog_bytes
-            if shed_at and not self._shed and self._backlog_bytes >= shed_at:
-                self._leave_groups()
+        if self._backlog is not None:  # the local queue is full: keep order behind it, unread
+            self._hold(module, attr, subject, hdr, data)
             return
-        item = self._read_event(subject, hdr, data)
-        if item is not None:
-            self._take(module, attr, *item)
-
-    def _take(self, module: str, attr: str, payload: Any, ctx: Context) -> None:
-        """Hand a read event to the local queue, or start the backlog if it is full."""
-        assert self.inbound is not None  # noqa: S101 - checked by _on_event
-        if isinstance(payload, Claimed):  # fetched by the draining task; what follows waits
+        # ``_read_event``, inline: this runs once per event received.
+        topic = self._topics.get(subject)
+        if topic is None:
+            topic = self._topic(subject)
+        try:
+            headers = header_map(hdr) if hdr else {}
+            limit = self.options.max_payload_bytes or self.wire.max_payload
+            if len(data) > limit:
+                raise _too_large("event", len(data), limit)  # noqa: TRY301
+            payload = self.events.read(topic, headers, data, limit)
+            ctx = event_context(headers, topic)
+        except OrganelleError as err:
+            self.events.drop(topic, err)
+            return
+        except Exception as exc:  # a decoder's own failure (deep nesting): still malformed
+            self.events.drop(topic, ValidationError(f"{type(exc).__name__}: {exc}"))
+            return
+        # Handed to the local queue, or the backlog starts if it is full.
+        if type(payload) is Claimed:  # fetched by the draining task; what follows waits
             self._start_backlog(None, None, (module, attr, payload, ctx))
             return
-        coro = self.inbound.deliver(module, attr, payload, ctx)
+        coro = inbound.deliver(module, attr, payload, ctx)
         try:
             first = coro.send(None)
         except StopIteration:
@@ -397,27 +414,47 @@ class Exposer:
         # waits in the backlog, bounded by max_backlog_bytes.
         self._start_backlog(coro, first, None)
 
+    def _hold(self, module: str, attr: str, subject: bytes, hdr: bytes | None, data: bytes) -> None:
+        """Queue an event unread behind the backlog (dropped past ``max_backlog_bytes``)."""
+        backlog = self._backlog
+        assert backlog is not None  # noqa: S101 - checked by the caller
+        size = len(data) + (len(hdr) if hdr else 0)
+        if self._backlog_bytes + size > self.options.max_backlog_bytes:
+            self._overflow(subject)
+            return
+        self._backlog_bytes += size
+        backlog.append((module, attr, subject, hdr, data))
+        shed_at = self.options.shed_backlog_bytes
+        if shed_at and not self._shed and self._backlog_bytes >= shed_at:
+            self._leave_groups()
+
     def _read_event(
         self, subject: bytes, hdr: bytes | None, data: bytes
     ) -> tuple[Any, Context] | None:
         """``(payload, context)`` of an incoming event; ``None``: dropped (counted, logged)."""
-        topic = subject[self._evt_plen :].decode(errors="replace")
+        topic = self._topics.get(subject)
+        if topic is None:
+            topic = self._topic(subject)
         try:
-            _, headers = self._decode_headers(hdr)
-            if len(data) > self.max_in:
-                raise _too_large("event", len(data), self.max_in)  # noqa: TRY301
-            ref = self.events.claim_of(headers)
-            payload: Any
-            if ref is None:
-                payload = self.events.decode(headers, data, self.max_in)
-            else:
-                payload = Claimed(topic, headers, data, ref)
-            return payload, context_from(headers, topic)
+            headers = header_map(hdr) if hdr else {}
+            limit = self.options.max_payload_bytes or self.wire.max_payload
+            if len(data) > limit:
+                raise _too_large("event", len(data), limit)  # noqa: TRY301
+            payload = self.events.read(topic, headers, data, limit)
+            return payload, event_context(headers, topic)
         except OrganelleError as err:
             self.events.drop(topic, err)
         except Exception as exc:  # a decoder's own failure (deep nesting): still malformed
             self.events.drop(topic, ValidationError(f"{type(exc).__name__}: {exc}"))
         return None
+
+    def _topic(self, subject: bytes) -> str:
+        """The topic of an event subject (kept: a subscription sees the same few)."""
+        topics = self._topics
+        if len(topics) >= _MAX_TOPICS:
+            topics.clear()
+        topic = topics[subject] = subject[self._evt_plen :].decode(errors="replace")
+        return topic
 
     def _overflow(self, subject: bytes) -> None:
         topic = subject[self._evt_plen :].decode(errors="replace")
@@ -464,8 +501,23 @@ class Exposer:
                 if self._shed and self._backlog_bytes <= self.options.shed_backlog_bytes // 2:
                     self._rejoin_groups()
                 item = self._read_event(subject, hdr, data)
-                if item is not None:
-                    await self._deliver(inbound, module, attr, *item)
+                if item is None:
+                    continue
+                payload, ctx = item
+                if type(payload) is Claimed:
+                    await self._deliver(inbound, module, attr, payload, ctx)
+                    continue
+                # As ``_on_event`` does: no coroutine of ours around a delivery
+                # that finds room in the local queue (most, once it drains).
+                coro = inbound.deliver(module, attr, payload, ctx)
+                try:
+                    first = coro.send(None)
+                except StopIteration:
+                    continue
+                except Exception:
+                    log.exception("delivering %r to %s.%s failed", ctx.topic, module, attr)
+                    continue
+                await self._finish(Continuation(coro, first))
         finally:
             self._backlog = None
             self._backlog_bytes = 0

@@ -93,10 +93,10 @@ class _Proto(asyncio.Protocol):
             await self.discard()
 
     def pause_writing(self) -> None:
-        self.wire._writable.clear()
+        self.wire._set_writable(writable=False)
 
     def resume_writing(self) -> None:
-        self.wire._writable.set()
+        self.wire._set_writable(writable=True)
 
 
 class NatsWire:
@@ -135,6 +135,10 @@ class NatsWire:
         self._connected = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
+        # Both events as one plain flag, read by every publish (an Event's
+        # ``is_set`` is a Python call): connected and not paused by the socket.
+        self.ready = False
+        self._up = False  # ``_connected`` as a plain flag
         self._closing = False
         self._reconnector: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
@@ -146,6 +150,21 @@ class NatsWire:
     def connected(self) -> bool:
         """Whether a connection is up (subscriptions replayed)."""
         return self._connected.is_set()
+
+    def _set_connected(self, *, up: bool) -> None:
+        if up:
+            self._connected.set()
+        else:
+            self._connected.clear()
+        self._up = up
+        self.ready = up and self._writable.is_set()
+
+    def _set_writable(self, *, writable: bool) -> None:
+        if writable:
+            self._writable.set()
+        else:
+            self._writable.clear()
+        self.ready = writable and self._up
 
     async def wait_connected(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for a connection; return whether there is one."""
@@ -229,8 +248,8 @@ class NatsWire:
             await proto.discard()
             raise
         self._outstanding = 0
-        self._writable.set()
-        self._connected.set()
+        self._set_writable(writable=True)
+        self._set_connected(up=True)
 
     @staticmethod
     def _still_open(proto: _Proto) -> None:
@@ -261,8 +280,8 @@ class NatsWire:
             return  # an abandoned attempt
         self._proto = None
         was_up = self._connected.is_set()
-        self._connected.clear()
-        self._writable.set()
+        self._set_connected(up=False)
+        self._set_writable(writable=True)
         self._out.clear()
         self._out_bytes = 0
         # The reason matters during a handshake: a TLS alert (say, a client certificate
@@ -327,7 +346,7 @@ class NatsWire:
         if proto is not None and self._connected.is_set():
             with contextlib.suppress(Exception):
                 await self.flush(1.0)
-        self._connected.clear()
+        self._set_connected(up=False)
         self._proto = None
         self._fail_pongs(UnavailableError("NATS connection closed"))
         if proto is not None:
@@ -396,15 +415,20 @@ class NatsWire:
         Raises:
             UnavailableError: not connected (the caller waits for ``connected`` first).
         """
-        if not self._connected.is_set():
+        if not self._up:
             raise UnavailableError("not connected to NATS")
         if headers:
             hl = len(headers)
             if reply is None:
-                line = b"HPUB %s %d %d\r\n" % (subject, hl, hl + len(payload))
+                self._write(
+                    b"HPUB %s %d %d\r\n%s%s\r\n"
+                    % (subject, hl, hl + len(payload), headers, payload)
+                )
             else:
-                line = b"HPUB %s %s %d %d\r\n" % (subject, reply, hl, hl + len(payload))
-            self._write(line + headers + payload + _CRLF)
+                self._write(
+                    b"HPUB %s %s %d %d\r\n%s%s\r\n"
+                    % (subject, reply, hl, hl + len(payload), headers, payload)
+                )
         elif reply is None:
             self._write(b"PUB %s %d\r\n%s\r\n" % (subject, len(payload), payload))
         else:
@@ -497,7 +521,10 @@ class NatsWire:
                 pos = nxt
                 if entry is not None:
                     reply = args[2] if len(args) == 4 else None  # noqa: PLR2004
-                    self._call(entry[1], args[0], reply, None, buf[start : nxt - 2])
+                    try:
+                        entry[1](args[0], reply, None, buf[start : nxt - 2])
+                    except Exception:  # a handler bug must not kill the connection
+                        log.exception("NATS message handler failed on %r", args[0])
             elif op == b"HMSG":
                 args = buf[pos + 5 : eol].split()
                 start = eol + 2
@@ -510,7 +537,10 @@ class NatsWire:
                 pos = nxt
                 if entry is not None:
                     reply = args[2] if len(args) == 5 else None  # noqa: PLR2004
-                    self._call(entry[1], args[0], reply, buf[start:hend], buf[hend : nxt - 2])
+                    try:
+                        entry[1](args[0], reply, buf[start:hend], buf[hend : nxt - 2])
+                    except Exception:  # a handler bug must not kill the connection
+                        log.exception("NATS message handler failed on %r", args[0])
             elif op == b"PING":
                 self._write(b"PONG\r\n")
                 pos = eol + 2
@@ -530,15 +560,6 @@ class NatsWire:
             else:  # +OK and anything unknown
                 pos = eol + 2
         return pos
-
-    @staticmethod
-    def _call(
-        handler: Handler, subject: bytes, reply: bytes | None, hdr: bytes | None, data: bytes
-    ) -> None:
-        try:
-            handler(subject, reply, hdr, data)
-        except Exception:  # a handler bug must not kill the connection
-            log.exception("NATS message handler failed on %r", subject)
 
     def _on_info(self, raw: bytes) -> None:
         info = json.loads(raw)

@@ -118,6 +118,7 @@ class NatsTransport:
         self._versions: dict[str, Mapping[str, str]] = {}
         self._versions_of: object = None  # the registry view ``_versions`` was read from
         self._evt_prefix = f"{options.prefix}.evt."
+        self._evt_subjects: dict[str, bytes] = {}  # topic -> its subject
         self._registry: NatsRegistry | None = None
         self._announcer: Announcer | None = None
         self._published = 0
@@ -539,12 +540,34 @@ class NatsTransport:
             StorageUnavailableError: a claimed payload's blob store is unreachable.
         """
         wire = self._wire
-        hdr, body = await self._events.seal(ctx, envelope, wire.max_payload)
+        framed = self._events.quick(ctx, envelope, wire.max_payload)
+        if framed is None:
+            framed = await self._events.seal(ctx, envelope, wire.max_payload)
+        if not wire.ready:
+            await self._until_ready(topic)
+        subject = self._evt_subjects.get(topic)
+        if subject is None:
+            subject = self._evt_subject(topic)
+        wire.publish(subject, framed[1], None, framed[0])
+        self._published += 1
+
+    async def _until_ready(self, topic: str) -> None:
+        """Wait for the connection (within ``call_timeout_s``) and for room to write.
+
+        Raises:
+            UnavailableError: still not connected.
+        """
+        wire = self._wire
         if not wire.connected and not await wire.wait_connected(self.call_timeout_s):
             raise UnavailableError(f"cannot publish {topic!r}: not connected to NATS")
         await wire.writable()
-        wire.publish((self._evt_prefix + topic).encode(), body, None, hdr)
-        self._published += 1
+
+    def _evt_subject(self, topic: str) -> bytes:
+        subjects = self._evt_subjects
+        if len(subjects) >= _MAX_CACHED_SUBJECTS:
+            subjects.clear()
+        subject = subjects[topic] = (self._evt_prefix + topic).encode()
+        return subject
 
     @property
     def published(self) -> int:
