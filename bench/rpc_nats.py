@@ -81,12 +81,100 @@ def _config(url: str, prefix: str = PREFIX) -> dict[str, Any]:
     return {"kernel": {"transport": url, "transport_options": {"prefix": prefix}}}
 
 
+# -- the floor: NATS spoken by a bare asyncio protocol -------------------------------------
+class _Bare(asyncio.Protocol):
+    """The least a Python client can do: ``PUB``/``SUB`` out, ``MSG`` lines parsed in place.
+
+    The floor of a request/reply through the same nats-server from Python: no
+    headers, no reconnects, no flow control, one callback per message.
+    """
+
+    def __init__(self, on_msg: Callable[[bytes, bytes | None, bytes], None]) -> None:
+        self.on_msg = on_msg
+        self.buf = b""
+        self.out: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.write(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+
+    def write(self, data: bytes) -> None:
+        """Buffered until the loop's turn ends: one system call for a burst, as a real client."""
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"".join(self.out))
+        self.out.clear()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        while (eol := buf.find(b"\r\n")) >= 0:
+            line = buf[:eol]
+            if line.startswith(b"MSG "):
+                parts = line.split(b" ")
+                size = int(parts[-1])
+                if len(buf) < eol + 4 + size:
+                    break
+                self.on_msg(
+                    parts[1], parts[3] if len(parts) == 5 else None, buf[eol + 2 : eol + 2 + size]
+                )
+                buf = buf[eol + 4 + size :]
+                continue
+            buf = buf[eol + 2 :]
+            if line == b"PING":
+                self.write(b"PONG\r\n")
+            elif line == b"PONG" and not self.ready.done():
+                self.ready.set_result(None)
+        self.buf = buf
+
+
+async def _bare_connect(url: str, on_msg: Callable[[bytes, bytes | None, bytes], None]) -> _Bare:
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    _, proto = await asyncio.get_running_loop().create_connection(
+        lambda: _Bare(on_msg), host, int(port)
+    )
+    await proto.ready
+    return proto
+
+
+async def _serve_bare(url: str) -> None:
+    seen = 0
+
+    def on_msg(subject: bytes, reply: bytes | None, data: bytes) -> None:
+        nonlocal seen
+        if subject == b"bare.evt":
+            json.loads(data)
+            seen += 1
+            return
+        if reply is None:
+            return
+        if subject == b"bare.echo":
+            got = json.loads(data)
+            out = json.dumps({"n": got["n"], "text": got["text"]}).encode()
+        else:
+            out = str(seen).encode()
+        proto.write(b"PUB %s %d\r\n%s\r\n" % (reply, len(out), out))
+
+    proto = await _bare_connect(url, on_msg)
+    proto.write(b"SUB bare.echo 1\r\nSUB bare.evt 2\r\nSUB bare.count 3\r\nPING\r\n")
+    await asyncio.sleep(0.1)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
 # -- server side (a child process) --------------------------------------------------------
 async def serve(kind: str, url: str) -> None:
     if kind in ("organelle", "policy"):
         async with Kernel([Echo], _config(url, f"{PREFIX}-{kind}")):
             print("ready", flush=True)
             await asyncio.Event().wait()
+    elif kind == "bare":
+        await _serve_bare(url)
     elif kind == "raw":
         import nats
 
@@ -219,6 +307,43 @@ class RawClient(Client):
 
     async def close(self) -> None:
         await self.nc.close()
+
+
+class BareClient(Client):
+    """Requests over ``_Bare``: replies to one wildcard inbox, futures by token."""
+
+    async def open(self, url: str) -> None:
+        self.waiting: dict[bytes, asyncio.Future[bytes]] = {}
+        self.next = 0
+        self.proto = await _bare_connect(url, self._on_msg)
+        self.proto.write(b"SUB _BARE.* 1\r\nPING\r\n")
+        await asyncio.sleep(0.1)
+
+    def _on_msg(self, subject: bytes, _reply: bytes | None, data: bytes) -> None:
+        future = self.waiting.pop(subject[6:], None)
+        if future is not None and not future.done():
+            future.set_result(data)
+
+    async def _request(self, subject: bytes, data: bytes) -> bytes:
+        self.next += 1
+        token = b"%d" % self.next
+        future = self.waiting[token] = asyncio.get_running_loop().create_future()
+        self.proto.write(b"PUB %s _BARE.%s %d\r\n%s\r\n" % (subject, token, len(data), data))
+        return await asyncio.wait_for(future, 10)
+
+    async def call(self) -> Any:
+        return json.loads(await self._request(b"bare.echo", json.dumps(PAYLOAD).encode()))
+
+    async def emit(self) -> None:
+        data = json.dumps(PAYLOAD).encode()
+        self.proto.write(b"PUB bare.evt %d\r\n%s\r\n" % (len(data), data))
+
+    async def count(self) -> int:
+        return int(await self._request(b"bare.count", b""))
+
+    async def close(self) -> None:
+        assert self.proto.transport is not None
+        self.proto.transport.close()
 
 
 class FsClient(Client):
@@ -394,7 +519,9 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--serve")
     parser.add_argument("--url")
-    parser.add_argument("--only", help="comma-separated subjects: raw,faststream,organelle")
+    parser.add_argument(
+        "--only", help="comma-separated subjects: bare,raw,faststream,organelle,policy"
+    )
     parser.add_argument("--rounds", type=int, help="interleaved RPC rounds (5; quick: 3)")
     args = parser.parse_args()
     if args.serve:
@@ -407,6 +534,7 @@ async def main() -> None:
     )
     rounds = args.rounds or (3 if args.quick else 5)
     subjects: dict[str, Client] = {
+        "bare": BareClient(),
         "raw": RawClient(),
         "organelle": OrgClient(),
         "policy": OrgClient(POLICY),
@@ -439,6 +567,7 @@ async def main() -> None:
                 proc.wait(10)
     peak = [max(a, b) for a, b in zip(load, os.getloadavg(), strict=True)]
     names = {
+        "bare": "bare asyncio protocol (floor: no headers, no reconnects)",
         "raw": "raw nats-py",
         "faststream": "FastStream 0.7 (NATS)",
         "organelle": "organelle",
